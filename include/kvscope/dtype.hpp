@@ -1,0 +1,51 @@
+// Element types of stored tensors and their widening to float32.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace kvscope {
+
+enum class DType { F32, F16, BF16 };
+
+std::string_view dtype_name(DType t);
+size_t dtype_size(DType t);
+
+inline float bf16_to_f32(uint16_t h) {
+  return std::bit_cast<float>(uint32_t(h) << 16);
+}
+
+// IEEE half -> float, exact for normals, subnormals, infinities and NaN.
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) return std::bit_cast<float>(sign);
+    // subnormal: value = mant * 2^-24
+    const float v = float(mant) * 0x1p-24f;
+    return (h & 0x8000u) ? -v : v;
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+// Round-to-nearest-even float -> bf16 (used by writers of synthetic checkpoints).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// Widen n elements stored at `src` (any alignment) in dtype `t` into dst.
+void widen_to_f32(DType t, const std::byte* src, size_t n, float* dst);
+
+}  // namespace kvscope

@@ -1,0 +1,32 @@
+// Errors a user can cause (bad file, bad key, wrong shape) throw kvscope::Error with a
+// message naming the file/key/tensor and the expected and actual values; main() catches
+// once and exits non-zero. Internal invariants use KV_ASSERT, which names file and line.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace kvscope {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+[[noreturn]] void assert_fail(const char* cond, const char* file, int line);
+
+}  // namespace kvscope
+
+// Throw a user-facing Error when `cond` is false; the message is fmt-formatted.
+#define KV_CHECK(cond, ...)                                        \
+  do {                                                             \
+    if (!(cond)) throw ::kvscope::Error(fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+// Internal invariant: a failure is a kvscope bug, not a user error.
+#define KV_ASSERT(cond)                                             \
+  do {                                                              \
+    if (!(cond)) ::kvscope::assert_fail(#cond, __FILE__, __LINE__); \
+  } while (0)

@@ -1,0 +1,46 @@
+// The blueprint of a LLaMA-family model: plain data, no behaviour.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvscope {
+
+// How RoPE pairs the dimensions of a head.
+enum class RopeLayout {
+  kAdjacentPairs,  // llama2.c / Meta original: rotate (x[2i], x[2i+1])
+  kRotateHalf,     // Hugging Face: rotate (x[i], x[i + head_dim/2])
+};
+
+enum class PositionalKind { kRope, kAlibi, kNone };
+
+struct ModelConfig {
+  std::string arch = "llama";  // family name, for manifests
+  int dim = 0;                 // residual stream width
+  int hidden_dim = 0;          // SwiGLU inner width
+  int n_layers = 0;
+  int n_heads = 0;     // query heads
+  int n_kv_heads = 0;  // key/value heads (GQA when < n_heads)
+  int head_dim = 0;    // per-head width (dim / n_heads unless stated)
+  int vocab_size = 0;
+  int max_seq_len = 0;     // trained context length
+  float norm_eps = 1e-5f;  // RMSNorm epsilon
+  PositionalKind positional = PositionalKind::kRope;
+  RopeLayout rope_layout = RopeLayout::kAdjacentPairs;
+  float rope_theta = 10000.0f;
+  bool tied_embeddings = false;  // classifier shares the token embedding
+  int32_t bos_id = 1;
+  int32_t eos_id = 2;
+
+  int q_dim() const { return n_heads * head_dim; }         // width of Q
+  int kv_dim() const { return n_kv_heads * head_dim; }     // width of K and V
+  int group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
+};
+
+std::string rope_layout_name(RopeLayout l);
+std::string positional_name(PositionalKind p);
+
+// Throws Error naming `source` when a field is out of range or inconsistent.
+void validate(const ModelConfig& c, const std::string& source);
+
+}  // namespace kvscope

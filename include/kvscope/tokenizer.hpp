@@ -1,0 +1,42 @@
+// Tokenizers: text <-> token ids. encode() never adds BOS/EOS; callers add them as the
+// model's files say (Tokenizer::add_bos, bos_id, eos_id).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvscope {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // Text -> ids, without BOS/EOS.
+  virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Ids -> text. Special tokens (BOS/EOS/unk/pad) decode to nothing.
+  virtual std::string decode(std::span<const int32_t> ids) const = 0;
+  virtual int vocab_size() const = 0;
+  // Human-readable kind, e.g. "llama2c", "hf-bpe-metaspace", "hf-bpe-bytelevel",
+  // "sentencepiece"; recorded in manifests.
+  virtual std::string kind() const = 0;
+
+  int32_t bos_id = -1;  // -1: the tokenizer has none
+  int32_t eos_id = -1;
+  bool add_bos = true;  // whether sequences given to the model start with BOS
+};
+
+// Picks the format from the path: a directory or tokenizer.json -> Hugging Face,
+// *.model -> SentencePiece, other files -> llama2.c tokenizer.bin. Throws Error naming
+// the file on any malformed content.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
+
+// tokenizer.bin holds no vocab size: entries are read to the end of the file.
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path& path);
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json);
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model);
+
+}  // namespace kvscope
