@@ -1,0 +1,171 @@
+#include "kvscope/safetensors.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "kvscope/error.hpp"
+#include "kvscope/mapped_file.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+DType parse_dtype(const std::string& s, const std::string& where) {
+  if (s == "F32") return DType::F32;
+  if (s == "F16") return DType::F16;
+  if (s == "BF16") return DType::BF16;
+  throw Error(fmt::format("{}: dtype '{}' is not supported (expected F32, F16 or BF16)", where, s));
+}
+
+}  // namespace
+
+SafetensorsFile open_safetensors(const fs::path& path) {
+  SafetensorsFile out;
+  out.path = path;
+  out.file = MappedFile::open(path);
+  const std::string src = path.string();
+  const size_t size = out.file->size();
+  KV_CHECK(size >= 8, "{}: {} bytes is too short for a safetensors header length", src, size);
+  uint64_t n = 0;
+  std::memcpy(&n, out.file->data(), 8);
+  KV_CHECK(n <= size - 8, "{}: header length {} overruns the file ({} bytes after the length)", src,
+           n, size - 8);
+  const char* hdr = reinterpret_cast<const char*>(out.file->data() + 8);
+  json j;
+  try {
+    j = json::parse(hdr, hdr + n);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: safetensors header is not valid JSON: {}", src, e.what()));
+  }
+  KV_CHECK(j.is_object(), "{}: safetensors header must be a JSON object", src);
+  const size_t data_begin = 8 + size_t(n);
+  const size_t data_size = size - data_begin;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (it.value().is_object())
+        for (auto m = it.value().begin(); m != it.value().end(); ++m)
+          if (m.value().is_string()) out.metadata[m.key()] = m.value().get<std::string>();
+      continue;
+    }
+    const std::string where = fmt::format("{}: tensor '{}'", src, it.key());
+    const json& e = it.value();
+    KV_CHECK(
+        e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+        "{}: entry must have dtype, shape and data_offsets", where);
+    KV_CHECK(e["dtype"].is_string(), "{}: dtype must be a string", where);
+    SafetensorsEntry t;
+    t.name = it.key();
+    t.dtype = parse_dtype(e["dtype"].get<std::string>(), where);
+    KV_CHECK(e["shape"].is_array(), "{}: shape must be an array", where);
+    int64_t numel = 1;
+    for (const json& d : e["shape"]) {
+      KV_CHECK(
+          d.is_number_integer() && d.get<int64_t>() >= 0 && d.get<int64_t>() < (int64_t(1) << 40),
+          "{}: shape entry {} is not a valid dimension", where, d.dump());
+      t.shape.push_back(d.get<int64_t>());
+      numel *= t.shape.back();
+      KV_CHECK(numel < (int64_t(1) << 40), "{}: shape {} is implausibly large", where,
+               e["shape"].dump());
+    }
+    const json& off = e["data_offsets"];
+    KV_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
+                 off[1].is_number_unsigned(),
+             "{}: data_offsets must be two non-negative integers, got {}", where, off.dump());
+    const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+    KV_CHECK(b <= en && en <= data_size,
+             "{}: data_offsets [{}, {}] overrun the data section of {} bytes", where, b, en,
+             data_size);
+    const uint64_t want = uint64_t(numel) * dtype_size(t.dtype);
+    KV_CHECK(en - b == want, "{}: shape {} of {} needs {} bytes, data_offsets span {}", where,
+             e["shape"].dump(), dtype_name(t.dtype), want, en - b);
+    t.tensor.name = t.name;
+    t.tensor.dtype = t.dtype;
+    t.tensor.cols = t.shape.empty() ? 1 : t.shape.back();
+    t.tensor.rows = t.tensor.cols == 0 ? 0 : numel / t.tensor.cols;
+    t.tensor.data = out.file->data() + data_begin + b;
+    t.tensor.owner = out.file;
+    t.tensor.file = out.file;
+    out.tensors.emplace(t.name, std::move(t));
+  }
+  return out;
+}
+
+struct SafetensorsWriter::Impl {
+  fs::path path, partial;
+  std::FILE* f = nullptr;
+  std::vector<SafetensorsSpec> specs;
+  uint64_t expected = 0, written = 0;
+  bool done = false;
+
+  void fail(const char* what) {
+    const int err = errno;
+    throw Error(fmt::format("{}: {} failed: {}", partial.string(), what, std::strerror(err)));
+  }
+};
+
+SafetensorsWriter::SafetensorsWriter(fs::path path, std::vector<SafetensorsSpec> specs,
+                                     std::map<std::string, std::string> metadata)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->partial = path;
+  impl_->partial += ".partial";
+  json h = json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  uint64_t off = 0;
+  for (const auto& s : specs) {
+    uint64_t numel = 1;
+    for (int64_t d : s.shape) numel *= uint64_t(d);
+    const uint64_t nb = numel * dtype_size(s.dtype);
+    h[s.name] = {{"dtype", std::string(dtype_name(s.dtype))},
+                 {"shape", s.shape},
+                 {"data_offsets", {off, off + nb}}};
+    off += nb;
+  }
+  impl_->expected = off;
+  impl_->specs = std::move(specs);
+  std::string header = h.dump();
+  header.append((8 - header.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
+  impl_->f = std::fopen(impl_->partial.c_str(), "wb");
+  if (!impl_->f) impl_->fail("open for writing");
+  const uint64_t n = header.size();
+  if (std::fwrite(&n, 8, 1, impl_->f) != 1 ||
+      std::fwrite(header.data(), 1, header.size(), impl_->f) != header.size())
+    impl_->fail("write");
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (impl_ && impl_->f) std::fclose(impl_->f);
+  if (impl_ && !impl_->done) {
+    std::error_code ec;
+    fs::remove(impl_->partial, ec);
+  }
+}
+
+void SafetensorsWriter::write(const void* bytes, size_t n) {
+  KV_ASSERT(impl_->written + n <= impl_->expected);
+  if (std::fwrite(bytes, 1, n, impl_->f) != n) impl_->fail("write");
+  impl_->written += n;
+}
+
+void SafetensorsWriter::finish() {
+  KV_CHECK(impl_->written == impl_->expected, "{}: wrote {} bytes of tensor data, declared {}",
+           impl_->partial.string(), impl_->written, impl_->expected);
+  if (std::fflush(impl_->f) != 0) impl_->fail("flush");
+  if (std::fclose(impl_->f) != 0) {
+    impl_->f = nullptr;
+    impl_->fail("close");
+  }
+  impl_->f = nullptr;
+  std::error_code ec;
+  fs::rename(impl_->partial, impl_->path, ec);
+  KV_CHECK(!ec, "{}: rename to {} failed: {}", impl_->partial.string(), impl_->path.string(),
+           ec.message());
+  impl_->done = true;
+}
+
+}  // namespace kvscope
