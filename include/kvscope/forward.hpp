@@ -1,0 +1,101 @@
+// The forward pass: batched prefill over a sequence with GEMMs, incremental decoding
+// with a KV cache, and observers that see each layer's Q, K (before and after RoPE), V
+// and optionally the attention weights. With no observer nothing extra is copied.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kvscope/model.hpp"
+
+namespace kvscope {
+
+// What an observer receives for each layer, for the tokens of one forward() call.
+struct LayerCapture {
+  int layer;
+  int pos0;      // absolute position of the first token of this call
+  int n_tokens;  // T
+  int n_heads, n_kv_heads, head_dim;
+  const float* q;           // [n_heads, T, head_dim], after RoPE
+  const float* k_pre_rope;  // [n_kv_heads, T, head_dim]
+  const float* k;           // [n_kv_heads, T, head_dim], after RoPE
+  const float* v;           // [n_kv_heads, T, head_dim]
+  const float* attn_out;    // [T, n_heads*head_dim]: per-head attention output, before W_O
+};
+
+// Softmax rows of one query head for a block of this call's queries.
+struct AttentionRows {
+  int layer;
+  int head;              // query head
+  int q_begin;           // first query row, 0-based within this call
+  int n_q;               // rows in this block
+  int n_keys;            // columns: cache slots 0..n_keys-1 (slot i holds absolute position i
+                         // under the full cache)
+  const float* weights;  // [n_q, n_keys], row stride n_keys; masked entries are 0
+};
+
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  // Attention weights cost a copy per block; only observers that ask get them.
+  virtual bool wants_attention() const { return false; }
+  virtual void on_layer(const LayerCapture&) {}
+  // Called from worker threads: concurrently for different heads, in query order for
+  // one head. Never holds more than a block of rows: no [S, S] matrix is built.
+  virtual void on_attention(const AttentionRows&) {}
+};
+
+// K/V of every layer and KV head, after RoPE, in head-major layout so each head's keys
+// are contiguous for the attention GEMMs.
+struct KVCache {
+  int n_layers = 0, n_kv_heads = 0, head_dim = 0;
+  int capacity = 0;      // slots per head
+  int length = 0;        // slots in use (every head alike under the full cache)
+  std::vector<float> k;  // [n_layers, n_kv_heads, capacity, head_dim]
+  std::vector<float> v;  // [n_layers, n_kv_heads, capacity, head_dim]
+
+  float* k_head(int l, int g) {
+    return k.data() + (size_t(l) * n_kv_heads + g) * capacity * head_dim;
+  }
+  float* v_head(int l, int g) {
+    return v.data() + (size_t(l) * n_kv_heads + g) * capacity * head_dim;
+  }
+  size_t bytes_in_use() const { return size_t(2) * n_layers * n_kv_heads * length * head_dim * 4; }
+};
+
+// Activations and cache of one sequence. Reuse it across calls to decode; reset() to
+// start a new sequence without reallocating.
+class RunState {
+ public:
+  RunState(const ModelConfig& c, int capacity);
+  void reset() {
+    pos = 0;
+    cache.length = 0;
+  }
+
+  int pos = 0;  // absolute position of the next token
+  KVCache cache;
+  std::vector<float> logits;  // [rows, vocab] of the last call (rows per LogitsMode)
+
+  // Scratch, grown on demand.
+  std::vector<float> x, xb, q, k, v, att, hb, hb2;   // [T, width]
+  std::vector<float> wbuf;                           // one layer widened to f32
+  std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
+  std::vector<float> scores;                         // per-thread attention rows
+};
+
+enum class LogitsMode { kAll, kLast, kNone };
+
+struct ForwardOptions {
+  LogitsMode logits = LogitsMode::kAll;
+  ForwardObserver* observer = nullptr;
+  int query_block = 64;  // attention query rows per block
+};
+
+// Runs `tokens` at positions state.pos.. (appending their K/V to the cache) and
+// returns the logits: [T, vocab] for kAll, [1, vocab] (last token) for kLast.
+std::span<const float> forward(const Model& m, RunState& state, std::span<const int32_t> tokens,
+                               const ForwardOptions& opt = {});
+
+}  // namespace kvscope
