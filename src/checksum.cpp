@@ -1,0 +1,129 @@
+#include "kvscope/checksum.hpp"
+
+#include <openssl/evp.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "kvscope/error.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
+
+MdCtx new_sha256_ctx() {
+  MdCtx ctx(EVP_MD_CTX_new());
+  KV_ASSERT(ctx != nullptr);
+  KV_ASSERT(EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1);
+  return ctx;
+}
+
+std::string finish_hex(EVP_MD_CTX* ctx) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  KV_ASSERT(EVP_DigestFinal_ex(ctx, md, &n) == 1);
+  static const char* kHex = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    out[2 * i] = kHex[md[i] >> 4];
+    out[2 * i + 1] = kHex[md[i] & 0xf];
+  }
+  return out;
+}
+
+bool is_hex64(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (!hex) return false;
+  }
+  return true;
+}
+
+std::string to_lower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'F') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
+}  // namespace
+
+std::string sha256_file(const fs::path& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    int err = errno;
+    throw Error(fmt::format("cannot open '{}' for hashing: {}", path.string(), std::strerror(err)));
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
+  MdCtx ctx = new_sha256_ctx();
+  std::vector<unsigned char> buf(1 << 20);
+  for (;;) {
+    size_t n = std::fread(buf.data(), 1, buf.size(), f);
+    if (n > 0) KV_ASSERT(EVP_DigestUpdate(ctx.get(), buf.data(), n) == 1);
+    if (n < buf.size()) {
+      if (std::ferror(f)) {
+        int err = errno;
+        throw Error(
+            fmt::format("read error while hashing '{}': {}", path.string(), std::strerror(err)));
+      }
+      break;  // EOF
+    }
+  }
+  return finish_hex(ctx.get());
+}
+
+std::string sha256_string(std::string_view bytes) {
+  MdCtx ctx = new_sha256_ctx();
+  KV_ASSERT(EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size()) == 1);
+  return finish_hex(ctx.get());
+}
+
+std::string verify_against_sums(const fs::path& path, const fs::path& sums_file) {
+  std::ifstream in(sums_file, std::ios::binary);
+  KV_CHECK(in.good(), "cannot open checksum list '{}': {}", sums_file.string(),
+           std::strerror(errno));
+  KV_CHECK(fs::exists(path), "cannot verify '{}': file does not exist (checksum list '{}')",
+           path.string(), sums_file.string());
+  // Canonical paths on both sides so "./a/b", "a/b", symlinked dirs and relative/absolute
+  // spellings of the same file all match.
+  const fs::path target = fs::weakly_canonical(path);
+  const fs::path base = fs::weakly_canonical(sums_file).parent_path();
+
+  std::string line, expected;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    // "HEX" + " " + (" " text mode | "*" binary mode) + name
+    KV_CHECK(line.size() > 66 && is_hex64(std::string_view(line).substr(0, 64)) &&
+                 line[64] == ' ' && (line[65] == ' ' || line[65] == '*'),
+             "{}:{}: not a sha256sum line (expected '<64 hex>  <path>'), got '{}'",
+             sums_file.string(), line_no, line);
+    fs::path entry = line.substr(66);
+    if (entry.is_relative()) entry = base / entry;
+    if (fs::weakly_canonical(entry) == target) {
+      expected = to_lower(line.substr(0, 64));
+      break;
+    }
+  }
+  KV_CHECK(!expected.empty(), "checksum list '{}' has no entry for '{}' (looked for './{}')",
+           sums_file.string(), path.string(), target.lexically_relative(base).string());
+  std::string actual = sha256_file(path);
+  KV_CHECK(actual == expected, "sha256 mismatch for '{}': expected {} (from '{}'), got {}",
+           path.string(), expected, sums_file.string(), actual);
+  return actual;
+}
+
+}  // namespace kvscope
