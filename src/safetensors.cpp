@@ -1,10 +1,9 @@
 #include "kvscope/safetensors.hpp"
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "kvscope/atomic_file.hpp"
 #include "kvscope/error.hpp"
 #include "kvscope/mapped_file.hpp"
 
@@ -96,24 +95,14 @@ SafetensorsFile open_safetensors(const fs::path& path) {
 }
 
 struct SafetensorsWriter::Impl {
-  fs::path path, partial;
-  std::FILE* f = nullptr;
-  std::vector<SafetensorsSpec> specs;
+  explicit Impl(fs::path p) : out(std::move(p)) {}
+  AtomicFile out;  // PATH.partial until finish()
   uint64_t expected = 0, written = 0;
-  bool done = false;
-
-  void fail(const char* what) {
-    const int err = errno;
-    throw Error(fmt::format("{}: {} failed: {}", partial.string(), what, std::strerror(err)));
-  }
 };
 
 SafetensorsWriter::SafetensorsWriter(fs::path path, std::vector<SafetensorsSpec> specs,
                                      std::map<std::string, std::string> metadata)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->path = path;
-  impl_->partial = path;
-  impl_->partial += ".partial";
+    : impl_(std::make_unique<Impl>(std::move(path))) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t off = 0;
@@ -127,45 +116,25 @@ SafetensorsWriter::SafetensorsWriter(fs::path path, std::vector<SafetensorsSpec>
     off += nb;
   }
   impl_->expected = off;
-  impl_->specs = std::move(specs);
   std::string header = h.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // keep tensor data 8-byte aligned
-  impl_->f = std::fopen(impl_->partial.c_str(), "wb");
-  if (!impl_->f) impl_->fail("open for writing");
   const uint64_t n = header.size();
-  if (std::fwrite(&n, 8, 1, impl_->f) != 1 ||
-      std::fwrite(header.data(), 1, header.size(), impl_->f) != header.size())
-    impl_->fail("write");
+  impl_->out.write(std::string_view(reinterpret_cast<const char*>(&n), 8));
+  impl_->out.write(header);
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (impl_ && impl_->f) std::fclose(impl_->f);
-  if (impl_ && !impl_->done) {
-    std::error_code ec;
-    fs::remove(impl_->partial, ec);
-  }
-}
+SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::write(const void* bytes, size_t n) {
   KV_ASSERT(impl_->written + n <= impl_->expected);
-  if (std::fwrite(bytes, 1, n, impl_->f) != n) impl_->fail("write");
+  impl_->out.write(std::string_view(static_cast<const char*>(bytes), n));
   impl_->written += n;
 }
 
 void SafetensorsWriter::finish() {
   KV_CHECK(impl_->written == impl_->expected, "{}: wrote {} bytes of tensor data, declared {}",
-           impl_->partial.string(), impl_->written, impl_->expected);
-  if (std::fflush(impl_->f) != 0) impl_->fail("flush");
-  if (std::fclose(impl_->f) != 0) {
-    impl_->f = nullptr;
-    impl_->fail("close");
-  }
-  impl_->f = nullptr;
-  std::error_code ec;
-  fs::rename(impl_->partial, impl_->path, ec);
-  KV_CHECK(!ec, "{}: rename to {} failed: {}", impl_->partial.string(), impl_->path.string(),
-           ec.message());
-  impl_->done = true;
+           impl_->out.partial_path().string(), impl_->written, impl_->expected);
+  impl_->out.commit();
 }
 
 }  // namespace kvscope
