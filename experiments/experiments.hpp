@@ -1,0 +1,11 @@
+// One factory per experiment kind; experiments/registry.cpp lists them.
+#pragma once
+
+#include "kvscope/error.hpp"
+#include "kvscope/experiment.hpp"
+
+namespace kvscope {
+
+ExperimentKind perplexity_kind();
+
+}  // namespace kvscope

@@ -1,0 +1,13 @@
+// Every experiment kind `kvscope run` knows, in the order `kvscope run --help` lists them.
+#include "experiments.hpp"
+
+namespace kvscope {
+
+const std::vector<ExperimentKind>& experiment_kinds() {
+  static const std::vector<ExperimentKind> kinds = {
+      perplexity_kind(),
+  };
+  return kinds;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,84 @@
+// Experiments: `kvscope run configs/NAME.yaml` reads the YAML, validates all of it
+// (unknown keys and wrong types are errors naming file, line and key) before any work,
+// runs the experiment kind it names, and writes results/NAME/: CSV tables, plots and
+// manifest.json. Everything is written into results/NAME.partial/ first and renamed
+// into place when complete, so a killed run never leaves a directory that looks done.
+//
+// Adding a kind: one file in experiments/ with a parse function (YAML section -> typed
+// config) and a run function (config -> tables), plus one line in experiments/registry.cpp.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvscope/manifest.hpp"
+#include "kvscope/model.hpp"
+#include "kvscope/table.hpp"
+#include "kvscope/text_source.hpp"
+#include "kvscope/tokenizer.hpp"
+#include "kvscope/yaml_util.hpp"
+
+namespace kvscope {
+
+struct ModelSpec {
+  std::string name;                 // label in tables; default: the model's folder name
+  std::filesystem::path path;       // checkpoint file or Hugging Face directory
+  std::filesystem::path tokenizer;  // default: find_tokenizer_for(path)
+};
+
+struct LoadedModel {
+  Model model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// What a running experiment sees: the common config and a way to load its inputs that
+// records their checksums in the manifest.
+struct ExperimentContext {
+  std::filesystem::path config_file;
+  std::string name;  // results/<name>/
+  std::string kind;
+  std::filesystem::path out_dir;  // where tables and plots go (the .partial directory)
+  int threads = 0;
+  uint64_t seed = 0;
+  std::vector<ModelSpec> models;
+  std::vector<TextSpec> texts;
+  RunManifest* manifest = nullptr;
+  bool verbose = true;  // progress lines on stderr
+
+  LoadedModel load(const ModelSpec& spec);                   // + manifest inputs
+  std::vector<std::string> documents(const TextSpec& spec);  // + manifest inputs
+  void log(const std::string& line) const;                   // stderr when verbose
+};
+
+using Tables = std::vector<Table>;
+using ExperimentRun = std::function<Tables(ExperimentContext&)>;
+
+struct ExperimentKind {
+  std::string name;
+  std::string summary;
+  bool needs_models = true;
+  bool needs_texts = true;
+  // Reads the kind's own section (`perplexity:` for kind perplexity; may be empty) into a
+  // typed config and returns the run bound to it. Must read every key it accepts.
+  std::function<ExperimentRun(YamlMap& section)> prepare;
+};
+
+// The registry (experiments/registry.cpp).
+const std::vector<ExperimentKind>& experiment_kinds();
+const ExperimentKind& find_experiment_kind(const std::string& name, const std::string& where);
+
+struct RunOptions {
+  std::filesystem::path results_root = "results";
+  int threads = -1;  // overrides the config's `threads` when >= 0 (0 = all cores)
+  bool verbose = true;
+};
+
+// Runs one experiment config; returns the final results directory.
+std::filesystem::path run_experiment(const std::filesystem::path& config_file,
+                                     const RunOptions& opt = {});
+
+}  // namespace kvscope

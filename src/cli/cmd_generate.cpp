@@ -1,0 +1,57 @@
+#include <cstdio>
+
+#include "commands.hpp"
+#include "kvscope/generate.hpp"
+#include "kvscope/threads.hpp"
+
+namespace kvscope::cli {
+
+Action add_generate(CLI::App& app) {
+  struct Args {
+    std::string model, tokenizer, prompt;
+    int max_tokens = 256, threads = 0;
+    float temperature = 0.0f, top_p = 1.0f;
+    uint64_t seed = 0;
+    bool quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  app.add_option("--model,-m", a->model, "llama2.c checkpoint or Hugging Face model directory")
+      ->required();
+  app.add_option("--tokenizer", a->tokenizer,
+                 "tokenizer file (default: tokenizer.json, *.model or tok*.bin beside the model)");
+  app.add_option("--prompt,-p", a->prompt, "text to continue (default: start from BOS)");
+  app.add_option("--max-tokens,-n", a->max_tokens, "new tokens at most")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature,-t", a->temperature, "sampling temperature; 0 is greedy")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", a->top_p, "nucleus sampling mass in (0, 1]")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--seed,-s", a->seed, "random seed for sampling");
+  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--quiet,-q", a->quiet, "do not print timings to stderr");
+  return [a]() {
+    set_threads(a->threads);
+    const Model m = load_model(a->model);
+    const auto tok = load_tokenizer(a->tokenizer.empty() ? find_tokenizer_for(a->model)
+                                                         : std::filesystem::path(a->tokenizer));
+    GenerateOptions o;
+    o.prompt = a->prompt;
+    o.max_tokens = a->max_tokens;
+    o.temperature = a->temperature;
+    o.top_p = a->top_p;
+    o.seed = a->seed;
+    const GenerateResult r = generate(m, *tok, o, [](const std::string& piece) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    });
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    if (!a->quiet)
+      std::fprintf(stderr, "%s: %zu prompt tokens in %.3f s, %zu new tokens at %.1f tok/s\n",
+                   m.name.c_str(), r.prompt_ids.size(), r.prefill_seconds, r.new_ids.size(),
+                   r.decode_seconds > 0 ? double(r.new_ids.size()) / r.decode_seconds : 0.0);
+    return 0;
+  };
+}
+
+}  // namespace kvscope::cli

@@ -1,0 +1,33 @@
+#include "commands.hpp"
+#include "kvscope/experiment.hpp"
+
+namespace kvscope::cli {
+
+Action add_run(CLI::App& app) {
+  struct Args {
+    std::string config, results = "results";
+    int threads = -1;
+    bool quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  std::string kinds;
+  for (const ExperimentKind& k : experiment_kinds()) kinds += "\n  " + k.name + ": " + k.summary;
+  app.footer("Experiment kinds:" + kinds);
+  app.add_option("config", a->config, "experiment config, e.g. configs/perplexity.yaml")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--results", a->results, "results root directory");
+  app.add_option("--threads", a->threads, "threads, overriding the config (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--quiet,-q", a->quiet, "no progress lines on stderr");
+  return [a]() {
+    RunOptions o;
+    o.results_root = a->results;
+    o.threads = a->threads;
+    o.verbose = !a->quiet;
+    run_experiment(a->config, o);
+    return 0;
+  };
+}
+
+}  // namespace kvscope::cli

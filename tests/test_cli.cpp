@@ -1,0 +1,125 @@
+// The command line as a user meets it: --help everywhere, and bad input (missing files,
+// unknown keys, malformed YAML) gives one clear line on stderr, a non-zero exit and no
+// results directory that looks finished.
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "cli_runner.hpp"
+#include "kvscope/manifest.hpp"
+#include "kvscope/table.hpp"
+
+using namespace kvscope;
+using Catch::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = KVSCOPE_TEST_DATA_DIR;
+
+// A small perplexity config in `dir`, with `extra` appended to the perplexity section:
+// it lands on line 12 (kind, threads, models, path, texts, name, path, separator,
+// perplexity, window, max_tokens, then extra).
+fs::path small_config(const fs::path& dir, const std::string& text_path,
+                      const std::string& extra = "") {
+  const fs::path cfg = dir / "tiny.yaml";
+  test::write_text(cfg,
+                   "kind: perplexity\n"
+                   "threads: 1\n"
+                   "models:\n"
+                   "  - path: " +
+                       kData +
+                       "/models/stories260K/stories260K.bin\n"
+                       "texts:\n"
+                       "  - name: valid\n"
+                       "    path: " +
+                       text_path +
+                       "\n"
+                       "    doc_separator: \"<|endoftext|>\"\n"
+                       "perplexity:\n"
+                       "  window: 128\n"
+                       "  max_tokens: 300\n" +
+                       extra);
+  return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("every command answers --help", "[cli]") {
+  for (const char* cmd : {"", "generate", "run"}) {
+    const auto r = test::run_kvscope(std::string(cmd) + " --help");
+    INFO(cmd);
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Contains("Usage"));
+  }
+  CHECK(test::run_kvscope("frobnicate").exit_code != 0);
+}
+
+TEST_CASE("generate prints the continuation; bad models fail clearly", "[cli][model]") {
+  auto r = test::run_kvscope("generate -m " + kData +
+                             "/models/stories260K/stories260K.bin -n 20 --quiet");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("Once upon a time"));
+  r = test::run_kvscope("generate -m /nonexistent/model.bin");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("/nonexistent/model.bin") && Contains("does not exist"));
+  const fs::path d = test::scratch_dir("cli_trunc");
+  fs::copy_file(kData + "/models/stories260K/tok512.bin", d / "tok512.bin");
+  fs::copy_file(kData + "/models/stories260K/stories260K.bin", d / "m.bin");
+  fs::resize_file(d / "m.bin", 500000);
+  r = test::run_kvscope("generate -m " + (d / "m.bin").string());
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("m.bin") && Contains("file size 500000 bytes") &&
+                        Contains("needs 1056540 bytes"));
+  CHECK(r.out.empty());
+}
+
+TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[cli][model]") {
+  const fs::path d = test::scratch_dir("cli_run");
+  const std::string valid = kData + "/text/tinystories/tinystories_valid_head.txt";
+
+  SECTION("a good config") {
+    const auto r = test::run_kvscope("run " + small_config(d, valid).string() + " --quiet", d);
+    REQUIRE(r.exit_code == 0);
+    const CsvData csv = read_csv(d / "results/tiny/perplexity.csv");
+    REQUIRE(csv.rows.size() == 1);
+    CHECK(csv.rows[0][csv.column("model")] == "stories260K");
+    CHECK(csv.rows[0][csv.column("tokens_scored")] != "0");
+    const RunManifest m = read_manifest(d / "results/tiny/manifest.json");
+    CHECK(m.kind == "perplexity");
+    CHECK(m.threads == 1);
+    CHECK(m.inputs.size() == 3);  // model, tokenizer, text
+    CHECK(!fs::exists(d / "results/tiny.partial"));
+  }
+  SECTION("an unknown key names file, line and key") {
+    const fs::path cfg = small_config(d, valid, "  strde: 4\n");
+    const auto r = test::run_kvscope("run " + cfg.string(), d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("tiny.yaml:12") && Contains("unknown key 'strde'"));
+    CHECK(!fs::exists(d / "results"));
+  }
+  SECTION("a wrong type names file, line and key") {
+    const fs::path cfg = small_config(d, valid, "  stride: half\n");
+    const auto r = test::run_kvscope("run " + cfg.string(), d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err,
+               Contains("tiny.yaml:12") && Contains("perplexity.stride") && Contains("integer"));
+  }
+  SECTION("a missing text file") {
+    const auto r = test::run_kvscope("run " + small_config(d, "/no/such/text.txt").string(), d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("/no/such/text.txt") && Contains("does not exist"));
+    CHECK(!fs::exists(d / "results"));
+  }
+  SECTION("malformed YAML") {
+    test::write_text(d / "bad.yaml", "kind: perplexity\nmodels:\n  - path: [unclosed\n");
+    const auto r = test::run_kvscope("run bad.yaml", d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("bad.yaml") && Contains("invalid YAML"));
+  }
+  SECTION("an unknown experiment kind lists the known ones") {
+    test::write_text(d / "k.yaml", "kind: perplexty\n");
+    const auto r = test::run_kvscope("run k.yaml", d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("k.yaml:1") && Contains("perplexty") && Contains("perplexity"));
+  }
+}
