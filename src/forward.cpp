@@ -67,8 +67,12 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + size_t(t0) * ldq,
-                ldq, k, hd, 0.0f, scores, nk);
+    if (nq == 1)  // decoding: scores = K q (a GEMV; a one-row GEMM would pack all of K)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, nk, hd, scale, k, hd, q + size_t(t0) * ldq, 1, 0.0f,
+                  scores, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + size_t(t0) * ldq,
+                  ldq, k, hd, 0.0f, scores, nk);
     for (int i = 0; i < nq; ++i) {
       float* row = scores + size_t(i) * nk;
       const int visible = n_prev + t0 + i + 1;
@@ -78,8 +82,12 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
       for (int j = visible; j < nk; ++j) row[j] = 0.0f;
     }
     if (obs) obs->on_attention({layer, head, t0, nq, nk, scores});
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk, v, hd,
-                0.0f, out + size_t(t0) * ldo, ldo);
+    if (nq == 1)  // out = V^T p
+      cblas_sgemv(CblasRowMajor, CblasTrans, nk, hd, 1.0f, v, hd, scores, 1, 0.0f,
+                  out + size_t(t0) * ldo, 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk, v, hd,
+                  0.0f, out + size_t(t0) * ldo, ldo);
   }
 }
 
@@ -158,7 +166,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       }
     }
     const int group = c.group_size();
-#pragma omp parallel for schedule(dynamic, 1)
+    // Multiply-adds of this layer's attention: split across threads only when it pays.
+    const int64_t att_work = int64_t(nh) * T * (n_prev + T) * hd;
+#pragma omp parallel for schedule(dynamic, 1) if (att_work >= kParallelMin)
     for (int h = 0; h < nh; ++h) {
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;

@@ -8,12 +8,16 @@
 namespace kvscope {
 
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta) {
+  if (T == 1) {  // decoding: a GEMM with one row would pack all of W for nothing
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, beta, y,
               out);
 }
 
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y) {
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if (int64_t(T) * n >= kParallelMin)
   for (int t = 0; t < T; ++t) {
     const float* xr = x + size_t(t) * n;
     float* yr = y + size_t(t) * n;
@@ -29,7 +33,7 @@ void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, float thet
   const int half = head_dim / 2;
   std::vector<double> inv_freq(static_cast<size_t>(half));
   for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(double(theta), -2.0 * i / head_dim);
-#pragma omp parallel for schedule(static) if (T > 8)
+#pragma omp parallel for schedule(static) if (int64_t(T) * n_heads * head_dim >= kParallelMin)
   for (int t = 0; t < T; ++t) {
     std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
@@ -52,7 +56,7 @@ void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, float thet
 }
 
 void swiglu(float* gate, const float* up, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

@@ -11,6 +11,8 @@ namespace kvscope {
 int set_threads(int n) {
   if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
   omp_set_num_threads(n);
+  // Parallel loops inside parallel loops (a forward pass per thread) run serially.
+  omp_set_max_active_levels(1);
   openblas_set_num_threads(n);
   return n;
 }

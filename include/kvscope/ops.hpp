@@ -2,9 +2,15 @@
 // written beside each argument. All loops over tokens run on the OpenMP pool.
 #pragma once
 
+#include <cstdint>
+
 #include "kvscope/model_config.hpp"
 
 namespace kvscope {
+
+// Elementwise loops smaller than this run on one thread: a parallel region costs a few
+// microseconds on a quiet machine and a scheduler time slice on a busy one.
+inline constexpr int64_t kParallelMin = int64_t(1) << 18;
 
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
