@@ -1,0 +1,50 @@
+// Loads a (big) checkpoint and runs one prefill, reporting load time, prefill time and
+// the process's peak RSS: the check that a 7B-shaped BF16 model runs within 24 GiB
+// with weights widened one layer at a time.
+//   build/bench/bench_big_prefill MODEL_DIR [--tokens 512] [--threads 0]
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+
+#include "bench_util.hpp"
+#include "kvscope/error.hpp"
+#include "kvscope/forward.hpp"
+#include "kvscope/threads.hpp"
+
+using namespace kvscope;
+using namespace kvscope::bench;
+
+int main(int argc, char** argv) {
+  CLI::App app{"One prefill on a big checkpoint, with peak RSS"};
+  std::string dir;
+  int tokens = 512, threads = 0;
+  app.add_option("model", dir, "model directory or file")->required();
+  app.add_option("--tokens", tokens, "prompt length");
+  app.add_option("--threads", threads, "threads (0: all)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    set_threads(threads);
+    const double t0 = now_seconds();
+    const Model m = load_model(dir);
+    const double t1 = now_seconds();
+    std::printf("loaded %s (%s) in %.2f s, peak RSS %.2f GiB\n", m.name.c_str(),
+                std::string(dtype_name(m.weights.layers[0].wq.dtype)).c_str(), t1 - t0,
+                peak_rss_bytes() / 1073741824.0);
+    std::vector<int32_t> toks(static_cast<size_t>(tokens));
+    for (int i = 0; i < tokens; ++i)
+      toks[size_t(i)] = int32_t(3 + (i * 7919) % (m.config.vocab_size - 3));
+    RunState st(m.config, tokens);
+    const auto logits = forward(m, st, toks, {LogitsMode::kLast});
+    const double t2 = now_seconds();
+    bool finite = true;
+    for (float v : logits) finite = finite && std::isfinite(v);
+    const double gf = prefill_flops(m.config, tokens, 1) / (t2 - t1) / 1e9;
+    std::printf("prefill %d tokens in %.1f s (%.1f tok/s, %.1f GFLOP/s), logits finite: %s\n",
+                tokens, t2 - t1, tokens / (t2 - t1), gf, finite ? "yes" : "NO");
+    std::printf("peak RSS %.2f GiB\n", peak_rss_bytes() / 1073741824.0);
+    return finite ? 0 : 1;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_big_prefill: %s\n", e.what());
+    return 1;
+  }
+}
