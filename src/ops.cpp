@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include <Eigen/Core>
+
 #include <cmath>
 #include <vector>
 
@@ -9,6 +11,19 @@ namespace kvscope {
 
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta) {
   if (T == 1) {  // decoding: a GEMM with one row would pack all of W for nothing
+    if (int64_t(out) * in < kBlasGemvMin) {
+      // Small W: Eigen's vectorised single-threaded GEMV. OpenBLAS would thread it (past
+      // 9216 elements), and threading a GEMV this small costs more than it saves.
+      using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      Eigen::Map<const MatR> w(W, out, in);
+      Eigen::Map<const Eigen::VectorXf> xv(x, in);
+      Eigen::Map<Eigen::VectorXf> yv(y, out);
+      if (beta == 0.0f)
+        yv.noalias() = w * xv;
+      else
+        yv.noalias() = beta * yv + w * xv;
+      return;
+    }
     cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
     return;
   }

@@ -11,6 +11,9 @@ namespace kvscope {
 // Elementwise loops smaller than this run on one thread: a parallel region costs a few
 // microseconds on a quiet machine and a scheduler time slice on a busy one.
 inline constexpr int64_t kParallelMin = int64_t(1) << 18;
+// Decoding GEMVs with fewer weights than this run single-threaded in Eigen; larger ones
+// go to OpenBLAS, whose threads help stream big matrices from memory.
+inline constexpr int64_t kBlasGemvMin = int64_t(1) << 20;
 
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
