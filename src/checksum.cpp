@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "kvscope/error.hpp"
@@ -89,18 +90,15 @@ std::string sha256_string(std::string_view bytes) {
   return finish_hex(ctx.get());
 }
 
-std::string verify_against_sums(const fs::path& path, const fs::path& sums_file) {
+std::optional<std::string> listed_sha256(const fs::path& path, const fs::path& sums_file) {
   std::ifstream in(sums_file, std::ios::binary);
   KV_CHECK(in.good(), "cannot open checksum list '{}': {}", sums_file.string(),
            std::strerror(errno));
-  KV_CHECK(fs::exists(path), "cannot verify '{}': file does not exist (checksum list '{}')",
-           path.string(), sums_file.string());
   // Canonical paths on both sides so "./a/b", "a/b", symlinked dirs and relative/absolute
   // spellings of the same file all match.
   const fs::path target = fs::weakly_canonical(path);
   const fs::path base = fs::weakly_canonical(sums_file).parent_path();
-
-  std::string line, expected;
+  std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
@@ -113,17 +111,45 @@ std::string verify_against_sums(const fs::path& path, const fs::path& sums_file)
              sums_file.string(), line_no, line);
     fs::path entry = line.substr(66);
     if (entry.is_relative()) entry = base / entry;
-    if (fs::weakly_canonical(entry) == target) {
-      expected = to_lower(line.substr(0, 64));
-      break;
-    }
+    if (fs::weakly_canonical(entry) == target) return to_lower(line.substr(0, 64));
   }
-  KV_CHECK(!expected.empty(), "checksum list '{}' has no entry for '{}' (looked for './{}')",
-           sums_file.string(), path.string(), target.lexically_relative(base).string());
+  return std::nullopt;
+}
+
+std::string verify_against_sums(const fs::path& path, const fs::path& sums_file) {
+  KV_CHECK(fs::exists(path), "cannot verify '{}': file does not exist (checksum list '{}')",
+           path.string(), sums_file.string());
+  const std::optional<std::string> expected = listed_sha256(path, sums_file);
+  KV_CHECK(expected.has_value(), "checksum list '{}' has no entry for '{}' (looked for './{}')",
+           sums_file.string(), path.string(),
+           fs::weakly_canonical(path)
+               .lexically_relative(fs::weakly_canonical(sums_file).parent_path())
+               .string());
   std::string actual = sha256_file(path);
+  check_sha256(path, actual, *expected, sums_file);
+  return actual;
+}
+
+void check_sha256(const fs::path& path, const std::string& actual, const std::string& expected,
+                  const fs::path& sums_file) {
   KV_CHECK(actual == expected, "sha256 mismatch for '{}': expected {} (from '{}'), got {}",
            path.string(), expected, sums_file.string(), actual);
-  return actual;
+}
+
+std::optional<fs::path> find_sums_file(const fs::path& path) {
+  for (fs::path dir = fs::weakly_canonical(path).parent_path(); !dir.empty();
+       dir = dir.parent_path()) {
+    if (fs::is_regular_file(dir / "SHA256SUMS")) return dir / "SHA256SUMS";
+    if (dir == dir.root_path()) break;
+  }
+  return std::nullopt;
+}
+
+void check_listed_sha256(const fs::path& path, const std::string& actual) {
+  const std::optional<fs::path> sums = find_sums_file(path);
+  if (!sums) return;
+  if (const auto expected = listed_sha256(path, *sums))
+    check_sha256(path, actual, *expected, *sums);
 }
 
 }  // namespace kvscope

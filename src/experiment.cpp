@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kvscope/atomic_file.hpp"
+#include "kvscope/checksum.hpp"
 #include "kvscope/error.hpp"
 #include "kvscope/threads.hpp"
 
@@ -71,20 +72,26 @@ LoadedModel ExperimentContext::load(const ModelSpec& spec) {
   KV_CHECK(lm.tokenizer->vocab_size() <= lm.model.config.vocab_size,
            "{}: tokenizer has {} tokens but model '{}' only {}", tp.string(),
            lm.tokenizer->vocab_size(), spec.name, lm.model.config.vocab_size);
-  if (manifest) {
-    for (const fs::path& f : lm.model.files)
-      manifest->inputs.push_back(file_record("model:" + spec.name, f));
-    manifest->inputs.push_back(file_record("tokenizer:" + spec.name, tp));
+  // Hash every file once: for the manifest, and against data/SHA256SUMS when listed there.
+  std::vector<FileRecord> records;
+  for (const fs::path& f : lm.model.files) records.push_back(file_record("model:" + spec.name, f));
+  records.push_back(file_record("tokenizer:" + spec.name, tp));
+  for (const FileRecord& r : records) {
+    check_listed_sha256(r.path, r.sha256);
+    if (manifest) manifest->inputs.push_back(r);
   }
   return lm;
 }
 
 std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
   std::vector<std::string> docs = load_documents(spec);
-  if (manifest) {
-    bool seen = false;
+  bool seen = false;
+  if (manifest)
     for (const FileRecord& r : manifest->inputs) seen |= r.role == "text:" + spec.name;
-    if (!seen) manifest->inputs.push_back(file_record("text:" + spec.name, spec.path));
+  if (!seen) {
+    FileRecord r = file_record("text:" + spec.name, spec.path);
+    check_listed_sha256(spec.path, r.sha256);
+    if (manifest) manifest->inputs.push_back(std::move(r));
   }
   return docs;
 }

@@ -3,6 +3,7 @@
 // results directory that looks finished.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 
 #include "cli_runner.hpp"
 #include "kvscope/manifest.hpp"
@@ -115,6 +116,29 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     const auto r = test::run_kvscope("run bad.yaml", d);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("bad.yaml") && Contains("invalid YAML"));
+  }
+  SECTION("a model whose bytes differ from data/SHA256SUMS") {
+    // A copy of the data tree layout with one weight byte changed: the model still loads,
+    // but the run must refuse it because the checksum list says otherwise.
+    const fs::path m = d / "data/models/stories260K";
+    fs::create_directories(m);
+    fs::copy_file(kData + "/models/stories260K/tok512.bin", m / "tok512.bin");
+    fs::copy_file(kData + "/models/stories260K/stories260K.bin", m / "stories260K.bin");
+    fs::copy_file(kData + "/SHA256SUMS", d / "data/SHA256SUMS");
+    {
+      std::fstream f(m / "stories260K.bin", std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(500000);
+      f.put('\x42');
+    }
+    test::write_text(d / "sum.yaml",
+                     "kind: perplexity\nmodels:\n  - path: " + (m / "stories260K.bin").string() +
+                         "\ntexts:\n  - path: " + valid + "\nperplexity:\n  max_tokens: 10\n");
+    const auto r = test::run_kvscope("run sum.yaml", d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err,
+               Contains("sha256 mismatch") && Contains("stories260K.bin") &&
+                   Contains("b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"));
+    CHECK(!fs::exists(d / "results/sum"));
   }
   SECTION("an unknown experiment kind lists the known ones") {
     test::write_text(d / "k.yaml", "kind: perplexty\n");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,5 +24,21 @@ std::string sha256_string(std::string_view bytes);
 // naming both files when the sums file has no entry for `path`.
 std::string verify_against_sums(const std::filesystem::path& path,
                                 const std::filesystem::path& sums_file);
+
+// The hash `sums_file` lists for `path`, or nullopt when it has no entry for it.
+std::optional<std::string> listed_sha256(const std::filesystem::path& path,
+                                         const std::filesystem::path& sums_file);
+
+// Throws the mismatch Error unless actual == expected.
+void check_sha256(const std::filesystem::path& path, const std::string& actual,
+                  const std::string& expected, const std::filesystem::path& sums_file);
+
+// The nearest SHA256SUMS in the directory of `path` or any directory above it.
+std::optional<std::filesystem::path> find_sums_file(const std::filesystem::path& path);
+
+// When the nearest SHA256SUMS lists `path`, checks that its hash is `actual` (computed
+// by the caller, who usually needs it anyway); files no list mentions pass. This is how
+// runs verify shipped models and texts (data/SHA256SUMS) at no extra read.
+void check_listed_sha256(const std::filesystem::path& path, const std::string& actual);
 
 }  // namespace kvscope
