@@ -9,37 +9,15 @@
 
 #include "kvscope/atomic_file.hpp"
 #include "kvscope/error.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using kvscope::AtomicFile;
 using kvscope::Error;
 
-namespace {
-
-// A fresh directory per test case, removed afterwards; the pid keeps parallel ctest runs
-// of different cases apart.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
+using kvscope::test::slurp;
+using kvscope::test::TempDir;
 
 TEST_CASE("AtomicFile: content appears only after commit", "[infra][atomic_file]") {
   TempDir tmp("atomic_commit");

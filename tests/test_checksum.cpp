@@ -8,29 +8,15 @@
 
 #include "kvscope/checksum.hpp"
 #include "kvscope/error.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
+using kvscope::test::TempDir;
+using kvscope::test::write_bytes;
+
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void write_bytes(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
-}
 
 const fs::path kData = KVSCOPE_TEST_DATA_DIR;
 // The value listed in data/SHA256SUMS for the stories260K checkpoint.

@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cli_runner.hpp"
 #include "kvscope/manifest.hpp"
 #include "kvscope/table.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 using Catch::Contains;
@@ -23,23 +23,23 @@ const std::string kData = KVSCOPE_TEST_DATA_DIR;
 fs::path small_config(const fs::path& dir, const std::string& text_path,
                       const std::string& extra = "") {
   const fs::path cfg = dir / "tiny.yaml";
-  test::write_text(cfg,
-                   "kind: perplexity\n"
-                   "threads: 1\n"
-                   "models:\n"
-                   "  - path: " +
-                       kData +
-                       "/models/stories260K/stories260K.bin\n"
-                       "texts:\n"
-                       "  - name: valid\n"
-                       "    path: " +
-                       text_path +
-                       "\n"
-                       "    doc_separator: \"<|endoftext|>\"\n"
-                       "perplexity:\n"
-                       "  window: 128\n"
-                       "  max_tokens: 300\n" +
-                       extra);
+  test::write_bytes(cfg,
+                    "kind: perplexity\n"
+                    "threads: 1\n"
+                    "models:\n"
+                    "  - path: " +
+                        kData +
+                        "/models/stories260K/stories260K.bin\n"
+                        "texts:\n"
+                        "  - name: valid\n"
+                        "    path: " +
+                        text_path +
+                        "\n"
+                        "    doc_separator: \"<|endoftext|>\"\n"
+                        "perplexity:\n"
+                        "  window: 128\n"
+                        "  max_tokens: 300\n" +
+                        extra);
   return cfg;
 }
 
@@ -63,7 +63,8 @@ TEST_CASE("generate prints the continuation; bad models fail clearly", "[cli][mo
   r = test::run_kvscope("generate -m /nonexistent/model.bin");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("/nonexistent/model.bin") && Contains("does not exist"));
-  const fs::path d = test::scratch_dir("cli_trunc");
+  const test::TempDir tmp("cli_trunc");
+  const fs::path& d = tmp.path;
   fs::copy_file(kData + "/models/stories260K/tok512.bin", d / "tok512.bin");
   fs::copy_file(kData + "/models/stories260K/stories260K.bin", d / "m.bin");
   fs::resize_file(d / "m.bin", 500000);
@@ -75,7 +76,8 @@ TEST_CASE("generate prints the continuation; bad models fail clearly", "[cli][mo
 }
 
 TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[cli][model]") {
-  const fs::path d = test::scratch_dir("cli_run");
+  const test::TempDir tmp("cli_run");
+  const fs::path& d = tmp.path;
   const std::string valid = kData + "/text/tinystories/tinystories_valid_head.txt";
 
   SECTION("a good config") {
@@ -112,7 +114,7 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     CHECK(!fs::exists(d / "results"));
   }
   SECTION("malformed YAML") {
-    test::write_text(d / "bad.yaml", "kind: perplexity\nmodels:\n  - path: [unclosed\n");
+    test::write_bytes(d / "bad.yaml", "kind: perplexity\nmodels:\n  - path: [unclosed\n");
     const auto r = test::run_kvscope("run bad.yaml", d);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("bad.yaml") && Contains("invalid YAML"));
@@ -130,9 +132,9 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
       f.seekp(500000);
       f.put('\x42');
     }
-    test::write_text(d / "sum.yaml",
-                     "kind: perplexity\nmodels:\n  - path: " + (m / "stories260K.bin").string() +
-                         "\ntexts:\n  - path: " + valid + "\nperplexity:\n  max_tokens: 10\n");
+    test::write_bytes(d / "sum.yaml",
+                      "kind: perplexity\nmodels:\n  - path: " + (m / "stories260K.bin").string() +
+                          "\ntexts:\n  - path: " + valid + "\nperplexity:\n  max_tokens: 10\n");
     const auto r = test::run_kvscope("run sum.yaml", d);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err,
@@ -141,7 +143,7 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     CHECK(!fs::exists(d / "results/sum"));
   }
   SECTION("an unknown experiment kind lists the known ones") {
-    test::write_text(d / "k.yaml", "kind: perplexty\n");
+    test::write_bytes(d / "k.yaml", "kind: perplexty\n");
     const auto r = test::run_kvscope("run k.yaml", d);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("k.yaml:1") && Contains("perplexty") && Contains("perplexity"));

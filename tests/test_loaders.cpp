@@ -10,23 +10,17 @@
 #include "kvscope/error.hpp"
 #include "kvscope/model.hpp"
 #include "kvscope/safetensors.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 using Catch::Contains;
+using kvscope::test::slurp;
+using kvscope::test::write_bytes;
 namespace fs = std::filesystem;
 
 namespace {
 
 const fs::path kData = KVSCOPE_TEST_DATA_DIR;
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
-}
 
 // A scratch copy of a model directory to damage.
 fs::path scratch_copy(const fs::path& src, const std::string& tag) {
@@ -48,7 +42,7 @@ void rewrite_header(const fs::path& file, const std::function<void(nlohmann::jso
   const std::string hs = h.dump();
   const uint64_t m = hs.size();
   std::string out(reinterpret_cast<const char*>(&m), 8);
-  spit(file, out + hs + bytes.substr(8 + n));
+  write_bytes(file, out + hs + bytes.substr(8 + n));
 }
 
 }  // namespace
@@ -106,23 +100,23 @@ TEST_CASE("llama2.c loader reads the header and places every tensor", "[loader][
 TEST_CASE("llama2.c loader rejects truncated and lying checkpoints", "[loader]") {
   const std::string good = slurp(kData / "models/stories260K/stories260K.bin");
   const fs::path bad = fs::temp_directory_path() / "kvscope_truncated.bin";
-  spit(bad, good.substr(0, good.size() - 1000));
+  write_bytes(bad, good.substr(0, good.size() - 1000));
   REQUIRE_THROWS_WITH(load_model(bad), Contains(bad.string()) && Contains("1055540") &&
                                            Contains("needs 1056540 bytes") &&
                                            Contains("truncated"));
-  spit(bad, good.substr(0, 20));
+  write_bytes(bad, good.substr(0, 20));
   REQUIRE_THROWS_WITH(load_model(bad), Contains(bad.string()) && Contains("28-byte header"));
   // A header that claims 3 KV heads for 8 query heads.
   std::string lying = good;
   const int32_t three = 3;
   std::memcpy(lying.data() + 16, &three, 4);
-  spit(bad, lying);
+  write_bytes(bad, lying);
   REQUIRE_THROWS_WITH(load_model(bad), Contains(bad.string()) && Contains("n_kv_heads (3)"));
   // A negative dimension.
   std::string neg = good;
   const int32_t minus = -64;
   std::memcpy(neg.data(), &minus, 4);
-  spit(bad, neg);
+  write_bytes(bad, neg);
   REQUIRE_THROWS_WITH(load_model(bad), Contains(bad.string()) && Contains("dim = -64"));
   fs::remove(bad);
   REQUIRE_THROWS_WITH(load_model(bad), Contains(bad.string()) && Contains("does not exist"));
@@ -136,7 +130,7 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     // layer 1's v_proj is the first whose end offset lies past the cut.
     const fs::path d = scratch_copy(src, "cut");
     const std::string b = slurp(d / "model.safetensors");
-    spit(d / "model.safetensors", b.substr(0, b.size() - 4096));
+    write_bytes(d / "model.safetensors", b.substr(0, b.size() - 4096));
     REQUIRE_THROWS_WITH(load_model(d), Contains("model.safetensors") &&
                                            Contains("model.layers.1.self_attn.v_proj.weight") &&
                                            Contains("[2590720, 2623488] overrun the data "
@@ -147,7 +141,7 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     std::string b = slurp(d / "model.safetensors");
     const uint64_t huge = uint64_t(1) << 40;
     std::memcpy(b.data(), &huge, 8);
-    spit(d / "model.safetensors", b);
+    write_bytes(d / "model.safetensors", b);
     REQUIRE_THROWS_WITH(load_model(d), Contains("model.safetensors") &&
                                            Contains("header length 1099511627776 overruns"));
   }
@@ -169,7 +163,7 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     const fs::path d = scratch_copy(src, "cfg");
     auto j = nlohmann::json::parse(slurp(d / "config.json"));
     j.erase("hidden_size");
-    spit(d / "config.json", j.dump());
+    write_bytes(d / "config.json", j.dump());
     REQUIRE_THROWS_WITH(
         load_model(d), Contains("config.json") && Contains("missing required field 'hidden_size'"));
   }
@@ -177,7 +171,7 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     const fs::path d = scratch_copy(src, "shape");
     auto j = nlohmann::json::parse(slurp(d / "config.json"));
     j["intermediate_size"] = 400;
-    spit(d / "config.json", j.dump());
+    write_bytes(d / "config.json", j.dump());
     REQUIRE_THROWS_WITH(load_model(d), Contains("model.layers.0.mlp.gate_proj.weight") &&
                                            Contains("[384, 128]") &&
                                            Contains("expected [400, 128]"));
@@ -193,7 +187,7 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     const fs::path d = scratch_copy(src, "type");
     auto j = nlohmann::json::parse(slurp(d / "config.json"));
     j["num_hidden_layers"] = "two";
-    spit(d / "config.json", j.dump());
+    write_bytes(d / "config.json", j.dump());
     REQUIRE_THROWS_WITH(load_model(d), Contains("num_hidden_layers") && Contains("wrong type"));
   }
 }

@@ -10,32 +10,16 @@
 #include "kvscope/checksum.hpp"
 #include "kvscope/error.hpp"
 #include "kvscope/manifest.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
+using kvscope::test::slurp;
+using kvscope::test::TempDir;
+
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 bool is_hex40(const std::string& s) {
   return std::regex_match(s, std::regex("[0-9a-f]{40}"));

@@ -12,26 +12,16 @@
 
 #include "kvscope/error.hpp"
 #include "kvscope/table.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using kvscope::Column;
 using kvscope::Table;
 
-namespace {
+using kvscope::test::TempDir;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+namespace {
 
 // Runs fn in a forked child and reports whether it died by SIGABRT (KV_ASSERT's abort).
 // Catch2 v2 has no death tests; fork keeps the abort out of this process.

@@ -9,28 +9,19 @@
 
 #include "kvscope/error.hpp"
 #include "kvscope/text_source.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using kvscope::TextSpec;
 
+using kvscope::test::TempDir;
+using kvscope::test::write_bytes;
+
 namespace {
 
 const fs::path kData = KVSCOPE_TEST_DATA_DIR;
 const fs::path kInfra = fs::path(KVSCOPE_TEST_FIXTURES_DIR) / "infra";
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 TextSpec plain(const fs::path& p, const std::string& sep = "") {
   TextSpec s;
@@ -44,11 +35,6 @@ TextSpec jsonl(const fs::path& p) {
   TextSpec s = plain(p);
   s.format = TextSpec::Jsonl;
   return s;
-}
-
-void write_bytes(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+#include "test_util.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace kvscope::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir(const std::string& tag) {
+  path = fs::temp_directory_path() / ("kvscope_test_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(path);
+  fs::create_directories(path);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out << bytes;
+}
+
+CliResult run_kvscope(const std::string& args, const fs::path& cwd) {
+  static int counter = 0;
+  const std::string tmp =
+      (fs::temp_directory_path() /
+       ("kvscope_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++)))
+          .string();
+  const std::string cmd = "cd '" + cwd.string() + "' && '" + std::string(KVSCOPE_BINARY) + "' " +
+                          args + " >'" + tmp + ".out' 2>'" + tmp + ".err'";
+  const int status = std::system(cmd.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(tmp + ".out");
+  r.err = slurp(tmp + ".err");
+  fs::remove(tmp + ".out");
+  fs::remove(tmp + ".err");
+  return r;
+}
+
+}  // namespace kvscope::test

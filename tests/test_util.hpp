@@ -1,0 +1,33 @@
+// Small helpers shared by the tests: scratch directories, whole-file reads and writes,
+// and running the kvscope binary as a user would.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace kvscope::test {
+
+// A fresh, empty directory under the system temp dir, removed when the object goes. The
+// pid in its name keeps parallel ctest processes apart.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::filesystem::path operator/(const std::filesystem::path& p) const { return path / p; }
+};
+
+// The bytes of a file ("" when it cannot be read: tests assert on content).
+std::string slurp(const std::filesystem::path& p);
+void write_bytes(const std::filesystem::path& p, const std::string& bytes);
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `kvscope ARGS` in `cwd` (ARGS appended as given: quote it yourself).
+CliResult run_kvscope(const std::string& args, const std::filesystem::path& cwd = ".");
+
+}  // namespace kvscope::test
