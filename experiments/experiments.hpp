@@ -7,5 +7,6 @@
 namespace kvscope {
 
 ExperimentKind perplexity_kind();
+ExperimentKind dump_kv_kind();
 
 }  // namespace kvscope

@@ -6,6 +6,7 @@ namespace kvscope {
 const std::vector<ExperimentKind>& experiment_kinds() {
   static const std::vector<ExperimentKind> kinds = {
       perplexity_kind(),
+      dump_kv_kind(),
   };
   return kinds;
 }

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   add("generate", "Continue a prompt with a model (greedy at temperature 0)",
       kvscope::cli::add_generate);
   add("run", "Run one experiment config and write results/NAME/", kvscope::cli::add_run);
+  add("dump", "Dump K/V (and Q, attention output, logits) of every layer and head to HDF5",
+      kvscope::cli::add_dump);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

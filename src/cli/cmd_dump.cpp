@@ -1,0 +1,80 @@
+#include <cstdio>
+
+#include "commands.hpp"
+#include "kvscope/kv_dump.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/text_source.hpp"
+#include "kvscope/threads.hpp"
+
+namespace kvscope::cli {
+
+Action add_dump(CLI::App& app) {
+  struct Args {
+    std::string model, tokenizer, text, format, field = "text", separator, out, dtype = "f32";
+    std::vector<std::string> tensors = {"k_pre_rope", "k", "v"};
+    size_t max_docs = 0;
+    int threads = 0;
+    bool quiet = false;
+    DumpOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  a->opt.n_seq = 8;
+  app.add_option("--model,-m", a->model, "llama2.c checkpoint or Hugging Face model directory")
+      ->required();
+  app.add_option("--tokenizer", a->tokenizer, "tokenizer file (default: found beside the model)");
+  app.add_option("--text", a->text, "text to run: plain text or JSON lines")->required();
+  app.add_option("--format", a->format, "plain or jsonl (default: by extension)")
+      ->check(CLI::IsMember({"plain", "jsonl"}));
+  app.add_option("--field", a->field, "jsonl: the field holding the text");
+  app.add_option("--doc-separator", a->separator,
+                 "plain: a line equal to this separates documents");
+  app.add_option("--max-docs", a->max_docs, "read at most this many documents (0: all)");
+  app.add_option("--seq-len", a->opt.seq_len, "tokens per sequence incl. BOS (0: model context)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--n-seq", a->opt.n_seq, "number of sequences")->check(CLI::PositiveNumber);
+  app.add_option("--out,-o", a->out, "output FILE.h5")->required();
+  app.add_option("--tensors", a->tensors, "comma list of k_pre_rope,k,v,q,attn_out")
+      ->delimiter(',');
+  app.add_flag("--logits", a->opt.logits, "also store the final-layer logits");
+  app.add_option("--dtype", a->dtype, "stored dtype")->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--gzip", a->opt.gzip, "deflate level 1..9 with shuffle (0: none)")
+      ->check(CLI::Range(0, 9));
+  app.add_option("--chunk-seqs", a->opt.chunk_seqs, "sequences per chunk")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--chunk-heads", a->opt.chunk_heads, "heads per chunk")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--force", a->opt.force, "overwrite an existing output file");
+  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--quiet,-q", a->quiet, "no summary on stderr");
+  return [a]() {
+    set_threads(a->threads);
+    DumpOptions o = a->opt;
+    o.tensors = a->tensors;
+    o.dtype = a->dtype == "f16" ? DType::F16 : DType::F32;
+    const std::filesystem::path tp =
+        a->tokenizer.empty() ? find_tokenizer_for(a->model) : std::filesystem::path(a->tokenizer);
+    const Model m = load_model(a->model);
+    const auto tok = load_tokenizer(tp);
+    TextSpec ts;
+    ts.path = a->text;
+    ts.format = (a->format.empty() ? ts.path.extension() == ".jsonl" : a->format == "jsonl")
+                    ? TextSpec::Jsonl
+                    : TextSpec::Plain;
+    ts.jsonl_field = a->field;
+    ts.doc_separator = a->separator;
+    ts.max_docs = a->max_docs;
+    const std::vector<int32_t> stream = token_stream(*tok, load_documents(ts));
+    const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format)};
+    const DumpStats st = dump_kv(m, *tok, stream, o, src, a->out);
+    if (!a->quiet)
+      std::fprintf(stderr,
+                   "%s: %d sequences x %d tokens, %.1f MB of tensors (%.1f MB on disk) in %.2f s: "
+                   "%.0f%% forward pass, %.0f%% writing\n",
+                   a->out.c_str(), st.n_seq, st.seq_len, st.tensor_bytes / 1e6, st.file_bytes / 1e6,
+                   st.seconds, 100.0 * st.forward_seconds / st.seconds,
+                   100.0 * st.write_seconds / st.seconds);
+    return 0;
+  };
+}
+
+}  // namespace kvscope::cli
