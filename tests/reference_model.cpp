@@ -34,10 +34,28 @@ Vec rmsnorm(const double* x, const Vec& w, int n, double eps) {
   return y;
 }
 
+double alibi_slope_ref(int h, int n) {
+  // Press et al.'s get_slopes, recursively as in their code.
+  auto pow2 = [](int k) {
+    Vec s;
+    const double start = std::pow(2.0, -std::pow(2.0, -(std::log2(double(k)) - 3)));
+    for (int i = 0; i < k; ++i) s.push_back(std::pow(start, i + 1));
+    return s;
+  };
+  if ((n & (n - 1)) == 0) return pow2(n)[size_t(h)];
+  const int closest = 1 << int(std::floor(std::log2(double(n))));
+  Vec s = pow2(closest);
+  Vec extra = pow2(2 * closest);
+  for (size_t i = 0; i < extra.size() && int(s.size()) < n; i += 2) s.push_back(extra[i]);
+  return s[size_t(h)];
+}
+
+}  // namespace
+
 // RoPE on one head vector at position p, written two different ways from src/ops.cpp:
 // adjacent pairs as complex multiplication (Meta's reference), rotate-half as
 // x*cos + rotate_half(x)*sin with duplicated frequencies (Hugging Face's reference).
-void rope(double* x, int hd, int p, double theta, RopeLayout layout) {
+void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout) {
   const int half = hd / 2;
   if (layout == RopeLayout::kAdjacentPairs) {
     for (int i = 0; i < half; ++i) {
@@ -58,24 +76,6 @@ void rope(double* x, int hd, int p, double theta, RopeLayout layout) {
     for (int i = 0; i < hd; ++i) x[i] = x[i] * cosv[size_t(i)] + rot[size_t(i)] * sinv[size_t(i)];
   }
 }
-
-double alibi_slope_ref(int h, int n) {
-  // Press et al.'s get_slopes, recursively as in their code.
-  auto pow2 = [](int k) {
-    Vec s;
-    const double start = std::pow(2.0, -std::pow(2.0, -(std::log2(double(k)) - 3)));
-    for (int i = 0; i < k; ++i) s.push_back(std::pow(start, i + 1));
-    return s;
-  };
-  if ((n & (n - 1)) == 0) return pow2(n)[size_t(h)];
-  const int closest = 1 << int(std::floor(std::log2(double(n))));
-  Vec s = pow2(closest);
-  Vec extra = pow2(2 * closest);
-  for (size_t i = 0; i < extra.size() && int(s.size()) < n; i += 2) s.push_back(extra[i]);
-  return s[size_t(h)];
-}
-
-}  // namespace
 
 ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& tokens) {
   const ModelConfig& c = m.config;
@@ -106,7 +106,8 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
       for (int h = 0; h < nh; ++h) {
         double* dst = &Q[(size_t(h) * T + t) * hd];
         for (int i = 0; i < hd; ++i) dst[i] = q[size_t(h * hd + i)];
-        if (c.positional == PositionalKind::kRope) rope(dst, hd, t, c.rope_theta, c.rope_layout);
+        if (c.positional == PositionalKind::kRope)
+          rope_ref(dst, hd, t, c.rope_theta, c.rope_layout);
       }
       for (int g = 0; g < nkv; ++g) {
         for (int i = 0; i < hd; ++i) {
@@ -115,7 +116,7 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
           Vv[(size_t(g) * T + t) * hd + i] = v[size_t(g * hd + i)];
         }
         if (c.positional == PositionalKind::kRope)
-          rope(&K[(size_t(g) * T + t) * hd], hd, t, c.rope_theta, c.rope_layout);
+          rope_ref(&K[(size_t(g) * T + t) * hd], hd, t, c.rope_theta, c.rope_layout);
       }
     }
     // Causal attention, query head h reads KV head h / (nh / nkv).

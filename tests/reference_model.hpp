@@ -24,6 +24,10 @@ struct ReferenceRun {
 // Tokens sit at positions 0..T-1.
 ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& tokens);
 
+// RoPE of one head vector x[hd] at position p, in double: adjacent pairs as complex
+// rotation (Meta's reference), rotate-half as x*cos + rotate_half(x)*sin (Hugging Face's).
+void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout);
+
 // ||a - b||_2 / ||b||_2 over all elements (b is the reference).
 double rel_error(const float* a, const double* b, size_t n);
 

@@ -35,13 +35,18 @@ void write_bytes(const fs::path& p, const std::string& bytes) {
 }
 
 CliResult run_kvscope(const std::string& args, const fs::path& cwd) {
+  return run_kvscope_sh("", args, cwd);
+}
+
+CliResult run_kvscope_sh(const std::string& prefix, const std::string& args, const fs::path& cwd) {
   static int counter = 0;
   const std::string tmp =
       (fs::temp_directory_path() /
        ("kvscope_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++)))
           .string();
-  const std::string cmd = "cd '" + cwd.string() + "' && '" + std::string(KVSCOPE_BINARY) + "' " +
-                          args + " >'" + tmp + ".out' 2>'" + tmp + ".err'";
+  const std::string cmd = "cd '" + cwd.string() + "' && " + prefix + "'" +
+                          std::string(KVSCOPE_BINARY) + "' " + args + " >'" + tmp + ".out' 2>'" +
+                          tmp + ".err'";
   const int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -29,5 +29,9 @@ struct CliResult {
 
 // Runs `kvscope ARGS` in `cwd` (ARGS appended as given: quote it yourself).
 CliResult run_kvscope(const std::string& args, const std::filesystem::path& cwd = ".");
+// The same through /bin/sh with `prefix` before the binary (e.g. "ulimit -f 64; " or
+// "timeout -s KILL 3 ").
+CliResult run_kvscope_sh(const std::string& prefix, const std::string& args,
+                         const std::filesystem::path& cwd = ".");
 
 }  // namespace kvscope::test
