@@ -52,12 +52,21 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
 }
 
 // Copies x [T, n_heads*hd] into [n_heads, T, hd].
-void to_head_major(const float* x, int T, int n_heads, int hd, std::vector<float>& out) {
-  out.resize(size_t(T) * n_heads * hd);
+// Copies x [T, n_heads*hd] into [n_heads, T, hd]: into the observer's memory when it
+// offers some for this capture, else into `own`. Returns where the copy went.
+const float* to_head_major(const float* x, int T, int n_heads, int hd, ForwardObserver* obs,
+                           int layer, CaptureKind kind, std::vector<float>& own) {
+  const size_t n = size_t(T) * n_heads * hd;
+  float* out = obs->capture_target(layer, kind, n);
+  if (!out) {
+    own.resize(n);
+    out = own.data();
+  }
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < n_heads; ++h)
-      std::memcpy(out.data() + (size_t(h) * T + t) * hd, x + (size_t(t) * n_heads + h) * hd,
+      std::memcpy(out + (size_t(h) * T + t) * hd, x + (size_t(t) * n_heads + h) * hd,
                   sizeof(float) * size_t(hd));
+  return out;
 }
 
 // One-query attention (decoding) in Eigen, single-threaded: OpenBLAS threads a GEMV once
@@ -167,7 +176,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
     matmul_wt(s.xb.data(), T, D, lw.wk, KV, s.k.data());
     matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
-    if (obs) to_head_major(s.k.data(), T, nkv, hd, s.cap_kpre);
+    const float* cap_kpre = nullptr;
+    if (obs)
+      cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
       apply_rope(s.q.data(), T, nh, hd, s.pos, c.rope_theta, c.rope_layout);
       apply_rope(s.k.data(), T, nkv, hd, s.pos, c.rope_theta, c.rope_layout);
@@ -195,11 +206,10 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
                   hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
     }
     if (obs) {
-      to_head_major(s.q.data(), T, nh, hd, s.cap_q);
-      to_head_major(s.k.data(), T, nkv, hd, s.cap_k);
-      to_head_major(s.v.data(), T, nkv, hd, s.cap_v);
-      obs->on_layer({l, s.pos, T, nh, nkv, hd, s.cap_q.data(), s.cap_kpre.data(), s.cap_k.data(),
-                     s.cap_v.data(), s.att.data()});
+      const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
+      const float* k = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
+      const float* v = to_head_major(s.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, s.cap_v);
+      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data()});
     }
     matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
     rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data());

@@ -35,9 +35,20 @@ struct AttentionRows {
   const float* weights;  // [n_q, n_keys], row stride n_keys; masked entries are 0
 };
 
+// The per-head captures a LayerCapture carries.
+enum class CaptureKind { kQ, kKPreRope, kK, kV };
+
 class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
+  // Where the forward pass should write this layer's capture of `kind` ([heads, T,
+  // head_dim], n floats): memory of the observer's, so a sink that keeps the data (a dump's
+  // write buffer) gets it without another copy. nullptr: the run state's own buffer.
+  // The pointer must stay valid until on_layer() for this layer returns.
+  virtual float* capture_target(int layer, CaptureKind kind, size_t n) {
+    (void)layer, (void)kind, (void)n;
+    return nullptr;
+  }
   // Attention weights cost a copy per block; only observers that ask get them.
   virtual bool wants_attention() const { return false; }
   virtual void on_layer(const LayerCapture&) {}
