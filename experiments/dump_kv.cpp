@@ -8,8 +8,8 @@
 //     logits: false        # also the final-layer logits
 //     dtype: f32           # f32 or f16
 //     gzip: 0              # 0 = none, 1..9 = deflate level (with shuffle)
-//     chunk_seqs: 1        # chunk shape [chunk_seqs, chunk_heads, seq_len, head_dim]
-//     chunk_heads: 1
+//     chunk_seqs: 0        # chunk shape [chunk_seqs, chunk_heads, seq_len, head_dim];
+//     chunk_heads: 0       #   both 0: contiguous if uncompressed, else one head of one sequence
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
@@ -26,8 +26,8 @@ DumpOptions parse_dump_options(YamlMap& s) {
   o.logits = s.get_or<bool>("logits", false);
   o.dtype = s.get_choice_or("dtype", {"f32", "f16"}, "f32") == "f16" ? DType::F16 : DType::F32;
   o.gzip = s.get_at_least_or<int>("gzip", 0, 0);
-  o.chunk_seqs = s.get_at_least_or<int>("chunk_seqs", 1, 1);
-  o.chunk_heads = s.get_at_least_or<int>("chunk_heads", 1, 1);
+  o.chunk_seqs = s.get_at_least_or<int>("chunk_seqs", 0, 0);
+  o.chunk_heads = s.get_at_least_or<int>("chunk_heads", 0, 0);
   return o;
 }
 

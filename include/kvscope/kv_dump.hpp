@@ -35,8 +35,11 @@ struct DumpOptions {
   bool logits = false;                                          // also /logits
   DType dtype = DType::F32;  // F32 or F16 (stored as IEEE half; h5py reads float16)
   int gzip = 0;              // 0: no compression; 1..9: deflate level, with the shuffle filter
-  int chunk_seqs = 1;        // chunk shape [chunk_seqs, chunk_heads, seq_len, head_dim]
-  int chunk_heads = 1;
+  // Chunk shape [chunk_seqs, chunk_heads, seq_len, head_dim]. Both 0 (default): contiguous
+  // datasets when uncompressed (each sequence's slice is one write, no chunk index), else
+  // chunks of one head of one sequence.
+  int chunk_seqs = 0;
+  int chunk_heads = 0;
   bool force = false;  // overwrite an existing output file
 };
 

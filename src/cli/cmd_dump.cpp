@@ -39,10 +39,12 @@ Action add_dump(CLI::App& app) {
   app.add_option("--dtype", a->dtype, "stored dtype")->check(CLI::IsMember({"f32", "f16"}));
   app.add_option("--gzip", a->opt.gzip, "deflate level 1..9 with shuffle (0: none)")
       ->check(CLI::Range(0, 9));
-  app.add_option("--chunk-seqs", a->opt.chunk_seqs, "sequences per chunk")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--chunk-heads", a->opt.chunk_heads, "heads per chunk")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--chunk-seqs", a->opt.chunk_seqs,
+                 "sequences per chunk; with --chunk-heads 0 (default): contiguous datasets when "
+                 "uncompressed, one head of one sequence per chunk when compressed")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--chunk-heads", a->opt.chunk_heads, "heads per chunk (0: see --chunk-seqs)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--force", a->opt.force, "overwrite an existing output file");
   app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", a->quiet, "no summary on stderr");
