@@ -357,3 +357,41 @@ TEST_CASE("h5dump -H shows the documented schema", "[dump][docs][model]") {
   CHECK_THAT(h, Contains("DATASET \"k_pre_rope\"") && Contains("( 2, 4, 32, 8 )") &&
                     Contains("( 2, 8, 32, 8 )") && Contains("( 2, 32, 512 )"));
 }
+
+TEST_CASE("dumps from JSON lines record where each sequence comes from", "[dump][model]") {
+  test::TempDir tmp("dump_jsonl");
+  const fs::path mp = kData + "/models/tinystories656K";
+  const Model m = load_model(mp);
+  const auto tok = load_tokenizer(find_tokenizer_for(mp));
+  TextSpec ts;
+  ts.path = kData + "/text/c4/c4_sample.jsonl";
+  ts.format = TextSpec::Jsonl;
+  ts.max_docs = 30;
+  const std::vector<std::string> docs = load_documents(ts);
+  const std::vector<int32_t> stream = token_stream(*tok, docs);
+  const DumpSource src{m.name, m.files, find_tokenizer_for(mp), tok->kind(), ts.path, "jsonl"};
+  DumpOptions o;
+  o.seq_len = 100;
+  o.n_seq = 12;
+  dump_kv(m, *tok, stream, o, src, tmp / "c4.h5");
+  const auto sources = KVDumpReader(tmp / "c4.h5").sources();
+  REQUIRE(sources.size() == 12);
+  // Document d starts at the stream position of its BOS: the sum of the lengths of the
+  // documents before it, each BOS + its own encoding.
+  std::vector<int64_t> doc_start;
+  int64_t pos = 0;
+  for (const std::string& d : docs) {
+    doc_start.push_back(pos);
+    pos += 1 + int64_t(tok->encode(d).size());
+  }
+  for (size_t i = 0; i < sources.size(); ++i) {
+    INFO("sequence " << i);
+    CHECK(sources[i].file == ts.path.string());
+    const int64_t off = sources[i].token_offset;
+    const int64_t d = sources[i].document;
+    REQUIRE(d >= 0);
+    REQUIRE(size_t(d) < docs.size());
+    CHECK(doc_start[size_t(d)] <= off);
+    CHECK((size_t(d) + 1 == docs.size() || off < doc_start[size_t(d) + 1]));
+  }
+}
