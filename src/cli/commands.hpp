@@ -12,5 +12,6 @@ using Action = std::function<int()>;
 Action add_generate(CLI::App& app);
 Action add_run(CLI::App& app);
 Action add_dump(CLI::App& app);
+Action add_plot(CLI::App& app);
 
 }  // namespace kvscope::cli

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add("run", "Run one experiment config and write results/NAME/", kvscope::cli::add_run);
   add("dump", "Dump K/V (and Q, attention output, logits) of every layer and head to HDF5",
       kvscope::cli::add_dump);
+  add("plot", "Draw figures (PNG and SVG, through gnuplot) from result CSVs",
+      kvscope::cli::add_plot);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

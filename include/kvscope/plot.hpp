@@ -1,0 +1,30 @@
+// Plots through gnuplot (Debian package gnuplot-nox). Each figure is one gnuplot script
+// with its data inline (datablocks), written as PNG and SVG; outputs appear under their
+// final names only when gnuplot succeeded.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kvscope {
+
+// Runs `script` through gnuplot. Files the script writes must be named NAME.partial; they
+// are renamed to NAME on success (`outputs` lists the final names) and removed on failure.
+// Throws Error with gnuplot's own message (or a hint to install it).
+void run_gnuplot(const std::string& script, const std::vector<std::filesystem::path>& outputs,
+                 const std::string& what);
+
+// From a kv_spectrum spectrum.csv, for every (model, calibration), layer scope:
+//   spectrum_MODEL__CALIB.{png,svg}: cumulative energy against the fraction of singular
+//     values, one curve per layer, panels K before RoPE / K after RoPE / V;
+//   energy_MODEL__CALIB.{png,svg}: per layer, the energy held by the top 25% and the top
+//     50% of the singular values (the paper's Fig. 1 measure), one panel per tensor.
+// Returns the files written.
+std::vector<std::filesystem::path> plot_spectrum(const std::filesystem::path& csv,
+                                                 const std::filesystem::path& out_dir);
+
+// "a/b c" -> "a_b_c": a name safe in file names.
+std::string file_safe(const std::string& s);
+
+}  // namespace kvscope
