@@ -8,5 +8,6 @@ namespace kvscope {
 
 ExperimentKind perplexity_kind();
 ExperimentKind dump_kv_kind();
+ExperimentKind kv_spectrum_kind();
 
 }  // namespace kvscope

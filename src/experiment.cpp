@@ -1,5 +1,6 @@
 #include "kvscope/experiment.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -154,10 +155,13 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
 
   try {
     const Tables tables = run(ctx);
-    for (const Table& t : tables) {
-      write_csv(t, partial_dir / (t.name() + ".csv"));
-      manifest.outputs.push_back(t.name() + ".csv");
-    }
+    for (const Table& t : tables) write_csv(t, partial_dir / (t.name() + ".csv"));
+    for (const auto& step : ctx.after_tables) step(partial_dir);
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(partial_dir))
+      if (e.is_regular_file()) files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    manifest.outputs = files;
     manifest.wall_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     write_manifest(manifest, partial_dir / "manifest.json");

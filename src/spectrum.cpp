@@ -44,12 +44,14 @@ void GramAccumulator::add_rows(const float* x, int64_t n, int64_t ld) {
   }
 }
 
-void GramAccumulator::add_heads(const float* x, int heads, int T, int hd, int skip) {
+void GramAccumulator::add_heads(const float* x, int heads, int T, int hd, int skip,
+                                int64_t head_stride) {
   KV_ASSERT(heads * hd == d_);
+  if (head_stride < 0) head_stride = int64_t(T) * hd;
   for (int t = skip; t < T; ++t) {
     double* dst = stage_.data() + size_t(staged_) * d_;
     for (int h = 0; h < heads; ++h) {
-      const float* src = x + (size_t(h) * T + t) * hd;
+      const float* src = x + h * head_stride + int64_t(t) * hd;
       for (int i = 0; i < hd; ++i) {
         dst[h * hd + i] = src[i];
         sum_[size_t(h * hd + i)] += src[i];

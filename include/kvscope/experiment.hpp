@@ -48,6 +48,9 @@ struct ExperimentContext {
   std::vector<TextSpec> texts;
   RunManifest* manifest = nullptr;
   bool verbose = true;  // progress lines on stderr
+  // Steps run after the tables are written into out_dir (plots drawn from the CSVs);
+  // every file they leave in out_dir is listed in the manifest.
+  std::vector<std::function<void(const std::filesystem::path& out_dir)>> after_tables;
 
   LoadedModel load(const ModelSpec& spec);                   // + manifest inputs
   std::vector<std::string> documents(const TextSpec& spec);  // + manifest inputs
