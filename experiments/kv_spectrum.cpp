@@ -19,7 +19,7 @@
 #include <map>
 
 #include "experiments.hpp"
-#include "kvscope/forward.hpp"
+#include "kvscope/calibration.hpp"
 #include "kvscope/kv_dump.hpp"
 #include "kvscope/perplexity.hpp"
 #include "kvscope/plot.hpp"
@@ -40,9 +40,6 @@ struct SpectrumConfig {
   std::vector<int> layers;
   std::vector<std::string> dumps;
 };
-
-// Grams of one model's selected layers and tensors: [layer][tensor].
-using Grams = std::map<int, std::vector<GramAccumulator>>;
 
 struct Tables2 {
   Table spectrum{"spectrum",
@@ -136,56 +133,26 @@ void emit(Tables2& out, GramAccumulator& g, const SpectrumConfig& cfg, const std
     }
 }
 
-// Calibration run: the model over BOS-led windows of the text (the dump's rule).
-struct GramObserver : ForwardObserver {
-  Grams& grams;
-  const std::vector<std::string>& tensors;
-  int skip;
-  GramObserver(Grams& g, const std::vector<std::string>& t, int s)
-      : grams(g), tensors(t), skip(s) {}
-  void on_layer(const LayerCapture& c) override {
-    auto it = grams.find(c.layer);
-    if (it == grams.end()) return;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const float* x = tensors[i] == "k_pre_rope" ? c.k_pre_rope : tensors[i] == "k" ? c.k : c.v;
-      it->second[i].add_heads(x, c.n_kv_heads, c.n_tokens, c.head_dim, skip);
-    }
-  }
-};
-
 void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     const ModelConfig& c = lm.model.config;
-    const int T = cfg.seq_len > 0 ? cfg.seq_len : c.max_seq_len;
-    const int per_seq = T - (cfg.exclude_bos ? 1 : 0);
-    const int n_seq = int((cfg.tokens + per_seq - 1) / per_seq);
-    const std::vector<int> layers = selected_layers(cfg, c.n_layers, ms.name);
     const std::vector<int> targets = group_targets(cfg, c.n_kv_heads, ms.name);
+    CalibrationOptions co;
+    co.tokens = cfg.tokens;
+    co.seq_len = cfg.seq_len;
+    co.tensors = cfg.tensors;
+    co.layers = selected_layers(cfg, c.n_layers, ms.name);
+    co.exclude_bos = cfg.exclude_bos;
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
-      const std::vector<size_t> offsets = plan_sequences(stream, T, n_seq, lm.tokenizer->bos_id);
-      Grams grams;
-      for (int l : layers)
-        grams[l] = std::vector<GramAccumulator>(cfg.tensors.size(), GramAccumulator(c.kv_dim()));
-      GramObserver obs(grams, cfg.tensors, cfg.exclude_bos ? 1 : 0);
-      RunState st(c, T);
-      std::vector<int32_t> seq;
-      for (size_t off : offsets) {
-        seq.clear();
-        if (stream[off] != lm.tokenizer->bos_id) seq.push_back(lm.tokenizer->bos_id);
-        while (int(seq.size()) < T) seq.push_back(stream[off++]);
-        st.reset();
-        ForwardOptions fo;
-        fo.observer = &obs;
-        fo.logits = LogitsMode::kNone;
-        forward(lm.model, st, seq, fo);
-      }
-      for (auto& [l, gs] : grams)
+      CalibrationGrams g = collect_grams(lm.model, lm.tokenizer->bos_id, stream, co);
+      for (auto& [l, gs] : g.layers)
         for (size_t i = 0; i < cfg.tensors.size(); ++i)
-          emit(out, gs[i], cfg, ms.name, ts.name, n_seq, l, cfg.tensors[i], c.n_kv_heads,
+          emit(out, gs[i], cfg, ms.name, ts.name, g.sequences, l, cfg.tensors[i], c.n_kv_heads,
                c.head_dim, targets);
-      ctx.log(fmt::format("{} on {}: {} sequences x {} tokens", ms.name, ts.name, n_seq, T));
+      ctx.log(fmt::format("{} on {}: {} sequences x {} tokens", ms.name, ts.name, g.sequences,
+                          g.seq_len));
     }
   }
 }

@@ -102,24 +102,6 @@ void check_options(const DumpOptions& o, const std::string& where) {
 
 }  // namespace
 
-std::vector<size_t> plan_sequences(std::span<const int32_t> stream, int seq_len, int n_seq,
-                                   int32_t bos) {
-  std::vector<size_t> offsets;
-  size_t off = 0;
-  while (int(offsets.size()) < n_seq) {
-    // Tokens taken from the stream: seq_len when the window starts at a BOS (or there is
-    // no BOS), else one fewer: a BOS is put in front.
-    const bool at_bos = bos >= 0 && off < stream.size() && stream[off] == bos;
-    const size_t take = at_bos || bos < 0 ? size_t(seq_len) : size_t(seq_len - 1);
-    KV_CHECK(off + take <= stream.size(),
-             "the text gives only {} sequences of {} tokens ({} tokens in all), {} were asked for",
-             offsets.size(), seq_len, stream.size(), n_seq);
-    offsets.push_back(off);
-    off += take;
-  }
-  return offsets;
-}
-
 DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
                   const DumpOptions& opt_in, const DumpSource& src, const fs::path& out) {
   const double t_start = now();
@@ -129,6 +111,10 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   if (opt.seq_len == 0) opt.seq_len = m.config.max_seq_len;
   check_options(opt, where);
   KV_CHECK(opt.force || !fs::exists(out), "{}: output exists; pass --force to overwrite", where);
+  KV_CHECK(!m.config.compressed_keys(),
+           "{}: model '{}' compresses its keys after RoPE (a reduced model); dumps need the "
+           "original model",
+           where, m.name);
   const int T = opt.seq_len, N = opt.n_seq;
   const int32_t bos = tok.bos_id;
   const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos);
@@ -151,10 +137,7 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
     for (int i = 0; i < N; ++i) {
       const size_t off = offsets[size_t(i)];
       for (; scanned <= off; ++scanned) doc += bos >= 0 && stream[scanned] == bos;
-      seq.clear();
-      if (bos >= 0 && stream[off] != bos) seq.push_back(bos);
-      seq.insert(seq.end(), stream.begin() + long(off),
-                 stream.begin() + long(off) + (T - long(seq.size())));
+      seq = sequence_tokens(stream, off, T, bos);
       rs.reset();
       obs.seq = i;
       ForwardOptions fo;

@@ -15,6 +15,7 @@
 
 #include "kvscope/dtype.hpp"
 #include "kvscope/model.hpp"
+#include "kvscope/sequences.hpp"
 #include "kvscope/tokenizer.hpp"
 
 namespace kvscope {
@@ -62,12 +63,7 @@ struct DumpStats {
   double write_seconds = 0.0;    // inside HDF5 writes (and f16 conversion)
 };
 
-// Sequences are consecutive windows of `stream` (documents as token_stream() makes them,
-// BOS at each document start): sequence i covers stream[offset_i, ...). Each starts with
-// BOS: [BOS] + the next seq_len - 1 tokens, or seq_len tokens when the window already
-// starts at a BOS. Throws when the stream holds fewer than n_seq windows.
-std::vector<size_t> plan_sequences(std::span<const int32_t> stream, int seq_len, int n_seq,
-                                   int32_t bos);
+// Sequences: consecutive BOS-led windows of `stream` (include/kvscope/sequences.hpp).
 
 // Writes `out` (via out.partial). Throws Error naming the file: existing output without
 // force, bad options, HDF5/disk errors (the partial file is removed).
