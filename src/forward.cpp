@@ -21,19 +21,25 @@ namespace {
 // else widened into state.wbuf (the only per-layer copy ever held).
 struct LayerF32 {
   const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  const float *k_compress, *q_project;  // null unless config.compressed_keys()
 };
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
-  const Tensor* ts[9] = {&w.attn_norm, &w.wq,     &w.wk,   &w.wv,    &w.wo,
-                         &w.ffn_norm,  &w.w_gate, &w.w_up, &w.w_down};
+  constexpr int kN = 11;
+  const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,       &w.ffn_norm,
+                          &w.w_gate,    &w.w_up, &w.w_down, &w.k_compress, &w.q_project};
   size_t need = 0;
   for (const Tensor* t : ts)
-    if (!t->f32()) need += size_t(t->numel());
+    if (!t->empty() && !t->f32()) need += size_t(t->numel());
   if (buf.size() < need) buf.resize(need);
-  const float* out[9];
+  const float* out[kN];
   size_t off = 0;
-  for (int i = 0; i < 9; ++i) {
+  for (int i = 0; i < kN; ++i) {
     const Tensor& t = *ts[i];
+    if (t.empty()) {
+      out[i] = nullptr;
+      continue;
+    }
     if (const float* p = t.f32()) {
       out[i] = p;
       continue;
@@ -48,10 +54,31 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
     out[i] = dst;
     off += size_t(t.numel());
   }
-  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8]};
+  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]};
 }
 
-// Copies x [T, n_heads*hd] into [n_heads, T, hd].
+// Keys of a reduced model (config.compressed_keys()): kc [T, n_kv*hd] where cached head j
+// = Psi_j (its group's post-RoPE keys, side by side). k: [T, k_proj_heads*hd];
+// psi: [n_kv*hd, group*hd] (rows of head j: Psi_j).
+void compress_keys(const float* k, int T, int n_kv, int group, int hd, const float* psi,
+                   float* kc) {
+  const int KP = n_kv * group * hd, KV = n_kv * hd;
+  for (int j = 0; j < n_kv; ++j)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, hd, group * hd, 1.0f,
+                k + size_t(j) * group * hd, KP, psi + size_t(j) * hd * group * hd, group * hd, 0.0f,
+                kc + size_t(j) * hd, KV);
+}
+
+// Queries of a reduced model: q_h <- P_h q_h in place (P_h [hd, hd] = rows h of proj).
+void project_queries(float* q, int T, int nh, int hd, const float* proj, std::vector<float>& tmp) {
+  const int Q = nh * hd;
+  tmp.resize(size_t(T) * Q);
+  for (int h = 0; h < nh; ++h)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, hd, hd, 1.0f, q + size_t(h) * hd, Q,
+                proj + size_t(h) * hd * hd, hd, 0.0f, tmp.data() + size_t(h) * hd, Q);
+  std::memcpy(q, tmp.data(), sizeof(float) * tmp.size());
+}
+
 // Copies x [T, n_heads*hd] into [n_heads, T, hd]: into the observer's memory when it
 // offers some for this capture, else into `own`. Returns where the copy went.
 const float* to_head_major(const float* x, int T, int n_heads, int hd, ForwardObserver* obs,
@@ -149,7 +176,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   grow(s.x, size_t(T) * D);
   grow(s.xb, size_t(T) * D);
   grow(s.q, size_t(T) * Q);
-  grow(s.k, size_t(T) * KV);
+  grow(s.k, size_t(T) * c.k_proj_dim());
+  if (c.compressed_keys()) grow(s.kc, size_t(T) * KV);
   grow(s.v, size_t(T) * KV);
   grow(s.att, size_t(T) * Q);
   grow(s.hb, size_t(T) * H);
@@ -174,22 +202,27 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data());
     matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
-    matmul_wt(s.xb.data(), T, D, lw.wk, KV, s.k.data());
+    matmul_wt(s.xb.data(), T, D, lw.wk, c.k_proj_dim(), s.k.data());
     matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
-    const float* cap_kpre = nullptr;
-    if (obs)
+    const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
+    if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
       apply_rope(s.q.data(), T, nh, hd, s.pos, c.rope_theta, c.rope_layout);
-      apply_rope(s.k.data(), T, nkv, hd, s.pos, c.rope_theta, c.rope_layout);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, c.rope_theta, c.rope_layout);
+    }
+    const float* keys = s.k.data();  // [T, KV]: what the cache holds
+    if (c.compressed_keys()) {
+      compress_keys(s.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, s.kc.data());
+      project_queries(s.q.data(), T, nh, hd, lw.q_project, s.qtmp);
+      keys = s.kc.data();
     }
     // Append this call's K/V to the cache, head-major.
     for (int g = 0; g < nkv; ++g) {
       float* kd = cache.k_head(l, g) + size_t(n_prev) * hd;
       float* vd = cache.v_head(l, g) + size_t(n_prev) * hd;
       for (int t = 0; t < T; ++t) {
-        std::memcpy(kd + size_t(t) * hd, s.k.data() + size_t(t) * KV + size_t(g) * hd,
-                    4 * size_t(hd));
+        std::memcpy(kd + size_t(t) * hd, keys + size_t(t) * KV + size_t(g) * hd, 4 * size_t(hd));
         std::memcpy(vd + size_t(t) * hd, s.v.data() + size_t(t) * KV + size_t(g) * hd,
                     4 * size_t(hd));
       }
@@ -205,13 +238,24 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), n_prev,
                   hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
     }
+    // The attention block's output (after W_O) separately only when an observer asks.
+    const bool want_proj = obs && obs->wants_attn_proj();
+    if (want_proj) {
+      grow(s.aproj, size_t(T) * D);
+      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.aproj.data());
+    }
     if (obs) {
       const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
-      const float* k = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
+      const float* k = to_head_major(keys, T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
       const float* v = to_head_major(s.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, s.cap_v);
-      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data()});
+      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data(),
+                     want_proj ? s.aproj.data() : nullptr});
     }
-    matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
+    if (want_proj) {  // residual add
+      for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
+    } else {
+      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
+    }
     rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data());
     matmul_wt(s.xb.data(), T, D, lw.w_gate, H, s.hb.data());
     matmul_wt(s.xb.data(), T, D, lw.w_up, H, s.hb2.data());

@@ -16,13 +16,17 @@ std::vector<TensorSlot> tensor_slots(Model& m) {
   for (auto& l : w.layers) {
     s.push_back({&l.attn_norm, 1, c.dim});
     s.push_back({&l.wq, c.q_dim(), c.dim});
-    s.push_back({&l.wk, c.kv_dim(), c.dim});
+    s.push_back({&l.wk, c.k_proj_dim(), c.dim});
     s.push_back({&l.wv, c.kv_dim(), c.dim});
     s.push_back({&l.wo, c.dim, c.q_dim()});
     s.push_back({&l.ffn_norm, 1, c.dim});
     s.push_back({&l.w_gate, c.hidden_dim, c.dim});
     s.push_back({&l.w_up, c.hidden_dim, c.dim});
     s.push_back({&l.w_down, c.dim, c.hidden_dim});
+    if (c.compressed_keys()) {
+      s.push_back({&l.k_compress, c.kv_dim(), (c.k_proj_heads / c.n_kv_heads) * c.head_dim});
+      s.push_back({&l.q_project, c.q_dim(), c.head_dim});
+    }
   }
   s.push_back({&w.final_norm, 1, c.dim});
   s.push_back({&w.classifier, c.vocab_size, c.dim});

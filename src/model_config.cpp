@@ -34,6 +34,10 @@ void validate(const ModelConfig& c, const std::string& source) {
   positive(c.max_seq_len, "max_seq_len");
   KV_CHECK(c.n_heads % c.n_kv_heads == 0, "{}: n_heads ({}) must be a multiple of n_kv_heads ({})",
            source, c.n_heads, c.n_kv_heads);
+  KV_CHECK(
+      c.k_proj_heads == 0 || (c.k_proj_heads >= c.n_kv_heads && c.k_proj_heads % c.n_kv_heads == 0),
+      "{}: k_proj_heads ({}) must be a multiple of n_kv_heads ({})", source, c.k_proj_heads,
+      c.n_kv_heads);
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "{}: RoPE needs an even head_dim, got {}", source, c.head_dim);
   KV_CHECK(c.norm_eps > 0.0f, "{}: norm eps must be positive, got {}", source, c.norm_eps);

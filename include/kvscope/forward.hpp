@@ -22,6 +22,10 @@ struct LayerCapture {
   const float* k;           // [n_kv_heads, T, head_dim], after RoPE
   const float* v;           // [n_kv_heads, T, head_dim]
   const float* attn_out;    // [T, n_heads*head_dim]: per-head attention output, before W_O
+  const float* attn_proj;   // [T, dim]: the attention block's output (after W_O), or null
+                            // unless the observer wants_attn_proj()
+  // For models with compressed keys (ModelConfig::k_proj_heads), k_pre_rope is null and
+  // k holds the cached (compressed) keys.
 };
 
 // Softmax rows of one query head for a block of this call's queries.
@@ -51,6 +55,8 @@ class ForwardObserver {
   }
   // Attention weights cost a copy per block; only observers that ask get them.
   virtual bool wants_attention() const { return false; }
+  // The attention block's output after W_O costs a separate GEMM; only if asked.
+  virtual bool wants_attn_proj() const { return false; }
   virtual void on_layer(const LayerCapture&) {}
   // Called from worker threads: concurrently for different heads, in query order for
   // one head. Never holds more than a block of rows: no [S, S] matrix is built.
@@ -91,6 +97,7 @@ class RunState {
 
   // Scratch, grown on demand.
   std::vector<float> x, xb, q, k, v, att, hb, hb2;   // [T, width]
+  std::vector<float> kc, qtmp, aproj;                // reduced models; attn_proj capture
   std::vector<float> wbuf;                           // one layer widened to f32
   std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
   std::vector<float> scores;                         // per-thread attention rows

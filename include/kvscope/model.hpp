@@ -21,6 +21,12 @@ struct LayerWeights {
   Tensor w_gate;     // [hidden_dim, dim]  (llama2.c w1)
   Tensor w_up;       // [hidden_dim, dim]  (llama2.c w3)
   Tensor w_down;     // [dim, hidden_dim]  (llama2.c w2)
+  // Only in models with config.k_proj_heads > 0 (see ModelConfig):
+  Tensor k_compress;  // [n_kv_heads*head_dim, group*head_dim]: rows of cached head j map
+                      // the post-RoPE keys of its group's heads to it (group = k_proj_heads
+                      // / n_kv_heads)
+  Tensor q_project;   // [n_heads*head_dim, head_dim]: rows of query head h map its
+                      // post-RoPE query into its cached head's basis
 };
 
 struct Weights {

@@ -31,9 +31,17 @@ struct ModelConfig {
   bool tied_embeddings = false;  // classifier shares the token embedding
   int32_t bos_id = 1;
   int32_t eos_id = 2;
+  // Models whose KV heads were reduced with a RoPE-aware basis (paper A): W_K still
+  // projects to k_proj_heads heads, RoPE is applied, and each group of
+  // k_proj_heads / n_kv_heads heads is compressed to one cached head (LayerWeights::
+  // k_compress); queries are mapped into that basis (LayerWeights::q_project).
+  // 0: ordinary model (W_K projects straight to the n_kv_heads cached heads).
+  int k_proj_heads = 0;
 
-  int q_dim() const { return n_heads * head_dim; }         // width of Q
-  int kv_dim() const { return n_kv_heads * head_dim; }     // width of K and V
+  int q_dim() const { return n_heads * head_dim; }      // width of Q
+  int kv_dim() const { return n_kv_heads * head_dim; }  // width of K and V
+  bool compressed_keys() const { return k_proj_heads > 0; }
+  int k_proj_dim() const { return (compressed_keys() ? k_proj_heads : n_kv_heads) * head_dim; }
   int group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
 };
 
