@@ -9,5 +9,6 @@ namespace kvscope {
 ExperimentKind perplexity_kind();
 ExperimentKind dump_kv_kind();
 ExperimentKind kv_spectrum_kind();
+ExperimentKind kv_head_reduction_kind();
 
 }  // namespace kvscope

@@ -8,6 +8,7 @@ const std::vector<ExperimentKind>& experiment_kinds() {
       perplexity_kind(),
       dump_kv_kind(),
       kv_spectrum_kind(),
+      kv_head_reduction_kind(),
   };
   return kinds;
 }

@@ -30,20 +30,7 @@ std::vector<ModelSpec> parse_models(YamlMap& root) {
 
 std::vector<TextSpec> parse_texts(YamlMap& root) {
   std::vector<TextSpec> out;
-  for (YamlMap& t : root.list_of_maps("texts")) {
-    TextSpec s;
-    s.path = t.get<std::string>("path");
-    s.name = t.get_or<std::string>("name", s.path.stem().string());
-    s.format = t.get_choice_or("format", {"plain", "jsonl"},
-                               s.path.extension() == ".jsonl" ? "jsonl" : "plain") == "jsonl"
-                   ? TextSpec::Jsonl
-                   : TextSpec::Plain;
-    s.jsonl_field = t.get_or<std::string>("field", "text");
-    s.doc_separator = t.get_or<std::string>("doc_separator", "");
-    s.max_docs = t.get_at_least_or<size_t>("max_docs", 0, 0);
-    s.max_bytes = t.get_at_least_or<size_t>("max_bytes", 0, 0);
-    out.push_back(std::move(s));
-  }
+  for (YamlMap& t : root.list_of_maps("texts")) out.push_back(parse_text_spec(t));
   return out;
 }
 
@@ -99,6 +86,23 @@ std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
 
 void ExperimentContext::log(const std::string& line) const {
   if (verbose) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
+}
+
+TextSpec parse_text_spec(YamlMap& t) {
+  TextSpec s;
+  s.path = t.get<std::string>("path");
+  s.name = t.get_or<std::string>("name", s.path.stem().string());
+  s.format = t.get_choice_or("format", {"plain", "jsonl"},
+                             s.path.extension() == ".jsonl" ? "jsonl" : "plain") == "jsonl"
+                 ? TextSpec::Jsonl
+                 : TextSpec::Plain;
+  s.jsonl_field = t.get_or<std::string>("field", "text");
+  s.doc_separator = t.get_or<std::string>("doc_separator", "");
+  s.max_docs = t.get_at_least_or<size_t>("max_docs", 0, 0);
+  s.max_bytes = t.get_at_least_or<size_t>("max_bytes", 0, 0);
+  KV_CHECK(std::filesystem::is_regular_file(s.path), "{}: text '{}': file '{}' does not exist",
+           t.file(), s.name, s.path.string());
+  return s;
 }
 
 const ExperimentKind& find_experiment_kind(const std::string& name, const std::string& where) {

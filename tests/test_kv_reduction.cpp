@@ -5,11 +5,14 @@
 #include <map>
 
 #include "kvscope/calibration.hpp"
+#include "kvscope/experiment.hpp"
 #include "kvscope/forward.hpp"
 #include "kvscope/kv_reduction.hpp"
 #include "kvscope/perplexity.hpp"
+#include "kvscope/table.hpp"
 #include "kvscope/text_source.hpp"
 #include "reference_model.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -250,4 +253,53 @@ TEST_CASE("a reduced model caches Psi k_group and reads with Psi^(i) q (layer 0,
   // And the cache really is half as wide.
   RunState st(r.model.config, 8);
   CHECK(st.cache.n_kv_heads == 2);
+}
+
+TEST_CASE("kv_head_reduction run: a no-op reduction reproduces the original row",
+          "[reduction][cli][model]") {
+  // Target = the model's 4 KV heads: every method's perplexity must equal the original's
+  // and every reconstruction / attention error vanish (to float rounding).
+  test::TempDir tmp("reduction_run");
+  const std::string yaml =
+      "kind: kv_head_reduction\nmodels:\n  - name: s\n    path: " + kData +
+      "/models/stories260K/stories260K.bin\ntexts:\n  - name: valid\n    path: " + kData +
+      "/text/tinystories/tinystories_valid_head.txt\n    doc_separator: \"<|endoftext|>\"\n"
+      "kv_head_reduction:\n  targets: [4]\n  calibration:\n    path: " +
+      kData +
+      "/text/tinystories/tinystories_train_head.txt\n  calibration_tokens: [1024]\n"
+      "  eval_tokens: 400\n  error_tokens: 512\n  decode_context: 32\n  decode_tokens: 4\n";
+  test::write_bytes(tmp / "r.yaml", yaml);
+  RunOptions o;
+  o.results_root = tmp / "results";
+  o.verbose = false;
+  const auto dir = run_experiment(tmp / "r.yaml", o);
+  const CsvData d = read_csv(dir / "reduction.csv");
+  REQUIRE(d.rows.size() == 5);  // original + 4 methods
+  const double ppl0 = std::stod(d.rows[0][d.column("perplexity")]);
+  for (const auto& r : d.rows) {
+    INFO(r[d.column("method")]);
+    CHECK(std::stod(r[d.column("perplexity")]) == Approx(ppl0).epsilon(1e-5));
+    CHECK(std::stod(r[d.column("k_rel_error")]) < 1e-6);
+    CHECK(std::stod(r[d.column("v_rel_error")]) < 1e-6);
+    CHECK(std::stod(r[d.column("attn_rel_error")]) < 1e-5);
+    CHECK(r[d.column("kv_bytes_ratio")] == "1");
+  }
+  CHECK(read_csv(dir / "layer_errors.csv").rows.size() == 4 * 5);
+  CHECK(read_csv(dir / "timing_decode.csv").rows.size() == 4);
+  CHECK(std::filesystem::exists(dir / "reduction_s__valid.png"));
+
+  // Bad settings fail before any work, naming the key.
+  auto fails = [&](const std::string& y) {
+    test::write_bytes(tmp / "bad.yaml", y);
+    return run_experiment(tmp / "bad.yaml", o);
+  };
+  std::string bad = yaml;
+  bad.replace(bad.find("targets: [4]"), 12, "targets: [3]");
+  CHECK_THROWS_WITH(fails(bad), Catch::Contains("target 3 does not divide"));
+  bad = yaml;
+  bad.replace(bad.find("targets: [4]"), 12, "methods: [svd_x]");
+  CHECK_THROWS_WITH(fails(bad), Catch::Contains("unknown method 'svd_x'") &&
+                                    Catch::Contains("mean_pool, svd_w, svd_a"));
+  bad = yaml.substr(0, yaml.find("  calibration:"));
+  CHECK_THROWS_WITH(fails(bad), Catch::Contains("missing required key 'calibration'"));
 }

@@ -70,6 +70,10 @@ struct ExperimentKind {
   std::function<ExperimentRun(YamlMap& section)> prepare;
 };
 
+// One text of a config (keys path, name, format, field, doc_separator, max_docs, max_bytes;
+// docs/experiments.md); throws naming the file when the text does not exist.
+TextSpec parse_text_spec(YamlMap& t);
+
 // The registry (experiments/registry.cpp).
 const std::vector<ExperimentKind>& experiment_kinds();
 const ExperimentKind& find_experiment_kind(const std::string& name, const std::string& where);

@@ -24,6 +24,12 @@ void run_gnuplot(const std::string& script, const std::vector<std::filesystem::p
 std::vector<std::filesystem::path> plot_spectrum(const std::filesystem::path& csv,
                                                  const std::filesystem::path& out_dir);
 
+// From a kv_head_reduction reduction.csv, for every (model, text):
+//   reduction_MODEL__TEXT.{png,svg}: perplexity (log scale) of each method at each target
+//     KV-head count, clustered by target, the original model as a dashed line.
+std::vector<std::filesystem::path> plot_reduction(const std::filesystem::path& csv,
+                                                  const std::filesystem::path& out_dir);
+
 // "a/b c" -> "a_b_c": a name safe in file names.
 std::string file_safe(const std::string& s);
 

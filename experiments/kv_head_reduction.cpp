@@ -1,0 +1,297 @@
+// Experiment kind `kv_head_reduction` (paper A, Table 4 in kind): for every model, target
+// KV-head count and method (include/kvscope/kv_reduction.hpp), the reduced model's
+// held-out perplexity, the relative error of its K and V (the original model's held-out
+// activations reconstructed through the method's bases), the relative error of each
+// layer's attention output against the original model, and the KV-cache bytes it keeps;
+// the original model is the reference row. Decode speed with the reduced cache goes to
+// timing_decode.csv (timings vary run to run; the other tables do not).
+//
+//   kv_head_reduction:
+//     targets: [2, 1]                 # KV heads after reduction (must divide the model's)
+//     methods: [mean_pool, svd_w, svd_a, svd_a_fused_pre_rope]
+//     calibration: {path: ..., name: ...}   # a text like those under `texts:`
+//     calibration_tokens: [16384]     # one row per value for the calibrated methods
+//     calibration_seq_len: 0          # 0: the model's context
+//     eval_tokens: 20000              # perplexity: tokens scored per text
+//     window: 0                       # perplexity window (0: the model's context)
+//     stride: 0                       # perplexity stride (0: window / 2)
+//     error_tokens: 4096              # held-out tokens for the K/V/attention errors
+//     decode_context: 256             # decode speed: tokens already cached
+//     decode_tokens: 64               # decode speed: tokens generated
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "experiments.hpp"
+#include "kvscope/calibration.hpp"
+#include "kvscope/forward.hpp"
+#include "kvscope/kv_reduction.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/plot.hpp"
+#include "kvscope/sequences.hpp"
+
+namespace kvscope {
+
+namespace {
+
+struct ReductionConfig {
+  std::vector<int> targets = {2, 1};
+  std::vector<ReduceMethod> methods = {ReduceMethod::kMeanPool, ReduceMethod::kSvdW,
+                                       ReduceMethod::kSvdA, ReduceMethod::kSvdAFusedPreRope};
+  TextSpec calibration;
+  std::vector<int64_t> calibration_tokens = {16384};
+  int calibration_seq_len = 0;
+  int64_t eval_tokens = 20000;
+  int window = 0, stride = 0;
+  int64_t error_tokens = 4096;
+  int decode_context = 256, decode_tokens = 64;
+};
+
+// Squared relative error of reconstructing `g`'s data through `bases` (one per group of
+// `width` columns): sum over groups of (tr G - tr(Psi G Psi^T)), over tr of the whole Gram.
+double reconstruction_error(GramAccumulator& g, const std::vector<std::vector<double>>& bases,
+                            int width, int hd) {
+  double total = 0.0, lost = 0.0;
+  for (size_t j = 0; j < bases.size(); ++j) {
+    const std::vector<double> b = g.block(int(j) * width, width, false);
+    const std::vector<double>& psi = bases[j];
+    double tr = 0.0, kept = 0.0;
+    for (int a = 0; a < width; ++a) tr += b[size_t(a) * width + a];
+    std::vector<double> pg(static_cast<size_t>(width));  // Psi_r G, one row r at a time
+    for (int r = 0; r < hd; ++r) {
+      for (int c = 0; c < width; ++c) {
+        double acc = 0.0;
+        for (int a = 0; a < width; ++a)
+          acc += psi[size_t(r) * width + a] * b[size_t(a) * width + c];
+        pg[size_t(c)] = acc;
+      }
+      for (int c = 0; c < width; ++c) kept += pg[size_t(c)] * psi[size_t(r) * width + c];
+    }
+    total += tr;
+    lost += tr - kept;
+  }
+  return total > 0 ? std::max(0.0, lost) / total : 0.0;
+}
+
+// Relative error of each layer's attention output (after W_O) of `reduced` against
+// `original`, both run on the same held-out sequences: sqrt(sum ||y_r - y_o||^2 / sum ||y_o||^2).
+std::vector<double> attention_errors(const Model& original, const Model& reduced,
+                                     const std::vector<std::vector<int32_t>>& seqs) {
+  struct Proj : ForwardObserver {
+    std::vector<std::vector<float>> y;  // per layer [T, dim]
+    bool wants_attn_proj() const override { return true; }
+    void on_layer(const LayerCapture& c) override {
+      if (y.size() <= size_t(c.layer)) y.resize(size_t(c.layer) + 1);
+      y[size_t(c.layer)].assign(c.attn_proj, c.attn_proj + size_t(c.n_tokens) * dim);
+    }
+    size_t dim = 0;
+  };
+  const int L = original.config.n_layers;
+  std::vector<double> num(size_t(L), 0.0), den(size_t(L), 0.0);
+  for (const auto& s : seqs) {
+    Proj a, b;
+    a.dim = b.dim = size_t(original.config.dim);
+    for (auto [m, obs] : {std::pair{&original, &a}, std::pair{&reduced, &b}}) {
+      RunState st(m->config, int(s.size()));
+      ForwardOptions fo;
+      fo.observer = obs;
+      fo.logits = LogitsMode::kNone;
+      forward(*m, st, s, fo);
+    }
+    for (int l = 0; l < L; ++l)
+      for (size_t i = 0; i < a.y[size_t(l)].size(); ++i) {
+        const double d = double(b.y[size_t(l)][i]) - a.y[size_t(l)][i];
+        num[size_t(l)] += d * d;
+        den[size_t(l)] += double(a.y[size_t(l)][i]) * a.y[size_t(l)][i];
+      }
+  }
+  std::vector<double> e(static_cast<size_t>(L));
+  for (int l = 0; l < L; ++l)
+    e[size_t(l)] = den[size_t(l)] > 0 ? std::sqrt(num[size_t(l)] / den[size_t(l)]) : 0.0;
+  return e;
+}
+
+double decode_tokens_per_second(const Model& m, const std::vector<int32_t>& ctx_tokens, int n) {
+  RunState st(m.config, int(ctx_tokens.size()) + n);
+  forward(m, st, ctx_tokens, {LogitsMode::kLast});
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = ctx_tokens[size_t(i) % ctx_tokens.size()];
+    forward(m, st, std::span<const int32_t>(&t, 1), {LogitsMode::kLast});
+  }
+  return n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int64_t kv_bytes_per_token(const ModelConfig& c) {
+  return int64_t(2) * c.n_layers * c.n_kv_heads * c.head_dim * int64_t(sizeof(float));
+}
+
+Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
+  Table main("reduction", {{"model", Column::String},
+                           {"text", Column::String},
+                           {"method", Column::String},
+                           {"kv_heads", Column::Int},
+                           {"calibration_tokens", Column::Int},
+                           {"tokens_scored", Column::Int},
+                           {"mean_nll", Column::Float},
+                           {"perplexity", Column::Float},
+                           {"k_rel_error", Column::Float},
+                           {"v_rel_error", Column::Float},
+                           {"attn_rel_error", Column::Float},
+                           {"kv_bytes_per_token", Column::Int},
+                           {"kv_bytes_ratio", Column::Float}});
+  Table layers("layer_errors", {{"model", Column::String},
+                                {"text", Column::String},
+                                {"method", Column::String},
+                                {"kv_heads", Column::Int},
+                                {"calibration_tokens", Column::Int},
+                                {"layer", Column::Int},
+                                {"k_rel_error", Column::Float},
+                                {"v_rel_error", Column::Float},
+                                {"attn_rel_error", Column::Float}});
+  Table timing("timing_decode", {{"model", Column::String},
+                                 {"method", Column::String},
+                                 {"kv_heads", Column::Int},
+                                 {"context", Column::Int},
+                                 {"tokens_per_second", Column::Float},
+                                 {"original_tokens_per_second", Column::Float}});
+  PerplexityOptions po;
+  po.window = cfg.window;
+  po.stride = cfg.stride;
+  po.max_tokens = cfg.eval_tokens;
+  for (const ModelSpec& ms : ctx.models) {
+    const LoadedModel lm = ctx.load(ms);
+    const Model& m = lm.model;
+    const ModelConfig& c = m.config;
+    const int32_t bos = lm.tokenizer->bos_id;
+    for (int g : cfg.targets)
+      KV_CHECK(g >= 1 && g <= c.n_kv_heads && c.n_kv_heads % g == 0,
+               "{}: target {} does not divide model '{}''s {} KV heads", ctx.config_file.string(),
+               g, ms.name, c.n_kv_heads);
+    if (po.window > c.max_seq_len || po.window == 0) po.window = c.max_seq_len;
+    // Calibration Grams, one set per token count (only the calibrated methods use them).
+    const std::vector<int32_t> cal_stream =
+        token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
+    std::map<int64_t, CalibrationGrams> cal;
+    bool any_calibrated = false;
+    for (ReduceMethod meth : cfg.methods) any_calibrated |= needs_calibration(meth);
+    if (any_calibrated)
+      for (int64_t n : cfg.calibration_tokens) {
+        CalibrationOptions co;
+        co.tokens = n;
+        co.seq_len = cfg.calibration_seq_len;
+        cal.emplace(n, collect_grams(m, bos, cal_stream, co));
+      }
+    const int hd = c.head_dim;
+    for (const TextSpec& ts : ctx.texts) {
+      const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
+      // Held-out activations for the reconstruction errors, and sequences for the
+      // attention errors: the same windows.
+      CalibrationOptions eo;
+      eo.tokens = cfg.error_tokens;
+      CalibrationGrams held = collect_grams(m, bos, stream, eo);
+      std::vector<std::vector<int32_t>> seqs;
+      for (size_t off : plan_sequences(stream, held.seq_len, held.sequences, bos))
+        seqs.push_back(sequence_tokens(stream, off, held.seq_len, bos));
+      const std::vector<int32_t> decode_ctx =
+          sequence_tokens(stream, 0, std::min(cfg.decode_context, c.max_seq_len), bos);
+      const double orig_speed = decode_tokens_per_second(m, decode_ctx, cfg.decode_tokens);
+      const PerplexityResult base = perplexity(m, *lm.tokenizer, stream, po);
+      main.add_row({ms.name, ts.name, std::string("original"), int64_t(c.n_kv_heads), int64_t(0),
+                    base.tokens_scored, base.mean_nll(), base.perplexity(), 0.0, 0.0, 0.0,
+                    kv_bytes_per_token(c), 1.0});
+      for (int g : cfg.targets)
+        for (ReduceMethod meth : cfg.methods) {
+          const std::vector<int64_t> counts =
+              needs_calibration(meth) ? cfg.calibration_tokens : std::vector<int64_t>{0};
+          for (int64_t n : counts) {
+            CalibrationGrams* cg = needs_calibration(meth) ? &cal.at(n) : nullptr;
+            const ReducedModel r = reduce_kv_heads(m, g, meth, cg);
+            const int width = r.group * hd;
+            std::vector<double> ke(size_t(c.n_layers)), ve(size_t(c.n_layers));
+            double kn = 0.0, kd = 0.0, vn = 0.0, vd = 0.0;  // pooled over layers
+            for (int l = 0; l < c.n_layers; ++l) {
+              const LayerBases& b = r.layers[size_t(l)];
+              GramAccumulator& gk = held.at(l, b.keys_post_rope ? "k" : "k_pre_rope");
+              GramAccumulator& gv = held.at(l, "v");
+              ke[size_t(l)] = reconstruction_error(gk, b.keys, width, hd);
+              ve[size_t(l)] = reconstruction_error(gv, b.values, width, hd);
+              const auto trace = [&](GramAccumulator& acc) {
+                const std::vector<double> full = acc.block(0, c.kv_dim(), false);
+                double tr = 0.0;
+                for (int a = 0; a < c.kv_dim(); ++a) tr += full[size_t(a) * c.kv_dim() + a];
+                return tr;
+              };
+              const double tk = trace(gk), tv = trace(gv);
+              kn += ke[size_t(l)] * tk;
+              kd += tk;
+              vn += ve[size_t(l)] * tv;
+              vd += tv;
+            }
+            const std::vector<double> ae = attention_errors(m, r.model, seqs);
+            double an = 0.0;
+            for (double x : ae) an += x;
+            const PerplexityResult p = perplexity(r.model, *lm.tokenizer, stream, po);
+            const int64_t bytes = kv_bytes_per_token(r.model.config);
+            main.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
+                          p.tokens_scored, p.mean_nll(), p.perplexity(), std::sqrt(kn / kd),
+                          std::sqrt(vn / vd), an / double(ae.size()), bytes,
+                          double(bytes) / double(kv_bytes_per_token(c))});
+            for (int l = 0; l < c.n_layers; ++l)
+              layers.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
+                              int64_t(l), std::sqrt(ke[size_t(l)]), std::sqrt(ve[size_t(l)]),
+                              ae[size_t(l)]});
+            if (n == counts.front())
+              timing.add_row(
+                  {ms.name, std::string(method_name(meth)), int64_t(g), int64_t(decode_ctx.size()),
+                   decode_tokens_per_second(r.model, decode_ctx, cfg.decode_tokens), orig_speed});
+            ctx.log(fmt::format("{} {} -> {} KV heads{}: ppl {:.3f} (original {:.3f})", ms.name,
+                                method_name(meth), g,
+                                n ? fmt::format(", {} calibration tokens", n) : "", p.perplexity(),
+                                base.perplexity()));
+          }
+        }
+    }
+  }
+  ctx.after_tables.push_back(
+      [](const std::filesystem::path& dir) { plot_reduction(dir / "reduction.csv", dir); });
+  return {main, layers, timing};
+}
+
+}  // namespace
+
+ExperimentKind kv_head_reduction_kind() {
+  ExperimentKind k;
+  k.name = "kv_head_reduction";
+  k.summary = "fewer KV heads: mean-pool vs SVD of weights vs SVD of activations (RoPE-aware)";
+  k.prepare = [](YamlMap& s) -> ExperimentRun {
+    ReductionConfig cfg;
+    if (s.has("targets")) cfg.targets = s.list<int>("targets");
+    if (s.has("methods")) {
+      cfg.methods.clear();
+      for (const std::string& m : s.list<std::string>("methods"))
+        cfg.methods.push_back(parse_reduce_method(m, s.file() + ": kv_head_reduction.methods"));
+    }
+    YamlMap cal = s.map("calibration");
+    cfg.calibration = parse_text_spec(cal);
+    if (s.has("calibration_tokens")) {
+      cfg.calibration_tokens.clear();
+      for (int v : s.list<int>("calibration_tokens")) {
+        KV_CHECK(v >= 1, "{}: kv_head_reduction.calibration_tokens must be >= 1, got {}", s.file(),
+                 v);
+        cfg.calibration_tokens.push_back(v);
+      }
+    }
+    cfg.calibration_seq_len = s.get_at_least_or<int>("calibration_seq_len", 0, 0);
+    cfg.eval_tokens = s.get_at_least_or<int64_t>("eval_tokens", 1, cfg.eval_tokens);
+    cfg.window = s.get_at_least_or<int>("window", 0, 0);
+    cfg.stride = s.get_at_least_or<int>("stride", 0, 0);
+    cfg.error_tokens = s.get_at_least_or<int64_t>("error_tokens", 1, cfg.error_tokens);
+    cfg.decode_context = s.get_at_least_or<int>("decode_context", 1, cfg.decode_context);
+    cfg.decode_tokens = s.get_at_least_or<int>("decode_tokens", 1, cfg.decode_tokens);
+    return [cfg](ExperimentContext& ctx) { return run_reduction(cfg, ctx); };
+  };
+  return k;
+}
+
+}  // namespace kvscope
