@@ -19,14 +19,21 @@ Action add_plot(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   spectrum->add_option("--out,-o", a->out, "output directory (default: the CSV's directory)");
-  return [a, spectrum]() {
-    if (spectrum->parsed()) {
-      const std::filesystem::path csv = a->csv;
-      const std::filesystem::path out =
-          a->out.empty() ? csv.parent_path() : std::filesystem::path(a->out);
-      std::filesystem::create_directories(out);
-      for (const auto& f : plot_spectrum(csv, out)) std::printf("%s\n", f.c_str());
-    }
+  CLI::App* reduction = app.add_subcommand(
+      "reduction",
+      "Perplexity by method and target KV heads, from a kv_head_reduction reduction.csv");
+  reduction->add_option("csv", a->csv, "results/NAME/reduction.csv")
+      ->required()
+      ->check(CLI::ExistingFile);
+  reduction->add_option("--out,-o", a->out, "output directory (default: the CSV's directory)");
+  return [a, spectrum, reduction]() {
+    const std::filesystem::path csv = a->csv;
+    const std::filesystem::path out =
+        a->out.empty() ? csv.parent_path() : std::filesystem::path(a->out);
+    std::filesystem::create_directories(out);
+    const auto files = spectrum->parsed() ? plot_spectrum(csv, out) : plot_reduction(csv, out);
+    for (const auto& f : files) std::printf("%s\n", f.c_str());
+    (void)reduction;
     return 0;
   };
 }
