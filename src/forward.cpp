@@ -117,9 +117,9 @@ void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out
 // Causal attention of one query head over one KV head's cache, in query blocks:
 // query t (0-based in this call) sees slots j < n_prev + t + 1.
 // q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo.
-void attend_head(const float* q, int ldq, int T, const float* k, const float* v, int n_prev, int hd,
-                 float scale, float alibi, float* out, int ldo, float* scores, int qb, int layer,
-                 int head, ForwardObserver* obs) {
+void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
+                 int n_prev, int hd, float scale, float alibi, float* out, int ldo, float* scores,
+                 int qb, int layer, int head, ForwardObserver* obs) {
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
@@ -131,6 +131,8 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
     for (int i = 0; i < nq; ++i) {
       float* row = scores + size_t(i) * nk;
       const int visible = n_prev + t0 + i + 1;
+      if (bias)  // compensation slots of a compressed cache (all among the first n_prev)
+        for (int j = 0; j < n_prev; ++j) row[j] += bias[j];
       if (alibi != 0.0f)
         for (int j = 0; j < visible; ++j) row[j] -= alibi * float(visible - 1 - j);
       softmax_row(row, visible);
@@ -147,6 +149,24 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
 
 }  // namespace
 
+int KVCache::max_used() const {
+  int m = 0;
+  for (int u : used) m = std::max(m, u);
+  return m;
+}
+
+int64_t KVCache::slots_in_use() const {
+  int64_t s = 0;
+  for (int u : used) s += u;
+  return s;
+}
+
+void KVCache::clear() {
+  length = 0;
+  std::fill(used.begin(), used.end(), 0);
+  std::fill(biased.begin(), biased.end(), 0);
+}
+
 RunState::RunState(const ModelConfig& c, int capacity) {
   KV_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
   cache.n_layers = c.n_layers;
@@ -156,6 +176,9 @@ RunState::RunState(const ModelConfig& c, int capacity) {
   const size_t n = size_t(c.n_layers) * c.n_kv_heads * size_t(capacity) * c.head_dim;
   cache.k.assign(n, 0.0f);
   cache.v.assign(n, 0.0f);
+  cache.used.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
+  cache.bias.assign(size_t(c.n_layers) * c.n_kv_heads * size_t(capacity), 0.0f);
+  cache.biased.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
 }
 
 std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
@@ -165,8 +188,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   const int T = int(tokens.size());
   KV_CHECK(T > 0, "forward: no tokens");
   KVCache& cache = s.cache;
-  KV_CHECK(cache.length + T <= cache.capacity,
-           "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, cache.length,
+  const int most = cache.max_used();
+  KV_CHECK(most + T <= cache.capacity,
+           "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
            cache.capacity);
   const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
   const int Q = c.q_dim(), KV = c.kv_dim();
@@ -184,7 +208,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   grow(s.hb2, size_t(T) * H);
   const int qb = std::max(1, opt.query_block);
   const int n_threads = omp_get_max_threads();
-  const size_t score_stride = size_t(qb) * (cache.length + T);
+  const size_t score_stride = size_t(qb) * size_t(most + T);
   grow(s.scores, score_stride * n_threads);
 
   for (int t = 0; t < T; ++t) {
@@ -196,7 +220,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
 
   ForwardObserver* obs = opt.observer;
   ForwardObserver* att_obs = obs && obs->wants_attention() ? obs : nullptr;
-  const int n_prev = cache.length;
+
   const float scale = 1.0f / std::sqrt(float(hd));
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
@@ -219,6 +243,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     }
     // Append this call's K/V to the cache, head-major.
     for (int g = 0; g < nkv; ++g) {
+      const int n_prev = cache.used[cache.head(l, g)];
       float* kd = cache.k_head(l, g) + size_t(n_prev) * hd;
       float* vd = cache.v_head(l, g) + size_t(n_prev) * hd;
       for (int t = 0; t < T; ++t) {
@@ -229,14 +254,17 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     }
     const int group = c.group_size();
     // Multiply-adds of this layer's attention: split across threads only when it pays.
-    const int64_t att_work = int64_t(nh) * T * (n_prev + T) * hd;
+    const int64_t att_work = int64_t(nh) * T * (most + T) * hd;
 #pragma omp parallel for schedule(dynamic, 1) if (att_work >= kParallelMin)
     for (int h = 0; h < nh; ++h) {
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
       float* sc = s.scores.data() + score_stride * size_t(omp_get_thread_num());
-      attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), n_prev,
-                  hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
+      const int n_prev = cache.used[cache.head(l, g)];
+      const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
+      attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
+                  n_prev, hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h,
+                  att_obs);
     }
     // The attention block's output (after W_O) separately only when an observer asks.
     const bool want_proj = obs && obs->wants_attn_proj();
@@ -262,6 +290,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
     matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
   }
+  for (int& u : cache.used) u += T;
   cache.length += T;
   s.pos += T;
 

@@ -64,21 +64,28 @@ class ForwardObserver {
 };
 
 // K/V of every layer and KV head, after RoPE, in head-major layout so each head's keys
-// are contiguous for the attention GEMMs.
+// are contiguous for the attention GEMMs. Under the full cache slot i of every head holds
+// position i. A cache policy (cache_policy.hpp) may keep different slots per head and add
+// a slot that stands for several dropped tokens: its logit gets `bias` = log(count).
 struct KVCache {
   int n_layers = 0, n_kv_heads = 0, head_dim = 0;
-  int capacity = 0;      // slots per head
-  int length = 0;        // slots in use (every head alike under the full cache)
-  std::vector<float> k;  // [n_layers, n_kv_heads, capacity, head_dim]
-  std::vector<float> v;  // [n_layers, n_kv_heads, capacity, head_dim]
+  int capacity = 0;             // slots per head
+  int length = 0;               // tokens appended since reset (positions)
+  std::vector<float> k;         // [n_layers, n_kv_heads, capacity, head_dim]
+  std::vector<float> v;         // [n_layers, n_kv_heads, capacity, head_dim]
+  std::vector<int> used;        // [n_layers * n_kv_heads] slots in use per head
+  std::vector<float> bias;      // [n_layers, n_kv_heads, capacity] logit offset per slot
+  std::vector<uint8_t> biased;  // [n_layers * n_kv_heads] 1 if any slot has a bias
 
-  float* k_head(int l, int g) {
-    return k.data() + (size_t(l) * n_kv_heads + g) * capacity * head_dim;
-  }
-  float* v_head(int l, int g) {
-    return v.data() + (size_t(l) * n_kv_heads + g) * capacity * head_dim;
-  }
-  size_t bytes_in_use() const { return size_t(2) * n_layers * n_kv_heads * length * head_dim * 4; }
+  size_t head(int l, int g) const { return size_t(l) * n_kv_heads + size_t(g); }
+  float* k_head(int l, int g) { return k.data() + head(l, g) * capacity * head_dim; }
+  float* v_head(int l, int g) { return v.data() + head(l, g) * capacity * head_dim; }
+  float* bias_head(int l, int g) { return bias.data() + head(l, g) * capacity; }
+  int max_used() const;
+  int64_t slots_in_use() const;  // summed over layers and heads
+  // Bytes of K and V actually kept (f32), summed over layers and heads.
+  size_t bytes_in_use() const { return size_t(slots_in_use()) * 2 * head_dim * 4; }
+  void clear();
 };
 
 // Activations and cache of one sequence. Reuse it across calls to decode; reset() to
@@ -88,7 +95,7 @@ class RunState {
   RunState(const ModelConfig& c, int capacity);
   void reset() {
     pos = 0;
-    cache.length = 0;
+    cache.clear();
   }
 
   int pos = 0;  // absolute position of the next token

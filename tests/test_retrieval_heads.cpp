@@ -1,0 +1,141 @@
+// Retrieval-head scores: on hand-built attention rows (exact 1/0 answers), and block-wise
+// through the forward pass against a full [T, T] computation from the naive reference.
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "kvscope/forward.hpp"
+#include "kvscope/retrieval_heads.hpp"
+#include "reference_model.hpp"
+
+using namespace kvscope;
+
+namespace {
+
+const std::string kData = KVSCOPE_TEST_DATA_DIR;
+
+// Feeds `scorer` rows for a sequence of 1 + R*B tokens, query blocks of qb rows: head 0
+// splits each row over the earlier copies of the query's token (an echo head), head 1 over
+// the tokens after them (an induction head), head 2 attends only to BOS.
+void feed_pattern(HeadScorer& scorer, int B, int R, int qb) {
+  const int T = 1 + R * B;
+  for (int head = 0; head < 3; ++head)
+    for (int t0 = 0; t0 < T; t0 += qb) {
+      const int nq = std::min(qb, T - t0), nk = t0 + nq;
+      std::vector<float> w(size_t(nq) * nk, 0.0f);
+      for (int i = 0; i < nq; ++i) {
+        const int pos = t0 + i;
+        float* row = w.data() + size_t(i) * nk;
+        std::vector<int> targets;
+        if (head < 2)
+          for (int j = pos - B; j >= 1; j -= B) targets.push_back(head == 0 ? j : j + 1);
+        if (targets.empty()) targets.push_back(0);
+        for (int j : targets) row[j] += 1.0f / float(targets.size());
+      }
+      scorer.on_attention({0, head, t0, nq, nk, w.data()});
+    }
+}
+
+}  // namespace
+
+TEST_CASE("echo and induction scores on hand-built attention", "[retrieval]") {
+  const int B = 7, R = 4;
+  for (int qb : {1, 5, 64}) {
+    HeadScorer scorer(1, 3, 3, B);
+    feed_pattern(scorer, B, R, qb);
+    const HeadScores s = scorer.scores();
+    // Exact up to float sums of 1/k (k <= 3): tolerance 1e-6.
+    CHECK(s.echo[0] == Approx(1.0).margin(1e-6));
+    CHECK(s.induction[0] == Approx(0.0).margin(1e-6));
+    CHECK(s.echo[1] == Approx(0.0).margin(1e-6));
+    CHECK(s.induction[1] == Approx(1.0).margin(1e-6));
+    CHECK(s.echo[2] == Approx(0.0).margin(1e-6));
+    CHECK(s.induction[2] == Approx(0.0).margin(1e-6));
+    CHECK(s.queries == (R - 1) * B);
+  }
+}
+
+TEST_CASE("KV-head scores take the max over the query heads sharing it", "[retrieval]") {
+  HeadScorer scorer(1, 4, 2, 7);  // heads 0,1 -> KV 0; heads 2,3 -> KV 1 (head 3 silent)
+  feed_pattern(scorer, 7, 3, 8);
+  std::vector<float> w(size_t(22) * 22, 0.0f);
+  for (int i = 0; i < 22; ++i) w[size_t(i) * 22] = 1.0f;
+  scorer.on_attention({0, 3, 0, 22, 22, w.data()});
+  const HeadScores s = scorer.scores();
+  CHECK(s.kv_echo[0] == Approx(1.0).margin(1e-6));
+  CHECK(s.kv_echo_from[0] == 0);
+  CHECK(s.kv_induction[0] == Approx(1.0).margin(1e-6));
+  CHECK(s.kv_induction_from[0] == 1);
+  CHECK(s.kv_echo[1] == Approx(0.0).margin(1e-6));
+}
+
+TEST_CASE("block-wise scores through the forward pass equal a full-matrix computation",
+          "[retrieval][model]") {
+  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const ModelConfig& c = m.config;
+  ProbeSpec p;
+  p.block = 11, p.repeats = 3, p.seed = 5, p.token_lo = 3, p.token_hi = c.vocab_size;
+  const std::vector<int32_t> probe = make_probe(c.bos_id, p);
+  REQUIRE(probe.size() == 34);
+  const test::ReferenceRun ref = test::reference_forward(m, probe);
+  const int T = int(probe.size());
+  for (int qb : {1, 4, 64}) {
+    HeadScorer scorer(c.n_layers, c.n_heads, c.n_kv_heads, p.block);
+    RunState st(c, T);
+    ForwardOptions opt;
+    opt.observer = &scorer;
+    opt.query_block = qb;
+    forward(m, st, probe, opt);
+    const HeadScores s = scorer.scores();
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int h = 0; h < c.n_heads; ++h) {
+        const double* A = ref.attn[size_t(l)].data() + size_t(h) * T * T;  // [T, T]
+        double e = 0, ind = 0;
+        int n = 0;
+        for (int i = 1 + p.block; i < T; ++i, ++n)
+          for (int j = i - p.block; j >= 1; j -= p.block) {
+            e += A[size_t(i) * T + j];
+            ind += A[size_t(i) * T + j + 1];
+          }
+        // float attention against the double reference: 1e-5 absolute on a mean of weights.
+        const size_t k = size_t(l) * c.n_heads + h;
+        CHECK(s.echo[k] == Approx(e / n).margin(1e-5));
+        CHECK(s.induction[k] == Approx(ind / n).margin(1e-5));
+      }
+  }
+}
+
+TEST_CASE("probe: BOS then one block repeated, distinct ids when the range allows", "[retrieval]") {
+  ProbeSpec p;
+  p.block = 50, p.repeats = 4, p.seed = 9, p.token_lo = 3, p.token_hi = 60;
+  const std::vector<int32_t> t = make_probe(1, p);
+  REQUIRE(t.size() == 201);
+  CHECK(t[0] == 1);
+  std::set<int32_t> ids(t.begin() + 1, t.begin() + 51);
+  CHECK(ids.size() == 50);
+  CHECK(*ids.begin() >= 3);
+  CHECK(*ids.rbegin() < 60);
+  for (int i = 51; i < 201; ++i) CHECK(t[size_t(i)] == t[size_t(i - 50)]);
+  CHECK(make_probe(1, p) == t);  // deterministic
+  p.seed = 10;
+  CHECK(make_probe(1, p) != t);
+  p.token_hi = 13;  // 10 ids for a block of 50: with replacement, still in range
+  for (int32_t id : make_probe(1, p)) CHECK((id == 1 || (id >= 3 && id < 13)));
+}
+
+TEST_CASE("selection: top shares union, thresholds, random heads", "[retrieval]") {
+  HeadScores s;
+  s.n_layers = 2, s.n_heads = 4, s.n_kv_heads = 4;  // 8 KV heads
+  s.kv_induction = {0.1, 0.9, 0.3, 0.0, 0.8, 0.2, 0.0, 0.05};
+  s.kv_echo = {0.0, 0.1, 0.0, 0.7, 0.0, 0.0, 0.2, 0.0};
+  CHECK(heads_for_share(0.14, 8) == 2);  // ceil(1.12)
+  CHECK(heads_for_share(0.01, 8) == 1);
+  CHECK(heads_for_share(0.25, 20) == 5);
+  CHECK(heads_for_share(0.0, 8) == 0);
+  HeadSelection sel;  // 14% induction (heads 1, 4) + 1% echo (head 3)
+  CHECK(select_retrieval_heads(s, sel) == std::vector<uint8_t>{0, 1, 0, 1, 1, 0, 0, 0});
+  sel.induction_threshold = 0.25, sel.echo_threshold = 0.15;
+  CHECK(select_retrieval_heads(s, sel) == std::vector<uint8_t>{0, 1, 1, 1, 1, 0, 1, 0});
+  const std::vector<uint8_t> r = random_heads(8, 3, 4);
+  CHECK(std::count(r.begin(), r.end(), 1) == 3);
+  CHECK(random_heads(8, 3, 4) == r);
+}
