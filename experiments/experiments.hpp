@@ -10,5 +10,7 @@ ExperimentKind perplexity_kind();
 ExperimentKind dump_kv_kind();
 ExperimentKind kv_spectrum_kind();
 ExperimentKind kv_head_reduction_kind();
+ExperimentKind retrieval_heads_kind();
+ExperimentKind kv_cache_policies_kind();
 
 }  // namespace kvscope

@@ -5,10 +5,8 @@ namespace kvscope {
 
 const std::vector<ExperimentKind>& experiment_kinds() {
   static const std::vector<ExperimentKind> kinds = {
-      perplexity_kind(),
-      dump_kv_kind(),
-      kv_spectrum_kind(),
-      kv_head_reduction_kind(),
+      perplexity_kind(),        dump_kv_kind(),         kv_spectrum_kind(),
+      kv_head_reduction_kind(), retrieval_heads_kind(), kv_cache_policies_kind(),
   };
   return kinds;
 }

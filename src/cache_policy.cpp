@@ -124,6 +124,9 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
         B[out] = 0.0f;
         ++out;
       }
+      // Slots past the kept ones will hold decoded tokens: no offset (a reused state may
+      // hold a stale one there).
+      std::fill(B + out, B + cache.capacity, 0.0f);
       cache.used[h] = out;
     }
 }

@@ -79,15 +79,11 @@ void swiglu(float* gate, const float* up, int64_t n) {
 }
 
 void softmax_row(float* x, int n) {
-  float m = x[0];
-  for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
-  float sum = 0.f;
-  for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    sum += x[i];
-  }
-  const float inv = 1.0f / sum;
-  for (int i = 0; i < n; ++i) x[i] *= inv;
+  // Eigen's vectorised exp: the attention softmax is most of a decode step's time on
+  // small models (scalar expf was 40% of a cache-policy run).
+  Eigen::Map<Eigen::ArrayXf> a(x, n);
+  a = (a - a.maxCoeff()).exp();
+  a *= 1.0f / a.sum();
 }
 
 float alibi_slope(int h, int n_heads) {

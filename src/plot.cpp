@@ -12,8 +12,11 @@
 #include "kvscope/error.hpp"
 #include "kvscope/table.hpp"
 #include "kvscope/text_source.hpp"
+#include "plot_detail.hpp"
 
 namespace kvscope {
+
+using plot_detail::kTerminals;
 
 namespace fs = std::filesystem;
 
@@ -60,13 +63,6 @@ void run_gnuplot(const std::string& script, const std::vector<fs::path>& outputs
 }
 
 namespace {
-
-// Terminal settings for the two formats every figure is written in.
-const char* kTerminals[2][2] = {
-    {"png", "set terminal pngcairo noenhanced size 1500,470 font 'sans,11' linewidth 1.5"},
-    {"svg",
-     "set terminal svg noenhanced size 1500,470 font 'sans,11' linewidth 1.5 background "
-     "'#ffffff'"}};
 
 const char* kTensorTitle(const std::string& t) {
   return t == "k_pre_rope" ? "K before RoPE" : t == "k" ? "K after RoPE" : "V";
@@ -232,7 +228,8 @@ std::vector<fs::path> plot_reduction(const fs::path& csv, const fs::path& out_di
       s += fmt::format(
           "set title '{} on {}: perplexity after reducing KV heads (original {} heads: {})'\n",
           key.first, key.second, f.original_heads,
-          f.original_ppl.empty() ? std::string("?") : fmt::format("{:.2f}", std::stod(f.original_ppl)));
+          f.original_ppl.empty() ? std::string("?")
+                                 : fmt::format("{:.2f}", std::stod(f.original_ppl)));
       s += "set style data histograms\nset style histogram clustered gap 1\n"
            "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset logscale y\n"
            "set grid ytics mytics\nset ylabel 'perplexity (log scale)'\n"

@@ -150,3 +150,45 @@ std::vector<uint8_t> random_heads(int total, int count, uint64_t seed) {
 }
 
 }  // namespace kvscope
+
+namespace kvscope {
+
+ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) {
+  const ModelConfig& c = m.config;
+  ProbeSpec p;
+  p.repeats = o.repeats;
+  p.block = o.block > 0 ? o.block : (c.max_seq_len - 1) / o.repeats;
+  p.seed = o.seed + uint64_t(probe_index);
+  p.token_lo = o.token_lo >= 0 ? o.token_lo : std::max({0, c.bos_id + 1, c.eos_id + 1});
+  p.token_hi = o.token_hi > 0 ? o.token_hi : c.vocab_size;
+  const int64_t len = 1 + int64_t(p.repeats) * p.block;
+  KV_CHECK(p.repeats >= 2, "retrieval probe: repeats must be >= 2, got {}", p.repeats);
+  KV_CHECK(p.block >= 1 && len <= c.max_seq_len,
+           "retrieval probe: 1 + repeats {} x block {} = {} tokens exceeds the model's context {}",
+           p.repeats, p.block, len, c.max_seq_len);
+  KV_CHECK(p.token_hi <= c.vocab_size && p.token_lo < p.token_hi,
+           "retrieval probe: token ids [{}, {}) are not inside the vocabulary [0, {})", p.token_lo,
+           p.token_hi, c.vocab_size);
+  return p;
+}
+
+HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
+  KV_CHECK(o.probes >= 1, "retrieval probe: probes must be >= 1, got {}", o.probes);
+  const ModelConfig& c = m.config;
+  KV_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size,
+           "retrieval probe: the model has no BOS token (bos_id {})", c.bos_id);
+  const ProbeSpec first = resolve_probe(m, o, 0);
+  HeadScorer scorer(c.n_layers, c.n_heads, c.n_kv_heads, first.block);
+  RunState st(c, 1 + first.repeats * first.block);
+  ForwardOptions fo;
+  fo.logits = LogitsMode::kNone;
+  fo.observer = &scorer;
+  for (int i = 0; i < o.probes; ++i) {
+    const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
+    st.reset();
+    forward(m, st, probe, fo);
+  }
+  return scorer.scores();
+}
+
+}  // namespace kvscope

@@ -30,6 +30,18 @@ std::vector<std::filesystem::path> plot_spectrum(const std::filesystem::path& cs
 std::vector<std::filesystem::path> plot_reduction(const std::filesystem::path& csv,
                                                   const std::filesystem::path& out_dir);
 
+// From a retrieval_heads heads.csv, for every model:
+//   heads_MODEL.{png,svg}: layer x KV-head heat maps of the induction and echo scores, each
+//     cell labelled with its score and '*' on the selected retrieval heads.
+std::vector<std::filesystem::path> plot_heads(const std::filesystem::path& heads_csv,
+                                              const std::filesystem::path& out_dir);
+
+// From a kv_cache_policies recall.csv, for every model:
+//   recall_MODEL.{png,svg}: name-recall accuracy over context length x needle depth, one
+//     heat map per policy.
+std::vector<std::filesystem::path> plot_recall(const std::filesystem::path& recall_csv,
+                                               const std::filesystem::path& out_dir);
+
 // "a/b c" -> "a_b_c": a name safe in file names.
 std::string file_safe(const std::string& s);
 

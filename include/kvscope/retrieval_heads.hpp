@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kvscope/forward.hpp"
+#include "kvscope/model.hpp"
 
 namespace kvscope {
 
@@ -71,5 +72,25 @@ std::vector<uint8_t> select_retrieval_heads(const HeadScores& s, const HeadSelec
 
 // `count` distinct KV heads of `total` chosen uniformly at random (the ablation baseline).
 std::vector<uint8_t> random_heads(int total, int count, uint64_t seed);
+
+}  // namespace kvscope
+
+namespace kvscope {
+
+struct ProbeOptions {
+  int block = 0;    // 0: (context - 1) / repeats, so the probe fills the trained context
+  int repeats = 4;  // copies of the block
+  int probes = 1;   // independent random blocks (seeds seed, seed+1, ...), scores averaged
+  uint64_t seed = 0;
+  int token_lo = -1;  // -1: one past the highest of BOS / EOS ids
+  int token_hi = 0;   // 0: the vocabulary size
+};
+
+// The block length, id range and seeds `o` resolves to on `m` (throws naming the key when
+// the probe does not fit the model's context or vocabulary).
+ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
+
+// Runs every probe through `m` with a HeadScorer: scores averaged over all probe queries.
+HeadScores probe_heads(const Model& m, const ProbeOptions& o);
 
 }  // namespace kvscope

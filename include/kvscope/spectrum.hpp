@@ -22,8 +22,7 @@ class GramAccumulator {
   // Adds head-major data x [heads, T, hd] (heads * hd == dim) as T rows
   // [x[0][t], x[1][t], ...] (all heads of one token side by side), skipping the first
   // `skip` tokens. Head h starts at x + h * head_stride floats (default T * hd).
-  void add_heads(const float* x, int heads, int T, int hd, int skip = 0,
-                 int64_t head_stride = -1);
+  void add_heads(const float* x, int heads, int T, int hd, int skip = 0, int64_t head_stride = -1);
   // The Gram of columns [offset, offset + size): [size, size] row-major, full (both
   // triangles). Centred: minus n * mean mean^T (the covariance scaled by n).
   std::vector<double> block(int offset, int size, bool centred);

@@ -5,35 +5,56 @@
 
 namespace kvscope::cli {
 
+namespace {
+
+using PlotFn = std::vector<std::filesystem::path> (*)(const std::filesystem::path&,
+                                                      const std::filesystem::path&);
+
+struct PlotKind {
+  const char* name;
+  const char* help;
+  const char* csv;  // what the positional argument names
+  PlotFn fn;
+};
+
+const PlotKind kPlots[] = {
+    {"spectrum",
+     "Cumulative singular-value energy per layer (K pre/post RoPE, V) and top-25%/50% energy "
+     "bars, from a kv_spectrum spectrum.csv",
+     "results/NAME/spectrum.csv", plot_spectrum},
+    {"reduction",
+     "Perplexity by method and target KV heads, from a kv_head_reduction reduction.csv",
+     "results/NAME/reduction.csv", plot_reduction},
+    {"heads",
+     "Layer x head heat maps of induction and echo scores, from a retrieval_heads heads.csv",
+     "results/NAME/heads.csv", plot_heads},
+    {"recall",
+     "Name-recall accuracy by context length and depth, per policy, from a kv_cache_policies "
+     "recall.csv",
+     "results/NAME/recall.csv", plot_recall},
+};
+
+}  // namespace
+
 Action add_plot(CLI::App& app) {
   struct Args {
     std::string csv, out;
+    const PlotKind* kind = nullptr;
   };
   auto a = std::make_shared<Args>();
   app.require_subcommand(1);
-  CLI::App* spectrum = app.add_subcommand(
-      "spectrum",
-      "Cumulative singular-value energy per layer (K pre/post RoPE, V) and top-25%/50% energy "
-      "bars, from a kv_spectrum spectrum.csv");
-  spectrum->add_option("csv", a->csv, "results/NAME/spectrum.csv")
-      ->required()
-      ->check(CLI::ExistingFile);
-  spectrum->add_option("--out,-o", a->out, "output directory (default: the CSV's directory)");
-  CLI::App* reduction = app.add_subcommand(
-      "reduction",
-      "Perplexity by method and target KV heads, from a kv_head_reduction reduction.csv");
-  reduction->add_option("csv", a->csv, "results/NAME/reduction.csv")
-      ->required()
-      ->check(CLI::ExistingFile);
-  reduction->add_option("--out,-o", a->out, "output directory (default: the CSV's directory)");
-  return [a, spectrum, reduction]() {
+  for (const PlotKind& k : kPlots) {
+    CLI::App* sub = app.add_subcommand(k.name, k.help);
+    sub->add_option("csv", a->csv, k.csv)->required()->check(CLI::ExistingFile);
+    sub->add_option("--out,-o", a->out, "output directory (default: the CSV's directory)");
+    sub->parse_complete_callback([a, &k] { a->kind = &k; });
+  }
+  return [a]() {
     const std::filesystem::path csv = a->csv;
     const std::filesystem::path out =
         a->out.empty() ? csv.parent_path() : std::filesystem::path(a->out);
     std::filesystem::create_directories(out);
-    const auto files = spectrum->parsed() ? plot_spectrum(csv, out) : plot_reduction(csv, out);
-    for (const auto& f : files) std::printf("%s\n", f.c_str());
-    (void)reduction;
+    for (const auto& f : a->kind->fn(csv, out)) std::printf("%s\n", f.c_str());
     return 0;
   };
 }

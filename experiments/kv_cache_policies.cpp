@@ -1,0 +1,310 @@
+// Experiment kind `kv_cache_policies` (paper B, Sec. 4 in kind): retrieval heads from the
+// probe, then every cache policy scored on copy, name recall and long-text perplexity,
+// with the share of the KV cache each one keeps. `texts:` are the perplexity texts.
+//
+//   kv_cache_policies:
+//     policies: [full, streaming, razor, razor_no_comp, razor_no_echo, razor_random, h2o]
+//     induction_shares: [0.14]  # one razor family per share (the protected-head ablation)
+//     echo_share: 0.01
+//     n_sink: 4                 # N0
+//     s0: 32                    # razor keeps max(s0, N / c) recent tokens
+//     c: 5
+//     probe: {}                 # retrieval_heads' probe keys: block, repeats, probes, ...
+//     tasks: [copy, recall, perplexity]
+//     filler: {path: ...}       # natural text for the copy and recall contexts
+//     copy: {context: 0, segment: 32, depths: [0.1, 0.5], trials: 8}
+//     recall: {lengths: [], depths: [0, 0.25, 0.5, 0.75, 1], names: [...], needle: ...,
+//              cue: Then, trials: 4}
+//     perplexity: {window: 0, prefill: 0.75, windows: 16}
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "experiments.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/plot.hpp"
+#include "kvscope/policy_eval.hpp"
+#include "kvscope/retrieval_heads.hpp"
+#include "retrieval_config.hpp"
+
+namespace kvscope {
+
+namespace {
+
+const std::vector<std::string> kPolicies = {
+    "full", "streaming", "razor", "razor_no_comp", "razor_no_echo", "razor_random", "h2o"};
+
+struct PoliciesConfig {
+  std::vector<std::string> policies = kPolicies;
+  std::vector<double> induction_shares = {0.14};
+  double echo_share = 0.01;
+  PolicyParams params;
+  ProbeOptions probe;
+  std::vector<std::string> tasks = {"copy", "recall", "perplexity"};
+  TextSpec filler;
+  bool has_filler = false;
+  CopyTask copy;
+  RecallTask recall;
+  PerplexityTask ppl;
+};
+
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+struct Family {
+  std::vector<PolicySpec> specs;
+  std::vector<double> shares;  // induction share of each spec (-1: not a razor-family policy)
+};
+
+// The policies of one model: full once, every other policy once per induction share.
+Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t seed) {
+  Family f;
+  const int total = s.n_layers * s.n_kv_heads;
+  for (size_t si = 0; si < cfg.induction_shares.size(); ++si) {
+    HeadSelection sel;
+    sel.induction_share = cfg.induction_shares[si];
+    sel.echo_share = cfg.echo_share;
+    const std::vector<uint8_t> heads = select_retrieval_heads(s, sel);
+    HeadSelection ind_only = sel;
+    ind_only.echo_share = 0.0;
+    const int count = int(std::count(heads.begin(), heads.end(), 1));
+    const std::string suffix =
+        cfg.induction_shares.size() > 1 ? fmt::format("@{:g}%", 100 * sel.induction_share) : "";
+    for (const std::string& name : cfg.policies) {
+      if (name == "full" && si > 0) continue;
+      PolicySpec p;
+      p.name = name == "full" ? name : name + suffix;
+      p.budget_heads = heads;
+      p.protected_heads = heads;
+      if (name == "full") p.kind = PolicyKind::kFull;
+      if (name == "streaming") p.kind = PolicyKind::kStreaming;
+      if (name == "h2o") p.kind = PolicyKind::kH2O;
+      if (name.rfind("razor", 0) == 0) p.kind = PolicyKind::kRazor;
+      if (name == "razor_no_comp") p.compensation = false;
+      if (name == "razor_no_echo") p.protected_heads = select_retrieval_heads(s, ind_only);
+      if (name == "razor_random") p.protected_heads = random_heads(total, count, seed + si);
+      f.specs.push_back(p);
+      f.shares.push_back(name == "full" ? -1.0 : sel.induction_share);
+    }
+  }
+  return f;
+}
+
+std::vector<int32_t> without_bos(std::vector<int32_t> t, int32_t bos) {
+  t.erase(std::remove(t.begin(), t.end(), bos), t.end());
+  return t;
+}
+
+Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
+  const bool want_copy = has(cfg.tasks, "copy"), want_recall = has(cfg.tasks, "recall"),
+             want_ppl = has(cfg.tasks, "perplexity");
+  KV_CHECK(!(want_copy || want_recall) || cfg.has_filler,
+           "{}: kv_cache_policies.filler (a text) is needed by the copy and recall tasks",
+           ctx.config_file.string());
+  KV_CHECK(
+      !want_ppl || !ctx.texts.empty(),
+      "{}: the perplexity task needs at least one text under texts:", ctx.config_file.string());
+  Table main("policies", {{"model", Column::String},
+                          {"policy", Column::String},
+                          {"induction_share", Column::Float},
+                          {"protected_heads", Column::Int},
+                          {"kv_heads", Column::Int},
+                          {"context", Column::Int},
+                          {"kv_share", Column::Float},
+                          {"copy_accuracy", Column::Float},
+                          {"recall_accuracy", Column::Float},
+                          {"perplexity", Column::Float}});
+  Table copy("copy", {{"model", Column::String},
+                      {"policy", Column::String},
+                      {"depth", Column::Float},
+                      {"context", Column::Int},
+                      {"segment", Column::Int},
+                      {"predictions", Column::Int},
+                      {"accuracy", Column::Float},
+                      {"baseline_accuracy", Column::Float},
+                      {"kv_share", Column::Float}});
+  Table recall("recall", {{"model", Column::String},
+                          {"policy", Column::String},
+                          {"length", Column::Int},
+                          {"depth", Column::Float},
+                          {"questions", Column::Int},
+                          {"accuracy", Column::Float},
+                          {"chance", Column::Float},
+                          {"mean_rank", Column::Float},
+                          {"kv_share", Column::Float}});
+  Table ppl("perplexity", {{"model", Column::String},
+                           {"policy", Column::String},
+                           {"text", Column::String},
+                           {"window", Column::Int},
+                           {"prefill", Column::Int},
+                           {"predictions", Column::Int},
+                           {"mean_nll", Column::Float},
+                           {"perplexity", Column::Float},
+                           {"kv_share", Column::Float}});
+  Table prot("protected", {{"model", Column::String},
+                           {"policy", Column::String},
+                           {"layer", Column::Int},
+                           {"kv_head", Column::Int}});
+  nlohmann::json timings = nlohmann::json::array();
+  for (const ModelSpec& ms : ctx.models) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const LoadedModel lm = ctx.load(ms);
+    const Model& m = lm.model;
+    const ModelConfig& c = m.config;
+    ProbeOptions po = cfg.probe;
+    po.seed = ctx.seed;
+    const HeadScores scores = probe_heads(m, po);
+    const Family fam = build_policies(cfg, scores, ctx.seed);
+    const size_t np = fam.specs.size();
+    for (const PolicySpec& p : fam.specs)
+      if (p.kind == PolicyKind::kRazor)
+        for (int l = 0; l < c.n_layers; ++l)
+          for (int g = 0; g < c.n_kv_heads; ++g)
+            if (p.protected_heads[size_t(l) * c.n_kv_heads + g])
+              prot.add_row({ms.name, p.name, int64_t(l), int64_t(g)});
+    std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), ppl_first(np, NAN);
+    std::vector<int32_t> filler;
+    if (want_copy || want_recall)
+      filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
+    if (want_copy) {
+      const auto r = run_copy(m, filler, cfg.copy, fam.specs, cfg.params);
+      const int L = cfg.copy.context > 0 ? cfg.copy.context : c.max_seq_len;
+      std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
+      for (size_t d = 0; d < r.size(); ++d)
+        for (size_t i = 0; i < np; ++i) {
+          copy.add_row({ms.name, fam.specs[i].name, cfg.copy.depths[d], int64_t(L),
+                        int64_t(cfg.copy.segment), r[d][i].count, r[d][i].score, r[d][i].aux,
+                        r[d][i].kv_share});
+          copy_acc[i] += r[d][i].score / double(r.size());
+        }
+    }
+    if (want_recall) {
+      const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, fam.specs, cfg.params);
+      std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
+      KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
+               ctx.config_file.string(), ms.name, c.max_seq_len);
+      for (const RecallCell& cell : r)
+        for (size_t i = 0; i < np; ++i) {
+          const TaskScore& sc = cell.scores[i];
+          recall.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth, sc.count,
+                          sc.score, 1.0 / double(cfg.recall.names.size()), sc.aux, sc.kv_share});
+          recall_acc[i] += sc.score / double(r.size());
+        }
+    }
+    if (want_ppl)
+      for (size_t ti = 0; ti < ctx.texts.size(); ++ti) {
+        const TextSpec& ts = ctx.texts[ti];
+        const std::vector<int32_t> stream =
+            without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
+        const auto r = run_policy_perplexity(m, stream, cfg.ppl, fam.specs, cfg.params);
+        const int L = cfg.ppl.window > 0 ? cfg.ppl.window : c.max_seq_len;
+        const int P = std::clamp(int(std::lround(cfg.ppl.prefill * L)), 2, L - 2);
+        for (size_t i = 0; i < np; ++i) {
+          ppl.add_row({ms.name, fam.specs[i].name, ts.name, int64_t(L), int64_t(P), r[i].count,
+                       r[i].aux, r[i].score, r[i].kv_share});
+          if (ti == 0) ppl_first[i] = r[i].score;
+        }
+      }
+    // The share of the cache kept after a prefill of the whole context (what the tasks'
+    // own kv_share columns measure at their lengths).
+    const int N = c.max_seq_len;
+    const int total = c.n_layers * c.n_kv_heads;
+    for (size_t i = 0; i < np; ++i) {
+      const CachePolicy cp = resolve_policy(fam.specs[i], cfg.params, N);
+      int64_t kept = 0;
+      for (int h = 0; h < total; ++h)
+        kept += kept_slots(cp, N, cp.kind == PolicyKind::kRazor && cp.protected_heads[size_t(h)]);
+      const int protected_heads =
+          cp.kind == PolicyKind::kRazor
+              ? int(std::count(cp.protected_heads.begin(), cp.protected_heads.end(), 1))
+          : cp.kind == PolicyKind::kFull ? total
+                                         : 0;
+      main.add_row({ms.name, fam.specs[i].name, fam.shares[i], int64_t(protected_heads),
+                    int64_t(total), int64_t(N), double(kept) / (double(total) * N), copy_acc[i],
+                    recall_acc[i], ppl_first[i]});
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ctx.log(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, np, secs));
+    timings.push_back({{"model", ms.name}, {"seconds", secs}});
+  }
+  ctx.manifest->extra["timings"] = timings;
+  if (want_recall)
+    ctx.after_tables.push_back(
+        [](const std::filesystem::path& dir) { plot_recall(dir / "recall.csv", dir); });
+  Tables out{main, prot};
+  if (want_copy) out.push_back(copy);
+  if (want_recall) out.push_back(recall);
+  if (want_ppl) out.push_back(ppl);
+  return out;
+}
+
+}  // namespace
+
+ExperimentKind kv_cache_policies_kind() {
+  ExperimentKind k;
+  k.name = "kv_cache_policies";
+  k.summary =
+      "cache policies (full, streaming, razor and ablations, h2o) on copy, recall and "
+      "perplexity, with the share of the cache kept";
+  k.needs_texts = false;
+  k.prepare = [](YamlMap& s) -> ExperimentRun {
+    PoliciesConfig cfg;
+    if (s.has("policies")) cfg.policies = s.list<std::string>("policies");
+    for (const std::string& p : cfg.policies)
+      KV_CHECK(has(kPolicies, p), "{}: kv_cache_policies.policies: '{}' is not one of {}", s.file(),
+               p, fmt::join(kPolicies, ", "));
+    if (s.has("induction_shares")) cfg.induction_shares = s.list<double>("induction_shares");
+    cfg.echo_share = s.get_or<double>("echo_share", cfg.echo_share);
+    for (double v : cfg.induction_shares)
+      KV_CHECK(v >= 0 && v <= 1, "{}: kv_cache_policies.induction_shares: {} is not in [0, 1]",
+               s.file(), v);
+    KV_CHECK(!cfg.induction_shares.empty(), "{}: kv_cache_policies.induction_shares is empty",
+             s.file());
+    cfg.params.n_sink = s.get_at_least_or<int>("n_sink", 0, cfg.params.n_sink);
+    cfg.params.s0 = s.get_at_least_or<int>("s0", 0, cfg.params.s0);
+    cfg.params.c = s.get_or<double>("c", cfg.params.c);
+    KV_CHECK(cfg.params.c > 0, "{}: kv_cache_policies.c must be > 0, got {}", s.file(),
+             cfg.params.c);
+    YamlMap probe = s.map_or_empty("probe");
+    cfg.probe = parse_probe_options(probe);
+    if (s.has("tasks")) cfg.tasks = s.list<std::string>("tasks");
+    for (const std::string& t : cfg.tasks)
+      KV_CHECK(t == "copy" || t == "recall" || t == "perplexity",
+               "{}: kv_cache_policies.tasks: '{}' is not one of copy, recall, perplexity", s.file(),
+               t);
+    if (s.has("filler")) {
+      YamlMap f = s.map("filler");
+      cfg.filler = parse_text_spec(f);
+      cfg.has_filler = true;
+    }
+    YamlMap cp = s.map_or_empty("copy");
+    cfg.copy.context = cp.get_at_least_or<int>("context", 0, 0);
+    cfg.copy.segment = cp.get_at_least_or<int>("segment", 2, cfg.copy.segment);
+    cfg.copy.depths = cp.list_or<double>("depths", cfg.copy.depths);
+    cfg.copy.trials = cp.get_at_least_or<int>("trials", 1, cfg.copy.trials);
+    YamlMap rc = s.map_or_empty("recall");
+    cfg.recall.lengths = rc.list_or<int>("lengths", {});
+    cfg.recall.depths = rc.list_or<double>("depths", cfg.recall.depths);
+    cfg.recall.names = rc.list_or<std::string>("names", cfg.recall.names);
+    cfg.recall.needle = rc.get_or<std::string>("needle", cfg.recall.needle);
+    cfg.recall.cue = rc.get_or<std::string>("cue", cfg.recall.cue);
+    cfg.recall.trials = rc.get_at_least_or<int>("trials", 1, cfg.recall.trials);
+    KV_CHECK(cfg.recall.needle.find("{}") != std::string::npos,
+             "{}: kv_cache_policies.recall.needle must contain {{}} where the name goes", s.file());
+    for (const std::vector<double>* ds : {&cfg.copy.depths, &cfg.recall.depths})
+      for (double d : *ds)
+        KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies: depth {} is not in [0, 1]", s.file(), d);
+    YamlMap pp = s.map_or_empty("perplexity");
+    cfg.ppl.window = pp.get_at_least_or<int>("window", 0, 0);
+    cfg.ppl.prefill = pp.get_or<double>("prefill", cfg.ppl.prefill);
+    cfg.ppl.windows = pp.get_at_least_or<int>("windows", 1, cfg.ppl.windows);
+    KV_CHECK(cfg.ppl.prefill > 0 && cfg.ppl.prefill < 1,
+             "{}: kv_cache_policies.perplexity.prefill must lie in (0, 1), got {}", s.file(),
+             cfg.ppl.prefill);
+    return [cfg](ExperimentContext& ctx) { return run_policies(cfg, ctx); };
+  };
+  return k;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,13 @@
+// YAML keys shared by retrieval_heads and kv_cache_policies: the probe and the selection
+// (documented in experiments/retrieval_heads.cpp and docs/experiments.md).
+#pragma once
+
+#include "kvscope/retrieval_heads.hpp"
+#include "kvscope/yaml_util.hpp"
+
+namespace kvscope {
+
+ProbeOptions parse_probe_options(YamlMap& s);    // block, repeats, probes, token_lo, token_hi
+HeadSelection parse_head_selection(YamlMap& s);  // *_share, *_threshold
+
+}  // namespace kvscope

@@ -1,0 +1,173 @@
+// Experiment kind `retrieval_heads` (paper B, Sec. 3): echo and induction scores of every
+// head on the repeated-random-token probe, and the selected retrieval heads.
+//
+//   retrieval_heads:
+//     block: 0               # tokens per random block; 0 = (context - 1) / repeats
+//     repeats: 4             # copies of the block after BOS
+//     probes: 1              # independent blocks (seeds seed, seed+1, ...), averaged
+//     token_lo: -1           # ids from [token_lo, token_hi); -1 = past BOS/EOS
+//     token_hi: 0            # 0 = vocabulary size
+//     induction_share: 0.14  # top share of KV heads by induction score
+//     echo_share: 0.01       # top share by echo score
+//     induction_threshold: -1  # >= 0: select by absolute score instead of share
+//     echo_threshold: -1
+//
+// Tables: scores.csv (per query head), heads.csv (per KV head: max over its query heads,
+// ranks, selected or not), summary.csv (per model, with uniform_score: what a head attending
+// evenly to every visible token would score); plot: heads_MODEL.{png,svg}.
+#include <numeric>
+
+#include "experiments.hpp"
+#include "kvscope/plot.hpp"
+#include "kvscope/retrieval_heads.hpp"
+#include "retrieval_config.hpp"
+
+namespace kvscope {
+
+ProbeOptions parse_probe_options(YamlMap& s) {
+  ProbeOptions o;
+  o.block = s.get_at_least_or<int>("block", 0, 0);
+  o.repeats = s.get_at_least_or<int>("repeats", 2, o.repeats);
+  o.probes = s.get_at_least_or<int>("probes", 1, o.probes);
+  o.token_lo = s.get_at_least_or<int>("token_lo", -1, -1);
+  o.token_hi = s.get_at_least_or<int>("token_hi", 0, 0);
+  return o;
+}
+
+HeadSelection parse_head_selection(YamlMap& s) {
+  HeadSelection h;
+  h.induction_share = s.get_or<double>("induction_share", h.induction_share);
+  h.echo_share = s.get_or<double>("echo_share", h.echo_share);
+  h.induction_threshold = s.get_or<double>("induction_threshold", -1.0);
+  h.echo_threshold = s.get_or<double>("echo_threshold", -1.0);
+  for (double v : {h.induction_share, h.echo_share})
+    KV_CHECK(v >= 0.0 && v <= 1.0, "{}: induction_share and echo_share must lie in [0, 1], got {}",
+             s.file(), v);
+  return h;
+}
+
+namespace {
+
+struct RetrievalConfig {
+  ProbeOptions probe;
+  HeadSelection select;
+};
+
+std::vector<int> ranks(const std::vector<double>& v) {  // 1 = highest; ties by index
+  std::vector<int> order(v.size()), r(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return v[size_t(a)] > v[size_t(b)]; });
+  for (size_t i = 0; i < order.size(); ++i) r[size_t(order[i])] = int(i) + 1;
+  return r;
+}
+
+// The echo (or induction) score of a head that spreads its attention evenly over every
+// visible token: the level a score must clear to mean anything.
+double uniform_score(const ProbeSpec& p) {
+  double sum = 0;
+  int n = 0;
+  for (int i = 1 + p.block; i <= p.repeats * p.block; ++i, ++n)
+    sum += double((i - 1) / p.block) / (i + 1);
+  return sum / n;
+}
+
+Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
+  Table scores("scores", {{"model", Column::String},
+                          {"layer", Column::Int},
+                          {"head", Column::Int},
+                          {"kv_head", Column::Int},
+                          {"echo", Column::Float},
+                          {"induction", Column::Float}});
+  Table heads("heads", {{"model", Column::String},
+                        {"layer", Column::Int},
+                        {"kv_head", Column::Int},
+                        {"echo", Column::Float},
+                        {"induction", Column::Float},
+                        {"echo_rank", Column::Int},
+                        {"induction_rank", Column::Int},
+                        {"retrieval", Column::Int},
+                        {"selected_by", Column::String}});
+  Table summary("summary", {{"model", Column::String},
+                            {"layers", Column::Int},
+                            {"heads", Column::Int},
+                            {"kv_heads", Column::Int},
+                            {"block", Column::Int},
+                            {"repeats", Column::Int},
+                            {"probes", Column::Int},
+                            {"token_lo", Column::Int},
+                            {"token_hi", Column::Int},
+                            {"retrieval_heads", Column::Int},
+                            {"retrieval_share", Column::Float},
+                            {"max_induction", Column::Float},
+                            {"max_echo", Column::Float},
+                            {"mean_induction", Column::Float},
+                            {"mean_echo", Column::Float},
+                            {"uniform_score", Column::Float}});
+  for (const ModelSpec& ms : ctx.models) {
+    const LoadedModel lm = ctx.load(ms);
+    const ModelConfig& c = lm.model.config;
+    ProbeOptions po = cfg.probe;
+    po.seed = ctx.seed;
+    const ProbeSpec p = resolve_probe(lm.model, po, 0);
+    const HeadScores s = probe_heads(lm.model, po);
+    const std::vector<uint8_t> sel = select_retrieval_heads(s, cfg.select);
+    // Which rule picked each head, for the table: the selection with one rule switched off.
+    HeadSelection only_ind = cfg.select, only_echo = cfg.select;
+    only_ind.echo_share = 0, only_ind.echo_threshold = -1;
+    only_echo.induction_share = 0, only_echo.induction_threshold = -1;
+    const std::vector<uint8_t> by_ind = select_retrieval_heads(s, only_ind);
+    const std::vector<uint8_t> by_echo = select_retrieval_heads(s, only_echo);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int h = 0; h < c.n_heads; ++h) {
+        const size_t i = size_t(l) * c.n_heads + h;
+        scores.add_row({ms.name, int64_t(l), int64_t(h), int64_t(h / c.group_size()), s.echo[i],
+                        s.induction[i]});
+      }
+    const std::vector<int> re = ranks(s.kv_echo), ri = ranks(s.kv_induction);
+    double mean_e = 0, mean_i = 0;
+    int n_sel = 0;
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        const size_t i = size_t(l) * c.n_kv_heads + g;
+        const std::string why = by_ind[i] && by_echo[i] ? "both"
+                                : by_ind[i]             ? "induction"
+                                : by_echo[i]            ? "echo"
+                                                        : "";
+        heads.add_row({ms.name, int64_t(l), int64_t(g), s.kv_echo[i], s.kv_induction[i],
+                       int64_t(re[i]), int64_t(ri[i]), int64_t(sel[i]), why});
+        mean_e += s.kv_echo[i], mean_i += s.kv_induction[i], n_sel += sel[i];
+      }
+    const int total = c.n_layers * c.n_kv_heads;
+    summary.add_row({ms.name, int64_t(c.n_layers), int64_t(c.n_heads), int64_t(c.n_kv_heads),
+                     int64_t(p.block), int64_t(p.repeats), int64_t(cfg.probe.probes),
+                     int64_t(p.token_lo), int64_t(p.token_hi), int64_t(n_sel),
+                     double(n_sel) / total,
+                     *std::max_element(s.kv_induction.begin(), s.kv_induction.end()),
+                     *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), mean_i / total,
+                     mean_e / total, uniform_score(p)});
+    ctx.log(fmt::format("{}: {} of {} KV heads are retrieval heads (block {}, {} probe(s))",
+                        ms.name, n_sel, total, p.block, cfg.probe.probes));
+  }
+  ctx.after_tables.push_back(
+      [](const std::filesystem::path& dir) { plot_heads(dir / "heads.csv", dir); });
+  return {scores, heads, summary};
+}
+
+}  // namespace
+
+ExperimentKind retrieval_heads_kind() {
+  ExperimentKind k;
+  k.name = "retrieval_heads";
+  k.summary = "echo and induction scores per head on a repeated random-token probe";
+  k.needs_texts = false;
+  k.prepare = [](YamlMap& s) -> ExperimentRun {
+    RetrievalConfig cfg;
+    cfg.probe = parse_probe_options(s);
+    cfg.select = parse_head_selection(s);
+    return [cfg](ExperimentContext& ctx) { return run_retrieval(cfg, ctx); };
+  };
+  return k;
+}
+
+}  // namespace kvscope

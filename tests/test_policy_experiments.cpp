@@ -1,0 +1,150 @@
+// The retrieval_heads and kv_cache_policies experiments end to end on stories260K with
+// tiny settings: tables consistent with each other and with hand-computed budgets, razor
+// with every head protected equal to full on every task, bad settings rejected.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <map>
+
+#include "kvscope/error.hpp"
+#include "kvscope/experiment.hpp"
+#include "kvscope/policy_eval.hpp"
+#include "kvscope/synthetic_model.hpp"
+#include "kvscope/table.hpp"
+#include "test_util.hpp"
+
+using namespace kvscope;
+using Catch::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = KVSCOPE_TEST_DATA_DIR;
+
+fs::path run(const fs::path& dir, const std::string& name, const std::string& yaml) {
+  test::write_bytes(dir / (name + ".yaml"), yaml);
+  RunOptions o;
+  o.results_root = dir / "results";
+  o.verbose = false;
+  return run_experiment(dir / (name + ".yaml"), o);
+}
+
+const std::string kModel =
+    "models:\n  - name: stories260K\n    path: " + kData + "/models/stories260K/stories260K.bin\n";
+const std::string kFiller = "  filler:\n    path: " + kData +
+                            "/text/tinystories/tinystories_valid_head.txt\n"
+                            "    doc_separator: \"<|endoftext|>\"\n";
+const std::string kTexts = "texts:\n  - name: austen\n    path: " + kData +
+                           "/text/janeausten/persuasion.txt\n    max_bytes: 60000\n";
+const std::string kTiny =
+    "  probe: {probes: 1}\n"
+    "  copy: {context: 64, segment: 8, depths: [0.5], trials: 2}\n"
+    "  recall: {lengths: [48, 80], depths: [0, 1], trials: 1}\n"
+    "  perplexity: {window: 96, windows: 2}\n";
+
+std::string cell(const CsvData& d, size_t row, const char* col) {
+  return d.rows[row][d.column(col)];
+}
+
+}  // namespace
+
+TEST_CASE("retrieval_heads: per-KV-head scores are the max of their query heads; selection",
+          "[retrieval][experiment]") {
+  test::TempDir tmp("retrieval_exp");
+  const fs::path out =
+      run(tmp.path, "rh",
+          "kind: retrieval_heads\n" + kModel + "retrieval_heads:\n  block: 40\n  probes: 2\n");
+  const CsvData scores = read_csv(out / "scores.csv"), heads = read_csv(out / "heads.csv");
+  REQUIRE(scores.rows.size() == 5 * 8);
+  REQUIRE(heads.rows.size() == 5 * 4);
+  std::map<std::string, double> max_ind;  // "layer/kv_head" -> max over query heads
+  for (size_t i = 0; i < scores.rows.size(); ++i) {
+    const std::string k = cell(scores, i, "layer") + "/" + cell(scores, i, "kv_head");
+    max_ind[k] = std::max(max_ind[k], std::stod(cell(scores, i, "induction")));
+  }
+  int selected = 0, rank1 = 0;
+  for (size_t i = 0; i < heads.rows.size(); ++i) {
+    const std::string k = cell(heads, i, "layer") + "/" + cell(heads, i, "kv_head");
+    CHECK(std::stod(cell(heads, i, "induction")) == Approx(max_ind[k]).epsilon(1e-8));
+    selected += cell(heads, i, "retrieval") == "1";
+    if (cell(heads, i, "induction_rank") == "1") {
+      ++rank1;
+      CHECK(cell(heads, i, "retrieval") == "1");
+    }
+  }
+  CHECK(rank1 == 1);
+  // ceil(14% of 20) = 3 by induction, plus ceil(1% of 20) = 1 by echo, maybe the same head.
+  CHECK((selected == 3 || selected == 4));
+  CHECK(fs::file_size(out / "heads_stories260K.png") > 1000);
+}
+
+TEST_CASE("kv_cache_policies: razor protecting every head is full; budgets by hand",
+          "[policy][experiment]") {
+  test::TempDir tmp("policies_exp");
+  const fs::path all = run(tmp.path, "all",
+                           "kind: kv_cache_policies\n" + kModel + kTexts +
+                               "kv_cache_policies:\n  policies: [full, razor]\n"
+                               "  induction_shares: [1.0]\n" +
+                               kFiller + kTiny);
+  for (const char* t : {"copy.csv", "recall.csv", "perplexity.csv"}) {
+    const CsvData d = read_csv(all / t);
+    REQUIRE(d.rows.size() % 2 == 0);
+    for (size_t i = 0; i < d.rows.size(); i += 2) {  // full, razor alternate
+      REQUIRE(cell(d, i, "policy") == "full");
+      for (const char* col : {"accuracy", "perplexity", "kv_share"})
+        if (std::find(d.header.begin(), d.header.end(), col) != d.header.end())
+          CHECK(cell(d, i, col) == cell(d, i + 1, col));
+    }
+  }
+  const fs::path some =
+      run(tmp.path, "some",
+          "kind: kv_cache_policies\n" + kModel + kTexts +
+              "kv_cache_policies:\n  s0: 16\n  c: 4\n  n_sink: 2\n" + kFiller + kTiny);
+  const CsvData m = read_csv(some / "policies.csv");
+  REQUIRE(m.rows.size() == 7);
+  for (size_t i = 0; i < m.rows.size(); ++i) {
+    // At the model's context N = 512, a compressed razor head keeps 2 sinks + max(16, 128)
+    // recent + 1 compensation = 131 slots (130 without it); protected heads keep 512.
+    const int P = std::stoi(cell(m, i, "protected_heads"));
+    const std::string pol = cell(m, i, "policy");
+    double expect = 1.0;
+    if (pol.rfind("razor", 0) == 0)
+      expect = (P * 512.0 + (20 - P) * (pol == "razor_no_comp" ? 130.0 : 131.0)) / (20 * 512.0);
+    if (pol == "streaming" || pol == "h2o") {
+      const int Pr = std::stoi(cell(m, 2, "protected_heads"));  // razor's
+      expect = std::round((Pr * 512.0 + (20 - Pr) * 131.0) / 20) / 512.0;
+    }
+    INFO(pol);
+    CHECK(std::stod(cell(m, i, "kv_share")) == Approx(expect).epsilon(1e-6));
+  }
+  CHECK(cell(m, 2, "policy") == "razor");
+  CHECK(fs::file_size(some / "recall_stories260K.png") > 1000);
+}
+
+TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][experiment]") {
+  test::TempDir tmp("policies_bad");
+  auto fails = [&](const std::string& section, const std::string& msg) {
+    CHECK_THROWS_WITH(run(tmp.path, "bad",
+                          "kind: kv_cache_policies\n" + kModel + "kv_cache_policies:\n" + section),
+                      Contains(msg));
+    CHECK_FALSE(fs::exists(tmp.path / "results" / "bad"));
+  };
+  fails("  policies: [full, snapkv]\n", "'snapkv' is not one of");
+  fails("  induction_shares: [1.5]\n", "induction_shares");
+  fails("  recall: {needle: no placeholder}\n", "recall.needle");
+  fails("  perplexity: {prefill: 1}\n", "prefill");
+  fails("  copy: {depth: [0.5]}\n", "unknown key 'depth'");
+  fails("  tasks: [recall]\n", "filler");
+}
+
+TEST_CASE("cache policies refuse ALiBi models", "[policy]") {
+  test::TempDir tmp("policies_alibi");
+  SyntheticSpec s;
+  s.config.dim = 32, s.config.hidden_dim = 64, s.config.n_layers = 1, s.config.n_heads = 4;
+  s.config.n_kv_heads = 2, s.config.head_dim = 8, s.config.vocab_size = 64;
+  s.config.max_seq_len = 64, s.config.positional = PositionalKind::kAlibi;
+  write_synthetic_hf_model(tmp.path, s);
+  const Model m = load_model(tmp.path);
+  const std::vector<int32_t> t = {1, 5, 6, 7};
+  CHECK_THROWS_WITH(for_each_policy(m, t, 1, {CachePolicy{}}, [](size_t, RunState&) {}),
+                    Contains("ALiBi"));
+}
