@@ -110,6 +110,8 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                           {"protected_heads", Column::Int},
                           {"kv_heads", Column::Int},
                           {"context", Column::Int},
+                          {"kv_bytes", Column::Int},
+                          {"full_kv_bytes", Column::Int},
                           {"kv_share", Column::Float},
                           {"copy_accuracy", Column::Float},
                           {"recall_accuracy", Column::Float},
@@ -209,6 +211,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     // own kv_share columns measure at their lengths).
     const int N = c.max_seq_len;
     const int total = c.n_layers * c.n_kv_heads;
+    const int64_t per_slot = int64_t(2) * c.head_dim * int64_t(sizeof(float));  // K and V
     for (size_t i = 0; i < np; ++i) {
       const CachePolicy cp = resolve_policy(fam.specs[i], cfg.params, N);
       int64_t kept = 0;
@@ -220,8 +223,8 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
           : cp.kind == PolicyKind::kFull ? total
                                          : 0;
       main.add_row({ms.name, fam.specs[i].name, fam.shares[i], int64_t(protected_heads),
-                    int64_t(total), int64_t(N), double(kept) / (double(total) * N), copy_acc[i],
-                    recall_acc[i], ppl_first[i]});
+                    int64_t(total), int64_t(N), kept * per_slot, int64_t(total) * N * per_slot,
+                    double(kept) / (double(total) * N), copy_acc[i], recall_acc[i], ppl_first[i]});
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

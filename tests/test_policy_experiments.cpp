@@ -115,6 +115,9 @@ TEST_CASE("kv_cache_policies: razor protecting every head is full; budgets by ha
     }
     INFO(pol);
     CHECK(std::stod(cell(m, i, "kv_share")) == Approx(expect).epsilon(1e-6));
+    // 20 KV heads x 512 slots x (K + V) x head_dim 8 x 4 bytes.
+    CHECK(cell(m, i, "full_kv_bytes") == "655360");
+    CHECK(std::stod(cell(m, i, "kv_bytes")) == Approx(expect * 655360).epsilon(1e-6));
   }
   CHECK(cell(m, 2, "policy") == "razor");
   CHECK(fs::file_size(some / "recall_stories260K.png") > 1000);
