@@ -114,14 +114,24 @@ const ExperimentKind& find_experiment_kind(const std::string& name, const std::s
   throw Error(fmt::format("{}: unknown experiment kind '{}' (known: {})", where, name, known));
 }
 
-fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const YAML::Node doc = load_yaml_file(config_file);
-  const std::string file = config_file.string();
-  KV_CHECK(doc.IsMap(), "{}: the top level must be a map of keys", file);
-  YamlMap root(doc, file);
+namespace {
 
+// A config read and validated, ready to run.
+struct Prepared {
+  YAML::Node doc;
   ExperimentContext ctx;
+  ExperimentRun run;
+  std::vector<std::string> asked;
+};
+
+Prepared prepare(const fs::path& config_file, const RunOptions& opt) {
+  Prepared p;
+  p.doc = load_yaml_file(config_file);
+  const std::string file = config_file.string();
+  KV_CHECK(p.doc.IsMap(), "{}: the top level must be a map of keys", file);
+  YamlMap root(p.doc, file);
+
+  ExperimentContext& ctx = p.ctx;
   ctx.config_file = config_file;
   ctx.verbose = opt.verbose;
   std::vector<std::string> kind_names;
@@ -137,9 +147,61 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   if (kind.needs_models || root.has("models")) ctx.models = parse_models(root);
   if (kind.needs_texts || root.has("texts")) ctx.texts = parse_texts(root);
   YamlMap section = root.map_or_empty(ctx.kind);
-  ExperimentRun run = kind.prepare(section);
+  p.run = kind.prepare(section);
   root.finish();  // every key of the file has now been read: anything else is unknown
   check_inputs_exist(ctx.models, ctx.texts, config_file);
+  p.asked = root.asked_keys();
+  return p;
+}
+
+}  // namespace
+
+const std::string& code_sha256() {
+  static const std::string h = sha256_file("/proc/self/exe");
+  return h;
+}
+
+ConfigSummary read_config(const fs::path& config_file, const RunOptions& opt) {
+  Prepared p = prepare(config_file, opt);
+  ConfigSummary s;
+  s.name = p.ctx.name;
+  s.kind = p.ctx.kind;
+  s.threads = resolve_threads(p.ctx.threads);
+  s.config = yaml_to_json(p.doc);
+  s.asked_keys = std::move(p.asked);
+  return s;
+}
+
+std::string stale_reason(const fs::path& config_file, const RunOptions& opt) {
+  const ConfigSummary c = read_config(config_file, opt);
+  const fs::path dir = opt.results_root / c.name;
+  if (!fs::exists(dir / "manifest.json")) return "no results yet";
+  RunManifest m;
+  try {
+    m = read_manifest(dir / "manifest.json");
+  } catch (const Error& e) {
+    return std::string("unreadable manifest: ") + e.what();
+  }
+  for (const std::string& f : m.outputs)
+    if (!fs::exists(dir / f)) return "output " + f + " is missing";
+  if (m.config != c.config) return "the config changed";
+  if (m.threads != c.threads)
+    return fmt::format("threads changed ({} -> {})", m.threads, c.threads);
+  if (!m.extra.contains("code_sha256") || m.extra["code_sha256"] != code_sha256())
+    return "the kvscope binary changed";
+  for (const FileRecord& r : m.inputs) {
+    if (!fs::exists(r.path)) return "input " + r.path + " is missing";
+    if (sha256_file(r.path) != r.sha256) return "input " + r.path + " changed";
+  }
+  return "";
+}
+
+fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Prepared p = prepare(config_file, opt);
+  const YAML::Node& doc = p.doc;
+  ExperimentContext& ctx = p.ctx;
+  ExperimentRun& run = p.run;
 
   const fs::path final_dir = opt.results_root / ctx.name;
   const fs::path partial_dir = opt.results_root / (ctx.name + ".partial");
@@ -153,6 +215,7 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   manifest.threads = ctx.threads;
   manifest.extra["blas"] = blas_info();
   manifest.extra["seed"] = ctx.seed;
+  manifest.extra["code_sha256"] = code_sha256();
   ctx.manifest = &manifest;
   ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
                       ctx.texts.size(), ctx.threads));

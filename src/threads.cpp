@@ -8,8 +8,12 @@
 
 namespace kvscope {
 
+int resolve_threads(int n) {
+  return n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 int set_threads(int n) {
-  if (n <= 0) n = int(std::max(1u, std::thread::hardware_concurrency()));
+  n = resolve_threads(n);
   omp_set_num_threads(n);
   // Parallel loops inside parallel loops (a forward pass per thread) run serially.
   omp_set_max_active_levels(1);

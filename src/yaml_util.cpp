@@ -421,4 +421,12 @@ std::vector<std::string> YamlMap::keys() const {
   return out;
 }
 
+std::vector<std::string> YamlMap::asked_keys() const {
+  std::vector<std::string> out;
+  for (const auto& k : s_->known) out.push_back(key_path(k));
+  for (const auto& c : s_->children)
+    for (std::string& k : YamlMap(c).asked_keys()) out.push_back(std::move(k));
+  return out;
+}
+
 }  // namespace kvscope

@@ -88,4 +88,21 @@ struct RunOptions {
 std::filesystem::path run_experiment(const std::filesystem::path& config_file,
                                      const RunOptions& opt = {});
 
+// What a config resolves to without running it (the whole file is validated).
+struct ConfigSummary {
+  std::string name, kind;
+  int threads = 0;                      // as the run would use them (0 resolved to all cores)
+  nlohmann::json config;                // the file as JSON, as the manifest records it
+  std::vector<std::string> asked_keys;  // every key the parser accepts (YamlMap::asked_keys)
+};
+ConfigSummary read_config(const std::filesystem::path& config_file, const RunOptions& opt = {});
+
+// Why results/NAME/ is not an up-to-date output of `config_file`, or "" when it is: its
+// manifest exists, lists outputs that all exist, records the same config, threads and
+// kvscope binary (code_sha256), and every input file still has the recorded sha256.
+std::string stale_reason(const std::filesystem::path& config_file, const RunOptions& opt = {});
+
+// sha256 of the running executable: which code produced a result.
+const std::string& code_sha256();
+
 }  // namespace kvscope

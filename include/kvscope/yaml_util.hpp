@@ -154,6 +154,9 @@ class YamlMap {
   int key_line(const std::string& key) const;          // line of `key`, else of the map
   std::string key_path(const std::string& key) const;  // "perplexity.window"
   std::vector<std::string> keys() const;               // keys present, in file order
+  // Dotted paths of every key asked for so far (present or not), here and in every sub-map
+  // handed out: the keys the parser accepts, e.g. "perplexity.window", "models[0].path".
+  std::vector<std::string> asked_keys() const;
 
  private:
   struct State;

@@ -13,5 +13,6 @@ Action add_generate(CLI::App& app);
 Action add_run(CLI::App& app);
 Action add_dump(CLI::App& app);
 Action add_plot(CLI::App& app);
+Action add_tables(CLI::App& app);
 
 }  // namespace kvscope::cli

@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
       kvscope::cli::add_dump);
   add("plot", "Draw figures (PNG and SVG, through gnuplot) from result CSVs",
       kvscope::cli::add_plot);
+  add("tables",
+      "Run every config under configs/ whose results are out of date, then write "
+      "results/REPORT.md",
+      kvscope::cli::add_tables);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

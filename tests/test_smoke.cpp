@@ -1,0 +1,152 @@
+// Every experiment kind, end to end with tiny settings (tests/data/smoke/KIND.yaml): a kind
+// without a smoke config fails here, each runs twice to byte-identical CSVs, and every key
+// its parser accepts is documented in docs/experiments.md. Then `kvscope tables`: what it
+// reruns and what it skips.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "kvscope/experiment.hpp"
+#include "kvscope/manifest.hpp"
+#include "test_util.hpp"
+
+using namespace kvscope;
+using Catch::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kSmoke = fs::path(KVSCOPE_TEST_FIXTURES_DIR) / "smoke";
+
+fs::path smoke_config(const std::string& kind) {
+  return kSmoke / (kind + ".yaml");
+}
+
+// docs/experiments.md: the keys in the first column of the tables of each "## `kind`"
+// section, and of the sections before the first kind ("" = the common keys), with their
+// type column.
+std::map<std::string, std::map<std::string, std::string>> documented_keys() {
+  std::ifstream in(fs::path(KVSCOPE_SOURCE_DIR) / "docs" / "experiments.md");
+  std::map<std::string, std::map<std::string, std::string>> out;
+  std::string section, line;
+  const std::regex heading(R"(^## `([a-z_]+)`)"), row(R"(^\| `([^`]+)` \| ([^|]*)\|)");
+  std::smatch m;
+  while (std::getline(in, line)) {
+    if (std::regex_search(line, m, heading)) section = m[1];
+    if (std::regex_search(line, m, row)) out[section][m[1]] = m[2];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every experiment kind runs from its smoke config, twice to identical CSVs",
+          "[smoke][experiment]") {
+  test::TempDir tmp("smoke");
+  for (const ExperimentKind& k : experiment_kinds()) {
+    INFO("kind " << k.name);
+    REQUIRE(fs::exists(smoke_config(k.name)));
+    fs::path dirs[2];
+    for (int run = 0; run < 2; ++run) {
+      RunOptions o;
+      o.results_root = tmp / ("run" + std::to_string(run));
+      o.verbose = false;
+      dirs[run] = run_experiment(smoke_config(k.name), o);
+    }
+    const RunManifest m = read_manifest(dirs[0] / "manifest.json");
+    int csvs = 0;
+    for (const std::string& f : m.outputs) {
+      REQUIRE(fs::exists(dirs[0] / f));
+      if (fs::path(f).extension() != ".csv") continue;
+      ++csvs;
+      const std::string a = test::slurp(dirs[0] / f), b = test::slurp(dirs[1] / f);
+      CHECK(std::count(a.begin(), a.end(), '\n') >= 2);  // a header and at least one row
+      if (f.rfind("timing_", 0) != 0) {                  // timings differ run to run by design
+        INFO(f);
+        CHECK(a == b);
+      }
+    }
+    CHECK(csvs >= 1);
+  }
+}
+
+TEST_CASE("docs/experiments.md documents every key the config parsers accept", "[smoke][docs]") {
+  const auto docs = documented_keys();
+  REQUIRE(docs.count(""));
+  for (const ExperimentKind& k : experiment_kinds()) {
+    INFO("kind " << k.name);
+    REQUIRE(docs.count(k.name));
+    const auto& mine = docs.at(k.name);
+    const ConfigSummary c = read_config(smoke_config(k.name));
+    CHECK(c.asked_keys.size() >= 5);
+    for (std::string key : c.asked_keys) {
+      key = std::regex_replace(key, std::regex(R"(\[\d+\])"), "");  // models[0].path
+      INFO("key " << key);
+      if (key == k.name) continue;            // the kind's own section
+      if (key.rfind(k.name + ".", 0) != 0) {  // common keys, models[].x, texts[].x
+        const std::string leaf = key.substr(key.rfind('.') + 1);
+        CHECK(docs.at("").count(leaf));
+        continue;
+      }
+      const std::string rest = key.substr(k.name.size() + 1);
+      bool ok = mine.count(rest) > 0;
+      for (const auto& [doc_key, type] : mine)  // a map documented key by key (copy.context)
+        ok |= doc_key.rfind(rest + ".", 0) == 0;
+      // A key inside a documented map (a text map, the probe) is documented with it.
+      for (size_t dot = rest.find('.'); !ok && dot != std::string::npos;
+           dot = rest.find('.', dot + 1)) {
+        const auto it = mine.find(rest.substr(0, dot));
+        ok = it != mine.end() && it->second.find("map") != std::string::npos;
+      }
+      CHECK(ok);
+    }
+  }
+}
+
+TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.md",
+          "[smoke][cli]") {
+  test::TempDir tmp("tables");
+  const fs::path configs = tmp / "configs", results = tmp / "results";
+  fs::create_directories(configs);
+  const fs::path text = tmp / "story.txt";
+  fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "text/tinystories/tinystories_valid_head.txt",
+                text);
+  auto write_config = [&](const std::string& extra) {
+    test::write_bytes(
+        configs / "paper_x.yaml",
+        "kind: perplexity\nthreads: 1\nmodels:\n  - path: " + std::string(KVSCOPE_TEST_DATA_DIR) +
+            "/models/stories260K/stories260K.bin\ntexts:\n  - path: " + text.string() +
+            "\n    max_bytes: 20000\nperplexity:\n" + "  window: 64\n  max_tokens: 200\n" + extra);
+  };
+  const std::string args =
+      "tables --configs '" + configs.string() + "' --results '" + results.string() + "'";
+  write_config("");
+  test::CliResult r = test::run_kvscope(args);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("[1/1] paper_x: running (no results yet"));
+  CHECK(fs::exists(results / "paper_x" / "perplexity.csv"));
+  const std::string report = test::slurp(results / "REPORT.md");
+  CHECK_THAT(report, Contains("| A2 | Table 4"));
+  CHECK_THAT(report, Contains("`results/paper_a_table4/` is missing"));
+
+  write_config("# a comment changes nothing the run reads\n");
+  r = test::run_kvscope(args);
+  CHECK_THAT(r.err, Contains("paper_x: up to date, skipped"));
+
+  write_config("  stride: 16\n");
+  r = test::run_kvscope(args);
+  CHECK_THAT(r.err, Contains("paper_x: running (the config changed"));
+
+  test::write_bytes(text, test::slurp(text) + "\nOne more line.\n");
+  r = test::run_kvscope(args);
+  CHECK_THAT(r.err, Contains("changed"));
+  CHECK_THAT(r.err, Contains("story.txt"));
+
+  r = test::run_kvscope(args + " --only nosuch");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("--only nosuch"));
+}
