@@ -12,5 +12,6 @@ ExperimentKind kv_spectrum_kind();
 ExperimentKind kv_head_reduction_kind();
 ExperimentKind retrieval_heads_kind();
 ExperimentKind kv_cache_policies_kind();
+ExperimentKind train_kind();
 
 }  // namespace kvscope

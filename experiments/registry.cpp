@@ -7,6 +7,7 @@ const std::vector<ExperimentKind>& experiment_kinds() {
   static const std::vector<ExperimentKind> kinds = {
       perplexity_kind(),        dump_kv_kind(),         kv_spectrum_kind(),
       kv_head_reduction_kind(), retrieval_heads_kind(), kv_cache_policies_kind(),
+      train_kind(),
   };
   return kinds;
 }

@@ -1,5 +1,7 @@
 #include "kvscope/synthetic_model.hpp"
 
+#include "kvscope/checkpoint.hpp"
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -88,28 +90,7 @@ void write_synthetic_hf_model(const fs::path& dir, const SyntheticSpec& spec) {
   validate(c, "synthetic model spec");
   KV_CHECK(spec.n_shards >= 1, "synthetic model: n_shards must be >= 1, got {}", spec.n_shards);
   fs::create_directories(dir);
-  json cfg = {{"architectures", {"LlamaForCausalLM"}},
-              {"model_type", "llama"},
-              {"hidden_act", "silu"},
-              {"hidden_size", c.dim},
-              {"intermediate_size", c.hidden_dim},
-              {"num_hidden_layers", c.n_layers},
-              {"num_attention_heads", c.n_heads},
-              {"num_key_value_heads", c.n_kv_heads},
-              {"vocab_size", c.vocab_size},
-              {"max_position_embeddings", c.max_seq_len},
-              {"rms_norm_eps", c.norm_eps},
-              {"rope_theta", c.rope_theta},
-              {"rope_scaling", nullptr},
-              {"tie_word_embeddings", c.tied_embeddings},
-              {"bos_token_id", c.bos_id},
-              {"eos_token_id", c.eos_id},
-              {"torch_dtype", spec.dtype == DType::F32    ? "float32"
-                              : spec.dtype == DType::BF16 ? "bfloat16"
-                                                          : "float16"}};
-  if (spec.write_head_dim) cfg["head_dim"] = c.head_dim;
-  if (c.positional != PositionalKind::kRope)
-    cfg["kvscope_positional"] = positional_name(c.positional);
+  const json cfg = hf_config_json(c, spec.dtype, spec.write_head_dim);
   {
     std::ofstream out(dir / "config.json");
     out << cfg.dump(2) << "\n";

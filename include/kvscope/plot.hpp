@@ -42,6 +42,12 @@ std::vector<std::filesystem::path> plot_heads(const std::filesystem::path& heads
 std::vector<std::filesystem::path> plot_recall(const std::filesystem::path& recall_csv,
                                                const std::filesystem::path& out_dir);
 
+// From a train run's loss.csv and eval.csv: training.{png,svg}, the training loss per step
+// and the held-out loss at each evaluation, with the unigram baseline dashed.
+std::vector<std::filesystem::path> plot_training(const std::filesystem::path& loss_csv,
+                                                 const std::filesystem::path& eval_csv,
+                                                 const std::filesystem::path& out_dir);
+
 // "a/b c" -> "a_b_c": a name safe in file names.
 std::string file_safe(const std::string& s);
 

@@ -1,0 +1,225 @@
+// Experiment kind `train`: train a LLaMA model from scratch (or continue one) on the texts
+// under `texts:`, with held-out perplexity every `eval_every` steps next to a unigram
+// baseline, checkpoints in Hugging Face format that every other command loads, and
+// resumption from the last checkpoint when the same config is run again.
+//
+//   train:
+//     tokenizer: data/models/stories260K/tok512.bin
+//     architecture: {dim: 64, hidden_dim: 172, n_layers: 4, n_heads: 8, n_kv_heads: 8,
+//                    head_dim: 0, context: 1024, positional: rope, rope_theta: 10000,
+//                    tied_embeddings: true}
+//     eval_text: {path: ...}   # held-out text (keys as under texts:)
+//     eval_tokens: 20000
+//     eval_every: 100
+//     steps: 1000, batch: 8, seq_len: 0 (= context), lr: 1e-3, min_lr: 1e-4, warmup: 100,
+//     weight_decay: 0.1, clip: 1.0
+//     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
+//     checkpoint_every: 200
+//     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "experiments.hpp"
+#include "kvscope/checkpoint.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/plot.hpp"
+#include "kvscope/trainer.hpp"
+
+namespace kvscope {
+
+namespace {
+
+struct TrainConfig {
+  std::string tokenizer;
+  ModelConfig arch;
+  TextSpec eval_text;
+  int64_t eval_tokens = 20000;
+  int eval_every = 100;
+  train::TrainOptions opt;
+  std::string checkpoint;
+  int checkpoint_every = 200;
+  int stop_after = 0;          // steps in this invocation; 0 = up to `steps`
+  nlohmann::json fingerprint;  // what must match for a checkpoint to be resumed
+};
+
+// Unigram model of the training stream with add-one smoothing: NLL per token of `eval`.
+double unigram_nll(std::span<const int32_t> train, const std::vector<std::vector<int32_t>>& eval,
+                   int vocab) {
+  std::vector<double> count(size_t(vocab), 1.0);
+  for (int32_t t : train) count[size_t(t)] += 1;
+  const double total = double(train.size()) + vocab;
+  double nll = 0;
+  int64_t n = 0;
+  for (const auto& s : eval)
+    for (size_t i = 1; i < s.size(); ++i, ++n) nll -= std::log(count[size_t(s[i])] / total);
+  return nll / double(n);
+}
+
+std::string mmss(double s) {
+  const int t = int(std::max(0.0, s) + 0.5);
+  return fmt::format("{}:{:02d}", t / 60, t % 60);
+}
+
+Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.tokenizer);
+  ctx.manifest->inputs.push_back(file_record("tokenizer", cfg.tokenizer));
+  ModelConfig& c = cfg.arch;
+  c.vocab_size = tok->vocab_size();
+  c.bos_id = tok->bos_id, c.eos_id = tok->eos_id;
+  validate(c, ctx.config_file.string() + ": train.architecture");
+  const train::Layout L = train::make_layout(c);
+  train::TrainOptions& o = cfg.opt;
+  if (o.seq_len <= 0) o.seq_len = c.max_seq_len;
+  KV_CHECK(o.seq_len <= c.max_seq_len, "{}: train.seq_len {} exceeds the context {}",
+           ctx.config_file.string(), o.seq_len, c.max_seq_len);
+  o.seed = ctx.seed;
+  std::vector<int32_t> stream;
+  for (const TextSpec& ts : ctx.texts) {
+    const std::vector<int32_t> s = token_stream(*tok, ctx.documents(ts));
+    stream.insert(stream.end(), s.begin(), s.end());
+  }
+  const std::vector<int32_t> eval_stream = token_stream(*tok, ctx.documents(cfg.eval_text));
+  const auto held = train::heldout_windows(eval_stream, c.bos_id, o.seq_len, cfg.eval_tokens);
+  KV_CHECK(!held.empty(), "{}: the eval text has fewer than {} tokens", ctx.config_file.string(),
+           o.seq_len);
+  const double unigram = unigram_nll(stream, held, c.vocab_size);
+
+  const std::filesystem::path ckdir = cfg.checkpoint.empty()
+                                          ? ctx.out_dir.parent_path() / "checkpoints" / ctx.name
+                                          : std::filesystem::path(cfg.checkpoint);
+  std::vector<float> w;
+  train::AdamState adam;
+  int start = 0;
+  nlohmann::json history = {{"loss", nlohmann::json::array()}, {"eval", nlohmann::json::array()}};
+  if (auto ck = train::load_checkpoint(ckdir, L)) {
+    KV_CHECK(ck->state.value("fingerprint", nlohmann::json()) == cfg.fingerprint,
+             "{}: the checkpoint in {} was made by a different config (architecture, data or "
+             "options); delete it or set train.checkpoint",
+             ctx.config_file.string(), ckdir.string());
+    w = std::move(ck->w), adam = std::move(ck->adam);
+    start = ck->state.value("step", 0);
+    history = ck->state["history"];
+    ctx.log(fmt::format("resuming from {} at step {}", ckdir.string(), start));
+  } else {
+    w = train::init_params(L, ctx.seed);
+  }
+  ctx.log(fmt::format("{} parameters, {} training tokens, unigram held-out ppl {:.2f}", L.size,
+                      stream.size(), std::exp(unigram)));
+  auto eval = [&](int step) {
+    const double nll = train::mean_loss(L, w, held);
+    history["eval"].push_back({step, nll});
+    return nll;
+  };
+  if (start == 0) eval(0);
+  auto save = [&](int step) {
+    nlohmann::json st = {{"step", step}, {"fingerprint", cfg.fingerprint}, {"history", history}};
+    train::save_checkpoint(ckdir, L, w, adam, st, cfg.tokenizer);
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  double secs = 0;
+  int64_t tokens = 0;
+  const int end = cfg.stop_after > 0 ? std::min(o.steps, start + cfg.stop_after) : o.steps;
+  for (int step = start; step < end; ++step) {
+    const train::StepStats s =
+        train::train_step(L, o, w, adam, train::batch_at(stream, c.bos_id, o, step), step);
+    secs += s.seconds, tokens += s.tokens;
+    history["loss"].push_back({step, s.lr, s.loss, s.grad_norm});
+    // Evaluate on the cadence and at the end of training; checkpoint on the cadence and
+    // wherever this invocation stops (stop_after), so a sliced run equals a whole one.
+    if ((step + 1) % cfg.eval_every == 0 || step + 1 == o.steps) {
+      const double nll = eval(step + 1);
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}, {:.0f} tok/s, ETA {}",
+                          step + 1, o.steps, s.loss, std::exp(nll), double(tokens) / secs,
+                          mmss(el / double(step + 1 - start) * double(o.steps - step - 1))));
+    }
+    if ((step + 1) % cfg.checkpoint_every == 0 || step + 1 == end) save(step + 1);
+  }
+  Table loss("loss", {{"step", Column::Int},
+                      {"lr", Column::Float},
+                      {"loss", Column::Float},
+                      {"grad_norm", Column::Float}});
+  for (const auto& r : history["loss"])
+    loss.add_row({r[0].get<int64_t>(), r[1].get<double>(), r[2].get<double>(), r[3].get<double>()});
+  Table ev("eval", {{"step", Column::Int},
+                    {"heldout_nll", Column::Float},
+                    {"heldout_ppl", Column::Float},
+                    {"unigram_ppl", Column::Float}});
+  for (const auto& r : history["eval"])
+    ev.add_row(
+        {r[0].get<int64_t>(), r[1].get<double>(), std::exp(r[1].get<double>()), std::exp(unigram)});
+  Table timing("timing_train", {{"steps_timed", Column::Int},
+                                {"tokens", Column::Int},
+                                {"seconds", Column::Float},
+                                {"tokens_per_second", Column::Float}});
+  timing.add_row({int64_t(o.steps - start), tokens, secs, secs > 0 ? double(tokens) / secs : 0.0});
+  ctx.manifest->extra["checkpoint"] = ckdir.string();
+  ctx.manifest->extra["parameters"] = L.size;
+  ctx.after_tables.push_back([](const std::filesystem::path& dir) {
+    plot_training(dir / "loss.csv", dir / "eval.csv", dir);
+  });
+  return {loss, ev, timing};
+}
+
+}  // namespace
+
+ExperimentKind train_kind() {
+  ExperimentKind k;
+  k.name = "train";
+  k.summary = "train a LLaMA model on the texts; checkpoints in Hugging Face format, resumable";
+  k.needs_models = false;
+  k.prepare = [](YamlMap& s) -> ExperimentRun {
+    TrainConfig cfg;
+    cfg.tokenizer = s.get<std::string>("tokenizer");
+    KV_CHECK(std::filesystem::exists(cfg.tokenizer), "{}: train.tokenizer '{}' does not exist",
+             s.file(), cfg.tokenizer);
+    YamlMap a = s.map("architecture");
+    ModelConfig& c = cfg.arch;
+    c.dim = a.get_at_least<int>("dim", 2);
+    c.hidden_dim = a.get_at_least<int>("hidden_dim", 1);
+    c.n_layers = a.get_at_least<int>("n_layers", 1);
+    c.n_heads = a.get_at_least<int>("n_heads", 1);
+    c.n_kv_heads = a.get_at_least_or<int>("n_kv_heads", 1, c.n_heads);
+    c.head_dim = a.get_at_least_or<int>("head_dim", 0, 0);
+    if (c.head_dim == 0) c.head_dim = c.dim / c.n_heads;
+    c.max_seq_len = a.get_at_least<int>("context", 2);
+    const std::string pos = a.get_choice_or("positional", {"rope", "alibi", "none"}, "rope");
+    c.positional = pos == "rope"    ? PositionalKind::kRope
+                   : pos == "alibi" ? PositionalKind::kAlibi
+                                    : PositionalKind::kNone;
+    c.rope_layout = RopeLayout::kRotateHalf;  // what Hugging Face checkpoints mean
+    c.rope_theta = a.get_or<double>("rope_theta", 10000.0);
+    c.tied_embeddings = a.get_or<bool>("tied_embeddings", true);
+    c.vocab_size = 1;  // from the tokenizer at run time
+    YamlMap e = s.map("eval_text");
+    cfg.eval_text = parse_text_spec(e);
+    cfg.eval_tokens = s.get_at_least_or<int64_t>("eval_tokens", 1, cfg.eval_tokens);
+    cfg.eval_every = s.get_at_least_or<int>("eval_every", 1, cfg.eval_every);
+    train::TrainOptions& o = cfg.opt;
+    o.steps = s.get_at_least_or<int>("steps", 1, o.steps);
+    o.batch = s.get_at_least_or<int>("batch", 1, o.batch);
+    o.seq_len = s.get_at_least_or<int>("seq_len", 0, 0);
+    o.lr = s.get_or<double>("lr", o.lr);
+    o.min_lr = s.get_or<double>("min_lr", o.min_lr);
+    o.warmup = s.get_at_least_or<int>("warmup", 1, o.warmup);
+    o.weight_decay = s.get_or<double>("weight_decay", o.weight_decay);
+    o.clip = s.get_or<double>("clip", o.clip);
+    KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
+             "{}: train.lr must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(), o.lr,
+             o.min_lr);
+    cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
+    cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
+    cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);
+    // Everything but `steps` (raising it continues a finished run, on a new schedule), the
+    // eval/checkpoint cadence and stop_after must match for a checkpoint to be resumed.
+    cfg.fingerprint = s.to_json();
+    for (const char* key : {"steps", "eval_every", "checkpoint_every", "eval_tokens", "stop_after"})
+      cfg.fingerprint.erase(key);
+    return [cfg](ExperimentContext& ctx) { return run_train(cfg, ctx); };
+  };
+  return k;
+}
+
+}  // namespace kvscope

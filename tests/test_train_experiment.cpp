@@ -1,0 +1,86 @@
+// The `train` experiment: a run interrupted and resumed ends with the same weights as one
+// that was not; the checkpoint loads as an ordinary model whose runtime perplexity is the
+// trainer's held-out loss; a checkpoint from another config is refused.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "kvscope/experiment.hpp"
+#include "kvscope/forward.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/table.hpp"
+#include "kvscope/trainer.hpp"
+#include "test_util.hpp"
+
+using namespace kvscope;
+using Catch::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kData = KVSCOPE_TEST_DATA_DIR;
+
+std::string config(int steps, const std::string& extra = "") {
+  return "kind: train\nname: t\nthreads: 2\nseed: 5\ntexts:\n  - path: " + kData +
+         "/text/tinystories/tinystories_train_head.txt\n    max_bytes: 30000\n"
+         "train:\n  tokenizer: " +
+         kData +
+         "/models/stories260K/tok512.bin\n"
+         "  architecture: {dim: 16, hidden_dim: 24, n_layers: 2, n_heads: 4, n_kv_heads: 2, "
+         "context: 24}\n"
+         "  eval_text: {path: " +
+         kData +
+         "/text/tinystories/tinystories_valid_head.txt, "
+         "max_bytes: 8000}\n"
+         "  eval_tokens: 300\n  eval_every: 2\n  batch: 3\n  warmup: 2\n  lr: 0.01\n"
+         "  checkpoint_every: 2\n  steps: " +
+         std::to_string(steps) + "\n" + extra;
+}
+
+fs::path run(const fs::path& root, const std::string& yaml) {
+  test::write_bytes(root / "t.yaml", yaml);
+  RunOptions o;
+  o.results_root = root / "results";
+  o.verbose = false;
+  return run_experiment(root / "t.yaml", o);
+}
+
+}  // namespace
+
+TEST_CASE("train: resuming gives the weights of an uninterrupted run", "[train][experiment]") {
+  test::TempDir a("train_a"), b("train_b");
+  run(a.path, config(8, "  stop_after: 3\n"));  // "killed" after step 3, checkpoint at 2
+  const fs::path ra = run(a.path, config(8));   // continues from the checkpoint
+  const fs::path rb = run(b.path, config(8));
+  const fs::path ca = a / "results/checkpoints/t", cb = b / "results/checkpoints/t";
+  CHECK(test::slurp(ca / "model.safetensors") == test::slurp(cb / "model.safetensors"));
+  CHECK(test::slurp(ra / "loss.csv") == test::slurp(rb / "loss.csv"));
+  CHECK(test::slurp(ra / "eval.csv") == test::slurp(rb / "eval.csv"));
+  CHECK(read_csv(ra / "loss.csv").rows.size() == 8);
+
+  // The checkpoint is an ordinary Hugging Face model: the runtime forward pass scores the
+  // held-out windows as the trainer did (two implementations; float, 1e-4 relative).
+  const Model m = load_model(cb);
+  const auto tok = load_tokenizer(find_tokenizer_for(cb));
+  train::TrainOptions o;
+  const auto stream = token_stream(
+      *tok, {test::slurp(kData + "/text/tinystories/tinystories_valid_head.txt").substr(0, 8000)});
+  (void)o;
+  const CsvData ev = read_csv(rb / "eval.csv");
+  const double last = std::stod(ev.rows.back()[ev.column("heldout_nll")]);
+  const auto held = train::heldout_windows(stream, m.config.bos_id, 24, 300);
+  double nll = 0;
+  int n = 0;
+  for (const auto& s : held) {
+    RunState st(m.config, int(s.size()));
+    const auto lg = forward(m, st, s);
+    double seq = 0;
+    for (size_t t = 0; t + 1 < s.size(); ++t)
+      seq += token_nll(lg.subspan(t * m.config.vocab_size, m.config.vocab_size), s[t + 1]);
+    nll += seq / double(s.size() - 1), ++n;
+  }
+  CHECK(nll / n == Approx(last).epsilon(1e-4));
+
+  // A different config must not silently continue someone else's checkpoint.
+  CHECK_THROWS_WITH(run(a.path, config(10, "  weight_decay: 0.5\n")),
+                    Contains("made by a different config"));
+}
