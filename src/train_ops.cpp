@@ -76,6 +76,12 @@ void rope(T* x, int rows, int heads, int hd, double theta, RopeLayout layout, bo
     }
 }
 
+// One head's [T, hd] slice of a [T, width] row-major buffer.
+template <class T>
+using HeadMap = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using CHeadMap = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
+
 template <class T>
 void attention_fw(const T* q, const T* k, const T* v, int rows, int H, int G, int hd, bool alibi,
                   T* probs, T* out) {
@@ -83,26 +89,23 @@ void attention_fw(const T* q, const T* k, const T* v, int rows, int H, int G, in
   const T scale = T(1.0 / std::sqrt(double(hd)));
   for (int h = 0; h < H; ++h) {
     const int g = h / group;
+    const CHeadMap<T> qh(q + h * hd, rows, hd, Eigen::OuterStride<>(Q));
+    const CHeadMap<T> kh(k + g * hd, rows, hd, Eigen::OuterStride<>(KV));
+    const CHeadMap<T> vh(v + g * hd, rows, hd, Eigen::OuterStride<>(KV));
+    Map<T> P(probs + size_t(h) * rows * rows, rows, rows);  // [T, T]
+    P.noalias() = (qh * kh.transpose()) * scale;
     const T slope = alibi ? T(alibi_slope(h, H)) : T(0);
     for (int i = 0; i < rows; ++i) {
-      T* p = probs + (size_t(h) * rows + i) * rows;
-      T m = -INFINITY;
-      for (int j = 0; j <= i; ++j) {
-        T s = 0;
-        for (int d = 0; d < hd; ++d)
-          s += q[size_t(i) * Q + h * hd + d] * k[size_t(j) * KV + g * hd + d];
-        p[j] = s * scale - slope * T(i - j);
-        m = std::max(m, p[j]);
-      }
-      T sum = 0;
-      for (int j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - m));
-      for (int j = 0; j <= i; ++j) p[j] /= sum;
-      for (int j = i + 1; j < rows; ++j) p[j] = 0;
-      T* o = out + size_t(i) * Q + h * hd;
-      for (int d = 0; d < hd; ++d) o[d] = 0;
-      for (int j = 0; j <= i; ++j)
-        for (int d = 0; d < hd; ++d) o[d] += p[j] * v[size_t(j) * KV + g * hd + d];
+      T* p = P.data() + size_t(i) * rows;
+      if (alibi)
+        for (int j = 0; j <= i; ++j) p[j] -= slope * T(i - j);
+      // Eigen's vectorised exp: the softmax is most of the attention's time otherwise.
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> a(p, i + 1);
+      a = (a - a.maxCoeff()).exp();
+      a *= T(1) / a.sum();
+      std::fill(p + i + 1, p + rows, T(0));  // causal mask
     }
+    HeadMap<T>(out + h * hd, rows, hd, Eigen::OuterStride<>(Q)).noalias() = P * vh;
   }
 }
 
@@ -111,29 +114,24 @@ void attention_bw(const T* dout, const T* q, const T* k, const T* v, const T* pr
                   int H, int G, int hd, T* dq, T* dk, T* dv) {
   const int group = H / G, Q = H * hd, KV = G * hd;
   const T scale = T(1.0 / std::sqrt(double(hd)));
-  std::vector<T> dp(static_cast<size_t>(rows));
+  Mat<T> dS(rows, rows);  // [T, T]
   for (int h = 0; h < H; ++h) {
     const int g = h / group;
+    const CHeadMap<T> qh(q + h * hd, rows, hd, Eigen::OuterStride<>(Q));
+    const CHeadMap<T> kh(k + g * hd, rows, hd, Eigen::OuterStride<>(KV));
+    const CHeadMap<T> vh(v + g * hd, rows, hd, Eigen::OuterStride<>(KV));
+    const CHeadMap<T> doh(dout + h * hd, rows, hd, Eigen::OuterStride<>(Q));
+    const CMap<T> P(probs + size_t(h) * rows * rows, rows, rows);
+    // dP = dO V^T; dS = P o (dP - rowsum(dP o P)) (softmax backward; masked entries have P = 0)
+    dS.noalias() = doh * vh.transpose();
     for (int i = 0; i < rows; ++i) {
-      const T* p = probs + (size_t(h) * rows + i) * rows;
-      const T* dor = dout + size_t(i) * Q + h * hd;
-      // dp_j = do . v_j;  ds_j = p_j (dp_j - sum_l p_l dp_l)   (softmax backward)
       T dot = 0;
-      for (int j = 0; j <= i; ++j) {
-        T s = 0;
-        for (int d = 0; d < hd; ++d) s += dor[d] * v[size_t(j) * KV + g * hd + d];
-        dp[size_t(j)] = s;
-        dot += p[j] * s;
-      }
-      for (int j = 0; j <= i; ++j) {
-        const T ds = p[j] * (dp[size_t(j)] - dot) * scale;
-        for (int d = 0; d < hd; ++d) {
-          dq[size_t(i) * Q + h * hd + d] += ds * k[size_t(j) * KV + g * hd + d];
-          dk[size_t(j) * KV + g * hd + d] += ds * q[size_t(i) * Q + h * hd + d];
-          dv[size_t(j) * KV + g * hd + d] += p[j] * dor[d];
-        }
-      }
+      for (int j = 0; j <= i; ++j) dot += dS(i, j) * P(i, j);
+      for (int j = 0; j < rows; ++j) dS(i, j) = P(i, j) * (dS(i, j) - dot) * scale;
     }
+    HeadMap<T>(dq + h * hd, rows, hd, Eigen::OuterStride<>(Q)).noalias() += dS * kh;
+    HeadMap<T>(dk + g * hd, rows, hd, Eigen::OuterStride<>(KV)).noalias() += dS.transpose() * qh;
+    HeadMap<T>(dv + g * hd, rows, hd, Eigen::OuterStride<>(KV)).noalias() += P.transpose() * doh;
   }
 }
 
