@@ -5,8 +5,9 @@ namespace kvscope {
 
 const std::vector<ExperimentKind>& experiment_kinds() {
   static const std::vector<ExperimentKind> kinds = {
-      perplexity_kind(),        dump_kv_kind(),         kv_spectrum_kind(),
-      kv_head_reduction_kind(), retrieval_heads_kind(), kv_cache_policies_kind(),
+      perplexity_kind(),      dump_kv_kind(),
+      kv_spectrum_kind(),     kv_head_reduction_kind(),
+      retrieval_heads_kind(), kv_cache_policies_kind(),
       train_kind(),
   };
   return kinds;

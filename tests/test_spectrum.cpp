@@ -21,8 +21,8 @@ std::vector<double> direct_svd(const std::vector<float>& x, int n, int d) {
   std::vector<double> a(x.begin(), x.end()), s(static_cast<size_t>(std::min(n, d)));
   // No vectors are computed, but row-major LAPACKE still checks ldvt >= d.
   std::vector<double> u(1), vt(static_cast<size_t>(d) * d);
-  REQUIRE(LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', n, d, a.data(), d, s.data(), u.data(), 1,
-                         vt.data(), d) == 0);
+  REQUIRE(LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', n, d, a.data(), d, s.data(), u.data(), 1, vt.data(),
+                         d) == 0);
   return s;
 }
 
