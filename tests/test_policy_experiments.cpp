@@ -21,11 +21,7 @@ namespace {
 const std::string kData = KVSCOPE_TEST_DATA_DIR;
 
 fs::path run(const fs::path& dir, const std::string& name, const std::string& yaml) {
-  test::write_bytes(dir / (name + ".yaml"), yaml);
-  RunOptions o;
-  o.results_root = dir / "results";
-  o.verbose = false;
-  return run_experiment(dir / (name + ".yaml"), o);
+  return test::run_config(dir, name, yaml);
 }
 
 const std::string kModel =

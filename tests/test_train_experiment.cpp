@@ -37,11 +37,7 @@ std::string config(int steps, const std::string& extra = "") {
 }
 
 fs::path run(const fs::path& root, const std::string& yaml) {
-  test::write_bytes(root / "t.yaml", yaml);
-  RunOptions o;
-  o.results_root = root / "results";
-  o.verbose = false;
-  return run_experiment(root / "t.yaml", o);
+  return test::run_config(root, "t", yaml);
 }
 
 }  // namespace

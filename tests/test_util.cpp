@@ -1,5 +1,7 @@
 #include "test_util.hpp"
 
+#include "kvscope/experiment.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +57,14 @@ CliResult run_kvscope_sh(const std::string& prefix, const std::string& args, con
   fs::remove(tmp + ".out");
   fs::remove(tmp + ".err");
   return r;
+}
+
+fs::path run_config(const fs::path& dir, const std::string& name, const std::string& yaml) {
+  write_bytes(dir / (name + ".yaml"), yaml);
+  RunOptions o;
+  o.results_root = dir / "results";
+  o.verbose = false;
+  return run_experiment(dir / (name + ".yaml"), o);
 }
 
 }  // namespace kvscope::test

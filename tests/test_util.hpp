@@ -27,6 +27,11 @@ struct CliResult {
   std::string out, err;
 };
 
+// Writes `yaml` to DIR/NAME.yaml and runs it quietly with results under DIR/results;
+// returns the results directory.
+std::filesystem::path run_config(const std::filesystem::path& dir, const std::string& name,
+                                 const std::string& yaml);
+
 // Runs `kvscope ARGS` in `cwd` (ARGS appended as given: quote it yourself).
 CliResult run_kvscope(const std::string& args, const std::filesystem::path& cwd = ".");
 // The same through /bin/sh with `prefix` before the binary (e.g. "ulimit -f 64; " or
