@@ -57,10 +57,8 @@ TEST_CASE("train: resuming gives the weights of an uninterrupted run", "[train][
   // held-out windows as the trainer did (two implementations; float, 1e-4 relative).
   const Model m = load_model(cb);
   const auto tok = load_tokenizer(find_tokenizer_for(cb));
-  train::TrainOptions o;
   const auto stream = token_stream(
       *tok, {test::slurp(kData + "/text/tinystories/tinystories_valid_head.txt").substr(0, 8000)});
-  (void)o;
   const CsvData ev = read_csv(rb / "eval.csv");
   const double last = std::stod(ev.rows.back()[ev.column("heldout_nll")]);
   const auto held = train::heldout_windows(stream, m.config.bos_id, 24, 300);
