@@ -170,7 +170,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
     if (want_copy) {
       const auto r = run_copy(m, filler, cfg.copy, fam.specs, cfg.params);
-      const int L = cfg.copy.context > 0 ? cfg.copy.context : c.max_seq_len;
+      const int L = copy_context(cfg.copy, c);
       std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
       for (size_t d = 0; d < r.size(); ++d)
         for (size_t i = 0; i < np; ++i) {
@@ -199,8 +199,8 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
         const std::vector<int32_t> stream =
             without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
         const auto r = run_policy_perplexity(m, stream, cfg.ppl, fam.specs, cfg.params);
-        const int L = cfg.ppl.window > 0 ? cfg.ppl.window : c.max_seq_len;
-        const int P = std::clamp(int(std::lround(cfg.ppl.prefill * L)), 2, L - 2);
+        const int L = perplexity_window(cfg.ppl, c);
+        const int P = perplexity_prefill(cfg.ppl, L);
         for (size_t i = 0; i < np; ++i) {
           ppl.add_row({ms.name, fam.specs[i].name, ts.name, int64_t(L), int64_t(P), r[i].count,
                        r[i].aux, r[i].score, r[i].kv_share});

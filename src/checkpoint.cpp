@@ -42,15 +42,14 @@ namespace train {
 
 namespace {
 
-void write_tensors(const fs::path& file, const Layout& L,
+void write_tensors(const fs::path& file,
                    const std::vector<std::pair<std::string, std::span<const float>>>& vectors) {
-  // One safetensors file: either the model (per-tensor names) or named flat vectors.
+  // One safetensors file of named flat f32 vectors (the AdamW moments).
   std::vector<SafetensorsSpec> specs;
   for (const auto& [name, v] : vectors) specs.push_back({name, DType::F32, {int64_t(v.size())}});
   SafetensorsWriter wr(file, specs);
   for (const auto& [name, v] : vectors) wr.write(v.data(), v.size() * sizeof(float));
   wr.finish();
-  (void)L;
 }
 
 }  // namespace
@@ -81,7 +80,7 @@ void save_checkpoint(const fs::path& dir, const Layout& L, std::span<const float
     wr.finish();
   }
   if (!adam.m.empty())
-    write_tensors(tmp / "optimizer.safetensors", L, {{"adam_m", adam.m}, {"adam_v", adam.v}});
+    write_tensors(tmp / "optimizer.safetensors", {{"adam_m", adam.m}, {"adam_v", adam.v}});
   json st = state;
   st["adam_step"] = adam.step;
   write_file_atomic(tmp / "trainer_state.json", st.dump(2) + "\n");

@@ -96,12 +96,24 @@ void decode(const Model& m, RunState& st, std::span<const int32_t> tokens,
 
 }  // namespace
 
+int copy_context(const CopyTask& t, const ModelConfig& c) {
+  return t.context > 0 ? t.context : c.max_seq_len;
+}
+
+int perplexity_window(const PerplexityTask& t, const ModelConfig& c) {
+  return t.window > 0 ? t.window : c.max_seq_len;
+}
+
+int perplexity_prefill(const PerplexityTask& t, int window) {
+  return std::clamp(int(std::lround(t.prefill * window)), 2, window - 2);
+}
+
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
                                              const CopyTask& t,
                                              const std::vector<PolicySpec>& policies,
                                              const PolicyParams& p) {
   const ModelConfig& c = m.config;
-  const int L = t.context > 0 ? t.context : c.max_seq_len, S = t.segment;
+  const int L = copy_context(t, c), S = t.segment;
   KV_CHECK(L <= c.max_seq_len, "copy task: context {} exceeds the model's {}", L, c.max_seq_len);
   const int F = L - 1 - 2 * S;
   KV_CHECK(S >= 2 && F >= 0, "copy task: two segments of {} tokens do not fit a context of {}", S,
@@ -173,6 +185,8 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     KV_CHECK(!names[y].empty(), "recall task: name '{}' adds no token after the cue '{}'",
              t.names[y], t.cue);
   }
+  size_t longest = 0;  // candidate tokens, for the decode room
+  for (const auto& nm : names) longest = std::max(longest, nm.size());
   std::vector<std::vector<int32_t>> needles;
   size_t longest_needle = 0;
   for (const std::string& name : t.names) {
@@ -184,6 +198,9 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
   std::vector<RecallCell> out;
   for (int L : lengths) {
     if (L > c.max_seq_len || L < 1 + int(longest_needle + cue.size())) continue;
+    // Every context of this length is prefilled to L - 1 tokens (the last cue token is
+    // decoded), so the policies resolve once per length.
+    const auto resolved = resolve_all(policies, p, L - 1);
     for (double depth : t.depths) {
       std::vector<TaskScore> row(policies.size());
       for (int tr = 0; tr < t.trials; ++tr)
@@ -197,9 +214,6 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
           s.insert(s.end(), needle.begin(), needle.end());
           s.insert(s.end(), filler.begin() + a, filler.end());
           s.insert(s.end(), cue.begin(), cue.end() - 1);  // the last cue token is decoded
-          size_t longest = 0;
-          for (const auto& nm : names) longest = std::max(longest, nm.size());
-          const auto resolved = resolve_all(policies, p, int(s.size()));
           const std::vector<double> share =
               for_each_policy(m, s, int(longest) + 1, resolved, [&](size_t pi, RunState& st) {
                 const std::vector<int> used = st.cache.used;
@@ -239,10 +253,10 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
                                              const std::vector<PolicySpec>& policies,
                                              const PolicyParams& p) {
   const ModelConfig& c = m.config;
-  const int L = t.window > 0 ? t.window : c.max_seq_len;
+  const int L = perplexity_window(t, c);
   KV_CHECK(L <= c.max_seq_len && L >= 4, "perplexity task: window {} must lie in [4, {}]", L,
            c.max_seq_len);
-  const int P = std::clamp(int(std::lround(t.prefill * L)), 2, L - 2);
+  const int P = perplexity_prefill(t, L);
   const std::vector<CachePolicy> resolved = resolve_all(policies, p, P);
   std::vector<TaskScore> out(policies.size());
   for (int w = 0; w < t.windows; ++w) {

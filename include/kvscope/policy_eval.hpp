@@ -64,6 +64,9 @@ struct TaskScore {
   int64_t count = 0;      // predictions (copy, perplexity) or questions (recall)
 };
 
+// The window the copy task uses on a model with config c.
+int copy_context(const CopyTask& t, const ModelConfig& c);
+
 // Per depth, per policy. `stream`: filler and segments, natural text tokens (no BOS).
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
                                              const CopyTask& t,
@@ -96,6 +99,10 @@ struct PerplexityTask {
   double prefill = 0.75;  // share of each window prefilled before compression
   int windows = 16;       // consecutive, non-overlapping
 };
+
+// The window, and the tokens of it prefilled before compression, on a model with config c.
+int perplexity_window(const PerplexityTask& t, const ModelConfig& c);
+int perplexity_prefill(const PerplexityTask& t, int window);
 
 // Per policy.
 std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
