@@ -78,3 +78,19 @@ TEST_CASE("train: resuming gives the weights of an uninterrupted run", "[train][
   CHECK_THROWS_WITH(run(a.path, config(10, "  weight_decay: 0.5\n")),
                     Contains("made by a different config"));
 }
+
+TEST_CASE("train rejects bad settings with the key and values, leaving no results",
+          "[train][experiment]") {
+  test::TempDir tmp("train_bad");
+  auto fails = [&](const std::string& yaml, const std::string& msg) {
+    CHECK_THROWS_WITH(run(tmp.path, yaml), Contains(msg));
+    CHECK_FALSE(fs::exists(tmp / "results/t"));
+    CHECK_FALSE(fs::exists(tmp / "results/checkpoints/t"));
+  };
+  fails(config(4, "  seq_len: 48\n"), "train.seq_len 48 exceeds the context 24");
+  fails(config(4, "  min_lr: 0.5\n"), "0 <= min_lr <= lr (got 0.01, 0.5)");
+  std::string missing = config(4);
+  missing.replace(missing.find("tok512.bin"), 10, "nosuch.bin");
+  fails(missing, "train.tokenizer '" + kData + "/models/stories260K/nosuch.bin' does not exist");
+  fails(config(4, "  architecture_typo: 1\n"), "unknown key 'architecture_typo'");
+}
