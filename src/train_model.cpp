@@ -12,7 +12,6 @@
 namespace kvscope::train {
 
 Layout make_layout(const ModelConfig& c) {
-  KV_CHECK(!c.compressed_keys(), "training: models with compressed keys are not supported");
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "training: RoPE needs an even head_dim, got {}", c.head_dim);
   Layout L;
@@ -28,9 +27,14 @@ Layout make_layout(const ModelConfig& c) {
     LayerSlots s;
     s.attn_norm = add(p + "input_layernorm.weight", 1, c.dim);
     s.wq = add(p + "self_attn.q_proj.weight", c.q_dim(), c.dim);
-    s.wk = add(p + "self_attn.k_proj.weight", c.kv_dim(), c.dim);
+    s.wk = add(p + "self_attn.k_proj.weight", c.k_proj_dim(), c.dim);
     s.wv = add(p + "self_attn.v_proj.weight", c.kv_dim(), c.dim);
     s.wo = add(p + "self_attn.o_proj.weight", c.dim, c.q_dim());
+    if (c.compressed_keys()) {
+      s.k_compress = add(p + "self_attn.k_compress.weight", c.kv_dim(),
+                         int64_t(c.k_proj_heads / c.n_kv_heads) * c.head_dim);
+      s.q_project = add(p + "self_attn.q_project.weight", c.q_dim(), c.head_dim);
+    }
     s.ffn_norm = add(p + "post_attention_layernorm.weight", 1, c.dim);
     s.w_gate = add(p + "mlp.gate_proj.weight", c.hidden_dim, c.dim);
     s.w_up = add(p + "mlp.up_proj.weight", c.hidden_dim, c.dim);
@@ -40,6 +44,21 @@ Layout make_layout(const ModelConfig& c) {
   L.final_norm = add("model.norm.weight", 1, c.dim);
   L.cls = c.tied_embeddings ? L.emb : add("lm_head.weight", c.vocab_size, c.dim);
   return L;
+}
+
+std::vector<uint8_t> attention_mask(const Layout& L) {
+  std::vector<uint8_t> m(L.size, 0);
+  auto on = [&](size_t off, int64_t n) { std::fill_n(m.begin() + long(off), n, uint8_t(1)); };
+  const ModelConfig& c = L.config;
+  for (const LayerSlots& s : L.layers) {
+    on(s.wq, int64_t(c.q_dim()) * c.dim), on(s.wk, int64_t(c.k_proj_dim()) * c.dim);
+    on(s.wv, int64_t(c.kv_dim()) * c.dim), on(s.wo, int64_t(c.dim) * c.q_dim());
+    if (s.k_compress != LayerSlots::kAbsent) {
+      on(s.k_compress, int64_t(c.kv_dim()) * (c.k_proj_heads / c.n_kv_heads) * c.head_dim);
+      on(s.q_project, int64_t(c.q_dim()) * c.head_dim);
+    }
+  }
+  return m;
 }
 
 template <class T>
@@ -57,6 +76,8 @@ std::vector<T> params_from_model(const Model& m, const Layout& L) {
     put(lw.attn_norm, s.attn_norm), put(lw.wq, s.wq), put(lw.wk, s.wk), put(lw.wv, s.wv);
     put(lw.wo, s.wo), put(lw.ffn_norm, s.ffn_norm), put(lw.w_gate, s.w_gate);
     put(lw.w_up, s.w_up), put(lw.w_down, s.w_down);
+    if (s.k_compress != LayerSlots::kAbsent) put(lw.k_compress, s.k_compress);
+    if (s.q_project != LayerSlots::kAbsent) put(lw.q_project, s.q_project);
   }
   put(W.final_norm, L.final_norm);
   if (!L.config.tied_embeddings) put(W.classifier, L.cls);
@@ -103,6 +124,10 @@ Model model_from_params(const Layout& L, std::span<const float> w, const std::st
     lw.wk = take(L.tensors[i++]);
     lw.wv = take(L.tensors[i++]);
     lw.wo = take(L.tensors[i++]);
+    if (L.layers[l].k_compress != LayerSlots::kAbsent) {
+      lw.k_compress = take(L.tensors[i++]);
+      lw.q_project = take(L.tensors[i++]);
+    }
     lw.ffn_norm = take(L.tensors[i++]);
     lw.w_gate = take(L.tensors[i++]);
     lw.w_up = take(L.tensors[i++]);
@@ -132,9 +157,11 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
   KV_CHECK(S >= 2, "training: a sequence needs at least 2 tokens, got {}", S);
   const bool rope_on = c.positional == PositionalKind::kRope;
   const bool alibi = c.positional == PositionalKind::kAlibi;
+  const bool compressed = c.compressed_keys();
+  const int KP = c.k_proj_dim();  // width of the K projection ([S, KP] before compression)
   const size_t nl = L.layers.size();
   for (auto* v : {&ws.x_in, &ws.xn1, &ws.r1, &ws.q, &ws.k, &ws.v, &ws.probs, &ws.att, &ws.x_mid,
-                  &ws.xn2, &ws.r2, &ws.a, &ws.b, &ws.g})
+                  &ws.xn2, &ws.r2, &ws.a, &ws.b, &ws.g, &ws.q_rot, &ws.k_rot})
     v->resize(nl);
   // Forward, keeping every layer's inputs and intermediates.
   ws.x.resize(size_t(S) * D);
@@ -148,13 +175,22 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     ws.x_in[l] = ws.x;
     ws.xn1[l].resize(size_t(S) * D), ws.r1[l].resize(size_t(S));
     rmsnorm_fw(ws.x.data(), w + s.attn_norm, S, D, c.norm_eps, ws.xn1[l].data(), ws.r1[l].data());
-    ws.q[l].resize(size_t(S) * Q), ws.k[l].resize(size_t(S) * KV), ws.v[l].resize(size_t(S) * KV);
-    matmul_fw(ws.xn1[l].data(), S, D, w + s.wq, Q, ws.q[l].data());
-    matmul_fw(ws.xn1[l].data(), S, D, w + s.wk, KV, ws.k[l].data());
+    // With compressed keys, q and k are first computed into q_rot / k_rot (k_proj_heads
+    // heads), rotated, then mapped into the cached heads' basis.
+    std::vector<T>& q_raw = compressed ? ws.q_rot[l] : ws.q[l];
+    std::vector<T>& k_raw = compressed ? ws.k_rot[l] : ws.k[l];
+    q_raw.resize(size_t(S) * Q), k_raw.resize(size_t(S) * KP), ws.v[l].resize(size_t(S) * KV);
+    matmul_fw(ws.xn1[l].data(), S, D, w + s.wq, Q, q_raw.data());
+    matmul_fw(ws.xn1[l].data(), S, D, w + s.wk, KP, k_raw.data());
     matmul_fw(ws.xn1[l].data(), S, D, w + s.wv, KV, ws.v[l].data());
     if (rope_on) {
-      rope(ws.q[l].data(), S, H, hd, c.rope_theta, c.rope_layout, false);
-      rope(ws.k[l].data(), S, G, hd, c.rope_theta, c.rope_layout, false);
+      rope(q_raw.data(), S, H, hd, c.rope_theta, c.rope_layout, false);
+      rope(k_raw.data(), S, KP / hd, hd, c.rope_theta, c.rope_layout, false);
+    }
+    if (compressed) {
+      ws.q[l].resize(size_t(S) * Q), ws.k[l].resize(size_t(S) * KV);
+      group_matmul_fw(k_raw.data(), S, G, KP / G, w + s.k_compress, hd, ws.k[l].data());
+      group_matmul_fw(q_raw.data(), S, H, hd, w + s.q_project, hd, ws.q[l].data());
     }
     ws.probs[l].resize(size_t(H) * S * S), ws.att[l].resize(size_t(S) * Q);
     attention_fw(ws.q[l].data(), ws.k[l].data(), ws.v[l].data(), S, H, G, hd, alibi,
@@ -215,13 +251,22 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     zero(ws.dq, size_t(S) * Q), zero(ws.dk, size_t(S) * KV), zero(ws.dv, size_t(S) * KV);
     attention_bw(ws.datt.data(), ws.q[li].data(), ws.k[li].data(), ws.v[li].data(),
                  ws.probs[li].data(), S, H, G, hd, ws.dq.data(), ws.dk.data(), ws.dv.data());
+    if (compressed) {  // back through the maps into the rotated q and k
+      zero(ws.dq_rot, size_t(S) * Q), zero(ws.dk_rot, size_t(S) * KP);
+      group_matmul_bw(ws.dk.data(), ws.k_rot[li].data(), S, G, KP / G, w + s.k_compress, hd,
+                      ws.dk_rot.data(), grad + s.k_compress);
+      group_matmul_bw(ws.dq.data(), ws.q_rot[li].data(), S, H, hd, w + s.q_project, hd,
+                      ws.dq_rot.data(), grad + s.q_project);
+    }
+    std::vector<T>& dq_raw = compressed ? ws.dq_rot : ws.dq;
+    std::vector<T>& dk_raw = compressed ? ws.dk_rot : ws.dk;
     if (rope_on) {  // the rotation is orthogonal: its backward rotates back
-      rope(ws.dq.data(), S, H, hd, c.rope_theta, c.rope_layout, true);
-      rope(ws.dk.data(), S, G, hd, c.rope_theta, c.rope_layout, true);
+      rope(dq_raw.data(), S, H, hd, c.rope_theta, c.rope_layout, true);
+      rope(dk_raw.data(), S, KP / hd, hd, c.rope_theta, c.rope_layout, true);
     }
     zero(ws.dxn, size_t(S) * D);
-    matmul_bw(ws.dq.data(), ws.xn1[li].data(), S, D, w + s.wq, Q, ws.dxn.data(), grad + s.wq);
-    matmul_bw(ws.dk.data(), ws.xn1[li].data(), S, D, w + s.wk, KV, ws.dxn.data(), grad + s.wk);
+    matmul_bw(dq_raw.data(), ws.xn1[li].data(), S, D, w + s.wq, Q, ws.dxn.data(), grad + s.wq);
+    matmul_bw(dk_raw.data(), ws.xn1[li].data(), S, D, w + s.wk, KP, ws.dxn.data(), grad + s.wk);
     matmul_bw(ws.dv.data(), ws.xn1[li].data(), S, D, w + s.wv, KV, ws.dxn.data(), grad + s.wv);
     rmsnorm_bw(ws.dxn.data(), ws.x_in[li].data(), w + s.attn_norm, ws.r1[li].data(), S, D,
                ws.dx.data(), grad + s.attn_norm);  // dx is now d x_in

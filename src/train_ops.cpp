@@ -56,6 +56,27 @@ void matmul_bw(const T* dy, const T* x, int rows, int in, const T* W, int out, T
 }
 
 template <class T>
+void group_matmul_fw(const T* x, int rows, int groups, int in, const T* W, int out, T* y) {
+  for (int j = 0; j < groups; ++j)
+    gemm<T>(false, true, rows, out, in, x + size_t(j) * in, groups * in, W + size_t(j) * out * in,
+            in, T(0), y + size_t(j) * out, groups * out);
+}
+
+template <class T>
+void group_matmul_bw(const T* dy, const T* x, int rows, int groups, int in, const T* W, int out,
+                     T* dx, T* dW) {
+  for (int j = 0; j < groups; ++j) {
+    const T* dyj = dy + size_t(j) * out;
+    if (dx)
+      gemm<T>(false, false, rows, in, out, dyj, groups * out, W + size_t(j) * out * in, in, T(1),
+              dx + size_t(j) * in, groups * in);
+    if (dW)
+      gemm<T>(true, false, out, in, rows, dyj, groups * out, x + size_t(j) * in, groups * in, T(1),
+              dW + size_t(j) * out * in, in);
+  }
+}
+
+template <class T>
 void rmsnorm_fw(const T* x, const T* g, int rows, int n, double eps, T* y, T* r) {
   for (int t = 0; t < rows; ++t) {
     const T* xr = x + size_t(t) * n;
@@ -188,6 +209,8 @@ double cross_entropy(const T* logits, const int32_t* targets, int rows, int voca
 #define KVSCOPE_TRAIN_OPS(T)                                                                     \
   template void matmul_fw<T>(const T*, int, int, const T*, int, T*);                             \
   template void matmul_bw<T>(const T*, const T*, int, int, const T*, int, T*, T*);               \
+  template void group_matmul_fw<T>(const T*, int, int, int, const T*, int, T*);                  \
+  template void group_matmul_bw<T>(const T*, const T*, int, int, int, const T*, int, T*, T*);    \
   template void rmsnorm_fw<T>(const T*, const T*, int, int, double, T*, T*);                     \
   template void rmsnorm_bw<T>(const T*, const T*, const T*, const T*, int, int, T*, T*);         \
   template void rope<T>(T*, int, int, int, double, RopeLayout, bool);                            \

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "kvscope/forward.hpp"
+#include "kvscope/kv_reduction.hpp"
 #include "kvscope/perplexity.hpp"
 #include "kvscope/train_model.hpp"
 #include "kvscope/train_ops.hpp"
@@ -72,6 +73,27 @@ TEST_CASE("train ops: backward equals finite differences (double)", "[train]") {
     matmul_bw(u.data(), x.data(), S, D, W.data(), O, dx.data(), dW.data());
     CHECK(rel(dx, numeric_grad(f, x)) < kTol);
     CHECK(rel(dW, numeric_grad(f, W)) < kTol);
+  }
+  SECTION("per-group matmul (compressed keys)") {
+    const int groups = 3, in = 4, out = 2;
+    auto x = randn(S * groups * in, 4), W = randn(groups * out * in, 5),
+         u = randn(S * groups * out, 6);
+    std::vector<double> y(S * groups * out);
+    auto f = [&] {
+      group_matmul_fw(x.data(), S, groups, in, W.data(), out, y.data());
+      return dot(u, y);
+    };
+    std::vector<double> dx(x.size()), dW(W.size());
+    group_matmul_bw(u.data(), x.data(), S, groups, in, W.data(), out, dx.data(), dW.data());
+    CHECK(rel(dx, numeric_grad(f, x)) < kTol);
+    CHECK(rel(dW, numeric_grad(f, W)) < kTol);
+    // Forward by hand: y[t, j*out + a] = sum_b W[j*out + a, b] x[t, j*in + b].
+    f();
+    const int t = 3, j = 2, a = 1;
+    double want = 0;
+    for (int b = 0; b < in; ++b)
+      want += W[size_t((j * out + a) * in + b)] * x[size_t(t * groups * in + j * in + b)];
+    CHECK(y[size_t(t * groups * out + j * out + a)] == Approx(want).epsilon(1e-12));
   }
   SECTION("rmsnorm") {
     auto x = randn(S * D, 4), g = randn(D, 5), u = randn(S * D, 6);
@@ -158,19 +180,22 @@ TEST_CASE("whole-model gradient equals finite differences (double), every positi
     RopeLayout layout;
     int kv_heads;
     bool tied;
+    int k_proj_heads = 0;  // > 0: keys compressed after RoPE (a reduced model)
   };
   const Case cases[] = {
       {"RoPE adjacent, GQA, tied", PositionalKind::kRope, RopeLayout::kAdjacentPairs, 2, true},
       {"RoPE rotate-half, MHA, untied", PositionalKind::kRope, RopeLayout::kRotateHalf, 4, false},
       {"ALiBi, GQA, untied", PositionalKind::kAlibi, RopeLayout::kAdjacentPairs, 2, false},
       {"no positions, MHA, tied", PositionalKind::kNone, RopeLayout::kAdjacentPairs, 4, true},
+      {"RoPE rotate-half, keys compressed 4 -> 2 after RoPE", PositionalKind::kRope,
+       RopeLayout::kRotateHalf, 2, false, 4},
   };
   for (const Case& k : cases) {
     INFO(k.what);
     ModelConfig c;
     c.dim = 8, c.hidden_dim = 12, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = k.kv_heads;
     c.head_dim = 4, c.vocab_size = 13, c.max_seq_len = 16, c.positional = k.pos;
-    c.rope_layout = k.layout, c.tied_embeddings = k.tied;
+    c.rope_layout = k.layout, c.tied_embeddings = k.tied, c.k_proj_heads = k.k_proj_heads;
     const Layout L = make_layout(c);
     // Weights larger than init's 0.02 so that every path carries gradient.
     const std::vector<float> w0 = init_params(L, 3);
@@ -218,6 +243,38 @@ TEST_CASE("the training forward pass agrees with the runtime forward pass", "[tr
   RunState st2(m.config, int(tokens.size()));
   const auto logits2 = forward(back, st2, tokens);
   CHECK(std::equal(logits.begin(), logits.end(), logits2.begin()));
+}
+
+TEST_CASE("a reduced model with compressed keys: training forward equals runtime forward",
+          "[train][model]") {
+  const Model m =
+      load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  // svd_w on a RoPE model keeps 4 K heads and compresses them after RoPE (k_compress,
+  // q_project), which the runtime computes with its own code (forward.cpp).
+  const ReducedModel r = reduce_kv_heads(m, 2, ReduceMethod::kSvdW);
+  REQUIRE(r.model.config.compressed_keys());
+  const Layout L = make_layout(r.model.config);
+  const std::vector<float> w = params_from_model<float>(r.model, L);
+  std::vector<int32_t> tokens = {1};
+  std::mt19937 rng(5);
+  while (tokens.size() < 40) tokens.push_back(3 + int32_t(rng() % 500));
+  Workspace<float> ws;
+  const double loss = loss_and_grad(L, w.data(), tokens, (float*)nullptr, 1.0, ws);
+  RunState st(r.model.config, int(tokens.size()));
+  const auto logits = forward(r.model, st, tokens);
+  double ref = 0;
+  for (size_t t = 0; t + 1 < tokens.size(); ++t)
+    ref += token_nll(logits.subspan(t * m.config.vocab_size, m.config.vocab_size), tokens[t + 1]);
+  ref /= double(tokens.size() - 1);
+  CHECK(loss == Approx(ref).epsilon(1e-5));  // float, two implementations
+  // Attention-only mask: every Q/K/V/O, k_compress and q_project value, nothing else.
+  const std::vector<uint8_t> mask = attention_mask(L);
+  size_t want = 0;
+  for (const TensorSpec& t : L.tensors)
+    if (t.name.find("self_attn") != std::string::npos) want += size_t(t.rows * t.cols);
+  CHECK(size_t(std::count(mask.begin(), mask.end(), uint8_t(1))) == want);
+  CHECK(mask[L.layers[0].k_compress] == 1);
+  CHECK(mask[L.layers[0].w_gate] == 0);
 }
 
 TEST_CASE("learning-rate schedule and AdamW update by hand", "[train]") {

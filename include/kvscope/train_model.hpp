@@ -2,7 +2,8 @@
 // gradient checks want), a forward pass over one sequence that keeps what the backward
 // pass needs, and the backward pass, built from train_ops.hpp. Templated on the scalar:
 // float to train, double for gradient checks. Positional kinds: RoPE (both layouts),
-// ALiBi, none; grouped-query attention; tied or separate classifier.
+// ALiBi, none; grouped-query attention; tied or separate classifier; and the compressed
+// keys of models reduced by reduce_kv_heads (kv_reduction.hpp), so that they fine-tune.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,11 @@ namespace kvscope::train {
 
 struct LayerSlots {
   size_t attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+  // Only in reduced models with compressed keys (ModelConfig::k_proj_heads > 0): wk then
+  // projects to k_proj_heads heads, k_compress [kv_dim, group*hd] maps each group's
+  // post-RoPE keys to its cached head and q_project [q_dim, hd] maps each query into it.
+  size_t k_compress = kAbsent, q_project = kAbsent;
+  static constexpr size_t kAbsent = size_t(-1);
 };
 
 struct TensorSpec {
@@ -34,8 +40,12 @@ struct Layout {
   size_t size = 0;  // parameters in all
 };
 
-// Throws Error for configs training does not support (compressed keys).
+// Throws Error for configs training does not support (RoPE with an odd head_dim).
 Layout make_layout(const ModelConfig& c);
+
+// [L.size] flags: 1 for the attention weights (Q, K, V, O and, when present, k_compress
+// and q_project), 0 elsewhere: TrainOptions::trainable for attention-only fine-tuning.
+std::vector<uint8_t> attention_mask(const Layout& L);
 
 // The model's weights, widened, in layout order.
 template <class T>
@@ -53,7 +63,9 @@ Model model_from_params(const Layout& L, std::span<const float> w, const std::st
 template <class T>
 struct Workspace {
   std::vector<std::vector<T>> x_in, xn1, r1, q, k, v, probs, att, x_mid, xn2, r2, a, b, g;
-  std::vector<T> x, xf_in, xfn, rf, logits, dlogits, dx, dtmp, dq, dk, dv, datt, dg, da, db, dxn;
+  std::vector<std::vector<T>> q_rot, k_rot;  // compressed keys only: q and k before mapping
+  std::vector<T> x, xf_in, xfn, rf, logits, dlogits, dx, dtmp, dq, dk, dv, datt, dg, da, db, dxn,
+      dq_rot, dk_rot;
 };
 
 // Mean next-token NLL of tokens[1..T-1] given the prefixes (targets < 0 skipped). When

@@ -19,6 +19,17 @@ void matmul_fw(const T* x, int rows, int in, const T* W, int out, T* y);
 template <class T>
 void matmul_bw(const T* dy, const T* x, int rows, int in, const T* W, int out, T* dx, T* dW);
 
+// Per-group projection, for the compressed keys of a reduced model: for each group j,
+// y[:, j*out .. +out] = x[:, j*in .. +in] W_j^T, W_j = W[j*out .. +out, :] ([out, in]).
+// x [T, groups*in], W [groups*out, in], y [T, groups*out]. Keys: groups = KV heads,
+// in = t*hd, out = hd (k_compress); queries: groups = heads, in = out = hd (q_project).
+template <class T>
+void group_matmul_fw(const T* x, int rows, int groups, int in, const T* W, int out, T* y);
+// dx += dy_j W_j;  dW_j += dy_j^T x_j   (either output may be null)
+template <class T>
+void group_matmul_bw(const T* dy, const T* x, int rows, int groups, int in, const T* W, int out,
+                     T* dx, T* dW);
+
 // y = x * r * g per row, r[t] = 1 / sqrt(mean(x[t]^2) + eps) (kept for backward)
 template <class T>
 void rmsnorm_fw(const T* x, const T* g, int rows, int n, double eps, T* y, T* r);
