@@ -10,8 +10,8 @@
 #include "kvscope/error.hpp"
 #include "kvscope/text_source.hpp"
 
-#ifndef KVSCOPE_BUILD_COMMIT
-#define KVSCOPE_BUILD_COMMIT "unknown"
+#ifndef KVSCOPE_BUILD_COMMIT_FILE
+#define KVSCOPE_BUILD_COMMIT_FILE ""
 #endif
 #ifndef KVSCOPE_VERSION
 #define KVSCOPE_VERSION "unknown"
@@ -101,7 +101,17 @@ GitInfo git_info(const fs::path& repo_dir) {
       return info;
     }
   }
-  info.commit = KVSCOPE_BUILD_COMMIT;
+  // Outside a checkout: the commit the build was configured at (CMakeLists.txt).
+  info.commit = "unknown";
+  if (std::FILE* f = std::fopen(KVSCOPE_BUILD_COMMIT_FILE, "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) {
+      std::string c(buf);
+      while (!c.empty() && (c.back() == '\n' || c.back() == '\r')) c.pop_back();
+      if (is_hex_commit(c)) info.commit = c;
+    }
+    std::fclose(f);
+  }
   return info;
 }
 

@@ -22,7 +22,7 @@ struct FileRecord {
 FileRecord file_record(std::string role, const std::filesystem::path& path);
 
 struct GitInfo {
-  std::string commit;     // 40-hex HEAD, or KVSCOPE_BUILD_COMMIT ("unknown" outside git)
+  std::string commit;     // 40-hex HEAD, else the configure-time commit (build_commit.txt)
   bool dirty = false;     // tracked files differ from HEAD (untracked files ignored)
   bool from_git = false;  // false when git failed and the build-time fallback was used
 };
