@@ -56,11 +56,6 @@ double unigram_nll(std::span<const int32_t> train, const std::vector<std::vector
   return nll / double(n);
 }
 
-std::string mmss(double s) {
-  const int t = int(std::max(0.0, s) + 0.5);
-  return fmt::format("{}:{:02d}", t / 60, t % 60);
-}
-
 Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   const std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.tokenizer);
   ctx.manifest->inputs.push_back(file_record("tokenizer", cfg.tokenizer));

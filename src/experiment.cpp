@@ -84,6 +84,11 @@ std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
   return docs;
 }
 
+std::string mmss(double seconds) {
+  const int t = int(std::max(0.0, seconds) + 0.5);
+  return fmt::format("{}:{:02d}", t / 60, t % 60);
+}
+
 void ExperimentContext::log(const std::string& line) const {
   if (verbose) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }

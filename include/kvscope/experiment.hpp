@@ -57,6 +57,9 @@ struct ExperimentContext {
   void log(const std::string& line) const;                   // stderr when verbose
 };
 
+// A duration for progress lines: "M:SS" (minutes uncapped).
+std::string mmss(double seconds);
+
 using Tables = std::vector<Table>;
 using ExperimentRun = std::function<Tables(ExperimentContext&)>;
 

@@ -24,11 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string mmss(double s) {
-  const int t = int(std::max(0.0, s) + 0.5);
-  return fmt::format("{}:{:02d}", t / 60, t % 60);
-}
-
 // Redraws "[#####.....] i/n NAME  elapsed  ETA" on stderr twice a second while a run lasts.
 class Bar {
  public:
