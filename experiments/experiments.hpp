@@ -13,5 +13,6 @@ ExperimentKind kv_head_reduction_kind();
 ExperimentKind retrieval_heads_kind();
 ExperimentKind kv_cache_policies_kind();
 ExperimentKind train_kind();
+ExperimentKind kv_head_finetune_kind();
 
 }  // namespace kvscope

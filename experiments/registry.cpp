@@ -8,7 +8,7 @@ const std::vector<ExperimentKind>& experiment_kinds() {
       perplexity_kind(),      dump_kv_kind(),
       kv_spectrum_kind(),     kv_head_reduction_kind(),
       retrieval_heads_kind(), kv_cache_policies_kind(),
-      train_kind(),
+      train_kind(),           kv_head_finetune_kind(),
   };
   return kinds;
 }

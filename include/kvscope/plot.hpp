@@ -48,6 +48,13 @@ std::vector<std::filesystem::path> plot_training(const std::filesystem::path& lo
                                                  const std::filesystem::path& eval_csv,
                                                  const std::filesystem::path& out_dir);
 
+// From a kv_head_finetune recovery.csv, for every (model, text, trainable):
+//   recovery_MODEL__TEXT__TRAINABLE.{png,svg}: held-out perplexity (log scale) against
+//     tokens trained, one panel per KV-head count, one curve per initialisation, the
+//     fine-tuned original model dashed.
+std::vector<std::filesystem::path> plot_recovery(const std::filesystem::path& recovery_csv,
+                                                 const std::filesystem::path& out_dir);
+
 // "a/b c" -> "a_b_c": a name safe in file names.
 std::string file_safe(const std::string& s);
 

@@ -32,6 +32,10 @@ const PlotKind kPlots[] = {
      "Name-recall accuracy by context length and depth, per policy, from a kv_cache_policies "
      "recall.csv",
      "results/NAME/recall.csv", plot_recall},
+    {"recovery",
+     "Held-out perplexity against tokens of fine-tuning, per initialisation and KV-head count, "
+     "from a kv_head_finetune recovery.csv",
+     "results/NAME/recovery.csv", plot_recovery},
 };
 
 }  // namespace

@@ -1,0 +1,232 @@
+// Experiment kind `kv_head_finetune` (paper A, the "after training" column of Table 4):
+// reduce every model's KV heads with each initialisation (kv_reduction.hpp), then train the
+// reduced model on the calibration text, all weights or only the attention weights, with
+// held-out perplexity every `eval_every` steps (the recovery curves). Every run sees the
+// same batches in the same order, so the curves differ only by their initialisation. The
+// original model, fine-tuned the same way, is the control: it separates recovering from
+// the reduction from merely training longer on the calibration text.
+//
+//   kv_head_finetune:
+//     targets: [4, 2]                 # KV heads after reduction (must divide the model's)
+//     methods: [mean_pool, svd_w, svd_a]
+//     calibration: {path: ..., name: ...}   # SVD-a Grams and the fine-tuning text
+//     calibration_tokens: 16384       # tokens for the SVD-a Grams
+//     trainable: [all]                # all | attention (Q, K, V, O, k_compress, q_project)
+//     control: true                   # also fine-tune the original model
+//     steps: 200, batch: 4, seq_len: 256 (0 = the context), lr: 1e-3, min_lr: 1e-4,
+//     warmup: 20, weight_decay: 0.0, clip: 1.0
+//     eval_every: 25                  # held-out evaluation cadence (steps)
+//     eval_tokens: 8192               # held-out tokens: curves (seq_len windows) and the
+//                                     # before/after perplexity (context windows)
+#include <chrono>
+#include <cmath>
+
+#include "experiments.hpp"
+#include "kvscope/calibration.hpp"
+#include "kvscope/kv_reduction.hpp"
+#include "kvscope/perplexity.hpp"
+#include "kvscope/plot.hpp"
+#include "kvscope/trainer.hpp"
+
+namespace kvscope {
+
+namespace {
+
+struct FinetuneConfig {
+  std::vector<int> targets = {2};
+  std::vector<ReduceMethod> methods = {ReduceMethod::kMeanPool, ReduceMethod::kSvdW,
+                                       ReduceMethod::kSvdA};
+  TextSpec calibration;
+  int64_t calibration_tokens = 16384;
+  std::vector<std::string> trainable = {"all"};
+  bool control = true;
+  train::TrainOptions opt;
+  int eval_every = 25;
+  int64_t eval_tokens = 8192;
+};
+
+// One model to fine-tune: the original (control) or a reduction of it.
+struct Variant {
+  std::string method;  // "original" or a method name
+  int kv_heads = 0;
+  Model model;
+};
+
+int64_t kv_bytes_per_token(const ModelConfig& c) {
+  return int64_t(2) * c.n_layers * c.n_kv_heads * c.head_dim * int64_t(sizeof(float));
+}
+
+Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
+  Table curves("recovery", {{"model", Column::String},
+                            {"text", Column::String},
+                            {"method", Column::String},
+                            {"kv_heads", Column::Int},
+                            {"trainable", Column::String},
+                            {"step", Column::Int},
+                            {"tokens_trained", Column::Int},
+                            {"heldout_nll", Column::Float},
+                            {"heldout_ppl", Column::Float}});
+  Table after("after_training", {{"model", Column::String},
+                                 {"text", Column::String},
+                                 {"method", Column::String},
+                                 {"kv_heads", Column::Int},
+                                 {"trainable", Column::String},
+                                 {"tokens_trained", Column::Int},
+                                 {"tokens_scored", Column::Int},
+                                 {"perplexity_init", Column::Float},
+                                 {"perplexity_trained", Column::Float},
+                                 {"kv_bytes_per_token", Column::Int},
+                                 {"kv_bytes_ratio", Column::Float}});
+  Table timing("timing_finetune", {{"model", Column::String},
+                                   {"method", Column::String},
+                                   {"kv_heads", Column::Int},
+                                   {"trainable", Column::String},
+                                   {"tokens", Column::Int},
+                                   {"seconds", Column::Float},
+                                   {"tokens_per_second", Column::Float}});
+  train::TrainOptions& o = cfg.opt;
+  o.seed = ctx.seed;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t runs_per_model =
+      int64_t(cfg.trainable.size()) *
+      ((cfg.control ? 1 : 0) + int64_t(cfg.targets.size()) * int64_t(cfg.methods.size()));
+  const int64_t total_steps = int64_t(ctx.models.size()) * runs_per_model * o.steps;
+  int64_t steps_done = 0;
+  for (const ModelSpec& ms : ctx.models) {
+    const LoadedModel lm = ctx.load(ms);
+    const Model& m = lm.model;
+    const ModelConfig& c = m.config;
+    const int32_t bos = lm.tokenizer->bos_id;
+    const std::string where = ctx.config_file.string() + ": kv_head_finetune";
+    for (int g : cfg.targets)
+      KV_CHECK(g >= 1 && g <= c.n_kv_heads && c.n_kv_heads % g == 0,
+               "{}.targets: {} does not divide model '{}''s {} KV heads", where, g, ms.name,
+               c.n_kv_heads);
+    train::TrainOptions mo = o;
+    if (mo.seq_len <= 0) mo.seq_len = c.max_seq_len;
+    KV_CHECK(mo.seq_len <= c.max_seq_len, "{}.seq_len {} exceeds model '{}''s context {}", where,
+             mo.seq_len, ms.name, c.max_seq_len);
+    const std::vector<int32_t> cal_stream =
+        token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
+    KV_CHECK(int64_t(cal_stream.size()) > mo.seq_len,
+             "{}.calibration: '{}' has {} tokens, fewer than seq_len {}", where,
+             cfg.calibration.path.string(), cal_stream.size(), mo.seq_len);
+    std::optional<CalibrationGrams> grams;
+    for (ReduceMethod meth : cfg.methods)
+      if (needs_calibration(meth) && !grams) {
+        CalibrationOptions co;
+        co.tokens = cfg.calibration_tokens;
+        grams = collect_grams(m, bos, cal_stream, co);
+      }
+    std::vector<Variant> variants;
+    if (cfg.control) variants.push_back({"original", c.n_kv_heads, m});
+    for (int g : cfg.targets)
+      for (ReduceMethod meth : cfg.methods)
+        variants.push_back(
+            {method_name(meth), g, reduce_kv_heads(m, g, meth, grams ? &*grams : nullptr).model});
+    // Held-out sets per text: seq_len windows for the curves, the stream for perplexity.
+    struct Held {
+      std::string name;
+      std::vector<int32_t> stream;
+      std::vector<std::vector<int32_t>> windows;
+    };
+    std::vector<Held> held;
+    for (const TextSpec& ts : ctx.texts) {
+      Held h{ts.name, token_stream(*lm.tokenizer, ctx.documents(ts)), {}};
+      h.windows = train::heldout_windows(h.stream, bos, mo.seq_len, cfg.eval_tokens);
+      KV_CHECK(!h.windows.empty(), "{}: text '{}' has fewer than seq_len {} tokens", where, ts.name,
+               mo.seq_len);
+      held.push_back(std::move(h));
+    }
+    PerplexityOptions po;
+    po.max_tokens = cfg.eval_tokens;
+    for (const std::string& which : cfg.trainable)
+      for (const Variant& v : variants) {
+        const train::Layout L = train::make_layout(v.model.config);
+        std::vector<float> w = train::params_from_model<float>(v.model, L);
+        mo.trainable = which == "attention" ? train::attention_mask(L) : std::vector<uint8_t>{};
+        train::AdamState adam;
+        int64_t tokens = 0;
+        double secs = 0;
+        auto eval = [&](int step) {
+          for (const Held& h : held) {
+            const double nll = train::mean_loss(L, w, h.windows);
+            curves.add_row({ms.name, h.name, v.method, int64_t(v.kv_heads), which, int64_t(step),
+                            tokens, nll, std::exp(nll)});
+          }
+        };
+        eval(0);
+        for (int step = 0; step < mo.steps; ++step) {
+          const train::StepStats s =
+              train::train_step(L, mo, w, adam, train::batch_at(cal_stream, bos, mo, step), step);
+          tokens += s.tokens, secs += s.seconds, ++steps_done;
+          if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
+        }
+        const Model trained = train::model_from_params(L, w, v.model.name + ":finetuned");
+        for (const Held& h : held) {
+          const PerplexityResult p0 = perplexity(v.model, *lm.tokenizer, h.stream, po);
+          const PerplexityResult p1 = perplexity(trained, *lm.tokenizer, h.stream, po);
+          const int64_t bytes = kv_bytes_per_token(v.model.config);
+          after.add_row({ms.name, h.name, v.method, int64_t(v.kv_heads), which, tokens,
+                         p1.tokens_scored, p0.perplexity(), p1.perplexity(), bytes,
+                         double(bytes) / double(kv_bytes_per_token(c))});
+          const double el =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          ctx.log(fmt::format("{} {} -> {} KV heads, {} weights: {} ppl {:.2f} -> {:.2f}, ETA {}",
+                              ms.name, v.method, v.kv_heads, which, h.name, p0.perplexity(),
+                              p1.perplexity(),
+                              mmss(el / double(steps_done) * double(total_steps - steps_done))));
+        }
+        timing.add_row({ms.name, v.method, int64_t(v.kv_heads), which, tokens, secs,
+                        secs > 0 ? double(tokens) / secs : 0.0});
+      }
+  }
+  ctx.after_tables.push_back(
+      [](const std::filesystem::path& dir) { plot_recovery(dir / "recovery.csv", dir); });
+  return {curves, after, timing};
+}
+
+}  // namespace
+
+ExperimentKind kv_head_finetune_kind() {
+  ExperimentKind k;
+  k.name = "kv_head_finetune";
+  k.summary = "fewer KV heads, then fine-tuning: recovery curves per initialisation";
+  k.prepare = [](YamlMap& s) -> ExperimentRun {
+    FinetuneConfig cfg;
+    if (s.has("targets")) cfg.targets = s.list<int>("targets");
+    if (s.has("methods")) {
+      cfg.methods.clear();
+      for (const std::string& m : s.list<std::string>("methods"))
+        cfg.methods.push_back(parse_reduce_method(m, s.file() + ": kv_head_finetune.methods"));
+    }
+    YamlMap cal = s.map("calibration");
+    cfg.calibration = parse_text_spec(cal);
+    cfg.calibration_tokens =
+        s.get_at_least_or<int64_t>("calibration_tokens", 1, cfg.calibration_tokens);
+    if (s.has("trainable")) cfg.trainable = s.list<std::string>("trainable");
+    for (const std::string& t : cfg.trainable)
+      KV_CHECK(t == "all" || t == "attention",
+               "{}: kv_head_finetune.trainable: unknown value '{}' (expected all or attention)",
+               s.file(), t);
+    cfg.control = s.get_or<bool>("control", cfg.control);
+    train::TrainOptions& o = cfg.opt;
+    o.steps = s.get_at_least_or<int>("steps", 1, 200);
+    o.batch = s.get_at_least_or<int>("batch", 1, 4);
+    o.seq_len = s.get_at_least_or<int>("seq_len", 0, 256);
+    o.lr = s.get_or<double>("lr", 1e-3);
+    o.min_lr = s.get_or<double>("min_lr", 1e-4);
+    o.warmup = s.get_at_least_or<int>("warmup", 1, 20);
+    o.weight_decay = s.get_or<double>("weight_decay", 0.0);
+    o.clip = s.get_or<double>("clip", o.clip);
+    KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
+             "{}: kv_head_finetune.lr must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(),
+             o.lr, o.min_lr);
+    cfg.eval_every = s.get_at_least_or<int>("eval_every", 1, cfg.eval_every);
+    cfg.eval_tokens = s.get_at_least_or<int64_t>("eval_tokens", 1, cfg.eval_tokens);
+    return [cfg](ExperimentContext& ctx) { return run_finetune(cfg, ctx); };
+  };
+  return k;
+}
+
+}  // namespace kvscope
