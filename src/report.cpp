@@ -62,6 +62,18 @@ Rows load(const fs::path& csv) {
   return r;
 }
 
+// The rows of several runs of one kind (the shipped GQA models and kvscope's MHA ones).
+Rows load_all(const fs::path& root, std::initializer_list<const char*> names,
+              const std::string& csv) {
+  Rows all;
+  for (const char* n : names) {
+    Rows r = load(root / n / csv);
+    all.ok |= r.ok;
+    for (auto& row : r.rows) all.rows.push_back(std::move(row));
+  }
+  return all;
+}
+
 std::string f(std::optional<double> v, const char* spec = "{:.2f}") {
   return v ? fmt::format(fmt::runtime(spec), *v) : std::string("-");
 }
@@ -94,7 +106,7 @@ std::string not_run(const std::string& name) {
 
 Section energy(const fs::path& root) {
   Section s{"A1", "Fig. 1: energy of the top singular values of K and V", kDiffers, ""};
-  const Rows r = load(root / "paper_a_energy" / "summary.csv");
+  const Rows r = load_all(root, {"paper_a_energy", "paper_a_energy_mha"}, "summary.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_energy"), s;
   s.body =
       "Paper (LLaMA2-7B, C4): keys and values are low-rank; the top 25% of singular values "
@@ -131,6 +143,7 @@ Section energy(const fs::path& root) {
       "\n*Rule: reproduced when, on every model and text, the top 25% of singular values hold more "
       "than half the energy of both K after RoPE and V.*\n";
   s.body += plots(root, "paper_a_energy", "energy_");
+  s.body += plots(root, "paper_a_energy_mha", "energy_");
   return s;
 }
 
@@ -142,7 +155,7 @@ const std::map<int, std::array<double, 3>> kPaperTable4 = {  // KV heads of 32 -
 
 Section table4(const fs::path& root) {
   Section s{"A2", "Table 4: perplexity after MHA -> GQA initialisation", kDiffers, ""};
-  const Rows r = load(root / "paper_a_table4" / "reduction.csv");
+  const Rows r = load_all(root, {"paper_a_table4", "paper_a_table4_mha"}, "reduction.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_table4"), s;
   s.body =
       "| model | KV heads | original | mean-pool | SVD-w | SVD-a |\n|---|---|---|---|---|---|\n";
@@ -151,7 +164,8 @@ Section table4(const fs::path& root) {
         fmt::format("| *paper: LLaMA2-7B, WikiText-2* | *32 -> {}* | *{}* | *{}* | *{}* | *{}* |\n",
                     heads, kPaperOriginal, v[0], v[1], v[2]);
   int cases = 0, ordered = 0;
-  double worst_gap = 1e30;
+  double worst_gap = 1e30, best_gap = 0;
+  std::string best_case;
   for (const std::string& m : r.distinct("model")) {
     const auto orig = r.num({{"model", m}, {"method", "original"}}, "perplexity");
     const auto from = r.select({{"model", m}, {"method", "original"}});
@@ -167,26 +181,89 @@ Section table4(const fs::path& root) {
       ++cases;
       ordered += *sa < *mp && (!sw || *sa < *sw);
       worst_gap = std::min(worst_gap, *mp / *sa);
+      if (*mp / *sa > best_gap) best_gap = *mp / *sa, best_case = fmt::format("{} at {}", m, h);
     }
   }
   if (cases > 0 && ordered == cases) s.verdict = kReproduced;
   s.body += fmt::format(
-      "\n**{}.** SVD-a beats mean-pooling and SVD-w in {} of {} model x target cases (at "
-      "least {:.1f}x lower perplexity than mean-pooling; the paper: 80x at 16 heads). The "
-      "gaps are smaller than the paper's because 4 KV heads of 8-16 dimensions lose less "
-      "structure when merged than 32 heads of 128.\n",
-      s.verdict, ordered, cases, worst_gap);
+      "\n**{}.** SVD-a beats mean-pooling and SVD-w in {} of {} model x target cases, with "
+      "{:.1f}x to {:.1f}x lower perplexity than mean-pooling (the largest: {} KV heads; the "
+      "paper: 80x at 16 of 32 heads, 21x at 8). The gap grows with the heads merged per group "
+      "and with the heads' width; the kvscope-trained 8-head models (austen_*) show it best.\n",
+      s.verdict, ordered, cases, worst_gap, best_gap, best_case);
   s.body +=
       "\n*Rule: reproduced when SVD-a has the lowest perplexity of the three initialisations in "
       "every model x target case.*\n";
   s.body += plots(root, "paper_a_table4", "reduction_");
+  s.body += plots(root, "paper_a_table4_mha", "reduction_");
   return s;
 }
 
-Section after_training() {
-  return {"A3", "Table 4: perplexity after fine-tuning the converted model", kNotApplicable,
-          "Paper: SVD-a after training 7.08 (16 KV heads) and 9.17 (8). kvscope has no "
-          "training loop yet (issue 8), so there are no after-training rows.\n"};
+// Paper A, Table 4's last column: SVD-a initialisation, then training (LoRA).
+const std::map<int, std::array<double, 2>> kPaperAfter = {  // KV heads -> {init, trained}
+    {16, {13.57, 7.08}},
+    {8, {194.61, 9.17}}};
+
+Section after_training(const fs::path& root) {
+  Section s{"A3", "Table 4: perplexity after fine-tuning the converted model", kDiffers, ""};
+  const Rows r = load(root / "paper_a_finetune" / "after_training.csv");
+  if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_finetune"), s;
+  s.body =
+      "Each cell: perplexity at initialisation -> after fine-tuning (same batches for every "
+      "run). `original` is the control: the unreduced model fine-tuned the same way.\n\n"
+      "| model | KV heads | trained | original | mean-pool | SVD-w | SVD-a | SVD-a gap "
+      "recovered |\n|---|---|---|---|---|---|---|---|\n";
+  for (const auto& [heads, v] : kPaperAfter)
+    s.body += fmt::format(
+        "| *paper: LLaMA2-7B, WikiText-2* | *32 -> {}* | *LoRA* | *{}* | | | *{} -> {}* | "
+        "*{:.0f}%* |\n",
+        heads, kPaperOriginal, v[0], v[1],
+        100 * (1 - std::log(v[1] / kPaperOriginal) / std::log(v[0] / kPaperOriginal)));
+  // Share of SVD-a's log-perplexity gap closed by fine-tuning: the gap before is to the
+  // original as shipped, the gap after to the control fine-tuned the same way.
+  int cases = 0, recovered = 0;
+  double lo = 1e30, hi = -1e30;
+  for (const std::string& m : r.distinct("model"))
+    for (const std::string& tr : r.distinct("trainable")) {
+      const auto orig = r.select({{"model", m}, {"method", "original"}, {"trainable", tr}});
+      for (const std::string& h : r.distinct("kv_heads")) {
+        const auto cell =
+            [&](const char* meth) -> std::pair<std::optional<double>, std::optional<double>> {
+          const std::map<std::string, std::string> w = {
+              {"model", m}, {"method", meth}, {"kv_heads", h}, {"trainable", tr}};
+          return {r.num(w, "perplexity_init"), r.num(w, "perplexity_trained")};
+        };
+        const auto sa = cell("svd_a");
+        if (!sa.first || orig.empty()) continue;
+        const auto cs = [&](const char* meth) {
+          const auto c = cell(meth);
+          return c.first ? fmt::format("{} -> {}", f(c.first), f(c.second)) : std::string("-");
+        };
+        const double o0 = std::stod(orig[0]->at("perplexity_init"));
+        const double o1 = std::stod(orig[0]->at("perplexity_trained"));
+        const double share = 1 - std::log(*sa.second / o1) / std::log(*sa.first / o0);
+        s.body += fmt::format("| {} | {} -> {} | {} | {} -> {} | {} | {} | {} | {:.0f}% |\n", m,
+                              orig[0]->at("kv_heads"), h, tr, f(o0), f(o1), cs("mean_pool"),
+                              cs("svd_w"), cs("svd_a"), 100 * share);
+        if (tr != "all") continue;
+        ++cases;
+        recovered += share >= 0.7;
+        lo = std::min(lo, share), hi = std::max(hi, share);
+      }
+    }
+  if (cases > 0 && recovered == cases) s.verdict = kReproduced;
+  s.body += fmt::format(
+      "\n**{}.** Fine-tuning all weights closes {:.0f}-{:.0f}% of SVD-a's log-perplexity gap to "
+      "the original ({} of {} cases reach the paper's 70%; the paper: 72% at 16 KV heads, 86% "
+      "at 8, with LoRA on 7B). Here the fine-tuning is full and short (see "
+      "configs/paper_a_finetune.yaml).\n",
+      s.verdict, 100 * lo, 100 * hi, recovered, cases);
+  s.body +=
+      "\n*Rule: reproduced when, in every model x target case with all weights trained, "
+      "fine-tuning closes at least 70% of SVD-a's gap in log perplexity, measured as "
+      "1 - log(trained / control trained) / log(init / original).*\n";
+  s.body += plots(root, "paper_a_finetune", "recovery_");
+  return s;
 }
 
 Section calibration(const fs::path& root) {
@@ -283,8 +360,9 @@ Section heads(const fs::path& root) {
       "attending evenly to every earlier token gets{}\n",
       s.verdict, best_ratio,
       best_ratio > 3 ? ": induction heads stand out, as in the paper."
-                     : ": models of 0.3-1 M parameters trained on short stories have not formed "
-                       "induction heads, so the selection picks heads that are not special.");
+                     : ": models of 0.3-1 M parameters trained on a few million tokens (stories, "
+                       "or Austen for austen_*) have not formed induction heads, so the "
+                       "selection picks heads that are not special.");
   s.body +=
       "\n*Rule: reproduced when every model has a head whose induction score is over 3x the "
       "uniform level.*\n";
@@ -450,11 +528,11 @@ Section ppl_table(const fs::path& root) {
 
 std::string make_report(const fs::path& root) {
   std::vector<std::function<Section()>> makers = {
-      [&] { return energy(root); },       [&] { return table4(root); },
-      [] { return after_training(); },    [&] { return calibration(root); },
-      [&] { return decode_speed(root); }, [&] { return heads(root); },
-      [&] { return longbench(root); },    [&] { return ablation(root); },
-      [&] { return echo_comp(root); },    [&] { return compression(root); },
+      [&] { return energy(root); },         [&] { return table4(root); },
+      [&] { return after_training(root); }, [&] { return calibration(root); },
+      [&] { return decode_speed(root); },   [&] { return heads(root); },
+      [&] { return longbench(root); },      [&] { return ablation(root); },
+      [&] { return echo_comp(root); },      [&] { return compression(root); },
       [&] { return ppl_table(root); }};
   std::vector<Section> sections;
   for (auto& mk : makers) sections.push_back(mk());
@@ -464,7 +542,9 @@ std::string make_report(const fs::path& root) {
       "Paper A: Yu et al. 2024, \"Effectively Compress KV Heads for LLM\" (arXiv 2406.07056). "
       "Paper B: Tang et al. 2024, \"RazorAttention\" (arXiv 2407.15891). Models: stories260K, "
       "tinystories656K, babyllama105 (0.3-1 M parameters, 256-512-token contexts, GQA with 4 KV "
-      "heads); each results directory's `manifest.json` records the config, input checksums, "
+      "heads) and two that kvscope trained on Jane Austen, austen_mha8 (RoPE) and "
+      "austen_mha8_alibi (0.9 M parameters, 8 heads = 8 KV heads, 1024-token context); each "
+      "results directory's `manifest.json` records the config, input checksums, "
       "commit and timings. Verdicts are computed from the numbers by the rule each section "
       "states.\n\n| | paper table | verdict |\n|---|---|---|\n";
   for (const Section& s : sections)
