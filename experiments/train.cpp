@@ -13,6 +13,7 @@
 //     eval_every: 100
 //     steps: 1000, batch: 8, seq_len: 0 (= context), lr: 1e-3, min_lr: 1e-4, warmup: 100,
 //     weight_decay: 0.1, clip: 1.0
+//     repeat_share: 0.0        # share of sequences that are a passage then the same again
 //     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
 //     checkpoint_every: 200
 //     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`
@@ -201,6 +202,9 @@ ExperimentKind train_kind() {
     o.warmup = s.get_at_least_or<int>("warmup", 1, o.warmup);
     o.weight_decay = s.get_or<double>("weight_decay", o.weight_decay);
     o.clip = s.get_or<double>("clip", o.clip);
+    o.repeat_share = s.get_or<double>("repeat_share", 0.0);
+    KV_CHECK(o.repeat_share >= 0 && o.repeat_share <= 1,
+             "{}: train.repeat_share must be in [0, 1], got {}", s.file(), o.repeat_share);
     KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
              "{}: train.lr must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(), o.lr,
              o.min_lr);

@@ -47,11 +47,20 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   KV_CHECK(int64_t(stream.size()) > n, "training: the text has {} tokens, a sequence needs {}",
            stream.size(), n + 1);
   std::mt19937_64 rng(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step));
+  // A second stream decides which sequences repeat, so the offsets (and every batch of a
+  // run without repeats) are the same as before the option existed.
+  std::mt19937_64 rep(~(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step)));
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
+    const bool repeat =
+        o.repeat_share > 0 && double(rep() >> 11) / 9007199254740992.0 < o.repeat_share;
+    const int64_t half = repeat ? (n + 1) / 2 : n;  // passage A; then A again up to n
     std::vector<int32_t> s{bos};
-    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
+    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(half)));
+    if (repeat)
+      s.insert(s.end(), stream.begin() + long(off),
+               stream.begin() + long(off + uint64_t(n - half)));
     out.push_back(std::move(s));
   }
   return out;

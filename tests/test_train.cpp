@@ -341,3 +341,29 @@ TEST_CASE("training from scratch lowers held-out loss, deterministically", "[tra
   CHECK(after < 1.0);   // the phrases are learnt (their entropy: ~0.4 nats per token)
   CHECK(run() == w);    // same seed, same threads: the same weights
 }
+
+TEST_CASE("batch_at: repeated passages, and unchanged batches without them", "[train]") {
+  std::vector<int32_t> stream(5000);
+  for (size_t i = 0; i < stream.size(); ++i) stream[i] = int32_t(3 + i % 997);  // distinct runs
+  TrainOptions o;
+  o.batch = 50, o.seq_len = 33, o.seed = 9;  // 32 text tokens: halves of 16
+  TrainOptions all = o, half = o;
+  all.repeat_share = 1.0, half.repeat_share = 0.5;
+  int repeated = 0, total = 0;
+  for (int step = 0; step < 8; ++step) {
+    const auto plain = batch_at(stream, 1, o, step), rep = batch_at(stream, 1, all, step),
+               mix = batch_at(stream, 1, half, step);
+    for (size_t b = 0; b < plain.size(); ++b) {
+      REQUIRE(rep[b].size() == 33);
+      // Same offset as without repeats; the second half copies the first.
+      CHECK(std::equal(rep[b].begin(), rep[b].begin() + 17, plain[b].begin()));
+      CHECK(std::equal(rep[b].begin() + 17, rep[b].end(), rep[b].begin() + 1));
+      // In the mix, each sequence is one or the other.
+      const bool is_rep = std::equal(mix[b].begin(), mix[b].end(), rep[b].begin());
+      CHECK((is_rep || std::equal(mix[b].begin(), mix[b].end(), plain[b].begin())));
+      repeated += is_rep, ++total;
+    }
+  }
+  // 400 draws at p = 0.5: the share lies within 0.5 +- 0.1 (5 standard deviations).
+  CHECK(std::abs(double(repeated) / total - 0.5) < 0.1);
+}
