@@ -192,7 +192,8 @@ std::string stale_reason(const fs::path& config_file, const RunOptions& opt) {
   if (m.config != c.config) return "the config changed";
   if (m.threads != c.threads)
     return fmt::format("threads changed ({} -> {})", m.threads, c.threads);
-  if (!m.extra.contains("code_sha256") || m.extra["code_sha256"] != code_sha256())
+  if (c.kind != "train" &&
+      (!m.extra.contains("code_sha256") || m.extra["code_sha256"] != code_sha256()))
     return "the kvscope binary changed";
   for (const FileRecord& r : m.inputs) {
     if (!fs::exists(r.path)) return "input " + r.path + " is missing";

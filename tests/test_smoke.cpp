@@ -150,3 +150,28 @@ TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.m
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("--only nosuch"));
 }
+
+TEST_CASE("tables: a code change makes results stale, except a train run's", "[smoke][cli]") {
+  test::TempDir tmp("stale_code");
+  const fs::path smoke = fs::path(KVSCOPE_SOURCE_DIR) / "tests/data/smoke";
+  RunOptions opt;
+  opt.results_root = tmp / "results";
+  opt.verbose = false;
+  for (const char* kind : {"perplexity", "train"}) {
+    INFO(kind);
+    const fs::path cfg = smoke / (std::string(kind) + ".yaml");
+    run_experiment(cfg, opt);
+    CHECK(stale_reason(cfg, opt) == "");
+    // Pretend another kvscope binary made the results.
+    const fs::path man = opt.results_root / kind / "manifest.json";
+    std::string m = test::slurp(man);
+    const size_t at = m.find(code_sha256());
+    REQUIRE(at != std::string::npos);
+    m.replace(at, 64, std::string(64, '0'));
+    test::write_bytes(man, m);
+    if (std::string(kind) == "train")
+      CHECK(stale_reason(cfg, opt) == "");
+    else
+      CHECK(stale_reason(cfg, opt) == "the kvscope binary changed");
+  }
+}

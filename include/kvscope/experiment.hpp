@@ -103,6 +103,9 @@ ConfigSummary read_config(const std::filesystem::path& config_file, const RunOpt
 // Why results/NAME/ is not an up-to-date output of `config_file`, or "" when it is: its
 // manifest exists, lists outputs that all exist, records the same config, threads and
 // kvscope binary (code_sha256), and every input file still has the recorded sha256.
+// A `train` run is the exception to the binary rule: what it made is a model (shipped in
+// data/models/), and retraining for every code change would cost tens of minutes and
+// replace it; rerun it with `kvscope tables --only NAME --force`.
 std::string stale_reason(const std::filesystem::path& config_file, const RunOptions& opt = {});
 
 // sha256 of the running executable: which code produced a result.
