@@ -13,7 +13,7 @@
 //     eval_every: 100
 //     steps: 1000, batch: 8, seq_len: 0 (= context), lr: 1e-3, min_lr: 1e-4, warmup: 100,
 //     weight_decay: 0.1, clip: 1.0
-//     repeat_share: 0.0        # share of sequences that are a passage then the same again
+//     repeat_share: 0.0        # share of sequences in which a passage recurs later
 //     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
 //     checkpoint_every: 200
 //     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`

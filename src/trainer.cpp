@@ -53,14 +53,24 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
-    const bool repeat =
-        o.repeat_share > 0 && double(rep() >> 11) / 9007199254740992.0 < o.repeat_share;
-    const int64_t half = repeat ? (n + 1) / 2 : n;  // passage A; then A again up to n
     std::vector<int32_t> s{bos};
-    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(half)));
-    if (repeat)
-      s.insert(s.end(), stream.begin() + long(off),
-               stream.begin() + long(off + uint64_t(n - half)));
+    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
+    if (o.repeat_share > 0 && n >= 4) {
+      // Four draws per sequence whether it repeats or not: which passage a sequence would
+      // repeat does not depend on the share.
+      const double u = double(rep() >> 11) / 9007199254740992.0;
+      const uint64_t r1 = rep(), r2 = rep(), r3 = rep();
+      if (u < o.repeat_share) {
+        // Copy a passage of length len from p1 over a later stretch at p2 >= p1 + len.
+        // Length and distance vary, so that no fixed-offset head can do the copying: only
+        // matching the current token earlier and reading what followed it (induction) can.
+        const int64_t lo = std::max<int64_t>(2, n / 8), hi = n / 2;
+        const int64_t len = lo + int64_t(r1 % uint64_t(hi - lo + 1));
+        const int64_t p1 = int64_t(r2 % uint64_t(n - 2 * len + 1));
+        const int64_t p2 = p1 + len + int64_t(r3 % uint64_t(n - p1 - 2 * len + 1));
+        std::copy_n(s.begin() + 1 + p1, len, s.begin() + 1 + p2);
+      }
+    }
     out.push_back(std::move(s));
   }
   return out;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <set>
 
 #include "kvscope/forward.hpp"
 #include "kvscope/kv_reduction.hpp"
@@ -346,24 +347,42 @@ TEST_CASE("batch_at: repeated passages, and unchanged batches without them", "[t
   std::vector<int32_t> stream(5000);
   for (size_t i = 0; i < stream.size(); ++i) stream[i] = int32_t(3 + i % 997);  // distinct runs
   TrainOptions o;
-  o.batch = 50, o.seq_len = 33, o.seed = 9;  // 32 text tokens: halves of 16
+  o.batch = 50, o.seq_len = 65, o.seed = 9;  // 64 text tokens: passages of 8 to 32
   TrainOptions all = o, half = o;
   all.repeat_share = 1.0, half.repeat_share = 0.5;
   int repeated = 0, total = 0;
+  std::set<int> lengths, distances;
   for (int step = 0; step < 8; ++step) {
     const auto plain = batch_at(stream, 1, o, step), rep = batch_at(stream, 1, all, step),
                mix = batch_at(stream, 1, half, step);
     for (size_t b = 0; b < plain.size(); ++b) {
-      REQUIRE(rep[b].size() == 33);
-      // Same offset as without repeats; the second half copies the first.
-      CHECK(std::equal(rep[b].begin(), rep[b].begin() + 17, plain[b].begin()));
-      CHECK(std::equal(rep[b].begin() + 17, rep[b].end(), rep[b].begin() + 1));
+      REQUIRE(rep[b].size() == 65);
+      // The same window as without repeats, except one contiguous stretch [p2, p2 + len)
+      // that holds an earlier, non-overlapping passage of the window (tokens are distinct
+      // within a window, so the stretch and its source are unambiguous).
+      std::vector<size_t> diff;
+      for (size_t i = 0; i < 65; ++i)
+        if (rep[b][i] != plain[b][i]) diff.push_back(i);
+      REQUIRE(!diff.empty());
+      const size_t p2 = diff.front(), len = diff.back() - p2 + 1;
+      CHECK(diff.size() == len);
+      CHECK((len >= 8 && len <= 32));
+      const auto src = std::find(plain[b].begin(), plain[b].end(), rep[b][p2]);
+      REQUIRE(src != plain[b].end());
+      const size_t p1 = size_t(src - plain[b].begin());
+      CHECK(p1 + len <= p2);
+      CHECK(std::equal(rep[b].begin() + long(p2), rep[b].begin() + long(p2 + len),
+                       plain[b].begin() + long(p1)));
+      lengths.insert(int(len)), distances.insert(int(p2 - p1));
       // In the mix, each sequence is one or the other.
-      const bool is_rep = std::equal(mix[b].begin(), mix[b].end(), rep[b].begin());
-      CHECK((is_rep || std::equal(mix[b].begin(), mix[b].end(), plain[b].begin())));
+      const bool is_rep = mix[b] == rep[b];
+      CHECK((is_rep || mix[b] == plain[b]));
       repeated += is_rep, ++total;
     }
   }
+  // Lengths and distances vary (no fixed offset to learn).
+  CHECK(lengths.size() > 10);
+  CHECK(distances.size() > 10);
   // 400 draws at p = 0.5: the share lies within 0.5 +- 0.1 (5 standard deviations).
   CHECK(std::abs(double(repeated) / total - 0.5) < 0.1);
 }

@@ -25,9 +25,10 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double clip = 1.0;  // max global gradient norm; 0 = no clipping
   uint64_t seed = 0;
-  // Share of each batch's sequences that are a passage of the text followed by the same
-  // passage again ([BOS] A A): in-context copying that natural text rarely asks for, and
-  // what induction heads do. 0 leaves the batches exactly as without the option.
+  // Share of each batch's sequences in which a passage of the window (1/8 to 1/2 of it)
+  // is copied over a later stretch, at a random distance: in-context copying that natural
+  // text rarely asks for, and what induction heads do. 0 leaves the batches exactly as
+  // without the option.
   double repeat_share = 0.0;
   // Which parameters train: all when empty, else [L.size] flags (1 = trains).
   std::vector<uint8_t> trainable;
@@ -52,7 +53,7 @@ struct StepStats {
 };
 
 // The batch of `step`: `batch` windows of `stream`, deterministic in (seed, step); with
-// repeat_share > 0, that share of them (drawn per sequence) repeat their first half.
+// repeat_share > 0, that share of them (drawn per sequence) repeat one of their passages.
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
                                            const TrainOptions& o, int step);
 
