@@ -1,16 +1,17 @@
 // Experiment kind `kv_head_finetune` (paper A, the "after training" column of Table 4):
 // reduce every model's KV heads with each initialisation (kv_reduction.hpp), then train the
-// reduced model on the calibration text, all weights or only the attention weights, with
+// reduced model on `train_texts`, all weights or only the attention weights, with
 // held-out perplexity every `eval_every` steps (the recovery curves). Every run sees the
 // same batches in the same order, so the curves differ only by their initialisation. The
 // original model, fine-tuned the same way, is the control: it separates recovering from
-// the reduction from merely training longer on the calibration text.
+// the reduction from merely training longer on that text.
 //
 //   kv_head_finetune:
 //     targets: [4, 2]                 # KV heads after reduction (must divide the model's)
 //     methods: [mean_pool, svd_w, svd_a]
-//     calibration: {path: ..., name: ...}   # SVD-a Grams and the fine-tuning text
+//     calibration: {path: ..., name: ...}   # text for the SVD-a Grams
 //     calibration_tokens: 16384       # tokens for the SVD-a Grams
+//     train_texts: [{path: ...}, ...] # fine-tuning text, concatenated (default: calibration)
 //     trainable: [all]                # all | attention (Q, K, V, O, k_compress, q_project)
 //     control: true                   # also fine-tune the original model
 //     steps: 200, batch: 4, seq_len: 256 (0 = the context), lr: 1e-3, min_lr: 1e-4,
@@ -38,6 +39,7 @@ struct FinetuneConfig {
                                        ReduceMethod::kSvdA};
   TextSpec calibration;
   int64_t calibration_tokens = 16384;
+  std::vector<TextSpec> train_texts;  // empty: the calibration text
   std::vector<std::string> trainable = {"all"};
   bool control = true;
   train::TrainOptions opt;
@@ -108,9 +110,15 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
              mo.seq_len, ms.name, c.max_seq_len);
     const std::vector<int32_t> cal_stream =
         token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
-    KV_CHECK(int64_t(cal_stream.size()) > mo.seq_len,
-             "{}.calibration: '{}' has {} tokens, fewer than seq_len {}", where,
-             cfg.calibration.path.string(), cal_stream.size(), mo.seq_len);
+    std::vector<int32_t> train_stream;
+    for (const TextSpec& ts :
+         cfg.train_texts.empty() ? std::vector<TextSpec>{cfg.calibration} : cfg.train_texts) {
+      const std::vector<int32_t> s = token_stream(*lm.tokenizer, ctx.documents(ts));
+      train_stream.insert(train_stream.end(), s.begin(), s.end());
+    }
+    KV_CHECK(int64_t(train_stream.size()) > mo.seq_len,
+             "{}: the fine-tuning text has {} tokens, fewer than seq_len {}", where,
+             train_stream.size(), mo.seq_len);
     std::optional<CalibrationGrams> grams;
     for (ReduceMethod meth : cfg.methods)
       if (needs_calibration(meth) && !grams) {
@@ -158,7 +166,7 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
         eval(0);
         for (int step = 0; step < mo.steps; ++step) {
           const train::StepStats s =
-              train::train_step(L, mo, w, adam, train::batch_at(cal_stream, bos, mo, step), step);
+              train::train_step(L, mo, w, adam, train::batch_at(train_stream, bos, mo, step), step);
           tokens += s.tokens, secs += s.seconds, ++steps_done;
           if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
         }
@@ -204,6 +212,9 @@ ExperimentKind kv_head_finetune_kind() {
     cfg.calibration = parse_text_spec(cal);
     cfg.calibration_tokens =
         s.get_at_least_or<int64_t>("calibration_tokens", 1, cfg.calibration_tokens);
+    if (s.has("train_texts"))
+      for (YamlMap& t : s.list_of_maps("train_texts"))
+        cfg.train_texts.push_back(parse_text_spec(t));
     if (s.has("trainable")) cfg.trainable = s.list<std::string>("trainable");
     for (const std::string& t : cfg.trainable)
       KV_CHECK(t == "all" || t == "attention",
