@@ -211,17 +211,22 @@ Section after_training(const fs::path& root) {
   s.body =
       "Each cell: perplexity at initialisation -> after fine-tuning (same batches for every "
       "run). `original` is the control: the unreduced model fine-tuned the same way.\n\n"
-      "| model | KV heads | trained | original | mean-pool | SVD-w | SVD-a | SVD-a gap "
-      "recovered |\n|---|---|---|---|---|---|---|---|\n";
+      "| model | KV heads | trained | original | mean-pool | SVD-w | SVD-a | SVD-a / control "
+      "| gap closed |\n|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& [heads, v] : kPaperAfter)
     s.body += fmt::format(
         "| *paper: LLaMA2-7B, WikiText-2* | *32 -> {}* | *LoRA* | *{}* | | | *{} -> {}* | "
-        "*{:.0f}%* |\n",
-        heads, kPaperOriginal, v[0], v[1],
+        "*{:.2f}x* | *{:.0f}%* |\n",
+        heads, kPaperOriginal, v[0], v[1], v[1] / kPaperOriginal,
         100 * (1 - std::log(v[1] / kPaperOriginal) / std::log(v[0] / kPaperOriginal)));
   // Share of SVD-a's log-perplexity gap closed by fine-tuning: the gap before is to the
   // original as shipped, the gap after to the control fine-tuned the same way.
-  int cases = 0, recovered = 0;
+  // The verdict: SVD-a after fine-tuning against the control fine-tuned the same way, by
+  // the paper's own ratio (7.08 / 5.47 = 1.29 at 16 of 32 heads). The share of the gap
+  // closed is shown too, but not judged: with a gap of a few percent at initialisation
+  // (the ALiBi model) it is a ratio of two small logs.
+  const double kPaperRatio = 7.08 / kPaperOriginal;
+  int cases = 0, close = 0, beats_pool = 0;
   double lo = 1e30, hi = -1e30;
   for (const std::string& m : r.distinct("model"))
     for (const std::string& tr : r.distinct("trainable")) {
@@ -242,26 +247,33 @@ Section after_training(const fs::path& root) {
         const double o0 = std::stod(orig[0]->at("perplexity_init"));
         const double o1 = std::stod(orig[0]->at("perplexity_trained"));
         const double share = 1 - std::log(*sa.second / o1) / std::log(*sa.first / o0);
-        s.body += fmt::format("| {} | {} -> {} | {} | {} -> {} | {} | {} | {} | {:.0f}% |\n", m,
-                              orig[0]->at("kv_heads"), h, tr, f(o0), f(o1), cs("mean_pool"),
-                              cs("svd_w"), cs("svd_a"), 100 * share);
+        const double ratio = *sa.second / o1;
+        s.body +=
+            fmt::format("| {} | {} -> {} | {} | {} -> {} | {} | {} | {} | {:.2f}x | {:.0f}% |\n", m,
+                        orig[0]->at("kv_heads"), h, tr, f(o0), f(o1), cs("mean_pool"), cs("svd_w"),
+                        cs("svd_a"), ratio, 100 * share);
         if (tr != "all") continue;
         ++cases;
-        recovered += share >= 0.7;
-        lo = std::min(lo, share), hi = std::max(hi, share);
+        close += ratio <= kPaperRatio;
+        const auto mp = cell("mean_pool");
+        beats_pool += mp.second && *sa.second < *mp.second;
+        lo = std::min(lo, ratio), hi = std::max(hi, ratio);
       }
     }
-  if (cases > 0 && recovered == cases) s.verdict = kReproduced;
+  if (cases > 0 && close == cases) s.verdict = kReproduced;
   s.body += fmt::format(
-      "\n**{}.** Fine-tuning all weights closes {:.0f}-{:.0f}% of SVD-a's log-perplexity gap to "
-      "the original ({} of {} cases reach the paper's 70%; the paper: 72% at 16 KV heads, 86% "
-      "at 8, with LoRA on 7B). Here the fine-tuning is full and short (see "
+      "\n**{}.** After fine-tuning all weights, SVD-a ends {:.2f}-{:.2f}x the fine-tuned "
+      "control's perplexity ({} of {} cases within the paper's {:.2f}x; the paper: 1.29x at 16 "
+      "KV heads, 1.68x at 8, with LoRA on 7B), and below mean-pooling after the same training "
+      "in {} of {} cases. Here the fine-tuning is full and short (see "
       "configs/paper_a_finetune.yaml).\n",
-      s.verdict, 100 * lo, 100 * hi, recovered, cases);
-  s.body +=
-      "\n*Rule: reproduced when, in every model x target case with all weights trained, "
-      "fine-tuning closes at least 70% of SVD-a's gap in log perplexity, measured as "
-      "1 - log(trained / control trained) / log(init / original).*\n";
+      s.verdict, lo, hi, close, cases, kPaperRatio, beats_pool, cases);
+  s.body += fmt::format(
+      "\n*Rule: reproduced when, in every model x target case with all weights trained, SVD-a "
+      "after fine-tuning is within {:.2f}x (the paper's 7.08 / 5.47) of the original model "
+      "fine-tuned the same way. The last column, 1 - log(trained / control trained) / "
+      "log(init / original), is the share of the log-perplexity gap closed.*\n",
+      kPaperRatio);
   s.body += plots(root, "paper_a_finetune", "recovery_");
   return s;
 }
