@@ -146,6 +146,13 @@ TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.m
   CHECK_THAT(r.err, Contains("changed"));
   CHECK_THAT(r.err, Contains("story.txt"));
 
+  // --report-only runs nothing, even what is stale, and still writes the report.
+  fs::remove(results / "REPORT.md");
+  r = test::run_kvscope(args + " --report-only");
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.err, !Contains("running"));
+  CHECK(fs::exists(results / "REPORT.md"));
+
   r = test::run_kvscope(args + " --only nosuch");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("--only nosuch"));

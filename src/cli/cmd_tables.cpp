@@ -85,7 +85,7 @@ Action add_tables(CLI::App& app) {
     std::vector<std::string> only;
     std::string configs = "configs", results = "results";
     int threads = -1;
-    bool force = false, progress_bar = false;
+    bool force = false, progress_bar = false, report_only = false;
   };
   auto a = std::make_shared<Args>();
   app.add_option("--only", a->only, "run only these configs (name or file stem); repeatable");
@@ -94,7 +94,14 @@ Action add_tables(CLI::App& app) {
   app.add_option("--configs", a->configs, "directory of experiment configs");
   app.add_option("--results", a->results, "results root directory");
   app.add_flag("--force", a->force, "rerun even the experiments that are up to date");
+  app.add_flag("--report-only", a->report_only,
+               "run nothing: rewrite REPORT.md from the CSVs as they are (stale or not)");
   return [a]() {
+    if (a->report_only) {
+      write_report(a->results);
+      std::fprintf(stderr, "wrote %s\n", (fs::path(a->results) / "REPORT.md").c_str());
+      return 0;
+    }
     std::vector<fs::path> configs;
     KV_CHECK(fs::is_directory(a->configs), "tables: '{}' is not a directory of configs",
              a->configs);
