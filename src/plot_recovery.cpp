@@ -1,4 +1,5 @@
 // The recovery curves of a `kv_head_finetune` run.
+#include <functional>
 #include <map>
 #include <set>
 
@@ -17,7 +18,9 @@ std::vector<fs::path> plot_recovery(const fs::path& csv, const fs::path& out_dir
                ctok = d.column("tokens_trained"), cp = d.column("heldout_ppl");
   // figure (model, text, trainable) -> panel kv_heads -> method -> "tokens ppl" lines
   using Curves = std::map<std::string, std::string>;
-  std::map<std::tuple<std::string, std::string, std::string>, std::map<int, Curves>> figs;
+  std::map<std::tuple<std::string, std::string, std::string>,
+           std::map<int, Curves, std::greater<int>>>
+      figs;  // panels from the most KV heads to the fewest, as the paper orders them
   std::map<std::tuple<std::string, std::string, std::string>, std::string> control;
   for (const auto& r : d.rows) {
     const auto key = std::tuple{r[cm], r[ct], r[ctr]};
