@@ -321,7 +321,7 @@ Section calibration(const fs::path& root) {
 
 Section decode_speed(const fs::path& root) {
   Section s{"A5", "Decode speed with fewer KV heads", kDiffers, ""};
-  const Rows r = load(root / "paper_a_table4" / "timing_decode.csv");
+  const Rows r = load_all(root, {"paper_a_table4", "paper_a_table4_mha"}, "timing_decode.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_table4"), s;
   double sum = 0, lo = 1e30, hi = 0;
   for (const auto& row : r.rows) {
