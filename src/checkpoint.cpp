@@ -57,6 +57,13 @@ void write_tensors(const fs::path& file,
 void save_checkpoint(const fs::path& dir, const Layout& L, std::span<const float> w,
                      const AdamState& adam, const json& state, const fs::path& tokenizer) {
   const ModelConfig& c = L.config;
+  // make_layout accepts the compressed keys of a reduced model so that it can fine-tune,
+  // but Hugging Face's LLaMA has no k_compress / q_project: such a checkpoint would load
+  // as a different model.
+  KV_CHECK(!c.compressed_keys(),
+           "checkpoint {}: a model with compressed keys (k_proj_heads {}, {} KV heads) has no "
+           "Hugging Face form",
+           dir.string(), c.k_proj_heads, c.n_kv_heads);
   KV_CHECK(c.positional != PositionalKind::kRope || c.rope_layout == RopeLayout::kRotateHalf,
            "checkpoint {}: a RoPE model must use the rotate-half layout to be saved in Hugging "
            "Face format",

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "kvscope/checkpoint.hpp"
 #include "kvscope/experiment.hpp"
 #include "kvscope/kv_reduction.hpp"
 #include "kvscope/perplexity.hpp"
@@ -54,6 +55,13 @@ TEST_CASE("attention-only fine-tuning moves the attention weights and nothing el
   train::AdamState adam;
   for (int step = 0; step < o.steps; ++step)
     train::train_step(L, o, w, adam, train::batch_at(stream, tok->bos_id, o, step), step);
+  // Such a model has no Hugging Face form: saving it is refused, and nothing is left.
+  test::TempDir tmp("finetune_save");
+  CHECK_THROWS_WITH(train::save_checkpoint(tmp / "ck", L, w, adam, {}, kModel),
+                    Contains("a model with compressed keys (k_proj_heads 4, 2 KV heads) has no "
+                             "Hugging Face form"));
+  CHECK_FALSE(fs::exists(tmp / "ck"));
+  CHECK_FALSE(fs::exists(tmp / "ck.partial"));
   for (const train::TensorSpec& t : L.tensors) {
     INFO(t.name);
     const auto b = w0.begin() + long(t.offset), e = b + long(t.rows * t.cols);
