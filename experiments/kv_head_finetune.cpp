@@ -19,8 +19,10 @@
 //     eval_every: 25                  # held-out evaluation cadence (steps)
 //     eval_tokens: 8192               # held-out tokens: curves (seq_len windows) and the
 //                                     # before/after perplexity (context windows)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "experiments.hpp"
 #include "kvscope/calibration.hpp"
@@ -28,6 +30,7 @@
 #include "kvscope/perplexity.hpp"
 #include "kvscope/plot.hpp"
 #include "kvscope/trainer.hpp"
+#include "train_config.hpp"
 
 namespace kvscope {
 
@@ -51,12 +54,8 @@ struct FinetuneConfig {
 struct Variant {
   std::string method;  // "original" or a method name
   int kv_heads = 0;
-  Model model;
+  std::optional<ReduceMethod> reduce;  // none: the original model
 };
-
-int64_t kv_bytes_per_token(const ModelConfig& c) {
-  return int64_t(2) * c.n_layers * c.n_kv_heads * c.head_dim * int64_t(sizeof(float));
-}
 
 Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
   Table curves("recovery", {{"model", Column::String},
@@ -119,19 +118,16 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     KV_CHECK(int64_t(train_stream.size()) > mo.seq_len,
              "{}: the fine-tuning text has {} tokens, fewer than seq_len {}", where,
              train_stream.size(), mo.seq_len);
-    std::optional<CalibrationGrams> grams;
-    for (ReduceMethod meth : cfg.methods)
-      if (needs_calibration(meth) && !grams) {
-        CalibrationOptions co;
-        co.tokens = cfg.calibration_tokens;
-        grams = collect_grams(m, bos, cal_stream, co);
-      }
+    std::optional<CalibrationGrams> grams;  // only the calibrated methods read them
+    if (std::any_of(cfg.methods.begin(), cfg.methods.end(), needs_calibration)) {
+      CalibrationOptions co;
+      co.tokens = cfg.calibration_tokens;
+      grams = collect_grams(m, bos, cal_stream, co);
+    }
     std::vector<Variant> variants;
-    if (cfg.control) variants.push_back({"original", c.n_kv_heads, m});
+    if (cfg.control) variants.push_back({"original", c.n_kv_heads, std::nullopt});
     for (int g : cfg.targets)
-      for (ReduceMethod meth : cfg.methods)
-        variants.push_back(
-            {method_name(meth), g, reduce_kv_heads(m, g, meth, grams ? &*grams : nullptr).model});
+      for (ReduceMethod meth : cfg.methods) variants.push_back({method_name(meth), g, meth});
     // Held-out sets per text: seq_len windows for the curves, the stream for perplexity.
     struct Held {
       std::string name;
@@ -148,10 +144,16 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     }
     PerplexityOptions po;
     po.max_tokens = cfg.eval_tokens;
-    for (const std::string& which : cfg.trainable)
-      for (const Variant& v : variants) {
-        const train::Layout L = train::make_layout(v.model.config);
-        std::vector<float> w = train::params_from_model<float>(v.model, L);
+    for (const Variant& v : variants) {
+      // One reduced model at a time, so memory holds two models whatever the grid.
+      std::optional<ReducedModel> reduced;
+      if (v.reduce) reduced = reduce_kv_heads(m, v.kv_heads, *v.reduce, grams ? &*grams : nullptr);
+      const Model& start = reduced ? reduced->model : m;
+      std::vector<PerplexityResult> before;  // per text; the same for every `trainable`
+      for (const Held& h : held) before.push_back(perplexity(start, *lm.tokenizer, h.stream, po));
+      for (const std::string& which : cfg.trainable) {
+        const train::Layout L = train::make_layout(start.config);
+        std::vector<float> w = train::params_from_model<float>(start, L);
         mo.trainable = which == "attention" ? train::attention_mask(L) : std::vector<uint8_t>{};
         train::AdamState adam;
         int64_t tokens = 0;
@@ -170,14 +172,15 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
           tokens += s.tokens, secs += s.seconds, ++steps_done;
           if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
         }
-        const Model trained = train::model_from_params(L, w, v.model.name + ":finetuned");
-        for (const Held& h : held) {
-          const PerplexityResult p0 = perplexity(v.model, *lm.tokenizer, h.stream, po);
+        const Model trained = train::model_from_params(L, w, start.name + ":finetuned");
+        for (size_t hi = 0; hi < held.size(); ++hi) {
+          const Held& h = held[hi];
+          const PerplexityResult& p0 = before[hi];
           const PerplexityResult p1 = perplexity(trained, *lm.tokenizer, h.stream, po);
-          const int64_t bytes = kv_bytes_per_token(v.model.config);
+          const int64_t bytes = start.config.kv_bytes_per_token();
           after.add_row({ms.name, h.name, v.method, int64_t(v.kv_heads), which, tokens,
                          p1.tokens_scored, p0.perplexity(), p1.perplexity(), bytes,
-                         double(bytes) / double(kv_bytes_per_token(c))});
+                         double(bytes) / double(c.kv_bytes_per_token())});
           const double el =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           ctx.log(fmt::format("{} {} -> {} KV heads, {} weights: {} ppl {:.2f} -> {:.2f}, ETA {}",
@@ -188,6 +191,7 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
         timing.add_row({ms.name, v.method, int64_t(v.kv_heads), which, tokens, secs,
                         secs > 0 ? double(tokens) / secs : 0.0});
       }
+    }
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_recovery(dir / "recovery.csv", dir); });
@@ -221,18 +225,10 @@ ExperimentKind kv_head_finetune_kind() {
                "{}: kv_head_finetune.trainable: unknown value '{}' (expected all or attention)",
                s.file(), t);
     cfg.control = s.get_or<bool>("control", cfg.control);
-    train::TrainOptions& o = cfg.opt;
-    o.steps = s.get_at_least_or<int>("steps", 1, 200);
-    o.batch = s.get_at_least_or<int>("batch", 1, 4);
-    o.seq_len = s.get_at_least_or<int>("seq_len", 0, 256);
-    o.lr = s.get_or<double>("lr", 1e-3);
-    o.min_lr = s.get_or<double>("min_lr", 1e-4);
-    o.warmup = s.get_at_least_or<int>("warmup", 1, 20);
-    o.weight_decay = s.get_or<double>("weight_decay", 0.0);
-    o.clip = s.get_or<double>("clip", o.clip);
-    KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
-             "{}: kv_head_finetune.lr must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(),
-             o.lr, o.min_lr);
+    train::TrainOptions defaults;  // a short run from a trained model
+    defaults.steps = 200, defaults.batch = 4, defaults.seq_len = 256, defaults.lr = 1e-3;
+    defaults.min_lr = 1e-4, defaults.warmup = 20, defaults.weight_decay = 0.0;
+    cfg.opt = parse_train_options(s, defaults);
     cfg.eval_every = s.get_at_least_or<int>("eval_every", 1, cfg.eval_every);
     cfg.eval_tokens = s.get_at_least_or<int64_t>("eval_tokens", 1, cfg.eval_tokens);
     return [cfg](ExperimentContext& ctx) { return run_finetune(cfg, ctx); };

@@ -131,10 +131,6 @@ double decode_tokens_per_second(const Model& m, const std::vector<int32_t>& ctx_
   return best;
 }
 
-int64_t kv_bytes_per_token(const ModelConfig& c) {
-  return int64_t(2) * c.n_layers * c.n_kv_heads * c.head_dim * int64_t(sizeof(float));
-}
-
 Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
   Table main("reduction", {{"model", Column::String},
                            {"text", Column::String},
@@ -208,7 +204,7 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
       const PerplexityResult base = perplexity(m, *lm.tokenizer, stream, po);
       main.add_row({ms.name, ts.name, std::string("original"), int64_t(c.n_kv_heads), int64_t(0),
                     base.tokens_scored, base.mean_nll(), base.perplexity(), 0.0, 0.0, 0.0,
-                    kv_bytes_per_token(c), 1.0});
+                    c.kv_bytes_per_token(), 1.0});
       for (int g : cfg.targets)
         for (ReduceMethod meth : cfg.methods) {
           const std::vector<int64_t> counts =
@@ -241,11 +237,11 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
             double an = 0.0;
             for (double x : ae) an += x;
             const PerplexityResult p = perplexity(r.model, *lm.tokenizer, stream, po);
-            const int64_t bytes = kv_bytes_per_token(r.model.config);
+            const int64_t bytes = r.model.config.kv_bytes_per_token();
             main.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
                           p.tokens_scored, p.mean_nll(), p.perplexity(), std::sqrt(kn / kd),
                           std::sqrt(vn / vd), an / double(ae.size()), bytes,
-                          double(bytes) / double(kv_bytes_per_token(c))});
+                          double(bytes) / double(c.kv_bytes_per_token())});
             for (int l = 0; l < c.n_layers; ++l)
               layers.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
                               int64_t(l), std::sqrt(ke[size_t(l)]), std::sqrt(ve[size_t(l)]),

@@ -26,6 +26,7 @@
 #include "kvscope/perplexity.hpp"
 #include "kvscope/plot.hpp"
 #include "kvscope/trainer.hpp"
+#include "train_config.hpp"
 
 namespace kvscope {
 
@@ -161,6 +162,22 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
 
 }  // namespace
 
+train::TrainOptions parse_train_options(YamlMap& s, const train::TrainOptions& defaults) {
+  train::TrainOptions o = defaults;
+  o.steps = s.get_at_least_or<int>("steps", 1, o.steps);
+  o.batch = s.get_at_least_or<int>("batch", 1, o.batch);
+  o.seq_len = s.get_at_least_or<int>("seq_len", 0, o.seq_len);
+  o.lr = s.get_or<double>("lr", o.lr);
+  o.min_lr = s.get_or<double>("min_lr", o.min_lr);
+  o.warmup = s.get_at_least_or<int>("warmup", 1, o.warmup);
+  o.weight_decay = s.get_or<double>("weight_decay", o.weight_decay);
+  o.clip = s.get_or<double>("clip", o.clip);
+  KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
+           "{}: {} must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(), s.key_path("lr"),
+           o.lr, o.min_lr);
+  return o;
+}
+
 ExperimentKind train_kind() {
   ExperimentKind k;
   k.name = "train";
@@ -193,21 +210,13 @@ ExperimentKind train_kind() {
     cfg.eval_text = parse_text_spec(e);
     cfg.eval_tokens = s.get_at_least_or<int64_t>("eval_tokens", 1, cfg.eval_tokens);
     cfg.eval_every = s.get_at_least_or<int>("eval_every", 1, cfg.eval_every);
+    train::TrainOptions defaults;
+    defaults.seq_len = 0;  // the context
+    cfg.opt = parse_train_options(s, defaults);
     train::TrainOptions& o = cfg.opt;
-    o.steps = s.get_at_least_or<int>("steps", 1, o.steps);
-    o.batch = s.get_at_least_or<int>("batch", 1, o.batch);
-    o.seq_len = s.get_at_least_or<int>("seq_len", 0, 0);
-    o.lr = s.get_or<double>("lr", o.lr);
-    o.min_lr = s.get_or<double>("min_lr", o.min_lr);
-    o.warmup = s.get_at_least_or<int>("warmup", 1, o.warmup);
-    o.weight_decay = s.get_or<double>("weight_decay", o.weight_decay);
-    o.clip = s.get_or<double>("clip", o.clip);
     o.repeat_share = s.get_or<double>("repeat_share", 0.0);
     KV_CHECK(o.repeat_share >= 0 && o.repeat_share <= 1,
              "{}: train.repeat_share must be in [0, 1], got {}", s.file(), o.repeat_share);
-    KV_CHECK(o.lr > 0 && o.min_lr >= 0 && o.min_lr <= o.lr,
-             "{}: train.lr must be > 0 and 0 <= min_lr <= lr (got {}, {})", s.file(), o.lr,
-             o.min_lr);
     cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);

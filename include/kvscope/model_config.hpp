@@ -43,6 +43,10 @@ struct ModelConfig {
   bool compressed_keys() const { return k_proj_heads > 0; }
   int k_proj_dim() const { return (compressed_keys() ? k_proj_heads : n_kv_heads) * head_dim; }
   int group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
+  // Bytes the f32 cache holds per token: K and V of every layer's cached heads.
+  int64_t kv_bytes_per_token() const {
+    return int64_t(2) * n_layers * n_kv_heads * head_dim * int64_t(sizeof(float));
+  }
 };
 
 std::string rope_layout_name(RopeLayout l);
