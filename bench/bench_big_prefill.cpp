@@ -7,9 +7,9 @@
 #include <cstdio>
 
 #include "bench_util.hpp"
-#include "kvscope/error.hpp"
-#include "kvscope/forward.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 using namespace kvscope;
 using namespace kvscope::bench;

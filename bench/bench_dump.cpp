@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "bench_util.hpp"
-#include "kvscope/kv_dump.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/synthetic_model.hpp"
-#include "kvscope/text_source.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 using namespace kvscope;
 using namespace kvscope::bench;

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "bench_util.hpp"
-#include "kvscope/forward.hpp"
-#include "kvscope/synthetic_model.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 using namespace kvscope;
 using namespace kvscope::bench;

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "bench_util.hpp"
-#include "kvscope/spectrum.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/kv/spectrum.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 using namespace kvscope;
 using namespace kvscope::bench;

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "bench_util.hpp"
-#include "kvscope/threads.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/runtime/threads.hpp"
+#include "kvscope/train/trainer.hpp"
 
 using namespace kvscope;
 using namespace kvscope::bench;

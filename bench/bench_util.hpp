@@ -4,7 +4,7 @@
 #include <chrono>
 #include <string>
 
-#include "kvscope/model_config.hpp"
+#include "kvscope/model/model_config.hpp"
 
 namespace kvscope::bench {
 

@@ -5,8 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "kvscope/error.hpp"
-#include "kvscope/synthetic_model.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/model/synthetic_model.hpp"
 
 using namespace kvscope;
 

@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "kvscope/kv_dump.hpp"
-#include "kvscope/perplexity.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
 

@@ -1,8 +1,8 @@
 // One factory per experiment kind; experiments/registry.cpp lists them.
 #pragma once
 
-#include "kvscope/error.hpp"
-#include "kvscope/experiment.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/error.hpp"
 
 namespace kvscope {
 

@@ -20,10 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/policy_eval.hpp"
-#include "kvscope/retrieval_heads.hpp"
+#include "kvscope/kv/policy_eval.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 #include "retrieval_config.hpp"
 
 namespace kvscope {

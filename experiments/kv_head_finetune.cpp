@@ -25,11 +25,11 @@
 #include <optional>
 
 #include "experiments.hpp"
-#include "kvscope/calibration.hpp"
-#include "kvscope/kv_reduction.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/kv/calibration.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/train/trainer.hpp"
 #include "train_config.hpp"
 
 namespace kvscope {

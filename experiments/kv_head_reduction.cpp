@@ -1,5 +1,5 @@
 // Experiment kind `kv_head_reduction` (paper A, Table 4 in kind): for every model, target
-// KV-head count and method (include/kvscope/kv_reduction.hpp), the reduced model's
+// KV-head count and method (include/kvscope/kv/kv_reduction.hpp), the reduced model's
 // held-out perplexity, the relative error of its K and V (the original model's held-out
 // activations reconstructed through the method's bases), the relative error of each
 // layer's attention output against the original model, and the KV-cache bytes it keeps;
@@ -23,12 +23,12 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "kvscope/calibration.hpp"
-#include "kvscope/forward.hpp"
-#include "kvscope/kv_reduction.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/sequences.hpp"
+#include "kvscope/io/sequences.hpp"
+#include "kvscope/kv/calibration.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
 

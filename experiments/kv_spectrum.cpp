@@ -19,11 +19,11 @@
 #include <map>
 
 #include "experiments.hpp"
-#include "kvscope/calibration.hpp"
-#include "kvscope/kv_dump.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/spectrum.hpp"
+#include "kvscope/kv/calibration.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/kv/spectrum.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
 

@@ -1,5 +1,5 @@
 // Experiment kind `perplexity`: every model x every text, sliding-window perplexity
-// (windows and BOS handling: include/kvscope/perplexity.hpp).
+// (windows and BOS handling: include/kvscope/runtime/perplexity.hpp).
 //
 //   perplexity:
 //     window: 0         # tokens per window incl. BOS; 0 = each model's context length
@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "kvscope/perplexity.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
 

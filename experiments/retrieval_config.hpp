@@ -2,8 +2,8 @@
 // (documented in experiments/retrieval_heads.cpp and docs/experiments.md).
 #pragma once
 
-#include "kvscope/retrieval_heads.hpp"
-#include "kvscope/yaml_util.hpp"
+#include "kvscope/io/yaml_util.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
 
 namespace kvscope {
 

@@ -18,8 +18,8 @@
 #include <numeric>
 
 #include "experiments.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/retrieval_heads.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
+#include "kvscope/report/plot.hpp"
 #include "retrieval_config.hpp"
 
 namespace kvscope {

@@ -22,10 +22,10 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "kvscope/checkpoint.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/train/checkpoint.hpp"
+#include "kvscope/train/trainer.hpp"
 #include "train_config.hpp"
 
 namespace kvscope {

@@ -2,8 +2,8 @@
 // docs/experiments.md under both kinds).
 #pragma once
 
-#include "kvscope/trainer.hpp"
-#include "kvscope/yaml_util.hpp"
+#include "kvscope/io/yaml_util.hpp"
+#include "kvscope/train/trainer.hpp"
 
 namespace kvscope {
 

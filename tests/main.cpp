@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 
-#include "kvscope/threads.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 int main(int argc, char* argv[]) {
   const char* env = std::getenv("KVSCOPE_TEST_THREADS");

@@ -52,7 +52,7 @@ double alibi_slope_ref(int h, int n) {
 
 }  // namespace
 
-// RoPE on one head vector at position p, written two different ways from src/ops.cpp:
+// RoPE on one head vector at position p, written two different ways from src/runtime/ops.cpp:
 // adjacent pairs as complex multiplication (Meta's reference), rotate-half as
 // x*cos + rotate_half(x)*sin with duplicated frequencies (Hugging Face's reference).
 void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout) {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kvscope/model.hpp"
+#include "kvscope/model/model.hpp"
 
 namespace kvscope::test {
 

@@ -7,8 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "kvscope/atomic_file.hpp"
-#include "kvscope/error.hpp"
+#include "kvscope/io/atomic_file.hpp"
+#include "kvscope/io/error.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

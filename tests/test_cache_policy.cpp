@@ -5,8 +5,8 @@
 #include <cmath>
 #include <random>
 
-#include "kvscope/cache_policy.hpp"
-#include "kvscope/forward.hpp"
+#include "kvscope/kv/cache_policy.hpp"
+#include "kvscope/runtime/forward.hpp"
 
 using namespace kvscope;
 

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <string>
 
-#include "kvscope/checksum.hpp"
-#include "kvscope/error.hpp"
+#include "kvscope/io/checksum.hpp"
+#include "kvscope/io/error.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

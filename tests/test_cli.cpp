@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "kvscope/manifest.hpp"
-#include "kvscope/table.hpp"
+#include "kvscope/report/manifest.hpp"
+#include "kvscope/report/table.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

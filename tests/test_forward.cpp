@@ -9,8 +9,8 @@
 #include <mutex>
 #include <random>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/synthetic_model.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
 
 using namespace kvscope;

@@ -5,7 +5,7 @@
 #include <set>
 #include <sstream>
 
-#include "kvscope/generate.hpp"
+#include "kvscope/runtime/generate.hpp"
 
 using namespace kvscope;
 

@@ -10,10 +10,10 @@
 #include <map>
 #include <sstream>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/kv_dump.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/text_source.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 #include "reference_model.hpp"
 #include "test_util.hpp"
 

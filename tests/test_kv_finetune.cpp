@@ -5,12 +5,12 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
-#include "kvscope/checkpoint.hpp"
-#include "kvscope/experiment.hpp"
-#include "kvscope/kv_reduction.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/table.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/report/table.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/train/checkpoint.hpp"
+#include "kvscope/train/trainer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -4,13 +4,13 @@
 #include <catch2/catch.hpp>
 #include <map>
 
-#include "kvscope/calibration.hpp"
-#include "kvscope/experiment.hpp"
-#include "kvscope/forward.hpp"
-#include "kvscope/kv_reduction.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/table.hpp"
-#include "kvscope/text_source.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/kv/calibration.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/report/table.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 #include "reference_model.hpp"
 #include "test_util.hpp"
 

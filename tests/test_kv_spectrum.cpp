@@ -4,10 +4,10 @@
 #include <catch2/catch.hpp>
 #include <map>
 
-#include "kvscope/error.hpp"
-#include "kvscope/experiment.hpp"
-#include "kvscope/plot.hpp"
-#include "kvscope/table.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/report/plot.hpp"
+#include "kvscope/report/table.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -7,9 +7,9 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "kvscope/error.hpp"
-#include "kvscope/model.hpp"
-#include "kvscope/safetensors.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/model/model.hpp"
+#include "kvscope/model/safetensors.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -7,9 +7,9 @@
 #include <regex>
 #include <sstream>
 
-#include "kvscope/checksum.hpp"
-#include "kvscope/error.hpp"
-#include "kvscope/manifest.hpp"
+#include "kvscope/io/checksum.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/report/manifest.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

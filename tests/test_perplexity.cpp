@@ -4,9 +4,9 @@
 #include <cmath>
 #include <random>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/text_source.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 #include "reference_model.hpp"
 
 using namespace kvscope;

@@ -5,11 +5,11 @@
 #include <cmath>
 #include <map>
 
-#include "kvscope/error.hpp"
-#include "kvscope/experiment.hpp"
-#include "kvscope/policy_eval.hpp"
-#include "kvscope/synthetic_model.hpp"
-#include "kvscope/table.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/kv/policy_eval.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/report/table.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -2,7 +2,7 @@
 // hand-written CSVs whose verdicts and percentages are worked out by hand.
 #include <catch2/catch.hpp>
 
-#include "kvscope/report.hpp"
+#include "kvscope/report/report.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -3,8 +3,8 @@
 #include <catch2/catch.hpp>
 #include <set>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/retrieval_heads.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
+#include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
 
 using namespace kvscope;

@@ -9,8 +9,8 @@
 #include <set>
 #include <sstream>
 
-#include "kvscope/experiment.hpp"
-#include "kvscope/manifest.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/report/manifest.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <random>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/spectrum.hpp"
+#include "kvscope/kv/spectrum.hpp"
+#include "kvscope/runtime/forward.hpp"
 
 using namespace kvscope;
 

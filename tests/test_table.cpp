@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <limits>
 
-#include "kvscope/error.hpp"
-#include "kvscope/table.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/report/table.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "kvscope/error.hpp"
-#include "kvscope/text_source.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/io/text_source.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

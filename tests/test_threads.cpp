@@ -3,11 +3,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/synthetic_model.hpp"
-#include "kvscope/text_source.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/runtime/threads.hpp"
 #include "reference_model.hpp"
 
 using namespace kvscope;

@@ -1,8 +1,8 @@
 // load_tokenizer's dispatch on the path, and a speed sanity check over all tokenizers.
 #include <catch2/catch.hpp>
 
-#include "kvscope/error.hpp"
-#include "kvscope/tokenizer.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_tokenizer_common.hpp"
 
 namespace kvscope {

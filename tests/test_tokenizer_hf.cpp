@@ -8,8 +8,8 @@
 #include <map>
 #include <set>
 
-#include "kvscope/error.hpp"
-#include "kvscope/tokenizer.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_tokenizer_common.hpp"
 
 namespace kvscope {

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "kvscope/error.hpp"
-#include "kvscope/tokenizer.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_tokenizer_common.hpp"
 
 namespace kvscope {

@@ -2,8 +2,8 @@
 // ids, round trips with the model's normalization spelled out, and malformed files.
 #include <catch2/catch.hpp>
 
-#include "kvscope/error.hpp"
-#include "kvscope/tokenizer.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_tokenizer_common.hpp"
 
 namespace kvscope {

@@ -8,12 +8,12 @@
 #include <random>
 #include <set>
 
-#include "kvscope/forward.hpp"
-#include "kvscope/kv_reduction.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/train_model.hpp"
-#include "kvscope/train_ops.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/train/train_model.hpp"
+#include "kvscope/train/train_ops.hpp"
+#include "kvscope/train/trainer.hpp"
 
 using namespace kvscope;
 using namespace kvscope::train;

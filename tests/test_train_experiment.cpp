@@ -4,11 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
-#include "kvscope/experiment.hpp"
-#include "kvscope/forward.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/table.hpp"
-#include "kvscope/trainer.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/report/table.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/train/trainer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;

@@ -1,6 +1,6 @@
 #include "test_util.hpp"
 
-#include "kvscope/experiment.hpp"
+#include "kvscope/experiments/experiment.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <string>
 
-#include "kvscope/error.hpp"
-#include "kvscope/yaml_util.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/io/yaml_util.hpp"
 
 using Catch::Matchers::Contains;
 using kvscope::YamlMap;

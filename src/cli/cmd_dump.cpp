@@ -1,10 +1,10 @@
 #include <cstdio>
 
 #include "commands.hpp"
-#include "kvscope/kv_dump.hpp"
-#include "kvscope/perplexity.hpp"
-#include "kvscope/text_source.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 namespace kvscope::cli {
 

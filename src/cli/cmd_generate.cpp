@@ -1,8 +1,8 @@
 #include <cstdio>
 
 #include "commands.hpp"
-#include "kvscope/generate.hpp"
-#include "kvscope/threads.hpp"
+#include "kvscope/runtime/generate.hpp"
+#include "kvscope/runtime/threads.hpp"
 
 namespace kvscope::cli {
 

@@ -1,7 +1,7 @@
 #include <cstdio>
 
 #include "commands.hpp"
-#include "kvscope/plot.hpp"
+#include "kvscope/report/plot.hpp"
 
 namespace kvscope::cli {
 

@@ -1,5 +1,5 @@
 #include "commands.hpp"
-#include "kvscope/experiment.hpp"
+#include "kvscope/experiments/experiment.hpp"
 
 namespace kvscope::cli {
 

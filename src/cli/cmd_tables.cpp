@@ -13,10 +13,10 @@
 #include <thread>
 
 #include "commands.hpp"
-#include "kvscope/error.hpp"
-#include "kvscope/experiment.hpp"
-#include "kvscope/manifest.hpp"
-#include "kvscope/report.hpp"
+#include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/report/manifest.hpp"
+#include "kvscope/report/report.hpp"
 
 namespace kvscope::cli {
 

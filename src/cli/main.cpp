@@ -6,7 +6,7 @@
 #include <string>
 
 #include "commands.hpp"
-#include "kvscope/error.hpp"
+#include "kvscope/io/error.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"kvscope: how much of the KV cache can go, and which part must stay?", "kvscope"};

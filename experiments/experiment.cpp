@@ -1,0 +1,257 @@
+#include "kvscope/experiments/experiment.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "kvscope/io/atomic_file.hpp"
+#include "kvscope/io/checksum.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/runtime/threads.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<ModelSpec> parse_models(YamlMap& root) {
+  std::vector<ModelSpec> out;
+  for (YamlMap& m : root.list_of_maps("models")) {
+    ModelSpec s;
+    s.path = m.get<std::string>("path");
+    s.tokenizer = m.get_or<std::string>("tokenizer", "");
+    const fs::path base = fs::is_directory(s.path) ? s.path : s.path.parent_path();
+    s.name = m.get_or<std::string>("name", base.filename().string());
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<TextSpec> parse_texts(YamlMap& root) {
+  std::vector<TextSpec> out;
+  for (YamlMap& t : root.list_of_maps("texts")) out.push_back(parse_text_spec(t));
+  return out;
+}
+
+// Inputs must exist before any work starts: a typo fails in a second, not an hour in.
+void check_inputs_exist(const std::vector<ModelSpec>& models, const std::vector<TextSpec>& texts,
+                        const fs::path& config_file) {
+  for (const ModelSpec& m : models) {
+    KV_CHECK(fs::exists(m.path), "{}: model '{}': path '{}' does not exist", config_file.string(),
+             m.name, m.path.string());
+    KV_CHECK(m.tokenizer.empty() || fs::exists(m.tokenizer),
+             "{}: model '{}': tokenizer '{}' does not exist", config_file.string(), m.name,
+             m.tokenizer.string());
+  }
+  for (const TextSpec& t : texts)
+    KV_CHECK(fs::is_regular_file(t.path), "{}: text '{}': file '{}' does not exist",
+             config_file.string(), t.name, t.path.string());
+}
+
+}  // namespace
+
+LoadedModel ExperimentContext::load(const ModelSpec& spec) {
+  LoadedModel lm;
+  lm.model = load_model(spec.path);
+  lm.model.name = spec.name;
+  const fs::path tp = spec.tokenizer.empty() ? find_tokenizer_for(spec.path) : spec.tokenizer;
+  lm.tokenizer = load_tokenizer(tp);
+  KV_CHECK(lm.tokenizer->vocab_size() <= lm.model.config.vocab_size,
+           "{}: tokenizer has {} tokens but model '{}' only {}", tp.string(),
+           lm.tokenizer->vocab_size(), spec.name, lm.model.config.vocab_size);
+  // Hash every file once: for the manifest, and against data/SHA256SUMS when listed there.
+  std::vector<FileRecord> records;
+  for (const fs::path& f : lm.model.files) records.push_back(file_record("model:" + spec.name, f));
+  records.push_back(file_record("tokenizer:" + spec.name, tp));
+  for (const FileRecord& r : records) {
+    check_listed_sha256(r.path, r.sha256);
+    if (manifest) manifest->inputs.push_back(r);
+  }
+  return lm;
+}
+
+std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
+  std::vector<std::string> docs = load_documents(spec);
+  bool seen = false;
+  if (manifest)
+    for (const FileRecord& r : manifest->inputs) seen |= r.role == "text:" + spec.name;
+  if (!seen) {
+    FileRecord r = file_record("text:" + spec.name, spec.path);
+    check_listed_sha256(spec.path, r.sha256);
+    if (manifest) manifest->inputs.push_back(std::move(r));
+  }
+  return docs;
+}
+
+std::string mmss(double seconds) {
+  const int t = int(std::max(0.0, seconds) + 0.5);
+  return fmt::format("{}:{:02d}", t / 60, t % 60);
+}
+
+void ExperimentContext::log(const std::string& line) const {
+  if (verbose) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
+}
+
+TextSpec parse_text_spec(YamlMap& t) {
+  TextSpec s;
+  s.path = t.get<std::string>("path");
+  s.name = t.get_or<std::string>("name", s.path.stem().string());
+  s.format = t.get_choice_or("format", {"plain", "jsonl"},
+                             s.path.extension() == ".jsonl" ? "jsonl" : "plain") == "jsonl"
+                 ? TextSpec::Jsonl
+                 : TextSpec::Plain;
+  s.jsonl_field = t.get_or<std::string>("field", "text");
+  s.doc_separator = t.get_or<std::string>("doc_separator", "");
+  s.max_docs = t.get_at_least_or<size_t>("max_docs", 0, 0);
+  s.max_bytes = t.get_at_least_or<size_t>("max_bytes", 0, 0);
+  KV_CHECK(std::filesystem::is_regular_file(s.path), "{}: text '{}': file '{}' does not exist",
+           t.file(), s.name, s.path.string());
+  return s;
+}
+
+const ExperimentKind& find_experiment_kind(const std::string& name, const std::string& where) {
+  std::string known;
+  for (const ExperimentKind& k : experiment_kinds()) {
+    if (k.name == name) return k;
+    known += (known.empty() ? "" : ", ") + k.name;
+  }
+  throw Error(fmt::format("{}: unknown experiment kind '{}' (known: {})", where, name, known));
+}
+
+namespace {
+
+// A config read and validated, ready to run.
+struct Prepared {
+  YAML::Node doc;
+  ExperimentContext ctx;
+  ExperimentRun run;
+  std::vector<std::string> asked;
+};
+
+Prepared prepare(const fs::path& config_file, const RunOptions& opt) {
+  Prepared p;
+  p.doc = load_yaml_file(config_file);
+  const std::string file = config_file.string();
+  KV_CHECK(p.doc.IsMap(), "{}: the top level must be a map of keys", file);
+  YamlMap root(p.doc, file);
+
+  ExperimentContext& ctx = p.ctx;
+  ctx.config_file = config_file;
+  ctx.verbose = opt.verbose;
+  std::vector<std::string> kind_names;
+  for (const ExperimentKind& k : experiment_kinds()) kind_names.push_back(k.name);
+  ctx.kind = root.get_choice("kind", kind_names);
+  const ExperimentKind& kind = find_experiment_kind(ctx.kind, file);
+  ctx.name = root.get_or<std::string>("name", config_file.stem().string());
+  KV_CHECK(!ctx.name.empty() && ctx.name.find('/') == std::string::npos && ctx.name[0] != '.',
+           "{}: name '{}' must be a plain directory name", file, ctx.name);
+  ctx.threads = root.get_at_least_or<int>("threads", 0, 0);
+  if (opt.threads >= 0) ctx.threads = opt.threads;
+  ctx.seed = root.get_or<uint64_t>("seed", 0);
+  if (kind.needs_models || root.has("models")) ctx.models = parse_models(root);
+  if (kind.needs_texts || root.has("texts")) ctx.texts = parse_texts(root);
+  YamlMap section = root.map_or_empty(ctx.kind);
+  p.run = kind.prepare(section);
+  root.finish();  // every key of the file has now been read: anything else is unknown
+  check_inputs_exist(ctx.models, ctx.texts, config_file);
+  p.asked = root.asked_keys();
+  return p;
+}
+
+}  // namespace
+
+const std::string& code_sha256() {
+  static const std::string h = sha256_file("/proc/self/exe");
+  return h;
+}
+
+ConfigSummary read_config(const fs::path& config_file, const RunOptions& opt) {
+  Prepared p = prepare(config_file, opt);
+  ConfigSummary s;
+  s.name = p.ctx.name;
+  s.kind = p.ctx.kind;
+  s.threads = resolve_threads(p.ctx.threads);
+  s.config = yaml_to_json(p.doc);
+  s.asked_keys = std::move(p.asked);
+  return s;
+}
+
+std::string stale_reason(const fs::path& config_file, const RunOptions& opt) {
+  const ConfigSummary c = read_config(config_file, opt);
+  const fs::path dir = opt.results_root / c.name;
+  if (!fs::exists(dir / "manifest.json")) return "no results yet";
+  RunManifest m;
+  try {
+    m = read_manifest(dir / "manifest.json");
+  } catch (const Error& e) {
+    return std::string("unreadable manifest: ") + e.what();
+  }
+  for (const std::string& f : m.outputs)
+    if (!fs::exists(dir / f)) return "output " + f + " is missing";
+  if (m.config != c.config) return "the config changed";
+  if (m.threads != c.threads)
+    return fmt::format("threads changed ({} -> {})", m.threads, c.threads);
+  if (c.kind != "train" &&
+      (!m.extra.contains("code_sha256") || m.extra["code_sha256"] != code_sha256()))
+    return "the kvscope binary changed";
+  for (const FileRecord& r : m.inputs) {
+    if (!fs::exists(r.path)) return "input " + r.path + " is missing";
+    if (sha256_file(r.path) != r.sha256) return "input " + r.path + " changed";
+  }
+  return "";
+}
+
+fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Prepared p = prepare(config_file, opt);
+  const YAML::Node& doc = p.doc;
+  ExperimentContext& ctx = p.ctx;
+  ExperimentRun& run = p.run;
+
+  const fs::path final_dir = opt.results_root / ctx.name;
+  const fs::path partial_dir = opt.results_root / (ctx.name + ".partial");
+  fs::remove_all(partial_dir);
+  fs::create_directories(partial_dir);
+  ctx.out_dir = partial_dir;
+  ctx.threads = set_threads(ctx.threads);
+
+  RunManifest manifest = start_manifest(ctx.name, ctx.kind, fs::current_path());
+  manifest.config = yaml_to_json(doc);
+  manifest.threads = ctx.threads;
+  manifest.extra["blas"] = blas_info();
+  manifest.extra["seed"] = ctx.seed;
+  manifest.extra["code_sha256"] = code_sha256();
+  ctx.manifest = &manifest;
+  ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
+                      ctx.texts.size(), ctx.threads));
+
+  try {
+    const Tables tables = run(ctx);
+    for (const Table& t : tables) write_csv(t, partial_dir / (t.name() + ".csv"));
+    for (const auto& step : ctx.after_tables) step(partial_dir);
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(partial_dir))
+      if (e.is_regular_file()) files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    manifest.outputs = files;
+    manifest.wall_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    write_manifest(manifest, partial_dir / "manifest.json");
+    manifest.outputs.push_back("manifest.json");
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(partial_dir, ec);
+    throw;
+  }
+  // Swap the complete directory into place.
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);
+  fs::rename(partial_dir, final_dir, ec);
+  KV_CHECK(!ec, "cannot rename {} to {}: {}", partial_dir.string(), final_dir.string(),
+           ec.message());
+  ctx.log(fmt::format("wrote {} in {:.1f} s", final_dir.string(), manifest.wall_seconds));
+  return final_dir;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,113 @@
+// Scoring cache policies on tasks (paper B's evaluation, scaled to the shipped models).
+// Every task prefills a context with the full cache, compresses it with each policy, then
+// decodes the task's remaining tokens one at a time through the compressed cache, so that
+// every scored prediction comes from a compressed cache (none from the full prefill).
+//
+//   copy        a natural-text segment placed at a depth of a long context is repeated at
+//               its end: next-token accuracy on the repeat (what induction heads do); a
+//               baseline with a different first segment shows how much the copy helps
+//   recall      "... there was a little girl named X." at a depth of a context of filler
+//               text, then a cue; multiple choice among candidate names by log-probability
+//   perplexity  windows of long text: prefill the first part, score the rest
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kvscope/kv/cache_policy.hpp"
+#include "kvscope/model/model.hpp"
+#include "kvscope/tokenizer/tokenizer.hpp"
+
+namespace kvscope {
+
+// A policy of an experiment before the prefill length is known: razor's recent window and
+// the budget the baselines are matched to both depend on it.
+struct PolicySpec {
+  std::string name;  // full, streaming, razor, razor_no_comp, razor_no_echo, ...
+  PolicyKind kind = PolicyKind::kFull;
+  bool compensation = true;              // razor
+  std::vector<uint8_t> protected_heads;  // razor: [n_layers * n_kv_heads]
+  std::vector<uint8_t> budget_heads;     // streaming / h2o: match razor with these heads
+};
+
+struct PolicyParams {
+  int n_sink = 4;  // N0
+  int s0 = 32;     // razor's minimum recent window
+  double c = 5.0;  // razor keeps max(s0, N / c) recent tokens
+};
+
+// The CachePolicy for a prefill of n tokens. streaming and h2o get razor's average slots
+// per head (sinks + recent + compensation, full heads counted whole) for budget_heads.
+CachePolicy resolve_policy(const PolicySpec& s, const PolicyParams& p, int n);
+
+// Prefills `prefill` once (recording attention mass when a policy needs it), then for each
+// policy: a copy of the state, compressed, handed to `fn(index, state)` with room for
+// `extra` more tokens. Also returns, per policy, the share of the full cache's bytes kept.
+std::vector<double> for_each_policy(const Model& m, std::span<const int32_t> prefill, int extra,
+                                    const std::vector<CachePolicy>& policies,
+                                    const std::function<void(size_t, RunState&)>& fn);
+
+struct CopyTask {
+  int context = 0;                          // tokens incl. BOS; 0 = the model's context
+  int segment = 32;                         // tokens copied
+  std::vector<double> depths = {0.1, 0.5};  // share of the filler before the first copy
+  int trials = 8;
+};
+
+struct TaskScore {
+  double score = 0.0;     // accuracy (copy, recall) or perplexity
+  double aux = 0.0;       // copy: baseline accuracy without the first copy; recall: mean
+                          // rank of the true name (1 = best); perplexity: mean NLL
+  double kv_share = 0.0;  // bytes kept / full cache bytes, after compression
+  int64_t count = 0;      // predictions (copy, perplexity) or questions (recall)
+};
+
+// The window the copy task uses on a model with config c.
+int copy_context(const CopyTask& t, const ModelConfig& c);
+
+// Per depth, per policy. `stream`: filler and segments, natural text tokens (no BOS).
+std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
+                                             const CopyTask& t,
+                                             const std::vector<PolicySpec>& policies,
+                                             const PolicyParams& p);
+
+struct RecallTask {
+  std::vector<int> lengths;  // context lengths; [] = the model's context
+  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  std::vector<std::string> names = {"Lily", "Tom", "Ben", "Sue", "Mia", "Max", "Tim", "Anna"};
+  std::string needle = "Once upon a time, there was a little girl named {}.";
+  std::string cue = "Then";  // the name is scored as the word after this
+  int trials = 4;            // filler passages per (length, depth); each asks every name
+};
+
+struct RecallCell {
+  int length = 0;
+  double depth = 0.0;
+  std::vector<TaskScore> scores;  // per policy
+};
+
+// Per (length, depth), lengths outer. Lengths beyond the model's context, or too short for
+// the needle and the cue, are left out (the caller sees which from the cells).
+std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
+                                   std::span<const int32_t> stream, const RecallTask& t,
+                                   const std::vector<PolicySpec>& policies, const PolicyParams& p);
+
+struct PerplexityTask {
+  int window = 0;         // tokens per window incl. BOS; 0 = the model's context
+  double prefill = 0.75;  // share of each window prefilled before compression
+  int windows = 16;       // consecutive, non-overlapping
+};
+
+// The window, and the tokens of it prefilled before compression, on a model with config c.
+int perplexity_window(const PerplexityTask& t, const ModelConfig& c);
+int perplexity_prefill(const PerplexityTask& t, int window);
+
+// Per policy.
+std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
+                                             const PerplexityTask& t,
+                                             const std::vector<PolicySpec>& policies,
+                                             const PolicyParams& p);
+
+}  // namespace kvscope

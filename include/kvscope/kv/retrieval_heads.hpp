@@ -1,0 +1,96 @@
+// Retrieval-head detection (paper B, RazorAttention Sec. 3): a probe of BOS followed by one
+// block of random token ids repeated R times. For a query at position i inside a repeat,
+// the earlier copies of its token sit at j = i - B, i - 2B, ... (B = block length):
+//   echo(i)      = sum_j A[i, j]       attention to the earlier copies of the same token
+//   induction(i) = sum_j A[i, j + 1]   attention to the token that followed them
+// A head's score is the mean over every such i; a KV head's is the max over the query heads
+// that share it. Scores accumulate per block of attention rows (HeadScorer is a forward
+// observer), so no [S, S] matrix is ever held.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kvscope/model/model.hpp"
+#include "kvscope/runtime/forward.hpp"
+
+namespace kvscope {
+
+struct ProbeSpec {
+  int block = 0;      // B: tokens per random block
+  int repeats = 4;    // R: copies of the block after BOS
+  uint64_t seed = 0;  // random ids
+  int token_lo = 0;   // ids drawn from [token_lo, token_hi)
+  int token_hi = 0;
+};
+
+// [1 + R * B]: bos, then the block R times. The block's ids are distinct when the id range
+// allows it (so "the earlier copy of this token" is unique per repeat), drawn with
+// replacement otherwise. Deterministic in the seed.
+std::vector<int32_t> make_probe(int32_t bos, const ProbeSpec& p);
+
+struct HeadScores {
+  int n_layers = 0, n_heads = 0, n_kv_heads = 0;
+  std::vector<double> echo, induction;               // [n_layers * n_heads]
+  std::vector<double> kv_echo, kv_induction;         // [n_layers * n_kv_heads], max over the group
+  std::vector<int> kv_echo_from, kv_induction_from;  // query head giving the max
+  int64_t queries = 0;                               // query positions averaged per head
+};
+
+// Observer for one forward pass over a probe from position 0 (a full cache, so slot j is
+// position j). Thread-safe the way ForwardObserver::on_attention is called: one writer per
+// head.
+class HeadScorer : public ForwardObserver {
+ public:
+  HeadScorer(int n_layers, int n_heads, int n_kv_heads, int block);
+  bool wants_attention() const override { return true; }
+  void on_attention(const AttentionRows& r) override;
+  HeadScores scores() const;
+
+ private:
+  int n_layers_, n_heads_, n_kv_, block_;
+  std::vector<double> echo_, ind_;  // [n_layers * n_heads] sums
+  std::vector<int64_t> count_;      // [n_layers * n_heads] queries summed
+};
+
+struct HeadSelection {
+  double induction_share = 0.14;  // top share of all KV heads by induction score
+  double echo_share = 0.01;       // top share by echo score
+  // When >= 0, absolute thresholds replace the shares: a KV head is selected when its
+  // score is at least the threshold.
+  double induction_threshold = -1.0;
+  double echo_threshold = -1.0;
+};
+
+// How many of n heads a share selects: ceil(share * n) (a positive share keeps at least
+// one head), at most n.
+int heads_for_share(double share, int n);
+
+// [n_layers * n_kv_heads] 1 = retrieval head: top induction union top echo, ranking every
+// KV head of the model together (ties: the earlier layer, then head, wins).
+std::vector<uint8_t> select_retrieval_heads(const HeadScores& s, const HeadSelection& sel);
+
+// `count` distinct KV heads of `total` chosen uniformly at random (the ablation baseline).
+std::vector<uint8_t> random_heads(int total, int count, uint64_t seed);
+
+}  // namespace kvscope
+
+namespace kvscope {
+
+struct ProbeOptions {
+  int block = 0;    // 0: (context - 1) / repeats, so the probe fills the trained context
+  int repeats = 4;  // copies of the block
+  int probes = 1;   // independent random blocks (seeds seed, seed+1, ...), scores averaged
+  uint64_t seed = 0;
+  int token_lo = -1;  // -1: one past the highest of BOS / EOS ids
+  int token_hi = 0;   // 0: the vocabulary size
+};
+
+// The block length, id range and seeds `o` resolves to on `m` (throws naming the key when
+// the probe does not fit the model's context or vocabulary).
+ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
+
+// Runs every probe through `m` with a HeadScorer: scores averaged over all probe queries.
+HeadScores probe_heads(const Model& m, const ProbeOptions& o);
+
+}  // namespace kvscope

@@ -1,0 +1,81 @@
+// A loaded model: blueprint (ModelConfig) + read-only weights. Run state (activations,
+// KV cache) lives apart, in forward.hpp, so one Model serves many runs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kvscope/model/model_config.hpp"
+#include "kvscope/model/tensor.hpp"
+
+namespace kvscope {
+
+struct LayerWeights {
+  Tensor attn_norm;  // [1, dim]
+  Tensor wq;         // [n_heads*head_dim, dim]
+  Tensor wk;         // [n_kv_heads*head_dim, dim]
+  Tensor wv;         // [n_kv_heads*head_dim, dim]
+  Tensor wo;         // [dim, n_heads*head_dim]
+  Tensor ffn_norm;   // [1, dim]
+  Tensor w_gate;     // [hidden_dim, dim]  (llama2.c w1)
+  Tensor w_up;       // [hidden_dim, dim]  (llama2.c w3)
+  Tensor w_down;     // [dim, hidden_dim]  (llama2.c w2)
+  // Only in models with config.k_proj_heads > 0 (see ModelConfig):
+  Tensor k_compress;  // [n_kv_heads*head_dim, group*head_dim]: rows of cached head j map
+                      // the post-RoPE keys of its group's heads to it (group = k_proj_heads
+                      // / n_kv_heads)
+  Tensor q_project;   // [n_heads*head_dim, head_dim]: rows of query head h map its
+                      // post-RoPE query into its cached head's basis
+};
+
+struct Weights {
+  Tensor tok_embedding;  // [vocab, dim]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [1, dim]
+  Tensor classifier;  // [vocab, dim]; the same bytes as tok_embedding when tied
+};
+
+struct Model {
+  std::string name;                          // e.g. "stories260K"
+  std::string format;                        // "llama2c", "hf-safetensors", "memory"
+  std::filesystem::path source;              // file or directory it was loaded from
+  std::vector<std::filesystem::path> files;  // every file read (for checksums)
+  ModelConfig config;
+  Weights weights;
+};
+
+// Every tensor of a model once, with its expected shape: the loaders, the shape check
+// and the tests all walk this list instead of repeating it.
+struct TensorSlot {
+  Tensor* tensor;
+  int64_t rows, cols;
+};
+std::vector<TensorSlot> tensor_slots(Model& m);
+
+// Throws Error naming the tensor with expected and actual shapes.
+void check_shapes(Model& m);
+
+struct LoadOptions {
+  // Widen non-f32 weights to owned f32 at load when the widened model fits in this
+  // many bytes; bigger models stay mapped and are widened per layer when used.
+  size_t widen_at_load_limit = size_t(2) << 30;
+};
+
+// A llama2.c checkpoint file, a Hugging Face model directory, or a config.json /
+// *.safetensors / *.index.json inside one.
+Model load_model(const std::filesystem::path& path, const LoadOptions& opt = {});
+Model load_llama2c(const std::filesystem::path& file);
+Model load_hf_llama(const std::filesystem::path& dir);
+
+// Replaces every non-f32 (or unaligned) tensor by an owned f32 copy.
+void widen_all(Model& m);
+
+// The tokenizer that belongs with a model: tokenizer.json in a Hugging Face directory;
+// beside a llama2.c file, the one *.model or tok*.bin. Throws when none or several.
+std::filesystem::path find_tokenizer_for(const std::filesystem::path& model_path);
+
+// Total parameters (tied classifier counted once).
+int64_t parameter_count(const Model& m);
+
+}  // namespace kvscope

@@ -1,0 +1,43 @@
+// A stored weight: a view into a memory-mapped file in the file's dtype, or owned
+// float32 data (models built or edited in memory). Matrices are row-major [rows, cols]
+// in the PyTorch convention [out, in]; vectors have rows == 1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvscope/model/dtype.hpp"
+
+namespace kvscope {
+
+class MappedFile;
+
+struct Tensor {
+  std::string name;  // as in the checkpoint, for error messages
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const std::byte* data = nullptr;         // rows*cols elements of dtype, any alignment
+  std::shared_ptr<const void> owner;       // keeps the mapping or buffer alive
+  std::shared_ptr<const MappedFile> file;  // set when `data` points into a mapping
+
+  int64_t numel() const { return rows * cols; }
+  size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+  bool empty() const { return data == nullptr; }
+
+  // Direct float32 pointer when no conversion is needed (F32, 4-byte aligned), else null.
+  const float* f32() const;
+  // Widen rows [r0, r0+n) into dst ([n, cols] floats).
+  void rows_to_f32(int64_t r0, int64_t n, float* dst) const;
+  // Widen everything into a new vector (an explicit deep copy).
+  std::vector<float> to_f32() const;
+  // Hand the mapped pages back to the kernel (no-op for owned tensors).
+  void release_pages() const;
+};
+
+// Owned float32 tensor; `values` must hold rows*cols elements.
+Tensor make_tensor(std::string name, int64_t rows, int64_t cols, std::vector<float> values);
+
+}  // namespace kvscope

@@ -1,0 +1,126 @@
+// The forward pass: batched prefill over a sequence with GEMMs, incremental decoding
+// with a KV cache, and observers that see each layer's Q, K (before and after RoPE), V
+// and optionally the attention weights. With no observer nothing extra is copied.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kvscope/model/model.hpp"
+
+namespace kvscope {
+
+// What an observer receives for each layer, for the tokens of one forward() call.
+struct LayerCapture {
+  int layer;
+  int pos0;      // absolute position of the first token of this call
+  int n_tokens;  // T
+  int n_heads, n_kv_heads, head_dim;
+  const float* q;           // [n_heads, T, head_dim], after RoPE
+  const float* k_pre_rope;  // [n_kv_heads, T, head_dim]
+  const float* k;           // [n_kv_heads, T, head_dim], after RoPE
+  const float* v;           // [n_kv_heads, T, head_dim]
+  const float* attn_out;    // [T, n_heads*head_dim]: per-head attention output, before W_O
+  const float* attn_proj;   // [T, dim]: the attention block's output (after W_O), or null
+                            // unless the observer wants_attn_proj()
+  // For models with compressed keys (ModelConfig::k_proj_heads), k_pre_rope is null and
+  // k holds the cached (compressed) keys.
+};
+
+// Softmax rows of one query head for a block of this call's queries.
+struct AttentionRows {
+  int layer;
+  int head;              // query head
+  int q_begin;           // first query row, 0-based within this call
+  int n_q;               // rows in this block
+  int n_keys;            // columns: cache slots 0..n_keys-1 (slot i holds absolute position i
+                         // under the full cache)
+  const float* weights;  // [n_q, n_keys], row stride n_keys; masked entries are 0
+};
+
+// The per-head captures a LayerCapture carries.
+enum class CaptureKind { kQ, kKPreRope, kK, kV };
+
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  // Where the forward pass should write this layer's capture of `kind` ([heads, T,
+  // head_dim], n floats): memory of the observer's, so a sink that keeps the data (a dump's
+  // write buffer) gets it without another copy. nullptr: the run state's own buffer.
+  // The pointer must stay valid until on_layer() for this layer returns.
+  virtual float* capture_target(int layer, CaptureKind kind, size_t n) {
+    (void)layer, (void)kind, (void)n;
+    return nullptr;
+  }
+  // Attention weights cost a copy per block; only observers that ask get them.
+  virtual bool wants_attention() const { return false; }
+  // The attention block's output after W_O costs a separate GEMM; only if asked.
+  virtual bool wants_attn_proj() const { return false; }
+  virtual void on_layer(const LayerCapture&) {}
+  // Called from worker threads: concurrently for different heads, in query order for
+  // one head. Never holds more than a block of rows: no [S, S] matrix is built.
+  virtual void on_attention(const AttentionRows&) {}
+};
+
+// K/V of every layer and KV head, after RoPE, in head-major layout so each head's keys
+// are contiguous for the attention GEMMs. Under the full cache slot i of every head holds
+// position i. A cache policy (cache_policy.hpp) may keep different slots per head and add
+// a slot that stands for several dropped tokens: its logit gets `bias` = log(count).
+struct KVCache {
+  int n_layers = 0, n_kv_heads = 0, head_dim = 0;
+  int capacity = 0;             // slots per head
+  int length = 0;               // tokens appended since reset (positions)
+  std::vector<float> k;         // [n_layers, n_kv_heads, capacity, head_dim]
+  std::vector<float> v;         // [n_layers, n_kv_heads, capacity, head_dim]
+  std::vector<int> used;        // [n_layers * n_kv_heads] slots in use per head
+  std::vector<float> bias;      // [n_layers, n_kv_heads, capacity] logit offset per slot
+  std::vector<uint8_t> biased;  // [n_layers * n_kv_heads] 1 if any slot has a bias
+
+  size_t head(int l, int g) const { return size_t(l) * n_kv_heads + size_t(g); }
+  float* k_head(int l, int g) { return k.data() + head(l, g) * capacity * head_dim; }
+  float* v_head(int l, int g) { return v.data() + head(l, g) * capacity * head_dim; }
+  float* bias_head(int l, int g) { return bias.data() + head(l, g) * capacity; }
+  int max_used() const;
+  int64_t slots_in_use() const;  // summed over layers and heads
+  // Bytes of K and V actually kept (f32), summed over layers and heads.
+  size_t bytes_in_use() const { return size_t(slots_in_use()) * 2 * head_dim * 4; }
+  void clear();
+};
+
+// Activations and cache of one sequence. Reuse it across calls to decode; reset() to
+// start a new sequence without reallocating.
+class RunState {
+ public:
+  RunState(const ModelConfig& c, int capacity);
+  void reset() {
+    pos = 0;
+    cache.clear();
+  }
+
+  int pos = 0;  // absolute position of the next token
+  KVCache cache;
+  std::vector<float> logits;  // [rows, vocab] of the last call (rows per LogitsMode)
+
+  // Scratch, grown on demand.
+  std::vector<float> x, xb, q, k, v, att, hb, hb2;   // [T, width]
+  std::vector<float> kc, qtmp, aproj;                // reduced models; attn_proj capture
+  std::vector<float> wbuf;                           // one layer widened to f32
+  std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
+  std::vector<float> scores;                         // per-thread attention rows
+};
+
+enum class LogitsMode { kAll, kLast, kNone };
+
+struct ForwardOptions {
+  LogitsMode logits = LogitsMode::kAll;
+  ForwardObserver* observer = nullptr;
+  int query_block = 64;  // attention query rows per block
+};
+
+// Runs `tokens` at positions state.pos.. (appending their K/V to the cache) and
+// returns the logits: [T, vocab] for kAll, [1, vocab] (last token) for kLast.
+std::span<const float> forward(const Model& m, RunState& state, std::span<const int32_t> tokens,
+                               const ForwardOptions& opt = {});
+
+}  // namespace kvscope

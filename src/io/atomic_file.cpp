@@ -1,0 +1,125 @@
+#include "kvscope/io/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string errno_text(int err) {
+  return std::strerror(err);
+}
+
+// When fopen fails with ENOENT the usual cause is a missing output directory; say which
+// one, since "No such file or directory" on a file we are about to create is confusing.
+std::string missing_dir_note(const fs::path& path, int err) {
+  if (err != ENOENT) return "";
+  fs::path dir = path.parent_path();
+  if (dir.empty()) return "";
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) return "";
+  return fmt::format(" (directory '{}' does not exist)", dir.string());
+}
+
+}  // namespace
+
+FileWriter::FileWriter(fs::path path, const char* mode) : path_(std::move(path)) {
+  f_ = std::fopen(path_.c_str(), mode);
+  if (f_ == nullptr) {
+    int err = errno;
+    throw Error(fmt::format("cannot open '{}' for writing: {}{}", path_.string(), errno_text(err),
+                            missing_dir_note(path_, err)));
+  }
+}
+
+FileWriter::~FileWriter() {
+  if (f_ != nullptr) std::fclose(f_);
+}
+
+void FileWriter::write(std::string_view bytes) {
+  KV_ASSERT(f_ != nullptr);
+  if (bytes.empty()) return;
+  size_t n = std::fwrite(bytes.data(), 1, bytes.size(), f_);
+  if (n != bytes.size()) {
+    int err = errno;
+    throw Error(fmt::format("write to '{}' failed after {} of {} bytes: {}", path_.string(), n,
+                            bytes.size(), errno_text(err)));
+  }
+}
+
+void FileWriter::close(bool sync) {
+  KV_ASSERT(f_ != nullptr);
+  std::FILE* f = f_;
+  f_ = nullptr;  // closed afterwards whatever happens below
+  if (std::fflush(f) != 0) {
+    int err = errno;
+    std::fclose(f);
+    throw Error(fmt::format("write to '{}' failed: {}", path_.string(), errno_text(err)));
+  }
+  // EINVAL/ENOTSUP: the target (a pipe, /dev/full, some tmpfs) cannot be synced; the data
+  // already reached the kernel, which is all we can ask of such a file.
+  if (sync && ::fsync(fileno(f)) != 0 && errno != EINVAL && errno != ENOTSUP) {
+    int err = errno;
+    std::fclose(f);
+    throw Error(fmt::format("fsync of '{}' failed: {}", path_.string(), errno_text(err)));
+  }
+  if (std::fclose(f) != 0) {
+    int err = errno;
+    throw Error(fmt::format("closing '{}' failed: {}", path_.string(), errno_text(err)));
+  }
+}
+
+fs::path partial_path_for(const fs::path& path) {
+  fs::path p = path;
+  p += ".partial";
+  return p;
+}
+
+AtomicFile::AtomicFile(fs::path path)
+    : path_(std::move(path)), partial_(partial_path_for(path_)), writer_(partial_) {}
+
+AtomicFile::~AtomicFile() {
+  if (committed_) return;
+  std::error_code ec;  // best effort: a destructor must not throw
+  fs::remove(partial_, ec);
+}
+
+void AtomicFile::write(std::string_view bytes) {
+  KV_ASSERT(!committed_);
+  writer_.write(bytes);
+}
+
+void AtomicFile::commit() {
+  KV_ASSERT(!committed_);
+  writer_.close(/*sync=*/true);
+  if (std::rename(partial_.c_str(), path_.c_str()) != 0) {
+    int err = errno;
+    throw Error(fmt::format("cannot rename '{}' to '{}': {}", partial_.string(), path_.string(),
+                            errno_text(err)));
+  }
+  committed_ = true;
+  // Persist the directory entry too; failure here only weakens crash safety, so ignore it.
+  fs::path dir = path_.parent_path().empty() ? fs::path(".") : path_.parent_path();
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_atomic(const fs::path& path, std::string_view content) {
+  AtomicFile out(path);
+  out.write(content);
+  out.commit();
+}
+
+}  // namespace kvscope

@@ -1,0 +1,148 @@
+#include "kvscope/io/hdf5_util.hpp"
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope::h5 {
+
+namespace {
+
+// Collects "major: minor: description" lines of the current error stack, innermost last.
+herr_t collect(unsigned n, const H5E_error2_t* e, void* data) {
+  auto* out = static_cast<std::vector<std::string>*>(data);
+  (void)n;
+  out->push_back(e->desc ? e->desc : "");
+  return 0;
+}
+
+std::string stack_text() {
+  std::vector<std::string> msgs;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect, &msgs);
+  H5Eclear2(H5E_DEFAULT);
+  std::string s;
+  // Upward walk: innermost (most specific, e.g. the OS error) first.
+  for (size_t i = 0; i < msgs.size() && i < 3; ++i) {
+    if (msgs[i].empty()) continue;
+    s += (s.empty() ? "" : "; ") + msgs[i];
+  }
+  return s.empty() ? "unknown HDF5 error" : s;
+}
+
+}  // namespace
+
+void init() {
+  static const bool done = [] {
+    // No library shutdown at exit: after a failed write (full disk) HDF5 keeps a file
+    // object it cannot close, and its exit handler crashes closing it again. Every file
+    // kvscope writes is closed (or deleted as partial) before exit anyway.
+    H5dont_atexit();
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+hid_t check(hid_t id, const std::string& where, const char* what) {
+  if (id < 0) throw Error(fmt::format("{}: {} failed: {}", where, what, stack_text()));
+  return id;
+}
+
+void check_status(herr_t status, const std::string& where, const char* what) {
+  if (status < 0) throw Error(fmt::format("{}: {} failed: {}", where, what, stack_text()));
+}
+
+hid_t f16_type() {
+  static hid_t t = [] {
+    // sign bit 15, exponent bits 10..14 (bias 15), mantissa bits 0..9.
+    hid_t x = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(x, 15, 10, 5, 0, 10);
+    H5Tset_precision(x, 16);
+    H5Tset_size(x, 2);
+    H5Tset_ebias(x, 15);
+    return x;
+  }();
+  return t;
+}
+
+void write_attr(hid_t obj, const char* name, const std::string& value, const std::string& where) {
+  // Variable-length UTF-8: h5py returns these as str (fixed-length ones come back as bytes).
+  Handle type(check(H5Tcopy(H5T_C_S1), where, "H5Tcopy"), H5Tclose);
+  check_status(H5Tset_size(type, H5T_VARIABLE), where, "H5Tset_size");
+  check_status(H5Tset_cset(type, H5T_CSET_UTF8), where, "H5Tset_cset");
+  Handle space(check(H5Screate(H5S_SCALAR), where, "H5Screate"), H5Sclose);
+  Handle a(check(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), where, name),
+           H5Aclose);
+  const char* p = value.c_str();
+  check_status(H5Awrite(a, type, &p), where, name);
+}
+
+void write_attr(hid_t obj, const char* name, int64_t value, const std::string& where) {
+  Handle space(check(H5Screate(H5S_SCALAR), where, "H5Screate"), H5Sclose);
+  Handle a(
+      check(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), where, name),
+      H5Aclose);
+  check_status(H5Awrite(a, H5T_NATIVE_INT64, &value), where, name);
+}
+
+void write_attr(hid_t obj, const char* name, double value, const std::string& where) {
+  Handle space(check(H5Screate(H5S_SCALAR), where, "H5Screate"), H5Sclose);
+  Handle a(
+      check(H5Acreate2(obj, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT), where, name),
+      H5Aclose);
+  check_status(H5Awrite(a, H5T_NATIVE_DOUBLE, &value), where, name);
+}
+
+bool has_attr(hid_t obj, const char* name) {
+  return H5Aexists(obj, name) > 0;
+}
+
+std::string read_attr_string(hid_t obj, const char* name, const std::string& where) {
+  KV_CHECK(has_attr(obj, name), "{}: attribute '{}' is missing", where, name);
+  Handle a(check(H5Aopen(obj, name, H5P_DEFAULT), where, name), H5Aclose);
+  Handle ft(check(H5Aget_type(a), where, name), H5Tclose);
+  KV_CHECK(H5Tget_class(ft) == H5T_STRING, "{}: attribute '{}' is not a string", where, name);
+  if (H5Tis_variable_str(ft) > 0) {
+    Handle mt(check(H5Tcopy(H5T_C_S1), where, name), H5Tclose);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(ft));
+    char* p = nullptr;
+    check_status(H5Aread(a, mt, &p), where, name);
+    std::string s = p ? p : "";
+    H5free_memory(p);
+    return s;
+  }
+  const size_t n = H5Tget_size(ft);
+  std::string s(n, '\0');
+  Handle mt(check(H5Tcopy(H5T_C_S1), where, name), H5Tclose);
+  H5Tset_size(mt, n);
+  check_status(H5Aread(a, mt, s.data()), where, name);
+  while (!s.empty() && s.back() == '\0') s.pop_back();
+  return s;
+}
+
+int64_t read_attr_int(hid_t obj, const char* name, const std::string& where) {
+  KV_CHECK(has_attr(obj, name), "{}: attribute '{}' is missing", where, name);
+  Handle a(check(H5Aopen(obj, name, H5P_DEFAULT), where, name), H5Aclose);
+  int64_t v = 0;
+  check_status(H5Aread(a, H5T_NATIVE_INT64, &v), where, name);
+  return v;
+}
+
+double read_attr_double(hid_t obj, const char* name, const std::string& where) {
+  KV_CHECK(has_attr(obj, name), "{}: attribute '{}' is missing", where, name);
+  Handle a(check(H5Aopen(obj, name, H5P_DEFAULT), where, name), H5Aclose);
+  double v = 0;
+  check_status(H5Aread(a, H5T_NATIVE_DOUBLE, &v), where, name);
+  return v;
+}
+
+std::vector<hsize_t> dims(hid_t dataset, const std::string& where) {
+  Handle space(check(H5Dget_space(dataset), where, "H5Dget_space"), H5Sclose);
+  const int nd = H5Sget_simple_extent_ndims(space);
+  KV_CHECK(nd >= 0, "{}: cannot read dataset rank", where);
+  std::vector<hsize_t> d(static_cast<size_t>(nd));
+  H5Sget_simple_extent_dims(space, d.data(), nullptr);
+  return d;
+}
+
+}  // namespace kvscope::h5

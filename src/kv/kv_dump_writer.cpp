@@ -1,0 +1,176 @@
+// dump_kv: runs the model over consecutive windows of a text and streams each layer's
+// tensors into a DumpFile (src/kv/kv_dump_file.cpp) as the forward pass produces them.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "kv_dump_file.hpp"
+#include "kvscope/io/error.hpp"
+#include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/forward.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Hands each layer's captures to the file, timing the writes (they happen inside the
+// forward pass but are not forward-pass time). For f32 dumps the forward pass writes
+// Q/K/V captures straight into the file's write buffers (capture_target).
+class DumpObserver : public ForwardObserver {
+ public:
+  DumpObserver(DumpFile& f, const std::vector<std::string>& tensors)
+      : f_(f), tensors_(tensors), in_slot_(tensors.size(), false) {}
+  int seq = 0;
+  double write_seconds = 0.0;
+
+  float* capture_target(int layer, CaptureKind kind, size_t n) override {
+    const char* name = kind == CaptureKind::kQ          ? "q"
+                       : kind == CaptureKind::kKPreRope ? "k_pre_rope"
+                       : kind == CaptureKind::kK        ? "k"
+                                                        : "v";
+    for (size_t i = 0; i < tensors_.size(); ++i)
+      if (tensors_[i] == name) {
+        float* p = f_.tensor_slot(layer, i, seq, n);
+        in_slot_[i] = p != nullptr;
+        return p;
+      }
+    return nullptr;
+  }
+
+  void on_layer(const LayerCapture& c) override {
+    const double t0 = now();
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      if (in_slot_[i]) {  // already in place
+        f_.commit_tensor(c.layer, i, seq);
+        in_slot_[i] = false;
+        continue;
+      }
+      const std::string& n = tensors_[i];
+      const float* src = n == "k_pre_rope" ? c.k_pre_rope
+                         : n == "k"        ? c.k
+                         : n == "v"        ? c.v
+                         : n == "q"        ? c.q
+                                           : head_major_attn_out(c);
+      f_.stage_tensor(c.layer, i, seq, src);
+    }
+    write_seconds += now() - t0;
+  }
+
+ private:
+  // attn_out arrives token-major [T, n_heads*hd]; the file wants [n_heads, T, hd].
+  const float* head_major_attn_out(const LayerCapture& c) {
+    buf_.resize(size_t(c.n_heads) * c.n_tokens * c.head_dim);
+    for (int t = 0; t < c.n_tokens; ++t)
+      for (int h = 0; h < c.n_heads; ++h)
+        std::memcpy(buf_.data() + (size_t(h) * c.n_tokens + t) * c.head_dim,
+                    c.attn_out + (size_t(t) * c.n_heads + h) * c.head_dim,
+                    sizeof(float) * size_t(c.head_dim));
+    return buf_.data();
+  }
+
+  DumpFile& f_;
+  const std::vector<std::string>& tensors_;
+  std::vector<bool> in_slot_;  // this layer's capture i was written into the file's slot
+  std::vector<float> buf_;
+};
+
+void check_options(const DumpOptions& o, const std::string& where) {
+  KV_CHECK(o.seq_len >= 2, "{}: seq_len must be at least 2, got {}", where, o.seq_len);
+  KV_CHECK(o.n_seq >= 1, "{}: n_seq must be at least 1, got {}", where, o.n_seq);
+  KV_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16,
+           "{}: dump dtype must be f32 or f16, got {}", where, dtype_name(o.dtype));
+  KV_CHECK(o.gzip >= 0 && o.gzip <= 9, "{}: gzip level must be 0..9, got {}", where, o.gzip);
+  KV_CHECK(o.chunk_seqs >= 0 && o.chunk_heads >= 0,
+           "{}: chunk_seqs and chunk_heads must be >= 0, got {} and {}", where, o.chunk_seqs,
+           o.chunk_heads);
+  KV_CHECK(!o.tensors.empty() || o.logits, "{}: nothing to dump (no tensors, no logits)", where);
+  std::set<std::string> seen;
+  for (const std::string& t : o.tensors) {
+    const auto& names = dump_tensor_names();
+    KV_CHECK(std::find(names.begin(), names.end(), t) != names.end(),
+             "{}: unknown tensor '{}' (known: k_pre_rope, k, v, q, attn_out)", where, t);
+    KV_CHECK(seen.insert(t).second, "{}: tensor '{}' listed twice", where, t);
+  }
+}
+
+}  // namespace
+
+DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
+                  const DumpOptions& opt_in, const DumpSource& src, const fs::path& out) {
+  const double t_start = now();
+  h5::init();
+  const std::string where = out.string();
+  DumpOptions opt = opt_in;
+  if (opt.seq_len == 0) opt.seq_len = m.config.max_seq_len;
+  check_options(opt, where);
+  KV_CHECK(opt.force || !fs::exists(out), "{}: output exists; pass --force to overwrite", where);
+  KV_CHECK(!m.config.compressed_keys(),
+           "{}: model '{}' compresses its keys after RoPE (a reduced model); dumps need the "
+           "original model",
+           where, m.name);
+  const int T = opt.seq_len, N = opt.n_seq;
+  const int32_t bos = tok.bos_id;
+  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos);
+
+  fs::path partial = out;
+  partial += ".partial";
+  std::error_code ec;
+  fs::remove(partial, ec);
+  DumpStats st;
+  st.n_seq = N;
+  st.seq_len = T;
+  try {
+    DumpFile file(partial, m.config, opt, src, bos);
+    DumpObserver obs(file, opt.tensors);
+    RunState rs(m.config, T);
+    std::vector<int32_t> seq;
+    double forward_total = 0.0, outside = 0.0;
+    int64_t doc = -1;  // document index: BOS tokens of the stream seen so far, less one
+    size_t scanned = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t off = offsets[size_t(i)];
+      for (; scanned <= off; ++scanned) doc += bos >= 0 && stream[scanned] == bos;
+      seq = sequence_tokens(stream, off, T, bos);
+      rs.reset();
+      obs.seq = i;
+      ForwardOptions fo;
+      fo.observer = opt.tensors.empty() ? nullptr : &obs;
+      fo.logits = opt.logits ? LogitsMode::kAll : LogitsMode::kNone;
+      const double t0 = now();
+      const auto logits = forward(m, rs, seq, fo);
+      const double t1 = now();
+      forward_total += t1 - t0;
+      file.stage_tokens(i, seq.data());
+      file.stage_source(i, int64_t(off), std::max<int64_t>(doc, 0));
+      if (opt.logits) file.stage_logits(i, logits.data());
+      outside += now() - t1;
+    }
+    const double t2 = now();
+    file.finish();
+    outside += now() - t2;
+    st.tensor_bytes = file.tensor_bytes();
+    st.write_seconds = obs.write_seconds + outside;
+    st.forward_seconds = forward_total - obs.write_seconds;
+  } catch (...) {
+    fs::remove(partial, ec);
+    throw;
+  }
+  fs::rename(partial, out, ec);
+  if (ec) {
+    fs::remove(partial, ec);
+    throw Error(
+        fmt::format("{}: cannot rename {} into place: {}", where, partial.string(), ec.message()));
+  }
+  st.file_bytes = int64_t(fs::file_size(out));
+  st.seconds = now() - t_start;
+  return st;
+}
+
+}  // namespace kvscope

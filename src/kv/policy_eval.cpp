@@ -1,0 +1,285 @@
+#include "kvscope/kv/policy_eval.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/perplexity.hpp"
+
+namespace kvscope {
+
+CachePolicy resolve_policy(const PolicySpec& s, const PolicyParams& p, int n) {
+  CachePolicy c;
+  c.kind = s.kind;
+  c.name = s.name;
+  c.n_sink = p.n_sink;
+  c.s0 = p.s0;
+  c.c = p.c;
+  c.compensation = s.compensation;
+  c.protected_heads = s.protected_heads;
+  if (s.kind == PolicyKind::kStreaming || s.kind == PolicyKind::kH2O) {
+    KV_CHECK(!s.budget_heads.empty(), "policy '{}': no razor head set to match the budget of",
+             s.name);
+    CachePolicy razor = c;
+    razor.kind = PolicyKind::kRazor;
+    razor.compensation = true;
+    int64_t total = 0;
+    for (uint8_t h : s.budget_heads) total += kept_slots(razor, n, h != 0);
+    const int per_head = int(std::lround(double(total) / double(s.budget_heads.size())));
+    c.window = std::max(0, per_head - p.n_sink);
+    c.budget = std::max(per_head, p.n_sink + 1);
+  }
+  return c;
+}
+
+std::vector<double> for_each_policy(const Model& m, std::span<const int32_t> prefill, int extra,
+                                    const std::vector<CachePolicy>& policies,
+                                    const std::function<void(size_t, RunState&)>& fn) {
+  const ModelConfig& c = m.config;
+  KV_CHECK(c.positional != PositionalKind::kAlibi,
+           "model '{}': cache policies assume slot = position, which ALiBi's distance bias "
+           "breaks once tokens are dropped",
+           m.name);
+  const int n = int(prefill.size());
+  RunState base(c, n + extra);
+  bool need_mass = false;
+  for (const CachePolicy& p : policies) need_mass |= p.kind == PolicyKind::kH2O;
+  AttentionMass mass(c, need_mass ? n : 0);
+  ForwardOptions o;
+  o.logits = LogitsMode::kNone;
+  if (need_mass) o.observer = &mass;
+  forward(m, base, prefill, o);
+  const std::vector<std::vector<double>> masses =
+      need_mass ? mass.per_kv_head() : std::vector<std::vector<double>>{};
+  const double full = double(base.cache.bytes_in_use());
+  std::vector<double> share(policies.size());
+  for (size_t i = 0; i < policies.size(); ++i) {
+    RunState st = base;
+    apply_policy(st.cache, policies[i], need_mass ? &masses : nullptr);
+    share[i] = double(st.cache.bytes_in_use()) / full;
+    fn(i, st);
+  }
+  return share;
+}
+
+namespace {
+
+std::vector<CachePolicy> resolve_all(const std::vector<PolicySpec>& specs, const PolicyParams& p,
+                                     int n) {
+  std::vector<CachePolicy> out;
+  for (const PolicySpec& s : specs) out.push_back(resolve_policy(s, p, n));
+  return out;
+}
+
+int argmax(std::span<const float> v) {
+  return int(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// Tokens [offset, offset + n) of the stream, wrapping the start so that every trial fits.
+std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t offset, int64_t n,
+                               const char* what) {
+  KV_CHECK(int64_t(stream.size()) >= n, "{}: the text has {} tokens, the task needs {}", what,
+           stream.size(), n);
+  const int64_t room = int64_t(stream.size()) - n + 1;
+  return stream.subspan(size_t(offset % room), size_t(n));
+}
+
+// Decodes `tokens` one at a time; calls score(k, logits) for the prediction after token k.
+void decode(const Model& m, RunState& st, std::span<const int32_t> tokens,
+            const std::function<void(size_t, std::span<const float>)>& score) {
+  for (size_t k = 0; k < tokens.size(); ++k)
+    score(k, forward(m, st, tokens.subspan(k, 1), {LogitsMode::kLast}));
+}
+
+}  // namespace
+
+int copy_context(const CopyTask& t, const ModelConfig& c) {
+  return t.context > 0 ? t.context : c.max_seq_len;
+}
+
+int perplexity_window(const PerplexityTask& t, const ModelConfig& c) {
+  return t.window > 0 ? t.window : c.max_seq_len;
+}
+
+int perplexity_prefill(const PerplexityTask& t, int window) {
+  return std::clamp(int(std::lround(t.prefill * window)), 2, window - 2);
+}
+
+std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
+                                             const CopyTask& t,
+                                             const std::vector<PolicySpec>& policies,
+                                             const PolicyParams& p) {
+  const ModelConfig& c = m.config;
+  const int L = copy_context(t, c), S = t.segment;
+  KV_CHECK(L <= c.max_seq_len, "copy task: context {} exceeds the model's {}", L, c.max_seq_len);
+  const int F = L - 1 - 2 * S;
+  KV_CHECK(S >= 2 && F >= 0, "copy task: two segments of {} tokens do not fit a context of {}", S,
+           L);
+  const std::vector<CachePolicy> resolved = resolve_all(policies, p, L - S);
+  const std::vector<CachePolicy> full_only = {CachePolicy{}};
+  std::vector<std::vector<TaskScore>> out(t.depths.size(), std::vector<TaskScore>(policies.size()));
+  for (size_t di = 0; di < t.depths.size(); ++di) {
+    const int a = int(std::lround(t.depths[di] * F));
+    int64_t baseline_hits = 0, baseline_n = 0;
+    for (int tr = 0; tr < t.trials; ++tr) {
+      const auto src = slice(stream, int64_t(tr) * (F + 2 * S), F + 2 * S, "copy task");
+      const auto seg = src.subspan(0, size_t(S)), alt = src.subspan(size_t(S), size_t(S));
+      const auto filler = src.subspan(size_t(2 * S));
+      auto context = [&](std::span<const int32_t> first) {  // everything before the repeat
+        std::vector<int32_t> s{c.bos_id};
+        s.insert(s.end(), filler.begin(), filler.begin() + a);
+        s.insert(s.end(), first.begin(), first.end());
+        s.insert(s.end(), filler.begin() + a, filler.end());
+        return s;
+      };
+      const std::span<const int32_t> repeat = seg.subspan(0, size_t(S - 1));
+      const std::vector<double> share =
+          for_each_policy(m, context(seg), S, resolved, [&](size_t pi, RunState& st) {
+            TaskScore& r = out[di][pi];
+            decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
+              r.score += argmax(lg) == seg[k + 1];
+              ++r.count;
+            });
+          });
+      for (size_t pi = 0; pi < policies.size(); ++pi) out[di][pi].kv_share += share[pi];
+      // The same repeat after a context that never showed it: what copying adds.
+      for_each_policy(m, context(alt), S, full_only, [&](size_t, RunState& st) {
+        decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
+          baseline_hits += argmax(lg) == seg[k + 1];
+          ++baseline_n;
+        });
+      });
+    }
+    for (TaskScore& r : out[di]) {
+      r.score /= double(r.count);
+      r.kv_share /= t.trials;
+      r.aux = double(baseline_hits) / double(baseline_n);
+    }
+  }
+  return out;
+}
+
+std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
+                                   std::span<const int32_t> stream, const RecallTask& t,
+                                   const std::vector<PolicySpec>& policies, const PolicyParams& p) {
+  const ModelConfig& c = m.config;
+  KV_CHECK(t.names.size() >= 2, "recall task: needs at least 2 names, got {}", t.names.size());
+  // "CUE NAME" encoded whole for every name, so each name is tokenized as in running text
+  // (a tokenizer may merge the space into the cue's last token); the cue is the tokens
+  // all of them share, each candidate the rest.
+  std::vector<std::vector<int32_t>> names;
+  for (const std::string& name : t.names) names.push_back(tok.encode(t.cue + " " + name));
+  size_t shared = names[0].size();
+  for (const auto& e : names) {
+    size_t k = 0;
+    while (k < shared && k < e.size() && e[k] == names[0][k]) ++k;
+    shared = k;
+  }
+  KV_CHECK(shared >= 1, "recall task: the cue '{}' shares no token across the names", t.cue);
+  const std::vector<int32_t> cue(names[0].begin(), names[0].begin() + shared);
+  for (size_t y = 0; y < names.size(); ++y) {
+    names[y].erase(names[y].begin(), names[y].begin() + shared);
+    KV_CHECK(!names[y].empty(), "recall task: name '{}' adds no token after the cue '{}'",
+             t.names[y], t.cue);
+  }
+  size_t longest = 0;  // candidate tokens, for the decode room
+  for (const auto& nm : names) longest = std::max(longest, nm.size());
+  std::vector<std::vector<int32_t>> needles;
+  size_t longest_needle = 0;
+  for (const std::string& name : t.names) {
+    needles.push_back(tok.encode(fmt::format(fmt::runtime(t.needle), name)));
+    longest_needle = std::max(longest_needle, needles.back().size());
+  }
+  std::vector<int> lengths = t.lengths;
+  if (lengths.empty()) lengths.push_back(c.max_seq_len);
+  std::vector<RecallCell> out;
+  for (int L : lengths) {
+    if (L > c.max_seq_len || L < 1 + int(longest_needle + cue.size())) continue;
+    // Every context of this length is prefilled to L - 1 tokens (the last cue token is
+    // decoded), so the policies resolve once per length.
+    const auto resolved = resolve_all(policies, p, L - 1);
+    for (double depth : t.depths) {
+      std::vector<TaskScore> row(policies.size());
+      for (int tr = 0; tr < t.trials; ++tr)
+        for (size_t x = 0; x < names.size(); ++x) {
+          const std::vector<int32_t>& needle = needles[x];
+          const int F = L - 1 - int(needle.size()) - int(cue.size());
+          const auto filler = slice(stream, int64_t(tr) * L, F, "recall task");
+          const int a = int(std::lround(depth * F));
+          std::vector<int32_t> s{c.bos_id};
+          s.insert(s.end(), filler.begin(), filler.begin() + a);
+          s.insert(s.end(), needle.begin(), needle.end());
+          s.insert(s.end(), filler.begin() + a, filler.end());
+          s.insert(s.end(), cue.begin(), cue.end() - 1);  // the last cue token is decoded
+          const std::vector<double> share =
+              for_each_policy(m, s, int(longest) + 1, resolved, [&](size_t pi, RunState& st) {
+                const std::vector<int> used = st.cache.used;
+                const int length = st.cache.length, pos = st.pos;
+                std::vector<double> logp(names.size(), 0.0);
+                for (size_t y = 0; y < names.size(); ++y) {
+                  std::vector<int32_t> in{cue.back()};
+                  in.insert(in.end(), names[y].begin(), names[y].end() - 1);
+                  decode(m, st, in, [&](size_t k, std::span<const float> lg) {
+                    logp[y] -= token_nll(lg, names[y][k]);
+                  });
+                  // Roll the cache back to the compressed prefill for the next name.
+                  st.cache.used = used, st.cache.length = length, st.pos = pos;
+                }
+                int rank = 1;
+                for (size_t y = 0; y < names.size(); ++y)
+                  rank += y != x && (logp[y] > logp[x] || (logp[y] == logp[x] && y < x));
+                row[pi].score += rank == 1;
+                row[pi].aux += rank;
+                ++row[pi].count;
+              });
+          for (size_t pi = 0; pi < policies.size(); ++pi) row[pi].kv_share += share[pi];
+        }
+      for (TaskScore& r : row) {
+        r.kv_share /= double(r.count);
+        r.score /= double(r.count);
+        r.aux /= double(r.count);
+      }
+      out.push_back({L, depth, row});
+    }
+  }
+  return out;
+}
+
+std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
+                                             const PerplexityTask& t,
+                                             const std::vector<PolicySpec>& policies,
+                                             const PolicyParams& p) {
+  const ModelConfig& c = m.config;
+  const int L = perplexity_window(t, c);
+  KV_CHECK(L <= c.max_seq_len && L >= 4, "perplexity task: window {} must lie in [4, {}]", L,
+           c.max_seq_len);
+  const int P = perplexity_prefill(t, L);
+  const std::vector<CachePolicy> resolved = resolve_all(policies, p, P);
+  std::vector<TaskScore> out(policies.size());
+  for (int w = 0; w < t.windows; ++w) {
+    const auto chunk = slice(stream, int64_t(w) * (L - 1), L - 1, "perplexity task");
+    std::vector<int32_t> s{c.bos_id};
+    s.insert(s.end(), chunk.begin(), chunk.end());
+    const std::span<const int32_t> all(s);
+    const std::vector<double> share = for_each_policy(
+        m, all.subspan(0, size_t(P)), L - P, resolved, [&](size_t pi, RunState& st) {
+          decode(m, st, all.subspan(size_t(P), size_t(L - 1 - P)),
+                 [&](size_t k, std::span<const float> lg) {
+                   out[pi].aux += token_nll(lg, s[size_t(P) + k + 1]);
+                   ++out[pi].count;
+                 });
+        });
+    for (size_t pi = 0; pi < policies.size(); ++pi) out[pi].kv_share += share[pi];
+  }
+  for (TaskScore& r : out) {
+    r.aux /= double(r.count);  // mean NLL
+    r.score = std::exp(r.aux);
+    r.kv_share /= t.windows;
+  }
+  return out;
+}
+
+}  // namespace kvscope

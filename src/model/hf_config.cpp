@@ -1,0 +1,33 @@
+#include "kvscope/model/hf_config.hpp"
+
+namespace kvscope {
+
+using nlohmann::json;
+
+json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
+  json cfg = {{"architectures", {"LlamaForCausalLM"}},
+              {"model_type", "llama"},
+              {"hidden_act", "silu"},
+              {"hidden_size", c.dim},
+              {"intermediate_size", c.hidden_dim},
+              {"num_hidden_layers", c.n_layers},
+              {"num_attention_heads", c.n_heads},
+              {"num_key_value_heads", c.n_kv_heads},
+              {"vocab_size", c.vocab_size},
+              {"max_position_embeddings", c.max_seq_len},
+              {"rms_norm_eps", c.norm_eps},
+              {"rope_theta", c.rope_theta},
+              {"rope_scaling", nullptr},
+              {"tie_word_embeddings", c.tied_embeddings},
+              {"bos_token_id", c.bos_id},
+              {"eos_token_id", c.eos_id},
+              {"torch_dtype", dtype == DType::F32    ? "float32"
+                              : dtype == DType::BF16 ? "bfloat16"
+                                                     : "float16"}};
+  if (write_head_dim) cfg["head_dim"] = c.head_dim;
+  if (c.positional != PositionalKind::kRope)
+    cfg["kvscope_positional"] = positional_name(c.positional);
+  return cfg;
+}
+
+}  // namespace kvscope

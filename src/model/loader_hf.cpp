@@ -1,0 +1,191 @@
+// Hugging Face LLaMA checkpoints: config.json + model.safetensors, or shards listed by
+// model.safetensors.index.json. Tensors stay memory-mapped in their stored dtype.
+// HF stores Q/K weights permuted for the rotate-half RoPE layout, so no un-permuting is
+// done: the model simply runs with RopeLayout::kRotateHalf.
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/model/model.hpp"
+#include "kvscope/model/safetensors.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  KV_CHECK(in.good(), "{}: cannot open", p.string());
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", p.string(), e.what()));
+  }
+}
+
+template <class T>
+T field(const json& j, const char* key, const fs::path& file) {
+  KV_CHECK(j.contains(key), "{}: missing required field '{}'", file.string(), key);
+  try {
+    return j.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw Error(
+        fmt::format("{}: field '{}' has the wrong type: {}", file.string(), key, j.at(key).dump()));
+  }
+}
+
+template <class T>
+T field_or(const json& j, const char* key, T dflt, const fs::path& file) {
+  if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  return field<T>(j, key, file);
+}
+
+ModelConfig parse_hf_config(const fs::path& file) {
+  const json j = read_json(file);
+  KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
+  const std::string type = field_or<std::string>(j, "model_type", "llama", file);
+  KV_CHECK(type == "llama" || type == "mistral",
+           "{}: model_type '{}' is not supported (expected 'llama')", file.string(), type);
+  const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
+  KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
+           act);
+  KV_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
+           "{}: rope_scaling {} is not supported (expected null)", file.string(),
+           j.contains("rope_scaling") ? j["rope_scaling"].dump() : "");
+  KV_CHECK(!field_or<bool>(j, "attention_bias", false, file) &&
+               !field_or<bool>(j, "mlp_bias", false, file),
+           "{}: attention_bias / mlp_bias are not supported", file.string());
+  ModelConfig c;
+  c.arch = type;
+  c.dim = field<int>(j, "hidden_size", file);
+  c.hidden_dim = field<int>(j, "intermediate_size", file);
+  c.n_layers = field<int>(j, "num_hidden_layers", file);
+  c.n_heads = field<int>(j, "num_attention_heads", file);
+  c.n_kv_heads = field_or<int>(j, "num_key_value_heads", c.n_heads, file);
+  KV_CHECK(c.n_heads > 0, "{}: num_attention_heads must be positive, got {}", file.string(),
+           c.n_heads);
+  c.head_dim = field_or<int>(j, "head_dim", c.dim / c.n_heads, file);
+  c.vocab_size = field<int>(j, "vocab_size", file);
+  c.max_seq_len = field_or<int>(j, "max_position_embeddings", 2048, file);
+  c.norm_eps = field_or<float>(j, "rms_norm_eps", 1e-6f, file);
+  c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
+  c.rope_layout = RopeLayout::kRotateHalf;
+  // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
+  const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
+  if (pos == "rope")
+    c.positional = PositionalKind::kRope;
+  else if (pos == "alibi")
+    c.positional = PositionalKind::kAlibi;
+  else if (pos == "none")
+    c.positional = PositionalKind::kNone;
+  else
+    throw Error(fmt::format("{}: kvscope_positional '{}' is not one of rope, alibi, none",
+                            file.string(), pos));
+  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", false, file);
+  c.bos_id = field_or<int>(j, "bos_token_id", 1, file);
+  c.eos_id = field_or<int>(j, "eos_token_id", 2, file);
+  validate(c, file.string());
+  return c;
+}
+
+}  // namespace
+
+Model load_hf_llama(const fs::path& dir) {
+  const fs::path config_path = dir / "config.json";
+  KV_CHECK(fs::exists(config_path), "{}: no config.json in the model directory", dir.string());
+  Model m;
+  m.name = fs::absolute(dir).lexically_normal().filename().string();
+  if (m.name.empty())
+    m.name = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+  m.format = "hf-safetensors";
+  m.source = dir;
+  m.config = parse_hf_config(config_path);
+  m.files.push_back(config_path);
+
+  // Which files hold the tensors.
+  std::vector<fs::path> shards;
+  const fs::path index_path = dir / "model.safetensors.index.json";
+  if (fs::exists(index_path)) {
+    const json idx = read_json(index_path);
+    KV_CHECK(idx.contains("weight_map") && idx["weight_map"].is_object(),
+             "{}: missing object 'weight_map'", index_path.string());
+    std::set<std::string> names;
+    for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+      KV_CHECK(it.value().is_string(), "{}: weight_map['{}'] must be a file name",
+               index_path.string(), it.key());
+      names.insert(it.value().get<std::string>());
+    }
+    for (const auto& n : names) shards.push_back(dir / n);
+    m.files.push_back(index_path);
+  } else {
+    KV_CHECK(fs::exists(dir / "model.safetensors"),
+             "{}: neither model.safetensors nor model.safetensors.index.json found", dir.string());
+    shards.push_back(dir / "model.safetensors");
+  }
+
+  std::map<std::string, Tensor> all;
+  for (const auto& shard : shards) {
+    SafetensorsFile f = open_safetensors(shard);
+    for (auto& [name, e] : f.tensors) {
+      KV_CHECK(!all.count(name), "{}: tensor '{}' appears in more than one shard", shard.string(),
+               name);
+      all[name] = e.tensor;
+    }
+    m.files.push_back(shard);
+  }
+
+  std::set<std::string> used;
+  auto get = [&](const std::string& name) {
+    auto it = all.find(name);
+    KV_CHECK(it != all.end(), "{}: tensor '{}' is missing", dir.string(), name);
+    used.insert(name);
+    return it->second;
+  };
+  const ModelConfig& c = m.config;
+  Weights& w = m.weights;
+  const bool has_embed = all.count("model.embed_tokens.weight") > 0;
+  const bool has_head = all.count("lm_head.weight") > 0;
+  if (c.tied_embeddings) {
+    // Tied checkpoints may store either name (tinystories656K keeps only lm_head.weight).
+    KV_CHECK(has_embed || has_head,
+             "{}: tied embeddings need model.embed_tokens.weight or lm_head.weight", dir.string());
+    w.tok_embedding = get(has_embed ? "model.embed_tokens.weight" : "lm_head.weight");
+    if (has_embed && has_head) used.insert("lm_head.weight");
+    w.classifier = w.tok_embedding;
+  } else {
+    w.tok_embedding = get("model.embed_tokens.weight");
+    w.classifier = get("lm_head.weight");
+  }
+  w.final_norm = get("model.norm.weight");
+  w.layers.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    LayerWeights& lw = w.layers[size_t(l)];
+    lw.attn_norm = get(p + "input_layernorm.weight");
+    lw.wq = get(p + "self_attn.q_proj.weight");
+    lw.wk = get(p + "self_attn.k_proj.weight");
+    lw.wv = get(p + "self_attn.v_proj.weight");
+    lw.wo = get(p + "self_attn.o_proj.weight");
+    lw.ffn_norm = get(p + "post_attention_layernorm.weight");
+    lw.w_gate = get(p + "mlp.gate_proj.weight");
+    lw.w_up = get(p + "mlp.up_proj.weight");
+    lw.w_down = get(p + "mlp.down_proj.weight");
+  }
+  for (const auto& [name, t] : all) {
+    // Old exports carry the RoPE inverse frequencies as buffers; they are recomputed.
+    if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    throw Error(
+        fmt::format("{}: unexpected tensor '{}' (layer index beyond num_hidden_layers {}, "
+                    "or not a LLaMA weight)",
+                    dir.string(), name, c.n_layers));
+  }
+  check_shapes(m);
+  return m;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,108 @@
+#include "kvscope/model/model.hpp"
+
+#include <algorithm>
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+std::vector<TensorSlot> tensor_slots(Model& m) {
+  const ModelConfig& c = m.config;
+  Weights& w = m.weights;
+  std::vector<TensorSlot> s;
+  s.push_back({&w.tok_embedding, c.vocab_size, c.dim});
+  for (auto& l : w.layers) {
+    s.push_back({&l.attn_norm, 1, c.dim});
+    s.push_back({&l.wq, c.q_dim(), c.dim});
+    s.push_back({&l.wk, c.k_proj_dim(), c.dim});
+    s.push_back({&l.wv, c.kv_dim(), c.dim});
+    s.push_back({&l.wo, c.dim, c.q_dim()});
+    s.push_back({&l.ffn_norm, 1, c.dim});
+    s.push_back({&l.w_gate, c.hidden_dim, c.dim});
+    s.push_back({&l.w_up, c.hidden_dim, c.dim});
+    s.push_back({&l.w_down, c.dim, c.hidden_dim});
+    if (c.compressed_keys()) {
+      s.push_back({&l.k_compress, c.kv_dim(), (c.k_proj_heads / c.n_kv_heads) * c.head_dim});
+      s.push_back({&l.q_project, c.q_dim(), c.head_dim});
+    }
+  }
+  s.push_back({&w.final_norm, 1, c.dim});
+  s.push_back({&w.classifier, c.vocab_size, c.dim});
+  return s;
+}
+
+void check_shapes(Model& m) {
+  KV_CHECK(int(m.weights.layers.size()) == m.config.n_layers,
+           "{}: expected {} layers of weights, found {}", m.source.string(), m.config.n_layers,
+           m.weights.layers.size());
+  for (const TensorSlot& s : tensor_slots(m)) {
+    KV_CHECK(!s.tensor->empty(), "{}: tensor '{}' is missing", m.source.string(), s.tensor->name);
+    // A vector may be stored as [n] or [1, n]; both arrive here as rows=1.
+    KV_CHECK(s.tensor->rows == s.rows && s.tensor->cols == s.cols,
+             "{}: tensor '{}' has shape [{}, {}], expected [{}, {}]", m.source.string(),
+             s.tensor->name, s.tensor->rows, s.tensor->cols, s.rows, s.cols);
+  }
+}
+
+void widen_all(Model& m) {
+  const bool tied =
+      m.config.tied_embeddings && m.weights.classifier.data == m.weights.tok_embedding.data;
+  for (const TensorSlot& s : tensor_slots(m)) {
+    Tensor& t = *s.tensor;
+    if (t.f32() != nullptr) continue;
+    if (tied && &t == &m.weights.classifier) continue;  // shares the embedding below
+    t = make_tensor(t.name, t.rows, t.cols, t.to_f32());
+  }
+  if (tied) m.weights.classifier = m.weights.tok_embedding;
+}
+
+Model load_model(const fs::path& path, const LoadOptions& opt) {
+  KV_CHECK(fs::exists(path), "{}: model path does not exist", path.string());
+  Model m;
+  const std::string ext = path.extension().string();
+  if (fs::is_directory(path)) {
+    m = load_hf_llama(path);
+  } else if (path.filename() == "config.json" || ext == ".safetensors" ||
+             path.filename() == "model.safetensors.index.json") {
+    m = load_hf_llama(path.parent_path());
+  } else {
+    m = load_llama2c(path);
+  }
+  if (m.format != "llama2c") {
+    size_t widened = 0;
+    for (const TensorSlot& s : tensor_slots(m)) widened += size_t(s.tensor->numel()) * 4;
+    if (widened <= opt.widen_at_load_limit) widen_all(m);
+  }
+  return m;
+}
+
+fs::path find_tokenizer_for(const fs::path& model_path) {
+  fs::path dir = fs::is_directory(model_path) ? model_path : model_path.parent_path();
+  if (dir.empty()) dir = ".";
+  if (fs::exists(dir / "tokenizer.json")) return dir / "tokenizer.json";
+  std::vector<fs::path> found;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!e.is_regular_file() || e.path() == model_path) continue;
+    const std::string fname = e.path().filename().string();
+    if (e.path().extension() == ".model" ||
+        (fname.rfind("tok", 0) == 0 && e.path().extension() == ".bin"))
+      found.push_back(e.path());
+  }
+  std::sort(found.begin(), found.end());
+  KV_CHECK(found.size() == 1,
+           "{}: expected exactly one tokenizer (tokenizer.json, *.model or tok*.bin) beside the "
+           "model, found {}; name it explicitly",
+           dir.string(), found.size());
+  return found[0];
+}
+
+int64_t parameter_count(const Model& m) {
+  int64_t n = 0;
+  for (const TensorSlot& s : tensor_slots(const_cast<Model&>(m))) n += s.rows * s.cols;
+  if (m.config.tied_embeddings) n -= int64_t(m.config.vocab_size) * m.config.dim;
+  return n;
+}
+
+}  // namespace kvscope

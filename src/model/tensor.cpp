@@ -1,0 +1,43 @@
+#include "kvscope/model/tensor.hpp"
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/io/mapped_file.hpp"
+
+namespace kvscope {
+
+const float* Tensor::f32() const {
+  if (dtype != DType::F32) return nullptr;
+  if (reinterpret_cast<uintptr_t>(data) % alignof(float) != 0) return nullptr;
+  return reinterpret_cast<const float*>(data);
+}
+
+void Tensor::rows_to_f32(int64_t r0, int64_t n, float* dst) const {
+  KV_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= rows);
+  const size_t esz = dtype_size(dtype);
+  widen_to_f32(dtype, data + size_t(r0 * cols) * esz, size_t(n * cols), dst);
+}
+
+std::vector<float> Tensor::to_f32() const {
+  std::vector<float> out(static_cast<size_t>(numel()));
+  rows_to_f32(0, rows, out.data());
+  return out;
+}
+
+void Tensor::release_pages() const {
+  if (file) file->release(data, bytes());
+}
+
+Tensor make_tensor(std::string name, int64_t rows, int64_t cols, std::vector<float> values) {
+  KV_ASSERT(int64_t(values.size()) == rows * cols);
+  auto buf = std::make_shared<std::vector<float>>(std::move(values));
+  Tensor t;
+  t.name = std::move(name);
+  t.dtype = DType::F32;
+  t.rows = rows;
+  t.cols = cols;
+  t.data = reinterpret_cast<const std::byte*>(buf->data());
+  t.owner = buf;
+  return t;
+}
+
+}  // namespace kvscope

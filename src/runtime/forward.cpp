@@ -1,0 +1,325 @@
+#include "kvscope/runtime/forward.hpp"
+
+#include <omp.h>
+
+#include <cblas.h>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/runtime/ops.hpp"
+
+namespace kvscope {
+
+namespace {
+
+// One layer's weights as float32 pointers: mapped directly when stored as aligned f32,
+// else widened into state.wbuf (the only per-layer copy ever held).
+struct LayerF32 {
+  const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  const float *k_compress, *q_project;  // null unless config.compressed_keys()
+};
+
+LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
+  constexpr int kN = 11;
+  const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,       &w.ffn_norm,
+                          &w.w_gate,    &w.w_up, &w.w_down, &w.k_compress, &w.q_project};
+  size_t need = 0;
+  for (const Tensor* t : ts)
+    if (!t->empty() && !t->f32()) need += size_t(t->numel());
+  if (buf.size() < need) buf.resize(need);
+  const float* out[kN];
+  size_t off = 0;
+  for (int i = 0; i < kN; ++i) {
+    const Tensor& t = *ts[i];
+    if (t.empty()) {
+      out[i] = nullptr;
+      continue;
+    }
+    if (const float* p = t.f32()) {
+      out[i] = p;
+      continue;
+    }
+    float* dst = buf.data() + off;
+    // Widen in row blocks across threads; then the mapped pages are no longer needed.
+    const int64_t block = 256;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < t.rows; r += block)
+      t.rows_to_f32(r, std::min(block, t.rows - r), dst + size_t(r * t.cols));
+    t.release_pages();
+    out[i] = dst;
+    off += size_t(t.numel());
+  }
+  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]};
+}
+
+// Keys of a reduced model (config.compressed_keys()): kc [T, n_kv*hd] where cached head j
+// = Psi_j (its group's post-RoPE keys, side by side). k: [T, k_proj_heads*hd];
+// psi: [n_kv*hd, group*hd] (rows of head j: Psi_j).
+void compress_keys(const float* k, int T, int n_kv, int group, int hd, const float* psi,
+                   float* kc) {
+  const int KP = n_kv * group * hd, KV = n_kv * hd;
+  for (int j = 0; j < n_kv; ++j)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, hd, group * hd, 1.0f,
+                k + size_t(j) * group * hd, KP, psi + size_t(j) * hd * group * hd, group * hd, 0.0f,
+                kc + size_t(j) * hd, KV);
+}
+
+// Queries of a reduced model: q_h <- P_h q_h in place (P_h [hd, hd] = rows h of proj).
+void project_queries(float* q, int T, int nh, int hd, const float* proj, std::vector<float>& tmp) {
+  const int Q = nh * hd;
+  tmp.resize(size_t(T) * Q);
+  for (int h = 0; h < nh; ++h)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, hd, hd, 1.0f, q + size_t(h) * hd, Q,
+                proj + size_t(h) * hd * hd, hd, 0.0f, tmp.data() + size_t(h) * hd, Q);
+  std::memcpy(q, tmp.data(), sizeof(float) * tmp.size());
+}
+
+// Copies x [T, n_heads*hd] into [n_heads, T, hd]: into the observer's memory when it
+// offers some for this capture, else into `own`. Returns where the copy went.
+const float* to_head_major(const float* x, int T, int n_heads, int hd, ForwardObserver* obs,
+                           int layer, CaptureKind kind, std::vector<float>& own) {
+  const size_t n = size_t(T) * n_heads * hd;
+  float* out = obs->capture_target(layer, kind, n);
+  if (!out) {
+    own.resize(n);
+    out = own.data();
+  }
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < n_heads; ++h)
+      std::memcpy(out + (size_t(h) * T + t) * hd, x + (size_t(t) * n_heads + h) * hd,
+                  sizeof(float) * size_t(hd));
+  return out;
+}
+
+// One-query attention (decoding) in Eigen, single-threaded: OpenBLAS threads a GEMV once
+// nk * hd passes its threshold (9216), and a threaded GEMV this small costs milliseconds
+// instead of microseconds (measured: tinystories656K decoding fell from 7000 to 40
+// tokens/s past 576 cached tokens).
+using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// scores[j] = scale * <k_j, q>;  k: [nk, hd]
+void dot_rows(const float* k, int nk, int hd, const float* q, float scale, float* scores) {
+  Eigen::Map<Eigen::VectorXf>(scores, nk).noalias() =
+      scale * (Eigen::Map<const MatR>(k, nk, hd) * Eigen::Map<const Eigen::VectorXf>(q, hd));
+}
+
+// out = sum_j p[j] v_j;  v: [nk, hd]
+void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out) {
+  Eigen::Map<Eigen::VectorXf>(out, hd).noalias() =
+      Eigen::Map<const MatR>(v, nk, hd).transpose() * Eigen::Map<const Eigen::VectorXf>(p, nk);
+}
+
+// Causal attention of one query head over one KV head's cache, in query blocks:
+// query t (0-based in this call) sees slots j < n_prev + t + 1.
+// q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo.
+void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
+                 int n_prev, int hd, float scale, float alibi, float* out, int ldo, float* scores,
+                 int qb, int layer, int head, ForwardObserver* obs) {
+  for (int t0 = 0; t0 < T; t0 += qb) {
+    const int nq = std::min(qb, T - t0);
+    const int nk = n_prev + t0 + nq;  // keys any query of the block may see
+    if (nq == 1)                      // decoding: scores = K q
+      dot_rows(k, nk, hd, q + size_t(t0) * ldq, scale, scores);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q + size_t(t0) * ldq,
+                  ldq, k, hd, 0.0f, scores, nk);
+    for (int i = 0; i < nq; ++i) {
+      float* row = scores + size_t(i) * nk;
+      const int visible = n_prev + t0 + i + 1;
+      if (bias)  // compensation slots of a compressed cache (all among the first n_prev)
+        for (int j = 0; j < n_prev; ++j) row[j] += bias[j];
+      if (alibi != 0.0f)
+        for (int j = 0; j < visible; ++j) row[j] -= alibi * float(visible - 1 - j);
+      softmax_row(row, visible);
+      for (int j = visible; j < nk; ++j) row[j] = 0.0f;
+    }
+    if (obs) obs->on_attention({layer, head, t0, nq, nk, scores});
+    if (nq == 1)  // out = V^T p
+      weighted_row_sum(v, nk, hd, scores, out + size_t(t0) * ldo);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk, v, hd,
+                  0.0f, out + size_t(t0) * ldo, ldo);
+  }
+}
+
+}  // namespace
+
+int KVCache::max_used() const {
+  int m = 0;
+  for (int u : used) m = std::max(m, u);
+  return m;
+}
+
+int64_t KVCache::slots_in_use() const {
+  int64_t s = 0;
+  for (int u : used) s += u;
+  return s;
+}
+
+void KVCache::clear() {
+  length = 0;
+  std::fill(used.begin(), used.end(), 0);
+  std::fill(biased.begin(), biased.end(), 0);
+}
+
+RunState::RunState(const ModelConfig& c, int capacity) {
+  KV_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
+  cache.n_layers = c.n_layers;
+  cache.n_kv_heads = c.n_kv_heads;
+  cache.head_dim = c.head_dim;
+  cache.capacity = capacity;
+  const size_t n = size_t(c.n_layers) * c.n_kv_heads * size_t(capacity) * c.head_dim;
+  cache.k.assign(n, 0.0f);
+  cache.v.assign(n, 0.0f);
+  cache.used.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
+  cache.bias.assign(size_t(c.n_layers) * c.n_kv_heads * size_t(capacity), 0.0f);
+  cache.biased.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
+}
+
+std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
+                               const ForwardOptions& opt) {
+  const ModelConfig& c = m.config;
+  const Weights& w = m.weights;
+  const int T = int(tokens.size());
+  KV_CHECK(T > 0, "forward: no tokens");
+  KVCache& cache = s.cache;
+  const int most = cache.max_used();
+  KV_CHECK(most + T <= cache.capacity,
+           "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
+           cache.capacity);
+  const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
+  const int Q = c.q_dim(), KV = c.kv_dim();
+  auto grow = [](std::vector<float>& b, size_t n) {
+    if (b.size() < n) b.resize(n);
+  };
+  grow(s.x, size_t(T) * D);
+  grow(s.xb, size_t(T) * D);
+  grow(s.q, size_t(T) * Q);
+  grow(s.k, size_t(T) * c.k_proj_dim());
+  if (c.compressed_keys()) grow(s.kc, size_t(T) * KV);
+  grow(s.v, size_t(T) * KV);
+  grow(s.att, size_t(T) * Q);
+  grow(s.hb, size_t(T) * H);
+  grow(s.hb2, size_t(T) * H);
+  const int qb = std::max(1, opt.query_block);
+  const int n_threads = omp_get_max_threads();
+  const size_t score_stride = size_t(qb) * size_t(most + T);
+  grow(s.scores, score_stride * n_threads);
+
+  for (int t = 0; t < T; ++t) {
+    KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < c.vocab_size,
+             "forward: token id {} at index {} is outside the vocabulary of {}", tokens[size_t(t)],
+             t, c.vocab_size);
+    w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, s.x.data() + size_t(t) * D);
+  }
+
+  ForwardObserver* obs = opt.observer;
+  ForwardObserver* att_obs = obs && obs->wants_attention() ? obs : nullptr;
+
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
+    rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data());
+    matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
+    matmul_wt(s.xb.data(), T, D, lw.wk, c.k_proj_dim(), s.k.data());
+    matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
+    const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
+    if (obs && !c.compressed_keys())
+      cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
+    if (c.positional == PositionalKind::kRope) {
+      apply_rope(s.q.data(), T, nh, hd, s.pos, c.rope_theta, c.rope_layout);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, c.rope_theta, c.rope_layout);
+    }
+    const float* keys = s.k.data();  // [T, KV]: what the cache holds
+    if (c.compressed_keys()) {
+      compress_keys(s.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, s.kc.data());
+      project_queries(s.q.data(), T, nh, hd, lw.q_project, s.qtmp);
+      keys = s.kc.data();
+    }
+    // Append this call's K/V to the cache, head-major.
+    for (int g = 0; g < nkv; ++g) {
+      const int n_prev = cache.used[cache.head(l, g)];
+      float* kd = cache.k_head(l, g) + size_t(n_prev) * hd;
+      float* vd = cache.v_head(l, g) + size_t(n_prev) * hd;
+      for (int t = 0; t < T; ++t) {
+        std::memcpy(kd + size_t(t) * hd, keys + size_t(t) * KV + size_t(g) * hd, 4 * size_t(hd));
+        std::memcpy(vd + size_t(t) * hd, s.v.data() + size_t(t) * KV + size_t(g) * hd,
+                    4 * size_t(hd));
+      }
+    }
+    const int group = c.group_size();
+    // Multiply-adds of this layer's attention: split across threads only when it pays.
+    const int64_t att_work = int64_t(nh) * T * (most + T) * hd;
+#pragma omp parallel for schedule(dynamic, 1) if (att_work >= kParallelMin)
+    for (int h = 0; h < nh; ++h) {
+      const int g = h / group;
+      const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
+      float* sc = s.scores.data() + score_stride * size_t(omp_get_thread_num());
+      const int n_prev = cache.used[cache.head(l, g)];
+      const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
+      attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
+                  n_prev, hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h,
+                  att_obs);
+    }
+    // The attention block's output (after W_O) separately only when an observer asks.
+    const bool want_proj = obs && obs->wants_attn_proj();
+    if (want_proj) {
+      grow(s.aproj, size_t(T) * D);
+      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.aproj.data());
+    }
+    if (obs) {
+      const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
+      const float* k = to_head_major(keys, T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
+      const float* v = to_head_major(s.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, s.cap_v);
+      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data(),
+                     want_proj ? s.aproj.data() : nullptr});
+    }
+    if (want_proj) {  // residual add
+      for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
+    } else {
+      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
+    }
+    rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data());
+    matmul_wt(s.xb.data(), T, D, lw.w_gate, H, s.hb.data());
+    matmul_wt(s.xb.data(), T, D, lw.w_up, H, s.hb2.data());
+    swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
+    matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
+  }
+  for (int& u : cache.used) u += T;
+  cache.length += T;
+  s.pos += T;
+
+  if (opt.logits == LogitsMode::kNone) return {};
+  const int rows = opt.logits == LogitsMode::kAll ? T : 1;
+  const float* xin = s.x.data() + size_t(T - rows) * D;
+  const float* fn = w.final_norm.f32();
+  std::vector<float> fn_buf;
+  if (!fn) {
+    fn_buf = w.final_norm.to_f32();
+    fn = fn_buf.data();
+  }
+  rmsnorm(xin, fn, rows, D, c.norm_eps, s.xb.data());
+  const int V = c.vocab_size;
+  grow(s.logits, size_t(rows) * V);
+  if (const float* wc = w.classifier.f32()) {
+    matmul_wt(s.xb.data(), rows, D, wc, V, s.logits.data());
+  } else {
+    // Widen the classifier a block of rows at a time: [block, D] floats, not [V, D].
+    const int block = 4096;
+    std::vector<float> wb(size_t(std::min(block, V)) * D);
+    for (int r0 = 0; r0 < V; r0 += block) {
+      const int n = std::min(block, V - r0);
+      w.classifier.rows_to_f32(r0, n, wb.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, D, 1.0f, s.xb.data(), D,
+                  wb.data(), D, 0.0f, s.logits.data() + r0, V);
+    }
+  }
+  return {s.logits.data(), size_t(rows) * V};
+}
+
+}  // namespace kvscope

@@ -1,0 +1,93 @@
+#include "kvscope/runtime/generate.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/runtime/forward.hpp"
+
+namespace kvscope {
+
+int32_t argmax(const float* logits, int n) {
+  return int32_t(std::max_element(logits, logits + n) - logits);
+}
+
+namespace {
+
+int32_t sample(const float* logits, int n, float temperature, float top_p, std::mt19937_64& rng) {
+  if (temperature <= 0.0f) return argmax(logits, n);
+  std::vector<double> p(static_cast<size_t>(n));
+  const double mx = *std::max_element(logits, logits + n);
+  double z = 0.0;
+  for (int i = 0; i < n; ++i) z += p[size_t(i)] = std::exp((logits[i] - mx) / temperature);
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  // Most likely first; stable so equal probabilities keep index order (reproducible).
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return p[size_t(a)] > p[size_t(b)]; });
+  double mass = 0.0;
+  size_t keep = 0;
+  while (keep < order.size() && (keep == 0 || mass < top_p * z)) mass += p[size_t(order[keep++])];
+  // Draw from the kept prefix with a uniform number: the same seed gives the same text.
+  const double u = std::uniform_real_distribution<double>(0.0, mass)(rng);
+  double acc = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += p[size_t(order[i])];
+    if (u < acc) return order[i];
+  }
+  return order[keep - 1];
+}
+
+}  // namespace
+
+GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOptions& opt,
+                        const std::function<void(const std::string&)>& on_text) {
+  KV_CHECK(opt.max_tokens >= 0, "generate: max_tokens must be >= 0, got {}", opt.max_tokens);
+  KV_CHECK(opt.temperature >= 0.0f, "generate: temperature must be >= 0, got {}", opt.temperature);
+  KV_CHECK(opt.top_p > 0.0f && opt.top_p <= 1.0f, "generate: top_p must be in (0, 1], got {}",
+           opt.top_p);
+  GenerateResult r;
+  if (tok.add_bos && tok.bos_id >= 0) r.prompt_ids.push_back(tok.bos_id);
+  const std::vector<int32_t> p = tok.encode(opt.prompt);
+  r.prompt_ids.insert(r.prompt_ids.end(), p.begin(), p.end());
+  KV_CHECK(!r.prompt_ids.empty(), "generate: empty prompt and the tokenizer has no BOS token");
+  const int ctx = m.config.max_seq_len;
+  KV_CHECK(int(r.prompt_ids.size()) < ctx, "generate: prompt of {} tokens fills the context of {}",
+           r.prompt_ids.size(), ctx);
+  RunState st(m.config, ctx);
+  std::mt19937_64 rng(opt.seed);
+  const int V = m.config.vocab_size;
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto logits = forward(m, st, r.prompt_ids, {LogitsMode::kLast});
+  auto t1 = std::chrono::steady_clock::now();
+  r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  const std::string prompt_text = tok.decode(r.prompt_ids);
+  std::vector<int32_t> all = r.prompt_ids;
+  size_t emitted = 0;  // bytes of the continuation already handed to on_text
+  while (int(r.new_ids.size()) < opt.max_tokens) {
+    const int32_t next = sample(logits.data(), V, opt.temperature, opt.top_p, rng);
+    if (next == tok.eos_id || (tok.bos_id >= 0 && next == tok.bos_id)) break;
+    r.new_ids.push_back(next);
+    all.push_back(next);
+    // Decode the whole text each step: byte-fallback pieces only make sense together.
+    const std::string text = tok.decode(all);
+    const bool extends =
+        text.size() >= prompt_text.size() && text.compare(0, prompt_text.size(), prompt_text) == 0;
+    // Rarely the joined decoding rewrites the prompt's tail; then fall back to the new ids.
+    r.text = extends ? text.substr(prompt_text.size()) : tok.decode(r.new_ids);
+    if (on_text && r.text.size() > emitted) {
+      on_text(r.text.substr(emitted));
+      emitted = r.text.size();
+    }
+    if (st.pos >= ctx) break;
+    logits = forward(m, st, std::span<const int32_t>(&all.back(), 1), {LogitsMode::kLast});
+  }
+  r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  return r;
+}
+
+}  // namespace kvscope

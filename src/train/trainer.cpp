@@ -1,0 +1,149 @@
+#include "kvscope/train/trainer.hpp"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope::train {
+
+double learning_rate(const TrainOptions& o, int step) {
+  if (step < o.warmup) return o.lr * double(step + 1) / double(o.warmup);
+  const int span = std::max(1, o.steps - o.warmup);
+  const double t = std::min(1.0, double(step - o.warmup) / double(span));
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(M_PI * t));
+}
+
+void adamw_step(const Layout& L, const TrainOptions& o, double lr, std::span<float> w,
+                std::span<const float> g, AdamState& st) {
+  if (st.m.empty()) st.m.assign(L.size, 0.0f), st.v.assign(L.size, 0.0f);
+  ++st.step;
+  const double c1 = 1.0 - std::pow(o.beta1, double(st.step));
+  const double c2 = 1.0 - std::pow(o.beta2, double(st.step));
+  for (const TensorSpec& t : L.tensors) {
+    const bool decay = t.rows > 1;  // matrices, not norm gains
+    const size_t n = size_t(t.rows * t.cols);
+#pragma omp parallel for schedule(static) if (n >= 65536)
+    for (size_t j = 0; j < n; ++j) {
+      const size_t i = t.offset + j;
+      if (!o.trainable.empty() && !o.trainable[i]) continue;
+      st.m[i] = float(o.beta1 * st.m[i] + (1 - o.beta1) * g[i]);
+      st.v[i] = float(o.beta2 * st.v[i] + (1 - o.beta2) * double(g[i]) * g[i]);
+      const double mh = st.m[i] / c1, vh = st.v[i] / c2;
+      double x = w[i];
+      if (decay) x -= lr * o.weight_decay * x;
+      x -= lr * mh / (std::sqrt(vh) + o.eps);
+      w[i] = float(x);
+    }
+  }
+}
+
+std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
+                                           const TrainOptions& o, int step) {
+  const int64_t n = o.seq_len - 1;
+  KV_CHECK(int64_t(stream.size()) > n, "training: the text has {} tokens, a sequence needs {}",
+           stream.size(), n + 1);
+  std::mt19937_64 rng(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step));
+  // A second stream decides which sequences repeat, so the offsets (and every batch of a
+  // run without repeats) are the same as before the option existed.
+  std::mt19937_64 rep(~(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step)));
+  std::vector<std::vector<int32_t>> out;
+  for (int b = 0; b < o.batch; ++b) {
+    const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
+    std::vector<int32_t> s{bos};
+    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
+    if (o.repeat_share > 0 && n >= 4) {
+      // Four draws per sequence whether it repeats or not: which passage a sequence would
+      // repeat does not depend on the share.
+      const double u = double(rep() >> 11) / 9007199254740992.0;
+      const uint64_t r1 = rep(), r2 = rep(), r3 = rep();
+      if (u < o.repeat_share) {
+        // Copy a passage of length len from p1 over a later stretch at p2 >= p1 + len.
+        // Length and distance vary, so that no fixed-offset head can do the copying: only
+        // matching the current token earlier and reading what followed it (induction) can.
+        const int64_t lo = std::max<int64_t>(2, n / 8), hi = n / 2;
+        const int64_t len = lo + int64_t(r1 % uint64_t(hi - lo + 1));
+        const int64_t p1 = int64_t(r2 % uint64_t(n - 2 * len + 1));
+        const int64_t p2 = p1 + len + int64_t(r3 % uint64_t(n - p1 - 2 * len + 1));
+        std::copy_n(s.begin() + 1 + p1, len, s.begin() + 1 + p2);
+      }
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+namespace {
+
+// Threads take sequences i, i + n_threads, ... and sum into their own buffer; the buffers
+// are then added in thread order: deterministic for a given thread count.
+double parallel_loss(const Layout& L, const float* w, const std::vector<std::vector<int32_t>>& seqs,
+                     std::vector<float>* grad) {
+  const int nt = std::max(1, std::min(omp_get_max_threads(), int(seqs.size())));
+  std::vector<std::vector<float>> grads(size_t(grad ? nt : 0), std::vector<float>());
+  std::vector<double> losses(seqs.size());
+  const double scale = 1.0 / double(seqs.size());
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    Workspace<float> ws;
+    if (grad) grads[size_t(t)].assign(L.size, 0.0f);
+    for (size_t i = size_t(t); i < seqs.size(); i += size_t(nt))
+      losses[i] = loss_and_grad(L, w, seqs[i], grad ? grads[size_t(t)].data() : nullptr, scale, ws);
+  }
+  if (grad) {
+    grad->assign(L.size, 0.0f);
+    for (const auto& g : grads)
+      for (size_t i = 0; i < L.size; ++i) (*grad)[i] += g[i];
+  }
+  double sum = 0;
+  for (double l : losses) sum += l;
+  return sum / double(seqs.size());
+}
+
+}  // namespace
+
+StepStats train_step(const Layout& L, const TrainOptions& o, std::span<float> w, AdamState& st,
+                     const std::vector<std::vector<int32_t>>& batch, int step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  StepStats s;
+  s.step = step;
+  std::vector<float> g;
+  s.loss = parallel_loss(L, w.data(), batch, &g);
+  if (!o.trainable.empty())
+    for (size_t i = 0; i < g.size(); ++i) g[i] *= float(o.trainable[i]);
+  double ss = 0;
+  for (float x : g) ss += double(x) * x;
+  s.grad_norm = std::sqrt(ss);
+  KV_CHECK(std::isfinite(s.loss) && std::isfinite(s.grad_norm),
+           "training diverged at step {}: loss {}, gradient norm {}", step, s.loss, s.grad_norm);
+  if (o.clip > 0 && s.grad_norm > o.clip)
+    for (float& x : g) x *= float(o.clip / s.grad_norm);
+  s.lr = learning_rate(o, step);
+  adamw_step(L, o, s.lr, w, g, st);
+  for (const auto& b : batch) s.tokens += int64_t(b.size());
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+double mean_loss(const Layout& L, std::span<const float> w,
+                 const std::vector<std::vector<int32_t>>& seqs) {
+  return parallel_loss(L, w.data(), seqs, nullptr);
+}
+
+std::vector<std::vector<int32_t>> heldout_windows(std::span<const int32_t> stream, int32_t bos,
+                                                  int seq_len, int64_t tokens) {
+  std::vector<std::vector<int32_t>> out;
+  const size_t n = size_t(seq_len - 1);
+  for (size_t off = 0; off + n <= stream.size() && int64_t(out.size() * n) < tokens; off += n) {
+    std::vector<int32_t> s{bos};
+    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + n));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace kvscope::train
