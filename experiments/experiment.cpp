@@ -52,14 +52,9 @@ void check_inputs_exist(const std::vector<ModelSpec>& models, const std::vector<
 }  // namespace
 
 LoadedModel ExperimentContext::load(const ModelSpec& spec) {
-  LoadedModel lm;
-  lm.model = load_model(spec.path);
+  LoadedModel lm = load_model_and_tokenizer(spec.path, spec.tokenizer);
   lm.model.name = spec.name;
-  const fs::path tp = spec.tokenizer.empty() ? find_tokenizer_for(spec.path) : spec.tokenizer;
-  lm.tokenizer = load_tokenizer(tp);
-  KV_CHECK(lm.tokenizer->vocab_size() <= lm.model.config.vocab_size,
-           "{}: tokenizer has {} tokens but model '{}' only {}", tp.string(),
-           lm.tokenizer->vocab_size(), spec.name, lm.model.config.vocab_size);
+  const fs::path& tp = lm.tokenizer_path;
   // Hash every file once: for the manifest, and against data/SHA256SUMS when listed there.
   std::vector<FileRecord> records;
   for (const fs::path& f : lm.model.files) records.push_back(file_record("model:" + spec.name, f));

@@ -294,31 +294,6 @@ TEST_CASE("dump files are safe: no overwrite, no partial results, clear HDF5 err
   }
 }
 
-TEST_CASE("the Python snippet in docs/hdf5-schema.md runs as written", "[dump][docs][model]") {
-  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0) {
-    WARN("python3 with h5py and numpy is not installed: snippet not run");
-    return;
-  }
-  const std::string doc = test::slurp(fs::path(KVSCOPE_SOURCE_DIR) / "docs/hdf5-schema.md");
-  const size_t mark = doc.find("<!-- snippet:python -->");
-  REQUIRE(mark != std::string::npos);
-  const size_t b = doc.find("```python\n", mark) + 10, e = doc.find("```", b);
-  test::TempDir tmp("dump_py");
-  fs::create_directories(tmp / "results/dump_kv");
-  test::write_bytes(tmp / "snippet.py", doc.substr(b, e - b));
-  const Loaded l = load(kModels[0]);
-  dump_kv(l.model, *l.tok, l.stream, all_tensors(64, 4), l.src,
-          tmp / "results/dump_kv/stories260K__tinystories_valid.h5");
-  const std::string cmd =
-      "cd '" + tmp.path.string() + "' && /usr/bin/python3 snippet.py > out.txt 2>&1";
-  const int rc = std::system(cmd.c_str());
-  const std::string out = test::slurp(tmp / "out.txt");
-  INFO(out);
-  CHECK(rc == 0);
-  CHECK_THAT(out,
-             Contains("stories260K 5 adjacent_pairs") && Contains("(4, 64, 8) float32 (4, 64)"));
-}
-
 TEST_CASE("h5dump -H shows the documented schema", "[dump][docs][model]") {
   if (std::system("h5dump --version >/dev/null 2>&1") != 0) {
     WARN("h5dump (hdf5-tools) is not installed: schema not checked");

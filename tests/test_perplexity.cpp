@@ -72,6 +72,7 @@ struct LetterTokenizer : Tokenizer {
     return s;
   }
   int vocab_size() const override { return 29; }
+  std::string piece(int32_t id) const override { return decode(std::span(&id, 1)); }
   std::string kind() const override { return "letters"; }
 };
 

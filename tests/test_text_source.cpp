@@ -162,3 +162,27 @@ TEST_CASE("text: a missing file is named", "[infra][text_source]") {
   REQUIRE_THROWS_WITH(kvscope::read_file_bytes(kData / "text/no_such.txt"),
                       Contains("cannot read") && Contains("no_such.txt"));
 }
+
+TEST_CASE("text: only newlines at a document's ends are stripped, as docs/experiments.md says",
+          "[infra][text_source]") {
+  TempDir tmp("text_strip");
+  // Between separators: leading/trailing spaces and tabs stay; leading/trailing \n and \r
+  // go; inner ones stay.
+  const std::string body = "\n\r\n  indented\n\n\tline two \r\n\n";
+  write_bytes(tmp.path / "sep.txt", "<|endoftext|>\n" + body + "<|endoftext|>\n");
+  CHECK(kvscope::load_documents(plain(tmp.path / "sep.txt", "<|endoftext|>")) ==
+        std::vector<std::string>{"  indented\n\n\tline two "});
+  // Without a separator the file is one document, byte for byte.
+  write_bytes(tmp.path / "one.txt", body);
+  CHECK(kvscope::load_documents(plain(tmp.path / "one.txt")) == std::vector<std::string>{body});
+  // JSON lines are taken byte for byte, newlines at the ends included.
+  write_bytes(tmp.path / "j.jsonl", "{\"text\": \"\\nkept\\n\"}\n");
+  CHECK(kvscope::load_documents(jsonl(tmp.path / "j.jsonl")) ==
+        std::vector<std::string>{"\nkept\n"});
+  // The documentation states both rules.
+  const std::string doc =
+      kvscope::test::slurp(fs::path(KVSCOPE_SOURCE_DIR) / "docs/experiments.md");
+  CHECK_THAT(doc, Contains("loses the newlines") && Contains("**start and end**") &&
+                      Contains("one document, byte for byte") &&
+                      Contains("byte for byte (no stripping"));
+}

@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "kvscope/runtime/threads.hpp"
 
@@ -53,10 +54,10 @@ Action add_dump(CLI::App& app) {
     DumpOptions o = a->opt;
     o.tensors = a->tensors;
     o.dtype = a->dtype == "f16" ? DType::F16 : DType::F32;
-    const std::filesystem::path tp =
-        a->tokenizer.empty() ? find_tokenizer_for(a->model) : std::filesystem::path(a->tokenizer);
-    const Model m = load_model(a->model);
-    const auto tok = load_tokenizer(tp);
+    const LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    const Model& m = lm.model;
+    const Tokenizer* tok = lm.tokenizer.get();
+    const std::filesystem::path& tp = lm.tokenizer_path;
     TextSpec ts;
     ts.path = a->text;
     ts.format = (a->format.empty() ? ts.path.extension() == ".jsonl" : a->format == "jsonl")

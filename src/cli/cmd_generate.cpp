@@ -2,6 +2,7 @@
 
 #include "commands.hpp"
 #include "kvscope/runtime/generate.hpp"
+#include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/runtime/threads.hpp"
 
 namespace kvscope::cli {
@@ -31,9 +32,9 @@ Action add_generate(CLI::App& app) {
   app.add_flag("--quiet,-q", a->quiet, "do not print timings to stderr");
   return [a]() {
     set_threads(a->threads);
-    const Model m = load_model(a->model);
-    const auto tok = load_tokenizer(a->tokenizer.empty() ? find_tokenizer_for(a->model)
-                                                         : std::filesystem::path(a->tokenizer));
+    const LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    const Model& m = lm.model;
+    const Tokenizer* tok = lm.tokenizer.get();
     GenerateOptions o;
     o.prompt = a->prompt;
     o.max_tokens = a->max_tokens;

@@ -136,6 +136,98 @@ double read_attr_double(hid_t obj, const char* name, const std::string& where) {
   return v;
 }
 
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i] (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or 0 when the bytes there are not one.
+size_t utf8_sequence_length(const std::string& s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k)
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  return n;
+}
+
+}  // namespace
+
+std::string escape_invalid_utf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_sequence_length(s, i);
+    if (n == 0) {
+      out += fmt::format("\\x{:02X}", static_cast<unsigned char>(s[i]));
+      ++i;
+    } else {
+      out.append(s, i, n);
+      i += n;
+    }
+  }
+  return out;
+}
+
+void write_strings(hid_t loc, const char* name, const std::vector<std::string>& values,
+                   const std::string& where) {
+  Handle type(check(H5Tcopy(H5T_C_S1), where, "H5Tcopy"), H5Tclose);
+  check_status(H5Tset_size(type, H5T_VARIABLE), where, "H5Tset_size");
+  check_status(H5Tset_cset(type, H5T_CSET_UTF8), where, "H5Tset_cset");
+  const hsize_t n = values.size();
+  Handle space(check(H5Screate_simple(1, &n, nullptr), where, "H5Screate_simple"), H5Sclose);
+  Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), where, "H5Pcreate"), H5Pclose);
+  check_status(H5Pset_obj_track_times(dcpl, false), where, "H5Pset_obj_track_times");
+  Handle d(check(H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), where, name),
+           H5Dclose);
+  std::vector<std::string> clean;
+  clean.reserve(values.size());
+  for (const std::string& v : values) clean.push_back(escape_invalid_utf8(v));
+  std::vector<const char*> ptrs;
+  ptrs.reserve(clean.size());
+  for (const std::string& v : clean) ptrs.push_back(v.c_str());
+  if (!ptrs.empty())
+    check_status(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where, name);
+}
+
+std::vector<std::string> read_strings(hid_t loc, const char* name, const std::string& where) {
+  Handle d(check(H5Dopen2(loc, name, H5P_DEFAULT), where, name), H5Dclose);
+  Handle ft(check(H5Dget_type(d), where, name), H5Tclose);
+  KV_CHECK(H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0,
+           "{}: dataset '{}' is not variable-length strings", where, name);
+  const std::vector<hsize_t> shape = dims(d, where);
+  KV_CHECK(shape.size() == 1, "{}: dataset '{}' has {} axes, expected 1", where, name,
+           shape.size());
+  Handle mt(check(H5Tcopy(H5T_C_S1), where, name), H5Tclose);
+  H5Tset_size(mt, H5T_VARIABLE);
+  H5Tset_cset(mt, H5Tget_cset(ft));
+  std::vector<char*> ptrs(shape[0], nullptr);
+  if (!ptrs.empty())
+    check_status(H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where, name);
+  std::vector<std::string> out;
+  out.reserve(ptrs.size());
+  for (char* p : ptrs) {
+    out.emplace_back(p ? p : "");
+    H5free_memory(p);
+  }
+  return out;
+}
+
 std::vector<hsize_t> dims(hid_t dataset, const std::string& where) {
   Handle space(check(H5Dget_space(dataset), where, "H5Dget_space"), H5Sclose);
   const int nd = H5Sget_simple_extent_ndims(space);

@@ -86,7 +86,8 @@ std::pair<std::string, std::string> model_hashes(const std::vector<fs::path>& fi
 }  // namespace
 
 DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions& opt,
-                   const DumpSource& src, int32_t bos)
+                   const DumpSource& src, int32_t bos,
+                   const std::vector<std::string>& vocab)
     : where_(path.string()),
       opt_(opt),
       T_(opt.seq_len),
@@ -209,9 +210,19 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   source_row_.assign(16 + name_len, 0);
   sources_ = make(file_, "sources", {}, {}, source_type_, source_type_, 16 + name_len, "sequence");
   h5::write_attr(sources_.id(), "description",
-                 std::string("token_offset: index in the token stream of the first token taken "
-                             "from the text; document: index of the document it is in"),
+                 std::string("token_offset: index in the token stream of the sequence's first "
+                             "text token (the one after its BOS); document: index of the "
+                             "document that token is in"),
                  w);
+  h5::write_strings(file_, "vocab", vocab, w);
+  {
+    Handle v(h5::check(H5Dopen2(file_, "vocab", H5P_DEFAULT), w, "vocab"), H5Dclose);
+    h5::write_attr(v, "description",
+                   std::string("token id -> the tokenizer's own spelling of that token (Hugging "
+                               "Face convert_ids_to_tokens), e.g. '\u2581the', '<0x0A>'; bytes "
+                               "that are not UTF-8 are written as \\xNN"),
+                   w);
+  }
   if (opt.logits)
     logits_ = make(
         file_, "logits", {hsize_t(T_), hsize_t(vocab_)},

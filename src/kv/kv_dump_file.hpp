@@ -43,9 +43,10 @@ class RowBatch {
 
 class DumpFile {
  public:
-  // Creates `path` (the .partial name) with every dataset and root attribute.
+  // Creates `path` (the .partial name) with every dataset and root attribute, and /vocab
+  // (`vocab`: the tokenizer's spelling of each id).
   DumpFile(const std::filesystem::path& path, const ModelConfig& c, const DumpOptions& opt,
-           const DumpSource& src, int32_t bos);
+           const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab);
   ~DumpFile();
 
   // Row `seq` of layer `layer`'s tensor opt.tensors[t]: [heads, seq_len, head_dim] floats.

@@ -235,4 +235,10 @@ std::vector<KVDumpReader::Source> KVDumpReader::sources() const {
   return out;
 }
 
+std::vector<std::string> KVDumpReader::vocab() const {
+  const Impl& d = *impl_;
+  if (H5Lexists(d.file, "vocab", H5P_DEFAULT) <= 0) return {};
+  return h5::read_strings(d.file, "vocab", d.where);
+}
+
 }  // namespace kvscope

@@ -127,7 +127,9 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   st.n_seq = N;
   st.seq_len = T;
   try {
-    DumpFile file(partial, m.config, opt, src, bos);
+    std::vector<std::string> vocab(size_t(tok.vocab_size()));
+    for (int32_t id = 0; id < tok.vocab_size(); ++id) vocab[size_t(id)] = tok.piece(id);
+    DumpFile file(partial, m.config, opt, src, bos, vocab);
     DumpObserver obs(file, opt.tensors);
     RunState rs(m.config, T);
     std::vector<int32_t> seq;
@@ -136,7 +138,12 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
     size_t scanned = 0;
     for (int i = 0; i < N; ++i) {
       const size_t off = offsets[size_t(i)];
-      for (; scanned <= off; ++scanned) doc += bos >= 0 && stream[scanned] == bos;
+      // The sequence's first text token: the one after the BOS that starts the window (a
+      // document's own BOS, or the one prepended), at `off` itself when the window does not
+      // start at a BOS. Its document: the BOS tokens of the stream up to it, less one.
+      const size_t first = off + ((bos >= 0 && stream[off] == bos) ? 1 : 0);
+      for (; scanned <= first && scanned < stream.size(); ++scanned)
+        doc += bos >= 0 && stream[scanned] == bos;
       seq = sequence_tokens(stream, off, T, bos);
       rs.reset();
       obs.seq = i;
@@ -148,7 +155,7 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
       const double t1 = now();
       forward_total += t1 - t0;
       file.stage_tokens(i, seq.data());
-      file.stage_source(i, int64_t(off), std::max<int64_t>(doc, 0));
+      file.stage_source(i, int64_t(first), std::max<int64_t>(doc, 0));
       if (opt.logits) file.stage_logits(i, logits.data());
       outside += now() - t1;
     }

@@ -24,6 +24,11 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
               {"torch_dtype", dtype == DType::F32    ? "float32"
                               : dtype == DType::BF16 ? "bfloat16"
                                                      : "float16"}};
+  if (!c.more_eos_ids.empty()) {
+    json ids = json::array({c.eos_id});
+    for (int32_t id : c.more_eos_ids) ids.push_back(id);
+    cfg["eos_token_id"] = ids;
+  }
   if (write_head_dim) cfg["head_dim"] = c.head_dim;
   if (c.positional != PositionalKind::kRope)
     cfg["kvscope_positional"] = positional_name(c.positional);

@@ -88,7 +88,19 @@ ModelConfig parse_hf_config(const fs::path& file) {
                             file.string(), pos));
   c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", false, file);
   c.bos_id = field_or<int>(j, "bos_token_id", 1, file);
-  c.eos_id = field_or<int>(j, "eos_token_id", 2, file);
+  // eos_token_id: one id, or a list of ids that all end a sequence (Llama 3).
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
+    const json& ids = j["eos_token_id"];
+    KV_CHECK(!ids.empty(), "{}: field 'eos_token_id' is an empty list", file.string());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      KV_CHECK(ids[i].is_number_integer(),
+               "{}: field 'eos_token_id' must hold integers, got {} at index {}", file.string(),
+               ids[i].dump(), i);
+      (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = ids[i].get<int32_t>();
+    }
+  } else {
+    c.eos_id = field_or<int>(j, "eos_token_id", 2, file);
+  }
   validate(c, file.string());
   return c;
 }

@@ -1,6 +1,8 @@
 #include "kvscope/model/model.hpp"
 
 #include <algorithm>
+#include <fstream>
+#include <string_view>
 
 #include "kvscope/io/error.hpp"
 
@@ -58,8 +60,26 @@ void widen_all(Model& m) {
   if (tied) m.weights.classifier = m.weights.tok_embedding;
 }
 
+namespace {
+
+// GGUF files start with the magic "GGUF"; without this check one would be read as a
+// llama2.c header and refused for its (meaningless) dimensions.
+void refuse_gguf(const fs::path& path) {
+  if (!fs::is_regular_file(path)) return;
+  char magic[4] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(magic, 4);
+  KV_CHECK(!(in.gcount() == 4 && std::string_view(magic, 4) == "GGUF"),
+           "{}: GGUF is not supported yet (kvscope reads llama2.c checkpoints and Hugging Face "
+           "safetensors directories)",
+           path.string());
+}
+
+}  // namespace
+
 Model load_model(const fs::path& path, const LoadOptions& opt) {
   KV_CHECK(fs::exists(path), "{}: model path does not exist", path.string());
+  refuse_gguf(path);
   Model m;
   const std::string ext = path.extension().string();
   if (fs::is_directory(path)) {
@@ -79,6 +99,7 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
 }
 
 fs::path find_tokenizer_for(const fs::path& model_path) {
+  refuse_gguf(model_path);
   fs::path dir = fs::is_directory(model_path) ? model_path : model_path.parent_path();
   if (dir.empty()) dir = ".";
   if (fs::exists(dir / "tokenizer.json")) return dir / "tokenizer.json";

@@ -45,6 +45,9 @@ void validate(const ModelConfig& c, const std::string& source) {
   KV_CHECK(c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
            "{}: bos_id {} / eos_id {} outside the vocabulary of {}", source, c.bos_id, c.eos_id,
            c.vocab_size);
+  for (int32_t id : c.more_eos_ids)
+    KV_CHECK(id >= 0 && id < c.vocab_size, "{}: eos id {} outside the vocabulary of {}", source,
+             id, c.vocab_size);
 }
 
 }  // namespace kvscope

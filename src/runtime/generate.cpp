@@ -41,6 +41,14 @@ int32_t sample(const float* logits, int n, float temperature, float top_p, std::
   return order[keep - 1];
 }
 
+// A config.json that lists several end-of-sequence ids (Llama 3) ends a sequence at any of
+// them, not only at the tokenizer's one.
+bool ends_sequence(const Model& m, int32_t id) {
+  const auto& more = m.config.more_eos_ids;
+  if (more.empty()) return false;
+  return id == m.config.eos_id || std::find(more.begin(), more.end(), id) != more.end();
+}
+
 }  // namespace
 
 GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOptions& opt,
@@ -70,7 +78,8 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   size_t emitted = 0;  // bytes of the continuation already handed to on_text
   while (int(r.new_ids.size()) < opt.max_tokens) {
     const int32_t next = sample(logits.data(), V, opt.temperature, opt.top_p, rng);
-    if (next == tok.eos_id || (tok.bos_id >= 0 && next == tok.bos_id)) break;
+    if (next == tok.eos_id || (tok.bos_id >= 0 && next == tok.bos_id) || ends_sequence(m, next))
+      break;
     r.new_ids.push_back(next);
     all.push_back(next);
     // Decode the whole text each step: byte-fallback pieces only make sense together.

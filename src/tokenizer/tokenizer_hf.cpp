@@ -258,6 +258,11 @@ class HfBpeTokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   int vocab_size() const override { return static_cast<int>(tokens_.size()); }
+  std::string piece(int32_t id) const override {
+    KV_CHECK(id >= 0 && size_t(id) < tokens_.size(), "{}: token id {} out of range [0, {})",
+             file_.path, id, tokens_.size());
+    return tokens_[size_t(id)];
+  }
   std::string kind() const override { return kind_; }
 
  private:

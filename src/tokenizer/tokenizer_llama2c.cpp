@@ -155,6 +155,11 @@ class Llama2cTokenizer final : public Tokenizer {
   }
 
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }
+  std::string piece(int32_t id) const override {
+    KV_CHECK(id >= 0 && size_t(id) < pieces_.size(),
+             "llama2.c tokenizer {}: token id {} out of range [0, {})", path_, id, pieces_.size());
+    return pieces_[size_t(id)];
+  }
   std::string kind() const override { return "llama2c"; }
 
  private:

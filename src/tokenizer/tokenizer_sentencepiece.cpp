@@ -51,6 +51,12 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
   int vocab_size() const override { return sp_.GetPieceSize(); }
+  std::string piece(int32_t id) const override {
+    KV_CHECK(id >= 0 && id < sp_.GetPieceSize(),
+             "SentencePiece model {}: token id {} out of range [0, {})", path_, id,
+             sp_.GetPieceSize());
+    return sp_.IdToPiece(id);
+  }
   std::string kind() const override { return "sentencepiece"; }
 
  private:

@@ -18,6 +18,7 @@
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/io/yaml_util.hpp"
 #include "kvscope/model/model.hpp"
+#include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/report/manifest.hpp"
 #include "kvscope/report/table.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
@@ -28,11 +29,6 @@ struct ModelSpec {
   std::string name;                 // label in tables; default: the model's folder name
   std::filesystem::path path;       // checkpoint file or Hugging Face directory
   std::filesystem::path tokenizer;  // default: find_tokenizer_for(path)
-};
-
-struct LoadedModel {
-  Model model;
-  std::unique_ptr<Tokenizer> tokenizer;
 };
 
 // What a running experiment sees: the common config and a way to load its inputs that

@@ -63,6 +63,17 @@ std::string read_attr_string(hid_t obj, const char* name, const std::string& whe
 int64_t read_attr_int(hid_t obj, const char* name, const std::string& where);
 double read_attr_double(hid_t obj, const char* name, const std::string& where);
 
+// A 1-D dataset of variable-length UTF-8 strings (h5py: f[name].asstr()[...] gives str).
+// Bytes that are not valid UTF-8 are written as the text "\xNN", so every reader can
+// decode every entry.
+void write_strings(hid_t loc, const char* name, const std::vector<std::string>& values,
+                   const std::string& where);
+// Reads a dataset written by write_strings.
+std::vector<std::string> read_strings(hid_t loc, const char* name, const std::string& where);
+
+// `s` with every byte that is not part of a valid UTF-8 sequence replaced by "\xNN".
+std::string escape_invalid_utf8(const std::string& s);
+
 // Dimensions of a dataset.
 std::vector<hsize_t> dims(hid_t dataset, const std::string& where);
 

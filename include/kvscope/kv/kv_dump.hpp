@@ -105,6 +105,9 @@ class KVDumpReader {
     int64_t token_offset, document;
   };
   std::vector<Source> sources() const;
+  // /vocab: the tokenizer's spelling of each token id (empty for dumps written before it
+  // existed).
+  std::vector<std::string> vocab() const;
 
  private:
   struct Impl;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kvscope {
 
@@ -30,7 +31,9 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   bool tied_embeddings = false;  // classifier shares the token embedding
   int32_t bos_id = 1;
-  int32_t eos_id = 2;
+  int32_t eos_id = 2;                // the first end-of-sequence id
+  std::vector<int32_t> more_eos_ids;  // further ids that also end a sequence (Llama 3 lists
+                                      // several in config.json's eos_token_id)
   // Models whose KV heads were reduced with a RoPE-aware basis (paper A): W_K still
   // projects to k_proj_heads heads, RoPE is applied, and each group of
   // k_proj_heads / n_kv_heads heads is compressed to one cached head (LayerWeights::

@@ -20,6 +20,10 @@ class Tokenizer {
   // Ids -> text. Special tokens (BOS/EOS/unk/pad) decode to nothing.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   virtual int vocab_size() const = 0;
+  // The vocabulary entry of one id as the tokenizer file spells it (Hugging Face's
+  // convert_ids_to_tokens): "▁the", "<0x0A>", "Ġthe", "<s>"; "" for an id no token has.
+  // Throws for an id outside [0, vocab_size()).
+  virtual std::string piece(int32_t id) const = 0;
   // Human-readable kind, e.g. "llama2c", "hf-bpe-metaspace", "hf-bpe-bytelevel",
   // "sentencepiece"; recorded in manifests.
   virtual std::string kind() const = 0;

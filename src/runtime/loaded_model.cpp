@@ -1,0 +1,31 @@
+#include "kvscope/runtime/loaded_model.hpp"
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+
+void check_tokenizer_fits(const Model& m, const Tokenizer& tok, const fs::path& tokenizer_path) {
+  KV_CHECK(tok.vocab_size() <= m.config.vocab_size,
+           "{}: the tokenizer has {} tokens but model '{}' ({}) has a vocabulary of {}: "
+           "they do not belong together",
+           tokenizer_path.string(), tok.vocab_size(), m.name, m.source.string(),
+           m.config.vocab_size);
+  // A llama2.c checkpoint's classifier rows are its tokenizer's pieces, one for one.
+  KV_CHECK(m.format != "llama2c" || tok.vocab_size() == m.config.vocab_size,
+           "{}: the tokenizer has {} tokens but the llama2.c checkpoint {} has a vocabulary of "
+           "{}: a llama2.c tokenizer must have exactly as many",
+           tokenizer_path.string(), tok.vocab_size(), m.source.string(), m.config.vocab_size);
+}
+
+LoadedModel load_model_and_tokenizer(const fs::path& model, const fs::path& tokenizer) {
+  LoadedModel lm;
+  lm.model = load_model(model);
+  lm.tokenizer_path = tokenizer.empty() ? find_tokenizer_for(model) : tokenizer;
+  lm.tokenizer = load_tokenizer(lm.tokenizer_path);
+  check_tokenizer_fits(lm.model, *lm.tokenizer, lm.tokenizer_path);
+  return lm;
+}
+
+}  // namespace kvscope
