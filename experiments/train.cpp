@@ -154,9 +154,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   timing.add_row({int64_t(o.steps - start), tokens, secs, secs > 0 ? double(tokens) / secs : 0.0});
   ctx.manifest->extra["checkpoint"] = ckdir.string();
   ctx.manifest->extra["parameters"] = L.size;
-  ctx.after_tables.push_back([](const std::filesystem::path& dir) {
-    plot_training(dir / "loss.csv", dir / "eval.csv", dir);
-  });
+  ctx.after_tables.push_back(
+      [title = training_title(ctx.manifest->config)](const std::filesystem::path& dir) {
+        plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
+      });
   return {loss, ev, timing};
 }
 

@@ -36,6 +36,10 @@ const PlotKind kPlots[] = {
      "Held-out perplexity against tokens of fine-tuning, per initialisation and KV-head count, "
      "from a kv_head_finetune recovery.csv",
      "results/NAME/recovery.csv", plot_recovery},
+    {"training",
+     "Training and held-out loss per step, from a train run's loss.csv (with eval.csv and "
+     "manifest.json beside it)",
+     "results/NAME/loss.csv", plot_training_run},
 };
 
 }  // namespace

@@ -1,7 +1,9 @@
 // The recovery curves of a `kv_head_finetune` run.
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "kvscope/report/plot.hpp"
 #include "kvscope/report/table.hpp"
@@ -22,13 +24,29 @@ std::vector<fs::path> plot_recovery(const fs::path& csv, const fs::path& out_dir
            std::map<int, Curves, std::greater<int>>>
       figs;  // panels from the most KV heads to the fewest, as the paper orders them
   std::map<std::tuple<std::string, std::string, std::string>, std::string> control;
+  // The perplexity range of each panel and of each figure's control curve, so that every
+  // panel's y axis shows its curves and the control (autoscaling on a log axis can leave a
+  // control that sits just under a decade on the frame's edge).
+  using Range = std::pair<double, double>;
+  auto extend = [](Range& r, double x) {
+    if (std::isfinite(x) && x > 0) r = {std::min(r.first, x), std::max(r.second, x)};
+  };
+  const Range empty{HUGE_VAL, -HUGE_VAL};
+  std::map<std::tuple<std::string, std::string, std::string, int>, Range> panel_range;
+  std::map<std::tuple<std::string, std::string, std::string>, Range> control_range;
   for (const auto& r : d.rows) {
     const auto key = std::tuple{r[cm], r[ct], r[ctr]};
     const std::string point = r[ctok] + " " + r[cp] + "\n";
-    if (r[cme] == "original")
+    const double ppl = std::stod(r[cp]);
+    if (r[cme] == "original") {
       control[key] += point;
-    else
+      extend(control_range.try_emplace(key, empty).first->second, ppl);
+    } else {
       figs[key][std::stoi(r[ck])][r[cme]] += point;
+      extend(panel_range.try_emplace(std::tuple_cat(key, std::tuple{std::stoi(r[ck])}), empty)
+                 .first->second,
+             ppl);
+    }
   }
   const char* colours[] = {"#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd"};
   std::vector<fs::path> written;
@@ -54,6 +72,13 @@ std::vector<fs::path> plot_recovery(const fs::path& csv, const fs::path& out_dir
       s += "set logscale y\nset grid\nset key top right\nset xlabel 'tokens trained'\n"
            "set ylabel 'held-out perplexity'\n";
       for (const auto& [g, curves] : panels) {
+        Range y = panel_range.at(std::tuple_cat(key, std::tuple{g}));
+        if (has_control) {
+          extend(y, control_range.at(key).first);
+          extend(y, control_range.at(key).second);
+        }
+        s += y.first <= y.second ? plot_detail::log_yrange(y.first, y.second)
+                                 : std::string("set yrange [*:*]\n");
         s += fmt::format("set title '{} KV heads'\nplot ", g);
         std::string sep;
         int i = 0;

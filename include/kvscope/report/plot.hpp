@@ -4,6 +4,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -15,7 +17,12 @@ namespace kvscope {
 void run_gnuplot(const std::string& script, const std::vector<std::filesystem::path>& outputs,
                  const std::string& what);
 
-// From a kv_spectrum spectrum.csv, for every (model, calibration), layer scope:
+// For tests: when set, receives every script run_gnuplot is about to run (the figure's
+// titles and axis ranges can then be checked without reading images). Not thread-safe.
+void set_gnuplot_script_hook(std::function<void(const std::string&)> hook);
+
+// From a kv_spectrum spectrum.csv (and the summary.csv beside it, for the titles: tokens
+// and whether the activations were centred), for every (model, calibration), layer scope:
 //   spectrum_MODEL__CALIB.{png,svg}: cumulative energy against the fraction of singular
 //     values, one curve per layer, panels K before RoPE / K after RoPE / V;
 //   energy_MODEL__CALIB.{png,svg}: per layer, the energy held by the top 25% and the top
@@ -26,7 +33,8 @@ std::vector<std::filesystem::path> plot_spectrum(const std::filesystem::path& cs
 
 // From a kv_head_reduction reduction.csv, for every (model, text):
 //   reduction_MODEL__TEXT.{png,svg}: perplexity (log scale) of each method at each target
-//     KV-head count, clustered by target, the original model as a dashed line.
+//     KV-head count, clustered by target, the original model as a dashed line; the y range
+//     always includes the original's perplexity.
 std::vector<std::filesystem::path> plot_reduction(const std::filesystem::path& csv,
                                                   const std::filesystem::path& out_dir);
 
@@ -43,15 +51,24 @@ std::vector<std::filesystem::path> plot_recall(const std::filesystem::path& reca
                                                const std::filesystem::path& out_dir);
 
 // From a train run's loss.csv and eval.csv: training.{png,svg}, the training loss per step
-// and the held-out loss at each evaluation, with the unigram baseline dashed.
+// and the held-out loss at each evaluation, with the unigram baseline dashed, titled
+// `title` (training_title()).
 std::vector<std::filesystem::path> plot_training(const std::filesystem::path& loss_csv,
                                                  const std::filesystem::path& eval_csv,
-                                                 const std::filesystem::path& out_dir);
+                                                 const std::filesystem::path& out_dir,
+                                                 const std::string& title);
+// "NAME: dim 128, 4 layers, 8/8 heads, context 1024, rope" and on a second line "trained
+// on a, b", from a train run's config (as its manifest records it).
+std::string training_title(const nlohmann::json& config);
+// The same figure from a finished train run's directory (loss.csv, eval.csv and
+// manifest.json beside `loss_csv`), for `kvscope plot training`.
+std::vector<std::filesystem::path> plot_training_run(const std::filesystem::path& loss_csv,
+                                                     const std::filesystem::path& out_dir);
 
 // From a kv_head_finetune recovery.csv, for every (model, text, trainable):
 //   recovery_MODEL__TEXT__TRAINABLE.{png,svg}: held-out perplexity (log scale) against
 //     tokens trained, one panel per KV-head count, one curve per initialisation, the
-//     fine-tuned original model dashed.
+//     fine-tuned original model dashed; each panel's y range includes that control.
 std::vector<std::filesystem::path> plot_recovery(const std::filesystem::path& recovery_csv,
                                                  const std::filesystem::path& out_dir);
 
