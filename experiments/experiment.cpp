@@ -7,6 +7,7 @@
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/checksum.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/provenance.hpp"
 #include "kvscope/runtime/threads.hpp"
 
 namespace kvscope {
@@ -187,9 +188,15 @@ std::string stale_reason(const fs::path& config_file, const RunOptions& opt) {
   if (m.config != c.config) return "the config changed";
   if (m.threads != c.threads)
     return fmt::format("threads changed ({} -> {})", m.threads, c.threads);
-  if (c.kind != "train" &&
-      (!m.extra.contains("code_sha256") || m.extra["code_sha256"] != code_sha256()))
-    return "the kvscope binary changed";
+  if (c.kind != "train") {
+    const std::string now = source_fingerprint();
+    if (!m.extra.contains("source_sha256") || !m.extra["source_sha256"].is_string())
+      return "its manifest records no source fingerprint (written by an older kvscope)";
+    const std::string then = m.extra["source_sha256"].get<std::string>();
+    if (then != now)
+      return fmt::format("the sources changed (source fingerprint {} -> {})", then.substr(0, 12),
+                         now.substr(0, 12));
+  }
   for (const FileRecord& r : m.inputs) {
     if (!fs::exists(r.path)) return "input " + r.path + " is missing";
     if (sha256_file(r.path) != r.sha256) return "input " + r.path + " changed";
@@ -206,6 +213,10 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
 
   const fs::path final_dir = opt.results_root / ctx.name;
   const fs::path partial_dir = opt.results_root / (ctx.name + ".partial");
+  KV_CHECK(opt.force || !fs::exists(final_dir),
+           "{}: results {} exist; pass --force to replace them (or --results DIR to write "
+           "elsewhere)",
+           config_file.string(), final_dir.string());
   fs::remove_all(partial_dir);
   fs::create_directories(partial_dir);
   ctx.out_dir = partial_dir;
@@ -217,6 +228,7 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   manifest.extra["blas"] = blas_info();
   manifest.extra["seed"] = ctx.seed;
   manifest.extra["code_sha256"] = code_sha256();
+  manifest.extra["source_sha256"] = source_fingerprint();
   ctx.manifest = &manifest;
   ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
                       ctx.texts.size(), ctx.threads));

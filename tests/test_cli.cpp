@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "kvscope/report/manifest.hpp"
 #include "kvscope/report/table.hpp"
@@ -148,4 +149,35 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("k.yaml:1") && Contains("perplexty") && Contains("perplexity"));
   }
+}
+
+TEST_CASE("the README's main job writes only into git-ignored scratch space", "[cli]") {
+  // scripts/bootstrap.sh is what the README's first command runs; every `kvscope run` in it
+  // must write under a path git ignores, so the quick start leaves the tree clean.
+  const fs::path root = KVSCOPE_SOURCE_DIR;
+  const std::string script = test::slurp(root / "scripts/bootstrap.sh");
+  REQUIRE(!script.empty());
+  std::istringstream lines(script);
+  int runs = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("build/kvscope ", 0) != 0) continue;
+    INFO(line);
+    const std::string sub = line.substr(14, line.find(' ', 14) - 14);
+    CHECK((sub == "run" || sub == "generate"));  // generate prints; it writes no file
+    if (sub != "run") continue;
+    ++runs;
+    const size_t at = line.find("--results ");
+    REQUIRE(at != std::string::npos);
+    std::string dir = line.substr(at + 10);
+    dir = dir.substr(0, dir.find(' '));
+    CHECK(dir.rfind("results", 0) != 0);
+    if (std::system(("git -C '" + root.string() + "' rev-parse >/dev/null 2>&1").c_str()) != 0) {
+      WARN("not a git checkout: ignore rules not checked");
+      continue;
+    }
+    const std::string probe = dir + "/perplexity/manifest.json";
+    CHECK(std::system(("git -C '" + root.string() + "' check-ignore -q '" + probe + "'").c_str()) ==
+          0);
+  }
+  CHECK(runs >= 1);
 }

@@ -2,6 +2,7 @@
 // without a smoke config fails here, each runs twice to byte-identical CSVs, and every key
 // its parser accepts is documented in docs/experiments.md. Then `kvscope tables`: what it
 // reruns and what it skips.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <map>
@@ -10,6 +11,8 @@
 #include <sstream>
 
 #include "kvscope/experiments/experiment.hpp"
+#include "kvscope/io/checksum.hpp"
+#include "kvscope/io/provenance.hpp"
 #include "kvscope/report/manifest.hpp"
 #include "test_util.hpp"
 
@@ -124,7 +127,14 @@ TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.m
   const std::string args =
       "tables --configs '" + configs.string() + "' --results '" + results.string() + "'";
   write_config("");
-  test::CliResult r = test::run_kvscope(args);
+  // --dry-run says what would run and why, and runs nothing.
+  test::CliResult r = test::run_kvscope(args + " --dry-run");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("would run   paper_x: no results yet") &&
+                        Contains("1 would run, 0 up to date"));
+  CHECK(!fs::exists(results / "paper_x"));
+  CHECK(!fs::exists(results / "REPORT.md"));
+  r = test::run_kvscope(args);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.err, Contains("[1/1] paper_x: running (no results yet"));
@@ -136,6 +146,12 @@ TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.m
   write_config("# a comment changes nothing the run reads\n");
   r = test::run_kvscope(args);
   CHECK_THAT(r.err, Contains("paper_x: up to date, skipped"));
+  r = test::run_kvscope(args + " --dry-run");
+  CHECK_THAT(r.out, Contains("up to date  paper_x") && Contains("0 would run, 1 up to date"));
+
+  write_config("  stride: 16\n");
+  r = test::run_kvscope(args + " --dry-run");
+  CHECK_THAT(r.out, Contains("would run   paper_x: the config changed"));
 
   write_config("  stride: 16\n");
   r = test::run_kvscope(args);
@@ -158,27 +174,67 @@ TEST_CASE("kvscope tables runs what is stale, skips what is not, writes REPORT.m
   CHECK_THAT(r.err, Contains("--only nosuch"));
 }
 
-TEST_CASE("tables: a code change makes results stale, except a train run's", "[smoke][cli]") {
+TEST_CASE("tables: a source change makes results stale, a binary change alone does not",
+          "[smoke][cli]") {
   test::TempDir tmp("stale_code");
   const fs::path smoke = fs::path(KVSCOPE_SOURCE_DIR) / "tests/data/smoke";
   RunOptions opt;
   opt.results_root = tmp / "results";
   opt.verbose = false;
+  auto replace_in_manifest = [&](const char* kind, const std::string& from) {
+    const fs::path man = opt.results_root / kind / "manifest.json";
+    std::string m = test::slurp(man);
+    const size_t at = m.find(from);
+    REQUIRE(at != std::string::npos);
+    m.replace(at, from.size(), std::string(from.size(), '0'));
+    test::write_bytes(man, m);
+  };
+  REQUIRE(source_fingerprint().size() == 64);
   for (const char* kind : {"perplexity", "train"}) {
     INFO(kind);
     const fs::path cfg = smoke / (std::string(kind) + ".yaml");
     run_experiment(cfg, opt);
     CHECK(stale_reason(cfg, opt) == "");
-    // Pretend another kvscope binary made the results.
-    const fs::path man = opt.results_root / kind / "manifest.json";
-    std::string m = test::slurp(man);
-    const size_t at = m.find(code_sha256());
-    REQUIRE(at != std::string::npos);
-    m.replace(at, 64, std::string(64, '0'));
-    test::write_bytes(man, m);
+    // Another build of the same sources (another compiler, other flags): not stale.
+    replace_in_manifest(kind, code_sha256());
+    CHECK(stale_reason(cfg, opt) == "");
+    // Other sources: stale, except a train run (its product is a shipped model).
+    replace_in_manifest(kind, source_fingerprint());
     if (std::string(kind) == "train")
       CHECK(stale_reason(cfg, opt) == "");
     else
-      CHECK(stale_reason(cfg, opt) == "the kvscope binary changed");
+      CHECK_THAT(stale_reason(cfg, opt), Contains("the sources changed"));
   }
+}
+
+TEST_CASE("the source fingerprint is the sha256 of the sorted per-file sha256 lines", "[smoke]") {
+  // A second implementation of cmake/source_fingerprint.cmake, over the tree the tests
+  // were built from.
+  const fs::path root = KVSCOPE_SOURCE_DIR;
+  std::vector<std::string> files = {"CMakeLists.txt"};
+  for (const char* dir : {"src", "include", "experiments", "cmake"})
+    for (const auto& e : fs::recursive_directory_iterator(root / dir))
+      if (e.is_regular_file()) files.push_back(fs::relative(e.path(), root).string());
+  std::sort(files.begin(), files.end());
+  std::string lines;
+  for (const std::string& f : files) lines += sha256_file(root / f) + "  " + f + "\n";
+  CHECK(source_fingerprint() == sha256_string(lines));
+}
+
+TEST_CASE("run refuses to replace existing results without --force", "[smoke][cli]") {
+  test::TempDir tmp("run_force");
+  const std::string cfg =
+      (fs::path(KVSCOPE_SOURCE_DIR) / "tests/data/smoke/perplexity.yaml").string();
+  const std::string args = "run -q " + cfg + " --results " + (tmp / "r").string();
+  auto r = test::run_kvscope(args);
+  REQUIRE(r.exit_code == 0);
+  const fs::path man = tmp / "r/perplexity/manifest.json";
+  const std::string before = test::slurp(man);
+  r = test::run_kvscope(args);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("perplexity.yaml") && Contains("exist") && Contains("--force"));
+  CHECK(test::slurp(man) == before);  // untouched
+  r = test::run_kvscope(args + " --force");
+  CHECK(r.exit_code == 0);
+  CHECK(test::slurp(man) != before);  // a new run (its start time and timings differ)
 }

@@ -36,8 +36,9 @@ std::string config(int steps, const std::string& extra = "") {
          std::to_string(steps) + "\n" + extra;
 }
 
+// Reruns replace the earlier results, as `kvscope run --force` does to continue training.
 fs::path run(const fs::path& root, const std::string& yaml) {
-  return test::run_config(root, "t", yaml);
+  return test::run_config(root, "t", yaml, /*force=*/true);
 }
 
 }  // namespace

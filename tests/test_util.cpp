@@ -59,11 +59,13 @@ CliResult run_kvscope_sh(const std::string& prefix, const std::string& args, con
   return r;
 }
 
-fs::path run_config(const fs::path& dir, const std::string& name, const std::string& yaml) {
+fs::path run_config(const fs::path& dir, const std::string& name, const std::string& yaml,
+                    bool force) {
   write_bytes(dir / (name + ".yaml"), yaml);
   RunOptions o;
   o.results_root = dir / "results";
   o.verbose = false;
+  o.force = force;
   return run_experiment(dir / (name + ".yaml"), o);
 }
 

@@ -27,10 +27,10 @@ struct CliResult {
   std::string out, err;
 };
 
-// Writes `yaml` to DIR/NAME.yaml and runs it quietly with results under DIR/results;
-// returns the results directory.
+// Writes `yaml` to DIR/NAME.yaml and runs it quietly with results under DIR/results
+// (replacing earlier results when `force`); returns the results directory.
 std::filesystem::path run_config(const std::filesystem::path& dir, const std::string& name,
-                                 const std::string& yaml);
+                                 const std::string& yaml, bool force = false);
 
 // Runs `kvscope ARGS` in `cwd` (ARGS appended as given: quote it yourself).
 CliResult run_kvscope(const std::string& args, const std::filesystem::path& cwd = ".");

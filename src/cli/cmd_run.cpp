@@ -7,7 +7,7 @@ Action add_run(CLI::App& app) {
   struct Args {
     std::string config, results = "results";
     int threads = -1;
-    bool quiet = false;
+    bool quiet = false, force = false;
   };
   auto a = std::make_shared<Args>();
   std::string kinds;
@@ -20,11 +20,13 @@ Action add_run(CLI::App& app) {
   app.add_option("--threads", a->threads, "threads, overriding the config (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", a->quiet, "no progress lines on stderr");
+  app.add_flag("--force", a->force, "replace results/NAME/ when it exists");
   return [a]() {
     RunOptions o;
     o.results_root = a->results;
     o.threads = a->threads;
     o.verbose = !a->quiet;
+    o.force = a->force;
     run_experiment(a->config, o);
     return 0;
   };

@@ -85,7 +85,7 @@ Action add_tables(CLI::App& app) {
     std::vector<std::string> only;
     std::string configs = "configs", results = "results";
     int threads = -1;
-    bool force = false, progress_bar = false, report_only = false;
+    bool force = false, progress_bar = false, report_only = false, dry_run = false;
   };
   auto a = std::make_shared<Args>();
   app.add_option("--only", a->only, "run only these configs (name or file stem); repeatable");
@@ -94,6 +94,8 @@ Action add_tables(CLI::App& app) {
   app.add_option("--configs", a->configs, "directory of experiment configs");
   app.add_option("--results", a->results, "results root directory");
   app.add_flag("--force", a->force, "rerun even the experiments that are up to date");
+  app.add_flag("--dry-run", a->dry_run,
+               "run nothing: list the configs that would run, and why, on stdout");
   app.add_flag("--report-only", a->report_only,
                "run nothing: rewrite REPORT.md from the CSVs as they are (stale or not)");
   return [a]() {
@@ -128,10 +130,14 @@ Action add_tables(CLI::App& app) {
       std::erase(unmatched, c.stem().string());
       const std::string why = a->force ? "--force" : stale_reason(c, opt);
       if (why.empty()) {
-        std::fprintf(stderr, "%s: up to date, skipped\n", s.name.c_str());
+        if (a->dry_run)
+          std::printf("up to date  %s\n", s.name.c_str());
+        else
+          std::fprintf(stderr, "%s: up to date, skipped\n", s.name.c_str());
         ++fresh;
         continue;
       }
+      if (a->dry_run) std::printf("would run   %s: %s\n", s.name.c_str(), why.c_str());
       double expected = 60;  // a first run: a guess
       try {
         expected = read_manifest(opt.results_root / s.name / "manifest.json").wall_seconds;
@@ -141,12 +147,17 @@ Action add_tables(CLI::App& app) {
     }
     KV_CHECK(unmatched.empty(), "tables: --only {}: no config of that name in {}",
              unmatched.front(), a->configs);
+    if (a->dry_run) {
+      std::printf("%zu would run, %zu up to date\n", jobs.size(), fresh);
+      return 0;
+    }
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     double total = 0, done = 0;
     for (const Job& j : jobs) total += j.expected;
     std::unique_ptr<Bar> bar;
     if (tty && !jobs.empty()) bar = std::make_unique<Bar>(total);
     opt.verbose = !tty;
+    opt.force = true;  // staleness was decided above
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t i = 0; i < jobs.size(); ++i) {
       const Job& j = jobs[i];

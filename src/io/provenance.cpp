@@ -6,6 +6,9 @@
 #ifndef KVSCOPE_BUILD_COMMIT_FILE
 #define KVSCOPE_BUILD_COMMIT_FILE ""
 #endif
+#ifndef KVSCOPE_SOURCE_FINGERPRINT_FILE
+#define KVSCOPE_SOURCE_FINGERPRINT_FILE ""
+#endif
 
 namespace kvscope {
 
@@ -73,6 +76,20 @@ GitInfo git_info(const fs::path& repo_dir) {
     std::fclose(f);
   }
   return info;
+}
+
+std::string source_fingerprint() {
+  std::string h = "unknown";
+  if (std::FILE* f = std::fopen(KVSCOPE_SOURCE_FINGERPRINT_FILE, "r")) {
+    char buf[80] = {};
+    if (std::fgets(buf, sizeof buf, f)) {
+      std::string s(buf);
+      while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+      if (is_hex_commit(s)) h = s;  // 64 hex digits
+    }
+    std::fclose(f);
+  }
+  return h;
 }
 
 std::string utc_now_iso8601() {

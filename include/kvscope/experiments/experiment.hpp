@@ -81,6 +81,7 @@ struct RunOptions {
   std::filesystem::path results_root = "results";
   int threads = -1;  // overrides the config's `threads` when >= 0 (0 = all cores)
   bool verbose = true;
+  bool force = false;  // replace results/NAME/ when it exists (else: an error)
 };
 
 // Runs one experiment config; returns the final results directory.
@@ -98,13 +99,15 @@ ConfigSummary read_config(const std::filesystem::path& config_file, const RunOpt
 
 // Why results/NAME/ is not an up-to-date output of `config_file`, or "" when it is: its
 // manifest exists, lists outputs that all exist, records the same config, threads and
-// kvscope binary (code_sha256), and every input file still has the recorded sha256.
-// A `train` run is the exception to the binary rule: what it made is a model (shipped in
+// source fingerprint (source_fingerprint(): the sources, not the binary, whose bytes
+// differ with every compiler), and every input file still has the recorded sha256.
+// A `train` run is the exception to the source rule: what it made is a model (shipped in
 // data/models/), and retraining for every code change would cost tens of minutes and
 // replace it; rerun it with `kvscope tables --only NAME --force`.
 std::string stale_reason(const std::filesystem::path& config_file, const RunOptions& opt = {});
 
-// sha256 of the running executable: which code produced a result.
+// sha256 of the running executable (recorded in manifests for provenance; staleness uses
+// the source fingerprint instead).
 const std::string& code_sha256();
 
 }  // namespace kvscope

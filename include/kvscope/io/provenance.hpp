@@ -18,6 +18,12 @@ struct GitInfo {
 // a repository or HEAD has no commit, returns the commit baked in at build time.
 GitInfo git_info(const std::filesystem::path& repo_dir);
 
+// The fingerprint of the sources this program was built from (sha256 over every file of
+// src/, include/, experiments/, cmake/ and CMakeLists.txt; cmake/source_fingerprint.cmake),
+// written beside the build at every build; "unknown" when that file is missing. Equal
+// sources give equal fingerprints on every machine and compiler.
+std::string source_fingerprint();
+
 // Current UTC time as "2024-05-01T12:34:56Z".
 std::string utc_now_iso8601();
 
