@@ -47,24 +47,31 @@ Tables run_dump(const DumpOptions& opt, ExperimentContext& ctx) {
   std::string tensors;
   for (const std::string& n : opt.tensors) tensors += (tensors.empty() ? "" : " ") + n;
   if (opt.logits) tensors += tensors.empty() ? "logits" : " logits";
+  ctx.begin_units(int(ctx.models.size() * ctx.texts.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       const std::string file = ms.name + "__" + ts.name + ".h5";
-      DumpSource src{ms.name,
-                     lm.model.files,
-                     ms.tokenizer.empty() ? find_tokenizer_for(ms.path) : ms.tokenizer,
-                     lm.tokenizer->kind(),
-                     ts.path,
-                     format_name(ts.format)};
-      const DumpStats st = dump_kv(lm.model, *lm.tokenizer, stream, opt, src, ctx.out_dir / file);
+      DumpSource src{ms.name, lm.model.files,        lm.tokenizer_path, lm.tokenizer->kind(),
+                     ts.path, format_name(ts.format)};
+      StatusLine status(ctx.verbose);
+      DumpOptions o = opt;
+      if (status.enabled())
+        o.on_sequence = [&](int done, int total, int64_t bytes) {
+          status.update(fmt::format("[{}] {} on {}: {}/{} sequences, {:.1f} MB", ctx.name, ms.name,
+                                    ts.name, done, total, bytes / 1e6),
+                        done == total);
+        };
+      const DumpStats st = dump_kv(lm.model, *lm.tokenizer, stream, o, src, ctx.out_dir / file);
+      status.finish();
       t.add_row({ms.name, ts.name, file, int64_t(st.n_seq), int64_t(st.seq_len), tensors,
                  std::string(opt.dtype == DType::F16 ? "f16" : "f32"), int64_t(opt.gzip),
                  st.tensor_bytes});
-      ctx.log(fmt::format("{} on {}: {} x {} tokens, {:.1f} MB in {:.2f} s ({:.0f}% forward pass)",
-                          ms.name, ts.name, st.n_seq, st.seq_len, st.tensor_bytes / 1e6, st.seconds,
-                          100.0 * st.forward_seconds / st.seconds));
+      ctx.unit_done(
+          fmt::format("{} on {}: {} x {} tokens, {:.1f} MB in {:.2f} s ({:.0f}% forward pass)",
+                      ms.name, ts.name, st.n_seq, st.seq_len, st.tensor_bytes / 1e6, st.seconds,
+                      100.0 * st.forward_seconds / st.seconds));
       timings.push_back({{"file", file},
                          {"seconds", st.seconds},
                          {"forward_seconds", st.forward_seconds},

@@ -80,9 +80,17 @@ std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
   return docs;
 }
 
-std::string mmss(double seconds) {
-  const int t = int(std::max(0.0, seconds) + 0.5);
-  return fmt::format("{}:{:02d}", t / 60, t % 60);
+void ExperimentContext::begin_units(int total) {
+  units_total = total;
+  units_done = 0;
+}
+
+void ExperimentContext::unit_done(const std::string& line) {
+  ++units_done;
+  const double el =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  log(fmt::format("{}/{} {} ({})", units_done, std::max(units_total, units_done), line,
+                  elapsed_eta(el, units_done, std::max(units_total, units_done))));
 }
 
 void ExperimentContext::log(const std::string& line) const {
@@ -220,6 +228,7 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   fs::remove_all(partial_dir);
   fs::create_directories(partial_dir);
   ctx.out_dir = partial_dir;
+  ctx.started = t0;
   ctx.threads = set_threads(ctx.threads);
 
   RunManifest manifest = start_manifest(ctx.name, ctx.kind, fs::current_path());

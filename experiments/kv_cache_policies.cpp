@@ -148,6 +148,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                            {"layer", Column::Int},
                            {"kv_head", Column::Int}});
   nlohmann::json timings = nlohmann::json::array();
+  ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
     const auto t0 = std::chrono::steady_clock::now();
     const LoadedModel lm = ctx.load(ms);
@@ -228,7 +229,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ctx.log(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, np, secs));
+    ctx.unit_done(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, np, secs));
     timings.push_back({{"model", ms.name}, {"seconds", secs}});
   }
   ctx.manifest->extra["timings"] = timings;

@@ -164,6 +164,11 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
   po.window = cfg.window;
   po.stride = cfg.stride;
   po.max_tokens = cfg.eval_tokens;
+  int per_text = 0;  // reduced models scored per model and text
+  for (ReduceMethod meth : cfg.methods)
+    per_text += int(cfg.targets.size()) *
+                (needs_calibration(meth) ? int(cfg.calibration_tokens.size()) : 1);
+  ctx.begin_units(int(ctx.models.size() * ctx.texts.size()) * per_text);
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     const Model& m = lm.model;
@@ -250,10 +255,10 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
               timing.add_row(
                   {ms.name, std::string(method_name(meth)), int64_t(g), int64_t(decode_ctx.size()),
                    decode_tokens_per_second(r.model, decode_ctx, cfg.decode_tokens), orig_speed});
-            ctx.log(fmt::format("{} {} -> {} KV heads{}: ppl {:.3f} (original {:.3f})", ms.name,
-                                method_name(meth), g,
-                                n ? fmt::format(", {} calibration tokens", n) : "", p.perplexity(),
-                                base.perplexity()));
+            ctx.unit_done(fmt::format("{} {} -> {} KV heads{}: ppl {:.3f} (original {:.3f})",
+                                      ms.name, method_name(meth), g,
+                                      n ? fmt::format(", {} calibration tokens", n) : "",
+                                      p.perplexity(), base.perplexity()));
           }
         }
     }

@@ -134,6 +134,7 @@ void emit(Tables2& out, GramAccumulator& g, const SpectrumConfig& cfg, const std
 }
 
 void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
+  ctx.begin_units(int(ctx.models.size() * ctx.texts.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     const ModelConfig& c = lm.model.config;
@@ -151,13 +152,14 @@ void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
         for (size_t i = 0; i < cfg.tensors.size(); ++i)
           emit(out, gs[i], cfg, ms.name, ts.name, g.sequences, l, cfg.tensors[i], c.n_kv_heads,
                c.head_dim, targets);
-      ctx.log(fmt::format("{} on {}: {} sequences x {} tokens", ms.name, ts.name, g.sequences,
-                          g.seq_len));
+      ctx.unit_done(fmt::format("{} on {}: {} sequences x {} tokens", ms.name, ts.name, g.sequences,
+                                g.seq_len));
     }
   }
 }
 
 void run_dumps(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
+  ctx.begin_units(int(cfg.dumps.size()));
   for (const std::string& path : cfg.dumps) {
     const KVDumpReader r(path);
     const DumpInfo& in = r.info();
@@ -185,7 +187,7 @@ void run_dumps(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) 
         emit(out, g, cfg, in.model_name, calib, in.n_seq, l, t, c.n_kv_heads, c.head_dim, targets);
       }
     }
-    ctx.log(fmt::format("{}: {} sequences x {} tokens", path, in.n_seq, in.seq_len));
+    ctx.unit_done(fmt::format("{}: {} sequences x {} tokens", path, in.n_seq, in.seq_len));
   }
 }
 

@@ -30,6 +30,7 @@ Tables run_perplexity(const PerplexityConfig& cfg, ExperimentContext& ctx) {
                          {"perplexity", Column::Float},
                          {"bits_per_byte", Column::Float}});
   nlohmann::json timings = nlohmann::json::array();
+  ctx.begin_units(int(ctx.models.size() * ctx.texts.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     for (const TextSpec& ts : ctx.texts) {
@@ -44,8 +45,8 @@ Tables run_perplexity(const PerplexityConfig& cfg, ExperimentContext& ctx) {
       const PerplexityResult r = perplexity(lm.model, *lm.tokenizer, stream, o);
       t.add_row({ms.name, ts.name, int64_t(r.window), int64_t(r.stride), r.tokens_scored, r.windows,
                  r.bytes_scored, r.mean_nll(), r.perplexity(), r.bits_per_byte()});
-      ctx.log(fmt::format("{} on {}: {} tokens, ppl {:.3f}, {:.1f} s", ms.name, ts.name,
-                          r.tokens_scored, r.perplexity(), r.seconds));
+      ctx.unit_done(fmt::format("{} on {}: {} tokens, ppl {:.3f}, {:.1f} s", ms.name, ts.name,
+                                r.tokens_scored, r.perplexity(), r.seconds));
       timings.push_back(
           {{"model", ms.name},
            {"text", ts.name},

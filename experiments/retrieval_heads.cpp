@@ -104,6 +104,7 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                             {"mean_induction", Column::Float},
                             {"mean_echo", Column::Float},
                             {"uniform_score", Column::Float}});
+  ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
     const ModelConfig& c = lm.model.config;
@@ -146,8 +147,8 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                      *std::max_element(s.kv_induction.begin(), s.kv_induction.end()),
                      *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), mean_i / total,
                      mean_e / total, uniform_score(p)});
-    ctx.log(fmt::format("{}: {} of {} KV heads are retrieval heads (block {}, {} probe(s))",
-                        ms.name, n_sel, total, p.block, cfg.probe.probes));
+    ctx.unit_done(fmt::format("{}: {} of {} KV heads are retrieval heads (block {}, {} probe(s))",
+                              ms.name, n_sel, total, p.block, cfg.probe.probes));
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_heads(dir / "heads.csv", dir); });

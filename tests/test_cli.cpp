@@ -181,3 +181,32 @@ TEST_CASE("the README's main job writes only into git-ignored scratch space", "[
   }
   CHECK(runs >= 1);
 }
+
+TEST_CASE("long commands show progress: dump on a terminal, run per model x text", "[cli][model]") {
+  test::TempDir tmp("progress");
+  const std::string dump = "dump -m " + kData + "/models/stories260K/stories260K.bin --text " +
+                           kData + "/text/tinystories/tinystories_valid_head.txt --seq-len 64 " +
+                           "--n-seq 6 --force -o " + (tmp / "d.h5").string();
+  // Not a terminal (a pipe): the one summary line, no redrawn status.
+  auto r = test::run_kvscope(dump);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("6 sequences x 64 tokens") && !Contains("ETA"));
+  // On a terminal (script(1) gives the command a pseudo-terminal): sequences done, MB
+  // written, elapsed and ETA, ending at 6/6.
+  if (std::system("script --version >/dev/null 2>&1") == 0) {
+    const std::string cmd = "script -qfec \"'" + std::string(KVSCOPE_BINARY) + "' " + dump +
+                            "\" /dev/null > '" + (tmp / "tty.txt").string() + "' 2>&1";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    const std::string tty = test::slurp(tmp / "tty.txt");
+    INFO(tty);
+    CHECK_THAT(tty, Contains("6/6 sequences") && Contains("MB written") && Contains("ETA"));
+  } else {
+    WARN("script(1) is not installed: terminal progress not checked");
+  }
+  // run: one line per model x text with i/n and an ETA.
+  const fs::path cfg =
+      small_config(tmp.path, kData + "/text/tinystories/tinystories_valid_head.txt");
+  r = test::run_kvscope("run " + cfg.string() + " --results " + (tmp / "res").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("1/1 stories260K on valid") && Contains("ETA 0:00"));
+}

@@ -1,6 +1,10 @@
+#include <chrono>
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "commands.hpp"
+#include "kvscope/io/progress.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/kv/kv_dump.hpp"
 #include "kvscope/runtime/loaded_model.hpp"
@@ -68,7 +72,19 @@ Action add_dump(CLI::App& app) {
     ts.max_docs = a->max_docs;
     const std::vector<int32_t> stream = token_stream(*tok, load_documents(ts));
     const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format)};
+    // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
+    StatusLine status(!a->quiet);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (status.enabled())
+      o.on_sequence = [&](int done, int total, int64_t bytes) {
+        const double el =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        status.update(fmt::format("{}: {}/{} sequences, {:.1f} MB written, {}", a->out, done,
+                                  total, bytes / 1e6, elapsed_eta(el, done, total)),
+                      done == total);
+      };
     const DumpStats st = dump_kv(m, *tok, stream, o, src, a->out);
+    status.finish();
     if (!a->quiet)
       std::fprintf(stderr,
                    "%s: %d sequences x %d tokens, %.1f MB of tensors (%.1f MB on disk) in %.2f s: "

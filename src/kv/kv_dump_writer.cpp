@@ -158,6 +158,7 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
       file.stage_source(i, int64_t(first), std::max<int64_t>(doc, 0));
       if (opt.logits) file.stage_logits(i, logits.data());
       outside += now() - t1;
+      if (opt.on_sequence) opt.on_sequence(i + 1, N, file.tensor_bytes());
     }
     const double t2 = now();
     file.finish();

@@ -8,6 +8,7 @@
 // config) and a run function (config -> tables), plus one line in experiments/registry.cpp.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kvscope/io/progress.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/io/yaml_util.hpp"
 #include "kvscope/model/model.hpp"
@@ -51,10 +53,16 @@ struct ExperimentContext {
   LoadedModel load(const ModelSpec& spec);                   // + manifest inputs
   std::vector<std::string> documents(const TextSpec& spec);  // + manifest inputs
   void log(const std::string& line) const;                   // stderr when verbose
+
+  // Progress through the units of a run (one per model x text, or per model): a kind says
+  // how many there are, then reports each one finished; the line gets "i/n" and the
+  // elapsed time and ETA of the run so far.
+  void begin_units(int total);
+  void unit_done(const std::string& line);
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  int units_total = 0, units_done = 0;
 };
 
-// A duration for progress lines: "M:SS" (minutes uncapped).
-std::string mmss(double seconds);
 
 using Tables = std::vector<Table>;
 using ExperimentRun = std::function<Tables(ExperimentContext&)>;

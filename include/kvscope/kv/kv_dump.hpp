@@ -42,6 +42,8 @@ struct DumpOptions {
   int chunk_seqs = 0;
   int chunk_heads = 0;
   bool force = false;  // overwrite an existing output file
+  // Called after each sequence is staged: (sequences done, n_seq, tensor bytes so far).
+  std::function<void(int, int, int64_t)> on_sequence;
 };
 
 // Where the dumped activations come from, for the root attributes.
