@@ -93,6 +93,11 @@ void ExperimentContext::unit_done(const std::string& line) {
                   elapsed_eta(el, units_done, std::max(units_total, units_done))));
 }
 
+void ExperimentContext::warn(const std::string& line) {
+  std::fprintf(stderr, "[%s] warning: %s\n", name.c_str(), line.c_str());
+  if (manifest) manifest->extra["warnings"].push_back(line);
+}
+
 void ExperimentContext::log(const std::string& line) const {
   if (verbose) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }

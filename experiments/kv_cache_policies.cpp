@@ -159,6 +159,17 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     const HeadScores scores = probe_heads(m, po);
     const Family fam = build_policies(cfg, scores, ctx.seed);
     const size_t np = fam.specs.size();
+    const bool any_razor = std::any_of(fam.specs.begin(), fam.specs.end(), [](const PolicySpec& p) {
+      return p.kind == PolicyKind::kRazor;
+    });
+    if (const RetrievalEvidence ev =
+            retrieval_evidence(scores, uniform_score(resolve_probe(m, po, 0)));
+        any_razor && ev.known && ev.heads_above == 0)
+      ctx.warn(
+          fmt::format("{}: no KV head's induction or echo score stands out of the uniform "
+                      "level by more than 3 standard errors across {} probes: razor's "
+                      "protected heads are picked by rank alone",
+                      ms.name, scores.probes));
     for (const PolicySpec& p : fam.specs)
       if (p.kind == PolicyKind::kRazor)
         for (int l = 0; l < c.n_layers; ++l)

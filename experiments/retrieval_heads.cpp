@@ -13,8 +13,12 @@
 //     echo_threshold: -1
 //
 // Tables: scores.csv (per query head), heads.csv (per KV head: max over its query heads,
-// ranks, selected or not), summary.csv (per model, with uniform_score: what a head attending
-// evenly to every visible token would score); plot: heads_MODEL.{png,svg}.
+// ranks, selected or not, standard errors across probes, above_uniform: its induction or
+// echo score exceeds the uniform level by more than 3 of them), summary.csv (per model, with
+// uniform_score: what a head attending evenly to every visible token would score, the
+// standard errors of the best scores and heads_above_uniform); plot: heads_MODEL.{png,svg}.
+// With probes >= 2 and no head above uniform, the run warns that the selected heads are
+// picked by rank alone (stderr and manifest extra.warnings).
 #include <numeric>
 
 #include "experiments.hpp"
@@ -62,14 +66,10 @@ std::vector<int> ranks(const std::vector<double>& v) {  // 1 = highest; ties by 
   return r;
 }
 
-// The echo (or induction) score of a head that spreads its attention evenly over every
-// visible token: the level a score must clear to mean anything.
-double uniform_score(const ProbeSpec& p) {
-  double sum = 0;
-  int n = 0;
-  for (int i = 1 + p.block; i <= p.repeats * p.block; ++i, ++n)
-    sum += double((i - 1) / p.block) / (i + 1);
-  return sum / n;
+// The standard error of the best-scoring KV head's score (NaN with one probe).
+double max_se(const std::vector<double>& score, const std::vector<double>& se) {
+  const size_t i = size_t(std::max_element(score.begin(), score.end()) - score.begin());
+  return i < se.size() ? se[i] : std::nan("");
 }
 
 Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
@@ -87,7 +87,10 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                         {"echo_rank", Column::Int},
                         {"induction_rank", Column::Int},
                         {"retrieval", Column::Int},
-                        {"selected_by", Column::String}});
+                        {"selected_by", Column::String},
+                        {"echo_se", Column::Float},
+                        {"induction_se", Column::Float},
+                        {"above_uniform", Column::Int}});
   Table summary("summary", {{"model", Column::String},
                             {"layers", Column::Int},
                             {"heads", Column::Int},
@@ -103,7 +106,10 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                             {"max_echo", Column::Float},
                             {"mean_induction", Column::Float},
                             {"mean_echo", Column::Float},
-                            {"uniform_score", Column::Float}});
+                            {"uniform_score", Column::Float},
+                            {"max_induction_se", Column::Float},
+                            {"max_echo_se", Column::Float},
+                            {"heads_above_uniform", Column::Int}});
   ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
@@ -113,6 +119,26 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
     const ProbeSpec p = resolve_probe(lm.model, po, 0);
     const HeadScores s = probe_heads(lm.model, po);
     const std::vector<uint8_t> sel = select_retrieval_heads(s, cfg.select);
+    const double uniform = uniform_score(p);
+    const RetrievalEvidence ev = retrieval_evidence(s, uniform);
+    if (ev.known && ev.heads_above == 0) {
+      // The selection stays what the rule picks (razor keeps those heads whole), but the
+      // user must not read it as evidence of retrieval heads.
+      ctx.warn(fmt::format(
+          "{}: no retrieval heads found: no KV head's induction or echo score exceeds the "
+          "uniform level {:.5f} by more than 3 standard errors across the {} probes (best "
+          "induction {:.5f}, {:.1f} SE from uniform; best echo {:.5f}, {:.1f} SE); the share "
+          "rule's {} heads are picked by rank alone",
+          ms.name, uniform, s.probes,
+          *std::max_element(s.kv_induction.begin(), s.kv_induction.end()), ev.best_induction_z,
+          *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), ev.best_echo_z,
+          std::count(sel.begin(), sel.end(), uint8_t(1))));
+    } else if (!ev.known) {
+      ctx.warn(
+          fmt::format("{}: one probe: no noise estimate, so the {} heads the share rule "
+                      "picks may not stand out of the uniform level (set probes >= 2)",
+                      ms.name, std::count(sel.begin(), sel.end(), uint8_t(1))));
+    }
     // Which rule picked each head, for the table: the selection with one rule switched off.
     HeadSelection only_ind = cfg.select, only_echo = cfg.select;
     only_ind.echo_share = 0, only_ind.echo_threshold = -1;
@@ -136,7 +162,8 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                                 : by_echo[i]            ? "echo"
                                                         : "";
         heads.add_row({ms.name, int64_t(l), int64_t(g), s.kv_echo[i], s.kv_induction[i],
-                       int64_t(re[i]), int64_t(ri[i]), int64_t(sel[i]), why});
+                       int64_t(re[i]), int64_t(ri[i]), int64_t(sel[i]), why, s.kv_echo_se[i],
+                       s.kv_induction_se[i], int64_t(ev.above.empty() ? 0 : ev.above[i])});
         mean_e += s.kv_echo[i], mean_i += s.kv_induction[i], n_sel += sel[i];
       }
     const int total = c.n_layers * c.n_kv_heads;
@@ -146,7 +173,8 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                      double(n_sel) / total,
                      *std::max_element(s.kv_induction.begin(), s.kv_induction.end()),
                      *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), mean_i / total,
-                     mean_e / total, uniform_score(p)});
+                     mean_e / total, uniform, max_se(s.kv_induction, s.kv_induction_se),
+                     max_se(s.kv_echo, s.kv_echo_se), int64_t(ev.heads_above)});
     ctx.unit_done(fmt::format("{}: {} of {} KV heads are retrieval heads (block {}, {} probe(s))",
                               ms.name, n_sel, total, p.block, cfg.probe.probes));
   }

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "kvscope/experiments/experiment.hpp"
 #include "kvscope/io/error.hpp"
@@ -71,6 +72,56 @@ TEST_CASE("retrieval_heads: per-KV-head scores are the max of their query heads;
   // ceil(14% of 20) = 3 by induction, plus ceil(1% of 20) = 1 by echo, maybe the same head.
   CHECK((selected == 3 || selected == 4));
   CHECK(fs::file_size(out / "heads_stories260K.png") > 1000);
+}
+
+TEST_CASE("retrieval_heads: standard errors from the probes run one at a time; evidence",
+          "[retrieval][experiment]") {
+  test::TempDir tmp("retrieval_se");
+  const std::string probe = "retrieval_heads:\n  block: 40\n  probes: ";
+  const fs::path two =
+      run(tmp.path, "two", "kind: retrieval_heads\nseed: 5\n" + kModel + probe + "2\n");
+  // Probe i of a run uses seed + i: the same two probes, scored alone.
+  const fs::path p0 =
+      run(tmp.path, "p0", "kind: retrieval_heads\nseed: 5\n" + kModel + probe + "1\n");
+  const fs::path p1 =
+      run(tmp.path, "p1", "kind: retrieval_heads\nseed: 6\n" + kModel + probe + "1\n");
+  const CsvData s2 = read_csv(two / "scores.csv"), s0 = read_csv(p0 / "scores.csv"),
+                s1 = read_csv(p1 / "scores.csv");
+  const CsvData heads = read_csv(two / "heads.csv"), summary = read_csv(two / "summary.csv");
+  REQUIRE(s2.rows.size() == s0.rows.size());
+  // Per KV head: the query head giving the max, and its SE over two probes |x0 - x1| / 2
+  // (sd with n - 1 = 1, divided by sqrt(2)).
+  std::map<std::string, std::pair<double, double>> best;  // layer/kv_head -> (score, se)
+  for (size_t i = 0; i < s2.rows.size(); ++i) {
+    const std::string k = cell(s2, i, "layer") + "/" + cell(s2, i, "kv_head");
+    const double x0 = std::stod(cell(s0, i, "induction")), x1 = std::stod(cell(s1, i, "induction"));
+    const double mean = std::stod(cell(s2, i, "induction"));
+    CHECK(mean == Approx((x0 + x1) / 2).epsilon(1e-6));  // equal query counts per probe
+    if (!best.count(k) || mean > best[k].first) best[k] = {mean, std::abs(x0 - x1) / 2};
+  }
+  const double uniform = std::stod(cell(summary, 0, "uniform_score"));
+  int above = 0;
+  for (size_t i = 0; i < heads.rows.size(); ++i) {
+    const std::string k = cell(heads, i, "layer") + "/" + cell(heads, i, "kv_head");
+    const double se = std::stod(cell(heads, i, "induction_se"));
+    CHECK(se == Approx(best[k].second).epsilon(1e-5).margin(1e-12));
+    const bool up =
+        std::stod(cell(heads, i, "induction")) - uniform > 3 * se ||
+        std::stod(cell(heads, i, "echo")) - uniform > 3 * std::stod(cell(heads, i, "echo_se"));
+    CHECK(cell(heads, i, "above_uniform") == (up ? "1" : "0"));
+    above += up;
+  }
+  CHECK(std::stoi(cell(summary, 0, "heads_above_uniform")) == above);
+  const auto manifest = nlohmann::json::parse(test::slurp(two / "manifest.json"));
+  const bool warned =
+      manifest["extra"].contains("warnings") &&
+      manifest["extra"]["warnings"].dump().find("no retrieval heads found") != std::string::npos;
+  CHECK(warned == (above == 0));
+  // One probe: no SE (nan), nothing above uniform, and a warning that there is no noise estimate.
+  const CsvData h0 = read_csv(p0 / "heads.csv");
+  CHECK(cell(h0, 0, "induction_se") == "nan");
+  CHECK(cell(h0, 0, "above_uniform") == "0");
+  CHECK_THAT(test::slurp(p0 / "manifest.json"), Contains("no noise estimate"));
 }
 
 TEST_CASE("kv_cache_policies: razor protecting every head is full; budgets by hand",

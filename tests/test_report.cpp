@@ -1,12 +1,16 @@
 // REPORT.md verdicts come from the numbers by each section's stated rule: here on small
 // hand-written CSVs whose verdicts and percentages are worked out by hand.
+#include <fmt/format.h>
 #include <catch2/catch.hpp>
+
+#include <cmath>
 
 #include "kvscope/report/report.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
 using Catch::Contains;
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -91,4 +95,95 @@ TEST_CASE("report A2: reproduced only when SVD-a is best in every case", "[repor
   CHECK_THAT(r, Contains("| a | 4 -> 2 | 5.00 | 50.00 | 40.00 | 10.00 |"));
   CHECK_THAT(r, Contains("| b | 8 -> 4 | 5.00 | 60.00 | 9.00 | 12.00 |"));
   CHECK_THAT(r, Contains("in 1 of 2 model x target cases"));
+}
+
+namespace {
+
+const char* kPoliciesHeader =
+    "model,policy,induction_share,protected_heads,kv_heads,context,kv_bytes,full_kv_bytes,"
+    "kv_share,copy_accuracy,recall_accuracy,perplexity\n";
+
+// policies.csv rows with these recall accuracies, and recall.csv giving each policy n
+// questions in two cells of n / 2.
+void write_recall(const fs::path& dir, const std::vector<std::pair<std::string, double>>& acc,
+                  int n, double copy = NAN) {
+  fs::create_directories(dir);
+  std::string pol = kPoliciesHeader;
+  std::string rec = "model,policy,length,depth,questions,accuracy,chance,mean_rank,kv_share\n";
+  std::string cp =
+      "model,policy,depth,context,segment,predictions,accuracy,baseline_accuracy,"
+      "kv_share\n";
+  for (const auto& [p, a] : acc) {
+    pol += fmt::format("m,{},0.14,2,8,64,100,300,0.33,{},{},10\n", p, copy, a);
+    for (int cell = 0; cell < 2; ++cell)
+      rec += fmt::format("m,{},64,{},{},{},0.125,2,0.33\n", p, cell, n / 2, a);
+    // 10 segments of 32 tokens: 10 x 31 predictions.
+    if (!std::isnan(copy)) cp += fmt::format("m,{},0.5,64,32,310,{},0.1,0.33\n", p, copy);
+  }
+  test::write_bytes(dir / "policies.csv", pol);
+  test::write_bytes(dir / "recall.csv", rec);
+  if (!std::isnan(copy)) test::write_bytes(dir / "copy.csv", cp);
+}
+
+}  // namespace
+
+TEST_CASE("report B2-B4: standard errors and verdicts within noise, by hand", "[report]") {
+  test::TempDir tmp("report_noise");
+  const fs::path razor = tmp / "paper_b_razor";
+  // B2: razor 0.40 vs streaming 0.42 (fails by 0.02) and h2o 0.30. n = 100: SE(0.40) =
+  // sqrt(0.24 / 100) = 0.049, SE(0.42) = sqrt(0.2436 / 100) = 0.04936; the difference's SE
+  // sqrt(0.0024 + 0.002436) = 0.0695, so 0.02 < 2 SE: the failure is noise.
+  // B4: razor 0.40 vs no compensation 0.30: 0.10 - 0.02 = 0.08 < 2 x sqrt(0.0024 + 0.0021)
+  // = 0.134: reproduced, within noise.
+  const std::vector<std::pair<std::string, double>> acc = {
+      {"full", 0.5}, {"razor", 0.40}, {"streaming", 0.42}, {"h2o", 0.30}, {"razor_no_comp", 0.30}};
+  write_recall(razor, acc, 100, 0.5);
+  std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "B2") == "differs (within noise)");
+  CHECK(verdict(r, "B4") == "reproduced in kind (within noise)");
+  CHECK_THAT(r, Contains("| m | recall_accuracy | 0.33 | 0.500 ± 0.050 | 0.400 ± 0.049 | "
+                         "0.420 ± 0.049 | 0.300 ± 0.046 |"));
+  // Copy: 0.5 over 10 segments (not 310 tokens): sqrt(0.25 / 10) = 0.158.
+  CHECK_THAT(r, Contains("| m | copy_accuracy | 0.33 | 0.500 ± 0.158 |"));
+  // n = 10000: SEs a tenth as large (0.00695 and 0.0134): both verdicts stand on their own.
+  write_recall(razor, acc, 10000, 0.5);
+  r = make_report(tmp.path);
+  CHECK(verdict(r, "B2") == "differs");
+  CHECK(verdict(r, "B4") == "reproduced in kind");
+  CHECK_THAT(r, Contains("0.400 ± 0.005"));
+  // A clear failure on one model is enough for a solid "differs", even when another
+  // model's comparison is noisy: razor 0.20 vs h2o 0.30 at n = 10000 (0.1 > 2 x 0.0061).
+  write_recall(razor, {{"razor", 0.20}, {"streaming", 0.10}, {"h2o", 0.30}}, 10000);
+  r = make_report(tmp.path);
+  CHECK(verdict(r, "B2") == "differs");
+  CHECK(r.find("copy_accuracy") == std::string::npos);  // no copy task, no copy row
+}
+
+TEST_CASE("report B3: the largest share against the smallest, with noise", "[report]") {
+  test::TempDir tmp("report_b3");
+  // razor@5% 0.30, razor@14% 0.36: +0.06 > 0.02 passes; the SE of the difference at
+  // n = 400 is sqrt(0.21 / 400 + 0.2304 / 400) = 0.0332, 2 SE = 0.066 > 0.04: noise.
+  write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
+               400);
+  std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "B3") == "reproduced in kind (within noise)");
+  CHECK_THAT(r,
+             Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 heads) | 0.360 ± 0.024 (2 heads) |"));
+  write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
+               40000);  // 2 SE = 0.0066 < 0.04
+  r = make_report(tmp.path);
+  CHECK(verdict(r, "B3") == "reproduced in kind");
+}
+
+TEST_CASE("report B1: scores with their standard errors and heads above uniform", "[report]") {
+  test::TempDir tmp("report_b1");
+  fs::create_directories(tmp / "paper_b_heads");
+  test::write_bytes(tmp / "paper_b_heads/summary.csv",
+                    "model,layers,heads,kv_heads,block,repeats,probes,token_lo,token_hi,"
+                    "retrieval_heads,retrieval_share,max_induction,max_echo,mean_induction,"
+                    "mean_echo,uniform_score,max_induction_se,max_echo_se,heads_above_uniform\n"
+                    "m,2,4,4,10,4,8,3,100,2,0.25,0.04,0.02,0.01,0.01,0.01,0.002,0.0005,1\n");
+  const std::string r = make_report(tmp.path);
+  CHECK_THAT(r, Contains("| m | 2 of 8 | 1 | 0.0400 ± 0.002 | 0.0200 ± 0.0005 | 0.0100 |"));
+  CHECK(verdict(r, "B1") == "reproduced in kind");  // 0.04 / 0.01 = 4x > 3x
 }

@@ -139,3 +139,28 @@ TEST_CASE("selection: top shares union, thresholds, random heads", "[retrieval]"
   CHECK(std::count(r.begin(), r.end(), 1) == 3);
   CHECK(random_heads(8, 3, 4) == r);
 }
+
+TEST_CASE("uniform level and evidence of heads above it, by hand", "[retrieval]") {
+  // Block 2, 2 repeats: queries i = 3, 4 (positions of the second copy) see (i - 1) / 2 = 1
+  // earlier copy among i + 1 tokens: (1/4 + 1/5) / 2 = 0.225.
+  ProbeSpec p;
+  p.block = 2, p.repeats = 2;
+  CHECK(uniform_score(p) == Approx(0.225).epsilon(1e-12));
+  HeadScores s;
+  s.n_layers = 1, s.n_heads = 3, s.n_kv_heads = 3;
+  s.kv_induction = {0.30, 0.25, 0.10};
+  s.kv_echo = {0.10, 0.10, 0.40};
+  s.kv_induction_se = {0.02, 0.02, 0.01};  // z = 3.75, 1.25, < 0
+  s.kv_echo_se = {0.01, 0.01, 0.06};       // z < 0, < 0, 2.9167
+  s.probes = 1;
+  CHECK_FALSE(retrieval_evidence(s, 0.225).known);  // one probe: no noise estimate
+  s.probes = 4;
+  RetrievalEvidence ev = retrieval_evidence(s, 0.225);
+  CHECK(ev.known);
+  CHECK(ev.above == std::vector<uint8_t>{1, 0, 0});
+  CHECK(ev.heads_above == 1);
+  CHECK(ev.best_induction_z == Approx(3.75).epsilon(1e-12));
+  CHECK(ev.best_echo_z == Approx(0.175 / 0.06).epsilon(1e-12));
+  ev = retrieval_evidence(s, 0.225, 2.0);  // a looser z admits the echo head too
+  CHECK(ev.above == std::vector<uint8_t>{1, 0, 1});
+}

@@ -172,6 +172,37 @@ ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) 
   return p;
 }
 
+double uniform_score(const ProbeSpec& p) {
+  double sum = 0;
+  int n = 0;
+  for (int i = 1 + p.block; i <= p.repeats * p.block; ++i, ++n)
+    sum += double((i - 1) / p.block) / (i + 1);
+  return sum / n;
+}
+
+RetrievalEvidence retrieval_evidence(const HeadScores& s, double uniform, double z) {
+  RetrievalEvidence ev;
+  const size_t nk = size_t(s.n_layers) * s.n_kv_heads;
+  ev.above.assign(nk, 0);
+  ev.known = s.probes >= 2 && s.kv_induction_se.size() == nk && s.kv_echo_se.size() == nk;
+  if (!ev.known) return ev;
+  // A score that did not vary at all across probes (an exactly positional head) gets a tiny
+  // floor so that the division is defined.
+  auto zscore = [&](double score, double se) { return (score - uniform) / std::max(se, 1e-12); };
+  size_t best_i = 0, best_e = 0;
+  for (size_t i = 0; i < nk; ++i) {
+    const bool ind = zscore(s.kv_induction[i], s.kv_induction_se[i]) > z;
+    const bool echo = zscore(s.kv_echo[i], s.kv_echo_se[i]) > z;
+    ev.above[i] = ind || echo;
+    ev.heads_above += ev.above[i];
+    if (s.kv_induction[i] > s.kv_induction[best_i]) best_i = i;
+    if (s.kv_echo[i] > s.kv_echo[best_e]) best_e = i;
+  }
+  ev.best_induction_z = zscore(s.kv_induction[best_i], s.kv_induction_se[best_i]);
+  ev.best_echo_z = zscore(s.kv_echo[best_e], s.kv_echo_se[best_e]);
+  return ev;
+}
+
 HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
   KV_CHECK(o.probes >= 1, "retrieval probe: probes must be >= 1, got {}", o.probes);
   const ModelConfig& c = m.config;
@@ -183,12 +214,52 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
   ForwardOptions fo;
   fo.logits = LogitsMode::kNone;
   fo.observer = &scorer;
+  // Per-probe scores of every query head, for the noise: the sums' growth over one probe
+  // divided by that probe's queries ([probes][n_layers * n_heads]).
+  const size_t nq = size_t(c.n_layers) * c.n_heads;
+  std::vector<std::vector<double>> per_echo, per_ind;
+  HeadScorer::Sums before = scorer.sums();
   for (int i = 0; i < o.probes; ++i) {
     const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
     st.reset();
     forward(m, st, probe, fo);
+    const HeadScorer::Sums after = scorer.sums();
+    std::vector<double> e(nq), ind(nq);
+    for (size_t h = 0; h < nq; ++h) {
+      const double n = double(after.count[h] - before.count[h]);
+      e[h] = n > 0 ? (after.echo[h] - before.echo[h]) / n : 0.0;
+      ind[h] = n > 0 ? (after.induction[h] - before.induction[h]) / n : 0.0;
+    }
+    per_echo.push_back(std::move(e));
+    per_ind.push_back(std::move(ind));
+    before = after;
   }
-  return scorer.scores();
+  HeadScores s = scorer.scores();
+  s.probes = o.probes;
+  auto standard_errors = [&](const std::vector<std::vector<double>>& per) {
+    std::vector<double> se(nq, std::nan(""));
+    if (o.probes < 2) return se;
+    for (size_t h = 0; h < nq; ++h) {
+      double mean = 0, ss = 0;
+      for (const auto& p : per) mean += p[h];
+      mean /= o.probes;
+      for (const auto& p : per) ss += (p[h] - mean) * (p[h] - mean);
+      se[h] = std::sqrt(ss / (o.probes - 1) / o.probes);
+    }
+    return se;
+  };
+  s.echo_se = standard_errors(per_echo);
+  s.induction_se = standard_errors(per_ind);
+  const size_t nk = size_t(c.n_layers) * c.n_kv_heads;
+  s.kv_echo_se.assign(nk, std::nan(""));
+  s.kv_induction_se.assign(nk, std::nan(""));
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      const size_t k = size_t(l) * c.n_kv_heads + g;
+      s.kv_echo_se[k] = s.echo_se[size_t(l) * c.n_heads + size_t(s.kv_echo_from[k])];
+      s.kv_induction_se[k] = s.induction_se[size_t(l) * c.n_heads + size_t(s.kv_induction_from[k])];
+    }
+  return s;
 }
 
 }  // namespace kvscope

@@ -20,9 +20,9 @@
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/io/yaml_util.hpp"
 #include "kvscope/model/model.hpp"
-#include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/report/manifest.hpp"
 #include "kvscope/report/table.hpp"
+#include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
 
 namespace kvscope {
@@ -53,6 +53,8 @@ struct ExperimentContext {
   LoadedModel load(const ModelSpec& spec);                   // + manifest inputs
   std::vector<std::string> documents(const TextSpec& spec);  // + manifest inputs
   void log(const std::string& line) const;                   // stderr when verbose
+  // "[NAME] warning: LINE" on stderr even when quiet, and in the manifest (extra.warnings).
+  void warn(const std::string& line);
 
   // Progress through the units of a run (one per model x text, or per model): a kind says
   // how many there are, then reports each one finished; the line gets "i/n" and the
@@ -62,7 +64,6 @@ struct ExperimentContext {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   int units_total = 0, units_done = 0;
 };
-
 
 using Tables = std::vector<Table>;
 using ExperimentRun = std::function<Tables(ExperimentContext&)>;

@@ -35,7 +35,30 @@ struct HeadScores {
   std::vector<double> kv_echo, kv_induction;         // [n_layers * n_kv_heads], max over the group
   std::vector<int> kv_echo_from, kv_induction_from;  // query head giving the max
   int64_t queries = 0;                               // query positions averaged per head
+  // Noise (probe_heads with probes >= 2): the standard error of each score across the
+  // independent probes, sd / sqrt(probes); NaN with one probe. kv_*_se are those of the
+  // query head giving the KV head's max.
+  int probes = 1;
+  std::vector<double> echo_se, induction_se;        // [n_layers * n_heads]
+  std::vector<double> kv_echo_se, kv_induction_se;  // [n_layers * n_kv_heads]
 };
+
+// What a head attending evenly to every visible token would score (echo and induction
+// alike): the mean over the scored queries i of (earlier copies of i's token) / (i + 1).
+double uniform_score(const ProbeSpec& p);
+
+// Whether any head stands out of the uniform level by more than its noise: a KV head is
+// "above uniform" when its induction or echo score exceeds uniform_score by more than
+// `z` standard errors (z = 3: the best of dozens of heads is taken, so 2 would flag one
+// head in a few by chance). With one probe there is no noise estimate (known = false).
+struct RetrievalEvidence {
+  bool known = false;             // noise estimated (probes >= 2)
+  int heads_above = 0;            // KV heads above uniform by more than z SE
+  std::vector<uint8_t> above;     // [n_layers * n_kv_heads]
+  double best_induction_z = 0.0;  // (score - uniform) / se of the best-scoring KV head
+  double best_echo_z = 0.0;
+};
+RetrievalEvidence retrieval_evidence(const HeadScores& s, double uniform, double z = 3.0);
 
 // Observer for one forward pass over a probe from position 0 (a full cache, so slot j is
 // position j). Thread-safe the way ForwardObserver::on_attention is called: one writer per
@@ -46,6 +69,12 @@ class HeadScorer : public ForwardObserver {
   bool wants_attention() const override { return true; }
   void on_attention(const AttentionRows& r) override;
   HeadScores scores() const;
+  // The running sums (per query head), to split scores by probe.
+  struct Sums {
+    std::vector<double> echo, induction;
+    std::vector<int64_t> count;
+  };
+  Sums sums() const { return {echo_, ind_, count_}; }
 
  private:
   int n_layers_, n_heads_, n_kv_, block_;
