@@ -58,19 +58,23 @@ TEST_CASE("retrieval_heads: per-KV-head scores are the max of their query heads;
     const std::string k = cell(scores, i, "layer") + "/" + cell(scores, i, "kv_head");
     max_ind[k] = std::max(max_ind[k], std::stod(cell(scores, i, "induction")));
   }
-  int selected = 0, rank1 = 0;
+  int picked = 0, rank1 = 0;
   for (size_t i = 0; i < heads.rows.size(); ++i) {
     const std::string k = cell(heads, i, "layer") + "/" + cell(heads, i, "kv_head");
     CHECK(std::stod(cell(heads, i, "induction")) == Approx(max_ind[k]).epsilon(1e-8));
-    selected += cell(heads, i, "retrieval") == "1";
+    const std::string by = cell(heads, i, "selected_by");
+    picked += !by.empty();
+    // A retrieval head is one the rule picked that stands out of the noise.
+    CHECK(cell(heads, i, "retrieval") ==
+          (!by.empty() && cell(heads, i, "above_uniform") == "1" ? "1" : "0"));
     if (cell(heads, i, "induction_rank") == "1") {
       ++rank1;
-      CHECK(cell(heads, i, "retrieval") == "1");
+      CHECK((by == "induction" || by == "both"));
     }
   }
   CHECK(rank1 == 1);
   // ceil(14% of 20) = 3 by induction, plus ceil(1% of 20) = 1 by echo, maybe the same head.
-  CHECK((selected == 3 || selected == 4));
+  CHECK((picked == 3 || picked == 4));
   CHECK(fs::file_size(out / "heads_stories260K.png") > 1000);
 }
 
@@ -116,7 +120,23 @@ TEST_CASE("retrieval_heads: standard errors from the probes run one at a time; e
   const bool warned =
       manifest["extra"].contains("warnings") &&
       manifest["extra"]["warnings"].dump().find("no retrieval heads found") != std::string::npos;
-  CHECK(warned == (above == 0));
+  int marked = 0;
+  for (size_t i = 0; i < heads.rows.size(); ++i) marked += cell(heads, i, "retrieval") == "1";
+  CHECK(std::stoi(cell(summary, 0, "retrieval_heads")) == marked);
+  CHECK(warned == (marked == 0));
+  // tinystories656K's layer-0 echo heads stand ~4x above uniform (20+ SE): the rule's echo
+  // pick is marked, and there is no warning.
+  const fs::path ts = run(tmp.path, "ts",
+                          "kind: retrieval_heads\nmodels:\n  - name: ts\n    path: " + kData +
+                              "/models/tinystories656K\n" + probe + "4\n");
+  const CsvData th = read_csv(ts / "heads.csv");
+  int ts_marked = 0;
+  for (size_t i = 0; i < th.rows.size(); ++i) {
+    ts_marked += cell(th, i, "retrieval") == "1";
+    if (cell(th, i, "echo_rank") == "1") CHECK(cell(th, i, "retrieval") == "1");
+  }
+  CHECK(ts_marked >= 1);
+  CHECK(test::slurp(ts / "manifest.json").find("warnings") == std::string::npos);
   // One probe: no SE (nan), nothing above uniform, and a warning that there is no noise estimate.
   const CsvData h0 = read_csv(p0 / "heads.csv");
   CHECK(cell(h0, 0, "induction_se") == "nan");

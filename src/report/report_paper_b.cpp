@@ -133,8 +133,9 @@ Section heads(const fs::path& root) {
       s.verdict, best_ratio,
       best_ratio > 3 ? ": induction heads stand out, as in the paper."
                      : ": models of 0.3-1 M parameters trained on a few million tokens (stories, "
-                       "or Austen for austen_*) have not formed induction heads, so the "
-                       "selection picks heads that are not special.");
+                       "or Austen for austen_*) have not formed induction heads. Retrieval heads "
+                       "are marked only where a head stands out of the noise; razor (B2-B4) still "
+                       "protects the heads the rule ranks highest, which are not special.");
   s.body +=
       "\n*Rule: reproduced when every model has a head whose induction score is over 3x the "
       "uniform level. ± is the standard error across the probes; \"above uniform\" counts the "
