@@ -130,7 +130,17 @@ Model load_hf_llama(const fs::path& dir) {
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
       KV_CHECK(it.value().is_string(), "{}: weight_map['{}'] must be a file name",
                index_path.string(), it.key());
-      names.insert(it.value().get<std::string>());
+      // Shards live in the model directory: a name that climbs out of it (or is absolute)
+      // would make kvscope open any file the index names.
+      const std::string n = it.value().get<std::string>();
+      const fs::path rel(n);
+      bool inside = !n.empty() && rel.is_relative() && !rel.has_root_name();
+      for (const fs::path& part : rel) inside &= part != "..";
+      KV_CHECK(inside,
+               "{}: weight_map['{}'] = '{}' is not a file inside the model directory {} "
+               "(expected a relative name such as model-00001-of-00002.safetensors)",
+               index_path.string(), it.key(), n, dir.string());
+      names.insert(n);
     }
     for (const auto& n : names) shards.push_back(dir / n);
     m.files.push_back(index_path);

@@ -8,6 +8,7 @@
 //   wcls [vocab, dim] when not shared. RoPE rotates adjacent pairs.
 #include <cstring>
 
+#include "kvscope/io/checked.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/mapped_file.hpp"
 #include "kvscope/model/model.hpp"
@@ -34,7 +35,8 @@ Model load_llama2c(const fs::path& file) {
     KV_CHECK(i == 5 ? h[i] != 0 : h[i] > 0, "{}: header field {} = {} is not valid", src, names[i],
              h[i]);
     KV_CHECK(std::abs(int64_t(h[i])) < (int64_t(1) << 24),
-             "{}: header field {} = {} is implausibly large", src, names[i], h[i]);
+             "{}: header field {} = {} is implausibly large (limit {})", src, names[i], h[i],
+             (int64_t(1) << 24) - 1);
   }
   Model m;
   m.name = file.parent_path().filename().string();
@@ -60,9 +62,25 @@ Model load_llama2c(const fs::path& file) {
   c.positional = PositionalKind::kRope;
   validate(c, src);
 
-  // Lay out every tensor and check the file holds exactly them before touching data.
+  // The size the header implies, in checked arithmetic (a lying header can make the sum
+  // wrap around 2^64 onto the real size), compared with the file before anything is
+  // allocated per layer.
   const int64_t L = c.n_layers, D = c.dim, H = c.hidden_dim, V = c.vocab_size;
   const int64_t Q = c.q_dim(), KV = c.kv_dim();
+  ByteCount need(28);
+  need.add(V, D, 4);
+  need.add(L, D, 4).add(L, Q, D, 4).add(L, KV, D, 4).add(L, KV, D, 4).add(L, D, Q, 4);
+  need.add(L, D, 4).add(L, H, D, 4).add(L, D, H, 4).add(L, H, D, 4);
+  need.add(D, 4).add(c.max_seq_len, c.head_dim / 2, 2, 4);
+  if (!c.tied_embeddings) need.add(V, D, 4);
+  KV_CHECK(need.ok() && need.value() == mf->size(),
+           "{}: file size {} bytes does not match the header (dim {}, hidden {}, layers {}, heads "
+           "{}, kv heads {}, vocab {}, seq {}), which needs {} bytes{}",
+           src, mf->size(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, h[5],
+           c.max_seq_len, need.ok() ? fmt::format("{}", need.value()) : "more than 2^64",
+           !need.ok() || need.value() > mf->size() ? " (truncated?)" : "");
+
+  // Lay out every tensor (the sizes are now known to fit the file).
   size_t offset = 28;
   auto take = [&](const std::string& name, int64_t rows, int64_t cols) {
     Tensor t;
@@ -100,11 +118,7 @@ Model load_llama2c(const fs::path& file) {
   } else {
     w.classifier = take("wcls", V, D);
   }
-  KV_CHECK(offset == mf->size(),
-           "{}: file size {} bytes does not match the header (dim {}, hidden {}, layers {}, heads "
-           "{}, kv heads {}, vocab {}, seq {}), which needs {} bytes{}",
-           src, mf->size(), c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, h[5],
-           c.max_seq_len, offset, offset > mf->size() ? " (truncated?)" : "");
+  KV_ASSERT(offset == mf->size());
   check_shapes(m);
   return m;
 }

@@ -1,6 +1,9 @@
 #include "kvscope/model/model.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
 #include <fstream>
 #include <string_view>
 
@@ -45,6 +48,60 @@ void check_shapes(Model& m) {
     KV_CHECK(s.tensor->rows == s.rows && s.tensor->cols == s.cols,
              "{}: tensor '{}' has shape [{}, {}], expected [{}, {}]", m.source.string(),
              s.tensor->name, s.tensor->rows, s.tensor->cols, s.rows, s.cols);
+  }
+  check_finite(m);
+}
+
+namespace {
+
+// Index of the first element of `t` whose exponent bits are all ones (Inf or NaN), or -1.
+// Bit tests on the stored type: no widening, any alignment. Chunks in parallel, the lowest
+// bad index wins so the message is the same for any thread count.
+int64_t first_non_finite(const Tensor& t) {
+  const int64_t n = t.numel();
+  const size_t es = dtype_size(t.dtype);
+  constexpr int64_t kChunk = int64_t(1) << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  int64_t first = n;
+#pragma omp parallel for schedule(static) reduction(min : first)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t e = std::min(n, (ch + 1) * kChunk);
+    for (int64_t i = ch * kChunk; i < e; ++i) {
+      const std::byte* p = t.data + size_t(i) * es;
+      bool bad;
+      if (t.dtype == DType::F32) {
+        uint32_t u;
+        std::memcpy(&u, p, 4);
+        bad = (u & 0x7f800000u) == 0x7f800000u;
+      } else {
+        uint16_t h;
+        std::memcpy(&h, p, 2);
+        bad = t.dtype == DType::F16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
+      }
+      if (bad) {
+        first = std::min(first, i);
+        break;
+      }
+    }
+  }
+  return first < n ? first : -1;
+}
+
+}  // namespace
+
+void check_finite(Model& m) {
+  std::set<const std::byte*> seen;  // a tied classifier shares the embedding's data
+  for (const TensorSlot& s : tensor_slots(m)) {
+    const Tensor& t = *s.tensor;
+    if (t.empty() || !seen.insert(t.data).second) continue;
+    const int64_t i = first_non_finite(t);
+    if (i < 0) continue;
+    float v = 0;
+    widen_to_f32(t.dtype, t.data + size_t(i) * dtype_size(t.dtype), 1, &v);
+    throw Error(fmt::format("{}: tensor '{}' holds {} at [{}, {}] (expected finite weights; a "
+                            "corrupt or diverged checkpoint?)",
+                            m.source.string(), t.name, std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),
+                            i / t.cols, i % t.cols));
   }
 }
 

@@ -32,6 +32,20 @@ void validate(const ModelConfig& c, const std::string& source) {
   positive(c.head_dim, "head_dim");
   positive(c.vocab_size, "vocab_size");
   positive(c.max_seq_len, "max_seq_len");
+  // Bounds far above any real model (Llama-3's 128K vocabulary and context, 8B's 14336 hidden)
+  // that keep every size product of a lying header inside int64.
+  auto bounded = [&](int64_t v, const char* name) {
+    KV_CHECK(v <= (int64_t(1) << 24), "{}: model config field '{}' = {} is implausibly large "
+             "(limit {})", source, name, v, int64_t(1) << 24);
+  };
+  bounded(c.dim, "dim");
+  bounded(c.hidden_dim, "hidden_dim");
+  bounded(c.n_layers, "n_layers");
+  bounded(c.n_heads, "n_heads");
+  bounded(c.head_dim, "head_dim");
+  bounded(c.vocab_size, "vocab_size");
+  bounded(c.max_seq_len, "max_seq_len");
+  bounded(int64_t(c.n_heads) * c.head_dim, "n_heads x head_dim");
   KV_CHECK(c.n_heads % c.n_kv_heads == 0, "{}: n_heads ({}) must be a multiple of n_kv_heads ({})",
            source, c.n_heads, c.n_kv_heads);
   KV_CHECK(

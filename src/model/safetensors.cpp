@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvscope/io/atomic_file.hpp"
+#include "kvscope/io/checked.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/mapped_file.hpp"
 
@@ -61,15 +62,19 @@ SafetensorsFile open_safetensors(const fs::path& path) {
     t.name = it.key();
     t.dtype = parse_dtype(e["dtype"].get<std::string>(), where);
     KV_CHECK(e["shape"].is_array(), "{}: shape must be an array", where);
-    int64_t numel = 1;
+    // Each multiplication checked: a shape whose product wraps around 2^64 could otherwise
+    // match the byte span of data_offsets and load as a different shape.
+    uint64_t numel = 1;
     for (const json& d : e["shape"]) {
-      KV_CHECK(
-          d.is_number_integer() && d.get<int64_t>() >= 0 && d.get<int64_t>() < (int64_t(1) << 40),
-          "{}: shape entry {} is not a valid dimension", where, d.dump());
-      t.shape.push_back(d.get<int64_t>());
-      numel *= t.shape.back();
-      KV_CHECK(numel < (int64_t(1) << 40), "{}: shape {} is implausibly large", where,
+      KV_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
+               "{}: shape entry {} is not a valid dimension", where, d.dump());
+      const uint64_t dim = d.get<uint64_t>();
+      const auto prod = checked_mul(numel, dim);
+      KV_CHECK(dim <= (uint64_t(1) << 40) && prod && *prod <= (uint64_t(1) << 40),
+               "{}: shape {} has more elements than any tensor can (over 2^40)", where,
                e["shape"].dump());
+      t.shape.push_back(int64_t(dim));
+      numel = *prod;
     }
     const json& off = e["data_offsets"];
     KV_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
@@ -79,13 +84,13 @@ SafetensorsFile open_safetensors(const fs::path& path) {
     KV_CHECK(b <= en && en <= data_size,
              "{}: data_offsets [{}, {}] overrun the data section of {} bytes", where, b, en,
              data_size);
-    const uint64_t want = uint64_t(numel) * dtype_size(t.dtype);
+    const uint64_t want = numel * dtype_size(t.dtype);  // < 2^43: no overflow
     KV_CHECK(en - b == want, "{}: shape {} of {} needs {} bytes, data_offsets span {}", where,
              e["shape"].dump(), dtype_name(t.dtype), want, en - b);
     t.tensor.name = t.name;
     t.tensor.dtype = t.dtype;
     t.tensor.cols = t.shape.empty() ? 1 : t.shape.back();
-    t.tensor.rows = t.tensor.cols == 0 ? 0 : numel / t.tensor.cols;
+    t.tensor.rows = t.tensor.cols == 0 ? 0 : int64_t(numel) / t.tensor.cols;
     t.tensor.data = out.file->data() + data_begin + b;
     t.tensor.owner = out.file;
     t.tensor.file = out.file;

@@ -243,7 +243,9 @@ void read_post_processor(const JsonFile& f, const json& j, Template& t) {
 class HfBpeTokenizer final : public Tokenizer {
  public:
   HfBpeTokenizer(const std::filesystem::path& path, const json& j) : file_{path.string()} {
-    read_model(file_.at(j, "model", "tokenizer.json"));
+    const size_t n_added =
+        j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+    read_model(file_.at(j, "model", "tokenizer.json"), n_added);
     read_added_tokens(j);
     mark_special();
     read_normalizer(file_, j.value("normalizer", json()), normalizers_);
@@ -274,7 +276,7 @@ class HfBpeTokenizer final : public Tokenizer {
     bool special, normalized, single_word, lstrip, rstrip;
   };
 
-  void read_model(const json& m);
+  void read_model(const json& m, size_t n_added);
   void read_added_tokens(const json& j);
   void mark_special();
   void build_matchers();
@@ -304,7 +306,7 @@ class HfBpeTokenizer final : public Tokenizer {
   std::string kind_;
 };
 
-void HfBpeTokenizer::read_model(const json& m) {
+void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
   const std::string where = "model";
   const std::string type = m.contains("type") ? file_.type(m, where) : "BPE";
   if (type != "BPE") file_.fail(fmt::format("unsupported model type '{}' (supported: BPE)", type));
@@ -324,9 +326,17 @@ void HfBpeTokenizer::read_model(const json& m) {
   const json& vocab = file_.at(m, "vocab", where);
   if (!vocab.is_object()) file_.fail("model.vocab: expected an object {token: id}");
   int32_t max_id = -1;
+  // Ids index a table of token strings, so one id of 2^31 would cost gigabytes. Real
+  // vocabularies are dense (ids 0..n-1, added tokens right after); allow holes up to twice
+  // the number of tokens the file holds.
+  const int64_t id_limit = 2 * int64_t(vocab.size() + n_added) + 1024;
   for (const auto& [token, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= INT32_MAX)
+    if (!id.is_number_integer() || id.get<int64_t>() < 0)
       file_.fail(fmt::format("model.vocab[\"{}\"]: expected a token id, got {}", token, id.dump()));
+    if (id.get<int64_t>() >= id_limit)
+      file_.fail(fmt::format("model.vocab[\"{}\"]: token id {} is far beyond the {} tokens the "
+                             "file defines (ids must be below {})",
+                             token, id.dump(), vocab.size() + n_added, id_limit));
     vocab_.emplace(token, id.get<int32_t>());
     max_id = std::max(max_id, id.get<int32_t>());
   }

@@ -55,6 +55,10 @@ std::vector<TensorSlot> tensor_slots(Model& m);
 
 // Throws Error naming the tensor with expected and actual shapes.
 void check_shapes(Model& m);
+// Throws naming the first tensor (in tensor_slots order) holding a NaN or Inf, with its
+// [row, col]: such a weight would put NaN into every table and dump downstream. Called by
+// check_shapes.
+void check_finite(Model& m);
 
 struct LoadOptions {
   // Widen non-f32 weights to owned f32 at load when the widened model fits in this
