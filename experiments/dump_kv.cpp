@@ -10,6 +10,7 @@
 //     gzip: 0              # 0 = none, 1..9 = deflate level (with shuffle)
 //     chunk_seqs: 0        # chunk shape [chunk_seqs, chunk_heads, seq_len, head_dim];
 //     chunk_heads: 0       #   both 0: contiguous if uncompressed, else one head of one sequence
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
@@ -28,6 +29,26 @@ DumpOptions parse_dump_options(YamlMap& s) {
   o.gzip = s.get_at_least_or<int>("gzip", 0, 0);
   o.chunk_seqs = s.get_at_least_or<int>("chunk_seqs", 0, 0);
   o.chunk_heads = s.get_at_least_or<int>("chunk_heads", 0, 0);
+  // Checked here, before any model loads, naming the config line.
+  const auto& names = dump_tensor_names();
+  for (size_t i = 0; i < o.tensors.size(); ++i) {
+    std::string known;
+    for (const std::string& n : names) known += (known.empty() ? "" : ", ") + n;
+    KV_CHECK(std::find(names.begin(), names.end(), o.tensors[i]) != names.end(),
+             "{}: {}[{}] '{}' is not a tensor kvscope dumps (known: {})",
+             yaml_detail::location(s.file(), s.key_line("tensors")), s.key_path("tensors"), i,
+             o.tensors[i], known);
+    KV_CHECK(std::find(o.tensors.begin(), o.tensors.begin() + long(i), o.tensors[i]) ==
+                 o.tensors.begin() + long(i),
+             "{}: {} lists '{}' twice", yaml_detail::location(s.file(), s.key_line("tensors")),
+             s.key_path("tensors"), o.tensors[i]);
+  }
+  KV_CHECK(o.gzip <= 9, "{}: key '{}' must be a deflate level 0..9, got {}",
+           yaml_detail::location(s.file(), s.key_line("gzip")), s.key_path("gzip"), o.gzip);
+  KV_CHECK(!o.tensors.empty() || o.logits, "{}: {}: nothing to dump (tensors is empty and logits "
+           "false)", yaml_detail::location(s.file(), s.line()), s.prefix());
+  KV_CHECK(o.seq_len != 1, "{}: key '{}' must be 0 (the model's context) or at least 2, got 1",
+           yaml_detail::location(s.file(), s.key_line("seq_len")), s.key_path("seq_len"));
   return o;
 }
 

@@ -69,6 +69,13 @@ LoadedModel ExperimentContext::load(const ModelSpec& spec) {
 
 std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
   std::vector<std::string> docs = load_documents(spec);
+  KV_CHECK(!docs.empty(),
+           "{}: text '{}' gives no documents (expected at least one; the file is empty or holds "
+           "only newlines and separators{})",
+           spec.path.string(), spec.name,
+           spec.max_bytes != 0 ? fmt::format(", or max_bytes {} is below one character",
+                                             spec.max_bytes)
+                               : "");
   bool seen = false;
   if (manifest)
     for (const FileRecord& r : manifest->inputs) seen |= r.role == "text:" + spec.name;
@@ -114,8 +121,14 @@ TextSpec parse_text_spec(YamlMap& t) {
   s.doc_separator = t.get_or<std::string>("doc_separator", "");
   s.max_docs = t.get_at_least_or<size_t>("max_docs", 0, 0);
   s.max_bytes = t.get_at_least_or<size_t>("max_bytes", 0, 0);
-  KV_CHECK(std::filesystem::is_regular_file(s.path), "{}: text '{}': file '{}' does not exist",
-           t.file(), s.name, s.path.string());
+  std::error_code ec;
+  KV_CHECK(std::filesystem::exists(s.path, ec), "{}: text '{}': file '{}' does not exist",
+           yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string());
+  // Experiments hash their inputs for the manifest: a device or pipe would never end.
+  KV_CHECK(std::filesystem::is_regular_file(s.path, ec),
+           "{}: text '{}': '{}' is not a regular file (a directory, device or pipe); expected a "
+           "text file",
+           yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string());
   return s;
 }
 
@@ -156,10 +169,21 @@ Prepared prepare(const fs::path& config_file, const RunOptions& opt) {
   KV_CHECK(!ctx.name.empty() && ctx.name.find('/') == std::string::npos && ctx.name[0] != '.',
            "{}: name '{}' must be a plain directory name", file, ctx.name);
   ctx.threads = root.get_at_least_or<int>("threads", 0, 0);
+  KV_CHECK(ctx.threads <= max_threads(),
+           "{}: key 'threads' = {} is more than this machine can use (at most {}: 4 x its cores); "
+           "use 0 for all cores",
+           yaml_detail::location(file, root.key_line("threads")), ctx.threads, max_threads());
   if (opt.threads >= 0) ctx.threads = opt.threads;
   ctx.seed = root.get_or<uint64_t>("seed", 0);
   if (kind.needs_models || root.has("models")) ctx.models = parse_models(root);
   if (kind.needs_texts || root.has("texts")) ctx.texts = parse_texts(root);
+  // An empty list would run nothing and write an empty table that looks like a result.
+  KV_CHECK(!(kind.needs_models || root.has("models")) || !ctx.models.empty(),
+           "{}: key 'models' is an empty list; expected at least one model",
+           yaml_detail::location(file, root.key_line("models")));
+  KV_CHECK(!(kind.needs_texts || root.has("texts")) || !ctx.texts.empty(),
+           "{}: key 'texts' is an empty list; expected at least one text",
+           yaml_detail::location(file, root.key_line("texts")));
   YamlMap section = root.map_or_empty(ctx.kind);
   p.run = kind.prepare(section);
   root.finish();  // every key of the file has now been read: anything else is unknown

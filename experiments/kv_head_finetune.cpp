@@ -122,6 +122,7 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     if (std::any_of(cfg.methods.begin(), cfg.methods.end(), needs_calibration)) {
       CalibrationOptions co;
       co.tokens = cfg.calibration_tokens;
+      co.source = cfg.calibration.path.string();
       grams = collect_grams(m, bos, cal_stream, co);
     }
     std::vector<Variant> variants;

@@ -190,6 +190,7 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
         CalibrationOptions co;
         co.tokens = n;
         co.seq_len = cfg.calibration_seq_len;
+        co.source = cfg.calibration.path.string();
         cal.emplace(n, collect_grams(m, bos, cal_stream, co));
       }
     const int hd = c.head_dim;
@@ -199,9 +200,10 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
       // attention errors: the same windows.
       CalibrationOptions eo;
       eo.tokens = cfg.error_tokens;
+      eo.source = ts.path.string();
       CalibrationGrams held = collect_grams(m, bos, stream, eo);
       std::vector<std::vector<int32_t>> seqs;
-      for (size_t off : plan_sequences(stream, held.seq_len, held.sequences, bos))
+      for (size_t off : plan_sequences(stream, held.seq_len, held.sequences, bos, ts.path.string()))
         seqs.push_back(sequence_tokens(stream, off, held.seq_len, bos));
       const std::vector<int32_t> decode_ctx =
           sequence_tokens(stream, 0, std::min(cfg.decode_context, c.max_seq_len), bos);

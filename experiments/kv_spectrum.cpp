@@ -147,6 +147,7 @@ void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
     co.exclude_bos = cfg.exclude_bos;
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
+      co.source = ts.path.string();
       CalibrationGrams g = collect_grams(lm.model, lm.tokenizer->bos_id, stream, co);
       for (auto& [l, gs] : g.layers)
         for (size_t i = 0; i < cfg.tensors.size(); ++i)

@@ -43,6 +43,10 @@ Tables run_perplexity(const PerplexityConfig& cfg, ExperimentContext& ctx) {
         o.window = lm.model.config.max_seq_len;
       }
       const PerplexityResult r = perplexity(lm.model, *lm.tokenizer, stream, o);
+      KV_CHECK(r.tokens_scored > 0,
+               "{}: text '{}' gives {} tokens to model '{}' (BOS included), nothing to score "
+               "(expected at least 2)",
+               ts.path.string(), ts.name, stream.size(), ms.name);
       t.add_row({ms.name, ts.name, int64_t(r.window), int64_t(r.stride), r.tokens_scored, r.windows,
                  r.bytes_scored, r.mean_nll(), r.perplexity(), r.bits_per_byte()});
       ctx.unit_done(fmt::format("{} on {}: {} tokens, ppl {:.3f}, {:.1f} s", ms.name, ts.name,

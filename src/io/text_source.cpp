@@ -88,9 +88,15 @@ std::vector<std::string> split_jsonl(const std::string& text, const TextSpec& sp
   return docs;
 }
 
-}  // namespace
-
-std::string read_file_bytes(const std::filesystem::path& path) {
+// Reads a file in chunks that double in size, asking `enough(text)` after each whether the
+// caller has what it needs; stops there, at the end of the file, or (with an Error) past
+// `limit` bytes.
+template <class Enough>
+std::string read_prefix(const std::filesystem::path& path, size_t limit, Enough&& enough,
+                        const char* hint, bool* cut = nullptr) {
+  std::error_code ec;
+  KV_CHECK(!std::filesystem::is_directory(path, ec), "cannot read '{}': is a directory",
+           path.string());
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     int err = errno;
@@ -98,14 +104,32 @@ std::string read_file_bytes(const std::filesystem::path& path) {
   }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
   std::string out;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  if (std::ferror(f)) {
-    int err = errno;
-    throw Error(fmt::format("cannot read '{}': {}", path.string(), std::strerror(err)));
+  size_t chunk = size_t(1) << 16;
+  for (;;) {
+    const size_t old = out.size();
+    out.resize(old + chunk);
+    const size_t n = std::fread(out.data() + old, 1, chunk, f);
+    out.resize(old + n);
+    if (std::ferror(f)) {
+      int err = errno;
+      throw Error(fmt::format("cannot read '{}': {}", path.string(), std::strerror(err)));
+    }
+    if (n < chunk) break;  // end of file
+    if (enough(out)) {
+      if (cut != nullptr) *cut = true;
+      break;
+    }
+    KV_CHECK(out.size() <= limit, "{}: gives more than {} bytes{}", path.string(), limit, hint);
+    chunk = std::min(out.size(), limit + 1 - out.size());  // doubling, but not far past limit
   }
+  KV_CHECK(out.size() <= limit, "{}: gives more than {} bytes{}", path.string(), limit, hint);
   return out;
+}
+
+}  // namespace
+
+std::string read_file_bytes(const std::filesystem::path& path, size_t limit) {
+  return read_prefix(path, limit, [](const std::string&) { return false; }, "");
 }
 
 const char* format_name(TextSpec::Format f) {
@@ -121,10 +145,46 @@ size_t utf8_prefix_length(const std::string& s, size_t max) {
   return n;
 }
 
+namespace {
+
+// Whether the documents split from `text` (a prefix of the file, read so far) already decide
+// what load_documents keeps. Conservative: the last document may be cut by the read, so it
+// counts for max_bytes (a part of it already too large is too large whole) but not as one
+// of max_docs.
+bool prefix_decides(const std::string& text, const TextSpec& spec) {
+  if (spec.max_docs == 0 && spec.max_bytes == 0) return false;
+  if (spec.format == TextSpec::Plain && spec.doc_separator.empty())
+    return spec.max_bytes != 0 && text.size() > spec.max_bytes + 4;  // + a UTF-8 character
+  const size_t nl = text.rfind('\n');
+  if (nl == std::string::npos) return false;
+  const std::string lines = text.substr(0, nl + 1);
+  TextSpec all = spec;
+  all.max_docs = 0;
+  const std::vector<std::string> docs = spec.format == TextSpec::Jsonl
+                                            ? split_jsonl(lines, all)
+                                            : split_plain(lines, spec.doc_separator, 0);
+  if (spec.max_docs != 0 && docs.size() > spec.max_docs) return true;
+  if (spec.max_bytes != 0) {
+    size_t total = 0;
+    for (const std::string& d : docs) total += d.size();
+    if (total > spec.max_bytes + 4) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::vector<std::string> load_documents(const TextSpec& spec) {
-  std::string text = read_file_bytes(spec.path);
+  bool cut = false;
+  std::string text = read_prefix(
+      spec.path, spec.read_limit,
+      [&](const std::string& t) { return prefix_decides(t, spec); },
+      " before its documents reach max_docs / max_bytes; set max_bytes or max_docs for it", &cut);
   std::vector<std::string> docs;
   if (spec.format == TextSpec::Jsonl) {
+    // A read stopped by max_docs / max_bytes may end inside a line, which no kept document
+    // needs: drop it rather than report it as invalid JSON.
+    if (cut) text.resize(text.rfind('\n') + 1);
     docs = split_jsonl(text, spec);
   } else if (spec.doc_separator.empty()) {
     if (!text.empty()) docs.push_back(std::move(text));

@@ -64,7 +64,7 @@ CalibrationGrams collect_grams(const Model& m, int32_t bos, std::span<const int3
   ForwardOptions fo;
   fo.observer = &obs;
   fo.logits = LogitsMode::kNone;
-  for (size_t off : plan_sequences(stream, g.seq_len, g.sequences, bos)) {
+  for (size_t off : plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source)) {
     st.reset();
     forward(m, st, sequence_tokens(stream, off, g.seq_len, bos), fo);
   }

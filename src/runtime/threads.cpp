@@ -6,10 +6,21 @@
 
 #include <thread>
 
+#include "kvscope/io/error.hpp"
+
 namespace kvscope {
 
+int max_threads() {
+  return int(std::max(8u, 4 * std::thread::hardware_concurrency()));
+}
+
 int resolve_threads(int n) {
-  return n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) return int(std::max(1u, std::thread::hardware_concurrency()));
+  if (n > max_threads())
+    throw Error(fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "
+                            "{} cores); use 0 for all cores",
+                            n, max_threads(), std::thread::hardware_concurrency()));
+  return n;
 }
 
 int set_threads(int n) {

@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/text_source.hpp"
 #include "kvscope/tokenizer/tokenizer_detail.hpp"
 
 namespace kvscope {
@@ -32,11 +33,12 @@ std::string read_file_bytes(const std::filesystem::path& path) {
   std::error_code ec;
   KV_CHECK(!std::filesystem::is_directory(path, ec),
            "tokenizer file {}: is a directory, expected a file", path.string());
-  std::ifstream in(path, std::ios::binary);
-  KV_CHECK(in.good(), "tokenizer file {}: cannot open ({})", path.string(), std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  KV_CHECK(!in.bad(), "tokenizer file {}: read error", path.string());
-  return bytes;
+  // Bounded: a tokenizer path pointing at /dev/zero or a huge file must not eat the memory.
+  try {
+    return kvscope::read_file_bytes(path);
+  } catch (const Error& e) {
+    throw Error(fmt::format("tokenizer file {}", e.what()));
+  }
 }
 
 std::optional<size_t> find_invalid_utf8(std::string_view s) {

@@ -22,9 +22,16 @@ struct TextSpec {
   size_t max_bytes = 0;              // keep whole documents while their total fits (0 = all);
                                      // a first document larger than this is cut at a UTF-8
                                      // character boundary instead of dropped
+  size_t read_limit = kTextReadLimit;  // never read more of the file than this (see below)
+
+  // 1 GiB: far above the shipped texts (WikiText-2's 10.9 MB), far below what a laptop holds.
+  static constexpr size_t kTextReadLimit = size_t(1) << 30;
 };
 
-// Loads the documents of `spec`, in file order, after max_docs then max_bytes.
+// Loads the documents of `spec`, in file order, after max_docs then max_bytes. The file is
+// read in growing chunks only as far as max_docs / max_bytes need (so a stream such as
+// /dev/zero works with a limit); a file that gives more than read_limit bytes before the
+// limits are met is refused, naming the file and suggesting max_bytes / max_docs.
 // Plain without separator: the whole file (an empty file gives no documents).
 // Plain with separator: split on lines equal to it (a trailing CR is ignored when
 // comparing); each document loses its leading and trailing CR/LF; empty ones are dropped.
@@ -34,8 +41,10 @@ struct TextSpec {
 // a missing / non-string field.
 std::vector<std::string> load_documents(const TextSpec& spec);
 
-// The whole file as bytes. Throws Error "cannot read 'PATH': strerror" when it cannot.
-std::string read_file_bytes(const std::filesystem::path& path);
+// The whole file as bytes. Throws Error "cannot read 'PATH': strerror" when it cannot, and
+// "PATH: larger than LIMIT bytes" for a file (or endless stream) over `limit`.
+std::string read_file_bytes(const std::filesystem::path& path,
+                            size_t limit = TextSpec::kTextReadLimit);
 
 // "plain" / "jsonl".
 const char* format_name(TextSpec::Format f);

@@ -30,6 +30,7 @@ struct CalibrationOptions {
   std::vector<std::string> tensors = {"k_pre_rope", "k", "v"};
   std::vector<int> layers;   // empty: all
   bool exclude_bos = false;  // leave out position 0 of every sequence
+  std::string source = "the calibration text";  // the text file, for messages
 };
 
 // Throws when the text is too short for the asked tokens, or a layer is out of range.
