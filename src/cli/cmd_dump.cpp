@@ -13,11 +13,35 @@
 
 namespace kvscope::cli {
 
+namespace {
+
+// The token stream of as much of the text as the sequences need: sequences are cut from
+// its start, so a prefix gives the same dump as the whole file. Without --max-docs or
+// --max-bytes, reads 64 bytes per needed token (no tokenizer packs more into one token),
+// then 4x more while too few tokens came and the file had more to give; so an endless
+// stream (/dev/zero) or a huge file costs what the dump needs, not its size.
+std::vector<int32_t> read_dump_stream(const Tokenizer& tok, TextSpec ts, int64_t tokens_needed) {
+  const bool user_limit = ts.max_docs != 0 || ts.max_bytes != 0;
+  if (!user_limit) ts.max_bytes = size_t(std::max<int64_t>(tokens_needed, 1024)) * 64;
+  for (;;) {
+    std::vector<int32_t> stream = token_stream(tok, load_documents(ts));
+    std::error_code ec;
+    const bool whole = std::filesystem::is_regular_file(ts.path, ec) &&
+                       std::filesystem::file_size(ts.path, ec) <= ts.max_bytes;
+    if (user_limit || int64_t(stream.size()) >= tokens_needed || whole ||
+        ts.max_bytes >= ts.read_limit)
+      return stream;
+    ts.max_bytes = std::min(ts.read_limit, ts.max_bytes * 4);
+  }
+}
+
+}  // namespace
+
 Action add_dump(CLI::App& app) {
   struct Args {
     std::string model, tokenizer, text, format, field = "text", separator, out, dtype = "f32";
     std::vector<std::string> tensors = {"k_pre_rope", "k", "v"};
-    size_t max_docs = 0;
+    size_t max_docs = 0, max_bytes = 0;
     int threads = 0;
     bool quiet = false;
     DumpOptions opt;
@@ -51,6 +75,10 @@ Action add_dump(CLI::App& app) {
   app.add_option("--chunk-heads", a->opt.chunk_heads, "heads per chunk (0: see --chunk-seqs)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--force", a->opt.force, "overwrite an existing output file");
+  app.add_flag("--allow-extrapolation", a->opt.allow_extrapolation,
+               "allow --seq-len beyond the model's trained context");
+  app.add_option("--max-bytes", a->max_bytes,
+                 "read at most this many bytes of text (0: as much as the sequences need)");
   app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet,-q", a->quiet, "no summary on stderr");
   return [a]() {
@@ -58,6 +86,7 @@ Action add_dump(CLI::App& app) {
     DumpOptions o = a->opt;
     o.tensors = a->tensors;
     o.dtype = a->dtype == "f16" ? DType::F16 : DType::F32;
+    check_dump_options(o, a->out);  // before the model and text load
     const LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
     const Model& m = lm.model;
     const Tokenizer* tok = lm.tokenizer.get();
@@ -70,7 +99,9 @@ Action add_dump(CLI::App& app) {
     ts.jsonl_field = a->field;
     ts.doc_separator = a->separator;
     ts.max_docs = a->max_docs;
-    const std::vector<int32_t> stream = token_stream(*tok, load_documents(ts));
+    ts.max_bytes = a->max_bytes;
+    const std::vector<int32_t> stream = read_dump_stream(*tok, ts, int64_t(o.n_seq) *
+                                                       (o.seq_len ? o.seq_len : m.config.max_seq_len));
     const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format)};
     // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
     StatusLine status(!a->quiet);

@@ -2,6 +2,8 @@
 // command line, dispatch, and turn every error into one line on stderr and exit code 1.
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <new>
 #include <map>
 #include <string>
 
@@ -31,16 +33,42 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version print and exit 0 as CLI11 does; a usage error is a user error
+    // like any other: one line, exit 1 (CLI11's own codes, 104-114, are not documented).
+    if (e.get_exit_code() == int(CLI::ExitCodes::Success)) return app.exit(e);
+    std::string sub;
+    for (const CLI::App* s : app.get_subcommands()) sub = " " + s->get_name();
+    std::fprintf(stderr, "kvscope: error: %s (see 'kvscope%s --help')\n", e.what(), sub.c_str());
+    return 1;
   }
+  std::string running;
   try {
     for (auto& [sub, action] : actions)
-      if (sub->parsed()) return action();
+      if (sub->parsed()) {
+        running = sub->get_name();
+        return action();
+      }
   } catch (const kvscope::Error& e) {
     std::fprintf(stderr, "kvscope: error: %s\n", e.what());
     return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Symlink loops, over-long names, permissions: say which path and why, without the
+    // library's "filesystem error: ..." wrapping.
+    std::string paths = e.path1().string();
+    if (!e.path2().empty()) paths += ", " + e.path2().string();
+    std::fprintf(stderr, "kvscope: error: %s: %s (while running 'kvscope %s')\n", paths.c_str(),
+                 e.code().message().c_str(), running.c_str());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "kvscope: error: out of memory while running 'kvscope %s' (an input asks for "
+                 "more memory than this machine gives; check the sizes in the model, text and "
+                 "config)\n",
+                 running.c_str());
+    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvscope: unexpected error: %s\n", e.what());
+    std::fprintf(stderr, "kvscope: unexpected error while running 'kvscope %s': %s\n",
+                 running.c_str(), e.what());
     return 1;
   }
   return 1;

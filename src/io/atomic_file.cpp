@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <system_error>
 
@@ -120,6 +123,40 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   AtomicFile out(path);
   out.write(content);
   out.commit();
+}
+
+namespace {
+
+// The path the handler unlinks: a fixed buffer, since a signal handler may only call
+// async-signal-safe functions (unlink, signal, raise) and touch plain memory.
+char g_partial[4096];
+volatile std::sig_atomic_t g_armed = 0;
+struct sigaction g_old[3];
+constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+
+void remove_and_die(int sig) {
+  if (g_armed) ::unlink(g_partial);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+}  // namespace
+
+RemoveOnSignal::RemoveOnSignal(const fs::path& partial) {
+  const std::string s = partial.string();
+  if (s.size() >= sizeof g_partial) return;  // such a path is refused by the OS anyway
+  std::memcpy(g_partial, s.c_str(), s.size() + 1);
+  g_armed = 1;
+  struct sigaction sa {};
+  sa.sa_handler = remove_and_die;
+  sigemptyset(&sa.sa_mask);
+  for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &sa, &g_old[i]);
+}
+
+RemoveOnSignal::~RemoveOnSignal() {
+  if (!g_armed) return;
+  for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &g_old[i], nullptr);
+  g_armed = 0;
 }
 
 }  // namespace kvscope

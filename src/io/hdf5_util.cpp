@@ -1,5 +1,8 @@
 #include "kvscope/io/hdf5_util.hpp"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "kvscope/io/error.hpp"
 
 namespace kvscope::h5 {
@@ -18,6 +21,15 @@ std::string stack_text() {
   std::vector<std::string> msgs;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect, &msgs);
   H5Eclear2(H5E_DEFAULT);
+  // An OS failure (full disk, missing directory) carries "errno = N" inside a description
+  // full of internals (descriptors, offsets, "bytes actually written = 2^64 - 1"): the errno
+  // is all a user needs.
+  for (const std::string& m : msgs) {
+    const size_t at = m.find("errno = ");
+    if (at == std::string::npos) continue;
+    const int err = std::atoi(m.c_str() + at + 8);
+    if (err > 0) return fmt::format("{} (errno {})", std::strerror(err), err);
+  }
   std::string s;
   // Upward walk: innermost (most specific, e.g. the OS error) first.
   for (size_t i = 0; i < msgs.size() && i < 3; ++i) {

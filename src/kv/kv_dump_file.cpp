@@ -141,7 +141,10 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("bos_id", int64_t(bos));
   attr("text_file", text_name_);
   attr("text_format", src.text_format);
-  attr("text_sha256", src.text_file.empty() ? std::string() : sha256_file(src.text_file));
+  // A device or pipe (/dev/zero, <(cmd)) has no content to hash, and hashing would not end.
+  attr("text_sha256", src.text_file.empty() || !fs::is_regular_file(src.text_file)
+                          ? std::string()
+                          : sha256_file(src.text_file));
   attr("n_seq", int64_t(N));
   attr("seq_len", int64_t(T_));
   attr("dtype", std::string(opt.dtype == DType::F16 ? "f16" : "f32"));

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "kv_dump_file.hpp"
+#include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/kv/kv_dump.hpp"
 #include "kvscope/runtime/forward.hpp"
@@ -81,8 +82,11 @@ class DumpObserver : public ForwardObserver {
   std::vector<float> buf_;
 };
 
-void check_options(const DumpOptions& o, const std::string& where) {
-  KV_CHECK(o.seq_len >= 2, "{}: seq_len must be at least 2, got {}", where, o.seq_len);
+}  // namespace
+
+void check_dump_options(const DumpOptions& o, const std::string& where) {
+  KV_CHECK(o.seq_len == 0 || o.seq_len >= 2,
+           "{}: seq_len must be 0 (the model's context) or at least 2, got {}", where, o.seq_len);
   KV_CHECK(o.n_seq >= 1, "{}: n_seq must be at least 1, got {}", where, o.n_seq);
   KV_CHECK(o.dtype == DType::F32 || o.dtype == DType::F16,
            "{}: dump dtype must be f32 or f16, got {}", where, dtype_name(o.dtype));
@@ -100,8 +104,6 @@ void check_options(const DumpOptions& o, const std::string& where) {
   }
 }
 
-}  // namespace
-
 DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
                   const DumpOptions& opt_in, const DumpSource& src, const fs::path& out) {
   const double t_start = now();
@@ -109,20 +111,30 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   const std::string where = out.string();
   DumpOptions opt = opt_in;
   if (opt.seq_len == 0) opt.seq_len = m.config.max_seq_len;
-  check_options(opt, where);
+  check_dump_options(opt, where);
+  KV_CHECK(opt.seq_len <= m.config.max_seq_len || opt.allow_extrapolation,
+           "{}: seq_len {} exceeds the context of {} tokens model '{}' was trained for; pass "
+           "--allow-extrapolation (YAML: allow_extrapolation: true) to dump beyond it",
+           where, opt.seq_len, m.config.max_seq_len, m.name);
+  KV_CHECK(!fs::is_directory(out), "{}: is a directory; expected the path of an .h5 file to "
+           "write (--force replaces files, never directories)", where);
   KV_CHECK(opt.force || !fs::exists(out), "{}: output exists; pass --force to overwrite", where);
+  KV_CHECK(out.has_filename() && (out.parent_path().empty() || fs::is_directory(out.parent_path())),
+           "{}: the directory {} does not exist; create it first", where,
+           out.parent_path().string());
   KV_CHECK(!m.config.compressed_keys(),
            "{}: model '{}' compresses its keys after RoPE (a reduced model); dumps need the "
            "original model",
            where, m.name);
   const int T = opt.seq_len, N = opt.n_seq;
   const int32_t bos = tok.bos_id;
-  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos);
+  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos, src.text_file.string());
 
   fs::path partial = out;
   partial += ".partial";
   std::error_code ec;
-  fs::remove(partial, ec);
+  fs::remove(partial, ec);  // left by a killed earlier dump to the same output
+  RemoveOnSignal on_signal(partial);
   DumpStats st;
   st.n_seq = N;
   st.seq_len = T;
@@ -172,9 +184,9 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   }
   fs::rename(partial, out, ec);
   if (ec) {
+    const std::string why = ec.message();  // before remove() reuses ec
     fs::remove(partial, ec);
-    throw Error(
-        fmt::format("{}: cannot rename {} into place: {}", where, partial.string(), ec.message()));
+    throw Error(fmt::format("{}: cannot rename {} into place: {}", where, partial.string(), why));
   }
   st.file_bytes = int64_t(fs::file_size(out));
   st.seconds = now() - t_start;

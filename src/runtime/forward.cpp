@@ -213,8 +213,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
 
   for (int t = 0; t < T; ++t) {
     KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < c.vocab_size,
-             "forward: token id {} at index {} is outside the vocabulary of {}", tokens[size_t(t)],
-             t, c.vocab_size);
+             "{}: token id {} at position {} is outside the model's vocabulary (expected 0..{})",
+             m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
+             tokens[size_t(t)], t, c.vocab_size - 1);
     w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, s.x.data() + size_t(t) * D);
   }
 

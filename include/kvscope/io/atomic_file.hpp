@@ -64,6 +64,18 @@ class AtomicFile {
 // PATH.partial for PATH: the one place the suffix is spelled.
 std::filesystem::path partial_path_for(const std::filesystem::path& path);
 
+// While alive, SIGINT, SIGTERM and SIGHUP unlink `partial` before the process dies of
+// them, so an interrupted long write (a dump of hundreds of MB) leaves nothing behind. One
+// file at a time; SIGKILL cannot be caught, and the next run to the same output removes
+// what it left.
+class RemoveOnSignal {
+ public:
+  explicit RemoveOnSignal(const std::filesystem::path& partial);
+  ~RemoveOnSignal();
+  RemoveOnSignal(const RemoveOnSignal&) = delete;
+  RemoveOnSignal& operator=(const RemoveOnSignal&) = delete;
+};
+
 // Writes `content` to `path` atomically (AtomicFile + commit).
 void write_file_atomic(const std::filesystem::path& path, std::string_view content);
 

@@ -42,11 +42,18 @@ struct DumpOptions {
   int chunk_seqs = 0;
   int chunk_heads = 0;
   bool force = false;  // overwrite an existing output file
+  // seq_len beyond the model's trained context is refused unless this is set: positions
+  // the model never saw give activations no paper's claim is about.
+  bool allow_extrapolation = false;
   // Called after each sequence is staged: (sequences done, n_seq, tensor bytes so far).
   std::function<void(int, int, int64_t)> on_sequence;
 };
 
 // Where the dumped activations come from, for the root attributes.
+// Checks the options that do not need the model (seq_len 0 = "the model's context" passes),
+// naming `where` in the Error: callers run it before loading anything.
+void check_dump_options(const DumpOptions& o, const std::string& where);
+
 struct DumpSource {
   std::string model_name;
   std::vector<std::filesystem::path> model_files;
