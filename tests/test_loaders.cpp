@@ -1,7 +1,10 @@
 // Loaders: bad files give an Error naming the file and what was expected; good files
 // put the right bytes in the right tensors; dtype widening is exact.
 #include <catch2/catch.hpp>
+#include <bit>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -65,6 +68,42 @@ TEST_CASE("dtype widening matches hand-computed values", "[loader]") {
   // Rounding to nearest even: 1 + 2^-8 is halfway between two bf16 values -> 1.0.
   CHECK(f32_to_bf16(1.0f + 0x1p-8f) == 0x3F80);
   CHECK(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81);
+}
+
+TEST_CASE("float -> half rounds to nearest even, like a _Float16 cast", "[loader]") {
+  // Every finite half survives the round trip through float exactly.
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0) continue;  // NaN payloads
+    REQUIRE(f32_to_f16(f16_to_f32(uint16_t(h))) == h);
+  }
+  // Midpoints between neighbouring positive halves (exact in float) go to the even one;
+  // a hair above goes up, a hair below goes down.
+  for (uint32_t h = 0; h < 0x7bffu; ++h) {
+    const float a = f16_to_f32(uint16_t(h)), b = f16_to_f32(uint16_t(h + 1));
+    const float mid = (a + b) / 2;
+    REQUIRE(f32_to_f16(mid) == ((h & 1u) ? h + 1 : h));
+    REQUIRE(f32_to_f16(std::nextafter(mid, b)) == h + 1);
+    REQUIRE(f32_to_f16(std::nextafter(mid, a)) == h);
+    REQUIRE(f32_to_f16(-mid) == (0x8000u | ((h & 1u) ? h + 1 : h)));
+  }
+  // 65504 is the largest half; from 65520 (the midpoint to 65536) on, Inf.
+  CHECK(f32_to_f16(65519.996f) == 0x7bff);
+  CHECK(f32_to_f16(65520.0f) == 0x7c00);
+  CHECK(f32_to_f16(-1e30f) == 0xfc00);
+  CHECK(f32_to_f16(std::numeric_limits<float>::infinity()) == 0x7c00);
+  CHECK((f32_to_f16(std::numeric_limits<float>::quiet_NaN()) & 0x7e00) == 0x7e00);
+  CHECK(f32_to_f16(1e-9f) == 0);  // below half the smallest subnormal (2^-25)
+#if defined(__FLT16_MAX__) && !defined(__clang__)
+  // A second implementation where the compiler has one: GCC's _Float16 cast.
+  uint32_t x = 12345;
+  for (int i = 0; i < 1000000; ++i) {
+    x = x * 1664525u + 1013904223u;
+    const float f = std::bit_cast<float>(x);
+    if (std::isnan(f)) continue;
+    const _Float16 g = static_cast<_Float16>(f);
+    REQUIRE(f32_to_f16(f) == std::bit_cast<uint16_t>(g));
+  }
+#endif
 }
 
 TEST_CASE("llama2.c loader reads the header and places every tensor", "[loader][model]") {

@@ -268,7 +268,7 @@ void DumpFile::stage_tensor(int layer, size_t t, int seq, const float* data) {
   const size_t n = size_t(heads_[t]) * T_ * hd_;
   if (opt_.dtype == DType::F16) {
     half_.resize(n);
-    for (size_t i = 0; i < n; ++i) half_[i] = static_cast<_Float16>(data[i]);
+    for (size_t i = 0; i < n; ++i) half_[i] = f32_to_f16(data[i]);
     b.stage(seq, half_.data());
   } else {
     b.stage(seq, data);
@@ -302,7 +302,7 @@ void DumpFile::stage_logits(int seq, const float* logits) {
   const size_t n = size_t(T_) * vocab_;
   if (opt_.dtype == DType::F16) {
     half_.resize(n);
-    for (size_t i = 0; i < n; ++i) half_[i] = static_cast<_Float16>(logits[i]);
+    for (size_t i = 0; i < n; ++i) half_[i] = f32_to_f16(logits[i]);
     logits_.stage(seq, half_.data());
   } else {
     logits_.stage(seq, logits);

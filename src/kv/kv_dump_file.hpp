@@ -73,7 +73,7 @@ class DumpFile {
   RowBatch tokens_, sources_, logits_;
   h5::Handle source_type_;
   std::string text_name_;
-  std::vector<_Float16> half_;
+  std::vector<uint16_t> half_;  // IEEE half bits
   std::vector<char> source_row_;
   int64_t tensor_bytes_ = 0;
 };

@@ -75,7 +75,7 @@ void write_tensor_data(SafetensorsWriter& w, const Planned& t, uint64_t seed) {
         const uint16_t h = f32_to_bf16(val);
         std::memcpy(dst, &h, 2);
       } else {
-        const _Float16 h = static_cast<_Float16>(val);
+        const uint16_t h = f32_to_f16(val);
         std::memcpy(dst, &h, 2);
       }
     }

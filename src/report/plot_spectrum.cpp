@@ -81,7 +81,9 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
         data += "\n\n";
       }
       data += "EOD\n$E_" + t + " << EOD\n";
-      for (const auto& [l, pts] : layers) {
+      for (const auto& [l, pts_l] : layers) {
+        // A plain reference: C++20 lambdas may not capture structured bindings in clang 14.
+        const auto& pts = pts_l;
         auto at = [&](double p) {  // cumulative energy of the first ceil(p * dim) values
           const size_t k = size_t(std::ceil(p * double(pts.size()) - 1e-9));
           return k == 0 ? 0.0 : pts[std::min(k, pts.size()) - 1].second;

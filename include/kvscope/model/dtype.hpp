@@ -37,6 +37,24 @@ inline float f16_to_f32(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
+// Round-to-nearest-even float -> IEEE half, as a C cast to _Float16 does (overflow to Inf,
+// gradual underflow, NaN stays a quiet NaN). Portable: clang 14 has no _Float16 on x86-64.
+inline uint16_t f32_to_f16(float f) {
+  const uint32_t x = std::bit_cast<uint32_t>(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
+  if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // >= 65520 rounds to Inf
+  if (ax >= 0x38800000u) {  // a normal half (>= 2^-14): rebias 127 -> 15, round 13 bits
+    const uint32_t a = ax - 0x38000000u;
+    return uint16_t(sign | ((a + 0xfffu + ((a >> 13) & 1u)) >> 13));
+  }
+  // Subnormal halves are multiples of 2^-24: scaling by 2^24 is exact, and rint rounds to
+  // nearest even in the default rounding mode (1024 becomes the smallest normal, 0x400).
+  const float scaled = std::bit_cast<float>(ax) * 0x1p24f;
+  return uint16_t(sign | uint32_t(__builtin_rintf(scaled)));
+}
+
 // Round-to-nearest-even float -> bf16 (used by writers of synthetic checkpoints).
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
