@@ -122,7 +122,11 @@ TextSpec parse_text_spec(YamlMap& t) {
   s.max_docs = t.get_at_least_or<size_t>("max_docs", 0, 0);
   s.max_bytes = t.get_at_least_or<size_t>("max_bytes", 0, 0);
   std::error_code ec;
-  KV_CHECK(std::filesystem::exists(s.path, ec), "{}: text '{}': file '{}' does not exist",
+  const bool there = std::filesystem::exists(s.path, ec);
+  KV_CHECK(!ec, "{}: text '{}': path '{}' cannot be checked: {}",
+           yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string(),
+           ec.message());
+  KV_CHECK(there, "{}: text '{}': file '{}' does not exist",
            yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string());
   // Experiments hash their inputs for the manifest: a device or pipe would never end.
   KV_CHECK(std::filesystem::is_regular_file(s.path, ec),
@@ -151,7 +155,21 @@ struct Prepared {
   std::vector<std::string> asked;
 };
 
+Prepared prepare_unchecked(const fs::path& config_file, const RunOptions& opt);
+
+// A path in the config that the OS cannot even stat (over-long name, symlink loop,
+// permissions) throws filesystem_error from the existence checks; reported as a config
+// error naming the file and the path.
 Prepared prepare(const fs::path& config_file, const RunOptions& opt) {
+  try {
+    return prepare_unchecked(config_file, opt);
+  } catch (const fs::filesystem_error& e) {
+    throw Error(fmt::format("{}: path '{}' cannot be checked: {}", config_file.string(),
+                            e.path1().string(), e.code().message()));
+  }
+}
+
+Prepared prepare_unchecked(const fs::path& config_file, const RunOptions& opt) {
   Prepared p;
   p.doc = load_yaml_file(config_file);
   const std::string file = config_file.string();

@@ -9,6 +9,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "kvscope/experiments/experiment.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/model/model.hpp"
@@ -453,4 +454,24 @@ TEST_CASE("interrupted dumps leave no partial file; stale ones are cleared (defe
     CHECK(r.exit_code == 0);
     CHECK(listing(d.path) == std::vector<std::string>{"x.h5"});
   }
+}
+
+TEST_CASE("config paths the OS cannot stat are config errors, not crashes", "[hardening][config]") {
+  // Found by fuzz_config: an over-long model path made std::filesystem throw its own
+  // exception type out of the config checks.
+  test::TempDir d("hard_cfgpath");
+  const std::string longname = (d / std::string(300, 'b')).string();
+  test::write_bytes(d / "c.yaml", ppl_yaml("\n  - path: " + longname, "\n  - path: " + kText));
+  REQUIRE_THROWS_WITH(read_config(d / "c.yaml"),
+                      Contains((d / "c.yaml").string()) && Contains(longname) &&
+                          Contains("File name too long"));
+  fs::create_symlink(d / "loop", d / "loop");
+  test::write_bytes(d / "c.yaml",
+                    ppl_yaml("\n  - path: " + kModel, "\n  - path: " + (d / "loop").string()));
+  const auto r = test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " +
+                                   (d / "res").string());
+  CHECK(r.exit_code == 1);
+  CHECK(one_line(r.err));
+  CHECK_THAT(r.err, Contains("c.yaml") && Contains((d / "loop").string()) &&
+                        Contains("symbolic links"));
 }
