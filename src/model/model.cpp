@@ -95,6 +95,9 @@ void check_finite(Model& m) {
     const Tensor& t = *s.tensor;
     if (t.empty() || !seen.insert(t.data).second) continue;
     const int64_t i = first_non_finite(t);
+    // The scan faulted the tensor's mapped pages in; hand them back so that loading a 7B
+    // checkpoint still holds one layer at a time, not the whole file (README, Performance).
+    t.release_pages();
     if (i < 0) continue;
     float v = 0;
     widen_to_f32(t.dtype, t.data + size_t(i) * dtype_size(t.dtype), 1, &v);
