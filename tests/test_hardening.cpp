@@ -89,7 +89,7 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
     // By hand: 28 + embedding 32*64*4 + per layer (2 norms 2*256, wq/wk/wv/wo 4*16384, w1/w2/w3
     // 3*32768 = 164352) * 8388609 + final norm 256 + freq_cis 16*8*2*4 = 1378684675868.
     // Under a 3 GB address-space limit: the old loader allocated ~9 GB of layer structs first.
-    const auto r = test::run_kvscope_sh("ulimit -v 3000000; ", "generate -m " +
+    const auto r = test::run_kvscope_sh(test::memory_limit_3gb(), "generate -m " +
                                             (d / "layers.bin").string() + " --tokenizer " +
                                             kTok + " -p Once -n 2");
     CHECK(r.exit_code == 1);
@@ -206,7 +206,7 @@ TEST_CASE("texts are read only as far as needed, and never without bound (defect
   CHECK(load_documents(t) == std::vector<std::string>{"doc 0", "doc 1", "doc 2"});
   // The dump command reads /dev/zero for what its sequences need, then stops.
   const auto r = test::run_kvscope_sh(
-      "ulimit -v 3000000; ", "dump -q -m " + kModel + " --tokenizer " + kTok +
+      test::memory_limit_3gb(), "dump -q -m " + kModel + " --tokenizer " + kTok +
                                  " --text /dev/zero --n-seq 2 --seq-len 16 --threads 1 -o " +
                                  (d / "z.h5").string());
   CHECK(r.exit_code == 0);

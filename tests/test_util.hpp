@@ -39,4 +39,14 @@ CliResult run_kvscope(const std::string& args, const std::filesystem::path& cwd 
 CliResult run_kvscope_sh(const std::string& prefix, const std::string& args,
                          const std::filesystem::path& cwd = ".");
 
+// A shell prefix that makes any single allocation above ~3 GB fail in the child: `ulimit -v`
+// normally; under ASan (which maps terabytes of shadow memory) its max_allocation_size_mb.
+inline std::string memory_limit_3gb() {
+#ifdef KVSCOPE_TEST_SANITIZED
+  return "export ASAN_OPTIONS=max_allocation_size_mb=3000:allocator_may_return_null=1; ";
+#else
+  return "ulimit -v 3000000; ";
+#endif
+}
+
 }  // namespace kvscope::test
