@@ -29,6 +29,11 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     for (int32_t id : c.more_eos_ids) ids.push_back(id);
     cfg["eos_token_id"] = ids;
   }
+  if (c.arch == "mistral") {
+    cfg["architectures"] = {"MistralForCausalLM"};
+    cfg["model_type"] = "mistral";
+    cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  }
   if (write_head_dim) cfg["head_dim"] = c.head_dim;
   if (c.positional != PositionalKind::kRope)
     cfg["kvscope_positional"] = positional_name(c.positional);

@@ -45,12 +45,59 @@ T field_or(const json& j, const char* key, T dflt, const fs::path& file) {
   return field<T>(j, key, file);
 }
 
+// Every key of config.json must be one kvscope computes with (read below) or one that
+// cannot change the forward pass (bookkeeping, training-time dropout, generation defaults).
+// Anything else may change the computation -- Mistral's sliding_window, Phi's
+// partial_rotary_factor, a quantization_config -- and running the model without it would
+// give numbers that look right and are not, so it is refused by name.
+void audit_config_keys(const json& j, const std::string& type, const fs::path& file) {
+  static const std::set<std::string> computed = {
+      "model_type", "hidden_act", "rope_scaling", "attention_bias", "mlp_bias", "hidden_size",
+      "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+      "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+      "kvscope_positional", "tie_word_embeddings", "bos_token_id", "eos_token_id"};
+  static const std::set<std::string> inert = {
+      "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
+      "use_cache", "initializer_range", "attention_dropout", "hidden_dropout", "pad_token_id",
+      "return_dict", "output_hidden_states", "output_attentions", "torchscript",
+      "use_bfloat16", "pruned_heads", "tokenizer_class", "id2label", "label2id",
+      "problem_type", "finetuning_task", "task_specific_params", "auto_map",
+      "_attn_implementation_autoset", "attn_implementation", "max_length", "min_length",
+      "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
+      // Older HF Llama code split each matmul into pretraining_tp slices and summed them:
+      // the same product, so it changes nothing beyond rounding (current code ignores it).
+      "pretraining_tp"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (computed.count(k) || inert.count(k)) continue;
+    // Fields that are harmless only at their "off" value.
+    const json& v = it.value();
+    if ((k == "sliding_window" || k == "use_sliding_window") &&
+        (v.is_null() || (v.is_boolean() && !v.get<bool>())))
+      continue;
+    // Mistral's window is read below; forward() refuses positions that reach it.
+    if (k == "sliding_window" && type == "mistral") continue;
+    if (k == "partial_rotary_factor" && v.is_number() && v.get<double>() == 1.0) continue;
+    std::string why = "kvscope does not implement it, and ignoring it could change the results";
+    if (k == "sliding_window")
+      why = "Hugging Face's LlamaAttention ignores it, so a value here is ambiguous";
+    if (k == "partial_rotary_factor")
+      why = "partial rotary embeddings are not implemented yet";
+    if (k == "quantization_config") why = "quantized checkpoints are not supported";
+    throw Error(fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
+                            "the model is refused rather than computed wrongly",
+                            file.string(), k, v.dump(), type, why));
+  }
+}
+
 ModelConfig parse_hf_config(const fs::path& file) {
   const json j = read_json(file);
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
   const std::string type = field_or<std::string>(j, "model_type", "llama", file);
   KV_CHECK(type == "llama" || type == "mistral",
-           "{}: model_type '{}' is not supported (expected 'llama')", file.string(), type);
+           "{}: model_type '{}' is not supported (expected 'llama' or 'mistral')", file.string(),
+           type);
+  audit_config_keys(j, type, file);
   const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
   KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
            act);
@@ -75,6 +122,11 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.norm_eps = field_or<float>(j, "rms_norm_eps", 1e-6f, file);
   c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
   c.rope_layout = RopeLayout::kRotateHalf;
+  if (type == "mistral") {
+    c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
+    KV_CHECK(c.sliding_window >= 0, "{}: field 'sliding_window' must be positive or null, got {}",
+             file.string(), c.sliding_window);
+  }
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
   const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
   if (pos == "rope")

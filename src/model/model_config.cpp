@@ -46,6 +46,9 @@ void validate(const ModelConfig& c, const std::string& source) {
   bounded(c.vocab_size, "vocab_size");
   bounded(c.max_seq_len, "max_seq_len");
   bounded(int64_t(c.n_heads) * c.head_dim, "n_heads x head_dim");
+  bounded(c.sliding_window, "sliding_window");
+  KV_CHECK(c.sliding_window >= 0, "{}: sliding_window must be >= 0, got {}", source,
+           c.sliding_window);
   KV_CHECK(c.n_heads % c.n_kv_heads == 0, "{}: n_heads ({}) must be a multiple of n_kv_heads ({})",
            source, c.n_heads, c.n_kv_heads);
   KV_CHECK(

@@ -192,6 +192,12 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   KV_CHECK(most + T <= cache.capacity,
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
            cache.capacity);
+  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window,
+           "{}: sliding_window is {} but this call reaches position {}: windowed attention is not "
+           "implemented yet, and full attention differs from the model's past the window "
+           "(use sequences of at most {} tokens)",
+           m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
+           c.sliding_window, s.pos + T - 1, c.sliding_window);
   const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
   const int Q = c.q_dim(), KV = c.kv_dim();
   auto grow = [](std::vector<float>& b, size_t n) {

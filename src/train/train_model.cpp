@@ -14,6 +14,8 @@ namespace kvscope::train {
 Layout make_layout(const ModelConfig& c) {
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "training: RoPE needs an even head_dim, got {}", c.head_dim);
+  KV_CHECK(c.sliding_window == 0,
+           "training: models with a sliding window ({} tokens) are not supported yet", c.sliding_window);
   Layout L;
   L.config = c;
   auto add = [&](std::string name, int64_t rows, int64_t cols) {
