@@ -55,20 +55,19 @@ double alibi_slope_ref(int h, int n) {
 // RoPE on one head vector at position p, written two different ways from src/runtime/ops.cpp:
 // adjacent pairs as complex multiplication (Meta's reference), rotate-half as
 // x*cos + rotate_half(x)*sin with duplicated frequencies (Hugging Face's reference).
-void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout) {
+void rope_ref(double* x, int hd, int p, const std::vector<double>& inv_freq, RopeLayout layout) {
   const int half = hd / 2;
   if (layout == RopeLayout::kAdjacentPairs) {
     for (int i = 0; i < half; ++i) {
-      const double freq = 1.0 / std::pow(theta, double(2 * i) / hd);
       const std::complex<double> z(x[2 * i], x[2 * i + 1]);
-      const std::complex<double> r = z * std::polar(1.0, p * freq);
+      const std::complex<double> r = z * std::polar(1.0, p * inv_freq[size_t(i)]);
       x[2 * i] = r.real();
       x[2 * i + 1] = r.imag();
     }
   } else {
     Vec cosv(static_cast<size_t>(hd)), sinv(static_cast<size_t>(hd)), rot(static_cast<size_t>(hd));
     for (int i = 0; i < hd; ++i) {
-      const double freq = 1.0 / std::pow(theta, double(2 * (i % half)) / hd);
+      const double freq = inv_freq[size_t(i % half)];  // emb = cat(freqs, freqs)
       cosv[size_t(i)] = std::cos(p * freq);
       sinv[size_t(i)] = std::sin(p * freq);
       rot[size_t(i)] = i < half ? -x[i + half] : x[i - half];
@@ -77,12 +76,47 @@ void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout) {
   }
 }
 
+void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout) {
+  Vec f(size_t(hd / 2));
+  for (int i = 0; i < hd / 2; ++i) f[size_t(i)] = 1.0 / std::pow(theta, double(2 * i) / hd);
+  rope_ref(x, hd, p, f, layout);
+}
+
+std::vector<double> ref_inv_freq(const ModelConfig& c) {
+  const int dim = c.head_dim;
+  // inv_freq = 1 / base ** (arange(0, dim, 2) / dim)
+  Vec inv;
+  for (int k = 0; k < dim; k += 2) inv.push_back(1.0 / std::pow(double(c.rope_theta), double(k) / dim));
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.kind == RopeScalingKind::kLinear)  // the positions / factor, i.e. freqs / factor
+    for (double& f : inv) f /= rs.factor;
+  if (rs.kind == RopeScalingKind::kLlama3) {
+    const double old_ctx = rs.original_max_position;
+    const double low_wl = old_ctx / rs.low_freq_factor, high_wl = old_ctx / rs.high_freq_factor;
+    Vec wavelen, llama(inv.size());
+    for (double f : inv) wavelen.push_back(2 * M_PI / f);
+    // inv_freq_llama = where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    for (size_t i = 0; i < inv.size(); ++i)
+      llama[i] = wavelen[i] > low_wl ? inv[i] / rs.factor : inv[i];
+    // smoothed for the medium band: !(wavelen < high) && !(wavelen > low)
+    for (size_t i = 0; i < inv.size(); ++i) {
+      const double smooth =
+          (old_ctx / wavelen[i] - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+      const double smoothed = (1 - smooth) * llama[i] / rs.factor + smooth * llama[i];
+      if (!(wavelen[i] < high_wl) && !(wavelen[i] > low_wl)) llama[i] = smoothed;
+    }
+    inv = llama;
+  }
+  return inv;
+}
+
 ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& tokens) {
   const ModelConfig& c = m.config;
   const int T = int(tokens.size()), D = c.dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads,
             H = c.hidden_dim, V = c.vocab_size;
   ReferenceRun r;
   r.T = T;
+  const Vec inv_freq = ref_inv_freq(c);
   const Vec emb = widen(m.weights.tok_embedding);
   std::vector<Vec> x(static_cast<size_t>(T));
   for (int t = 0; t < T; ++t)
@@ -107,7 +141,7 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
         double* dst = &Q[(size_t(h) * T + t) * hd];
         for (int i = 0; i < hd; ++i) dst[i] = q[size_t(h * hd + i)];
         if (c.positional == PositionalKind::kRope)
-          rope_ref(dst, hd, t, c.rope_theta, c.rope_layout);
+          rope_ref(dst, hd, t, inv_freq, c.rope_layout);
       }
       for (int g = 0; g < nkv; ++g) {
         for (int i = 0; i < hd; ++i) {
@@ -116,7 +150,7 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
           Vv[(size_t(g) * T + t) * hd + i] = v[size_t(g * hd + i)];
         }
         if (c.positional == PositionalKind::kRope)
-          rope_ref(&K[(size_t(g) * T + t) * hd], hd, t, c.rope_theta, c.rope_layout);
+          rope_ref(&K[(size_t(g) * T + t) * hd], hd, t, inv_freq, c.rope_layout);
       }
     }
     // Causal attention, query head h reads KV head h / (nh / nkv).

@@ -27,6 +27,11 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
 // RoPE of one head vector x[hd] at position p, in double: adjacent pairs as complex
 // rotation (Meta's reference), rotate-half as x*cos + rotate_half(x)*sin (Hugging Face's).
 void rope_ref(double* x, int hd, int p, double theta, RopeLayout layout);
+// The same with explicit inverse frequencies [hd/2].
+void rope_ref(double* x, int hd, int p, const std::vector<double>& inv_freq, RopeLayout layout);
+// Inverse frequencies of `c`, transcribed from transformers' rope initialisers (default,
+// linear, llama3) as whole-vector steps, independently of src/model/model_config.cpp.
+std::vector<double> ref_inv_freq(const ModelConfig& c);
 
 // ||a - b||_2 / ||b||_2 over all elements (b is the reference).
 double rel_error(const float* a, const double* b, size_t n);

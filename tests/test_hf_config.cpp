@@ -133,3 +133,88 @@ TEST_CASE("mistral: exact inside the sliding window, refused at and past it",
   std::vector<int32_t> longer(size_t(W + 5), 7);
   CHECK_THROWS_WITH(forward(m, s2, longer), Contains("reaches position 16"));
 }
+
+TEST_CASE("rope_scaling linear and llama3 match the reference, and change the keys",
+          "[loaders][hf_config][forward]") {
+  struct Case {
+    const char* what;
+    json scaling;
+  };
+  // Llama-3.1/3.2's own values; with head_dim 16 and theta 500000 the four pair
+  // wavelengths (6.3, 32.4, 167, 861, ...) fall in all three bands of original 64 / 4 and
+  // 64 / 1: kept, interpolated and divided by the factor.
+  const Case cases[] = {
+      {"linear", {{"rope_type", "linear"}, {"factor", 4.0}}},
+      {"llama3",
+       {{"rope_type", "llama3"},
+        {"factor", 8.0},
+        {"low_freq_factor", 1.0},
+        {"high_freq_factor", 4.0},
+        {"original_max_position_embeddings", 64}}},
+      {"llama3 via 'type'",
+       {{"type", "llama3"},
+        {"factor", 32.0},
+        {"low_freq_factor", 1.0},
+        {"high_freq_factor", 4.0},
+        {"original_max_position_embeddings", 64}}},
+  };
+  test::TempDir d("hf_rope_scaling");
+  SyntheticSpec spec = small_spec("llama", 0);
+  spec.config.head_dim = 16;
+  spec.config.rope_theta = 500000.0f;
+  write_synthetic_hf_model(d.path, spec);
+  const json base = read_config(d.path);
+  std::vector<int32_t> toks;
+  for (int t = 0; t < 40; ++t) toks.push_back(int32_t((t * 29 + 11) % 61));
+  const Model plain = load_model(d.path);
+  RunState sp(plain.config, 64);
+  std::vector<float> plain_logits;
+  {
+    const auto lg = forward(plain, sp, toks);
+    plain_logits.assign(lg.begin(), lg.end());
+  }
+  for (const Case& cs : cases) {
+    INFO(cs.what);
+    json j = base;
+    j["rope_scaling"] = cs.scaling;
+    write_config(d.path, j);
+    const Model m = load_model(d.path);
+    const test::ReferenceRun ref = test::reference_forward(m, toks);
+    RunState s(m.config, 64);
+    const auto logits = forward(m, s, toks);
+    CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
+    // The scaling must actually act: different logits from the unscaled model (a property
+    // that fails if the field were read and ignored).
+    CHECK(test::rel_error(logits.data(), std::vector<double>(plain_logits.begin(),
+                                                              plain_logits.end()).data(),
+                          plain_logits.size()) > 1e-3);
+  }
+  // Hand-computed llama3 frequencies for head_dim 16, theta 500000, factor 8, original 64,
+  // low 1, high 4: pair i has base 500000^(-i/8), wavelength 2*pi/base. Pair 0 (6.28 <
+  // 16) is kept; pair 2 (wavelength 2*pi*500000^(1/4) = 167.1 > 64) is divided by 8; pair 1
+  // (2*pi*500000^(1/8) = 32.4, between 16 and 64) mixes with smooth = (64/32.99 - 1)/3.
+  json j = base;
+  j["rope_scaling"] = cases[1].scaling;
+  write_config(d.path, j);
+  const Model m = load_model(d.path);
+  const std::vector<double> f = rope_inv_freq(m.config);
+  const double b1 = std::pow(500000.0, -1.0 / 8), b2 = std::pow(500000.0, -2.0 / 8);
+  const double smooth = (64.0 / (2 * M_PI / b1) - 1.0) / 3.0;
+  CHECK(f[0] == Approx(1.0).epsilon(1e-15));
+  CHECK(f[1] == Approx((1 - smooth) * b1 / 8 + smooth * b1).epsilon(1e-12));
+  CHECK(f[2] == Approx(b2 / 8).epsilon(1e-12));
+
+  // Unsupported types and stray keys are refused by name.
+  for (const json& bad :
+       {json{{"rope_type", "yarn"}, {"factor", 4.0}},
+        json{{"rope_type", "dynamic"}, {"factor", 2.0}},
+        json{{"rope_type", "linear"}, {"factor", 4.0}, {"beta_fast", 32}},
+        json{{"rope_type", "llama3"}, {"factor", 8.0}}}) {
+    INFO(bad.dump());
+    json jb = base;
+    jb["rope_scaling"] = bad;
+    write_config(d.path, jb);
+    const std::string err = load_error(d.path);
+    CHECK_THAT(err, Contains("config.json") && Contains("rope_scaling"));
+  }
+}

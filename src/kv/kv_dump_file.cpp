@@ -7,6 +7,7 @@
 #include "kvscope/io/checksum.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/provenance.hpp"
+#include "kvscope/model/hf_config.hpp"
 
 namespace kvscope {
 
@@ -133,6 +134,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("positional", positional_name(c.positional));
   attr("rope_layout", rope_layout_name(c.rope_layout));
   attr("rope_theta", double(c.rope_theta));
+  attr("rope_scaling", rope_scaling_json(c.rope_scaling).dump());
   attr("norm_eps", double(c.norm_eps));
   attr("tokenizer_kind", src.tokenizer_kind);
   attr("tokenizer_file", src.tokenizer_file.string());

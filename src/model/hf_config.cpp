@@ -4,6 +4,17 @@ namespace kvscope {
 
 using nlohmann::json;
 
+json rope_scaling_json(const RopeScaling& rs) {
+  if (rs.kind == RopeScalingKind::kLinear) return {{"rope_type", "linear"}, {"factor", rs.factor}};
+  if (rs.kind == RopeScalingKind::kLlama3)
+    return {{"rope_type", "llama3"},
+            {"factor", rs.factor},
+            {"low_freq_factor", rs.low_freq_factor},
+            {"high_freq_factor", rs.high_freq_factor},
+            {"original_max_position_embeddings", rs.original_max_position}};
+  return nullptr;
+}
+
 json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
   json cfg = {{"architectures", {"LlamaForCausalLM"}},
               {"model_type", "llama"},
@@ -34,6 +45,7 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     cfg["model_type"] = "mistral";
     cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
   }
+  cfg["rope_scaling"] = rope_scaling_json(c.rope_scaling);
   if (write_head_dim) cfg["head_dim"] = c.head_dim;
   if (c.positional != PositionalKind::kRope)
     cfg["kvscope_positional"] = positional_name(c.positional);

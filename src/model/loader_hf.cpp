@@ -2,6 +2,9 @@
 // model.safetensors.index.json. Tensors stay memory-mapped in their stored dtype.
 // HF stores Q/K weights permuted for the rotate-half RoPE layout, so no un-permuting is
 // done: the model simply runs with RopeLayout::kRotateHalf.
+#include <fmt/ranges.h>
+
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -90,6 +93,57 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
   }
 }
 
+// rope_scaling: null, or {"rope_type" (or "type"): "default" | "linear" | "llama3", ...}.
+// Other types (dynamic NTK, yarn, longrope, ...) and unknown keys are refused by name.
+RopeScaling parse_rope_scaling(const json& j, const fs::path& file) {
+  RopeScaling rs;
+  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
+  const json& r = j["rope_scaling"];
+  KV_CHECK(r.is_object(), "{}: field 'rope_scaling' must be an object or null, got {}",
+           file.string(), r.dump());
+  std::string type = "default";
+  for (const char* k : {"rope_type", "type"})
+    if (r.contains(k)) {
+      KV_CHECK(r[k].is_string(), "{}: rope_scaling.{} must be a string, got {}", file.string(), k,
+               r[k].dump());
+      type = r[k].get<std::string>();
+    }
+  std::set<std::string> allowed = {"rope_type", "type"};
+  auto number = [&](const char* k) {
+    KV_CHECK(r.contains(k) && r[k].is_number(),
+             "{}: rope_scaling of type '{}' needs a number '{}', got {}", file.string(), type, k,
+             r.contains(k) ? r[k].dump() : "nothing");
+    allowed.insert(k);
+    return r[k].get<double>();
+  };
+  if (type == "default") {
+    rs.kind = RopeScalingKind::kNone;
+  } else if (type == "linear") {
+    rs.kind = RopeScalingKind::kLinear;
+    rs.factor = number("factor");
+  } else if (type == "llama3") {
+    rs.kind = RopeScalingKind::kLlama3;
+    rs.factor = number("factor");
+    rs.low_freq_factor = number("low_freq_factor");
+    rs.high_freq_factor = number("high_freq_factor");
+    const double orig = number("original_max_position_embeddings");
+    KV_CHECK(orig >= 1 && orig <= double(1 << 24) && orig == std::floor(orig),
+             "{}: rope_scaling.original_max_position_embeddings must be a positive integer, got {}",
+             file.string(), orig);
+    rs.original_max_position = int(orig);
+  } else {
+    throw Error(fmt::format("{}: rope_scaling type '{}' is not supported (supported: default, "
+                            "linear, llama3); the model is refused rather than computed wrongly",
+                            file.string(), type));
+  }
+  for (auto it = r.begin(); it != r.end(); ++it)
+    KV_CHECK(allowed.count(it.key()),
+             "{}: rope_scaling.{} = {} is not understood for type '{}' (expected only {})",
+             file.string(), it.key(), it.value().dump(), type,
+             fmt::format("{}", fmt::join(allowed, ", ")));
+  return rs;
+}
+
 ModelConfig parse_hf_config(const fs::path& file) {
   const json j = read_json(file);
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
@@ -101,9 +155,6 @@ ModelConfig parse_hf_config(const fs::path& file) {
   const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
   KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
            act);
-  KV_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
-           "{}: rope_scaling {} is not supported (expected null)", file.string(),
-           j.contains("rope_scaling") ? j["rope_scaling"].dump() : "");
   KV_CHECK(!field_or<bool>(j, "attention_bias", false, file) &&
                !field_or<bool>(j, "mlp_bias", false, file),
            "{}: attention_bias / mlp_bias are not supported", file.string());
@@ -122,6 +173,7 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.norm_eps = field_or<float>(j, "rms_norm_eps", 1e-6f, file);
   c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
   c.rope_layout = RopeLayout::kRotateHalf;
+  c.rope_scaling = parse_rope_scaling(j, file);
   if (type == "mistral") {
     c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
     KV_CHECK(c.sliding_window >= 0, "{}: field 'sliding_window' must be positive or null, got {}",

@@ -1,5 +1,7 @@
 #include "kvscope/model/model_config.hpp"
 
+#include <cmath>
+
 #include "kvscope/io/error.hpp"
 
 namespace kvscope {
@@ -18,6 +20,47 @@ std::string positional_name(PositionalKind p) {
       return "none";
   }
   return "?";
+}
+
+std::string rope_scaling_name(RopeScalingKind k) {
+  switch (k) {
+    case RopeScalingKind::kNone:
+      return "none";
+    case RopeScalingKind::kLinear:
+      return "linear";
+    case RopeScalingKind::kLlama3:
+      return "llama3";
+  }
+  return "?";
+}
+
+std::vector<double> rope_inv_freq(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  const RopeScaling& rs = c.rope_scaling;
+  std::vector<double> f(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    const double base = std::pow(double(c.rope_theta), -2.0 * i / c.head_dim);
+    double v = base;
+    if (rs.kind == RopeScalingKind::kLinear) v = base / rs.factor;
+    if (rs.kind == RopeScalingKind::kLlama3) {
+      // transformers' _compute_llama3_parameters: wavelengths longer than
+      // original / low_freq_factor are slowed by `factor`, shorter than
+      // original / high_freq_factor kept, and those between interpolated linearly in
+      // original / wavelength.
+      const double wavelen = 2.0 * M_PI / base;
+      const double low_wavelen = rs.original_max_position / rs.low_freq_factor;
+      const double high_wavelen = rs.original_max_position / rs.high_freq_factor;
+      if (wavelen > low_wavelen) {
+        v = base / rs.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (rs.original_max_position / wavelen - rs.low_freq_factor) /
+                              (rs.high_freq_factor - rs.low_freq_factor);
+        v = (1.0 - smooth) * base / rs.factor + smooth * base;
+      }
+    }
+    f[size_t(i)] = v;
+  }
+  return f;
 }
 
 void validate(const ModelConfig& c, const std::string& source) {
@@ -58,6 +101,16 @@ void validate(const ModelConfig& c, const std::string& source) {
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "{}: RoPE needs an even head_dim, got {}", source, c.head_dim);
   KV_CHECK(c.norm_eps > 0.0f, "{}: norm eps must be positive, got {}", source, c.norm_eps);
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.kind != RopeScalingKind::kNone)
+    KV_CHECK(rs.factor >= 1.0 && rs.factor <= 1e6, "{}: rope_scaling factor must be in [1, 1e6], got {}",
+             source, rs.factor);
+  if (rs.kind == RopeScalingKind::kLlama3)
+    KV_CHECK(rs.original_max_position > 0 && rs.low_freq_factor > 0 &&
+                 rs.high_freq_factor > rs.low_freq_factor,
+             "{}: llama3 rope_scaling needs original_max_position_embeddings > 0 and "
+             "high_freq_factor > low_freq_factor > 0, got {}, {}, {}",
+             source, rs.original_max_position, rs.high_freq_factor, rs.low_freq_factor);
   KV_CHECK(c.rope_theta > 0.0f, "{}: rope_theta must be positive, got {}", source, c.rope_theta);
   KV_CHECK(c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
            "{}: bos_id {} / eos_id {} outside the vocabulary of {}", source, c.bos_id, c.eos_id,

@@ -229,6 +229,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   ForwardObserver* att_obs = obs && obs->wants_attention() ? obs : nullptr;
 
   const float scale = 1.0f / std::sqrt(float(hd));
+  const std::vector<double> inv_freq = rope_inv_freq(c);  // [hd/2]
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data());
@@ -239,8 +240,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
-      apply_rope(s.q.data(), T, nh, hd, s.pos, c.rope_theta, c.rope_layout);
-      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, c.rope_theta, c.rope_layout);
+      apply_rope(s.q.data(), T, nh, hd, s.pos, inv_freq.data(), c.rope_layout);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, inv_freq.data(), c.rope_layout);
     }
     const float* keys = s.k.data();  // [T, KV]: what the cache holds
     if (c.compressed_keys()) {

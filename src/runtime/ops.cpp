@@ -43,16 +43,14 @@ void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y) 
   }
 }
 
-void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta,
+void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
                 RopeLayout layout) {
   const int half = head_dim / 2;
-  std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(double(theta), -2.0 * i / head_dim);
 #pragma omp parallel for schedule(static) if (int64_t(T) * n_heads * head_dim >= kParallelMin)
   for (int t = 0; t < T; ++t) {
     std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
-      const double a = double(pos0 + t) * inv_freq[size_t(i)];
+      const double a = double(pos0 + t) * inv_freq[i];
       c[size_t(i)] = float(std::cos(a));
       s[size_t(i)] = float(std::sin(a));
     }

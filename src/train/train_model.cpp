@@ -14,6 +14,9 @@ namespace kvscope::train {
 Layout make_layout(const ModelConfig& c) {
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "training: RoPE needs an even head_dim, got {}", c.head_dim);
+  KV_CHECK(c.rope_scaling.kind == RopeScalingKind::kNone,
+           "training: rope_scaling '{}' is not supported yet (plain RoPE only)",
+           rope_scaling_name(c.rope_scaling.kind));
   KV_CHECK(c.sliding_window == 0,
            "training: models with a sliding window ({} tokens) are not supported yet", c.sliding_window);
   Layout L;

@@ -9,6 +9,9 @@
 
 namespace kvscope {
 
+// Hugging Face's rope_scaling object for `rs` (null when none).
+nlohmann::json rope_scaling_json(const RopeScaling& rs);
+
 // config.json for a LLaMA model (kvscope_positional for ALiBi / no positions).
 nlohmann::json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim = true);
 

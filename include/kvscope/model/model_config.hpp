@@ -15,6 +15,22 @@ enum class RopeLayout {
 
 enum class PositionalKind { kRope, kAlibi, kNone };
 
+// Hugging Face's rope_scaling: how the RoPE inverse frequencies are changed from
+// theta^(-2i/d). Positions themselves are never changed.
+enum class RopeScalingKind {
+  kNone,    // default
+  kLinear,  // every inverse frequency / factor (position interpolation)
+  kLlama3,  // Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between
+};
+
+struct RopeScaling {
+  RopeScalingKind kind = RopeScalingKind::kNone;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;     // llama3
+  double high_freq_factor = 4.0;    // llama3
+  int original_max_position = 0;    // llama3: original_max_position_embeddings
+};
+
 struct ModelConfig {
   std::string arch = "llama";  // family name, for manifests
   int dim = 0;                 // residual stream width
@@ -29,6 +45,7 @@ struct ModelConfig {
   PositionalKind positional = PositionalKind::kRope;
   RopeLayout rope_layout = RopeLayout::kAdjacentPairs;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
   bool tied_embeddings = false;  // classifier shares the token embedding
   int32_t bos_id = 1;
   int32_t eos_id = 2;                // the first end-of-sequence id
@@ -58,6 +75,11 @@ struct ModelConfig {
 };
 
 std::string rope_layout_name(RopeLayout l);
+std::string rope_scaling_name(RopeScalingKind k);  // "none", "linear", "llama3"
+
+// The head_dim/2 RoPE inverse frequencies of `c` (theta and rope_scaling applied), in
+// double: frequency i rotates the pair i of RopeLayout.
+std::vector<double> rope_inv_freq(const ModelConfig& c);
 std::string positional_name(PositionalKind p);
 
 // Throws Error naming `source` when a field is out of range or inconsistent.

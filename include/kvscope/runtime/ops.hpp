@@ -22,8 +22,9 @@ void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y,
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y);
 
 // In place: rotate each head of x [T, n_heads*head_dim] at absolute positions
-// pos0..pos0+T-1. Angles are computed in double, so long positions stay accurate.
-void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta,
+// pos0..pos0+T-1 by the head_dim/2 frequencies inv_freq (rope_inv_freq). Angles are
+// computed in double, so long positions stay accurate.
+void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
                 RopeLayout layout);
 
 // gate[T, n] <- silu(gate) * up
