@@ -25,6 +25,13 @@ Vec matvec(const Vec& W, int out, int in, const double* x) {
   return y;
 }
 
+// y += b, when the model has that bias (an empty tensor means none).
+void plus_bias(Vec& y, const Tensor& b) {
+  if (b.empty()) return;
+  const Vec bb = widen(b);
+  for (size_t i = 0; i < y.size(); ++i) y[i] += bb[i];
+}
+
 Vec rmsnorm(const double* x, const Vec& w, int n, double eps) {
   double ss = 0.0;
   for (int i = 0; i < n; ++i) ss += x[i] * x[i];
@@ -134,9 +141,12 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
     Vec& Vv = r.v.emplace_back(size_t(nkv) * T * hd);
     for (int t = 0; t < T; ++t) {
       const Vec xn = rmsnorm(x[size_t(t)].data(), an, D, c.norm_eps);
-      const Vec q = matvec(wq, nh * hd, D, xn.data());
-      const Vec k = matvec(wk, nkv * hd, D, xn.data());
-      const Vec v = matvec(wv, nkv * hd, D, xn.data());
+      Vec q = matvec(wq, nh * hd, D, xn.data());
+      Vec k = matvec(wk, nkv * hd, D, xn.data());
+      Vec v = matvec(wv, nkv * hd, D, xn.data());
+      plus_bias(q, lw.bq);  // nn.Linear(bias=True): x W^T + b, before RoPE
+      plus_bias(k, lw.bk);
+      plus_bias(v, lw.bv);
       for (int h = 0; h < nh; ++h) {
         double* dst = &Q[(size_t(h) * T + t) * hd];
         for (int i = 0; i < hd; ++i) dst[i] = q[size_t(h * hd + i)];
@@ -179,17 +189,21 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
       }
     }
     for (int t = 0; t < T; ++t) {
-      const Vec o = matvec(wo, D, nh * hd, att[size_t(t)].data());
+      Vec o = matvec(wo, D, nh * hd, att[size_t(t)].data());
+      plus_bias(o, lw.bo);
       for (int i = 0; i < D; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
       const Vec xn = rmsnorm(x[size_t(t)].data(), fn, D, c.norm_eps);
-      const Vec g = matvec(wg, H, D, xn.data());
-      const Vec u = matvec(wu, H, D, xn.data());
+      Vec g = matvec(wg, H, D, xn.data());
+      Vec u = matvec(wu, H, D, xn.data());
+      plus_bias(g, lw.b_gate);
+      plus_bias(u, lw.b_up);
       Vec h(static_cast<size_t>(H));
       for (int i = 0; i < H; ++i) {
         const double a = g[size_t(i)];
         h[size_t(i)] = a / (1.0 + std::exp(-a)) * u[size_t(i)];
       }
-      const Vec dn = matvec(wd, D, H, h.data());
+      Vec dn = matvec(wd, D, H, h.data());
+      plus_bias(dn, lw.b_down);
       for (int i = 0; i < D; ++i) x[size_t(t)][size_t(i)] += dn[size_t(i)];
     }
   }

@@ -218,3 +218,79 @@ TEST_CASE("rope_scaling linear and llama3 match the reference, and change the ke
     CHECK_THAT(err, Contains("config.json") && Contains("rope_scaling"));
   }
 }
+
+TEST_CASE("biases: llama attention_bias / mlp_bias and qwen2's q/k/v match the reference",
+          "[loaders][hf_config][forward]") {
+  struct Case {
+    const char* what;
+    const char* arch;
+    bool attn, mlp;
+  };
+  const Case cases[] = {{"llama attention_bias", "llama", true, false},
+                        {"llama mlp_bias", "llama", false, true},
+                        {"llama both", "llama", true, true},
+                        {"qwen2", "qwen2", true, false}};
+  std::vector<int32_t> toks;
+  for (int t = 0; t < 30; ++t) toks.push_back(int32_t((t * 13 + 2) % 61));
+  for (const Case& cs : cases) {
+    INFO(cs.what);
+    test::TempDir d("hf_bias");
+    SyntheticSpec spec = small_spec(cs.arch, 0);
+    spec.config.qkv_bias = cs.attn;
+    spec.config.o_bias = cs.attn && std::string(cs.arch) == "llama";
+    spec.config.mlp_bias = cs.mlp;
+    spec.dtype = DType::BF16;
+    write_synthetic_hf_model(d.path, spec);
+    const json j = read_config(d.path);
+    CHECK(j["model_type"] == cs.arch);
+    const Model m = load_model(d.path);
+    CHECK(m.config.qkv_bias == cs.attn);
+    CHECK(m.config.mlp_bias == cs.mlp);
+    RunState s(m.config, 64);
+    const auto logits = forward(m, s, toks);
+    const test::ReferenceRun ref = test::reference_forward(m, toks);
+    CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
+    // K before and after RoPE and V, through an observer, against the reference.
+    struct Grab : ForwardObserver {
+      std::vector<std::vector<float>> kpre, k, v;
+      void on_layer(const LayerCapture& lc) override {
+        const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
+        kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
+        k.emplace_back(lc.k, lc.k + n);
+        v.emplace_back(lc.v, lc.v + n);
+      }
+    } grab;
+    RunState s2(m.config, 64);
+    ForwardOptions fo;
+    fo.observer = &grab;
+    forward(m, s2, toks, fo);
+    for (int l = 0; l < m.config.n_layers; ++l) {
+      const size_t n = ref.k[size_t(l)].size();
+      CHECK(test::rel_error(grab.kpre[size_t(l)].data(), ref.k_pre[size_t(l)].data(), n) < 1e-4);
+      CHECK(test::rel_error(grab.k[size_t(l)].data(), ref.k[size_t(l)].data(), n) < 1e-4);
+      CHECK(test::rel_error(grab.v[size_t(l)].data(), ref.v[size_t(l)].data(), n) < 1e-4);
+    }
+    // The biases must matter: the same weights without them give other keys.
+    Model nob = load_model(d.path);
+    for (auto& lw : nob.weights.layers) lw.bk = lw.bq = lw.bv = lw.bo = lw.b_gate = lw.b_up =
+                                            lw.b_down = Tensor{};
+    RunState s3(nob.config, 64);
+    const auto lg3 = forward(nob, s3, toks);
+    CHECK(test::rel_error(lg3.data(), ref.logits.data(), ref.logits.size()) > 1e-3);
+  }
+  // A bias tensor the config does not announce, and one it announces but that is missing.
+  test::TempDir d("hf_bias_bad");
+  SyntheticSpec spec = small_spec("llama", 0);
+  spec.config.qkv_bias = spec.config.o_bias = true;
+  write_synthetic_hf_model(d.path, spec);
+  json j = read_config(d.path);
+  j["attention_bias"] = false;
+  write_config(d.path, j);
+  CHECK_THAT(load_error(d.path), Contains("unexpected tensor 'model.layers.0.self_attn.") &&
+                                     Contains(".bias'") && Contains("attention_bias"));
+  j["attention_bias"] = true;
+  j["mlp_bias"] = true;
+  write_config(d.path, j);
+  CHECK_THAT(load_error(d.path),
+             Contains("tensor 'model.layers.0.mlp.gate_proj.bias' is missing"));
+}

@@ -131,6 +131,8 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
                              CalibrationGrams* cal) {
   const ModelConfig& c = m.config;
   KV_CHECK(!c.compressed_keys(), "model '{}' has already been reduced", m.name);
+  KV_CHECK(!c.qkv_bias, "model '{}' has q/k/v biases: reducing its KV heads would have to carry "
+           "the key and value biases into the new heads, which is not implemented yet", m.name);
   KV_CHECK(target >= 1 && target <= c.n_kv_heads && c.n_kv_heads % target == 0,
            "target_kv_heads {} must divide model '{}''s {} KV heads", target, m.name, c.n_kv_heads);
   const int h = c.n_kv_heads, t = h / target, hd = c.head_dim, D = c.dim, nh = c.n_heads;

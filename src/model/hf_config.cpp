@@ -1,5 +1,7 @@
 #include "kvscope/model/hf_config.hpp"
 
+#include "kvscope/io/error.hpp"
+
 namespace kvscope {
 
 using nlohmann::json;
@@ -39,6 +41,17 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     json ids = json::array({c.eos_id});
     for (int32_t id : c.more_eos_ids) ids.push_back(id);
     cfg["eos_token_id"] = ids;
+  }
+  if (c.arch == "qwen2") {
+    KV_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias,
+             "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off");
+    cfg["architectures"] = {"Qwen2ForCausalLM"};
+    cfg["model_type"] = "qwen2";
+    cfg["use_sliding_window"] = false;
+  } else if (c.qkv_bias || c.o_bias || c.mlp_bias) {
+    KV_CHECK(c.qkv_bias == c.o_bias, "llama config: attention_bias covers q, k, v and o together");
+    cfg["attention_bias"] = c.qkv_bias;
+    cfg["mlp_bias"] = c.mlp_bias;
   }
   if (c.arch == "mistral") {
     cfg["architectures"] = {"MistralForCausalLM"};

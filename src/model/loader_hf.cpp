@@ -80,6 +80,17 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
       continue;
     // Mistral's window is read below; forward() refuses positions that reach it.
     if (k == "sliding_window" && type == "mistral") continue;
+    // Qwen2 reads sliding_window and max_window_layers only when use_sliding_window is true
+    // (refused above unless false), and its layer_types are then all full attention.
+    if (type == "qwen2" && (k == "sliding_window" || k == "max_window_layers")) {
+      const json& u = j.contains("use_sliding_window") ? j["use_sliding_window"] : json(false);
+      if (u.is_boolean() && !u.get<bool>()) continue;
+    }
+    if (k == "layer_types" && v.is_array()) {
+      bool all_full = true;
+      for (const json& e : v) all_full &= e == "full_attention";
+      if (all_full) continue;
+    }
     if (k == "partial_rotary_factor" && v.is_number() && v.get<double>() == 1.0) continue;
     std::string why = "kvscope does not implement it, and ignoring it could change the results";
     if (k == "sliding_window")
@@ -148,16 +159,13 @@ ModelConfig parse_hf_config(const fs::path& file) {
   const json j = read_json(file);
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
   const std::string type = field_or<std::string>(j, "model_type", "llama", file);
-  KV_CHECK(type == "llama" || type == "mistral",
-           "{}: model_type '{}' is not supported (expected 'llama' or 'mistral')", file.string(),
-           type);
+  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2",
+           "{}: model_type '{}' is not supported (expected 'llama', 'mistral' or 'qwen2')",
+           file.string(), type);
   audit_config_keys(j, type, file);
   const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
   KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
            act);
-  KV_CHECK(!field_or<bool>(j, "attention_bias", false, file) &&
-               !field_or<bool>(j, "mlp_bias", false, file),
-           "{}: attention_bias / mlp_bias are not supported", file.string());
   ModelConfig c;
   c.arch = type;
   c.dim = field<int>(j, "hidden_size", file);
@@ -191,6 +199,17 @@ ModelConfig parse_hf_config(const fs::path& file) {
     throw Error(fmt::format("{}: kvscope_positional '{}' is not one of rope, alibi, none",
                             file.string(), pos));
   c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", false, file);
+  if (type == "qwen2") {
+    // Qwen2Attention: q/k/v projections always carry a bias, o_proj never; nothing in the
+    // config says so. Its MLP has none.
+    c.qkv_bias = true;
+    KV_CHECK(!j.contains("attention_bias") && !j.contains("mlp_bias"),
+             "{}: qwen2 has no attention_bias / mlp_bias fields (its q/k/v biases are fixed)",
+             file.string());
+  } else {
+    c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
+    c.mlp_bias = field_or<bool>(j, "mlp_bias", false, file);
+  }
   c.bos_id = field_or<int>(j, "bos_token_id", 1, file);
   // eos_token_id: one id, or a list of ids that all end a sequence (Llama 3).
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
@@ -301,14 +320,26 @@ Model load_hf_llama(const fs::path& dir) {
     lw.w_gate = get(p + "mlp.gate_proj.weight");
     lw.w_up = get(p + "mlp.up_proj.weight");
     lw.w_down = get(p + "mlp.down_proj.weight");
+    if (c.qkv_bias) {
+      lw.bq = get(p + "self_attn.q_proj.bias");
+      lw.bk = get(p + "self_attn.k_proj.bias");
+      lw.bv = get(p + "self_attn.v_proj.bias");
+    }
+    if (c.o_bias) lw.bo = get(p + "self_attn.o_proj.bias");
+    if (c.mlp_bias) {
+      lw.b_gate = get(p + "mlp.gate_proj.bias");
+      lw.b_up = get(p + "mlp.up_proj.bias");
+      lw.b_down = get(p + "mlp.down_proj.bias");
+    }
   }
   for (const auto& [name, t] : all) {
     // Old exports carry the RoPE inverse frequencies as buffers; they are recomputed.
     if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
     throw Error(
-        fmt::format("{}: unexpected tensor '{}' (layer index beyond num_hidden_layers {}, "
-                    "or not a LLaMA weight)",
-                    dir.string(), name, c.n_layers));
+        fmt::format("{}: unexpected tensor '{}' (layer index beyond num_hidden_layers {}, a "
+                    "bias the config does not announce (attention_bias / mlp_bias), or not a "
+                    "{} weight)",
+                    dir.string(), name, c.n_layers, c.arch));
   }
   check_shapes(m);
   return m;

@@ -28,6 +28,17 @@ std::vector<TensorSlot> tensor_slots(Model& m) {
     s.push_back({&l.w_gate, c.hidden_dim, c.dim});
     s.push_back({&l.w_up, c.hidden_dim, c.dim});
     s.push_back({&l.w_down, c.dim, c.hidden_dim});
+    if (c.qkv_bias) {
+      s.push_back({&l.bq, 1, c.q_dim()});
+      s.push_back({&l.bk, 1, c.k_proj_dim()});
+      s.push_back({&l.bv, 1, c.kv_dim()});
+    }
+    if (c.o_bias) s.push_back({&l.bo, 1, c.dim});
+    if (c.mlp_bias) {
+      s.push_back({&l.b_gate, 1, c.hidden_dim});
+      s.push_back({&l.b_up, 1, c.hidden_dim});
+      s.push_back({&l.b_down, 1, c.dim});
+    }
     if (c.compressed_keys()) {
       s.push_back({&l.k_compress, c.kv_dim(), (c.k_proj_heads / c.n_kv_heads) * c.head_dim});
       s.push_back({&l.q_project, c.q_dim(), c.head_dim});

@@ -37,6 +37,7 @@ std::vector<Planned> plan(const ModelConfig& c, DType dt) {
     p.push_back({{n, dt, {rows, cols}}, float(1.0 / std::sqrt(double(cols))), 0.0f});
   };
   auto vec = [&](const std::string& n, int64_t len) { p.push_back({{n, dt, {len}}, 0.05f, 1.0f}); };
+  auto bias = [&](const std::string& n, int64_t len) { p.push_back({{n, dt, {len}}, 0.5f, 0.0f}); };
   p.push_back({{"model.embed_tokens.weight", dt, {c.vocab_size, c.dim}}, 1.0f, 0.0f});
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
@@ -49,6 +50,17 @@ std::vector<Planned> plan(const ModelConfig& c, DType dt) {
     mat(pre + "mlp.gate_proj.weight", c.hidden_dim, c.dim);
     mat(pre + "mlp.up_proj.weight", c.hidden_dim, c.dim);
     mat(pre + "mlp.down_proj.weight", c.dim, c.hidden_dim);
+    if (c.qkv_bias) {
+      bias(pre + "self_attn.q_proj.bias", c.q_dim());
+      bias(pre + "self_attn.k_proj.bias", c.kv_dim());
+      bias(pre + "self_attn.v_proj.bias", c.kv_dim());
+    }
+    if (c.o_bias) bias(pre + "self_attn.o_proj.bias", c.dim);
+    if (c.mlp_bias) {
+      bias(pre + "mlp.gate_proj.bias", c.hidden_dim);
+      bias(pre + "mlp.up_proj.bias", c.hidden_dim);
+      bias(pre + "mlp.down_proj.bias", c.dim);
+    }
   }
   vec("model.norm.weight", c.dim);
   if (!c.tied_embeddings) mat("lm_head.weight", c.vocab_size, c.dim);

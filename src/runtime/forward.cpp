@@ -22,12 +22,15 @@ namespace {
 struct LayerF32 {
   const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
   const float *k_compress, *q_project;  // null unless config.compressed_keys()
+  const float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;  // null when the model has none
 };
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
-  constexpr int kN = 11;
-  const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,       &w.ffn_norm,
-                          &w.w_gate,    &w.w_up, &w.w_down, &w.k_compress, &w.q_project};
+  constexpr int kN = 18;
+  const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,
+                          &w.ffn_norm,  &w.w_gate, &w.w_up, &w.w_down,     &w.k_compress,
+                          &w.q_project, &w.bq,   &w.bk,     &w.bv,         &w.bo,
+                          &w.b_gate,    &w.b_up, &w.b_down};
   size_t need = 0;
   for (const Tensor* t : ts)
     if (!t->empty() && !t->f32()) need += size_t(t->numel());
@@ -54,7 +57,17 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
     out[i] = dst;
     off += size_t(t.numel());
   }
-  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9], out[10]};
+  return {out[0],  out[1],  out[2],  out[3],  out[4],  out[5],  out[6],  out[7],  out[8],
+          out[9],  out[10], out[11], out[12], out[13], out[14], out[15], out[16], out[17]};
+}
+
+// y[t, :] += b for every row t of y [T, n]; nothing when b is null (no bias).
+void add_bias(float* y, int T, int n, const float* b) {
+  if (!b) return;
+  for (int t = 0; t < T; ++t) {
+    float* row = y + size_t(t) * n;
+    for (int i = 0; i < n; ++i) row[i] += b[i];
+  }
 }
 
 // Keys of a reduced model (config.compressed_keys()): kc [T, n_kv*hd] where cached head j
@@ -236,6 +249,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
     matmul_wt(s.xb.data(), T, D, lw.wk, c.k_proj_dim(), s.k.data());
     matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
+    add_bias(s.q.data(), T, Q, lw.bq);
+    add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
+    add_bias(s.v.data(), T, KV, lw.bv);
     const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
@@ -279,6 +295,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (want_proj) {
       grow(s.aproj, size_t(T) * D);
       matmul_wt(s.att.data(), T, Q, lw.wo, D, s.aproj.data());
+      add_bias(s.aproj.data(), T, D, lw.bo);
     }
     if (obs) {
       const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
@@ -291,12 +308,16 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
     } else {
       matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
+      add_bias(s.x.data(), T, D, lw.bo);
     }
     rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data());
     matmul_wt(s.xb.data(), T, D, lw.w_gate, H, s.hb.data());
     matmul_wt(s.xb.data(), T, D, lw.w_up, H, s.hb2.data());
+    add_bias(s.hb.data(), T, H, lw.b_gate);
+    add_bias(s.hb2.data(), T, H, lw.b_up);
     swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
     matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
+    add_bias(s.x.data(), T, D, lw.b_down);
   }
   for (int& u : cache.used) u += T;
   cache.length += T;

@@ -21,6 +21,10 @@ struct LayerWeights {
   Tensor w_gate;     // [hidden_dim, dim]  (llama2.c w1)
   Tensor w_up;       // [hidden_dim, dim]  (llama2.c w3)
   Tensor w_down;     // [dim, hidden_dim]  (llama2.c w2)
+  // Biases [1, rows of their matrix], only where the config has them (qkv_bias, o_bias,
+  // mlp_bias): bq [1, n_heads*head_dim], bk [1, n_kv_heads*head_dim], bv likewise,
+  // bo [1, dim], b_gate and b_up [1, hidden_dim], b_down [1, dim].
+  Tensor bq, bk, bv, bo, b_gate, b_up, b_down;
   // Only in models with config.k_proj_heads > 0 (see ModelConfig):
   Tensor k_compress;  // [n_kv_heads*head_dim, group*head_dim]: rows of cached head j map
                       // the post-RoPE keys of its group's heads to it (group = k_proj_heads

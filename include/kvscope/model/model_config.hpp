@@ -47,6 +47,11 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   bool tied_embeddings = false;  // classifier shares the token embedding
+  // Additive biases (Hugging Face attention_bias / mlp_bias; Qwen2's q/k/v biases). A key
+  // bias is added before RoPE, so it is part of both captured keys.
+  bool qkv_bias = false;  // q_proj, k_proj, v_proj
+  bool o_bias = false;    // o_proj
+  bool mlp_bias = false;  // gate_proj, up_proj, down_proj
   int32_t bos_id = 1;
   int32_t eos_id = 2;                // the first end-of-sequence id
   std::vector<int32_t> more_eos_ids;  // further ids that also end a sequence (Llama 3 lists
