@@ -147,6 +147,17 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
       plus_bias(q, lw.bq);  // nn.Linear(bias=True): x W^T + b, before RoPE
       plus_bias(k, lw.bk);
       plus_bias(v, lw.bv);
+      if (c.qk_norm) {  // Qwen3: RMSNorm of each head vector (q_norm / k_norm), before RoPE
+        const Vec qn = widen(lw.q_norm), kn = widen(lw.k_norm);
+        for (int h = 0; h < nh; ++h) {
+          const Vec y = rmsnorm(&q[size_t(h) * hd], qn, hd, c.norm_eps);
+          std::copy(y.begin(), y.end(), q.begin() + size_t(h) * hd);
+        }
+        for (int g = 0; g < nkv; ++g) {
+          const Vec y = rmsnorm(&k[size_t(g) * hd], kn, hd, c.norm_eps);
+          std::copy(y.begin(), y.end(), k.begin() + size_t(g) * hd);
+        }
+      }
       for (int h = 0; h < nh; ++h) {
         double* dst = &Q[(size_t(h) * T + t) * hd];
         for (int i = 0; i < hd; ++i) dst[i] = q[size_t(h * hd + i)];

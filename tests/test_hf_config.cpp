@@ -294,3 +294,58 @@ TEST_CASE("biases: llama attention_bias / mlp_bias and qwen2's q/k/v match the r
   CHECK_THAT(load_error(d.path),
              Contains("tensor 'model.layers.0.mlp.gate_proj.bias' is missing"));
 }
+
+TEST_CASE("qwen3: per-head q/k RMSNorm before RoPE, head_dim != hidden/heads",
+          "[loaders][hf_config][forward]") {
+  std::vector<int32_t> toks;
+  for (int t = 0; t < 33; ++t) toks.push_back(int32_t((t * 7 + 3) % 61));
+  for (bool bias : {false, true}) {
+    INFO("attention_bias " << bias);
+    test::TempDir d("hf_qwen3");
+    SyntheticSpec spec = small_spec("qwen3", 0);
+    spec.config.qk_norm = true;
+    spec.config.head_dim = 16;  // 4 heads x 16 = 64 != hidden 32, as Qwen3-0.6B (16 x 128 != 1024)
+    spec.config.qkv_bias = spec.config.o_bias = bias;
+    spec.config.rope_theta = 1000000.0f;
+    spec.config.tied_embeddings = true;
+    spec.dtype = DType::BF16;
+    write_synthetic_hf_model(d.path, spec);
+    const json j = read_config(d.path);
+    REQUIRE(j["model_type"] == "qwen3");
+    REQUIRE(j["head_dim"] == 16);
+    const Model m = load_model(d.path);
+    REQUIRE(m.config.qk_norm);
+    struct Grab : ForwardObserver {
+      std::vector<std::vector<float>> q, kpre, k;
+      void on_layer(const LayerCapture& lc) override {
+        const size_t nq = size_t(lc.n_heads) * lc.n_tokens * lc.head_dim;
+        const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
+        q.emplace_back(lc.q, lc.q + nq);
+        kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
+        k.emplace_back(lc.k, lc.k + n);
+      }
+    } grab;
+    RunState s(m.config, 64);
+    ForwardOptions fo;
+    fo.observer = &grab;
+    const auto logits = forward(m, s, toks, fo);
+    const test::ReferenceRun ref = test::reference_forward(m, toks);
+    CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
+    for (int l = 0; l < m.config.n_layers; ++l) {
+      CHECK(test::rel_error(grab.q[size_t(l)].data(), ref.q[size_t(l)].data(),
+                            ref.q[size_t(l)].size()) < 1e-4);
+      CHECK(test::rel_error(grab.kpre[size_t(l)].data(), ref.k_pre[size_t(l)].data(),
+                            ref.k_pre[size_t(l)].size()) < 1e-4);
+      CHECK(test::rel_error(grab.k[size_t(l)].data(), ref.k[size_t(l)].data(),
+                            ref.k[size_t(l)].size()) < 1e-4);
+      // "K before RoPE" is after k_norm: each head vector's RMS is its norm weight's scale,
+      // about 1 here (weights 1 +- 0.05), whatever the projection's scale.
+      const std::vector<float>& kp = grab.kpre[size_t(l)];
+      for (size_t r = 0; r < kp.size() / 16; ++r) {
+        double ss = 0;
+        for (int i = 0; i < 16; ++i) ss += double(kp[r * 16 + size_t(i)]) * kp[r * 16 + size_t(i)];
+        CHECK(std::sqrt(ss / 16) == Approx(1.0).margin(0.06));
+      }
+    }
+  }
+}

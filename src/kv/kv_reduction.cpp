@@ -131,6 +131,8 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
                              CalibrationGrams* cal) {
   const ModelConfig& c = m.config;
   KV_CHECK(!c.compressed_keys(), "model '{}' has already been reduced", m.name);
+  KV_CHECK(!c.qk_norm, "model '{}' normalises each key head (q_norm/k_norm): a reduced head "
+           "would need its own norm, which is not implemented yet", m.name);
   KV_CHECK(!c.qkv_bias, "model '{}' has q/k/v biases: reducing its KV heads would have to carry "
            "the key and value biases into the new heads, which is not implemented yet", m.name);
   KV_CHECK(target >= 1 && target <= c.n_kv_heads && c.n_kv_heads % target == 0,

@@ -48,6 +48,13 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     cfg["architectures"] = {"Qwen2ForCausalLM"};
     cfg["model_type"] = "qwen2";
     cfg["use_sliding_window"] = false;
+  } else if (c.qk_norm) {
+    KV_CHECK(c.qkv_bias == c.o_bias && !c.mlp_bias,
+             "qwen3 config: attention_bias covers q, k, v and o; no MLP bias");
+    cfg["architectures"] = {"Qwen3ForCausalLM"};
+    cfg["model_type"] = "qwen3";
+    cfg["attention_bias"] = c.qkv_bias;
+    cfg["use_sliding_window"] = false;
   } else if (c.qkv_bias || c.o_bias || c.mlp_bias) {
     KV_CHECK(c.qkv_bias == c.o_bias, "llama config: attention_bias covers q, k, v and o together");
     cfg["attention_bias"] = c.qkv_bias;

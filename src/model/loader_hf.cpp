@@ -82,7 +82,8 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (k == "sliding_window" && type == "mistral") continue;
     // Qwen2 reads sliding_window and max_window_layers only when use_sliding_window is true
     // (refused above unless false), and its layer_types are then all full attention.
-    if (type == "qwen2" && (k == "sliding_window" || k == "max_window_layers")) {
+    if ((type == "qwen2" || type == "qwen3") &&
+        (k == "sliding_window" || k == "max_window_layers")) {
       const json& u = j.contains("use_sliding_window") ? j["use_sliding_window"] : json(false);
       if (u.is_boolean() && !u.get<bool>()) continue;
     }
@@ -159,8 +160,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   const json j = read_json(file);
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
   const std::string type = field_or<std::string>(j, "model_type", "llama", file);
-  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2",
-           "{}: model_type '{}' is not supported (expected 'llama', 'mistral' or 'qwen2')",
+  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3",
+           "{}: model_type '{}' is not supported (expected llama, mistral, qwen2 or qwen3)",
            file.string(), type);
   audit_config_keys(j, type, file);
   const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
@@ -207,6 +208,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
              "{}: qwen2 has no attention_bias / mlp_bias fields (its q/k/v biases are fixed)",
              file.string());
   } else {
+    // llama and qwen3: attention_bias covers q, k, v and o (Qwen3Attention likewise).
+    c.qk_norm = type == "qwen3";
     c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
     c.mlp_bias = field_or<bool>(j, "mlp_bias", false, file);
   }
@@ -326,6 +329,10 @@ Model load_hf_llama(const fs::path& dir) {
       lw.bv = get(p + "self_attn.v_proj.bias");
     }
     if (c.o_bias) lw.bo = get(p + "self_attn.o_proj.bias");
+    if (c.qk_norm) {
+      lw.q_norm = get(p + "self_attn.q_norm.weight");
+      lw.k_norm = get(p + "self_attn.k_norm.weight");
+    }
     if (c.mlp_bias) {
       lw.b_gate = get(p + "mlp.gate_proj.bias");
       lw.b_up = get(p + "mlp.up_proj.bias");

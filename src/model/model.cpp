@@ -34,6 +34,10 @@ std::vector<TensorSlot> tensor_slots(Model& m) {
       s.push_back({&l.bv, 1, c.kv_dim()});
     }
     if (c.o_bias) s.push_back({&l.bo, 1, c.dim});
+    if (c.qk_norm) {
+      s.push_back({&l.q_norm, 1, c.head_dim});
+      s.push_back({&l.k_norm, 1, c.head_dim});
+    }
     if (c.mlp_bias) {
       s.push_back({&l.b_gate, 1, c.hidden_dim});
       s.push_back({&l.b_up, 1, c.hidden_dim});

@@ -56,6 +56,10 @@ std::vector<Planned> plan(const ModelConfig& c, DType dt) {
       bias(pre + "self_attn.v_proj.bias", c.kv_dim());
     }
     if (c.o_bias) bias(pre + "self_attn.o_proj.bias", c.dim);
+    if (c.qk_norm) {
+      vec(pre + "self_attn.q_norm.weight", c.head_dim);
+      vec(pre + "self_attn.k_norm.weight", c.head_dim);
+    }
     if (c.mlp_bias) {
       bias(pre + "mlp.gate_proj.bias", c.hidden_dim);
       bias(pre + "mlp.up_proj.bias", c.hidden_dim);

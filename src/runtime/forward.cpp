@@ -23,14 +23,15 @@ struct LayerF32 {
   const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
   const float *k_compress, *q_project;  // null unless config.compressed_keys()
   const float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;  // null when the model has none
+  const float *q_norm, *k_norm;                             // null unless config.qk_norm
 };
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
-  constexpr int kN = 18;
+  constexpr int kN = 20;
   const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,
                           &w.ffn_norm,  &w.w_gate, &w.w_up, &w.w_down,     &w.k_compress,
                           &w.q_project, &w.bq,   &w.bk,     &w.bv,         &w.bo,
-                          &w.b_gate,    &w.b_up, &w.b_down};
+                          &w.b_gate,    &w.b_up, &w.b_down,     &w.q_norm,   &w.k_norm};
   size_t need = 0;
   for (const Tensor* t : ts)
     if (!t->empty() && !t->f32()) need += size_t(t->numel());
@@ -58,7 +59,8 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
     off += size_t(t.numel());
   }
   return {out[0],  out[1],  out[2],  out[3],  out[4],  out[5],  out[6],  out[7],  out[8],
-          out[9],  out[10], out[11], out[12], out[13], out[14], out[15], out[16], out[17]};
+          out[9],  out[10], out[11], out[12], out[13], out[14], out[15], out[16], out[17],
+          out[18], out[19]};
 }
 
 // y[t, :] += b for every row t of y [T, n]; nothing when b is null (no bias).
@@ -252,6 +254,10 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     add_bias(s.q.data(), T, Q, lw.bq);
     add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
     add_bias(s.v.data(), T, KV, lw.bv);
+    if (c.qk_norm) {  // each head's vector is a row of [T * heads, head_dim]
+      rmsnorm(s.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, s.q.data());
+      rmsnorm(s.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, s.k.data());
+    }
     const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);

@@ -17,6 +17,7 @@ Layout make_layout(const ModelConfig& c) {
   KV_CHECK(c.rope_scaling.kind == RopeScalingKind::kNone,
            "training: rope_scaling '{}' is not supported yet (plain RoPE only)",
            rope_scaling_name(c.rope_scaling.kind));
+  KV_CHECK(!c.qk_norm, "training: models with q/k norms (qwen3) are not supported yet");
   KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias,
            "training: models with attention or MLP biases are not supported yet");
   KV_CHECK(c.sliding_window == 0,

@@ -52,6 +52,9 @@ struct ModelConfig {
   bool qkv_bias = false;  // q_proj, k_proj, v_proj
   bool o_bias = false;    // o_proj
   bool mlp_bias = false;  // gate_proj, up_proj, down_proj
+  // Qwen3: RMSNorm over each head's head_dim of Q and of K (weights q_norm, k_norm
+  // [head_dim], shared by the heads, eps norm_eps), after the projection and before RoPE.
+  bool qk_norm = false;
   int32_t bos_id = 1;
   int32_t eos_id = 2;                // the first end-of-sequence id
   std::vector<int32_t> more_eos_ids;  // further ids that also end a sequence (Llama 3 lists
