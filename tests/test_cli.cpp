@@ -47,7 +47,7 @@ fs::path small_config(const fs::path& dir, const std::string& text_path,
 }  // namespace
 
 TEST_CASE("every command answers --help", "[cli]") {
-  for (const char* cmd : {"", "generate", "run"}) {
+  for (const char* cmd : {"", "generate", "run", "tokenize"}) {
     const auto r = test::run_kvscope(std::string(cmd) + " --help");
     INFO(cmd);
     CHECK(r.exit_code == 0);

@@ -14,5 +14,6 @@ Action add_run(CLI::App& app);
 Action add_dump(CLI::App& app);
 Action add_plot(CLI::App& app);
 Action add_tables(CLI::App& app);
+Action add_tokenize(CLI::App& app);
 
 }  // namespace kvscope::cli

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
       "Run every config under configs/ whose results are out of date, then write "
       "results/REPORT.md",
       kvscope::cli::add_tables);
+  add("tokenize", "Print the token ids (or id and piece) a model's tokenizer gives a text",
+      kvscope::cli::add_tokenize);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
