@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <complex>
+#include <limits>
 
 namespace kvscope::test {
 
@@ -183,7 +184,13 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
       for (int t = 0; t < T; ++t) {
         Vec s(size_t(t) + 1);
         double mx = -1e300;
+        // Mistral: keys at positions t - W + 1 .. t only (masked to -inf before the softmax).
+        const int W = c.sliding_window;
         for (int j = 0; j <= t; ++j) {
+          if (W > 0 && t - j >= W) {
+            s[size_t(j)] = -std::numeric_limits<double>::infinity();
+            continue;
+          }
           double d = 0.0;
           for (int i = 0; i < hd; ++i)
             d += Q[(size_t(h) * T + t) * hd + i] * K[(size_t(g) * T + j) * hd + i];

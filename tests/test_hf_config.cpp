@@ -10,6 +10,7 @@
 #include "kvscope/io/error.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/kv/cache_policy.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
 #include "test_util.hpp"
@@ -100,7 +101,7 @@ TEST_CASE("config.json keys that would change the computation are refused by nam
   CHECK(load_error(d.path) == "(loaded)");
 }
 
-TEST_CASE("mistral: exact inside the sliding window, refused at and past it",
+TEST_CASE("mistral: sliding-window attention past the window, prefill and decoding",
           "[loaders][hf_config][forward]") {
   test::TempDir d("hf_mistral");
   const int W = 12;
@@ -111,27 +112,39 @@ TEST_CASE("mistral: exact inside the sliding window, refused at and past it",
   const Model m = load_model(d.path);
   CHECK(m.config.sliding_window == W);
 
-  // Inside the window a windowed and a full causal mask are the same mask, so the naive
-  // reference (full attention) is the model's computation; tolerance as for llama.
+  // 40 tokens, more than three windows: against the reference, which masks keys older
+  // than W positions to -inf before its softmax.
   std::vector<int32_t> toks;
-  for (int t = 0; t < W; ++t) toks.push_back(int32_t((t * 17 + 5) % m.config.vocab_size));
-  RunState s(m.config, 64);
-  const auto logits = forward(m, s, toks);
+  for (int t = 0; t < 40; ++t) toks.push_back(int32_t((t * 17 + 5) % m.config.vocab_size));
   const test::ReferenceRun ref = test::reference_forward(m, toks);
+  RunState s(m.config, 64);
+  ForwardOptions small_blocks;
+  small_blocks.query_block = 7;  // blocks that straddle the window's edge
+  const auto logits = forward(m, s, toks, small_blocks);
   CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
-
-  // One more token would need the window: refused, naming the file and both numbers.
-  const int32_t next = 3;
-  try {
-    forward(m, s, std::span<const int32_t>(&next, 1));
-    FAIL("position 12 of a 12-token window was accepted");
-  } catch (const Error& e) {
-    CHECK_THAT(e.what(), Contains("config.json") && Contains("sliding_window is 12") &&
-                             Contains("reaches position 12"));
+  // Token by token through the cache: the same logits.
+  RunState inc(m.config, 64);
+  std::vector<float> last;
+  for (size_t t = 0; t < toks.size(); ++t) {
+    const auto lg = forward(m, inc, std::span<const int32_t>(&toks[t], 1));
+    CHECK(test::rel_error(lg.data(), ref.logits.data() + t * size_t(m.config.vocab_size),
+                          size_t(m.config.vocab_size)) < 1e-4);
   }
-  RunState s2(m.config, 64);
-  std::vector<int32_t> longer(size_t(W + 5), 7);
-  CHECK_THROWS_WITH(forward(m, s2, longer), Contains("reaches position 16"));
+  // The window must act: the same weights with full attention differ past it, and agree
+  // before it (rows 0..W-1).
+  Model full = load_model(d.path);
+  full.config.sliding_window = 0;
+  RunState sf(full.config, 64);
+  const auto lf = forward(full, sf, toks);
+  const size_t V = size_t(m.config.vocab_size);
+  CHECK(test::rel_error(lf.data(), ref.logits.data(), W * V) < 1e-4);
+  CHECK(test::rel_error(lf.data() + W * V, ref.logits.data() + W * V, (40 - W) * V) > 1e-3);
+
+  // Cache policies past the window are refused rather than counting bytes the model never
+  // keeps.
+  CachePolicy p;
+  CHECK_THROWS_WITH(apply_policy(s.cache, p), Contains("sliding window is 12") &&
+                                                  Contains("holds 40"));
 }
 
 TEST_CASE("rope_scaling linear and llama3 match the reference, and change the keys",

@@ -43,6 +43,12 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
              p.name, i, cache.used[i], n);
   KV_CHECK(p.n_sink >= 0 && p.window >= 0 && p.s0 >= 0 && p.c > 0,
            "cache policy '{}': sink, window, s0 must be >= 0 and c > 0", p.name);
+  // The model itself keeps only its window; comparing policies over a longer cache would
+  // count bytes (and tokens) that model never holds.
+  KV_CHECK(cache.window == 0 || n <= cache.window,
+           "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
+           "policies on a windowed cache past its window are not implemented (use shorter "
+           "sequences)", p.name, cache.window, n);
   if (p.kind == PolicyKind::kFull) return;
   if (p.kind == PolicyKind::kRazor)
     KV_CHECK(p.protected_heads.size() == cache.used.size(),

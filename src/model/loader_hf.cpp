@@ -78,7 +78,7 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if ((k == "sliding_window" || k == "use_sliding_window") &&
         (v.is_null() || (v.is_boolean() && !v.get<bool>())))
       continue;
-    // Mistral's window is read below; forward() refuses positions that reach it.
+    // Mistral's window is read below and applied by forward().
     if (k == "sliding_window" && type == "mistral") continue;
     // Qwen2 reads sliding_window and max_window_layers only when use_sliding_window is true
     // (refused above unless false), and its layer_types are then all full attention.

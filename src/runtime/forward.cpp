@@ -130,11 +130,12 @@ void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out
 }
 
 // Causal attention of one query head over one KV head's cache, in query blocks:
-// query t (0-based in this call) sees slots j < n_prev + t + 1.
+// query t (0-based in this call) sees slots j < n_prev + t + 1, and with window > 0 only
+// the last `window` of those (the caller guarantees that slot j holds position j then).
 // q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo.
 void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
-                 int n_prev, int hd, float scale, float alibi, float* out, int ldo, float* scores,
-                 int qb, int layer, int head, ForwardObserver* obs) {
+                 int n_prev, int hd, float scale, float alibi, int window, float* out, int ldo,
+                 float* scores, int qb, int layer, int head, ForwardObserver* obs) {
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
@@ -150,7 +151,10 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
         for (int j = 0; j < n_prev; ++j) row[j] += bias[j];
       if (alibi != 0.0f)
         for (int j = 0; j < visible; ++j) row[j] -= alibi * float(visible - 1 - j);
-      softmax_row(row, visible);
+      // Sliding window (slot = position here): the query sees the last `window` slots.
+      const int lo = window > 0 ? std::max(0, visible - window) : 0;
+      for (int j = 0; j < lo; ++j) row[j] = 0.0f;
+      softmax_row(row + lo, visible - lo);
       for (int j = visible; j < nk; ++j) row[j] = 0.0f;
     }
     if (obs) obs->on_attention({layer, head, t0, nq, nk, scores});
@@ -188,6 +192,7 @@ RunState::RunState(const ModelConfig& c, int capacity) {
   cache.n_kv_heads = c.n_kv_heads;
   cache.head_dim = c.head_dim;
   cache.capacity = capacity;
+  cache.window = c.sliding_window;
   const size_t n = size_t(c.n_layers) * c.n_kv_heads * size_t(capacity) * c.head_dim;
   cache.k.assign(n, 0.0f);
   cache.v.assign(n, 0.0f);
@@ -207,12 +212,17 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   KV_CHECK(most + T <= cache.capacity,
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
            cache.capacity);
-  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window,
-           "{}: sliding_window is {} but this call reaches position {}: windowed attention is not "
-           "implemented yet, and full attention differs from the model's past the window "
-           "(use sequences of at most {} tokens)",
+  // The window is applied by slot index, which is the position only while every head holds
+  // every token (no cache policy has compressed it).
+  bool full_cache = true;
+  for (size_t h = 0; h < cache.used.size(); ++h)
+    full_cache &= cache.used[h] == cache.length && !cache.biased[h];
+  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || full_cache,
+           "{}: sliding_window is {} and this call reaches position {}, but a cache policy has "
+           "compressed the cache, so slots are no longer positions: windowed attention over a "
+           "compressed cache is not implemented",
            m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
-           c.sliding_window, s.pos + T - 1, c.sliding_window);
+           c.sliding_window, s.pos + T - 1);
   const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
   const int Q = c.q_dim(), KV = c.kv_dim();
   auto grow = [](std::vector<float>& b, size_t n) {
@@ -293,8 +303,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       const int n_prev = cache.used[cache.head(l, g)];
       const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
-                  n_prev, hd, scale, slope, s.att.data() + size_t(h) * hd, Q, sc, qb, l, h,
-                  att_obs);
+                  n_prev, hd, scale, slope, c.sliding_window, s.att.data() + size_t(h) * hd, Q, sc,
+                  qb, l, h, att_obs);
     }
     // The attention block's output (after W_O) separately only when an observer asks.
     const bool want_proj = obs && obs->wants_attn_proj();

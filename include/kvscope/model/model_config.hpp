@@ -66,9 +66,8 @@ struct ModelConfig {
   // 0: ordinary model (W_K projects straight to the n_kv_heads cached heads).
   int k_proj_heads = 0;
   // Mistral's sliding window: a query sees only the last `sliding_window` positions (itself
-  // included). Windowed attention is not implemented yet, so forward() refuses any position
-  // at or past the window, where it would differ from full attention; before it the two are
-  // the same computation. 0: no window.
+  // included), applied as a mask over the full cache (which is not trimmed to the window).
+  // 0: no window.
   int sliding_window = 0;
 
   int q_dim() const { return n_heads * head_dim; }      // width of Q

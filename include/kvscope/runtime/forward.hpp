@@ -70,6 +70,7 @@ class ForwardObserver {
 struct KVCache {
   int n_layers = 0, n_kv_heads = 0, head_dim = 0;
   int capacity = 0;             // slots per head
+  int window = 0;               // the model's sliding window (0: none), for cache policies
   int length = 0;               // tokens appended since reset (positions)
   std::vector<float> k;         // [n_layers, n_kv_heads, capacity, head_dim]
   std::vector<float> v;         // [n_layers, n_kv_heads, capacity, head_dim]
