@@ -36,6 +36,20 @@ std::string llama2c_header(std::initializer_list<int32_t> h, size_t tail) {
   return b + std::string(tail, '\0');
 }
 
+// A tiny random-weight HF model spec: dim 16, 2 heads of 8, vocabulary 32, context 16.
+SyntheticSpec tiny_spec(int layers) {
+  SyntheticSpec spec;
+  spec.config.dim = 16;
+  spec.config.hidden_dim = 32;
+  spec.config.n_layers = layers;
+  spec.config.n_heads = 2;
+  spec.config.n_kv_heads = 2;
+  spec.config.head_dim = 8;
+  spec.config.vocab_size = 32;
+  spec.config.max_seq_len = 16;
+  return spec;
+}
+
 // Exactly one line on stderr, ending in a newline.
 bool one_line(const std::string& err) {
   return !err.empty() && err.back() == '\n' && err.find('\n') == err.size() - 1;
@@ -108,15 +122,7 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
 TEST_CASE("a safetensors shape whose product overflows is refused (defect 2)",
           "[hardening][loader]") {
   test::TempDir d("hard_st");
-  SyntheticSpec spec;
-  spec.config.dim = 16;
-  spec.config.hidden_dim = 32;
-  spec.config.n_layers = 1;
-  spec.config.n_heads = 2;
-  spec.config.n_kv_heads = 2;
-  spec.config.head_dim = 8;
-  spec.config.vocab_size = 32;
-  spec.config.max_seq_len = 16;
+  SyntheticSpec spec = tiny_spec(1);
   write_synthetic_hf_model(d.path, spec);
   const fs::path f = d / "model.safetensors";
   std::string b = test::slurp(f);
@@ -137,15 +143,7 @@ TEST_CASE("a safetensors shape whose product overflows is refused (defect 2)",
 TEST_CASE("shard names in weight_map stay inside the model directory (defect 15)",
           "[hardening][loader]") {
   test::TempDir d("hard_shard");
-  SyntheticSpec spec;
-  spec.config.dim = 16;
-  spec.config.hidden_dim = 32;
-  spec.config.n_layers = 2;
-  spec.config.n_heads = 2;
-  spec.config.n_kv_heads = 2;
-  spec.config.head_dim = 8;
-  spec.config.vocab_size = 32;
-  spec.config.max_seq_len = 16;
+  SyntheticSpec spec = tiny_spec(2);
   spec.n_shards = 2;
   write_synthetic_hf_model(d.path, spec);
   const fs::path idx = d / "model.safetensors.index.json";
@@ -274,15 +272,7 @@ TEST_CASE("non-finite weights are refused at load, naming the tensor (defect 7)"
   CHECK(one_line(r.err));
   CHECK_THAT(r.err, Contains("nan.bin") && Contains("'wq[2]'") && Contains("NaN at [3, 5]"));
   // An Inf in a BF16 Hugging Face tensor: 0x7f80 is +Inf in bfloat16.
-  SyntheticSpec spec;
-  spec.config.dim = 16;
-  spec.config.hidden_dim = 32;
-  spec.config.n_layers = 1;
-  spec.config.n_heads = 2;
-  spec.config.n_kv_heads = 2;
-  spec.config.head_dim = 8;
-  spec.config.vocab_size = 32;
-  spec.config.max_seq_len = 16;
+  SyntheticSpec spec = tiny_spec(1);
   spec.dtype = DType::BF16;
   write_synthetic_hf_model(d / "hf", spec);
   const fs::path f = d / "hf/model.safetensors";

@@ -47,6 +47,19 @@ void write_config(const fs::path& dir, const json& j) {
   test::write_bytes(dir / "config.json", j.dump(2));
 }
 
+// Every layer's Q, K before and after RoPE and V ([heads, T, head_dim] each), copied.
+struct Grab : ForwardObserver {
+  std::vector<std::vector<float>> q, kpre, k, v;
+  void on_layer(const LayerCapture& lc) override {
+    const size_t nq = size_t(lc.n_heads) * lc.n_tokens * lc.head_dim;
+    const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
+    q.emplace_back(lc.q, lc.q + nq);
+    kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
+    k.emplace_back(lc.k, lc.k + n);
+    v.emplace_back(lc.v, lc.v + n);
+  }
+};
+
 std::string load_error(const fs::path& dir) {
   try {
     load_model(dir);
@@ -264,15 +277,7 @@ TEST_CASE("biases: llama attention_bias / mlp_bias and qwen2's q/k/v match the r
     const test::ReferenceRun ref = test::reference_forward(m, toks);
     CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
     // K before and after RoPE and V, through an observer, against the reference.
-    struct Grab : ForwardObserver {
-      std::vector<std::vector<float>> kpre, k, v;
-      void on_layer(const LayerCapture& lc) override {
-        const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
-        kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
-        k.emplace_back(lc.k, lc.k + n);
-        v.emplace_back(lc.v, lc.v + n);
-      }
-    } grab;
+    Grab grab;
     RunState s2(m.config, 64);
     ForwardOptions fo;
     fo.observer = &grab;
@@ -328,16 +333,7 @@ TEST_CASE("qwen3: per-head q/k RMSNorm before RoPE, head_dim != hidden/heads",
     REQUIRE(j["head_dim"] == 16);
     const Model m = load_model(d.path);
     REQUIRE(m.config.qk_norm);
-    struct Grab : ForwardObserver {
-      std::vector<std::vector<float>> q, kpre, k;
-      void on_layer(const LayerCapture& lc) override {
-        const size_t nq = size_t(lc.n_heads) * lc.n_tokens * lc.head_dim;
-        const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
-        q.emplace_back(lc.q, lc.q + nq);
-        kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
-        k.emplace_back(lc.k, lc.k + n);
-      }
-    } grab;
+    Grab grab;
     RunState s(m.config, 64);
     ForwardOptions fo;
     fo.observer = &grab;
