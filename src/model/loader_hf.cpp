@@ -50,7 +50,7 @@ T field_or(const json& j, const char* key, T dflt, const fs::path& file) {
 
 // Every key of config.json must be one kvscope computes with (read below) or one that
 // cannot change the forward pass (bookkeeping, training-time dropout, generation defaults).
-// Anything else may change the computation -- Mistral's sliding_window, Phi's
+// Anything else may change the computation -- a llama's sliding_window, Phi's
 // partial_rotary_factor, a quantization_config -- and running the model without it would
 // give numbers that look right and are not, so it is refused by name.
 void audit_config_keys(const json& j, const std::string& type, const fs::path& file) {
@@ -80,8 +80,8 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
       continue;
     // Mistral's window is read below and applied by forward().
     if (k == "sliding_window" && type == "mistral") continue;
-    // Qwen2 reads sliding_window and max_window_layers only when use_sliding_window is true
-    // (refused above unless false), and its layer_types are then all full attention.
+    // Qwen2 and Qwen3 read sliding_window and max_window_layers only when use_sliding_window
+    // is true (refused above unless false), and their layer_types are then all full attention.
     if ((type == "qwen2" || type == "qwen3") &&
         (k == "sliding_window" || k == "max_window_layers")) {
       const json& u = j.contains("use_sliding_window") ? j["use_sliding_window"] : json(false);
@@ -183,11 +183,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
   c.rope_layout = RopeLayout::kRotateHalf;
   c.rope_scaling = parse_rope_scaling(j, file);
-  if (type == "mistral") {
+  if (type == "mistral")  // range-checked by validate() below
     c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
-    KV_CHECK(c.sliding_window >= 0, "{}: field 'sliding_window' must be positive or null, got {}",
-             file.string(), c.sliding_window);
-  }
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
   const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
   if (pos == "rope")

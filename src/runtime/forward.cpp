@@ -174,6 +174,12 @@ int KVCache::max_used() const {
   return m;
 }
 
+bool KVCache::holds_every_token() const {
+  for (size_t h = 0; h < used.size(); ++h)
+    if (used[h] != length || biased[h]) return false;
+  return true;
+}
+
 int64_t KVCache::slots_in_use() const {
   int64_t s = 0;
   for (int u : used) s += u;
@@ -212,12 +218,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   KV_CHECK(most + T <= cache.capacity,
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
            cache.capacity);
-  // The window is applied by slot index, which is the position only while every head holds
-  // every token (no cache policy has compressed it).
-  bool full_cache = true;
-  for (size_t h = 0; h < cache.used.size(); ++h)
-    full_cache &= cache.used[h] == cache.length && !cache.biased[h];
-  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || full_cache,
+  // The window is applied by slot index, which is the position only while the cache holds
+  // every token.
+  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || cache.holds_every_token(),
            "{}: sliding_window is {} and this call reaches position {}, but a cache policy has "
            "compressed the cache, so slots are no longer positions: windowed attention over a "
            "compressed cache is not implemented",
