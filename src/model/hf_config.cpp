@@ -1,5 +1,7 @@
 #include "kvscope/model/hf_config.hpp"
 
+#include <cmath>
+
 #include "kvscope/io/error.hpp"
 
 namespace kvscope {
@@ -8,6 +10,11 @@ using nlohmann::json;
 
 json rope_scaling_json(const RopeScaling& rs) {
   if (rs.kind == RopeScalingKind::kLinear) return {{"rope_type", "linear"}, {"factor", rs.factor}};
+  if (rs.kind == RopeScalingKind::kLongrope)  // phi3: the scale comes from the max positions
+    return {{"type", "longrope"},
+            {"short_factor", rs.short_factor},
+            {"long_factor", rs.long_factor},
+            {"attention_factor", rs.attention_factor}};
   if (rs.kind == RopeScalingKind::kLlama3)
     return {{"rope_type", "llama3"},
             {"factor", rs.factor},
@@ -42,7 +49,37 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     for (int32_t id : c.more_eos_ids) ids.push_back(id);
     cfg["eos_token_id"] = ids;
   }
-  if (c.arch == "qwen2") {
+  if (c.arch == "gemma2" || c.arch == "gemma3_text") {
+    const bool g2 = c.arch == "gemma2";
+    KV_CHECK(c.norm_offset == 1.0f && c.sandwich_norms && c.mlp_act == MlpActivation::kGeluTanh &&
+                 c.qk_norm == !g2 && !c.mlp_bias && c.qkv_bias == c.o_bias,
+             "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is not what the ModelConfig holds", c.arch, g2 ? "" : ", q/k norms");
+    cfg["architectures"] = {g2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
+    cfg["model_type"] = c.arch;
+    cfg["hidden_act"] = "gelu_pytorch_tanh";
+    cfg["hidden_activation"] = "gelu_pytorch_tanh";
+    cfg["attention_bias"] = c.qkv_bias;
+    cfg["query_pre_attn_scalar"] = std::round(1.0 / (double(c.attn_scale) * c.attn_scale));
+    cfg["attn_logit_softcapping"] = c.attn_softcap > 0 ? json(c.attn_softcap) : json(nullptr);
+    cfg["final_logit_softcapping"] = c.final_softcap > 0 ? json(c.final_softcap) : json(nullptr);
+    cfg["sliding_window"] = c.sliding_window;
+    json types = json::array();
+    for (int l = 0; l < c.n_layers; ++l)
+      types.push_back(c.window_of(l) > 0 ? "sliding_attention" : "full_attention");
+    cfg["layer_types"] = types;
+    cfg["cache_implementation"] = "hybrid";
+    if (!g2) cfg["rope_local_base_freq"] = c.rope_local_theta;
+  } else if (c.arch == "phi3") {
+    KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm,
+             "phi3 config: Phi-3 has no biases and no q/k norms");
+    cfg["architectures"] = {"Phi3ForCausalLM"};
+    cfg["model_type"] = "phi3";
+    cfg["partial_rotary_factor"] = double(c.rot_dim()) / c.head_dim;
+    cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+    cfg["original_max_position_embeddings"] =
+        c.rope_scaling.kind == RopeScalingKind::kLongrope ? c.rope_scaling.original_max_position
+                                                           : c.max_seq_len;
+  } else if (c.arch == "qwen2") {
     KV_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias,
              "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off");
     cfg["architectures"] = {"Qwen2ForCausalLM"};

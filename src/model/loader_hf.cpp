@@ -48,9 +48,11 @@ T field_or(const json& j, const char* key, T dflt, const fs::path& file) {
   return field<T>(j, key, file);
 }
 
+bool is_gemma(const std::string& type) { return type == "gemma2" || type == "gemma3_text"; }
+
 // Every key of config.json must be one kvscope computes with (read below) or one that
 // cannot change the forward pass (bookkeeping, training-time dropout, generation defaults).
-// Anything else may change the computation -- a llama's sliding_window, Phi's
+// Anything else may change the computation -- a llama's sliding_window, a llama's
 // partial_rotary_factor, a quantization_config -- and running the model without it would
 // give numbers that look right and are not, so it is refused by name.
 void audit_config_keys(const json& j, const std::string& type, const fs::path& file) {
@@ -59,6 +61,14 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
       "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
       "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
       "kvscope_positional", "tie_word_embeddings", "bos_token_id", "eos_token_id"};
+  // Read below for these families only.
+  static const std::set<std::string> gemma_computed = {
+      "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping",
+      "final_logit_softcapping", "sliding_window", "layer_types"};
+  static const std::set<std::string> gemma3_computed = {"rope_local_base_freq",
+                                                        "sliding_window_pattern"};
+  static const std::set<std::string> phi3_computed = {
+      "original_max_position_embeddings", "partial_rotary_factor", "sliding_window"};
   static const std::set<std::string> inert = {
       "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
       "use_cache", "initializer_range", "attention_dropout", "hidden_dropout", "pad_token_id",
@@ -69,14 +79,34 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
       "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
       // Older HF Llama code split each matmul into pretraining_tp slices and summed them:
       // the same product, so it changes nothing beyond rounding (current code ignores it).
-      "pretraining_tp"};
+      "pretraining_tp",
+      // Gemma: the KV-cache class generate() picks (hybrid: window-sized caches on sliding
+      // layers), same attention either way.
+      "cache_implementation",
+      // Phi-3: dropout probabilities, inactive at inference.
+      "resid_pdrop", "embd_pdrop"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     if (computed.count(k) || inert.count(k)) continue;
-    // Fields that are harmless only at their "off" value.
+    if (is_gemma(type) && gemma_computed.count(k)) continue;
+    if (type == "gemma3_text" && gemma3_computed.count(k)) continue;
+    if (type == "phi3" && phi3_computed.count(k)) continue;
     const json& v = it.value();
+    // Gemma's MLP reads hidden_activation; hidden_act is a leftover it never reads.
+    if (is_gemma(type) && k == "hidden_act") continue;
+    // Gemma 2's old name of the window, harmless while it agrees.
+    if (type == "gemma2" && k == "sliding_window_size" && j.contains("sliding_window") &&
+        v == j["sliding_window"])
+      continue;
+    // Fields that are harmless only at their "off" value.
     if ((k == "sliding_window" || k == "use_sliding_window") &&
         (v.is_null() || (v.is_boolean() && !v.get<bool>())))
+      continue;
+    if (k == "use_bidirectional_attention" && v.is_boolean() && !v.get<bool>()) continue;
+    // Phi-4-mini's remote-code fields, at the values where that code computes what
+    // transformers' Phi3 does (which ignores them).
+    if (type == "phi3" && ((k == "lm_head_bias" && v == false) ||
+                           ((k == "full_attn_mod" || k == "interpolate_factor") && v == 1)))
       continue;
     // Mistral's window is read below and applied by forward().
     if (k == "sliding_window" && type == "mistral") continue;
@@ -96,8 +126,10 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     std::string why = "kvscope does not implement it, and ignoring it could change the results";
     if (k == "sliding_window")
       why = "Hugging Face's LlamaAttention ignores it, so a value here is ambiguous";
+    if (k == "use_sliding_window" && (type == "qwen2" || type == "qwen3"))
+      why = "Qwen's windowed layers (max_window_layers) are not implemented yet";
     if (k == "partial_rotary_factor")
-      why = "partial rotary embeddings are not implemented yet";
+      why = "partial rotary is applied by Hugging Face only in phi3 among the supported families";
     if (k == "quantization_config") why = "quantized checkpoints are not supported";
     throw Error(fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
                             "the model is refused rather than computed wrongly",
@@ -107,7 +139,8 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
 
 // rope_scaling: null, or {"rope_type" (or "type"): "default" | "linear" | "llama3", ...}.
 // Other types (dynamic NTK, yarn, longrope, ...) and unknown keys are refused by name.
-RopeScaling parse_rope_scaling(const json& j, const fs::path& file) {
+RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
+                               const fs::path& file) {
   RopeScaling rs;
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
   const json& r = j["rope_scaling"];
@@ -143,10 +176,33 @@ RopeScaling parse_rope_scaling(const json& j, const fs::path& file) {
              "{}: rope_scaling.original_max_position_embeddings must be a positive integer, got {}",
              file.string(), orig);
     rs.original_max_position = int(orig);
+  } else if (type == "longrope" && model_type == "phi3") {
+    // Phi-3: per-frequency divisors. transformers derives the scaling from
+    // max_position_embeddings / original_max_position_embeddings (read by the caller) and
+    // ignores a "factor" here; attention_factor, when given, replaces the derived one.
+    rs.kind = RopeScalingKind::kLongrope;
+    for (const char* k : {"short_factor", "long_factor"}) {
+      KV_CHECK(r.contains(k) && r[k].is_array(), "{}: rope_scaling of type 'longrope' needs a "
+               "list '{}', got {}", file.string(), k, r.contains(k) ? r[k].dump() : "nothing");
+      allowed.insert(k);
+      auto& dst = std::string(k) == "short_factor" ? rs.short_factor : rs.long_factor;
+      for (const json& e : r[k]) {
+        KV_CHECK(e.is_number(), "{}: rope_scaling.{} must hold numbers, got {}", file.string(), k,
+                 e.dump());
+        dst.push_back(e.get<double>());
+      }
+    }
+    allowed.insert("factor");
+    rs.attention_factor = 0.0;  // derived by the caller unless given
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null())
+      rs.attention_factor = number("attention_factor");
+    allowed.insert("attention_factor");
   } else {
-    throw Error(fmt::format("{}: rope_scaling type '{}' is not supported (supported: default, "
-                            "linear, llama3); the model is refused rather than computed wrongly",
-                            file.string(), type));
+    throw Error(fmt::format("{}: rope_scaling type '{}' is not supported for model_type '{}' "
+                            "(supported: default, linear, llama3{}); the model is refused rather "
+                            "than computed wrongly",
+                            file.string(), type, model_type,
+                            model_type == "phi3" ? ", longrope" : ""));
   }
   for (auto it = r.begin(); it != r.end(); ++it)
     KV_CHECK(allowed.count(it.key()),
@@ -156,17 +212,113 @@ RopeScaling parse_rope_scaling(const json& j, const fs::path& file) {
   return rs;
 }
 
+// Gemma's sliding layers: layer_types when given (as transformers does), else every
+// pattern-th layer global, the rest sliding ((i + 1) % pattern != 0).
+std::vector<uint8_t> gemma_sliding_layers(const json& j, int n_layers, int dflt_pattern,
+                                          const fs::path& file) {
+  std::vector<uint8_t> out(static_cast<size_t>(n_layers));
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    const json& lt = j["layer_types"];
+    KV_CHECK(lt.is_array() && int(lt.size()) == n_layers,
+             "{}: field 'layer_types' must list {} layers (num_hidden_layers), got {}",
+             file.string(), n_layers, lt.dump());
+    for (int i = 0; i < n_layers; ++i) {
+      KV_CHECK(lt[size_t(i)] == "sliding_attention" || lt[size_t(i)] == "full_attention",
+               "{}: layer_types[{}] = {} (expected sliding_attention or full_attention)",
+               file.string(), i, lt[size_t(i)].dump());
+      out[size_t(i)] = lt[size_t(i)] == "sliding_attention";
+    }
+    return out;
+  }
+  const int pattern = field_or<int>(j, "sliding_window_pattern", dflt_pattern, file);
+  KV_CHECK(pattern >= 1, "{}: sliding_window_pattern must be >= 1, got {}", file.string(), pattern);
+  for (int i = 0; i < n_layers; ++i) out[size_t(i)] = (i + 1) % pattern != 0;
+  return out;
+}
+
+// Gemma 2 and 3 (transformers' Gemma2/Gemma3 text models).
+void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const fs::path& file) {
+  const std::string act = field_or<std::string>(j, "hidden_activation", "gelu_pytorch_tanh", file);
+  KV_CHECK(act == "gelu_pytorch_tanh",
+           "{}: hidden_activation '{}' is not supported for {} (expected 'gelu_pytorch_tanh')",
+           file.string(), act, type);
+  c.mlp_act = MlpActivation::kGeluTanh;
+  c.norm_offset = 1.0f;  // Gemma RMSNorm: x / rms(x) * (1 + w)
+  // hidden_size**0.5, as a float32 tensor multiplies the float32 embedding.
+  c.embed_scale = float(std::sqrt(double(c.dim)));
+  c.sandwich_norms = true;
+  const double qpas = field_or<double>(j, "query_pre_attn_scalar", 256.0, file);
+  KV_CHECK(qpas > 0, "{}: query_pre_attn_scalar must be positive, got {}", file.string(), qpas);
+  c.attn_scale = float(std::pow(qpas, -0.5));
+  // Gemma2Config defaults to caps 50 / 30 when the keys are absent; Gemma 3 to none.
+  const bool g2 = type == "gemma2";
+  auto cap = [&](const char* k, double dflt) {
+    if (!j.contains(k)) return float(dflt);
+    if (j[k].is_null()) return 0.0f;
+    const double v = field<double>(j, k, file);
+    KV_CHECK(v > 0, "{}: field '{}' must be positive or null, got {}", file.string(), k, v);
+    return float(v);
+  };
+  c.attn_softcap = cap("attn_logit_softcapping", g2 ? 50.0 : 0.0);
+  c.final_softcap = cap("final_logit_softcapping", g2 ? 30.0 : 0.0);
+  c.sliding_window = !j.contains("sliding_window")   ? 4096
+                     : j["sliding_window"].is_null() ? 0
+                                                     : field<int>(j, "sliding_window", file);
+  c.sliding_layers = gemma_sliding_layers(j, c.n_layers, g2 ? 2 : 6, file);
+  if (!g2) {
+    c.qk_norm = true;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
+    c.rope_local_theta = field_or<float>(j, "rope_local_base_freq", 10000.0f, file);
+  }
+  // Gemma's q/k/v/o carry biases exactly when attention_bias says so; no MLP bias.
+  c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
+  KV_CHECK(!j.contains("mlp_bias") || j["mlp_bias"] == false,
+           "{}: field 'mlp_bias' = {} is not supported for {} (its MLP has no bias)",
+           file.string(), j["mlp_bias"].dump(), type);
+}
+
+// Phi-3 (transformers' Phi3: fused qkv_proj / gate_up_proj, partial rotary, longrope).
+void parse_phi3(const json& j, ModelConfig& c, const fs::path& file) {
+  for (const char* k : {"attention_bias", "mlp_bias"})
+    KV_CHECK(!j.contains(k) || j[k] == false,
+             "{}: field '{}' = {} is not supported for phi3 (transformers' Phi3 has no biases, "
+             "so a true here is ambiguous)", file.string(), k, j[k].dump());
+  const double prf = field_or<double>(j, "partial_rotary_factor", 1.0, file);
+  KV_CHECK(prf > 0.0 && prf <= 1.0, "{}: partial_rotary_factor must be in (0, 1], got {}",
+           file.string(), prf);
+  c.rotary_dim = int(c.head_dim * prf);  // int(head_dim * partial_rotary_factor), as HF
+  // Phi3's window applies to every layer; 0 (null) means none.
+  c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
+  const int original = field_or<int>(j, "original_max_position_embeddings", 4096, file);
+  KV_CHECK(original > 0, "{}: original_max_position_embeddings must be positive, got {}",
+           file.string(), original);
+  RopeScaling& rs = c.rope_scaling;
+  if (rs.kind == RopeScalingKind::kLongrope) {
+    rs.original_max_position = original;
+    rs.factor = double(c.max_seq_len) / original;
+    if (rs.attention_factor == 0.0)  // the longrope paper's default, as transformers
+      rs.attention_factor =
+          rs.factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(original)));
+  }
+}
+
 ModelConfig parse_hf_config(const fs::path& file) {
   const json j = read_json(file);
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
   const std::string type = field_or<std::string>(j, "model_type", "llama", file);
-  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3",
-           "{}: model_type '{}' is not supported (expected llama, mistral, qwen2 or qwen3)",
-           file.string(), type);
+  KV_CHECK(type != "gemma3",
+           "{}: model_type 'gemma3' is the multimodal Gemma 3 (text_config, a vision tower); "
+           "only its text-only form 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b) is "
+           "supported", file.string());
+  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" ||
+               is_gemma(type) || type == "phi3",
+           "{}: model_type '{}' is not supported (expected llama, mistral, qwen2, qwen3, gemma2, "
+           "gemma3_text or phi3)", file.string(), type);
   audit_config_keys(j, type, file);
-  const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
-  KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
-           act);
+  if (!is_gemma(type)) {
+    const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
+    KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')",
+             file.string(), act);
+  }
   ModelConfig c;
   c.arch = type;
   c.dim = field<int>(j, "hidden_size", file);
@@ -176,13 +328,15 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.n_kv_heads = field_or<int>(j, "num_key_value_heads", c.n_heads, file);
   KV_CHECK(c.n_heads > 0, "{}: num_attention_heads must be positive, got {}", file.string(),
            c.n_heads);
+  KV_CHECK(c.n_layers > 0 && c.n_layers <= (1 << 16), "{}: num_hidden_layers must be in "
+           "[1, 65536], got {}", file.string(), c.n_layers);
   c.head_dim = field_or<int>(j, "head_dim", c.dim / c.n_heads, file);
   c.vocab_size = field<int>(j, "vocab_size", file);
   c.max_seq_len = field_or<int>(j, "max_position_embeddings", 2048, file);
   c.norm_eps = field_or<float>(j, "rms_norm_eps", 1e-6f, file);
   c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
   c.rope_layout = RopeLayout::kRotateHalf;
-  c.rope_scaling = parse_rope_scaling(j, file);
+  c.rope_scaling = parse_rope_scaling(j, type, file);
   if (type == "mistral")  // range-checked by validate() below
     c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
@@ -196,7 +350,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   else
     throw Error(fmt::format("{}: kvscope_positional '{}' is not one of rope, alibi, none",
                             file.string(), pos));
-  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", false, file);
+  // Gemma ties its classifier to the embedding unless told otherwise.
+  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", is_gemma(type), file);
   if (type == "qwen2") {
     // Qwen2Attention: q/k/v projections always carry a bias, o_proj never; nothing in the
     // config says so. Its MLP has none.
@@ -204,6 +359,10 @@ ModelConfig parse_hf_config(const fs::path& file) {
     KV_CHECK(!j.contains("attention_bias") && !j.contains("mlp_bias"),
              "{}: qwen2 has no attention_bias / mlp_bias fields (its q/k/v biases are fixed)",
              file.string());
+  } else if (is_gemma(type)) {
+    parse_gemma(j, type, c, file);
+  } else if (type == "phi3") {
+    parse_phi3(j, c, file);
   } else {
     // llama and qwen3: attention_bias covers q, k, v and o (Qwen3Attention likewise).
     c.qk_norm = type == "qwen3";
@@ -312,14 +471,41 @@ Model load_hf_llama(const fs::path& dir) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
     lw.attn_norm = get(p + "input_layernorm.weight");
-    lw.wq = get(p + "self_attn.q_proj.weight");
-    lw.wk = get(p + "self_attn.k_proj.weight");
-    lw.wv = get(p + "self_attn.v_proj.weight");
+    if (c.arch == "phi3") {
+      // Fused: qkv_proj rows are [Q; K; V], gate_up_proj rows [gate; up] (chunk(2) order).
+      // Row views of the mapped tensor, so nothing is copied; a fused tensor of the wrong
+      // height is refused here, before any view could reach past it.
+      const Tensor qkv = get(p + "self_attn.qkv_proj.weight");
+      const int64_t nq = c.q_dim(), nk = c.kv_dim();
+      KV_CHECK(qkv.rows == nq + 2 * nk, "{}: tensor '{}' has {} rows, expected {} (q {} + k {} "
+               "+ v {})", dir.string(), qkv.name, qkv.rows, nq + 2 * nk, nq, nk, nk);
+      lw.wq = row_view(qkv, 0, nq, "q rows");
+      lw.wk = row_view(qkv, nq, nk, "k rows");
+      lw.wv = row_view(qkv, nq + nk, nk, "v rows");
+      const Tensor gu = get(p + "mlp.gate_up_proj.weight");
+      KV_CHECK(gu.rows == 2 * int64_t(c.hidden_dim), "{}: tensor '{}' has {} rows, expected {} "
+               "(2 x intermediate_size {})", dir.string(), gu.name, gu.rows, 2 * c.hidden_dim,
+               c.hidden_dim);
+      lw.w_gate = row_view(gu, 0, c.hidden_dim, "gate rows");
+      lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
+    } else {
+      lw.wq = get(p + "self_attn.q_proj.weight");
+      lw.wk = get(p + "self_attn.k_proj.weight");
+      lw.wv = get(p + "self_attn.v_proj.weight");
+      lw.w_gate = get(p + "mlp.gate_proj.weight");
+      lw.w_up = get(p + "mlp.up_proj.weight");
+    }
     lw.wo = get(p + "self_attn.o_proj.weight");
-    lw.ffn_norm = get(p + "post_attention_layernorm.weight");
-    lw.w_gate = get(p + "mlp.gate_proj.weight");
-    lw.w_up = get(p + "mlp.up_proj.weight");
     lw.w_down = get(p + "mlp.down_proj.weight");
+    if (c.sandwich_norms) {
+      // Gemma: post_attention_layernorm is the norm *on* the attention output; the MLP's
+      // input norm is pre_feedforward_layernorm.
+      lw.post_attn_norm = get(p + "post_attention_layernorm.weight");
+      lw.ffn_norm = get(p + "pre_feedforward_layernorm.weight");
+      lw.post_ffn_norm = get(p + "post_feedforward_layernorm.weight");
+    } else {
+      lw.ffn_norm = get(p + "post_attention_layernorm.weight");
+    }
     if (c.qkv_bias) {
       lw.bq = get(p + "self_attn.q_proj.bias");
       lw.bk = get(p + "self_attn.k_proj.bias");

@@ -38,6 +38,10 @@ std::vector<TensorSlot> tensor_slots(Model& m) {
       s.push_back({&l.q_norm, 1, c.head_dim});
       s.push_back({&l.k_norm, 1, c.head_dim});
     }
+    if (c.sandwich_norms) {
+      s.push_back({&l.post_attn_norm, 1, c.dim});
+      s.push_back({&l.post_ffn_norm, 1, c.dim});
+    }
     if (c.mlp_bias) {
       s.push_back({&l.b_gate, 1, c.hidden_dim});
       s.push_back({&l.b_up, 1, c.hidden_dim});

@@ -30,17 +30,43 @@ std::string rope_scaling_name(RopeScalingKind k) {
       return "linear";
     case RopeScalingKind::kLlama3:
       return "llama3";
+    case RopeScalingKind::kLongrope:
+      return "longrope";
   }
   return "?";
 }
 
-std::vector<double> rope_inv_freq(const ModelConfig& c) {
-  const int half = c.head_dim / 2;
-  const RopeScaling& rs = c.rope_scaling;
+std::string mlp_activation_name(MlpActivation a) {
+  return a == MlpActivation::kSilu ? "silu" : "gelu_tanh";
+}
+
+float ModelConfig::query_scale() const {
+  return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(float(head_dim));
+}
+
+int ModelConfig::window_of(int layer) const {
+  if (sliding_window == 0) return 0;
+  if (sliding_layers.empty()) return sliding_window;
+  return sliding_layers[size_t(layer)] ? sliding_window : 0;
+}
+
+double rope_attention_factor(const ModelConfig& c, int layer) {
+  if (c.local_rope(layer) || c.rope_scaling.kind != RopeScalingKind::kLongrope) return 1.0;
+  return c.rope_scaling.attention_factor;
+}
+
+std::vector<double> rope_inv_freq(const ModelConfig& c, int layer, bool long_context) {
+  const int dim = c.rot_dim(), half = dim / 2;
+  // Gemma 3's sliding layers: their own base, no scaling.
+  const bool local = c.local_rope(layer);
+  const RopeScaling rs = local ? RopeScaling{} : c.rope_scaling;
+  const double theta = local ? c.rope_local_theta : c.rope_theta;
   std::vector<double> f(static_cast<size_t>(half));
   for (int i = 0; i < half; ++i) {
-    const double base = std::pow(double(c.rope_theta), -2.0 * i / c.head_dim);
+    const double base = std::pow(theta, -2.0 * i / dim);
     double v = base;
+    if (rs.kind == RopeScalingKind::kLongrope)
+      v = base / (long_context ? rs.long_factor : rs.short_factor)[size_t(i)];
     if (rs.kind == RopeScalingKind::kLinear) v = base / rs.factor;
     if (rs.kind == RopeScalingKind::kLlama3) {
       // transformers' _compute_llama3_parameters: wavelengths longer than
@@ -102,7 +128,7 @@ void validate(const ModelConfig& c, const std::string& source) {
            "{}: RoPE needs an even head_dim, got {}", source, c.head_dim);
   KV_CHECK(c.norm_eps > 0.0f, "{}: norm eps must be positive, got {}", source, c.norm_eps);
   const RopeScaling& rs = c.rope_scaling;
-  if (rs.kind != RopeScalingKind::kNone)
+  if (rs.kind != RopeScalingKind::kNone && rs.kind != RopeScalingKind::kLongrope)
     KV_CHECK(rs.factor >= 1.0 && rs.factor <= 1e6, "{}: rope_scaling factor must be in [1, 1e6], got {}",
              source, rs.factor);
   if (rs.kind == RopeScalingKind::kLlama3)
@@ -112,6 +138,29 @@ void validate(const ModelConfig& c, const std::string& source) {
              "high_freq_factor > low_freq_factor > 0, got {}, {}, {}",
              source, rs.original_max_position, rs.high_freq_factor, rs.low_freq_factor);
   KV_CHECK(c.rope_theta > 0.0f, "{}: rope_theta must be positive, got {}", source, c.rope_theta);
+  KV_CHECK(c.rotary_dim >= 0 && c.rotary_dim <= c.head_dim && c.rotary_dim % 2 == 0,
+           "{}: rotary_dim must be even and in [0, head_dim {}], got {}", source, c.head_dim,
+           c.rotary_dim);
+  if (rs.kind == RopeScalingKind::kLongrope) {
+    const size_t half = size_t(c.rot_dim() / 2);
+    KV_CHECK(rs.short_factor.size() == half && rs.long_factor.size() == half,
+             "{}: longrope short_factor and long_factor need rotary_dim/2 = {} values each, got "
+             "{} and {}", source, half, rs.short_factor.size(), rs.long_factor.size());
+    for (double v : rs.short_factor)
+      KV_CHECK(v > 0 && std::isfinite(v), "{}: longrope short_factor holds {}", source, v);
+    for (double v : rs.long_factor)
+      KV_CHECK(v > 0 && std::isfinite(v), "{}: longrope long_factor holds {}", source, v);
+    KV_CHECK(rs.original_max_position > 0 && rs.attention_factor > 0,
+             "{}: longrope needs original_max_position_embeddings > 0 and attention_factor > 0, "
+             "got {} and {}", source, rs.original_max_position, rs.attention_factor);
+  }
+  KV_CHECK(c.sliding_layers.empty() || int(c.sliding_layers.size()) == c.n_layers,
+           "{}: sliding layer pattern covers {} layers, the model has {}", source,
+           c.sliding_layers.size(), c.n_layers);
+  KV_CHECK(c.rope_local_theta >= 0.0f && c.attn_scale >= 0.0f && c.attn_softcap >= 0.0f &&
+               c.final_softcap >= 0.0f && c.embed_scale > 0.0f,
+           "{}: rope_local_theta, attention scale and soft-caps must be >= 0 and the embedding "
+           "scale > 0", source);
   KV_CHECK(c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
            "{}: bos_id {} / eos_id {} outside the vocabulary of {}", source, c.bos_id, c.eos_id,
            c.vocab_size);

@@ -36,19 +36,32 @@ std::vector<Planned> plan(const ModelConfig& c, DType dt) {
   auto mat = [&](const std::string& n, int64_t rows, int64_t cols) {
     p.push_back({{n, dt, {rows, cols}}, float(1.0 / std::sqrt(double(cols))), 0.0f});
   };
-  auto vec = [&](const std::string& n, int64_t len) { p.push_back({{n, dt, {len}}, 0.05f, 1.0f}); };
   auto bias = [&](const std::string& n, int64_t len) { p.push_back({{n, dt, {len}}, 0.5f, 0.0f}); };
+  // Gemma stores each norm weight as its deviation from 1 (the model multiplies by 1 + w).
+  const float norm_offset = c.norm_offset == 1.0f ? 0.0f : 1.0f;
+  auto vec = [&](const std::string& n, int64_t len) {
+    p.push_back({{n, dt, {len}}, 0.05f, norm_offset});
+  };
   p.push_back({{"model.embed_tokens.weight", dt, {c.vocab_size, c.dim}}, 1.0f, 0.0f});
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
     vec(pre + "input_layernorm.weight", c.dim);
-    mat(pre + "self_attn.q_proj.weight", c.q_dim(), c.dim);
-    mat(pre + "self_attn.k_proj.weight", c.kv_dim(), c.dim);
-    mat(pre + "self_attn.v_proj.weight", c.kv_dim(), c.dim);
+    if (c.arch == "phi3") {  // fused: rows [Q; K; V] and [gate; up]
+      mat(pre + "self_attn.qkv_proj.weight", c.q_dim() + 2 * c.kv_dim(), c.dim);
+      mat(pre + "mlp.gate_up_proj.weight", 2 * c.hidden_dim, c.dim);
+    } else {
+      mat(pre + "self_attn.q_proj.weight", c.q_dim(), c.dim);
+      mat(pre + "self_attn.k_proj.weight", c.kv_dim(), c.dim);
+      mat(pre + "self_attn.v_proj.weight", c.kv_dim(), c.dim);
+      mat(pre + "mlp.gate_proj.weight", c.hidden_dim, c.dim);
+      mat(pre + "mlp.up_proj.weight", c.hidden_dim, c.dim);
+    }
     mat(pre + "self_attn.o_proj.weight", c.dim, c.q_dim());
     vec(pre + "post_attention_layernorm.weight", c.dim);
-    mat(pre + "mlp.gate_proj.weight", c.hidden_dim, c.dim);
-    mat(pre + "mlp.up_proj.weight", c.hidden_dim, c.dim);
+    if (c.sandwich_norms) {
+      vec(pre + "pre_feedforward_layernorm.weight", c.dim);
+      vec(pre + "post_feedforward_layernorm.weight", c.dim);
+    }
     mat(pre + "mlp.down_proj.weight", c.dim, c.hidden_dim);
     if (c.qkv_bias) {
       bias(pre + "self_attn.q_proj.bias", c.q_dim());

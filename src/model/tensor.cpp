@@ -27,6 +27,16 @@ void Tensor::release_pages() const {
   if (file) file->release(data, bytes());
 }
 
+Tensor row_view(const Tensor& t, int64_t r0, int64_t n, const std::string& what) {
+  KV_CHECK(r0 >= 0 && n >= 0 && r0 + n <= t.rows, "tensor '{}': rows [{}, {}) asked of {}",
+           t.name, r0, r0 + n, t.rows);
+  Tensor v = t;
+  v.name = t.name + " (" + what + ")";
+  v.rows = n;
+  v.data = t.data + size_t(r0 * t.cols) * dtype_size(t.dtype);
+  return v;
+}
+
 Tensor make_tensor(std::string name, int64_t rows, int64_t cols, std::vector<float> values) {
   KV_ASSERT(int64_t(values.size()) == rows * cols);
   auto buf = std::make_shared<std::vector<float>>(std::move(values));

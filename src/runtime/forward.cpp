@@ -24,14 +24,16 @@ struct LayerF32 {
   const float *k_compress, *q_project;  // null unless config.compressed_keys()
   const float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;  // null when the model has none
   const float *q_norm, *k_norm;                             // null unless config.qk_norm
+  const float *post_attn_norm, *post_ffn_norm;  // null unless config.sandwich_norms
 };
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
-  constexpr int kN = 20;
+  constexpr int kN = 22;
   const Tensor* ts[kN] = {&w.attn_norm, &w.wq,   &w.wk,     &w.wv,         &w.wo,
                           &w.ffn_norm,  &w.w_gate, &w.w_up, &w.w_down,     &w.k_compress,
                           &w.q_project, &w.bq,   &w.bk,     &w.bv,         &w.bo,
-                          &w.b_gate,    &w.b_up, &w.b_down,     &w.q_norm,   &w.k_norm};
+                          &w.b_gate,    &w.b_up, &w.b_down,     &w.q_norm,   &w.k_norm,
+                          &w.post_attn_norm, &w.post_ffn_norm};
   size_t need = 0;
   for (const Tensor* t : ts)
     if (!t->empty() && !t->f32()) need += size_t(t->numel());
@@ -60,7 +62,7 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
   }
   return {out[0],  out[1],  out[2],  out[3],  out[4],  out[5],  out[6],  out[7],  out[8],
           out[9],  out[10], out[11], out[12], out[13], out[14], out[15], out[16], out[17],
-          out[18], out[19]};
+          out[18], out[19], out[20], out[21]};
 }
 
 // y[t, :] += b for every row t of y [T, n]; nothing when b is null (no bias).
@@ -129,13 +131,14 @@ void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out
       Eigen::Map<const MatR>(v, nk, hd).transpose() * Eigen::Map<const Eigen::VectorXf>(p, nk);
 }
 
-// Causal attention of one query head over one KV head's cache, in query blocks:
+// Causal attention of one query head over one KV head's cache, in query blocks
+// (scores = scale * q.k, soft-capped at `cap` when > 0):
 // query t (0-based in this call) sees slots j < n_prev + t + 1, and with window > 0 only
 // the last `window` of those (the caller guarantees that slot j holds position j then).
 // q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo.
 void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
-                 int n_prev, int hd, float scale, float alibi, int window, float* out, int ldo,
-                 float* scores, int qb, int layer, int head, ForwardObserver* obs) {
+                 int n_prev, int hd, float scale, float alibi, int window, float cap, float* out,
+                 int ldo, float* scores, int qb, int layer, int head, ForwardObserver* obs) {
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
@@ -147,6 +150,7 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
     for (int i = 0; i < nq; ++i) {
       float* row = scores + size_t(i) * nk;
       const int visible = n_prev + t0 + i + 1;
+      if (cap > 0.0f) softcap(row, visible, cap);  // Gemma 2: on the scaled scores
       if (bias)  // compensation slots of a compressed cache (all among the first n_prev)
         for (int j = 0; j < n_prev; ++j) row[j] += bias[j];
       if (alibi != 0.0f)
@@ -251,16 +255,25 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
              m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
              tokens[size_t(t)], t, c.vocab_size - 1);
     w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, s.x.data() + size_t(t) * D);
+    if (c.embed_scale != 1.0f)  // Gemma: x = embedding * sqrt(dim)
+      for (int i = 0; i < D; ++i) s.x[size_t(t) * D + i] *= c.embed_scale;
   }
 
   ForwardObserver* obs = opt.observer;
   ForwardObserver* att_obs = obs && obs->wants_attention() ? obs : nullptr;
 
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const std::vector<double> inv_freq = rope_inv_freq(c);  // [hd/2]
+  const float scale = c.query_scale();
+  const float nofs = c.norm_offset;
+  // Longrope picks its factors per call, as transformers does: long ones once this call
+  // reaches past original_max_position (positions s.pos .. s.pos+T-1); keys already cached
+  // keep the rotation they were given.
+  const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
+                            s.pos + T > c.rope_scaling.original_max_position;
   for (int l = 0; l < c.n_layers; ++l) {
+    const std::vector<double> inv_freq = rope_inv_freq(c, l, long_context);  // [rot_dim/2]
+    const double rope_factor = rope_attention_factor(c, l);
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
-    rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data());
+    rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
     matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
     matmul_wt(s.xb.data(), T, D, lw.wk, c.k_proj_dim(), s.k.data());
     matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
@@ -268,15 +281,17 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
     add_bias(s.v.data(), T, KV, lw.bv);
     if (c.qk_norm) {  // each head's vector is a row of [T * heads, head_dim]
-      rmsnorm(s.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, s.q.data());
-      rmsnorm(s.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, s.k.data());
+      rmsnorm(s.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, s.q.data(), nofs);
+      rmsnorm(s.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, s.k.data(), nofs);
     }
     const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
-      apply_rope(s.q.data(), T, nh, hd, s.pos, inv_freq.data(), c.rope_layout);
-      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, inv_freq.data(), c.rope_layout);
+      apply_rope(s.q.data(), T, nh, hd, s.pos, inv_freq.data(), c.rope_layout, c.rot_dim(),
+                 rope_factor);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, inv_freq.data(), c.rope_layout,
+                 c.rot_dim(), rope_factor);
     }
     const float* keys = s.k.data();  // [T, KV]: what the cache holds
     if (c.compressed_keys()) {
@@ -306,22 +321,25 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       const int n_prev = cache.used[cache.head(l, g)];
       const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
-                  n_prev, hd, scale, slope, c.sliding_window, s.att.data() + size_t(h) * hd, Q, sc,
-                  qb, l, h, att_obs);
+                  n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
+                  s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
     }
-    // The attention block's output (after W_O) separately only when an observer asks.
-    const bool want_proj = obs && obs->wants_attn_proj();
+    // The attention block's output (after W_O, and Gemma's post-attention norm) separately
+    // when an observer asks or the sandwich norm needs it whole.
+    const bool want_proj = (obs && obs->wants_attn_proj()) || c.sandwich_norms;
     if (want_proj) {
       grow(s.aproj, size_t(T) * D);
       matmul_wt(s.att.data(), T, Q, lw.wo, D, s.aproj.data());
       add_bias(s.aproj.data(), T, D, lw.bo);
+      if (c.sandwich_norms)
+        rmsnorm(s.aproj.data(), lw.post_attn_norm, T, D, c.norm_eps, s.aproj.data(), nofs);
     }
     if (obs) {
       const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
       const float* k = to_head_major(keys, T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
       const float* v = to_head_major(s.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, s.cap_v);
       obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data(),
-                     want_proj ? s.aproj.data() : nullptr});
+                     obs->wants_attn_proj() ? s.aproj.data() : nullptr});
     }
     if (want_proj) {  // residual add
       for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
@@ -329,14 +347,24 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
       add_bias(s.x.data(), T, D, lw.bo);
     }
-    rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data());
+    rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
     matmul_wt(s.xb.data(), T, D, lw.w_gate, H, s.hb.data());
     matmul_wt(s.xb.data(), T, D, lw.w_up, H, s.hb2.data());
     add_bias(s.hb.data(), T, H, lw.b_gate);
     add_bias(s.hb2.data(), T, H, lw.b_up);
-    swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
-    matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
-    add_bias(s.x.data(), T, D, lw.b_down);
+    if (c.mlp_act == MlpActivation::kGeluTanh)
+      geglu_tanh(s.hb.data(), s.hb2.data(), int64_t(T) * H);
+    else
+      swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
+    if (c.sandwich_norms) {  // Gemma: x += post_ffn_norm(W_down h), via xb (free again)
+      matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.xb.data());
+      add_bias(s.xb.data(), T, D, lw.b_down);
+      rmsnorm(s.xb.data(), lw.post_ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
+      for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.xb[i];
+    } else {
+      matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
+      add_bias(s.x.data(), T, D, lw.b_down);
+    }
   }
   for (int& u : cache.used) u += T;
   cache.length += T;
@@ -351,7 +379,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     fn_buf = w.final_norm.to_f32();
     fn = fn_buf.data();
   }
-  rmsnorm(xin, fn, rows, D, c.norm_eps, s.xb.data());
+  rmsnorm(xin, fn, rows, D, c.norm_eps, s.xb.data(), nofs);
   const int V = c.vocab_size;
   grow(s.logits, size_t(rows) * V);
   if (const float* wc = w.classifier.f32()) {
@@ -367,6 +395,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
                   wb.data(), D, 0.0f, s.logits.data() + r0, V);
     }
   }
+  if (c.final_softcap > 0.0f) softcap(s.logits.data(), int64_t(rows) * V, c.final_softcap);
   return {s.logits.data(), size_t(rows) * V};
 }
 

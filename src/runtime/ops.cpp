@@ -31,7 +31,7 @@ void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y,
               out);
 }
 
-void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y) {
+void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, float w_offset) {
 #pragma omp parallel for schedule(static) if (int64_t(T) * n >= kParallelMin)
   for (int t = 0; t < T; ++t) {
     const float* xr = x + size_t(t) * n;
@@ -39,20 +39,23 @@ void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y) 
     double ss = 0.0;  // double: the sum of squares of a 4096-wide row loses digits in float
     for (int i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
     const float inv = float(1.0 / std::sqrt(ss / n + double(eps)));
-    for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv * w[i];
+    if (w_offset == 0.0f)
+      for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv * w[i];
+    else
+      for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv * (w_offset + w[i]);
   }
 }
 
 void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
-                RopeLayout layout) {
-  const int half = head_dim / 2;
+                RopeLayout layout, int rot_dim, double attn_factor) {
+  const int half = (rot_dim > 0 ? rot_dim : head_dim) / 2;
 #pragma omp parallel for schedule(static) if (int64_t(T) * n_heads * head_dim >= kParallelMin)
   for (int t = 0; t < T; ++t) {
     std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
       const double a = double(pos0 + t) * inv_freq[i];
-      c[size_t(i)] = float(std::cos(a));
-      s[size_t(i)] = float(std::sin(a));
+      c[size_t(i)] = float(attn_factor * std::cos(a));
+      s[size_t(i)] = float(attn_factor * std::sin(a));
     }
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + (size_t(t) * n_heads + h) * head_dim;
@@ -74,6 +77,20 @@ void swiglu(float* gate, const float* up, int64_t n) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+
+void geglu_tanh(float* gate, const float* up, int64_t n) {
+  const float k = float(std::sqrt(2.0 / M_PI));
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
+void softcap(float* x, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
 }
 
 void softmax_row(float* x, int n) {

@@ -26,6 +26,9 @@ struct LayerWeights {
   // bo [1, dim], b_gate and b_up [1, hidden_dim], b_down [1, dim].
   Tensor bq, bk, bv, bo, b_gate, b_up, b_down;
   Tensor q_norm, k_norm;  // [1, head_dim], only with config.qk_norm
+  // Gemma's sandwich norms (config.sandwich_norms): on the attention block's output and on
+  // the MLP's output, before each joins the residual stream. [1, dim] each.
+  Tensor post_attn_norm, post_ffn_norm;
   // Only in models with config.k_proj_heads > 0 (see ModelConfig):
   Tensor k_compress;  // [n_kv_heads*head_dim, group*head_dim]: rows of cached head j map
                       // the post-RoPE keys of its group's heads to it (group = k_proj_heads

@@ -21,6 +21,14 @@ enum class RopeScalingKind {
   kNone,    // default
   kLinear,  // every inverse frequency / factor (position interpolation)
   kLlama3,  // Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between
+  kLongrope,  // Phi-3: each frequency / its own factor (short_factor, or long_factor once a
+              // call reaches past original_max_position), cos and sin times attention_factor
+};
+
+// The MLP's gate activation: gate(x) * up(x) with gate = act(W_gate x).
+enum class MlpActivation {
+  kSilu,      // SwiGLU (llama, mistral, qwen, phi3)
+  kGeluTanh,  // GeGLU with the tanh approximation of GELU (gemma's gelu_pytorch_tanh)
 };
 
 struct RopeScaling {
@@ -28,7 +36,9 @@ struct RopeScaling {
   double factor = 1.0;
   double low_freq_factor = 1.0;     // llama3
   double high_freq_factor = 4.0;    // llama3
-  int original_max_position = 0;    // llama3: original_max_position_embeddings
+  int original_max_position = 0;    // llama3, longrope: original_max_position_embeddings
+  std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim/2] each
+  double attention_factor = 1.0;                   // longrope: multiplies cos and sin
 };
 
 struct ModelConfig {
@@ -69,12 +79,41 @@ struct ModelConfig {
   // included), applied as a mask over the full cache (which is not trimmed to the window).
   // 0: no window.
   int sliding_window = 0;
+  // Which layers the window applies to (Gemma alternates sliding and global layers):
+  // [n_layers] of 0/1, or empty when every layer is windowed.
+  std::vector<uint8_t> sliding_layers;
+  // Gemma 3: the RoPE base of the sliding layers, which use plain RoPE (no rope_scaling);
+  // global layers use rope_theta and rope_scaling. 0: every layer uses rope_theta.
+  float rope_local_theta = 0.0f;
+  // Partial rotary (Phi-3 partial_rotary_factor): RoPE rotates the first rotary_dim of each
+  // head's head_dim (rotate-half within them); the rest pass through. 0: all of head_dim.
+  int rotary_dim = 0;
+  // Gemma: RMSNorm multiplies by (norm_offset + w) (1 there, 0 elsewhere) -- also the q/k
+  // norms; the embedding is multiplied by embed_scale (sqrt(dim) there).
+  float norm_offset = 0.0f;
+  float embed_scale = 1.0f;
+  MlpActivation mlp_act = MlpActivation::kSilu;
+  // Attention score scale; 0 means 1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-1/2).
+  float attn_scale = 0.0f;
+  // Gemma's sandwich norms: the attention and MLP outputs are RMSNormed (post_attn_norm,
+  // post_ffn_norm) before they join the residual stream.
+  bool sandwich_norms = false;
+  // Gemma 2 soft-capping: scores <- cap * tanh(scores / cap) (after scaling, before the
+  // mask), logits likewise with final_softcap. 0: none.
+  float attn_softcap = 0.0f;
+  float final_softcap = 0.0f;
 
   int q_dim() const { return n_heads * head_dim; }      // width of Q
   int kv_dim() const { return n_kv_heads * head_dim; }  // width of K and V
   bool compressed_keys() const { return k_proj_heads > 0; }
   int k_proj_dim() const { return (compressed_keys() ? k_proj_heads : n_kv_heads) * head_dim; }
   int group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
+  int rot_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+  float query_scale() const;           // attn_scale, or 1/sqrt(head_dim)
+  int window_of(int layer) const;      // the sliding window of `layer`, 0 when it has none
+  bool local_rope(int layer) const {   // Gemma 3 sliding layer with its own RoPE base
+    return rope_local_theta > 0.0f && window_of(layer) > 0;
+  }
   // Bytes the f32 cache holds per token: K and V of every layer's cached heads.
   int64_t kv_bytes_per_token() const {
     return int64_t(2) * n_layers * n_kv_heads * head_dim * int64_t(sizeof(float));
@@ -82,11 +121,16 @@ struct ModelConfig {
 };
 
 std::string rope_layout_name(RopeLayout l);
-std::string rope_scaling_name(RopeScalingKind k);  // "none", "linear", "llama3"
+std::string rope_scaling_name(RopeScalingKind k);  // "none", "linear", "llama3", "longrope"
+std::string mlp_activation_name(MlpActivation a);   // "silu", "gelu_tanh"
 
-// The head_dim/2 RoPE inverse frequencies of `c` (theta and rope_scaling applied), in
-// double: frequency i rotates the pair i of RopeLayout.
-std::vector<double> rope_inv_freq(const ModelConfig& c);
+// The rot_dim()/2 RoPE inverse frequencies of `layer` of `c` (theta and rope_scaling
+// applied; Gemma 3's local base on sliding layers), in double: frequency i rotates the pair
+// i of RopeLayout. `long_context`: a longrope call that reaches past
+// original_max_position (long_factor instead of short_factor).
+std::vector<double> rope_inv_freq(const ModelConfig& c, int layer = 0, bool long_context = false);
+// The factor on cos and sin of `layer` (longrope's attention_factor, else 1).
+double rope_attention_factor(const ModelConfig& c, int layer = 0);
 std::string positional_name(PositionalKind p);
 
 // Throws Error naming `source` when a field is out of range or inconsistent.

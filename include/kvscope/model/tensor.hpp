@@ -37,6 +37,10 @@ struct Tensor {
   void release_pages() const;
 };
 
+// Rows [r0, r0+n) of `t` as a tensor of its own (same dtype and mapping, no copy), named
+// "<t.name> (<what>)". Fused checkpoint tensors (Phi-3's qkv_proj) are split this way.
+Tensor row_view(const Tensor& t, int64_t r0, int64_t n, const std::string& what);
+
 // Owned float32 tensor; `values` must hold rows*cols elements.
 Tensor make_tensor(std::string name, int64_t rows, int64_t cols, std::vector<float> values);
 

@@ -18,17 +18,28 @@ inline constexpr int64_t kBlasGemvMin = int64_t(1) << 20;
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
 
-// y[t, :] = x[t, :] / rms(x[t, :]) * w       x, y: [T, n]; w: [n]; y may alias x
-void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y);
+// y[t, :] = x[t, :] / rms(x[t, :]) * (w_offset + w)    x, y: [T, n]; w: [n]; y may alias x
+// (w_offset 1: Gemma's norms, whose stored weight is the deviation from 1)
+void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y,
+             float w_offset = 0.0f);
 
 // In place: rotate each head of x [T, n_heads*head_dim] at absolute positions
-// pos0..pos0+T-1 by the head_dim/2 frequencies inv_freq (rope_inv_freq). Angles are
-// computed in double, so long positions stay accurate.
+// pos0..pos0+T-1 by the rot_dim/2 frequencies inv_freq (rope_inv_freq). Only the first
+// rot_dim of each head rotate (0: all head_dim; partial rotary), and cos and sin are
+// multiplied by attn_factor (longrope). Angles are computed in double, so long positions
+// stay accurate.
 void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
-                RopeLayout layout);
+                RopeLayout layout, int rot_dim = 0, double attn_factor = 1.0);
 
 // gate[T, n] <- silu(gate) * up
 void swiglu(float* gate, const float* up, int64_t n);
+
+// gate[T, n] <- gelu_tanh(gate) * up, GELU's tanh approximation (PyTorch's
+// gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh)
+void geglu_tanh(float* gate, const float* up, int64_t n);
+
+// x[i] <- cap * tanh(x[i] / cap)  (Gemma 2's soft-capping of scores and logits)
+void softcap(float* x, int64_t n, float cap);
 
 // In place softmax of one row of n logits; returns nothing, rows of -inf are an error
 // the caller rules out (a causal row always sees at least its own key).
