@@ -135,6 +135,14 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("rope_layout", rope_layout_name(c.rope_layout));
   attr("rope_theta", double(c.rope_theta));
   attr("rope_scaling", rope_scaling_json(c.rope_scaling).dump());
+  attr("model_type", c.arch);
+  attr("rotary_dim", int64_t(c.rot_dim()));
+  attr("rope_local_theta", double(c.rope_local_theta));
+  {
+    nlohmann::json windows = nlohmann::json::array();
+    for (int l = 0; l < c.n_layers; ++l) windows.push_back(c.window_of(l));
+    attr("sliding_windows", windows.dump());
+  }
   attr("norm_eps", double(c.norm_eps));
   attr("tokenizer_kind", src.tokenizer_kind);
   attr("tokenizer_file", src.tokenizer_file.string());
