@@ -12,7 +12,7 @@ PACKAGES=(
   libhdf5-dev hdf5-tools
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   catch2
-  libsentencepiece-dev libpcre2-dev libssl-dev
+  libsentencepiece-dev libpcre2-dev libutf8proc-dev libssl-dev
   gnuplot-nox
   python3 python3-numpy python3-h5py
 )

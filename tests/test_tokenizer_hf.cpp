@@ -275,7 +275,7 @@ TEST_CASE("hf tokenizer: malformed tokenizer.json", "[tokenizer]") {
       const char* expected;
     };
     const std::vector<Case> cases = {
-        {"normalizer", {{"type", "NFKC"}}, "'NFKC'"},
+        {"normalizer", {{"type", "Lowercase"}}, "'Lowercase'"},
         {"pre_tokenizer", {{"type", "Whitespace"}}, "'Whitespace'"},
         {"decoder", {{"type", "WordPiece"}}, "'WordPiece'"},
         {"post_processor", {{"type", "BertProcessing"}}, "'BertProcessing'"},

@@ -90,10 +90,18 @@ void read_normalizer(const JsonFile& f, const json& j, std::vector<Normalizer>& 
   } else if (type == "Replace") {
     out.push_back(
         {Normalizer::Type::kReplace, "", f.pattern(j, where), f.str(j, "content", where)});
+  } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+    // Unicode normalization forms (Qwen's tokenizer.json uses NFC), from utf8proc's tables.
+    Normalizer n{Normalizer::Type::kUnicode, "", nullptr, ""};
+    n.form = type == "NFC"    ? Normalizer::Form::kNFC
+             : type == "NFD"  ? Normalizer::Form::kNFD
+             : type == "NFKC" ? Normalizer::Form::kNFKC
+                              : Normalizer::Form::kNFKD;
+    out.push_back(n);
   } else {
-    // NFC/NFKC/Lowercase/Precompiled/... need Unicode tables we do not carry.
-    f.fail(fmt::format("unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace)",
-                       type));
+    // Lowercase/Precompiled/BertNormalizer/... are not implemented.
+    f.fail(fmt::format("unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace, "
+                       "NFC, NFD, NFKC, NFKD)", type));
   }
 }
 

@@ -4,8 +4,10 @@
 // the reference implementation, including its quirks, which are called out where they occur.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/tokenizer/tokenizer_detail.hpp"
@@ -328,6 +330,37 @@ std::vector<AddedMatcher::Segment> AddedMatcher::split(std::string_view s) const
 
 // ---- normalizers -----------------------------------------------------------------------
 
+// NFC / NFD / NFKC / NFKD of UTF-8 text (utf8proc; the Rust crate uses the same Unicode
+// algorithm, so only characters newer than either table could differ).
+std::string unicode_normalize(const std::string& s, Normalizer::Form form) {
+  if (s.empty()) return s;
+  int options = UTF8PROC_STABLE;
+  switch (form) {
+    case Normalizer::Form::kNFC:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case Normalizer::Form::kNFD:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case Normalizer::Form::kNFKC:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case Normalizer::Form::kNFKD:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
+  }
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()),
+                   &out, utf8proc_option_t(options));
+  if (n < 0)
+    throw Error(fmt::format("Unicode normalization of the text failed: {} (the text is not valid "
+                            "UTF-8?)", utf8proc_errmsg(n)));
+  std::string r(reinterpret_cast<const char*>(out), size_t(n));
+  std::free(out);
+  return r;
+}
+
 std::string apply_normalizers(const std::vector<Normalizer>& normalizers, std::string s) {
   for (const Normalizer& n : normalizers) {
     switch (n.type) {
@@ -336,6 +369,9 @@ std::string apply_normalizers(const std::vector<Normalizer>& normalizers, std::s
         break;
       case Normalizer::Type::kReplace:  // normalizers/replace.rs
         s = n.pattern->replace_all(s, n.content);
+        break;
+      case Normalizer::Type::kUnicode:  // normalizers/unicode.rs
+        s = unicode_normalize(s, n.form);
         break;
     }
   }

@@ -257,10 +257,11 @@ struct Piece {
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
 struct Normalizer {
-  enum class Type { kPrepend, kReplace } type;
+  enum class Type { kPrepend, kReplace, kUnicode } type;
   std::string prepend;                   // kPrepend
   std::shared_ptr<const Regex> pattern;  // kReplace
   std::string content;                   // kReplace
+  enum class Form { kNFC, kNFD, kNFKC, kNFKD } form = Form::kNFC;  // kUnicode (utf8proc)
 };
 
 struct PreTokenizer {
