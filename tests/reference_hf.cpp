@@ -155,7 +155,14 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
   int window = 0;
   if (type == "mistral" || phi3) window = ck.opt<int>("sliding_window", 0);
   if (gemma) window = cfg.contains("sliding_window") ? ck.opt<int>("sliding_window", 0) : 4096;
+  const bool qwen = type == "qwen2" || type == "qwen3";
+  // Qwen2Config: sliding_window only with use_sliding_window; layers >= max_window_layers.
+  if (qwen && ck.opt<bool>("use_sliding_window", false))
+    window = cfg.contains("sliding_window") ? ck.opt<int>("sliding_window", 0) : 4096;
   auto sliding = [&](int l) {
+    if (qwen && cfg.contains("layer_types") && !cfg["layer_types"].is_null())
+      return window > 0 && cfg["layer_types"][size_t(l)] == "sliding_attention";
+    if (qwen) return window > 0 && l >= ck.opt<int>("max_window_layers", 28);
     if (!gemma) return window > 0;
     if (cfg.contains("layer_types")) return cfg["layer_types"][size_t(l)] == "sliding_attention";
     if (g2) return l % 2 == 0;  // Gemma2DecoderLayer: is_sliding = not bool(layer_idx % 2)

@@ -345,3 +345,36 @@ TEST_CASE("phi3: partial rotary and longrope short/long factors match transforme
                       Contains("rope_scaling type 'longrope' is not supported for model_type 'llama'"));
   }
 }
+
+TEST_CASE("qwen2 with use_sliding_window: layers from max_window_layers on slide",
+          "[families][forward]") {
+  // Qwen2.5-7B's config.json, shrunk, with its window switched on (off in the shipped
+  // file): layers 0 keeps global attention, 1 and 2 see the last 5 keys.
+  const json cfg = json::parse(R"({
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 60,
+    "eos_token_id": 60, "hidden_act": "silu", "hidden_size": 32, "initializer_range": 0.02,
+    "intermediate_size": 64, "max_position_embeddings": 131072, "max_window_layers": 1,
+    "model_type": "qwen2", "num_attention_heads": 4, "num_hidden_layers": 3,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "sliding_window": 5, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.1", "use_cache": true, "use_sliding_window": true,
+    "vocab_size": 61})");
+  ModelConfig c;
+  c.arch = "qwen2";
+  c.dim = 32, c.hidden_dim = 64, c.n_layers = 3, c.n_heads = 4, c.n_kv_heads = 2;
+  c.head_dim = 8, c.vocab_size = 61, c.max_seq_len = 64, c.qkv_bias = true;
+  test::TempDir d("fam_qwen2_window");
+  write_model(d.path, c, cfg);
+  const Model m = load_model(d.path);
+  CHECK(m.config.window_of(0) == 0);
+  CHECK(m.config.window_of(1) == 5);
+  CHECK(m.config.window_of(2) == 5);
+  check_against_reference(d.path, 20);
+  SECTION("use_sliding_window false: every layer global, sliding_window ignored") {
+    json j = cfg;
+    j["use_sliding_window"] = false;
+    test::write_bytes(d.path / "config.json", j.dump());
+    CHECK(load_model(d.path).config.window_of(2) == 0);
+    check_against_reference(d.path, 20);
+  }
+}

@@ -2,12 +2,14 @@
 // and svd_a never worse than mean_pool or svd_w at reconstructing the calibration
 // activations (Eckart-Young), on real models.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <map>
 
 #include "kvscope/experiments/experiment.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/kv/calibration.hpp"
 #include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/report/table.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
@@ -104,6 +106,85 @@ TEST_CASE("merging heads that are copies changes nothing, every method", "[reduc
         CHECK(rel(logits_of(r.model, toks), want) < 1e-5);
       }
     }
+  }
+}
+
+TEST_CASE("merging copied heads changes nothing in biased, q/k-normed, Gemma and partial-rotary "
+          "models", "[reduction][model][families]") {
+  // Random-weight models of the newer families, 2 KV heads merged into 1 after making
+  // head 1 a copy of head 0 (W_K, W_V and their biases): every method the model allows
+  // must reproduce its logits. A bias left behind, or merged differently from its rows,
+  // shows here.
+  struct Case {
+    const char* name;
+    ModelConfig c;
+    std::vector<ReduceMethod> methods;
+  };
+  auto base = [](const char* arch) {
+    ModelConfig c;
+    c.arch = arch;
+    c.dim = 32, c.hidden_dim = 48, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+    c.head_dim = 16, c.vocab_size = 53, c.max_seq_len = 64;
+    c.rope_layout = RopeLayout::kRotateHalf;
+    return c;
+  };
+  std::vector<Case> cases;
+  {
+    ModelConfig c = base("qwen2");
+    c.qkv_bias = true;
+    cases.push_back({"qwen2 (q/k/v biases)", c, {std::begin(kMethods), std::end(kMethods)}});
+  }
+  {
+    ModelConfig c = base("qwen3");
+    c.qk_norm = true;
+    cases.push_back({"qwen3 (q/k norms)", c, {ReduceMethod::kSvdW, ReduceMethod::kSvdA}});
+  }
+  {
+    ModelConfig c = base("gemma2");
+    c.norm_offset = 1.0f, c.embed_scale = std::sqrt(32.0f), c.sandwich_norms = true;
+    c.mlp_act = MlpActivation::kGeluTanh, c.attn_scale = 0.25f, c.tied_embeddings = true;
+    c.attn_softcap = 5.0f, c.final_softcap = 8.0f, c.sliding_window = 6;
+    c.sliding_layers = {1, 0};
+    cases.push_back({"gemma2", c, {std::begin(kMethods), std::end(kMethods)}});
+  }
+  {
+    ModelConfig c = base("phi3");
+    c.rotary_dim = 12;
+    cases.push_back({"phi3 (partial rotary)", c, {std::begin(kMethods), std::end(kMethods)}});
+  }
+  for (const Case& cs : cases) {
+    test::TempDir d("reduce_family");
+    SyntheticSpec spec;
+    spec.config = cs.c;
+    write_synthetic_hf_model(d.path, spec);
+    Model m = load_model(d.path);
+    widen_all(m);
+    const int hd = cs.c.head_dim;
+    for (LayerWeights& lw : m.weights.layers)
+      for (Tensor* w : {&lw.wk, &lw.wv, &lw.bk, &lw.bv}) {
+        if (w->empty()) continue;
+        std::vector<float> x = w->to_f32();
+        const size_t per_head = size_t(hd) * size_t(w->numel() / (2 * hd));  // rows or entries
+        std::copy(x.begin(), x.begin() + per_head, x.begin() + per_head);
+        *w = make_tensor(w->name, w->rows, w->cols, x);
+      }
+    std::vector<int32_t> stream;
+    for (int i = 0; i < 4096; ++i) stream.push_back(int32_t(1 + (i * 7919 + i / 13) % 52));
+    CalibrationOptions o;
+    o.tokens = 1024;
+    o.seq_len = 64;
+    CalibrationGrams cal = collect_grams(m, 1, stream, o);
+    const std::vector<int32_t> toks(stream.begin() + 100, stream.begin() + 160);
+    const std::vector<float> want = logits_of(m, toks);
+    for (ReduceMethod meth : cs.methods) {
+      INFO(cs.name << " " << method_name(meth));
+      const ReducedModel r = reduce_kv_heads(m, 1, meth, &cal);
+      CHECK(r.model.config.n_kv_heads == 1);
+      CHECK(rel(logits_of(r.model, toks), want) < 1e-5);
+    }
+    if (cs.c.qk_norm)
+      CHECK_THROWS_WITH(reduce_kv_heads(m, 1, ReduceMethod::kMeanPool, &cal),
+                        Catch::Contains("q_norm/k_norm") && Catch::Contains("svd_a"));
   }
 }
 

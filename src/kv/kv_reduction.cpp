@@ -131,10 +131,6 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
                              CalibrationGrams* cal) {
   const ModelConfig& c = m.config;
   KV_CHECK(!c.compressed_keys(), "model '{}' has already been reduced", m.name);
-  KV_CHECK(!c.qk_norm, "model '{}' normalises each key head (q_norm/k_norm): a reduced head "
-           "would need its own norm, which is not implemented yet", m.name);
-  KV_CHECK(!c.qkv_bias, "model '{}' has q/k/v biases: reducing its KV heads would have to carry "
-           "the key and value biases into the new heads, which is not implemented yet", m.name);
   KV_CHECK(target >= 1 && target <= c.n_kv_heads && c.n_kv_heads % target == 0,
            "target_kv_heads {} must divide model '{}''s {} KV heads", target, m.name, c.n_kv_heads);
   const int h = c.n_kv_heads, t = h / target, hd = c.head_dim, D = c.dim, nh = c.n_heads;
@@ -144,6 +140,13 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
   // without RoPE (where folding is exact).
   const bool compress = rope && (method == ReduceMethod::kSvdW || method == ReduceMethod::kSvdA);
   const std::string key_tensor = method == ReduceMethod::kSvdAFusedPreRope ? "k_pre_rope" : "k";
+  // A per-head key norm (Qwen3, Gemma 3) acts on each original head before RoPE, so only the
+  // methods that compress keys after RoPE keep it exact; merged W_K rows would need a norm of
+  // their own.
+  KV_CHECK(!c.qk_norm || compress,
+           "model '{}' normalises each key head (q_norm/k_norm): {} merges W_K rows before "
+           "that norm, which would need a norm of its own; use svd_w or svd_a (they compress "
+           "keys after the norm and RoPE)", m.name, method_name(method));
   if (needs_calibration(method)) {
     KV_CHECK(cal != nullptr, "method {} needs calibration activations", method_name(method));
     for (int l = 0; l < c.n_layers; ++l) {
@@ -171,14 +174,31 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = m.weights.layers[size_t(l)];
     LayerWeights nw = w;  // norms and FFN are shared, untouched
-    const Mat wq = widen(w.wq), wk = widen(w.wk), wv = widen(w.wv), wo = widen(w.wo);
+    // Biases ride along as one more input column ([W | b] acting on [x; 1]): merging,
+    // projecting or folding W's rows does the same to b, and svd_w's basis sees them as the
+    // affine map's last column (svd_a sees them in the activations already).
+    const int Din = D + (c.qkv_bias ? 1 : 0);
+    auto affine = [&](const Tensor& wt, const Tensor& bt) {
+      const Mat wm = widen(wt);
+      if (!c.qkv_bias) return wm;
+      const Mat bm = widen(bt);
+      Mat a(size_t(wt.rows) * Din);
+      for (int64_t r = 0; r < wt.rows; ++r) {
+        std::copy(wm.begin() + r * D, wm.begin() + (r + 1) * D, a.begin() + r * Din);
+        a[size_t(r * Din + D)] = bm[size_t(r)];
+      }
+      return a;
+    };
+    const Mat wq = affine(w.wq, w.bq), wk = affine(w.wk, w.bk), wv = affine(w.wv, w.bv),
+              wo = widen(w.wo);
     LayerBases bases;
     bases.keys_post_rope = method != ReduceMethod::kSvdAFusedPreRope;
-    Mat new_wk(size_t(target) * hd * D), new_wv(size_t(target) * hd * D), new_wq = wq, new_wo = wo;
+    Mat new_wk(size_t(target) * hd * Din), new_wv(size_t(target) * hd * Din), new_wq = wq,
+        new_wo = wo;
     Mat k_compress(size_t(target) * hd * t * hd), q_project(size_t(nh) * hd * hd);
     for (int j = 0; j < target; ++j) {
-      const Mat wk_grp = rows_of(wk, D, int64_t(j) * t * hd, int64_t(t) * hd);  // [t*hd, D]
-      const Mat wv_grp = rows_of(wv, D, int64_t(j) * t * hd, int64_t(t) * hd);
+      const Mat wk_grp = rows_of(wk, Din, int64_t(j) * t * hd, int64_t(t) * hd);  // [t*hd, Din]
+      const Mat wv_grp = rows_of(wv, Din, int64_t(j) * t * hd, int64_t(t) * hd);
       Mat psi, omega;
       switch (method) {
         case ReduceMethod::kMeanPool:
@@ -191,7 +211,7 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
             for (int a = 0; a < t * hd; ++a)
               for (int b = a; b < t * hd; ++b) {
                 double acc = 0.0;
-                for (int x = 0; x < D; ++x) acc += wg[size_t(a) * D + x] * wg[size_t(b) * D + x];
+                for (int x = 0; x < Din; ++x) acc += wg[size_t(a) * Din + x] * wg[size_t(b) * Din + x];
                 g[size_t(a) * t * hd + b] = g[size_t(b) * t * hd + a] = acc;
               }
             return g;
@@ -208,19 +228,19 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
       }
       // Values: W_V <- Omega W_Vgrp; W_O columns of every query head reading head i of
       // the group <- W_O cols * Omega^(i)^T.
-      const Mat v_new = matmul(omega, wv_grp, hd, int64_t(t) * hd, D);
-      std::copy(v_new.begin(), v_new.end(), new_wv.begin() + size_t(j) * hd * D);
+      const Mat v_new = matmul(omega, wv_grp, hd, int64_t(t) * hd, Din);
+      std::copy(v_new.begin(), v_new.end(), new_wv.begin() + size_t(j) * hd * Din);
       // Keys.
       if (method == ReduceMethod::kMeanPool) {
         for (int a = 0; a < hd; ++a)
-          for (int x = 0; x < D; ++x) {
+          for (int x = 0; x < Din; ++x) {
             double acc = 0.0;
-            for (int i = 0; i < t; ++i) acc += wk_grp[(size_t(i) * hd + a) * D + x];
-            new_wk[(size_t(j) * hd + a) * D + x] = acc / t;
+            for (int i = 0; i < t; ++i) acc += wk_grp[(size_t(i) * hd + a) * Din + x];
+            new_wk[(size_t(j) * hd + a) * Din + x] = acc / t;
           }
       } else if (!compress) {
-        const Mat k_new = matmul(psi, wk_grp, hd, int64_t(t) * hd, D);
-        std::copy(k_new.begin(), k_new.end(), new_wk.begin() + size_t(j) * hd * D);
+        const Mat k_new = matmul(psi, wk_grp, hd, int64_t(t) * hd, Din);
+        std::copy(k_new.begin(), k_new.end(), new_wk.begin() + size_t(j) * hd * Din);
       } else {
         std::copy(psi.begin(), psi.end(), k_compress.begin() + size_t(j) * hd * t * hd);
       }
@@ -234,9 +254,9 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
             if (compress) {
               std::copy(psi_i.begin(), psi_i.end(), q_project.begin() + size_t(qh) * hd * hd);
             } else {  // fold: W_Q^(h) <- Psi^(i) W_Q^(h)
-              const Mat q_rows = rows_of(wq, D, int64_t(qh) * hd, hd);
-              const Mat q_new = matmul(psi_i, q_rows, hd, hd, D);
-              std::copy(q_new.begin(), q_new.end(), new_wq.begin() + size_t(qh) * hd * D);
+              const Mat q_rows = rows_of(wq, Din, int64_t(qh) * hd, hd);
+              const Mat q_new = matmul(psi_i, q_rows, hd, hd, Din);
+              std::copy(q_new.begin(), q_new.end(), new_wq.begin() + size_t(qh) * hd * Din);
             }
             // W_O[:, h] <- W_O[:, h] Omega^(i)^T
             for (int x = 0; x < D; ++x)
@@ -252,26 +272,40 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
       }
       if (method == ReduceMethod::kMeanPool) {  // stored as the plain mean of W_V
         for (int a = 0; a < hd; ++a)
-          for (int x = 0; x < D; ++x) {
+          for (int x = 0; x < Din; ++x) {
             double acc = 0.0;
-            for (int i = 0; i < t; ++i) acc += wv_grp[(size_t(i) * hd + a) * D + x];
-            new_wv[(size_t(j) * hd + a) * D + x] = acc / t;
+            for (int i = 0; i < t; ++i) acc += wv_grp[(size_t(i) * hd + a) * Din + x];
+            new_wv[(size_t(j) * hd + a) * Din + x] = acc / t;
           }
       }
       bases.keys.push_back(std::move(psi));
       bases.values.push_back(std::move(omega));
     }
     const std::string p = fmt::format("reduced.layers.{}.", l);
-    nw.wq = to_tensor(p + "wq", new_wq, int64_t(nh) * hd, D);
+    // Splits [W | b] back into W and its bias.
+    auto store = [&](const std::string& n, const Mat& a, int64_t rows, Tensor& wt, Tensor& bt) {
+      if (!c.qkv_bias) {
+        wt = to_tensor(p + n, a, rows, D);
+        return;
+      }
+      Mat wm(size_t(rows) * D), bm(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy(a.begin() + r * Din, a.begin() + r * Din + D, wm.begin() + r * D);
+        bm[size_t(r)] = a[size_t(r * Din + D)];
+      }
+      wt = to_tensor(p + n, wm, rows, D);
+      bt = to_tensor(p + "b" + n.substr(1), bm, 1, rows);
+    };
+    store("wq", new_wq, int64_t(nh) * hd, nw.wq, nw.bq);
     nw.wo = to_tensor(p + "wo", new_wo, D, int64_t(nh) * hd);
-    nw.wv = to_tensor(p + "wv", new_wv, int64_t(target) * hd, D);
+    store("wv", new_wv, int64_t(target) * hd, nw.wv, nw.bv);
     if (compress) {
       nw.wk = w.wk;  // all h heads are still projected; compression happens after RoPE
       nw.k_compress =
           to_tensor(p + "k_compress", k_compress, int64_t(target) * hd, int64_t(t) * hd);
       nw.q_project = to_tensor(p + "q_project", q_project, int64_t(nh) * hd, hd);
     } else {
-      nw.wk = to_tensor(p + "wk", new_wk, int64_t(target) * hd, D);
+      store("wk", new_wk, int64_t(target) * hd, nw.wk, nw.bk);
     }
     r.model.weights.layers.push_back(std::move(nw));
     r.layers.push_back(std::move(bases));

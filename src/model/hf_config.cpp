@@ -84,18 +84,26 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
              "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off");
     cfg["architectures"] = {"Qwen2ForCausalLM"};
     cfg["model_type"] = "qwen2";
-    cfg["use_sliding_window"] = false;
   } else if (c.qk_norm) {
     KV_CHECK(c.qkv_bias == c.o_bias && !c.mlp_bias,
              "qwen3 config: attention_bias covers q, k, v and o; no MLP bias");
     cfg["architectures"] = {"Qwen3ForCausalLM"};
     cfg["model_type"] = "qwen3";
     cfg["attention_bias"] = c.qkv_bias;
-    cfg["use_sliding_window"] = false;
   } else if (c.qkv_bias || c.o_bias || c.mlp_bias) {
     KV_CHECK(c.qkv_bias == c.o_bias, "llama config: attention_bias covers q, k, v and o together");
     cfg["attention_bias"] = c.qkv_bias;
     cfg["mlp_bias"] = c.mlp_bias;
+  }
+  if (c.arch == "qwen2" || c.arch == "qwen3") {
+    cfg["use_sliding_window"] = c.sliding_window > 0;
+    if (c.sliding_window > 0) {
+      cfg["sliding_window"] = c.sliding_window;
+      json types = json::array();
+      for (int l = 0; l < c.n_layers; ++l)
+        types.push_back(c.window_of(l) > 0 ? "sliding_attention" : "full_attention");
+      cfg["layer_types"] = types;
+    }
   }
   if (c.arch == "mistral") {
     cfg["architectures"] = {"MistralForCausalLM"};

@@ -91,6 +91,11 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (is_gemma(type) && gemma_computed.count(k)) continue;
     if (type == "gemma3_text" && gemma3_computed.count(k)) continue;
     if (type == "phi3" && phi3_computed.count(k)) continue;
+    // Qwen2 / Qwen3: read by parse_qwen_window below.
+    if ((type == "qwen2" || type == "qwen3") &&
+        (k == "use_sliding_window" || k == "sliding_window" || k == "max_window_layers" ||
+         k == "layer_types"))
+      continue;
     const json& v = it.value();
     // Gemma's MLP reads hidden_activation; hidden_act is a leftover it never reads.
     if (is_gemma(type) && k == "hidden_act") continue;
@@ -110,13 +115,6 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
       continue;
     // Mistral's window is read below and applied by forward().
     if (k == "sliding_window" && type == "mistral") continue;
-    // Qwen2 and Qwen3 read sliding_window and max_window_layers only when use_sliding_window
-    // is true (refused above unless false), and their layer_types are then all full attention.
-    if ((type == "qwen2" || type == "qwen3") &&
-        (k == "sliding_window" || k == "max_window_layers")) {
-      const json& u = j.contains("use_sliding_window") ? j["use_sliding_window"] : json(false);
-      if (u.is_boolean() && !u.get<bool>()) continue;
-    }
     if (k == "layer_types" && v.is_array()) {
       bool all_full = true;
       for (const json& e : v) all_full &= e == "full_attention";
@@ -126,8 +124,6 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     std::string why = "kvscope does not implement it, and ignoring it could change the results";
     if (k == "sliding_window")
       why = "Hugging Face's LlamaAttention ignores it, so a value here is ambiguous";
-    if (k == "use_sliding_window" && (type == "qwen2" || type == "qwen3"))
-      why = "Qwen's windowed layers (max_window_layers) are not implemented yet";
     if (k == "partial_rotary_factor")
       why = "partial rotary is applied by Hugging Face only in phi3 among the supported families";
     if (k == "quantization_config") why = "quantized checkpoints are not supported";
@@ -212,9 +208,9 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
   return rs;
 }
 
-// Gemma's sliding layers: layer_types when given (as transformers does), else every
+// Sliding layers: layer_types when given (as transformers does), else Gemma's rule: every
 // pattern-th layer global, the rest sliding ((i + 1) % pattern != 0).
-std::vector<uint8_t> gemma_sliding_layers(const json& j, int n_layers, int dflt_pattern,
+std::vector<uint8_t> layer_types_or_pattern(const json& j, int n_layers, int dflt_pattern,
                                           const fs::path& file) {
   std::vector<uint8_t> out(static_cast<size_t>(n_layers));
   if (j.contains("layer_types") && !j["layer_types"].is_null()) {
@@ -234,6 +230,33 @@ std::vector<uint8_t> gemma_sliding_layers(const json& j, int n_layers, int dflt_
   KV_CHECK(pattern >= 1, "{}: sliding_window_pattern must be >= 1, got {}", file.string(), pattern);
   for (int i = 0; i < n_layers; ++i) out[size_t(i)] = (i + 1) % pattern != 0;
   return out;
+}
+
+// Qwen2 / Qwen3's optional windows (Qwen2Config): with use_sliding_window, layers from
+// max_window_layers on slide over sliding_window keys (or as layer_types says); without it
+// every layer is global whatever sliding_window holds.
+void parse_qwen_window(const json& j, ModelConfig& c, const fs::path& file) {
+  const bool use = field_or<bool>(j, "use_sliding_window", false, file);
+  const bool typed = j.contains("layer_types") && !j["layer_types"].is_null();
+  if (!use) {
+    if (typed)
+      for (const json& e : j["layer_types"])
+        KV_CHECK(e == "full_attention", "{}: layer_types holds {} but use_sliding_window is "
+                 "false, which makes every layer global in transformers: ambiguous, refused",
+                 file.string(), e.dump());
+    return;
+  }
+  if (j.contains("sliding_window") && j["sliding_window"].is_null()) return;  // no window
+  c.sliding_window = field_or<int>(j, "sliding_window", 4096, file);
+  KV_CHECK(c.sliding_window > 0, "{}: sliding_window must be positive, got {}", file.string(),
+           c.sliding_window);
+  if (typed) {
+    c.sliding_layers = layer_types_or_pattern(j, c.n_layers, 1, file);
+    return;
+  }
+  const int mwl = field_or<int>(j, "max_window_layers", 28, file);
+  c.sliding_layers.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[size_t(l)] = l >= mwl;
 }
 
 // Gemma 2 and 3 (transformers' Gemma2/Gemma3 text models).
@@ -264,7 +287,7 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
   c.sliding_window = !j.contains("sliding_window")   ? 4096
                      : j["sliding_window"].is_null() ? 0
                                                      : field<int>(j, "sliding_window", file);
-  c.sliding_layers = gemma_sliding_layers(j, c.n_layers, g2 ? 2 : 6, file);
+  c.sliding_layers = layer_types_or_pattern(j, c.n_layers, g2 ? 2 : 6, file);
   if (!g2) {
     c.qk_norm = true;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
     c.rope_local_theta = field_or<float>(j, "rope_local_base_freq", 10000.0f, file);
@@ -352,6 +375,7 @@ ModelConfig parse_hf_config(const fs::path& file) {
                             file.string(), pos));
   // Gemma ties its classifier to the embedding unless told otherwise.
   c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", is_gemma(type), file);
+  if (type == "qwen2" || type == "qwen3") parse_qwen_window(j, c, file);
   if (type == "qwen2") {
     // Qwen2Attention: q/k/v projections always carry a bias, o_proj never; nothing in the
     // config says so. Its MLP has none.
