@@ -77,6 +77,15 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
     CHECK(test::rel_error(g.k[size_t(l)].data(), ref.k[size_t(l)].data(), ref.k[size_t(l)].size()) < kTol);
     CHECK(test::rel_error(g.v[size_t(l)].data(), ref.v[size_t(l)].data(), ref.v[size_t(l)].size()) < kTol);
   }
+  // A windowed layer's cache keeps at most its window; a global layer every token.
+  auto check_kept = [&](const KVCache& cache) {
+    for (int l = 0; l < m.config.n_layers; ++l) {
+      const int W = m.config.window_of(l);
+      for (int g = 0; g < m.config.n_kv_heads; ++g)
+        CHECK(cache.used[cache.head(l, g)] == (W > 0 ? std::min(W, T) : T));
+    }
+  };
+  check_kept(s.cache);
   if (!decode) return;
   const size_t V = size_t(m.config.vocab_size);
   RunState inc(m.config, T + 4);
@@ -85,6 +94,7 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
     INFO("decoding step " << t);
     CHECK(test::rel_error(l1.data(), ref.logits.data() + size_t(t) * V, V) < kTol);
   }
+  check_kept(inc.cache);
 }
 
 ModelConfig gemma_shape(const std::string& arch, int layers, int kv_heads) {

@@ -143,6 +143,11 @@ TEST_CASE("mistral: sliding-window attention past the window, prefill and decodi
     CHECK(test::rel_error(lg.data(), ref.logits.data() + t * size_t(m.config.vocab_size),
                           size_t(m.config.vocab_size)) < 1e-4);
   }
+  // The cache keeps the window only: 12 of 40 slots per head, after the prefill and after
+  // decoding token by token (whose logits above went through the trimmed cache).
+  for (int u : s.cache.used) CHECK(u == W);
+  for (int u : inc.cache.used) CHECK(u == W);
+  CHECK(s.cache.length == 40);
   // The window must act: the same weights with full attention differ past it, and agree
   // before it (rows 0..W-1).
   Model full = load_model(d.path);

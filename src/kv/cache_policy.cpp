@@ -37,10 +37,6 @@ int kept_slots(const CachePolicy& p, int n, bool is_protected) {
 void apply_policy(KVCache& cache, const CachePolicy& p,
                   const std::vector<std::vector<double>>* attention_mass) {
   const int n = cache.length, hd = cache.head_dim;
-  for (size_t i = 0; i < cache.used.size(); ++i)
-    KV_CHECK(cache.used[i] == n && !cache.biased[i],
-             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
-             p.name, i, cache.used[i], n);
   KV_CHECK(p.n_sink >= 0 && p.window >= 0 && p.s0 >= 0 && p.c > 0,
            "cache policy '{}': sink, window, s0 must be >= 0 and c > 0", p.name);
   // The model itself keeps only its window; comparing policies over a longer cache would
@@ -49,6 +45,10 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
            "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
            "policies on a windowed cache past its window are not implemented (use shorter "
            "sequences)", p.name, cache.window, n);
+  for (size_t i = 0; i < cache.used.size(); ++i)
+    KV_CHECK(cache.used[i] == n && !cache.biased[i] && !cache.edited[i],
+             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
+             p.name, i, cache.used[i], n);
   if (p.kind == PolicyKind::kFull) return;
   if (p.kind == PolicyKind::kRazor)
     KV_CHECK(p.protected_heads.size() == cache.used.size(),
@@ -134,6 +134,7 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
       // hold a stale one there).
       std::fill(B + out, B + cache.capacity, 0.0f);
       cache.used[h] = out;
+      cache.edited[h] = 1;
     }
 }
 

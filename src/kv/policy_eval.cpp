@@ -45,6 +45,8 @@ std::vector<double> for_each_policy(const Model& m, std::span<const int32_t> pre
            m.name);
   const int n = int(prefill.size());
   RunState base(c, n + extra);
+  // Decoding is replayed by rolling `used` back (recall task): slots must not move.
+  base.cache.trim_windows = false;
   bool need_mass = false;
   for (const CachePolicy& p : policies) need_mass |= p.kind == PolicyKind::kH2O;
   AttentionMass mass(c, need_mass ? n : 0);

@@ -170,6 +170,26 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
   }
 }
 
+// Drops from every windowed layer's (unedited) heads the slots no later query can see:
+// keeps the last `window`, moved to the front.
+void trim_to_windows(KVCache& cache) {
+  const int hd = cache.head_dim;
+  for (int l = 0; l < cache.n_layers; ++l) {
+    const int W = cache.layer_window[size_t(l)];
+    if (W == 0) continue;
+    for (int g = 0; g < cache.n_kv_heads; ++g) {
+      const size_t h = cache.head(l, g);
+      const int drop = cache.used[h] - W;
+      if (drop <= 0 || cache.edited[h]) continue;
+      float* k = cache.k_head(l, g);
+      float* v = cache.v_head(l, g);
+      std::memmove(k, k + size_t(drop) * hd, sizeof(float) * size_t(W) * hd);
+      std::memmove(v, v + size_t(drop) * hd, sizeof(float) * size_t(W) * hd);
+      cache.used[h] = W;
+    }
+  }
+}
+
 }  // namespace
 
 int KVCache::max_used() const {
@@ -184,6 +204,12 @@ bool KVCache::holds_every_token() const {
   return true;
 }
 
+bool KVCache::any_edited() const {
+  for (uint8_t e : edited)
+    if (e) return true;
+  return false;
+}
+
 int64_t KVCache::slots_in_use() const {
   int64_t s = 0;
   for (int u : used) s += u;
@@ -194,6 +220,7 @@ void KVCache::clear() {
   length = 0;
   std::fill(used.begin(), used.end(), 0);
   std::fill(biased.begin(), biased.end(), 0);
+  std::fill(edited.begin(), edited.end(), 0);
 }
 
 RunState::RunState(const ModelConfig& c, int capacity) {
@@ -209,6 +236,8 @@ RunState::RunState(const ModelConfig& c, int capacity) {
   cache.used.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
   cache.bias.assign(size_t(c.n_layers) * c.n_kv_heads * size_t(capacity), 0.0f);
   cache.biased.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
+  cache.edited.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
+  for (int l = 0; l < c.n_layers; ++l) cache.layer_window.push_back(c.window_of(l));
 }
 
 std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
@@ -222,9 +251,10 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   KV_CHECK(most + T <= cache.capacity,
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
            cache.capacity);
-  // The window is applied by slot index, which is the position only while the cache holds
-  // every token.
-  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || cache.holds_every_token(),
+  // The window is applied by slot index, which follows the positions only while every
+  // slot holds a contiguous run of the latest positions (trimming keeps that; a cache
+  // policy does not).
+  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || !cache.any_edited(),
            "{}: sliding_window is {} and this call reaches position {}, but a cache policy has "
            "compressed the cache, so slots are no longer positions: windowed attention over a "
            "compressed cache is not implemented",
@@ -369,6 +399,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   for (int& u : cache.used) u += T;
   cache.length += T;
   s.pos += T;
+  if (cache.trim_windows) trim_to_windows(cache);
 
   if (opt.logits == LogitsMode::kNone) return {};
   const int rows = opt.logits == LogitsMode::kAll ? T : 1;

@@ -7,11 +7,17 @@ namespace kvscope {
 namespace fs = std::filesystem;
 
 void check_tokenizer_fits(const Model& m, const Tokenizer& tok, const fs::path& tokenizer_path) {
-  KV_CHECK(tok.vocab_size() <= m.config.vocab_size,
-           "{}: the tokenizer has {} tokens but model '{}' ({}) has a vocabulary of {}: "
-           "they do not belong together",
+  // Ids past the model's vocabulary are allowed only for special added tokens (Gemma 3's
+  // tokenizer.json adds <image_soft_token> at 262144 to gemma-3-1b's 262144 rows): plain
+  // text never produces them, and forward() refuses an id out of range by name.
+  int32_t first_bad = -1;
+  for (int32_t id = m.config.vocab_size; id < tok.vocab_size() && first_bad < 0; ++id)
+    if (!tok.is_special(id)) first_bad = id;
+  KV_CHECK(first_bad < 0,
+           "{}: the tokenizer has {} tokens but model '{}' ({}) has a vocabulary of {} (token "
+           "{} '{}' is past it and not a special token): they do not belong together",
            tokenizer_path.string(), tok.vocab_size(), m.name, m.source.string(),
-           m.config.vocab_size);
+           m.config.vocab_size, first_bad, first_bad >= 0 ? tok.piece(first_bad) : "");
   // A llama2.c checkpoint's classifier rows are its tokenizer's pieces, one for one.
   KV_CHECK(m.format != "llama2c" || tok.vocab_size() == m.config.vocab_size,
            "{}: the tokenizer has {} tokens but the llama2.c checkpoint {} has a vocabulary of "

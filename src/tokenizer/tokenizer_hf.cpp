@@ -286,6 +286,9 @@ class HfBpeTokenizer final : public Tokenizer {
 
   void read_model(const json& m, size_t n_added);
   void read_added_tokens(const json& j);
+  bool is_special(int32_t id) const override {
+    return id >= 0 && size_t(id) < is_special_.size() && is_special_[size_t(id)];
+  }
   void mark_special();
   void build_matchers();
   void read_bos_eos(const std::filesystem::path& path, const json& j);

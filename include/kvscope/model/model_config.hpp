@@ -76,7 +76,8 @@ struct ModelConfig {
   // 0: ordinary model (W_K projects straight to the n_kv_heads cached heads).
   int k_proj_heads = 0;
   // Mistral's sliding window: a query sees only the last `sliding_window` positions (itself
-  // included), applied as a mask over the full cache (which is not trimmed to the window).
+  // included), applied as a mask; after each forward call the cache of a windowed layer is
+  // trimmed to its last `sliding_window` slots (KVCache::trim_windows).
   // 0: no window.
   int sliding_window = 0;
   // Which layers the window applies to (Gemma alternates sliding and global layers):

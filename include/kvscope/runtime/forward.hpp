@@ -77,6 +77,15 @@ struct KVCache {
   std::vector<int> used;        // [n_layers * n_kv_heads] slots in use per head
   std::vector<float> bias;      // [n_layers, n_kv_heads, capacity] logit offset per slot
   std::vector<uint8_t> biased;  // [n_layers * n_kv_heads] 1 if any slot has a bias
+  // Sliding windows: layer_window [n_layers] (0: global layer). After each forward call a
+  // windowed layer's heads keep only their last `window` slots (the positions the next
+  // query can still see), so the cache of a windowed layer holds at most its window, as
+  // in transformers' sliding-window caches. Slots then hold a contiguous run of the most
+  // recent positions, which is all the window mask needs. Off (trim_windows = false) for
+  // callers that roll `used` back to replay decoding from a saved prefill.
+  std::vector<int> layer_window;
+  bool trim_windows = true;
+  std::vector<uint8_t> edited;  // [n_layers * n_kv_heads] 1 once a cache policy changed it
 
   size_t head(int l, int g) const { return size_t(l) * n_kv_heads + size_t(g); }
   float* k_head(int l, int g) { return k.data() + head(l, g) * capacity * head_dim; }
@@ -86,6 +95,7 @@ struct KVCache {
   // Every head holds every token appended since reset, in order, with no compensation
   // slot: slot i is position i (no cache policy has compressed it).
   bool holds_every_token() const;
+  bool any_edited() const;       // a cache policy has changed some head
   int64_t slots_in_use() const;  // summed over layers and heads
   // Bytes of K and V actually kept (f32), summed over layers and heads.
   size_t bytes_in_use() const { return size_t(slots_in_use()) * 2 * head_dim * 4; }

@@ -27,6 +27,9 @@ class Tokenizer {
   // Human-readable kind, e.g. "llama2c", "hf-bpe-metaspace", "hf-bpe-bytelevel",
   // "sentencepiece"; recorded in manifests.
   virtual std::string kind() const = 0;
+  // Whether `id` is a special added token (tokenizer.json's added_tokens with "special":
+  // true): such ids decode to nothing and plain text does not produce them.
+  virtual bool is_special(int32_t id) const { return id == bos_id || id == eos_id; }
 
   int32_t bos_id = -1;  // -1: the tokenizer has none
   int32_t eos_id = -1;
