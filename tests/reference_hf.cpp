@@ -138,9 +138,14 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
   const bool phi3 = type == "phi3";
   const int D = cfg["hidden_size"], I = cfg["intermediate_size"], L = cfg["num_hidden_layers"],
             nh = cfg["num_attention_heads"], V = cfg["vocab_size"];
-  const int nkv = ck.opt<int>("num_key_value_heads", nh), hd = ck.opt<int>("head_dim", D / nh);
-  const double eps = ck.opt<double>("rms_norm_eps", 1e-6), theta = ck.opt<double>("rope_theta", 1e4);
-  const int max_pos = ck.opt<int>("max_position_embeddings", 2048);
+  // Absent keys take the config classes' defaults (Qwen3Config head_dim=128, Gemma*Config
+  // head_dim=256, Phi3Config rms_norm_eps=1e-5 and max_position_embeddings=4096,
+  // Gemma3TextConfig rope_theta=1e6).
+  const int nkv = ck.opt<int>("num_key_value_heads", nh);
+  const int hd = ck.opt<int>("head_dim", type == "qwen3" ? 128 : gemma ? 256 : D / nh);
+  const double eps = ck.opt<double>("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
+  const double theta = ck.opt<double>("rope_theta", type == "gemma3_text" ? 1e6 : 1e4);
+  const int max_pos = ck.opt<int>("max_position_embeddings", phi3 ? 4096 : 2048);
   const int rot = phi3 ? int(hd * ck.opt<double>("partial_rotary_factor", 1.0)) : hd;
   const int orig_max = ck.opt<int>("original_max_position_embeddings", phi3 ? 4096 : max_pos);
   const double scaling = gemma ? std::pow(ck.opt<double>("query_pre_attn_scalar", 256), -0.5)

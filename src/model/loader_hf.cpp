@@ -353,11 +353,14 @@ ModelConfig parse_hf_config(const fs::path& file) {
            c.n_heads);
   KV_CHECK(c.n_layers > 0 && c.n_layers <= (1 << 16), "{}: num_hidden_layers must be in "
            "[1, 65536], got {}", file.string(), c.n_layers);
-  c.head_dim = field_or<int>(j, "head_dim", c.dim / c.n_heads, file);
+  // Defaults of absent keys are each config class's own (Qwen3Config's head_dim 128,
+  // Gemma's 256, Phi3Config's eps 1e-5 and 4096 positions, Gemma3's rope_theta 1e6).
+  const int dflt_head_dim = type == "qwen3" ? 128 : is_gemma(type) ? 256 : c.dim / c.n_heads;
+  c.head_dim = field_or<int>(j, "head_dim", dflt_head_dim, file);
   c.vocab_size = field<int>(j, "vocab_size", file);
-  c.max_seq_len = field_or<int>(j, "max_position_embeddings", 2048, file);
-  c.norm_eps = field_or<float>(j, "rms_norm_eps", 1e-6f, file);
-  c.rope_theta = field_or<float>(j, "rope_theta", 10000.0f, file);
+  c.max_seq_len = field_or<int>(j, "max_position_embeddings", type == "phi3" ? 4096 : 2048, file);
+  c.norm_eps = field_or<float>(j, "rms_norm_eps", type == "phi3" ? 1e-5f : 1e-6f, file);
+  c.rope_theta = field_or<float>(j, "rope_theta", type == "gemma3_text" ? 1e6f : 10000.0f, file);
   c.rope_layout = RopeLayout::kRotateHalf;
   c.rope_scaling = parse_rope_scaling(j, type, file);
   if (type == "mistral")  // range-checked by validate() below
