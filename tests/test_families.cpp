@@ -81,8 +81,8 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
   auto check_kept = [&](const KVCache& cache) {
     for (int l = 0; l < m.config.n_layers; ++l) {
       const int W = m.config.window_of(l);
-      for (int g = 0; g < m.config.n_kv_heads; ++g)
-        CHECK(cache.used[cache.head(l, g)] == (W > 0 ? std::min(W, T) : T));
+      for (int kv = 0; kv < m.config.n_kv_heads; ++kv)
+        CHECK(cache.used[cache.head(l, kv)] == (W > 0 ? std::min(W, T) : T));
     }
   };
   check_kept(s.cache);

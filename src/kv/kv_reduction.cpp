@@ -183,9 +183,9 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
       if (!c.qkv_bias) return wm;
       const Mat bm = widen(bt);
       Mat a(size_t(wt.rows) * Din);
-      for (int64_t r = 0; r < wt.rows; ++r) {
-        std::copy(wm.begin() + r * D, wm.begin() + (r + 1) * D, a.begin() + r * Din);
-        a[size_t(r * Din + D)] = bm[size_t(r)];
+      for (int64_t row = 0; row < wt.rows; ++row) {
+        std::copy(wm.begin() + row * D, wm.begin() + (row + 1) * D, a.begin() + row * Din);
+        a[size_t(row * Din + D)] = bm[size_t(row)];
       }
       return a;
     };
@@ -289,9 +289,9 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
         return;
       }
       Mat wm(size_t(rows) * D), bm(static_cast<size_t>(rows));
-      for (int64_t r = 0; r < rows; ++r) {
-        std::copy(a.begin() + r * Din, a.begin() + r * Din + D, wm.begin() + r * D);
-        bm[size_t(r)] = a[size_t(r * Din + D)];
+      for (int64_t row = 0; row < rows; ++row) {
+        std::copy(a.begin() + row * Din, a.begin() + row * Din + D, wm.begin() + row * D);
+        bm[size_t(row)] = a[size_t(row * Din + D)];
       }
       wt = to_tensor(p + n, wm, rows, D);
       bt = to_tensor(p + "b" + n.substr(1), bm, 1, rows);
