@@ -236,13 +236,13 @@ TEST_CASE("gemma2: sandwich norms, GeGLU, soft-caps, alternating windows match t
   }
   SECTION("an absent head_dim is Gemma2Config's 256, not hidden / heads") {
     test::TempDir h("fam_gemma2_hd");
-    ModelConfig c = gemma_shape("gemma2", 3, 1);
-    c.n_heads = 2, c.head_dim = 256;
+    ModelConfig wide = gemma_shape("gemma2", 3, 1);
+    wide.n_heads = 2, wide.head_dim = 256;
     json j = gemma2_config();
     j.erase("head_dim");
     j["num_attention_heads"] = 2;
     j["num_key_value_heads"] = 1;
-    write_model(h.path, c, j);
+    write_model(h.path, wide, j);
     CHECK(load_model(h.path).config.head_dim == 256);
     check_against_reference(h.path, 12);
   }
