@@ -78,6 +78,23 @@ namespace {
 // bad index wins so the message is the same for any thread count.
 int64_t first_non_finite(const Tensor& t) {
   const int64_t n = t.numel();
+  if (dtype_quantized(t.dtype)) {  // scales are halves: dequantize each row and look
+    int64_t first = n;
+#pragma omp parallel
+    {
+      std::vector<float> row(static_cast<size_t>(t.cols));
+#pragma omp for schedule(static) reduction(min : first)
+      for (int64_t r = 0; r < t.rows; ++r) {
+        t.rows_to_f32(r, 1, row.data());
+        for (int64_t c = 0; c < t.cols; ++c)
+          if (!std::isfinite(row[size_t(c)])) {
+            first = std::min(first, r * t.cols + c);
+            break;
+          }
+      }
+    }
+    return first < n ? first : -1;
+  }
   const size_t es = dtype_size(t.dtype);
   constexpr int64_t kChunk = int64_t(1) << 16;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -118,8 +135,9 @@ void check_finite(Model& m) {
     // checkpoint still holds one layer at a time, not the whole file (README, Performance).
     t.release_pages();
     if (i < 0) continue;
-    float v = 0;
-    widen_to_f32(t.dtype, t.data + size_t(i) * dtype_size(t.dtype), 1, &v);
+    std::vector<float> row(static_cast<size_t>(t.cols));
+    t.rows_to_f32(i / t.cols, 1, row.data());
+    const float v = row[size_t(i % t.cols)];
     throw Error(fmt::format("{}: tensor '{}' holds {} at [{}, {}] (expected finite weights; a "
                             "corrupt or diverged checkpoint?)",
                             m.source.string(), t.name, std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),

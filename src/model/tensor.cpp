@@ -13,8 +13,7 @@ const float* Tensor::f32() const {
 
 void Tensor::rows_to_f32(int64_t r0, int64_t n, float* dst) const {
   KV_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= rows);
-  const size_t esz = dtype_size(dtype);
-  widen_to_f32(dtype, data + size_t(r0 * cols) * esz, size_t(n * cols), dst);
+  widen_to_f32(dtype, data + size_t(r0) * row_bytes(), size_t(n * cols), dst);
 }
 
 std::vector<float> Tensor::to_f32() const {
@@ -33,7 +32,7 @@ Tensor row_view(const Tensor& t, int64_t r0, int64_t n, const std::string& what)
   Tensor v = t;
   v.name = t.name + " (" + what + ")";
   v.rows = n;
-  v.data = t.data + size_t(r0 * t.cols) * dtype_size(t.dtype);
+  v.data = t.data + size_t(r0) * t.row_bytes();
   return v;
 }
 

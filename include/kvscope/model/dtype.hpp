@@ -9,10 +9,24 @@
 
 namespace kvscope {
 
-enum class DType { F32, F16, BF16 };
+// F32/F16/BF16: one element per "block". The others are ggml's block quantizations (GGUF
+// files): a block of 32 (legacy, IQ4_NL) or 256 (k-quants) elements along a row, stored as
+// scales and packed integers; see quant.cpp for each layout.
+enum class DType {
+  F32, F16, BF16,
+  Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL
+};
 
 std::string_view dtype_name(DType t);
+int64_t dtype_block(DType t);       // elements per block (1 for F32/F16/BF16)
+size_t dtype_block_bytes(DType t);  // bytes per block
+bool dtype_quantized(DType t);      // a block format (dtype_block > 1)
+// Bytes of one stored element; only for F32/F16/BF16 (asserts otherwise).
 size_t dtype_size(DType t);
+// Bytes of one row of `cols` elements (cols a multiple of dtype_block).
+inline size_t row_bytes(DType t, int64_t cols) {
+  return size_t(cols / dtype_block(t)) * dtype_block_bytes(t);
+}
 
 inline float bf16_to_f32(uint16_t h) {
   return std::bit_cast<float>(uint32_t(h) << 16);
@@ -63,7 +77,10 @@ inline uint16_t f32_to_bf16(float f) {
   return uint16_t(u >> 16);
 }
 
-// Widen n elements stored at `src` (any alignment) in dtype `t` into dst.
+// Widen n elements stored at `src` (any alignment) in dtype `t` into dst; for a block
+// format n is a multiple of dtype_block(t) and src the start of a block.
 void widen_to_f32(DType t, const std::byte* src, size_t n, float* dst);
+// The block formats' dequantizers (quant.cpp): n_blocks blocks from src into dst.
+void dequantize_blocks(DType t, const std::byte* src, int64_t n_blocks, float* dst);
 
 }  // namespace kvscope

@@ -19,12 +19,13 @@ struct Tensor {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
-  const std::byte* data = nullptr;         // rows*cols elements of dtype, any alignment
+  const std::byte* data = nullptr;         // rows rows of row_bytes() each, any alignment
   std::shared_ptr<const void> owner;       // keeps the mapping or buffer alive
   std::shared_ptr<const MappedFile> file;  // set when `data` points into a mapping
 
   int64_t numel() const { return rows * cols; }
-  size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t row_bytes() const { return kvscope::row_bytes(dtype, cols); }
+  size_t bytes() const { return size_t(rows) * row_bytes(); }
   bool empty() const { return data == nullptr; }
 
   // Direct float32 pointer when no conversion is needed (F32, 4-byte aligned), else null.
