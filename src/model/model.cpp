@@ -135,9 +135,15 @@ void check_finite(Model& m) {
     // checkpoint still holds one layer at a time, not the whole file (README, Performance).
     t.release_pages();
     if (i < 0) continue;
-    std::vector<float> row(static_cast<size_t>(t.cols));
-    t.rows_to_f32(i / t.cols, 1, row.data());
-    const float v = row[size_t(i % t.cols)];
+    // i indexes the stored bytes (a row-reordered tensor's stored row i / cols).
+    float v = 0;
+    if (dtype_quantized(t.dtype)) {
+      std::vector<float> row(static_cast<size_t>(t.cols));
+      t.rows_to_f32(i / t.cols, 1, row.data());
+      v = row[size_t(i % t.cols)];
+    } else {
+      widen_to_f32(t.dtype, t.data + size_t(i) * dtype_size(t.dtype), 1, &v);
+    }
     throw Error(fmt::format("{}: tensor '{}' holds {} at [{}, {}] (expected finite weights; a "
                             "corrupt or diverged checkpoint?)",
                             m.source.string(), t.name, std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),
@@ -159,27 +165,24 @@ void widen_all(Model& m) {
 
 namespace {
 
-// GGUF files start with the magic "GGUF"; without this check one would be read as a
-// llama2.c header and refused for its (meaningless) dimensions.
-void refuse_gguf(const fs::path& path) {
-  if (!fs::is_regular_file(path)) return;
+// GGUF files start with the magic "GGUF", whatever their name.
+bool is_gguf(const fs::path& path) {
+  if (!fs::is_regular_file(path)) return false;
   char magic[4] = {};
   std::ifstream in(path, std::ios::binary);
   in.read(magic, 4);
-  KV_CHECK(!(in.gcount() == 4 && std::string_view(magic, 4) == "GGUF"),
-           "{}: GGUF is not supported yet (kvscope reads llama2.c checkpoints and Hugging Face "
-           "safetensors directories)",
-           path.string());
+  return in.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
 }
 
 }  // namespace
 
 Model load_model(const fs::path& path, const LoadOptions& opt) {
   KV_CHECK(fs::exists(path), "{}: model path does not exist", path.string());
-  refuse_gguf(path);
   Model m;
   const std::string ext = path.extension().string();
-  if (fs::is_directory(path)) {
+  if (is_gguf(path)) {
+    m = load_gguf(path);
+  } else if (fs::is_directory(path)) {
     m = load_hf_llama(path);
   } else if (path.filename() == "config.json" || ext == ".safetensors" ||
              path.filename() == "model.safetensors.index.json") {
@@ -196,7 +199,9 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
 }
 
 fs::path find_tokenizer_for(const fs::path& model_path) {
-  refuse_gguf(model_path);
+  KV_CHECK(!is_gguf(model_path),
+           "{}: reading the tokenizer from GGUF metadata is not supported yet; pass the model's "
+           "tokenizer.json (or .model) with --tokenizer", model_path.string());
   fs::path dir = fs::is_directory(model_path) ? model_path : model_path.parent_path();
   if (dir.empty()) dir = ".";
   if (fs::exists(dir / "tokenizer.json")) return dir / "tokenizer.json";

@@ -74,11 +74,13 @@ struct LoadOptions {
   size_t widen_at_load_limit = size_t(2) << 30;
 };
 
-// A llama2.c checkpoint file, a Hugging Face model directory, or a config.json /
-// *.safetensors / *.index.json inside one.
+// A llama2.c checkpoint file, a GGUF file, a Hugging Face model directory, or a
+// config.json / *.safetensors / *.index.json inside one.
 Model load_model(const std::filesystem::path& path, const LoadOptions& opt = {});
 Model load_llama2c(const std::filesystem::path& file);
 Model load_hf_llama(const std::filesystem::path& dir);
+// A GGUF file (loader_gguf.cpp): architectures llama, qwen2, qwen3 so far.
+Model load_gguf(const std::filesystem::path& file);
 
 // Replaces every non-f32 (or unaligned) tensor by an owned f32 copy.
 void widen_all(Model& m);

@@ -22,13 +22,18 @@ struct Tensor {
   const std::byte* data = nullptr;         // rows rows of row_bytes() each, any alignment
   std::shared_ptr<const void> owner;       // keeps the mapping or buffer alive
   std::shared_ptr<const MappedFile> file;  // set when `data` points into a mapping
+  // Logical row r is stored row (*row_order)[r] (null: the identity). GGUF's llama
+  // converter permutes the rows of W_Q and W_K; reading them through this order gives the
+  // Hugging Face layout back without copying the mapped (quantized) bytes.
+  std::shared_ptr<const std::vector<int32_t>> row_order;
 
   int64_t numel() const { return rows * cols; }
   size_t row_bytes() const { return kvscope::row_bytes(dtype, cols); }
   size_t bytes() const { return size_t(rows) * row_bytes(); }
   bool empty() const { return data == nullptr; }
 
-  // Direct float32 pointer when no conversion is needed (F32, 4-byte aligned), else null.
+  // Direct float32 pointer when no conversion is needed (F32, 4-byte aligned, rows in
+  // order), else null.
   const float* f32() const;
   // Widen rows [r0, r0+n) into dst ([n, cols] floats).
   void rows_to_f32(int64_t r0, int64_t n, float* dst) const;

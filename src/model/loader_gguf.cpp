@@ -1,0 +1,193 @@
+// GGUF models (llama.cpp's conversions) onto the same Model as the Hugging Face loader:
+// metadata keys {arch}.* become the ModelConfig, tensors blk.N.* the LayerWeights, which
+// stay in the map in their stored (quantized) type. Architectures so far: llama (also
+// Mistral conversions), qwen2, qwen3. The llama converter permutes the rows of W_Q and W_K
+// for llama.cpp's adjacent-pair RoPE; they are read back in Hugging Face's order
+// (Tensor::row_order), so the model runs rotate-half RoPE and its keys before and after
+// RoPE equal the Hugging Face model's.
+#include <set>
+
+#include "kvscope/io/error.hpp"
+#include "kvscope/model/gguf.hpp"
+#include "kvscope/model/model.hpp"
+
+namespace kvscope {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Meta {
+  const GgufFile& g;
+  std::string arch;
+  std::string src;
+
+  bool has(const std::string& k) const { return g.metadata.contains(arch + "." + k); }
+  const json& at(const std::string& k) const { return g.metadata.at(arch + "." + k); }
+  int64_t integer(const std::string& k) const {
+    KV_CHECK(has(k), "{}: metadata '{}.{}' is missing", src, arch, k);
+    const json& v = at(k);
+    KV_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (1 << 24),
+             "{}: metadata '{}.{}' must be an integer in [0, 2^24], got {}", src, arch, k,
+             v.dump());
+    return v.get<int64_t>();
+  }
+  int64_t integer_or(const std::string& k, int64_t d) const { return has(k) ? integer(k) : d; }
+  double number_or(const std::string& k, double d) const {
+    if (!has(k)) return d;
+    KV_CHECK(at(k).is_number(), "{}: metadata '{}.{}' must be a number, got {}", src, arch, k,
+             at(k).dump());
+    return at(k).get<double>();
+  }
+};
+
+// Every {arch}.* key is computed with or refused by name; general.*, tokenizer.* and the
+// quantizer's notes (quantize.*) cannot change the forward pass.
+void audit_keys(const Meta& m) {
+  static const std::set<std::string> known = {
+      "context_length", "embedding_length", "block_count", "feed_forward_length",
+      "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
+      "rope.freq_base", "rope.dimension_count", "attention.key_length",
+      "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
+      "rope.scaling.original_context_length", "rope.scaling.finetuned"};
+  for (auto it = m.g.metadata.begin(); it != m.g.metadata.end(); ++it) {
+    const std::string& k = it.key();
+    if (k.rfind("general.", 0) == 0 || k.rfind("tokenizer.", 0) == 0 ||
+        k.rfind("quantize.", 0) == 0 || k.rfind("split.", 0) == 0)
+      continue;
+    if (k.rfind(m.arch + ".", 0) == 0 && known.count(k.substr(m.arch.size() + 1))) continue;
+    throw Error(fmt::format("{}: metadata '{}' = {} is not supported for architecture '{}' "
+                            "(kvscope does not compute with it); the model is refused rather "
+                            "than computed wrongly", m.src, k, it.value().dump().substr(0, 200),
+                            m.arch));
+  }
+}
+
+// The converter's permutation of W_Q / W_K rows, per head of hd rows: stored row 2 i + s
+// of a head is Hugging Face row s hd/2 + i. Returns, for each Hugging Face row, the stored
+// row to read.
+std::shared_ptr<const std::vector<int32_t>> unpermute(int64_t rows, int hd) {
+  auto order = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(rows));
+  for (int64_t h0 = 0; h0 < rows; h0 += hd)
+    for (int s = 0; s < 2; ++s)
+      for (int i = 0; i < hd / 2; ++i)
+        (*order)[size_t(h0 + s * (hd / 2) + i)] = int32_t(h0 + 2 * i + s);
+  return order;
+}
+
+}  // namespace
+
+Model load_gguf(const fs::path& path) {
+  GgufFile g = open_gguf(path);
+  const std::string src = path.string();
+  KV_CHECK(g.metadata.contains("general.architecture") &&
+               g.metadata["general.architecture"].is_string(),
+           "{}: metadata 'general.architecture' (a string) is missing", src);
+  const std::string arch = g.metadata["general.architecture"].get<std::string>();
+  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3",
+           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3)", src,
+           arch);
+  const Meta meta{g, arch, src};
+  audit_keys(meta);
+
+  Model m;
+  m.name = path.stem().string();
+  m.format = "gguf";
+  m.source = path;
+  m.files = {path};
+  ModelConfig& c = m.config;
+  c.arch = arch;
+  c.dim = int(meta.integer("embedding_length"));
+  c.hidden_dim = int(meta.integer("feed_forward_length"));
+  c.n_layers = int(meta.integer("block_count"));
+  c.n_heads = int(meta.integer("attention.head_count"));
+  c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads));
+  KV_CHECK(c.n_heads > 0, "{}: {}.attention.head_count must be positive", src, arch);
+  c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads));
+  KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
+           "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
+           arch, meta.integer("attention.value_length"), c.head_dim);
+  KV_CHECK(meta.integer_or("rope.dimension_count", c.head_dim) == c.head_dim,
+           "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
+           "supported for this architecture", src, arch, meta.integer("rope.dimension_count"),
+           c.head_dim);
+  c.max_seq_len = int(meta.integer_or("context_length", 2048));
+  c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5));
+  c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0));
+  c.rope_layout = RopeLayout::kRotateHalf;  // after un-permuting llama's Q/K rows
+  if (meta.has("rope.scaling.type")) {
+    const std::string t = meta.at("rope.scaling.type").is_string()
+                              ? meta.at("rope.scaling.type").get<std::string>()
+                              : meta.at("rope.scaling.type").dump();
+    if (t == "linear") {
+      c.rope_scaling.kind = RopeScalingKind::kLinear;
+      c.rope_scaling.factor = meta.number_or("rope.scaling.factor", 1.0);
+    } else {
+      KV_CHECK(t == "none", "{}: {}.rope.scaling.type '{}' is not supported (none, linear)", src,
+               arch, t);
+    }
+  }
+  c.qkv_bias = arch == "qwen2";
+  c.qk_norm = arch == "qwen3";
+  auto meta_id = [&](const char* k, int32_t d) {
+    if (!g.metadata.contains(k)) return d;
+    const json& v = g.metadata[k];
+    KV_CHECK(v.is_number_integer(), "{}: metadata '{}' must be an integer, got {}", src, k,
+             v.dump());
+    return v.get<int32_t>();
+  };
+  c.bos_id = meta_id("tokenizer.ggml.bos_token_id", 1);
+  c.eos_id = meta_id("tokenizer.ggml.eos_token_id", 2);
+
+  std::set<std::string> used;
+  auto get = [&](const std::string& name) {
+    const GgufTensor* t = g.find(name);
+    KV_CHECK(t != nullptr, "{}: tensor '{}' is missing", src, name);
+    used.insert(name);
+    return t->tensor;
+  };
+  Weights& w = m.weights;
+  w.tok_embedding = get("token_embd.weight");
+  c.vocab_size = int(meta.integer_or("vocab_size", w.tok_embedding.rows));
+  c.tied_embeddings = g.find("output.weight") == nullptr;  // the converter drops a tied head
+  w.classifier = c.tied_embeddings ? w.tok_embedding : get("output.weight");
+  w.final_norm = get("output_norm.weight");
+  w.layers.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    LayerWeights& lw = w.layers[size_t(l)];
+    lw.attn_norm = get(p + "attn_norm.weight");
+    lw.wq = get(p + "attn_q.weight");
+    lw.wk = get(p + "attn_k.weight");
+    if (arch == "llama") {
+      lw.wq.row_order = unpermute(lw.wq.rows, c.head_dim);
+      lw.wk.row_order = unpermute(lw.wk.rows, c.head_dim);
+    }
+    lw.wv = get(p + "attn_v.weight");
+    lw.wo = get(p + "attn_output.weight");
+    lw.ffn_norm = get(p + "ffn_norm.weight");
+    lw.w_gate = get(p + "ffn_gate.weight");
+    lw.w_up = get(p + "ffn_up.weight");
+    lw.w_down = get(p + "ffn_down.weight");
+    if (c.qkv_bias) {
+      lw.bq = get(p + "attn_q.bias");
+      lw.bk = get(p + "attn_k.bias");
+      lw.bv = get(p + "attn_v.bias");
+    }
+    if (c.qk_norm) {
+      lw.q_norm = get(p + "attn_q_norm.weight");
+      lw.k_norm = get(p + "attn_k_norm.weight");
+    }
+  }
+  for (const GgufTensor& t : g.tensors)
+    KV_CHECK(used.count(t.name),
+             "{}: tensor '{}' is not used by architecture '{}' (rope_freqs.weight: Llama 3 rope "
+             "scaling is not supported from GGUF yet; other names: a layer beyond block_count "
+             "{} or a weight kvscope does not compute with)", src, t.name, arch, c.n_layers);
+  validate(c, src);
+  check_shapes(m);
+  return m;
+}
+
+}  // namespace kvscope
