@@ -75,7 +75,7 @@ Tables run_dump(const DumpOptions& opt, ExperimentContext& ctx) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       const std::string file = ms.name + "__" + ts.name + ".h5";
       DumpSource src{ms.name, lm.model.files,        lm.tokenizer_path, lm.tokenizer->kind(),
-                     ts.path, format_name(ts.format)};
+                     ts.path, format_name(ts.format), {}, {}};
       StatusLine status(ctx.verbose);
       DumpOptions o = opt;
       if (status.enabled())

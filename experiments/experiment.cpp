@@ -64,6 +64,12 @@ LoadedModel ExperimentContext::load(const ModelSpec& spec) {
     check_listed_sha256(r.path, r.sha256);
     if (manifest) manifest->inputs.push_back(r);
   }
+  // What the weights were stored as (a GGUF's quantization types).
+  if (manifest)
+    manifest->extra["models"][spec.name] = {{"format", lm.model.format},
+                                            {"model_type", lm.model.config.arch},
+                                            {"stored_dtypes", lm.model.stored_dtypes},
+                                            {"quantized", lm.model.quantized()}};
   return lm;
 }
 

@@ -75,7 +75,7 @@ SmallDump small_dump(const fs::path& dir, const std::string& model, const TextSp
   o.seq_len = T;
   o.n_seq = N;
   const DumpSource src{d.lm.model.name,        d.lm.model.files, d.lm.tokenizer_path,
-                       d.lm.tokenizer->kind(), ts.path,          "plain"};
+                       d.lm.tokenizer->kind(), ts.path,          "plain", {}, {}};
   dump_kv(d.lm.model, *d.lm.tokenizer, d.stream, o, src, d.file);
   return d;
 }
@@ -175,11 +175,11 @@ with h5py.File("d.h5", "r") as f:
     print("str attributes", n, "vocab", len(v), type(v[0]).__name__)
 )py");
   CHECK_THAT(out, Contains("vocab 2048 str"));
-  // 20 root string attributes, plus axes/description on datasets.
+  // 22 root string attributes, plus axes/description on datasets.
   CHECK_THAT(out, Contains("str attributes"));
   std::smatch m;
   REQUIRE(std::regex_search(out, m, std::regex(R"(str attributes (\d+))")));
-  CHECK(std::stoi(m[1]) >= 20 + 5);
+  CHECK(std::stoi(m[1]) >= 22 + 5);
 }
 
 TEST_CASE("/sources: token_offset is each sequence's first text token, sequence 0 included",

@@ -192,6 +192,10 @@ TEST_CASE("GGUF conversions of llama, qwen2 and qwen3 checkpoints compute the HF
     write_gguf(d.path / "q8.gguf", hf, true, &deq);
     Model g8 = load_model(d.path / "q8.gguf", LoadOptions{0});  // stays quantized in the map
     CHECK(g8.weights.layers[0].wq.dtype == DType::Q8_0);
+    // What manifests and dumps record: 7 matrices per layer plus embedding (and head).
+    CHECK(g8.quantized());
+    CHECK(g8.stored_dtypes.at("Q8_0") == 7 * c.n_layers + (c.tied_embeddings ? 1 : 2));
+    CHECK_FALSE(g32.quantized());
     const Run r8 = run(g8), rd = run(deq);
     CHECK(rel(r8.logits, rd.logits) < 1e-5);
     CHECK(rel(r8.g.k[1], rd.g.k[1]) < 1e-5);

@@ -102,7 +102,7 @@ Action add_dump(CLI::App& app) {
     ts.max_bytes = a->max_bytes;
     const std::vector<int32_t> stream = read_dump_stream(*tok, ts, int64_t(o.n_seq) *
                                                        (o.seq_len ? o.seq_len : m.config.max_seq_len));
-    const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format)};
+    const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format), {}, {}};
     // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
     StatusLine status(!a->quiet);
     const auto t0 = std::chrono::steady_clock::now();

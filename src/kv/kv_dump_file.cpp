@@ -136,6 +136,14 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("rope_theta", double(c.rope_theta));
   attr("rope_scaling", rope_scaling_json(c.rope_scaling).dump());
   attr("model_type", c.arch);
+  attr("model_format", src.model_format);
+  {
+    bool quantized = false;
+    for (const auto& [name, n] : src.stored_dtypes)
+      quantized |= name != "F32" && name != "F16" && name != "BF16";
+    attr("weight_dtypes", nlohmann::json(src.stored_dtypes).dump());
+    attr("quantized_weights", int64_t(quantized));
+  }
   attr("rotary_dim", int64_t(c.rot_dim()));
   attr("rope_local_theta", double(c.rope_local_theta));
   {

@@ -141,7 +141,10 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   try {
     std::vector<std::string> vocab(size_t(tok.vocab_size()));
     for (int32_t id = 0; id < tok.vocab_size(); ++id) vocab[size_t(id)] = tok.piece(id);
-    DumpFile file(partial, m.config, opt, src, bos, vocab);
+    DumpSource described = src;
+    described.model_format = m.format;
+    described.stored_dtypes = m.stored_dtypes;
+    DumpFile file(partial, m.config, opt, described, bos, vocab);
     DumpObserver obs(file, opt.tensors);
     RunState rs(m.config, T);
     std::vector<int32_t> seq;

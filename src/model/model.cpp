@@ -151,6 +151,12 @@ void check_finite(Model& m) {
   }
 }
 
+bool Model::quantized() const {
+  for (const auto& [name, n] : stored_dtypes)
+    if (name != "F32" && name != "F16" && name != "BF16") return true;
+  return false;
+}
+
 void widen_all(Model& m) {
   const bool tied =
       m.config.tied_embeddings && m.weights.classifier.data == m.weights.tok_embedding.data;
@@ -189,6 +195,11 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
     m = load_hf_llama(path.parent_path());
   } else {
     m = load_llama2c(path);
+  }
+  {
+    std::set<const std::byte*> seen;  // a tied classifier is the embedding's bytes
+    for (const TensorSlot& s : tensor_slots(m))
+      if (seen.insert(s.tensor->data).second) ++m.stored_dtypes[std::string(dtype_name(s.tensor->dtype))];
   }
   if (m.format != "llama2c") {
     size_t widened = 0;

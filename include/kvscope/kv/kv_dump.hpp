@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <functional>
 #include <memory>
 #include <span>
@@ -61,6 +62,10 @@ struct DumpSource {
   std::string tokenizer_kind;
   std::filesystem::path text_file;
   std::string text_format;  // "plain" or "jsonl"
+  // Filled by dump_kv from the model: its format and the dtypes its weights were stored in
+  // (a quantized GGUF's K/V come from dequantized weights, and the dump says so).
+  std::string model_format;
+  std::map<std::string, int64_t> stored_dtypes;
 };
 
 struct DumpStats {

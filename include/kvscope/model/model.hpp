@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,10 @@ struct Model {
   std::vector<std::filesystem::path> files;  // every file read (for checksums)
   ModelConfig config;
   Weights weights;
+  // How many tensors the files stored in each dtype ("Q4_K": 193, "F32": 65, ...), counted
+  // at load, before any widening: what a manifest or dump says the weights were.
+  std::map<std::string, int64_t> stored_dtypes;
+  bool quantized() const;  // some weight was stored in a block format
 };
 
 // Every tensor of a model once, with its expected shape: the loaders, the shape check
