@@ -210,9 +210,7 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
 }
 
 fs::path find_tokenizer_for(const fs::path& model_path) {
-  KV_CHECK(!is_gguf(model_path),
-           "{}: reading the tokenizer from GGUF metadata is not supported yet; pass the model's "
-           "tokenizer.json (or .model) with --tokenizer", model_path.string());
+  if (is_gguf(model_path)) return model_path;  // its metadata holds the tokenizer
   fs::path dir = fs::is_directory(model_path) ? model_path : model_path.parent_path();
   if (dir.empty()) dir = ".";
   if (fs::exists(dir / "tokenizer.json")) return dir / "tokenizer.json";

@@ -21,6 +21,12 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path) {
              "tokenizer directory {}: expected a tokenizer.json in it, found none", path.string());
     return load_hf_tokenizer(json);
   }
+  {  // GGUF by its magic, whatever the name
+    std::ifstream in(path, std::ios::binary);
+    char magic[4] = {};
+    in.read(magic, 4);
+    if (in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0) return load_gguf_tokenizer(path);
+  }
   const auto ext = path.extension().string();
   if (ext == ".json") return load_hf_tokenizer(path);
   if (ext == ".model") return load_sentencepiece_tokenizer(path);

@@ -250,7 +250,10 @@ void read_post_processor(const JsonFile& f, const json& j, Template& t) {
 
 class HfBpeTokenizer final : public Tokenizer {
  public:
-  HfBpeTokenizer(const std::filesystem::path& path, const json& j) : file_{path.string()} {
+  // read_config: also read tokenizer_config.json beside `path` (not for a tokenizer.json
+  // made from other metadata, e.g. a GGUF file's).
+  HfBpeTokenizer(const std::filesystem::path& path, const json& j, bool read_config = true)
+      : file_{path.string()}, read_config_(read_config) {
     const size_t n_added =
         j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
     read_model(file_.at(j, "model", "tokenizer.json"), n_added);
@@ -297,6 +300,7 @@ class HfBpeTokenizer final : public Tokenizer {
   void encode_word(std::string_view word, std::vector<int32_t>& out, Cache& cache) const;
 
   JsonFile file_;
+  bool read_config_ = true;
   // The BPE model.
   std::unordered_map<std::string, int32_t, detail::StringHash, std::equal_to<>> vocab_;
   detail::PairTable merges_;  // (a, b) -> (rank, merged id)
@@ -485,7 +489,7 @@ void HfBpeTokenizer::read_bos_eos(const std::filesystem::path& path, const json&
   // over the template (LlamaTokenizerFast rebuilds its template from it).
   const auto config_path = path.parent_path() / "tokenizer_config.json";
   std::error_code ec;
-  if (std::filesystem::exists(config_path, ec)) {
+  if (read_config_ && std::filesystem::exists(config_path, ec)) {
     const JsonFile cf{config_path.string()};
     json config;
     try {
@@ -635,6 +639,16 @@ std::string HfBpeTokenizer::decode(std::span<const int32_t> ids) const {
 }
 
 }  // namespace
+
+std::unique_ptr<Tokenizer> hf_tokenizer_from_json(const nlohmann::json& j,
+                                                  const std::string& source) {
+  const JsonFile f{source};
+  try {
+    return std::make_unique<HfBpeTokenizer>(source, j, false);
+  } catch (const json::exception& e) {
+    f.fail(e.what());
+  }
+}
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json) {
   const JsonFile f{tokenizer_json.string()};

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,5 +46,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::filesystem::path& path);
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json);
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model);
+// A tokenizer.json held in memory (`source` names it in errors); no tokenizer_config.json
+// is read.
+std::unique_ptr<Tokenizer> hf_tokenizer_from_json(const nlohmann::json& j,
+                                                  const std::string& source);
+// The tokenizer in a GGUF file's metadata (tokenizer.ggml.*), as llama.cpp reads it:
+// model "gpt2" (byte-level BPE with merges; pre-tokenizer by tokenizer.ggml.pre: "llama-bpe"
+// Llama 3, "qwen2", "gpt2"/"default"), special ids and add_bos_token. SentencePiece-style
+// "llama" vocabularies are refused for now.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& gguf);
 
 }  // namespace kvscope
