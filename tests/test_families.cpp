@@ -14,6 +14,7 @@
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_hf.hpp"
+#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -25,17 +26,7 @@ namespace {
 
 constexpr double kTol = 1e-4;
 
-struct Grab : ForwardObserver {
-  std::vector<std::vector<float>> q, kpre, k, v;
-  void on_layer(const LayerCapture& lc) override {
-    const size_t nq = size_t(lc.n_heads) * lc.n_tokens * lc.head_dim;
-    const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
-    q.emplace_back(lc.q, lc.q + nq);
-    kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
-    k.emplace_back(lc.k, lc.k + n);
-    v.emplace_back(lc.v, lc.v + n);
-  }
-};
+using Grab = test::CaptureQKV;
 
 // Random weights of the shapes `c` describes (the synthetic writer names them per family),
 // then config.json replaced by `cfg`, the test's own transcription of a real model's file.

@@ -13,6 +13,7 @@
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
+#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -20,14 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Grab : ForwardObserver {
-  std::vector<std::vector<float>> kpre, k;
-  void on_layer(const LayerCapture& lc) override {
-    const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
-    kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
-    k.emplace_back(lc.k, lc.k + n);
-  }
-};
+using Grab = test::CaptureQKV;
 
 struct Run {
   std::vector<float> logits;

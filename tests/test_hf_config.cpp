@@ -13,6 +13,7 @@
 #include "kvscope/kv/cache_policy.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
+#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -48,17 +49,7 @@ void write_config(const fs::path& dir, const json& j) {
 }
 
 // Every layer's Q, K before and after RoPE and V ([heads, T, head_dim] each), copied.
-struct Grab : ForwardObserver {
-  std::vector<std::vector<float>> q, kpre, k, v;
-  void on_layer(const LayerCapture& lc) override {
-    const size_t nq = size_t(lc.n_heads) * lc.n_tokens * lc.head_dim;
-    const size_t n = size_t(lc.n_kv_heads) * lc.n_tokens * lc.head_dim;
-    q.emplace_back(lc.q, lc.q + nq);
-    kpre.emplace_back(lc.k_pre_rope, lc.k_pre_rope + n);
-    k.emplace_back(lc.k, lc.k + n);
-    v.emplace_back(lc.v, lc.v + n);
-  }
-};
+using Grab = test::CaptureQKV;
 
 std::string load_error(const fs::path& dir) {
   try {

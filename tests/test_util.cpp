@@ -24,6 +24,11 @@ TempDir::~TempDir() {
   fs::remove_all(path, ec);
 }
 
+fs::path npm_modules() {
+  if (const char* e = std::getenv("KVSCOPE_NPM_MODULES")) return e;
+  return fs::path(KVSCOPE_SOURCE_DIR) / ".cache/npm/node_modules";
+}
+
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::ostringstream ss;

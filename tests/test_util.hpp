@@ -18,6 +18,10 @@ struct TempDir {
   std::filesystem::path operator/(const std::filesystem::path& p) const { return path / p; }
 };
 
+// Where scripts/fetch-test-tokenizers.sh puts the npm tokenizers (KVSCOPE_NPM_MODULES
+// overrides): SOURCE/.cache/npm/node_modules.
+std::filesystem::path npm_modules();
+
 // The bytes of a file ("" when it cannot be read: tests assert on content).
 std::string slurp(const std::filesystem::path& p);
 void write_bytes(const std::filesystem::path& p, const std::string& bytes);
