@@ -1,4 +1,4 @@
-// GGUF conversions of Hugging Face checkpoints (llama, qwen2, qwen3), written by this test
+// GGUF conversions of Hugging Face checkpoints (llama, qwen2, qwen3, phi3), written by this test
 // the way llama.cpp's converter lays them out (tensor names, dims ne0-first, the llama
 // Q/K row permutation, no output.weight when tied): loaded through load_model they must
 // give the Hugging Face model's logits and K before/after RoPE to 1e-5 when stored as F32,
@@ -92,7 +92,8 @@ void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq) {
   w.u32(a + ".attention.head_count_kv", uint32_t(c.n_kv_heads));
   w.u32(a + ".attention.key_length", uint32_t(c.head_dim));
   w.u32(a + ".attention.value_length", uint32_t(c.head_dim));
-  w.u32(a + ".rope.dimension_count", uint32_t(c.head_dim));
+  w.u32(a + ".rope.dimension_count", uint32_t(c.rot_dim()));
+  if (c.sliding_window > 0) w.u32(a + ".attention.sliding_window", uint32_t(c.sliding_window));
   w.f32(a + ".attention.layer_norm_rms_epsilon", c.norm_eps);
   w.f32(a + ".rope.freq_base", c.rope_theta);
   w.u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
@@ -131,13 +132,35 @@ void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq) {
     const LayerWeights& lw = hf.weights.layers[size_t(l)];
     LayerWeights& dw = deq->weights.layers[size_t(l)];
     vec(p + "attn_norm.weight", lw.attn_norm);
-    mat(p + "attn_q.weight", lw.wq, &dw.wq, perm);
-    mat(p + "attn_k.weight", lw.wk, &dw.wk, perm);
-    mat(p + "attn_v.weight", lw.wv, &dw.wv, false);
+    // Rows of several tensors stacked into one (phi3's fused attn_qkv and ffn_up).
+    auto stack = [](std::initializer_list<const Tensor*> parts) {
+      std::vector<float> all;
+      int64_t rows = 0;
+      for (const Tensor* t : parts) {
+        const std::vector<float> x = t->to_f32();
+        all.insert(all.end(), x.begin(), x.end());
+        rows += t->rows;
+      }
+      return make_tensor("stacked", rows, (*parts.begin())->cols, all);
+    };
+    if (c.arch == "phi3") {
+      Tensor qkv, gu;
+      mat(p + "attn_qkv.weight", stack({&lw.wq, &lw.wk, &lw.wv}), &qkv, false);
+      dw.wq = row_view(qkv, 0, c.q_dim(), "q");
+      dw.wk = row_view(qkv, c.q_dim(), c.kv_dim(), "k");
+      dw.wv = row_view(qkv, c.q_dim() + c.kv_dim(), c.kv_dim(), "v");
+      mat(p + "ffn_up.weight", stack({&lw.w_gate, &lw.w_up}), &gu, false);
+      dw.w_gate = row_view(gu, 0, c.hidden_dim, "gate");
+      dw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up");
+    } else {
+      mat(p + "attn_q.weight", lw.wq, &dw.wq, perm);
+      mat(p + "attn_k.weight", lw.wk, &dw.wk, perm);
+      mat(p + "attn_v.weight", lw.wv, &dw.wv, false);
+      mat(p + "ffn_gate.weight", lw.w_gate, &dw.w_gate, false);
+      mat(p + "ffn_up.weight", lw.w_up, &dw.w_up, false);
+    }
     mat(p + "attn_output.weight", lw.wo, &dw.wo, false);
     vec(p + "ffn_norm.weight", lw.ffn_norm);
-    mat(p + "ffn_gate.weight", lw.w_gate, &dw.w_gate, false);
-    mat(p + "ffn_up.weight", lw.w_up, &dw.w_up, false);
     mat(p + "ffn_down.weight", lw.w_down, &dw.w_down, false);
     if (c.qkv_bias) {
       vec(p + "attn_q.bias", lw.bq);
@@ -154,9 +177,9 @@ void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq) {
 
 }  // namespace
 
-TEST_CASE("GGUF conversions of llama, qwen2 and qwen3 checkpoints compute the HF model",
+TEST_CASE("GGUF conversions of llama, qwen2, qwen3 and phi3 checkpoints compute the HF model",
           "[gguf][loaders][forward]") {
-  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3", "phi3"}) {
     INFO(arch);
     SyntheticSpec spec;
     ModelConfig& c = spec.config;
@@ -166,6 +189,11 @@ TEST_CASE("GGUF conversions of llama, qwen2 and qwen3 checkpoints compute the HF
     c.qkv_bias = std::string(arch) == "qwen2";
     c.qk_norm = std::string(arch) == "qwen3";
     c.tied_embeddings = std::string(arch) != "llama";
+    if (std::string(arch) == "phi3") {  // partial rotary (12 of 16) and a 7-token window
+      c.rotary_dim = 12;
+      c.sliding_window = 7;
+      c.tied_embeddings = false;
+    }
     test::TempDir d("gguf_model");
     write_synthetic_hf_model(d.path / "hf", spec);
     const Model hf = load_model(d.path / "hf");
@@ -188,6 +216,7 @@ TEST_CASE("GGUF conversions of llama, qwen2 and qwen3 checkpoints compute the HF
     CHECK(g8.weights.layers[0].wq.dtype == DType::Q8_0);
     // What manifests and dumps record: 7 matrices per layer plus embedding (and head).
     CHECK(g8.quantized());
+    // Counted per weight the model uses (phi3's fused tensors as their q/k/v, gate/up parts).
     CHECK(g8.stored_dtypes.at("Q8_0") == 7 * c.n_layers + (c.tied_embeddings ? 1 : 2));
     CHECK_FALSE(g32.quantized());
     const Run r8 = run(g8), rd = run(deq);

@@ -1,7 +1,7 @@
 // GGUF models (llama.cpp's conversions) onto the same Model as the Hugging Face loader:
 // metadata keys {arch}.* become the ModelConfig, tensors blk.N.* the LayerWeights, which
 // stay in the map in their stored (quantized) type. Architectures so far: llama (also
-// Mistral conversions), qwen2, qwen3. The llama converter permutes the rows of W_Q and W_K
+// Mistral conversions), qwen2, qwen3, phi3 (without longrope factors). The llama converter permutes the rows of W_Q and W_K
 // for llama.cpp's adjacent-pair RoPE; they are read back in Hugging Face's order
 // (Tensor::row_order), so the model runs rotate-half RoPE and its keys before and after
 // RoPE equal the Hugging Face model's.
@@ -50,7 +50,8 @@ void audit_keys(const Meta& m) {
       "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
       "rope.freq_base", "rope.dimension_count", "attention.key_length",
       "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
-      "rope.scaling.original_context_length", "rope.scaling.finetuned"};
+      "rope.scaling.original_context_length", "rope.scaling.finetuned",
+      "attention.sliding_window"};
   for (auto it = m.g.metadata.begin(); it != m.g.metadata.end(); ++it) {
     const std::string& k = it.key();
     if (k.rfind("general.", 0) == 0 || k.rfind("tokenizer.", 0) == 0 ||
@@ -85,9 +86,9 @@ Model load_gguf(const fs::path& path) {
                g.metadata["general.architecture"].is_string(),
            "{}: metadata 'general.architecture' (a string) is missing", src);
   const std::string arch = g.metadata["general.architecture"].get<std::string>();
-  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3",
-           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3)", src,
-           arch);
+  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3",
+           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3, phi3)",
+           src, arch);
   const Meta meta{g, arch, src};
   audit_keys(meta);
 
@@ -108,10 +109,19 @@ Model load_gguf(const fs::path& path) {
   KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
            "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
            arch, meta.integer("attention.value_length"), c.head_dim);
-  KV_CHECK(meta.integer_or("rope.dimension_count", c.head_dim) == c.head_dim,
-           "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
-           "supported for this architecture", src, arch, meta.integer("rope.dimension_count"),
-           c.head_dim);
+  const int64_t rot = meta.integer_or("rope.dimension_count", c.head_dim);
+  if (arch == "phi3") {  // partial rotary: the first rot entries of each head rotate
+    KV_CHECK(rot > 0 && rot <= c.head_dim && rot % 2 == 0, "{}: phi3.rope.dimension_count {} "
+             "must be even and within the head size {}", src, rot, c.head_dim);
+    c.rotary_dim = rot == c.head_dim ? 0 : int(rot);
+    c.sliding_window = int(meta.integer_or("attention.sliding_window", 0));
+  } else {
+    KV_CHECK(rot == c.head_dim,
+             "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
+             "supported for this architecture", src, arch, rot, c.head_dim);
+    KV_CHECK(!meta.has("attention.sliding_window"),
+             "{}: {}.attention.sliding_window is not supported for this architecture", src, arch);
+  }
   c.max_seq_len = int(meta.integer_or("context_length", 2048));
   c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5));
   c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0));
@@ -158,17 +168,38 @@ Model load_gguf(const fs::path& path) {
     const std::string p = fmt::format("blk.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
     lw.attn_norm = get(p + "attn_norm.weight");
-    lw.wq = get(p + "attn_q.weight");
-    lw.wk = get(p + "attn_k.weight");
+    if (arch == "phi3" && g.find(p + "attn_qkv.weight")) {
+      // Fused as in the Hugging Face checkpoint: rows [Q; K; V] (rotate-half RoPE, no
+      // permutation), and ffn_up holds [gate; up].
+      const Tensor qkv = get(p + "attn_qkv.weight");
+      const int64_t nq = c.q_dim(), nk = c.kv_dim();
+      KV_CHECK(qkv.rows == nq + 2 * nk, "{}: tensor '{}' has {} rows, expected {} (q {} + k {} "
+               "+ v {})", src, qkv.name, qkv.rows, nq + 2 * nk, nq, nk, nk);
+      lw.wq = row_view(qkv, 0, nq, "q rows");
+      lw.wk = row_view(qkv, nq, nk, "k rows");
+      lw.wv = row_view(qkv, nq + nk, nk, "v rows");
+    } else {
+      lw.wq = get(p + "attn_q.weight");
+      lw.wk = get(p + "attn_k.weight");
+      lw.wv = get(p + "attn_v.weight");
+    }
     if (arch == "llama") {
       lw.wq.row_order = unpermute(lw.wq.rows, c.head_dim);
       lw.wk.row_order = unpermute(lw.wk.rows, c.head_dim);
     }
-    lw.wv = get(p + "attn_v.weight");
     lw.wo = get(p + "attn_output.weight");
     lw.ffn_norm = get(p + "ffn_norm.weight");
-    lw.w_gate = get(p + "ffn_gate.weight");
-    lw.w_up = get(p + "ffn_up.weight");
+    if (arch == "phi3") {
+      const Tensor gu = get(p + "ffn_up.weight");
+      KV_CHECK(gu.rows == 2 * int64_t(c.hidden_dim), "{}: tensor '{}' has {} rows, expected {} "
+               "(gate and up, 2 x feed_forward_length {})", src, gu.name, gu.rows,
+               2 * c.hidden_dim, c.hidden_dim);
+      lw.w_gate = row_view(gu, 0, c.hidden_dim, "gate rows");
+      lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
+    } else {
+      lw.w_gate = get(p + "ffn_gate.weight");
+      lw.w_up = get(p + "ffn_up.weight");
+    }
     lw.w_down = get(p + "ffn_down.weight");
     if (c.qkv_bias) {
       lw.bq = get(p + "attn_q.bias");
@@ -182,9 +213,10 @@ Model load_gguf(const fs::path& path) {
   }
   for (const GgufTensor& t : g.tensors)
     KV_CHECK(used.count(t.name),
-             "{}: tensor '{}' is not used by architecture '{}' (rope_freqs.weight: Llama 3 rope "
-             "scaling is not supported from GGUF yet; other names: a layer beyond block_count "
-             "{} or a weight kvscope does not compute with)", src, t.name, arch, c.n_layers);
+             "{}: tensor '{}' is not used by architecture '{}' (rope_freqs.weight, "
+             "rope_factors_long/short.weight: Llama 3 and longrope scaling are not supported "
+             "from GGUF yet; other names: a layer beyond block_count {} or a weight kvscope "
+             "does not compute with)", src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
   return m;
