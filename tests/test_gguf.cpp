@@ -100,6 +100,15 @@ TEST_CASE("gguf: metadata of every type, tensor infos and alignment read back", 
   CHECK(bv[32] == 2.0f);   // second block, same bytes
   CHECK(g.find("c")->tensor.to_f32() == std::vector<float>{1, -2, 0, 0.5f});
   CHECK(g.find("missing") == nullptr);
+
+  // Version 2 has the same layout (64-bit counts and lengths): read alike.
+  test::GgufWriter w2 = sample();
+  w2.version = 2;
+  test::write_bytes(p, w2.bytes());
+  const GgufFile g2 = open_gguf(p);
+  CHECK(g2.version == 2);
+  CHECK(g2.metadata == g.metadata);
+  CHECK(g2.find("b")->tensor.to_f32() == bv);
 }
 
 TEST_CASE("gguf: truncated and lying files are refused by name", "[gguf][hardening]") {
