@@ -171,13 +171,7 @@ Model load_gguf(const fs::path& path) {
     if (arch == "phi3" && g.find(p + "attn_qkv.weight")) {
       // Fused as in the Hugging Face checkpoint: rows [Q; K; V] (rotate-half RoPE, no
       // permutation), and ffn_up holds [gate; up].
-      const Tensor qkv = get(p + "attn_qkv.weight");
-      const int64_t nq = c.q_dim(), nk = c.kv_dim();
-      KV_CHECK(qkv.rows == nq + 2 * nk, "{}: tensor '{}' has {} rows, expected {} (q {} + k {} "
-               "+ v {})", src, qkv.name, qkv.rows, nq + 2 * nk, nq, nk, nk);
-      lw.wq = row_view(qkv, 0, nq, "q rows");
-      lw.wk = row_view(qkv, nq, nk, "k rows");
-      lw.wv = row_view(qkv, nq + nk, nk, "v rows");
+      split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
     } else {
       lw.wq = get(p + "attn_q.weight");
       lw.wk = get(p + "attn_k.weight");
@@ -190,12 +184,7 @@ Model load_gguf(const fs::path& path) {
     lw.wo = get(p + "attn_output.weight");
     lw.ffn_norm = get(p + "ffn_norm.weight");
     if (arch == "phi3") {
-      const Tensor gu = get(p + "ffn_up.weight");
-      KV_CHECK(gu.rows == 2 * int64_t(c.hidden_dim), "{}: tensor '{}' has {} rows, expected {} "
-               "(gate and up, 2 x feed_forward_length {})", src, gu.name, gu.rows,
-               2 * c.hidden_dim, c.hidden_dim);
-      lw.w_gate = row_view(gu, 0, c.hidden_dim, "gate rows");
-      lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
+      split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
     } else {
       lw.w_gate = get(p + "ffn_gate.weight");
       lw.w_up = get(p + "ffn_up.weight");

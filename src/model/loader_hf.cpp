@@ -500,21 +500,8 @@ Model load_hf_llama(const fs::path& dir) {
     lw.attn_norm = get(p + "input_layernorm.weight");
     if (c.arch == "phi3") {
       // Fused: qkv_proj rows are [Q; K; V], gate_up_proj rows [gate; up] (chunk(2) order).
-      // Row views of the mapped tensor, so nothing is copied; a fused tensor of the wrong
-      // height is refused here, before any view could reach past it.
-      const Tensor qkv = get(p + "self_attn.qkv_proj.weight");
-      const int64_t nq = c.q_dim(), nk = c.kv_dim();
-      KV_CHECK(qkv.rows == nq + 2 * nk, "{}: tensor '{}' has {} rows, expected {} (q {} + k {} "
-               "+ v {})", dir.string(), qkv.name, qkv.rows, nq + 2 * nk, nq, nk, nk);
-      lw.wq = row_view(qkv, 0, nq, "q rows");
-      lw.wk = row_view(qkv, nq, nk, "k rows");
-      lw.wv = row_view(qkv, nq + nk, nk, "v rows");
-      const Tensor gu = get(p + "mlp.gate_up_proj.weight");
-      KV_CHECK(gu.rows == 2 * int64_t(c.hidden_dim), "{}: tensor '{}' has {} rows, expected {} "
-               "(2 x intermediate_size {})", dir.string(), gu.name, gu.rows, 2 * c.hidden_dim,
-               c.hidden_dim);
-      lw.w_gate = row_view(gu, 0, c.hidden_dim, "gate rows");
-      lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
+      split_fused_qkv(get(p + "self_attn.qkv_proj.weight"), c, dir.string(), lw);
+      split_fused_gate_up(get(p + "mlp.gate_up_proj.weight"), c, dir.string(), lw);
     } else {
       lw.wq = get(p + "self_attn.q_proj.weight");
       lw.wk = get(p + "self_attn.k_proj.weight");

@@ -151,6 +151,25 @@ void check_finite(Model& m) {
   }
 }
 
+void split_fused_qkv(const Tensor& qkv, const ModelConfig& c, const std::string& where,
+                     LayerWeights& lw) {
+  const int64_t nq = c.q_dim(), nk = c.kv_dim();
+  KV_CHECK(qkv.rows == nq + 2 * nk, "{}: tensor '{}' has {} rows, expected {} (q {} + k {} + v {})",
+           where, qkv.name, qkv.rows, nq + 2 * nk, nq, nk, nk);
+  lw.wq = row_view(qkv, 0, nq, "q rows");
+  lw.wk = row_view(qkv, nq, nk, "k rows");
+  lw.wv = row_view(qkv, nq + nk, nk, "v rows");
+}
+
+void split_fused_gate_up(const Tensor& gu, const ModelConfig& c, const std::string& where,
+                         LayerWeights& lw) {
+  KV_CHECK(gu.rows == 2 * int64_t(c.hidden_dim),
+           "{}: tensor '{}' has {} rows, expected {} (gate and up, 2 x {})", where, gu.name,
+           gu.rows, 2 * c.hidden_dim, c.hidden_dim);
+  lw.w_gate = row_view(gu, 0, c.hidden_dim, "gate rows");
+  lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
+}
+
 bool Model::quantized() const {
   for (const auto& [name, n] : stored_dtypes)
     if (name != "F32" && name != "F16" && name != "BF16") return true;

@@ -87,6 +87,14 @@ Model load_hf_llama(const std::filesystem::path& dir);
 // A GGUF file (loader_gguf.cpp): architectures llama, qwen2, qwen3 so far.
 Model load_gguf(const std::filesystem::path& file);
 
+// Phi-3's fused projections as row views (no copy): qkv rows [Q; K; V] into wq, wk, wv;
+// gate_up rows [gate; up] into w_gate, w_up. A fused tensor of the wrong height is refused
+// naming it and `where`.
+void split_fused_qkv(const Tensor& qkv, const ModelConfig& c, const std::string& where,
+                     LayerWeights& lw);
+void split_fused_gate_up(const Tensor& gate_up, const ModelConfig& c, const std::string& where,
+                         LayerWeights& lw);
+
 // Replaces every non-f32 (or unaligned) tensor by an owned f32 copy.
 void widen_all(Model& m);
 
