@@ -198,12 +198,6 @@ int KVCache::max_used() const {
   return m;
 }
 
-bool KVCache::holds_every_token() const {
-  for (size_t h = 0; h < used.size(); ++h)
-    if (used[h] != length || biased[h]) return false;
-  return true;
-}
-
 bool KVCache::any_edited() const {
   for (uint8_t e : edited)
     if (e) return true;
@@ -299,8 +293,13 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   // keep the rotation they were given.
   const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
                             s.pos + T > c.rope_scaling.original_max_position;
+  std::vector<double> inv_freq_global, inv_freq_local;
   for (int l = 0; l < c.n_layers; ++l) {
-    const std::vector<double> inv_freq = rope_inv_freq(c, l, long_context);  // [rot_dim/2]
+    // [rot_dim/2]: the same for every layer of a kind (global / Gemma 3's local), so
+    // computed once per call and kind, not per layer.
+    std::vector<double>& kind_freq = c.local_rope(l) ? inv_freq_local : inv_freq_global;
+    if (kind_freq.empty()) kind_freq = rope_inv_freq(c, l, long_context);
+    const std::vector<double>& inv_freq = kind_freq;
     const double rope_factor = rope_attention_factor(c, l);
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);

@@ -92,9 +92,6 @@ struct KVCache {
   float* v_head(int l, int g) { return v.data() + head(l, g) * capacity * head_dim; }
   float* bias_head(int l, int g) { return bias.data() + head(l, g) * capacity; }
   int max_used() const;
-  // Every head holds every token appended since reset, in order, with no compensation
-  // slot: slot i is position i (no cache policy has compressed it).
-  bool holds_every_token() const;
   bool any_edited() const;       // a cache policy has changed some head
   int64_t slots_in_use() const;  // summed over layers and heads
   // Bytes of K and V actually kept (f32), summed over layers and heads.
