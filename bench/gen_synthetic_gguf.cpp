@@ -12,17 +12,11 @@
 #include <vector>
 
 #include "kvscope/model/dtype.hpp"
+#include "kvscope/model/synthetic_model.hpp"
 
 using namespace kvscope;
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 struct Spec {
   std::string name;

@@ -8,6 +8,7 @@
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/provenance.hpp"
 #include "kvscope/model/hf_config.hpp"
+#include "kvscope/model/model.hpp"
 
 namespace kvscope {
 
@@ -137,13 +138,8 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("rope_scaling", rope_scaling_json(c.rope_scaling).dump());
   attr("model_type", c.arch);
   attr("model_format", src.model_format);
-  {
-    bool quantized = false;
-    for (const auto& [name, n] : src.stored_dtypes)
-      quantized |= name != "F32" && name != "F16" && name != "BF16";
-    attr("weight_dtypes", nlohmann::json(src.stored_dtypes).dump());
-    attr("quantized_weights", int64_t(quantized));
-  }
+  attr("weight_dtypes", nlohmann::json(src.stored_dtypes).dump());
+  attr("quantized_weights", int64_t(any_quantized(src.stored_dtypes)));
   attr("rotary_dim", int64_t(c.rot_dim()));
   attr("rope_local_theta", double(c.rope_local_theta));
   {

@@ -24,6 +24,18 @@ json rope_scaling_json(const RopeScaling& rs) {
   return nullptr;
 }
 
+namespace {
+
+// transformers' layer_types: per layer, sliding or full attention.
+json layer_types_json(const ModelConfig& c) {
+  json types = json::array();
+  for (int l = 0; l < c.n_layers; ++l)
+    types.push_back(c.window_of(l) > 0 ? "sliding_attention" : "full_attention");
+  return types;
+}
+
+}  // namespace
+
 json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
   json cfg = {{"architectures", {"LlamaForCausalLM"}},
               {"model_type", "llama"},
@@ -63,10 +75,7 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     cfg["attn_logit_softcapping"] = c.attn_softcap > 0 ? json(c.attn_softcap) : json(nullptr);
     cfg["final_logit_softcapping"] = c.final_softcap > 0 ? json(c.final_softcap) : json(nullptr);
     cfg["sliding_window"] = c.sliding_window;
-    json types = json::array();
-    for (int l = 0; l < c.n_layers; ++l)
-      types.push_back(c.window_of(l) > 0 ? "sliding_attention" : "full_attention");
-    cfg["layer_types"] = types;
+    cfg["layer_types"] = layer_types_json(c);
     cfg["cache_implementation"] = "hybrid";
     if (!g2) cfg["rope_local_base_freq"] = c.rope_local_theta;
   } else if (c.arch == "phi3") {
@@ -99,10 +108,7 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     cfg["use_sliding_window"] = c.sliding_window > 0;
     if (c.sliding_window > 0) {
       cfg["sliding_window"] = c.sliding_window;
-      json types = json::array();
-      for (int l = 0; l < c.n_layers; ++l)
-        types.push_back(c.window_of(l) > 0 ? "sliding_attention" : "full_attention");
-      cfg["layer_types"] = types;
+      cfg["layer_types"] = layer_types_json(c);
     }
   }
   if (c.arch == "mistral") {

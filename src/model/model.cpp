@@ -170,7 +170,7 @@ void split_fused_gate_up(const Tensor& gu, const ModelConfig& c, const std::stri
   lw.w_up = row_view(gu, c.hidden_dim, c.hidden_dim, "up rows");
 }
 
-bool Model::quantized() const {
+bool any_quantized(const std::map<std::string, int64_t>& stored_dtypes) {
   for (const auto& [name, n] : stored_dtypes)
     if (name != "F32" && name != "F16" && name != "BF16") return true;
   return false;

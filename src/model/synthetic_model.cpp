@@ -18,13 +18,6 @@ using nlohmann::json;
 
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 struct Planned {
   SafetensorsSpec spec;
   float scale;   // uniform half-width
@@ -113,6 +106,13 @@ void write_tensor_data(SafetensorsWriter& w, const Planned& t, uint64_t seed) {
 }
 
 }  // namespace
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 void write_synthetic_hf_model(const fs::path& dir, const SyntheticSpec& spec) {
   const ModelConfig& c = spec.config;

@@ -45,6 +45,10 @@ struct Weights {
   Tensor classifier;  // [vocab, dim]; the same bytes as tok_embedding when tied
 };
 
+// Whether a count of tensors per stored dtype name (Model::stored_dtypes) holds a block
+// format (anything but F32, F16, BF16).
+bool any_quantized(const std::map<std::string, int64_t>& stored_dtypes);
+
 struct Model {
   std::string name;                          // e.g. "stories260K"
   std::string format;                        // "llama2c", "hf-safetensors", "memory"
@@ -55,7 +59,7 @@ struct Model {
   // How many tensors the files stored in each dtype ("Q4_K": 193, "F32": 65, ...), counted
   // at load, before any widening: what a manifest or dump says the weights were.
   std::map<std::string, int64_t> stored_dtypes;
-  bool quantized() const;  // some weight was stored in a block format
+  bool quantized() const { return any_quantized(stored_dtypes); }
 };
 
 // Every tensor of a model once, with its expected shape: the loaders, the shape check

@@ -21,6 +21,10 @@ struct SyntheticSpec {
   bool write_head_dim = true;  // write "head_dim" into config.json
 };
 
+// The splitmix64 mixer the random weights are drawn from (a stateless hash of a counter),
+// shared with bench/gen_synthetic_gguf.
+uint64_t splitmix64(uint64_t x);
+
 // Writes config.json and the safetensors file(s) into `dir` (created if missing).
 void write_synthetic_hf_model(const std::filesystem::path& dir, const SyntheticSpec& spec);
 
