@@ -237,6 +237,12 @@ TEST_CASE("gemma2: sandwich norms, GeGLU, soft-caps, alternating windows match t
     CHECK(load_model(h.path).config.head_dim == 256);
     check_against_reference(h.path, 12);
   }
+  SECTION("an MLP bias, which Gemma does not have, is refused") {
+    json j = gemma2_config();
+    j["mlp_bias"] = true;
+    test::write_bytes(d.path / "config.json", j.dump());
+    CHECK_THROWS_WITH(load_model(d.path), Contains("'mlp_bias' = true is not supported for gemma2"));
+  }
   SECTION("BF16 weights (the shipped dtype) widened per layer") {
     test::TempDir b("fam_gemma2_bf16");
     write_model(b.path, gemma_shape("gemma2", 3, 2), gemma2_config(), DType::BF16);
@@ -297,6 +303,13 @@ TEST_CASE("phi3: fused qkv_proj / gate_up_proj and its sliding window match tran
   CHECK(m.config.rot_dim() == 16);
   check_against_reference(d.path, 20);
 
+  SECTION("biases transformers' Phi3 would ignore are refused") {
+    json j = phi3_mini_config();
+    j["attention_bias"] = true;
+    test::write_bytes(d.path / "config.json", j.dump());
+    CHECK_THROWS_WITH(load_model(d.path), Contains("'attention_bias' = true is not supported "
+                                                   "for phi3"));
+  }
   SECTION("a fused tensor of the wrong height is refused by name") {
     json j = phi3_mini_config();
     j["num_key_value_heads"] = 1;  // the file holds q + 2 x 3 heads
@@ -383,6 +396,14 @@ TEST_CASE("qwen2 with use_sliding_window: layers from max_window_layers on slide
   CHECK(m.config.window_of(1) == 5);
   CHECK(m.config.window_of(2) == 5);
   check_against_reference(d.path, 20);
+  SECTION("layer_types naming sliding layers while use_sliding_window is false: refused") {
+    json j = cfg;
+    j["use_sliding_window"] = false;
+    j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
+    test::write_bytes(d.path / "config.json", j.dump());
+    CHECK_THROWS_WITH(load_model(d.path), Contains("layer_types holds \"sliding_attention\"") &&
+                                             Contains("use_sliding_window is false"));
+  }
   SECTION("use_sliding_window false: every layer global, sliding_window ignored") {
     json j = cfg;
     j["use_sliding_window"] = false;

@@ -7,8 +7,10 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "gguf_writer.hpp"
+#include "kvscope/io/error.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
@@ -77,7 +79,8 @@ std::vector<float> permute_rows(const std::vector<float>& w, int64_t rows, int64
 
 // Writes `hf` as GGUF; matrices as F32 or Q8_0 (1-D tensors stay F32, as llama.cpp keeps
 // them). `deq` receives the model whose matrices are the dequantized stored values.
-void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq) {
+void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq,
+                const std::function<void(test::GgufWriter&)>& extra = {}) {
   const ModelConfig& c = hf.config;
   const std::string a = c.arch == "llama" ? "llama" : c.arch;
   test::GgufWriter w;
@@ -172,6 +175,7 @@ void write_gguf(const fs::path& file, const Model& hf, bool q8, Model* deq) {
       vec(p + "attn_k_norm.weight", lw.k_norm);
     }
   }
+  if (extra) extra(w);
   test::write_bytes(file, w.bytes());
 }
 
@@ -226,4 +230,28 @@ TEST_CASE("GGUF conversions of llama, qwen2, qwen3 and phi3 checkpoints compute 
     CHECK(q_err > 1e-6);  // quantization did move them...
     CHECK(q_err < 2e-2);  // ...by Q8_0's error (8-bit, per-32 scales)
   }
+}
+
+TEST_CASE("GGUF metadata, tensors and architectures kvscope does not compute with are refused",
+          "[gguf][loaders][hardening]") {
+  SyntheticSpec spec;
+  ModelConfig& c = spec.config;
+  c.dim = 32, c.hidden_dim = 64, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 2;
+  c.head_dim = 16, c.vocab_size = 40, c.max_seq_len = 32;
+  test::TempDir d("gguf_refused");
+  write_synthetic_hf_model(d.path / "hf", spec);
+  const Model hf = load_model(d.path / "hf");
+  Model deq;
+  const fs::path p = d.path / "m.gguf";
+  write_gguf(p, hf, false, &deq, [](test::GgufWriter& w) { w.u32("llama.expert_count", 8); });
+  CHECK_THROWS_WITH(load_model(p), Catch::Contains("m.gguf") &&
+                                       Catch::Contains("metadata 'llama.expert_count' = 8"));
+  write_gguf(p, hf, false, &deq, [](test::GgufWriter& w) {
+    w.tensor("rope_freqs.weight", {8}, 0, std::string(32, '\0'));
+  });
+  CHECK_THROWS_WITH(load_model(p), Catch::Contains("tensor 'rope_freqs.weight' is not used"));
+  test::GgufWriter g;
+  g.str("general.architecture", "gemma2");
+  test::write_bytes(p, g.bytes());
+  CHECK_THROWS_WITH(load_model(p), Catch::Contains("GGUF architecture 'gemma2' is not supported"));
 }
