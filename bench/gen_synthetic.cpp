@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   } else if (preset == "llama3-8b") {
     shape(4096, 14336, 32, 32, 8, 128, 128256, 131072);
     c.rope_theta = 500000.0f, c.bos_id = 128000, c.eos_id = 128001, c.more_eos_ids = {128008, 128009};
-    c.rope_scaling = {RopeScalingKind::kLlama3, 8.0, 1.0, 4.0, 8192, {}, {}, 1.0};
+    c.rope_scaling = {RopeScalingKind::kLlama3, 8.0, 1.0, 4.0, 8192, {}, {}, 1.0, {}};
   } else if (preset == "mistral-7b") {
     shape(4096, 14336, 32, 32, 8, 128, 32000, 32768);
     c.arch = "mistral", c.sliding_window = 4096;

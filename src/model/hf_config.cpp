@@ -15,6 +15,8 @@ json rope_scaling_json(const RopeScaling& rs) {
             {"short_factor", rs.short_factor},
             {"long_factor", rs.long_factor},
             {"attention_factor", rs.attention_factor}};
+  if (rs.kind == RopeScalingKind::kFreqFactors)  // not a Hugging Face type: GGUF's tensor
+    return {{"rope_type", "freq_factors"}, {"factors", rs.freq_factors}};
   if (rs.kind == RopeScalingKind::kLlama3)
     return {{"rope_type", "llama3"},
             {"factor", rs.factor},

@@ -1,10 +1,17 @@
 // GGUF models (llama.cpp's conversions) onto the same Model as the Hugging Face loader:
 // metadata keys {arch}.* become the ModelConfig, tensors blk.N.* the LayerWeights, which
-// stay in the map in their stored (quantized) type. Architectures so far: llama (also
-// Mistral conversions), qwen2, qwen3, phi3 (without longrope factors). The llama converter permutes the rows of W_Q and W_K
-// for llama.cpp's adjacent-pair RoPE; they are read back in Hugging Face's order
-// (Tensor::row_order), so the model runs rotate-half RoPE and its keys before and after
-// RoPE equal the Hugging Face model's.
+// stay in the map in their stored (quantized) type. Architectures: llama (also Mistral
+// conversions; Llama 3.1's rope_freqs.weight), qwen2, qwen3, gemma2, gemma3 (text), phi3
+// (longrope's rope_factors_long/short). The meaning of each key and tensor is llama.cpp's,
+// which is what a GGUF user runs:
+// - llama: the converter permutes the rows of W_Q and W_K for llama.cpp's adjacent-pair
+//   RoPE; they are read back in Hugging Face's order (Tensor::row_order), so the model runs
+//   rotate-half RoPE and its keys before and after RoPE equal the Hugging Face model's.
+// - gemma2/gemma3: every *norm.weight is stored as 1 + w (so norm_offset is 0 here); the
+//   query scale is not stored: llama.cpp uses 1/sqrt(head_dim), or 1/sqrt(dim/n_heads) for
+//   the 27B shapes (46 and 62 layers), which is query_pre_attn_scalar of the released
+//   checkpoints; gemma3's sliding layers (5 of every 6) use RoPE base 10000 unscaled.
+#include <cmath>
 #include <set>
 
 #include "kvscope/io/error.hpp"
@@ -45,13 +52,16 @@ struct Meta {
 // Every {arch}.* key is computed with or refused by name; general.*, tokenizer.* and the
 // quantizer's notes (quantize.*) cannot change the forward pass.
 void audit_keys(const Meta& m) {
-  static const std::set<std::string> known = {
+  std::set<std::string> known = {
       "context_length", "embedding_length", "block_count", "feed_forward_length",
       "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
       "rope.freq_base", "rope.dimension_count", "attention.key_length",
       "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
-      "rope.scaling.original_context_length", "rope.scaling.finetuned",
-      "attention.sliding_window"};
+      "rope.scaling.original_context_length", "rope.scaling.finetuned"};
+  if (m.arch == "phi3" || m.arch == "gemma2" || m.arch == "gemma3")
+    known.insert("attention.sliding_window");
+  if (m.arch == "phi3") known.insert("rope.scaling.attn_factor");
+  if (m.arch == "gemma2") known.insert({"attn_logit_softcapping", "final_logit_softcapping"});
   for (auto it = m.g.metadata.begin(); it != m.g.metadata.end(); ++it) {
     const std::string& k = it.key();
     if (k.rfind("general.", 0) == 0 || k.rfind("tokenizer.", 0) == 0 ||
@@ -77,6 +87,74 @@ std::shared_ptr<const std::vector<int32_t>> unpermute(int64_t rows, int hd) {
   return order;
 }
 
+// Gemma 2 / Gemma 3 as llama.cpp runs them (see the top of the file).
+void gemma_config(const Meta& m, ModelConfig& c) {
+  const bool g2 = m.arch == "gemma2";
+  c.mlp_act = MlpActivation::kGeluTanh;
+  c.norm_offset = 0.0f;  // the converter stored 1 + w
+  c.embed_scale = float(std::sqrt(double(c.dim)));
+  c.sandwich_norms = true;
+  const bool is_27b = c.n_layers == (g2 ? 46 : 62);
+  c.attn_scale = float(1.0 / std::sqrt(double(is_27b ? c.dim / c.n_heads : c.head_dim)));
+  if (g2) {
+    // llama.cpp's defaults when a (2024) file lacks the keys: Gemma 2's window and caps.
+    c.sliding_window = int(m.integer_or("attention.sliding_window", 4096));
+    c.attn_softcap = float(m.number_or("attn_logit_softcapping", 50.0));
+    c.final_softcap = float(m.number_or("final_logit_softcapping", 30.0));
+    KV_CHECK(c.attn_softcap > 0 && c.final_softcap > 0, "{}: gemma2 soft-caps must be "
+             "positive, got {} and {}", m.src, c.attn_softcap, c.final_softcap);
+  } else {
+    c.sliding_window = int(m.integer("attention.sliding_window"));
+    c.rope_local_theta = 10000.0f;
+  }
+  const int pattern = g2 ? 2 : 6;  // a layer is global when l % pattern == pattern - 1
+  c.sliding_layers.assign(size_t(c.n_layers), 0);
+  for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[size_t(l)] = l % pattern < pattern - 1;
+}
+
+// Per-frequency RoPE factors stored as tensors: llama's rope_freqs.weight (the converter's
+// Llama 3.1 rope_scaling, each inverse frequency divided by its factor) and phi3's
+// rope_factors_short/long.weight (longrope; chosen per forward call as transformers does,
+// where llama.cpp chooses by the context size it was started with). [rot_dim/2] each.
+template <class Get>
+void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
+  const size_t half = size_t(c.rot_dim() / 2);
+  auto factors = [&](const std::string& name) {
+    const Tensor t = get(name);
+    KV_CHECK(t.numel() == int64_t(half), "{}: tensor '{}' holds {} values, expected rot_dim/2 "
+             "= {}", m.src, name, t.numel(), half);
+    const std::vector<float> f = t.to_f32();
+    return std::vector<double>(f.begin(), f.end());
+  };
+  RopeScaling& rs = c.rope_scaling;
+  if (m.arch == "llama" && m.g.find("rope_freqs.weight")) {
+    KV_CHECK(rs.kind == RopeScalingKind::kNone, "{}: rope_freqs.weight together with "
+             "llama.rope.scaling.type '{}' (two scalings at once) is not supported", m.src,
+             rope_scaling_name(rs.kind));
+    rs.kind = RopeScalingKind::kFreqFactors;
+    rs.freq_factors = factors("rope_freqs.weight");
+  }
+  const bool has_long = m.g.find("rope_factors_long.weight") != nullptr;
+  if (m.arch == "phi3" && (has_long || m.g.find("rope_factors_short.weight"))) {
+    KV_CHECK(rs.kind == RopeScalingKind::kNone, "{}: rope factor tensors together with "
+             "phi3.rope.scaling.type '{}' are not supported", m.src, rope_scaling_name(rs.kind));
+    rs.kind = RopeScalingKind::kLongrope;
+    rs.short_factor = factors("rope_factors_short.weight");
+    rs.long_factor = factors("rope_factors_long.weight");
+    rs.original_max_position = int(m.integer("rope.scaling.original_context_length"));
+    KV_CHECK(rs.original_max_position > 0, "{}: phi3.rope.scaling.original_context_length "
+             "must be positive", m.src);
+    rs.factor = double(c.max_seq_len) / rs.original_max_position;
+    rs.attention_factor = m.number_or(  // the converter's default when absent
+        "rope.scaling.attn_factor",
+        rs.factor <= 1.0 ? 1.0
+                         : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(rs.original_max_position))));
+  }
+  KV_CHECK(!m.has("rope.scaling.attn_factor") || rs.kind == RopeScalingKind::kLongrope,
+           "{}: {}.rope.scaling.attn_factor without rope_factors_long/short.weight is not "
+           "supported", m.src, m.arch);
+}
+
 }  // namespace
 
 Model load_gguf(const fs::path& path) {
@@ -86,9 +164,10 @@ Model load_gguf(const fs::path& path) {
                g.metadata["general.architecture"].is_string(),
            "{}: metadata 'general.architecture' (a string) is missing", src);
   const std::string arch = g.metadata["general.architecture"].get<std::string>();
-  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3",
-           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3, phi3)",
-           src, arch);
+  const bool gemma = arch == "gemma2" || arch == "gemma3";
+  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || gemma,
+           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3, "
+           "gemma2, gemma3, phi3)", src, arch);
   const Meta meta{g, arch, src};
   audit_keys(meta);
 
@@ -119,8 +198,6 @@ Model load_gguf(const fs::path& path) {
     KV_CHECK(rot == c.head_dim,
              "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
              "supported for this architecture", src, arch, rot, c.head_dim);
-    KV_CHECK(!meta.has("attention.sliding_window"),
-             "{}: {}.attention.sliding_window is not supported for this architecture", src, arch);
   }
   c.max_seq_len = int(meta.integer_or("context_length", 2048));
   c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5));
@@ -139,7 +216,8 @@ Model load_gguf(const fs::path& path) {
     }
   }
   c.qkv_bias = arch == "qwen2";
-  c.qk_norm = arch == "qwen3";
+  c.qk_norm = arch == "qwen3" || arch == "gemma3";
+  if (gemma) gemma_config(meta, c);
   auto meta_id = [&](const char* k, int32_t d) {
     if (!g.metadata.contains(k)) return d;
     const json& v = g.metadata[k];
@@ -182,7 +260,11 @@ Model load_gguf(const fs::path& path) {
       lw.wk.row_order = unpermute(lw.wk.rows, c.head_dim);
     }
     lw.wo = get(p + "attn_output.weight");
-    lw.ffn_norm = get(p + "ffn_norm.weight");
+    lw.ffn_norm = get(p + "ffn_norm.weight");  // gemma: pre_feedforward_layernorm
+    if (c.sandwich_norms) {
+      lw.post_attn_norm = get(p + "post_attention_norm.weight");
+      lw.post_ffn_norm = get(p + "post_ffw_norm.weight");
+    }
     if (arch == "phi3") {
       split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
     } else {
@@ -200,12 +282,11 @@ Model load_gguf(const fs::path& path) {
       lw.k_norm = get(p + "attn_k_norm.weight");
     }
   }
+  rope_factor_tensors(meta, get, c);
   for (const GgufTensor& t : g.tensors)
     KV_CHECK(used.count(t.name),
-             "{}: tensor '{}' is not used by architecture '{}' (rope_freqs.weight, "
-             "rope_factors_long/short.weight: Llama 3 and longrope scaling are not supported "
-             "from GGUF yet; other names: a layer beyond block_count {} or a weight kvscope "
-             "does not compute with)", src, t.name, arch, c.n_layers);
+             "{}: tensor '{}' is not used by architecture '{}' (a layer beyond block_count {} "
+             "or a weight kvscope does not compute with)", src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
   return m;

@@ -32,6 +32,8 @@ std::string rope_scaling_name(RopeScalingKind k) {
       return "llama3";
     case RopeScalingKind::kLongrope:
       return "longrope";
+    case RopeScalingKind::kFreqFactors:
+      return "freq_factors";
   }
   return "?";
 }
@@ -68,6 +70,7 @@ std::vector<double> rope_inv_freq(const ModelConfig& c, int layer, bool long_con
     if (rs.kind == RopeScalingKind::kLongrope)
       v = base / (long_context ? rs.long_factor : rs.short_factor)[size_t(i)];
     if (rs.kind == RopeScalingKind::kLinear) v = base / rs.factor;
+    if (rs.kind == RopeScalingKind::kFreqFactors) v = base / rs.freq_factors[size_t(i)];
     if (rs.kind == RopeScalingKind::kLlama3) {
       // transformers' _compute_llama3_parameters: wavelengths longer than
       // original / low_freq_factor are slowed by `factor`, shorter than
@@ -128,7 +131,7 @@ void validate(const ModelConfig& c, const std::string& source) {
            "{}: RoPE needs an even head_dim, got {}", source, c.head_dim);
   KV_CHECK(c.norm_eps > 0.0f, "{}: norm eps must be positive, got {}", source, c.norm_eps);
   const RopeScaling& rs = c.rope_scaling;
-  if (rs.kind != RopeScalingKind::kNone && rs.kind != RopeScalingKind::kLongrope)
+  if (rs.kind == RopeScalingKind::kLinear || rs.kind == RopeScalingKind::kLlama3)
     KV_CHECK(rs.factor >= 1.0 && rs.factor <= 1e6, "{}: rope_scaling factor must be in [1, 1e6], got {}",
              source, rs.factor);
   if (rs.kind == RopeScalingKind::kLlama3)
@@ -153,6 +156,12 @@ void validate(const ModelConfig& c, const std::string& source) {
     KV_CHECK(rs.original_max_position > 0 && rs.attention_factor > 0,
              "{}: longrope needs original_max_position_embeddings > 0 and attention_factor > 0, "
              "got {} and {}", source, rs.original_max_position, rs.attention_factor);
+  }
+  if (rs.kind == RopeScalingKind::kFreqFactors) {
+    KV_CHECK(rs.freq_factors.size() == size_t(c.rot_dim() / 2), "{}: RoPE freq_factors need "
+             "rot_dim/2 = {} values, got {}", source, c.rot_dim() / 2, rs.freq_factors.size());
+    for (double v : rs.freq_factors)
+      KV_CHECK(v > 0 && std::isfinite(v), "{}: RoPE freq_factors hold {}", source, v);
   }
   KV_CHECK(c.sliding_layers.empty() || int(c.sliding_layers.size()) == c.n_layers,
            "{}: sliding layer pattern covers {} layers, the model has {}", source,

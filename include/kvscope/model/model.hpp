@@ -88,7 +88,7 @@ struct LoadOptions {
 Model load_model(const std::filesystem::path& path, const LoadOptions& opt = {});
 Model load_llama2c(const std::filesystem::path& file);
 Model load_hf_llama(const std::filesystem::path& dir);
-// A GGUF file (loader_gguf.cpp): architectures llama, qwen2, qwen3 so far.
+// A GGUF file (loader_gguf.cpp): architectures llama, qwen2, qwen3, gemma2, gemma3, phi3.
 Model load_gguf(const std::filesystem::path& file);
 
 // Phi-3's fused projections as row views (no copy): qkv rows [Q; K; V] into wq, wk, wv;

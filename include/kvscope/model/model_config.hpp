@@ -23,6 +23,8 @@ enum class RopeScalingKind {
   kLlama3,  // Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between
   kLongrope,  // Phi-3: each frequency / its own factor (short_factor, or long_factor once a
               // call reaches past original_max_position), cos and sin times attention_factor
+  kFreqFactors,  // GGUF rope_freqs.weight (llama.cpp's form of Llama 3.1 scaling): each
+                 // inverse frequency / its factor in freq_factors
 };
 
 // The MLP's gate activation: gate(x) * up(x) with gate = act(W_gate x).
@@ -39,6 +41,7 @@ struct RopeScaling {
   int original_max_position = 0;    // llama3, longrope: original_max_position_embeddings
   std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim/2] each
   double attention_factor = 1.0;                   // longrope: multiplies cos and sin
+  std::vector<double> freq_factors;                // freq_factors: [rotary_dim/2]
 };
 
 struct ModelConfig {
@@ -122,7 +125,8 @@ struct ModelConfig {
 };
 
 std::string rope_layout_name(RopeLayout l);
-std::string rope_scaling_name(RopeScalingKind k);  // "none", "linear", "llama3", "longrope"
+// "none", "linear", "llama3", "longrope", "freq_factors"
+std::string rope_scaling_name(RopeScalingKind k);
 std::string mlp_activation_name(MlpActivation a);   // "silu", "gelu_tanh"
 
 // The rot_dim()/2 RoPE inverse frequencies of `layer` of `c` (theta and rope_scaling
