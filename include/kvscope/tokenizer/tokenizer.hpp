@@ -50,10 +50,13 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::p
 // is read.
 std::unique_ptr<Tokenizer> hf_tokenizer_from_json(const nlohmann::json& j,
                                                   const std::string& source);
+// A serialized SentencePiece ModelProto held in memory (`source` names it in errors).
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(const std::string& model_proto,
+                                                              const std::string& source);
 // The tokenizer in a GGUF file's metadata (tokenizer.ggml.*), as llama.cpp reads it:
 // model "gpt2" (byte-level BPE with merges; pre-tokenizer by tokenizer.ggml.pre: "llama-bpe"
-// Llama 3, "qwen2", "gpt2"/"default"), special ids and add_bos_token. SentencePiece-style
-// "llama" vocabularies are refused for now.
+// Llama 3, "qwen2", "gpt-2"), model "llama" (SentencePiece BPE: pieces, scores, types,
+// add_space_prefix; Llama 2, Mistral, Gemma), special ids and add_bos_token.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& gguf);
 
 }  // namespace kvscope
