@@ -14,5 +14,6 @@ ExperimentKind retrieval_heads_kind();
 ExperimentKind kv_cache_policies_kind();
 ExperimentKind train_kind();
 ExperimentKind kv_head_finetune_kind();
+ExperimentKind quant_drift_kind();
 
 }  // namespace kvscope
