@@ -73,8 +73,15 @@ inline std::string f32_bytes(const std::vector<float>& x) {
   return std::string(reinterpret_cast<const char*>(x.data()), x.size() * 4);
 }
 
+// Stores a matrix its own way: given the name and shape, sets the ggml type id and the
+// bytes (stored row order) and returns true; false: F32 / Q8_0 as asked.
+using MatrixEncoder =
+    std::function<bool(const std::string& name, int64_t rows, int64_t cols, uint32_t* type,
+                       std::string* bytes)>;
+
 inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool q8, Model* deq,
-                       const std::function<void(GgufWriter&)>& extra = {}) {
+                       const std::function<void(GgufWriter&)>& extra = {},
+                       const MatrixEncoder& encode = {}) {
   const ModelConfig& c = hf.config;
   const bool gemma = c.arch == "gemma2" || c.arch == "gemma3_text";
   const std::string a = c.arch == "gemma3_text" ? "gemma3" : c.arch;
@@ -112,6 +119,12 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
   w.u32("general.quantization_version", 2);
   *deq = hf;
   auto mat = [&](const std::string& name, const Tensor& t, Tensor* dst, bool perm) {
+    uint32_t type = 0;
+    std::string own;
+    if (encode && encode(name, t.rows, t.cols, &type, &own)) {
+      w.tensor(name, {uint64_t(t.cols), uint64_t(t.rows)}, type, own);
+      return;  // no twin: the caller dequantizes what was stored
+    }
     std::vector<float> x = t.to_f32();
     if (perm) x = permute_rows(x, t.rows, t.cols, c.head_dim);
     std::vector<float> back = x;

@@ -8,9 +8,12 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <set>
 
 #include "gguf_convert.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/model/gguf.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
@@ -132,4 +135,109 @@ TEST_CASE("GGUF metadata, tensors and architectures kvscope does not compute wit
   g.str("general.architecture", "gptneox");
   test::write_bytes(p, g.bytes());
   CHECK_THROWS_WITH(load_model(p), Catch::Contains("GGUF architecture 'gptneox' is not supported"));
+}
+
+namespace {
+
+// A block of ggml type `type` with random packed bits and small finite half-precision
+// scales (at the offsets of ggml's block layouts), so every value is finite.
+struct BlockLayout {
+  uint32_t type;
+  const char* name;
+  int values, bytes;
+  std::vector<int> half_offsets;  // d (and dmin / m) fields
+};
+const std::vector<BlockLayout> kLayouts = {
+    {2, "Q4_0", 32, 18, {0}},        {3, "Q4_1", 32, 20, {0, 2}},
+    {6, "Q5_0", 32, 22, {0}},        {7, "Q5_1", 32, 24, {0, 2}},
+    {10, "Q2_K", 256, 84, {80, 82}}, {11, "Q3_K", 256, 110, {108}},
+    {12, "Q4_K", 256, 144, {0, 2}},  {13, "Q5_K", 256, 176, {0, 2}},
+    {14, "Q6_K", 256, 210, {208}},   {20, "IQ4_NL", 32, 18, {0}},
+};
+
+std::string random_blocks(const BlockLayout& L, int64_t n_values, uint64_t& state) {
+  std::string out;
+  for (int64_t b = 0; b < n_values / L.values; ++b) {
+    std::string blk(size_t(L.bytes), '\0');
+    for (char& c : blk) c = char(splitmix64(state++) & 0xff);
+    for (int off : L.half_offsets) {
+      // |scale| in [1e-4, 2e-3]: weights of order 1e-2, as a trained layer's.
+      const double u = double(splitmix64(state++) >> 11) / double(1ull << 53);
+      const uint16_t h = f32_to_f16(float(1e-4 + 1.9e-3 * u));
+      std::memcpy(blk.data() + off, &h, 2);
+    }
+    out += blk;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("GGUF models stored in every block type compute their dequantized weights",
+          "[gguf][loaders][forward][quant]") {
+  // Each matrix in another of the ten block types (llama's Q/K among them, so the
+  // converter's row permutation is undone on packed rows); loaded with no widening at load,
+  // the forward pass dequantizes row ranges per layer. The twin holds the same stored
+  // blocks dequantized here, tensor by tensor from the file, and un-permuted by this test.
+  SyntheticSpec spec;
+  ModelConfig& c = spec.config;
+  c.dim = 256, c.hidden_dim = 512, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+  c.head_dim = 64, c.vocab_size = 67, c.max_seq_len = 64;
+  test::TempDir d("gguf_kquants");
+  write_synthetic_hf_model(d.path / "hf", spec);
+  const Model hf = load_model(d.path / "hf");
+  uint64_t state = 99;
+  size_t next = 0;
+  std::map<std::string, std::string> type_of;
+  Model unused;
+  write_gguf(d.path / "k.gguf", hf, false, &unused, {},
+             [&](const std::string& name, int64_t rows, int64_t cols, uint32_t* type,
+                 std::string* bytes) {
+               const BlockLayout& L = kLayouts[next++ % kLayouts.size()];
+               *type = L.type;
+               *bytes = random_blocks(L, rows * cols, state);
+               type_of[name] = L.name;
+               return true;
+             });
+  const Model g = load_model(d.path / "k.gguf", LoadOptions{0});
+  std::set<std::string> seen;
+  for (const auto& [n, t] : type_of) seen.insert(t);
+  CHECK(seen.size() == kLayouts.size());  // every type is in the model
+  CHECK(std::string(dtype_name(g.weights.layers[0].wq.dtype)) == type_of["blk.0.attn_q.weight"]);
+
+  Model twin = g;
+  const GgufFile f = open_gguf(d.path / "k.gguf");
+  auto deq = [&](const std::string& name, bool unpermute) {
+    const Tensor& t = f.tensors[f.index.at(name)].tensor;
+    std::vector<float> x = t.to_f32();  // stored order
+    if (unpermute) {  // stored row 2 i + s of a head is Hugging Face row s hd/2 + i
+      std::vector<float> un(x.size());
+      for (int64_t h0 = 0; h0 < t.rows; h0 += c.head_dim)
+        for (int s = 0; s < 2; ++s)
+          for (int i = 0; i < c.head_dim / 2; ++i)
+            std::copy(x.begin() + (h0 + 2 * i + s) * t.cols, x.begin() + (h0 + 2 * i + s + 1) * t.cols,
+                      un.begin() + (h0 + s * c.head_dim / 2 + i) * t.cols);
+      x = un;
+    }
+    return make_tensor(name, t.rows, t.cols, x);
+  };
+  twin.weights.tok_embedding = deq("token_embd.weight", false);
+  twin.weights.classifier = deq("output.weight", false);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& w = twin.weights.layers[size_t(l)];
+    w.wq = deq(p + "attn_q.weight", true);
+    w.wk = deq(p + "attn_k.weight", true);
+    w.wv = deq(p + "attn_v.weight", false);
+    w.wo = deq(p + "attn_output.weight", false);
+    w.w_gate = deq(p + "ffn_gate.weight", false);
+    w.w_up = deq(p + "ffn_up.weight", false);
+    w.w_down = deq(p + "ffn_down.weight", false);
+  }
+  const Run got = run(g), want = run(twin);
+  CHECK(rel(got.logits, want.logits) < 1e-5);
+  for (int l = 0; l < c.n_layers; ++l) {
+    CHECK(rel(got.g.kpre[size_t(l)], want.g.kpre[size_t(l)]) < 1e-5);
+    CHECK(rel(got.g.v[size_t(l)], want.g.v[size_t(l)]) < 1e-5);
+  }
 }
