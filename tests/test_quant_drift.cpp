@@ -9,6 +9,7 @@
 #include "gguf_convert.hpp"
 #include "kvscope/experiments/experiment.hpp"
 #include "kvscope/io/text_source.hpp"
+#include "kvscope/kv/kv_dump.hpp"
 #include "kvscope/report/table.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/loaded_model.hpp"
@@ -136,4 +137,51 @@ TEST_CASE("quant_drift: an F32 GGUF does not drift, a Q8_0 one by what its K/V a
   CHECK_THROWS_WITH(fails("  - name: t\n    path: " + kData + "/models/tinystories656K\n    tokenizer: " +
                               kData + "/models/stories260K/tok512.bin\n", "  seq_len: 64\n"),
                     Catch::Contains("model 't' and the reference 'hf' tokenize text 'valid' differently"));
+}
+
+TEST_CASE("kvscope dump of a Q8_0 GGUF: K/V equal its dequantized twin's, within Q8_0 of the "
+          "original's", "[gguf][dump][cli]") {
+  test::TempDir tmp("gguf_dump");
+  const std::string dir = kData + "/models/tinystories656K";
+  const Model hf = load_model(dir);
+  Model twin;
+  test::write_gguf(tmp.path / "q8.gguf", hf, true, &twin);
+  const std::string text = kData + "/text/tinystories/tinystories_valid_head.txt";
+  const auto r = test::run_kvscope("dump -m " + (tmp.path / "q8.gguf").string() + " --tokenizer " +
+                                   dir + "/tokenizer.json --text " + text +
+                                   " --doc-separator '<|endoftext|>' --n-seq 2 --seq-len 64 -o " +
+                                   (tmp.path / "q8.h5").string());
+  REQUIRE(r.exit_code == 0);
+  KVDumpReader q8(tmp.path / "q8.h5");
+  // The same sequences through the original and through the twin (the dequantized
+  // weights in memory), captured here.
+  const std::vector<int32_t> toks = q8.tokens(0, 2);
+  const ModelConfig& c = hf.config;
+  double d_twin = 0, d_orig = 0, n2 = 0;
+  std::vector<float> got(size_t(2) * 64 * c.head_dim);
+  for (int s = 0; s < 2; ++s) {
+    const std::span<const int32_t> seq(toks.data() + 64 * s, 64);
+    test::CaptureQKV co, ct;
+    RunState so(c, 64), st(c, 64);
+    ForwardOptions oo, ot;
+    oo.observer = &co, ot.observer = &ct;
+    forward(hf, so, seq, oo);
+    forward(twin, st, seq, ot);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (const char* name : {"k_pre_rope", "k", "v"})
+        for (int h = 0; h < c.n_kv_heads; ++h) {
+          q8.read_head(l, name, h, s, 1, got.data());
+          const auto& to = std::string(name) == "v" ? co.v : std::string(name) == "k" ? co.k : co.kpre;
+          const auto& tt = std::string(name) == "v" ? ct.v : std::string(name) == "k" ? ct.k : ct.kpre;
+          for (int i = 0; i < 64 * c.head_dim; ++i) {
+            const size_t at = size_t(h) * 64 * c.head_dim + size_t(i);
+            d_twin += std::pow(double(got[size_t(i)]) - tt[size_t(l)][at], 2);
+            d_orig += std::pow(double(got[size_t(i)]) - to[size_t(l)][at], 2);
+            n2 += std::pow(double(to[size_t(l)][at]), 2);
+          }
+        }
+  }
+  CHECK(std::sqrt(d_twin / n2) < 1e-5);  // the dequantized weights, exactly
+  CHECK(std::sqrt(d_orig / n2) > 1e-4);  // quantization moved the cache...
+  CHECK(std::sqrt(d_orig / n2) < 3e-2);  // ...by Q8_0's amount
 }

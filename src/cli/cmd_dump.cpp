@@ -48,7 +48,7 @@ Action add_dump(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   a->opt.n_seq = 8;
-  app.add_option("--model,-m", a->model, "llama2.c checkpoint or Hugging Face model directory")
+  app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
       ->required();
   app.add_option("--tokenizer", a->tokenizer, "tokenizer file (default: found beside the model)");
   app.add_option("--text", a->text, "text to run: plain text or JSON lines")->required();

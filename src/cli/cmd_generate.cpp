@@ -16,7 +16,7 @@ Action add_generate(CLI::App& app) {
     bool quiet = false;
   };
   auto a = std::make_shared<Args>();
-  app.add_option("--model,-m", a->model, "llama2.c checkpoint or Hugging Face model directory")
+  app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
       ->required();
   app.add_option("--tokenizer", a->tokenizer,
                  "tokenizer file (default: tokenizer.json, *.model or tok*.bin beside the model)");
