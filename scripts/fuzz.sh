@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each for
 # SECONDS seconds (default 60) on one core at a 2 GB memory limit, from seed corpora made
 # of the shipped files. Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-#   TARGET: safetensors llama2c tokenizer_json tokenizer_bin sentencepiece config (default all)
+#   TARGET: safetensors llama2c gguf tokenizer_json tokenizer_bin sentencepiece config (default all)
 # Findings (crash-*, leak-*, oom-*, timeout-*) land in build-fuzz/findings/TARGET/; the
 # last lines of each run's log (executions, corpus size) are printed at the end.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors llama2c tokenizer_json tokenizer_bin sentencepiece config)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors llama2c gguf tokenizer_json tokenizer_bin sentencepiece config)
 jobs=${FUZZ_JOBS:-1}  # targets run side by side (each on one core)
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -34,6 +34,7 @@ for t in "${targets[@]}"; do
           > "build-fuzz/corpus/safetensors/seed_$(basename "$m")"
       done ;;
     llama2c) seed llama2c data/models/stories260K/stories260K.bin ;;
+    gguf) seed gguf fuzz/seeds/gguf/*.gguf ;;
     tokenizer_json) seed tokenizer_json data/models/tinystories656K/tokenizer.json tests/data/tokenizers/*/tokenizer.json ;;
     tokenizer_bin) seed tokenizer_bin data/models/stories260K/tok512.bin ;;
     sentencepiece) seed sentencepiece data/models/babyllama105/tok105.model ;;

@@ -48,6 +48,18 @@ inline std::vector<float> permute_rows(const std::vector<float>& w, int64_t rows
   return out;
 }
 
+// permute_rows undone: stored row 2 i + s of a head is Hugging Face row s hd/2 + i.
+inline std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                         int hd) {
+  std::vector<float> out(w.size());
+  for (int64_t h0 = 0; h0 < rows; h0 += hd)
+    for (int s = 0; s < 2; ++s)
+      for (int i = 0; i < hd / 2; ++i)
+        std::copy(w.begin() + (h0 + 2 * i + s) * cols, w.begin() + (h0 + 2 * i + s + 1) * cols,
+                  out.begin() + (h0 + s * hd / 2 + i) * cols);
+  return out;
+}
+
 // The converter's Llama 3.1 rope_freqs: per inverse frequency f of theta^(-2i/d), the
 // divisor 1 (short wavelengths), factor (long ones) or 1 / ((1 - s) / factor + s) between.
 inline std::vector<float> llama3_rope_freqs(const ModelConfig& c) {
@@ -130,16 +142,7 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
     std::vector<float> back = x;
     std::string bytes = q8 ? quantize_q8_0(x, &back) : f32_bytes(x);
     w.tensor(name, {uint64_t(t.cols), uint64_t(t.rows)}, q8 ? 8 : 0, bytes);
-    if (perm) {  // back to Hugging Face's order for the dequantized twin
-      std::vector<float> un(back.size());
-      for (int64_t h0 = 0; h0 < t.rows; h0 += c.head_dim)
-        for (int s = 0; s < 2; ++s)
-          for (int i = 0; i < c.head_dim / 2; ++i)
-            std::copy(back.begin() + (h0 + 2 * i + s) * t.cols,
-                      back.begin() + (h0 + 2 * i + s + 1) * t.cols,
-                      un.begin() + (h0 + s * c.head_dim / 2 + i) * t.cols);
-      back = un;
-    }
+    if (perm) back = unpermute_rows(back, t.rows, t.cols, c.head_dim);  // the twin: HF order
     *dst = make_tensor(t.name, t.rows, t.cols, back);
   };
   // 1-D tensors; Gemma's norms become 1 + w (and the twin keeps the (1 + w) config).

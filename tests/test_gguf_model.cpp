@@ -122,6 +122,26 @@ TEST_CASE("GGUF metadata, tensors and architectures kvscope does not compute wit
     w.tensor("blk.1.attn_norm.weight", {32}, 0, std::string(128, '\0'));
   });
   CHECK_THROWS_WITH(load_model(p), Catch::Contains("tensor 'blk.1.attn_norm.weight' is not used"));
+  // A lying block_count (fuzz_gguf's finding: 2^24 layers sized a 6 GB layer table).
+  write_gguf(p, hf, false, &deq);
+  {
+    std::string bytes = test::slurp(p);
+    const size_t at = bytes.find("llama.block_count");
+    REQUIRE(at != std::string::npos);
+    const uint32_t lie = 1u << 24;
+    std::memcpy(&bytes[at + 17 + 4], &lie, 4);  // after the key: type (u32), then the value
+    test::write_bytes(p, bytes);
+  }
+  CHECK_THROWS_WITH(load_model(p), Catch::Contains("block_count is 16777216 but tensor "
+                                                   "'blk.16777215.attn_norm.weight' is missing"));
+  {  // the same lie in a config.json
+    nlohmann::json j = nlohmann::json::parse(test::slurp(d.path / "hf" / "config.json"));
+    j["num_hidden_layers"] = 65536;  // the most config.json may say
+    test::write_bytes(d.path / "hf" / "config.json", j.dump());
+    CHECK_THROWS_WITH(load_model(d.path / "hf"),
+                      Catch::Contains("num_hidden_layers is 65536 but tensor "
+                                      "'model.layers.65535.input_layernorm.weight' is missing"));
+  }
   // Keys of another architecture are not silently ignored.
   write_gguf(p, hf, false, &deq, [](test::GgufWriter& w) {
     w.f32("llama.attn_logit_softcapping", 50.0f);
@@ -210,15 +230,7 @@ TEST_CASE("GGUF models stored in every block type compute their dequantized weig
   auto deq = [&](const std::string& name, bool unpermute) {
     const Tensor& t = f.tensors[f.index.at(name)].tensor;
     std::vector<float> x = t.to_f32();  // stored order
-    if (unpermute) {  // stored row 2 i + s of a head is Hugging Face row s hd/2 + i
-      std::vector<float> un(x.size());
-      for (int64_t h0 = 0; h0 < t.rows; h0 += c.head_dim)
-        for (int s = 0; s < 2; ++s)
-          for (int i = 0; i < c.head_dim / 2; ++i)
-            std::copy(x.begin() + (h0 + 2 * i + s) * t.cols, x.begin() + (h0 + 2 * i + s + 1) * t.cols,
-                      un.begin() + (h0 + s * c.head_dim / 2 + i) * t.cols);
-      x = un;
-    }
+    if (unpermute) x = test::unpermute_rows(x, t.rows, t.cols, c.head_dim);
     return make_tensor(name, t.rows, t.cols, x);
   };
   twin.weights.tok_embedding = deq("token_embd.weight", false);

