@@ -14,6 +14,10 @@
 //     steps: 1000, batch: 8, seq_len: 0 (= context), lr: 1e-3, min_lr: 1e-4, warmup: 100,
 //     weight_decay: 0.1, clip: 1.0
 //     repeat_share: 0.0        # share of sequences in which a passage recurs later
+//     random_blocks: {share: 0, min_len: 8, max_len: 64, token_lo: -1, token_hi: 0}
+//                              # share of sequences that are a random-token block repeated
+//     probe: {block: 0, repeats: 4, probes: 4}   # when present: induction.csv,
+//                              # the retrieval probe and copy loss at every evaluation
 //     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
 //     checkpoint_every: 200
 //     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`
@@ -22,10 +26,12 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "kvscope/train/checkpoint.hpp"
 #include "kvscope/train/trainer.hpp"
+#include "retrieval_config.hpp"
 #include "train_config.hpp"
 
 namespace kvscope {
@@ -42,6 +48,8 @@ struct TrainConfig {
   std::string checkpoint;
   int checkpoint_every = 200;
   int stop_after = 0;          // steps in this invocation; 0 = up to `steps`
+  bool induction_eval = false;  // `probe:` given
+  ProbeOptions probe;
   nlohmann::json fingerprint;  // what must match for a checkpoint to be resumed
 };
 
@@ -71,6 +79,24 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   KV_CHECK(o.seq_len <= c.max_seq_len, "{}: train.seq_len {} exceeds the context {}",
            ctx.config_file.string(), o.seq_len, c.max_seq_len);
   o.seed = ctx.seed;
+  train::RandomBlocks& rb = o.random_blocks;
+  if (rb.share > 0) {
+    if (rb.token_lo < 0) rb.token_lo = std::max({0, c.bos_id + 1, c.eos_id + 1});
+    if (rb.token_hi == 0) rb.token_hi = c.vocab_size;
+    KV_CHECK(rb.token_lo < rb.token_hi && rb.token_hi <= c.vocab_size &&
+                 (c.bos_id < rb.token_lo || c.bos_id >= rb.token_hi) &&
+                 (c.eos_id < rb.token_lo || c.eos_id >= rb.token_hi),
+             "{}: train.random_blocks token ids [{}, {}) must lie inside the vocabulary [0, {}) "
+             "and leave out BOS {} and EOS {}", ctx.config_file.string(), rb.token_lo,
+             rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
+    KV_CHECK(2 * rb.max_len <= o.seq_len - 1, "{}: train.random_blocks.max_len {} leaves fewer "
+             "than two copies in a sequence of {} tokens", ctx.config_file.string(), rb.max_len,
+             o.seq_len);
+    // The probe asks about the ids the blocks taught: tokens never seen in a block (or at
+    // all) cannot be matched, and would measure that instead of copying.
+    if (cfg.probe.token_lo < 0 && cfg.probe.token_hi == 0)
+      cfg.probe.token_lo = rb.token_lo, cfg.probe.token_hi = rb.token_hi;
+  }
   std::vector<int32_t> stream;
   for (const TextSpec& ts : ctx.texts) {
     const std::vector<int32_t> s = token_stream(*tok, ctx.documents(ts));
@@ -88,7 +114,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   std::vector<float> w;
   train::AdamState adam;
   int start = 0;
-  nlohmann::json history = {{"loss", nlohmann::json::array()}, {"eval", nlohmann::json::array()}};
+  nlohmann::json history = {{"loss", nlohmann::json::array()},
+                            {"eval", nlohmann::json::array()},
+                            {"induction", nlohmann::json::array()},
+                            {"block_seqs", 0}};
   if (auto ck = train::load_checkpoint(ckdir, L)) {
     KV_CHECK(ck->state.value("fingerprint", nlohmann::json()) == cfg.fingerprint,
              "{}: the checkpoint in {} was made by a different config (architecture, data or "
@@ -106,6 +135,22 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   auto eval = [&](int step) {
     const double nll = train::mean_loss(L, w, held);
     history["eval"].push_back({step, nll});
+    if (cfg.induction_eval) {
+      // The retrieval probe and the copy loss on it: induction forming shows in both.
+      const Model m = train::model_from_params(L, w, ctx.name);
+      const HeadScores hs = probe_heads(m, cfg.probe);
+      const double uni = uniform_score(resolve_probe(m, cfg.probe, 0));
+      const auto best = std::max_element(hs.kv_induction.begin(), hs.kv_induction.end());
+      const int at = int(best - hs.kv_induction.begin());
+      const std::vector<double> copy = probe_copy_nll(m, cfg.probe);
+      double later = 0;
+      for (size_t r = 1; r < copy.size(); ++r) later += copy[r];
+      later /= double(copy.size() - 1);
+      history["induction"].push_back(
+          {step, history.value("block_seqs", int64_t(0)), *best, uni, at / c.n_kv_heads,
+           at % c.n_kv_heads, *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end()), copy[0],
+           later});
+    }
     return nll;
   };
   if (start == 0) eval(0);
@@ -118,8 +163,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   int64_t tokens = 0;
   const int end = cfg.stop_after > 0 ? std::min(o.steps, start + cfg.stop_after) : o.steps;
   for (int step = start; step < end; ++step) {
-    const train::StepStats s =
-        train::train_step(L, o, w, adam, train::batch_at(stream, c.bos_id, o, step), step);
+    int block_seqs = 0;
+    const train::StepStats s = train::train_step(
+        L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_seqs), step);
+    history["block_seqs"] = history.value("block_seqs", int64_t(0)) + block_seqs;
     secs += s.seconds, tokens += s.tokens;
     history["loss"].push_back({step, s.lr, s.loss, s.grad_norm});
     // Evaluate on the cadence and at the end of training; checkpoint on the cadence and
@@ -128,8 +175,16 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       const double nll = eval(step + 1);
       const double el =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}, {:.0f} tok/s, ETA {}",
-                          step + 1, o.steps, s.loss, std::exp(nll), double(tokens) / secs,
+      std::string induction;
+      if (cfg.induction_eval) {
+        const auto& r = history["induction"].back();
+        induction = fmt::format(", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
+                                r[2].get<double>() / r[3].get<double>(), r[4].get<int>(),
+                                100 * (1 - r[8].get<double>() / r[7].get<double>()));
+      }
+      ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}{}, {:.0f} tok/s, ETA {}",
+                          step + 1, o.steps, s.loss, std::exp(nll), induction,
+                          double(tokens) / secs,
                           mmss(el / double(step + 1 - start) * double(o.steps - step - 1))));
     }
     if ((step + 1) % cfg.checkpoint_every == 0 || step + 1 == end) save(step + 1);
@@ -147,6 +202,26 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   for (const auto& r : history["eval"])
     ev.add_row(
         {r[0].get<int64_t>(), r[1].get<double>(), std::exp(r[1].get<double>()), std::exp(unigram)});
+  Table ind("induction", {{"step", Column::Int},
+                          {"tokens", Column::Int},
+                          {"block_tokens", Column::Int},
+                          {"best_induction", Column::Float},
+                          {"uniform", Column::Float},
+                          {"induction_ratio", Column::Float},
+                          {"best_layer", Column::Int},
+                          {"best_kv_head", Column::Int},
+                          {"best_echo", Column::Float},
+                          {"copy_nll_first", Column::Float},
+                          {"copy_nll_later", Column::Float},
+                          {"copy_drop", Column::Float}});
+  for (const auto& r : history["induction"]) {
+    const int64_t step = r[0].get<int64_t>();
+    const double first = r[7].get<double>(), later = r[8].get<double>();
+    ind.add_row({step, step * int64_t(o.batch) * o.seq_len, r[1].get<int64_t>() * o.seq_len,
+                 r[2].get<double>(), r[3].get<double>(), r[2].get<double>() / r[3].get<double>(),
+                 r[4].get<int64_t>(), r[5].get<int64_t>(), r[6].get<double>(), first, later,
+                 1.0 - later / first});
+  }
   Table timing("timing_train", {{"steps_timed", Column::Int},
                                 {"tokens", Column::Int},
                                 {"seconds", Column::Float},
@@ -158,6 +233,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       [title = training_title(ctx.manifest->config)](const std::filesystem::path& dir) {
         plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
       });
+  if (cfg.induction_eval) return {loss, ev, ind, timing};
   return {loss, ev, timing};
 }
 
@@ -218,6 +294,22 @@ ExperimentKind train_kind() {
     o.repeat_share = s.get_or<double>("repeat_share", 0.0);
     KV_CHECK(o.repeat_share >= 0 && o.repeat_share <= 1,
              "{}: train.repeat_share must be in [0, 1], got {}", s.file(), o.repeat_share);
+    if (s.has("random_blocks")) {
+      YamlMap r = s.map("random_blocks");
+      train::RandomBlocks& rb = o.random_blocks;
+      rb.share = r.get<double>("share");
+      KV_CHECK(rb.share >= 0 && rb.share <= 1, "{}: train.random_blocks.share must be in "
+               "[0, 1], got {}", s.file(), rb.share);
+      rb.min_len = r.get_at_least<int>("min_len", 1);
+      rb.max_len = r.get_at_least<int>("max_len", rb.min_len);
+      rb.token_lo = r.get_at_least_or<int>("token_lo", -1, -1);
+      rb.token_hi = r.get_at_least_or<int>("token_hi", 0, 0);
+    }
+    if (s.has("probe")) {
+      YamlMap p = s.map("probe");
+      cfg.probe = parse_probe_options(p);
+      cfg.induction_eval = true;
+    }
     cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);

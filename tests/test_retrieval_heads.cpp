@@ -164,3 +164,31 @@ TEST_CASE("uniform level and evidence of heads above it, by hand", "[retrieval]"
   ev = retrieval_evidence(s, 0.225, 2.0);  // a looser z admits the echo head too
   CHECK(ev.above == std::vector<uint8_t>{1, 0, 1});
 }
+
+TEST_CASE("copy loss per repeat of the probe: the mean NLL of each copy's tokens", "[retrieval]") {
+  // By hand from one forward pass per probe: token p of the probe is predicted from the
+  // logits at p - 1 with log-sum-exp in double; copy r holds positions 1 + r B .. (r+1) B.
+  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  ProbeOptions o;
+  o.block = 20, o.repeats = 3, o.probes = 2, o.seed = 5;
+  const std::vector<double> got = probe_copy_nll(m, o);
+  REQUIRE(got.size() == 3);
+  std::vector<double> want(3, 0.0);
+  const int V = m.config.vocab_size;
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<int32_t> p = make_probe(m.config.bos_id, resolve_probe(m, o, i));
+    REQUIRE(p.size() == 61);
+    RunState st(m.config, 61);
+    const auto lg = forward(m, st, p);
+    for (int pos = 1; pos < 61; ++pos) {
+      const float* z = lg.data() + size_t(pos - 1) * V;
+      double mx = z[0], s = 0;
+      for (int v = 0; v < V; ++v) mx = std::max(mx, double(z[v]));
+      for (int v = 0; v < V; ++v) s += std::exp(double(z[v]) - mx);
+      want[size_t((pos - 1) / 20)] += (mx + std::log(s) - z[p[size_t(pos)]]) / 40.0;
+    }
+  }
+  for (int r = 0; r < 3; ++r) CHECK(got[size_t(r)] == Approx(want[size_t(r)]).epsilon(1e-12));
+  // stories260K has no induction heads: later copies are not much easier than the first.
+  CHECK(got[1] > 0.5 * got[0]);
+}

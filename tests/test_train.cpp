@@ -386,3 +386,44 @@ TEST_CASE("batch_at: repeated passages, and unchanged batches without them", "[t
   // 400 draws at p = 0.5: the share lies within 0.5 +- 0.1 (5 standard deviations).
   CHECK(std::abs(double(repeated) / total - 0.5) < 0.1);
 }
+
+TEST_CASE("batch_at: random-token blocks repeated to fill the window", "[train]") {
+  std::vector<int32_t> stream(5000);
+  for (size_t i = 0; i < stream.size(); ++i) stream[i] = int32_t(3 + i % 997);
+  TrainOptions o;
+  o.batch = 50, o.seq_len = 129, o.seed = 4;
+  TrainOptions all = o, half = o;
+  all.random_blocks = {1.0, 5, 40, 100, 300};
+  half.random_blocks = {0.5, 5, 40, 100, 300};
+  int blocks = 0, total = 0;
+  std::set<int> lengths;
+  for (int step = 0; step < 8; ++step) {
+    int counted = -1, counted_half = -1;
+    const auto plain = batch_at(stream, 1, o, step), rb = batch_at(stream, 1, all, step, &counted),
+               mix = batch_at(stream, 1, half, step, &counted_half);
+    CHECK(counted == o.batch);
+    int in_mix = 0;
+    for (size_t b = 0; b < plain.size(); ++b) {
+      const auto& s = rb[b];
+      REQUIRE(s.size() == 129);
+      CHECK(s[0] == 1);
+      // The period: the first position where the sequence starts over.
+      size_t len = 1;
+      while (len < 128 && s[1 + len] != s[1]) ++len;
+      CHECK((len >= 5 && len <= 40));
+      lengths.insert(int(len));
+      std::set<int32_t> ids(s.begin() + 1, s.begin() + 1 + long(len));
+      CHECK(ids.size() == len);  // distinct within the block
+      CHECK(*ids.begin() >= 100);
+      CHECK(*ids.rbegin() < 300);
+      for (size_t i = 1 + len; i < 129; ++i) CHECK(s[i] == s[i - len]);
+      const bool is_block = mix[b] == rb[b];
+      CHECK((is_block || mix[b] == plain[b]));  // the mix is one or the other, per sequence
+      in_mix += is_block;
+    }
+    CHECK(in_mix == counted_half);
+    blocks += in_mix, total += int(plain.size());
+  }
+  CHECK(lengths.size() > 15);
+  CHECK(std::abs(double(blocks) / total - 0.5) < 0.1);  // 400 draws: 5 standard deviations
+}

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
 
@@ -260,6 +261,25 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
       s.kv_induction_se[k] = s.induction_se[size_t(l) * c.n_heads + size_t(s.kv_induction_from[k])];
     }
   return s;
+}
+
+std::vector<double> probe_copy_nll(const Model& m, const ProbeOptions& o) {
+  KV_CHECK(o.probes >= 1, "retrieval probe: probes must be >= 1, got {}", o.probes);
+  const ModelConfig& c = m.config;
+  const ProbeSpec first = resolve_probe(m, o, 0);
+  const int B = first.block, R = first.repeats, V = c.vocab_size;
+  std::vector<double> nll(size_t(R), 0.0);
+  RunState st(c, 1 + R * B);
+  for (int i = 0; i < o.probes; ++i) {
+    const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
+    st.reset();
+    const std::span<const float> logits = forward(m, st, probe);  // [1 + R B, V]
+    for (int p = 1; p < int(probe.size()); ++p)
+      nll[size_t((p - 1) / B)] +=
+          token_nll(logits.subspan(size_t(p - 1) * size_t(V), size_t(V)), probe[size_t(p)]);
+  }
+  for (double& x : nll) x /= double(B) * o.probes;
+  return nll;
 }
 
 }  // namespace kvscope

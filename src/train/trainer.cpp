@@ -41,8 +41,28 @@ void adamw_step(const Layout& L, const TrainOptions& o, double lr, std::span<flo
   }
 }
 
+std::vector<int32_t> random_block_sequence(int32_t bos, const RandomBlocks& rb, int seq_len,
+                                           int len, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int range = rb.token_hi - rb.token_lo;
+  std::vector<int32_t> block(static_cast<size_t>(len));
+  if (range >= len) {  // distinct ids: a partial Fisher-Yates over the range
+    std::vector<int32_t> ids(static_cast<size_t>(range));
+    for (int i = 0; i < range; ++i) ids[size_t(i)] = rb.token_lo + i;
+    for (int i = 0; i < len; ++i) {
+      std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % uint64_t(range - i))]);
+      block[size_t(i)] = ids[size_t(i)];
+    }
+  } else {
+    for (int32_t& t : block) t = rb.token_lo + int32_t(rng() % uint64_t(range));
+  }
+  std::vector<int32_t> s{bos};
+  while (int(s.size()) < seq_len) s.push_back(block[(s.size() - 1) % size_t(len)]);
+  return s;
+}
+
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
-                                           const TrainOptions& o, int step) {
+                                           const TrainOptions& o, int step, int* block_seqs) {
   const int64_t n = o.seq_len - 1;
   KV_CHECK(int64_t(stream.size()) > n, "training: the text has {} tokens, a sequence needs {}",
            stream.size(), n + 1);
@@ -50,6 +70,10 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   // A second stream decides which sequences repeat, so the offsets (and every batch of a
   // run without repeats) are the same as before the option existed.
   std::mt19937_64 rep(~(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step)));
+  // And a third which sequences are random blocks (three draws each, whatever the share).
+  std::mt19937_64 blk((o.seed + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull + uint64_t(step));
+  const RandomBlocks& rb = o.random_blocks;
+  if (block_seqs) *block_seqs = 0;
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
@@ -69,6 +93,15 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
         const int64_t p1 = int64_t(r2 % uint64_t(n - 2 * len + 1));
         const int64_t p2 = p1 + len + int64_t(r3 % uint64_t(n - p1 - 2 * len + 1));
         std::copy_n(s.begin() + 1 + p1, len, s.begin() + 1 + p2);
+      }
+    }
+    if (rb.share > 0) {
+      const double u = double(blk() >> 11) / 9007199254740992.0;
+      const uint64_t r_len = blk(), r_seed = blk();
+      if (u < rb.share) {
+        const int len = rb.min_len + int(r_len % uint64_t(rb.max_len - rb.min_len + 1));
+        s = random_block_sequence(bos, rb, o.seq_len, len, r_seed);
+        if (block_seqs) ++*block_seqs;
       }
     }
     out.push_back(std::move(s));

@@ -122,4 +122,11 @@ ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
 // Runs every probe through `m` with a HeadScorer: scores averaged over all probe queries.
 HeadScores probe_heads(const Model& m, const ProbeOptions& o);
 
+// Whether the model copies, whatever head does it: the mean NLL (nats) of the tokens of
+// each copy r of the probe's block (positions 1 + r B .. (r + 1) B, each predicted from the
+// logits one position earlier), averaged over the probes: [repeats]. Copy 0 cannot be
+// predicted from context (about log(token range) for a model that has learnt nothing
+// about the ids); copies 1.. can, by copying.
+std::vector<double> probe_copy_nll(const Model& m, const ProbeOptions& o);
+
 }  // namespace kvscope

@@ -14,6 +14,16 @@
 
 namespace kvscope::train {
 
+// Sequences made of one block of random token ids repeated to fill the window: [BOS] +
+// block + block + ... cut at seq_len. Nothing but copying predicts them after the first
+// copy, so they are the data on which induction heads form (RazorAttention's probe is the
+// same shape). The ids of a block are distinct when the range allows, as in make_probe.
+struct RandomBlocks {
+  double share = 0.0;              // share of each batch's sequences, drawn per sequence
+  int min_len = 0, max_len = 0;    // block length, uniform in [min_len, max_len]
+  int token_lo = 0, token_hi = 0;  // ids uniform in [token_lo, token_hi)
+};
+
 struct TrainOptions {
   int steps = 1000;
   int batch = 8;         // sequences per step
@@ -30,6 +40,7 @@ struct TrainOptions {
   // text rarely asks for, and what induction heads do. 0 leaves the batches exactly as
   // without the option.
   double repeat_share = 0.0;
+  RandomBlocks random_blocks;  // share 0: batches exactly as without the option
   // Which parameters train: all when empty, else [L.size] flags (1 = trains).
   std::vector<uint8_t> trainable;
 };
@@ -54,8 +65,15 @@ struct StepStats {
 
 // The batch of `step`: `batch` windows of `stream`, deterministic in (seed, step); with
 // repeat_share > 0, that share of them (drawn per sequence) repeat one of their passages.
+// With random_blocks.share > 0, that share of them (drawn per sequence, from a stream of
+// its own) are random-token blocks repeated instead; `block_seqs` (if given) counts them.
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
-                                           const TrainOptions& o, int step);
+                                           const TrainOptions& o, int step,
+                                           int* block_seqs = nullptr);
+// One random block sequence of seq_len tokens: bos + the block of length len from `seed`
+// repeated (deterministic in seed).
+std::vector<int32_t> random_block_sequence(int32_t bos, const RandomBlocks& rb, int seq_len,
+                                           int len, uint64_t seed);
 
 // Mean loss and gradient of a batch (threads over sequences), then clip and AdamW.
 StepStats train_step(const Layout& L, const TrainOptions& o, std::span<float> w, AdamState& st,
