@@ -89,9 +89,12 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
              "{}: train.random_blocks token ids [{}, {}) must lie inside the vocabulary [0, {}) "
              "and leave out BOS {} and EOS {}", ctx.config_file.string(), rb.token_lo,
              rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
-    KV_CHECK(2 * rb.max_len <= o.seq_len - 1, "{}: train.random_blocks.max_len {} leaves fewer "
+    if (rb.seq_len == 0) rb.seq_len = o.seq_len;
+    KV_CHECK(rb.seq_len <= c.max_seq_len, "{}: train.random_blocks.seq_len {} exceeds the "
+             "context {}", ctx.config_file.string(), rb.seq_len, c.max_seq_len);
+    KV_CHECK(2 * rb.max_len <= rb.seq_len - 1, "{}: train.random_blocks.max_len {} leaves fewer "
              "than two copies in a sequence of {} tokens", ctx.config_file.string(), rb.max_len,
-             o.seq_len);
+             rb.seq_len);
     // The probe asks about the ids the blocks taught: tokens never seen in a block (or at
     // all) cannot be matched, and would measure that instead of copying.
     if (cfg.probe.token_lo < 0 && cfg.probe.token_hi == 0)
@@ -117,7 +120,8 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   nlohmann::json history = {{"loss", nlohmann::json::array()},
                             {"eval", nlohmann::json::array()},
                             {"induction", nlohmann::json::array()},
-                            {"block_seqs", 0}};
+                            {"tokens", 0},
+                            {"block_tokens", 0}};
   if (auto ck = train::load_checkpoint(ckdir, L)) {
     KV_CHECK(ck->state.value("fingerprint", nlohmann::json()) == cfg.fingerprint,
              "{}: the checkpoint in {} was made by a different config (architecture, data or "
@@ -147,7 +151,8 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       for (size_t r = 1; r < copy.size(); ++r) later += copy[r];
       later /= double(copy.size() - 1);
       history["induction"].push_back(
-          {step, history.value("block_seqs", int64_t(0)), *best, uni, at / c.n_kv_heads,
+          {step, history.value("tokens", int64_t(0)), history.value("block_tokens", int64_t(0)),
+           *best, uni, at / c.n_kv_heads,
            at % c.n_kv_heads, *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end()), copy[0],
            later});
     }
@@ -166,7 +171,9 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     int block_seqs = 0;
     const train::StepStats s = train::train_step(
         L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_seqs), step);
-    history["block_seqs"] = history.value("block_seqs", int64_t(0)) + block_seqs;
+    history["tokens"] = history.value("tokens", int64_t(0)) + s.tokens;
+    history["block_tokens"] =
+        history.value("block_tokens", int64_t(0)) + int64_t(block_seqs) * o.random_blocks.seq_len;
     secs += s.seconds, tokens += s.tokens;
     history["loss"].push_back({step, s.lr, s.loss, s.grad_norm});
     // Evaluate on the cadence and at the end of training; checkpoint on the cadence and
@@ -179,8 +186,8 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       if (cfg.induction_eval) {
         const auto& r = history["induction"].back();
         induction = fmt::format(", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
-                                r[2].get<double>() / r[3].get<double>(), r[4].get<int>(),
-                                100 * (1 - r[8].get<double>() / r[7].get<double>()));
+                                r[3].get<double>() / r[4].get<double>(), r[5].get<int>(),
+                                100 * (1 - r[9].get<double>() / r[8].get<double>()));
       }
       ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}{}, {:.0f} tok/s, ETA {}",
                           step + 1, o.steps, s.loss, std::exp(nll), induction,
@@ -215,11 +222,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
                           {"copy_nll_later", Column::Float},
                           {"copy_drop", Column::Float}});
   for (const auto& r : history["induction"]) {
-    const int64_t step = r[0].get<int64_t>();
-    const double first = r[7].get<double>(), later = r[8].get<double>();
-    ind.add_row({step, step * int64_t(o.batch) * o.seq_len, r[1].get<int64_t>() * o.seq_len,
-                 r[2].get<double>(), r[3].get<double>(), r[2].get<double>() / r[3].get<double>(),
-                 r[4].get<int64_t>(), r[5].get<int64_t>(), r[6].get<double>(), first, later,
+    const double first = r[8].get<double>(), later = r[9].get<double>();
+    ind.add_row({r[0].get<int64_t>(), r[1].get<int64_t>(), r[2].get<int64_t>(),
+                 r[3].get<double>(), r[4].get<double>(), r[3].get<double>() / r[4].get<double>(),
+                 r[5].get<int64_t>(), r[6].get<int64_t>(), r[7].get<double>(), first, later,
                  1.0 - later / first});
   }
   Table timing("timing_train", {{"steps_timed", Column::Int},
@@ -304,6 +310,7 @@ ExperimentKind train_kind() {
       rb.max_len = r.get_at_least<int>("max_len", rb.min_len);
       rb.token_lo = r.get_at_least_or<int>("token_lo", -1, -1);
       rb.token_hi = r.get_at_least_or<int>("token_hi", 0, 0);
+      rb.seq_len = r.get_at_least_or<int>("seq_len", 0, 0);
     }
     if (s.has("probe")) {
       YamlMap p = s.map("probe");

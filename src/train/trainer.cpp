@@ -100,7 +100,7 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
       const uint64_t r_len = blk(), r_seed = blk();
       if (u < rb.share) {
         const int len = rb.min_len + int(r_len % uint64_t(rb.max_len - rb.min_len + 1));
-        s = random_block_sequence(bos, rb, o.seq_len, len, r_seed);
+        s = random_block_sequence(bos, rb, rb.seq_len > 0 ? rb.seq_len : o.seq_len, len, r_seed);
         if (block_seqs) ++*block_seqs;
       }
     }

@@ -22,6 +22,7 @@ struct RandomBlocks {
   double share = 0.0;              // share of each batch's sequences, drawn per sequence
   int min_len = 0, max_len = 0;    // block length, uniform in [min_len, max_len]
   int token_lo = 0, token_hi = 0;  // ids uniform in [token_lo, token_hi)
+  int seq_len = 0;                 // tokens per block sequence; 0 = TrainOptions::seq_len
 };
 
 struct TrainOptions {
