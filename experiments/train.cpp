@@ -18,6 +18,7 @@
 //                              # share of sequences that are a random-token block repeated
 //     probe: {block: 0, repeats: 4, probes: 4}   # when present: induction.csv,
 //                              # the retrieval probe and copy loss at every evaluation
+//     init: ""                 # a model of the same architecture to start from ("" = fresh)
 //     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
 //     checkpoint_every: 200
 //     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`
@@ -46,6 +47,7 @@ struct TrainConfig {
   int eval_every = 100;
   train::TrainOptions opt;
   std::string checkpoint;
+  std::string init;  // start from this model's weights instead of fresh ones
   int checkpoint_every = 200;
   int stop_after = 0;          // steps in this invocation; 0 = up to `steps`
   bool induction_eval = false;  // `probe:` given
@@ -131,6 +133,23 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     start = ck->state.value("step", 0);
     history = ck->state["history"];
     ctx.log(fmt::format("resuming from {} at step {}", ckdir.string(), start));
+  } else if (!cfg.init.empty()) {
+    // A curriculum in stages: each stage starts from the previous one's weights.
+    const Model from = load_model(cfg.init);
+    const ModelConfig& f = from.config;
+    KV_CHECK(f.dim == c.dim && f.hidden_dim == c.hidden_dim && f.n_layers == c.n_layers &&
+                 f.n_heads == c.n_heads && f.n_kv_heads == c.n_kv_heads &&
+                 f.head_dim == c.head_dim && f.vocab_size == c.vocab_size &&
+                 f.tied_embeddings == c.tied_embeddings && f.positional == c.positional,
+             "{}: train.init '{}' has another architecture (dim {}, hidden {}, layers {}, heads "
+             "{}/{}, head_dim {}, vocab {}) than train.architecture (dim {}, hidden {}, layers "
+             "{}, heads {}/{}, head_dim {}, vocab {})", ctx.config_file.string(), cfg.init, f.dim,
+             f.hidden_dim, f.n_layers, f.n_heads, f.n_kv_heads, f.head_dim, f.vocab_size, c.dim,
+             c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size);
+    w = train::params_from_model<float>(from, L);
+    for (const std::filesystem::path& p : from.files)
+      ctx.manifest->inputs.push_back(file_record("init", p));
+    ctx.log(fmt::format("starting from the weights of {}", cfg.init));
   } else {
     w = train::init_params(L, ctx.seed);
   }
@@ -318,6 +337,9 @@ ExperimentKind train_kind() {
       cfg.induction_eval = true;
     }
     cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
+    cfg.init = s.get_or<std::string>("init", "");
+    KV_CHECK(cfg.init.empty() || std::filesystem::exists(cfg.init),
+             "{}: train.init '{}' does not exist", s.file(), cfg.init);
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);
     // Everything but `steps` (raising it continues a finished run, on a new schedule), the

@@ -95,3 +95,31 @@ TEST_CASE("train rejects bad settings with the key and values, leaving no result
   fails(missing, "train.tokenizer '" + kData + "/models/stories260K/nosuch.bin' does not exist");
   fails(config(4, "  architecture_typo: 1\n"), "unknown key 'architecture_typo'");
 }
+
+TEST_CASE("train.init starts from another model's weights; other architectures are refused",
+          "[train][experiment]") {
+  test::TempDir a("train_init_a"), b("train_init_b"), c("train_init_c"), d("train_init_d");
+  const fs::path ra = run(a.path, config(4));
+  const fs::path ck = a / "results/checkpoints/t";
+  // Stage two's evaluation before its first step scores stage one's final weights: the
+  // same number as stage one's last evaluation (same windows, same weights).
+  const fs::path rb = run(b.path, config(2, "  init: " + ck.string() + "\n"));
+  const fs::path rc = run(c.path, config(2));
+  const CsvData ea = read_csv(ra / "eval.csv"), eb = read_csv(rb / "eval.csv"),
+                ec = read_csv(rc / "eval.csv");
+  CHECK(eb.rows.front()[eb.column("heldout_nll")] == ea.rows.back()[ea.column("heldout_nll")]);
+  CHECK(ec.rows.front()[ec.column("heldout_nll")] != ea.rows.back()[ea.column("heldout_nll")]);
+  CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + kData + "/models/stories260K/stories260K.bin\n")),
+                    Contains("train.init '" + kData + "/models/stories260K/stories260K.bin' has "
+                             "another architecture (dim 64"));
+}
+
+TEST_CASE("train.random_blocks: ids must leave out BOS and EOS, two copies must fit",
+          "[train][experiment]") {
+  test::TempDir tmp("train_blocks_bad");
+  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, token_lo: 0}\n")),
+                    Contains("random_blocks token ids [0, 512) must lie inside the vocabulary "
+                             "[0, 512) and leave out BOS 1 and EOS 2"));
+  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 12}\n")),
+                    Contains("random_blocks.max_len 12 leaves fewer than two copies in a sequence of 24"));
+}
