@@ -166,6 +166,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       const auto best = std::max_element(hs.kv_induction.begin(), hs.kv_induction.end());
       const int at = int(best - hs.kv_induction.begin());
       const std::vector<double> copy = probe_copy_nll(m, cfg.probe);
+      const auto prev = std::max_element(hs.previous.begin(), hs.previous.end());
       double later = 0;
       for (size_t r = 1; r < copy.size(); ++r) later += copy[r];
       later /= double(copy.size() - 1);
@@ -173,7 +174,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
           {step, history.value("tokens", int64_t(0)), history.value("block_tokens", int64_t(0)),
            *best, uni, at / c.n_kv_heads,
            at % c.n_kv_heads, *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end()), copy[0],
-           later});
+           later, *prev, int(prev - hs.previous.begin()) / c.n_heads});
     }
     return nll;
   };
@@ -239,13 +240,15 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
                           {"best_echo", Column::Float},
                           {"copy_nll_first", Column::Float},
                           {"copy_nll_later", Column::Float},
-                          {"copy_drop", Column::Float}});
+                          {"copy_drop", Column::Float},
+                          {"best_previous", Column::Float},
+                          {"best_previous_layer", Column::Int}});
   for (const auto& r : history["induction"]) {
     const double first = r[8].get<double>(), later = r[9].get<double>();
     ind.add_row({r[0].get<int64_t>(), r[1].get<int64_t>(), r[2].get<int64_t>(),
                  r[3].get<double>(), r[4].get<double>(), r[3].get<double>() / r[4].get<double>(),
                  r[5].get<int64_t>(), r[6].get<int64_t>(), r[7].get<double>(), first, later,
-                 1.0 - later / first});
+                 1.0 - later / first, r[10].get<double>(), r[11].get<int64_t>()});
   }
   Table timing("timing_train", {{"steps_timed", Column::Int},
                                 {"tokens", Column::Int},

@@ -15,10 +15,11 @@ const std::string kData = KVSCOPE_TEST_DATA_DIR;
 
 // Feeds `scorer` rows for a sequence of 1 + R*B tokens, query blocks of qb rows: head 0
 // splits each row over the earlier copies of the query's token (an echo head), head 1 over
-// the tokens after them (an induction head), head 2 attends only to BOS.
+// the tokens after them (an induction head), head 2 attends only to BOS, head 3 to the
+// position just before the query (a previous-token head).
 void feed_pattern(HeadScorer& scorer, int B, int R, int qb) {
   const int T = 1 + R * B;
-  for (int head = 0; head < 3; ++head)
+  for (int head = 0; head < 4; ++head)
     for (int t0 = 0; t0 < T; t0 += qb) {
       const int nq = std::min(qb, T - t0), nk = t0 + nq;
       std::vector<float> w(size_t(nq) * nk, 0.0f);
@@ -28,6 +29,7 @@ void feed_pattern(HeadScorer& scorer, int B, int R, int qb) {
         std::vector<int> targets;
         if (head < 2)
           for (int j = pos - B; j >= 1; j -= B) targets.push_back(head == 0 ? j : j + 1);
+        if (head == 3 && pos >= 1) targets.push_back(pos - 1);
         if (targets.empty()) targets.push_back(0);
         for (int j : targets) row[j] += 1.0f / float(targets.size());
       }
@@ -40,7 +42,7 @@ void feed_pattern(HeadScorer& scorer, int B, int R, int qb) {
 TEST_CASE("echo and induction scores on hand-built attention", "[retrieval]") {
   const int B = 7, R = 4;
   for (int qb : {1, 5, 64}) {
-    HeadScorer scorer(1, 3, 3, B);
+    HeadScorer scorer(1, 4, 4, B);
     feed_pattern(scorer, B, R, qb);
     const HeadScores s = scorer.scores();
     // Exact up to float sums of 1/k (k <= 3): tolerance 1e-6.
@@ -50,6 +52,9 @@ TEST_CASE("echo and induction scores on hand-built attention", "[retrieval]") {
     CHECK(s.induction[1] == Approx(1.0).margin(1e-6));
     CHECK(s.echo[2] == Approx(0.0).margin(1e-6));
     CHECK(s.induction[2] == Approx(0.0).margin(1e-6));
+    CHECK(s.previous[3] == Approx(1.0).margin(1e-6));  // B = 7: i - 1 is never a copy
+    for (int h = 0; h < 3; ++h) CHECK(s.previous[size_t(h)] == Approx(0.0).margin(1e-6));
+    CHECK(s.echo[3] == Approx(0.0).margin(1e-6));
     CHECK(s.queries == (R - 1) * B);
   }
 }

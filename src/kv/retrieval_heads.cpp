@@ -46,6 +46,7 @@ HeadScorer::HeadScorer(int n_layers, int n_heads, int n_kv_heads, int block)
       block_(block),
       echo_(size_t(n_layers) * n_heads, 0.0),
       ind_(size_t(n_layers) * n_heads, 0.0),
+      prev_(size_t(n_layers) * n_heads, 0.0),
       count_(size_t(n_layers) * n_heads, 0) {
   KV_CHECK(block >= 1 && n_kv_heads >= 1 && n_heads % n_kv_heads == 0,
            "HeadScorer: block {} with {} heads over {} KV heads", block, n_heads, n_kv_heads);
@@ -53,7 +54,7 @@ HeadScorer::HeadScorer(int n_layers, int n_heads, int n_kv_heads, int block)
 
 void HeadScorer::on_attention(const AttentionRows& r) {
   const size_t h = size_t(r.layer) * n_heads_ + size_t(r.head);
-  double e = 0.0, ind = 0.0;
+  double e = 0.0, ind = 0.0, prev = 0.0;
   int64_t n = 0;
   for (int i = 0; i < r.n_q; ++i) {
     // Slot j is position j under the full cache; this row's query sits at the last
@@ -61,6 +62,7 @@ void HeadScorer::on_attention(const AttentionRows& r) {
     const int pos = r.n_keys - r.n_q + i;
     if (pos - 1 < block_) continue;  // BOS or the first copy: no earlier copy to look at
     const float* w = r.weights + size_t(i) * r.n_keys;
+    prev += w[pos - 1];
     for (int j = pos - block_; j >= 1; j -= block_) {
       e += w[j];
       ind += w[j + 1];
@@ -69,6 +71,7 @@ void HeadScorer::on_attention(const AttentionRows& r) {
   }
   echo_[h] += e;
   ind_[h] += ind;
+  prev_[h] += prev;
   count_[h] += n;
 }
 
@@ -80,6 +83,7 @@ HeadScores HeadScorer::scores() const {
   const size_t nq = size_t(n_layers_) * n_heads_, nk = size_t(n_layers_) * n_kv_;
   s.echo.assign(nq, 0.0);
   s.induction.assign(nq, 0.0);
+  s.previous.assign(nq, 0.0);
   s.kv_echo.assign(nk, -1.0);
   s.kv_induction.assign(nk, -1.0);
   s.kv_echo_from.assign(nk, -1);
@@ -92,6 +96,7 @@ HeadScores HeadScorer::scores() const {
       KV_CHECK(count_[i] > 0, "HeadScorer: layer {} head {} saw no query inside a repeat", l, h);
       s.echo[i] = echo_[i] / double(count_[i]);
       s.induction[i] = ind_[i] / double(count_[i]);
+      s.previous[i] = prev_[i] / double(count_[i]);
       const size_t g = size_t(l) * n_kv_ + size_t(h / group);
       if (s.echo[i] > s.kv_echo[g]) s.kv_echo[g] = s.echo[i], s.kv_echo_from[g] = h;
       if (s.induction[i] > s.kv_induction[g])

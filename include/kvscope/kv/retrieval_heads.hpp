@@ -32,6 +32,9 @@ std::vector<int32_t> make_probe(int32_t bos, const ProbeSpec& p);
 struct HeadScores {
   int n_layers = 0, n_heads = 0, n_kv_heads = 0;
   std::vector<double> echo, induction;               // [n_layers * n_heads]
+  // Mean attention of the same queries to the position just before them: the
+  // previous-token head an induction circuit reads through ([n_layers * n_heads]).
+  std::vector<double> previous;
   std::vector<double> kv_echo, kv_induction;         // [n_layers * n_kv_heads], max over the group
   std::vector<int> kv_echo_from, kv_induction_from;  // query head giving the max
   int64_t queries = 0;                               // query positions averaged per head
@@ -78,7 +81,7 @@ class HeadScorer : public ForwardObserver {
 
  private:
   int n_layers_, n_heads_, n_kv_, block_;
-  std::vector<double> echo_, ind_;  // [n_layers * n_heads] sums
+  std::vector<double> echo_, ind_, prev_;  // [n_layers * n_heads] sums
   std::vector<int64_t> count_;      // [n_layers * n_heads] queries summed
 };
 
