@@ -248,7 +248,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     ind.add_row({r[0].get<int64_t>(), r[1].get<int64_t>(), r[2].get<int64_t>(),
                  r[3].get<double>(), r[4].get<double>(), r[3].get<double>() / r[4].get<double>(),
                  r[5].get<int64_t>(), r[6].get<int64_t>(), r[7].get<double>(), first, later,
-                 1.0 - later / first, r[10].get<double>(), r[11].get<int64_t>()});
+                 1.0 - later / first,
+                 // Checkpoints from before the previous-token score have none.
+                 r.size() > 11 ? r[10].get<double>() : std::nan(""),
+                 r.size() > 11 ? r[11].get<int64_t>() : int64_t(-1)});
   }
   Table timing("timing_train", {{"steps_timed", Column::Int},
                                 {"tokens", Column::Int},
