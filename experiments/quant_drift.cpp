@@ -17,8 +17,8 @@
 //     sequence, BOS targets skipped), their ratio, mean KL(reference || model) of the
 //     next-token distributions (nats) and how often both predict the same top token.
 // The reference's captures of one sequence ([layers, kv_heads, seq_len, head_dim] x 3
-// floats) and logits ([seq_len, vocab]) are all that is held, so memory is bounded by
-// seq_len, not by n_seq. Models must encode every text to the same ids and share the
+// floats) and logits ([seq_len, vocab], in its run state) are all that is held, so memory
+// is bounded by seq_len, not by n_seq. Models must encode every text to the same ids and share the
 // shape of their KV cache; otherwise the run is refused naming both.
 #include <algorithm>
 #include <cmath>
@@ -87,18 +87,6 @@ struct Compare : ForwardObserver {
   }
 };
 
-// log softmax of one row of logits, in double.
-std::vector<double> log_softmax(const float* z, int V) {
-  double mx = z[0];
-  for (int i = 1; i < V; ++i) mx = std::max(mx, double(z[i]));
-  double s = 0;
-  for (int i = 0; i < V; ++i) s += std::exp(double(z[i]) - mx);
-  const double lse = mx + std::log(s);
-  std::vector<double> out(static_cast<size_t>(V));
-  for (int i = 0; i < V; ++i) out[size_t(i)] = double(z[i]) - lse;
-  return out;
-}
-
 void check_same_shape(const Model& a, const Model& b, const std::string& an,
                       const std::string& bn) {
   const ModelConfig &x = a.config, &y = b.config;
@@ -138,8 +126,10 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
   for (const ModelSpec& ms : ctx.models) lms.push_back(ctx.load(ms));
   const LoadedModel& ref = lms[ri];
   const std::string& rname = ctx.models[ri].name;
+  std::vector<size_t> compared;  // every model but the reference, in config order
   for (size_t i = 0; i < lms.size(); ++i)
-    if (i != ri) check_same_shape(ref.model, lms[i].model, rname, ctx.models[i].name);
+    if (i != ri) compared.push_back(i);
+  for (size_t i : compared) check_same_shape(ref.model, lms[i].model, rname, ctx.models[i].name);
   const ModelConfig& rc = ref.model.config;
   int T = cfg.seq_len;
   for (const LoadedModel& lm : lms) T = std::min(T, lm.model.config.max_seq_len);
@@ -166,8 +156,7 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
   for (const TextSpec& ts : ctx.texts) {
     const std::vector<std::string> docs = ctx.documents(ts);
     const std::vector<int32_t> stream = token_stream(*ref.tokenizer, docs);
-    for (size_t i = 0; i < lms.size(); ++i) {
-      if (i == ri) continue;
+    for (size_t i : compared) {
       const std::vector<int32_t> other = token_stream(*lms[i].tokenizer, docs);
       size_t at = 0;
       while (at < std::min(stream.size(), other.size()) && stream[at] == other[at]) ++at;
@@ -181,58 +170,58 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
     const int n_seq = int(std::min<size_t>(size_t(cfg.n_seq), stream.size() / size_t(T)));
     KV_CHECK(n_seq > 0, "{}: text '{}' gives {} tokens, fewer than one sequence of {}",
              ts.path.string(), ts.name, stream.size(), T);
-    const size_t others = lms.size() - 1;
-    // acc[model][layer][head][tensor]; sums for the NLL table per model.
+    // acc[k][layer][head][tensor] and the NLL-table sums of compared model k.
     std::vector<std::vector<std::vector<std::array<Acc, 3>>>> acc(
-        others, std::vector<std::vector<std::array<Acc, 3>>>(
-                    size_t(rc.n_layers), std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
-    std::vector<double> nll_m(others), kl(others), top1(others);
+        compared.size(), std::vector<std::vector<std::array<Acc, 3>>>(
+                             size_t(rc.n_layers),
+                             std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
+    std::vector<double> nll_m(compared.size()), kl(compared.size()), top1(compared.size());
     double nll_r = 0;
     int64_t scored = 0;
+    const size_t V = size_t(rc.vocab_size);
     for (int s = 0; s < n_seq; ++s) {
       const std::span<const int32_t> toks(stream.data() + size_t(s) * size_t(T), size_t(T));
       Keep keep;
-      RunState rs(rc, T);
+      RunState rs(rc, T);  // holds the reference's logits [T, V] for this sequence
       ForwardOptions o;
       o.observer = &keep;
-      const auto rl = forward(ref.model, rs, toks, o);
-      const std::vector<float> ref_logits(rl.begin(), rl.end());
-      const int V = rc.vocab_size;
-      std::vector<std::vector<double>> ref_lp;  // per scored position
+      const std::span<const float> rl = forward(ref.model, rs, toks, o);
+      // Scored positions t (target toks[t + 1] not BOS) and the reference's log-sum-exp there.
       std::vector<int> pos;
-      for (int t = 0; t + 1 < T; ++t)
-        if (toks[size_t(t) + 1] != ref.tokenizer->bos_id) pos.push_back(t);
-      for (int t : pos) {
-        ref_lp.push_back(log_softmax(ref_logits.data() + size_t(t) * V, V));
-        nll_r -= ref_lp.back()[size_t(toks[size_t(t) + 1])];
+      std::vector<double> ref_lse;
+      for (int t = 0; t + 1 < T; ++t) {
+        if (toks[size_t(t) + 1] == ref.tokenizer->bos_id) continue;
+        pos.push_back(t);
+        ref_lse.push_back(log_sum_exp(rl.subspan(size_t(t) * V, V)));
+        nll_r += ref_lse.back() - double(rl[size_t(t) * V + size_t(toks[size_t(t) + 1])]);
       }
       scored += int64_t(pos.size());
-      size_t k = 0;
-      for (size_t i = 0; i < lms.size(); ++i) {
-        if (i == ri) continue;
+      for (size_t k = 0; k < compared.size(); ++k) {
         Compare cmp;
         cmp.ref = &keep;
         cmp.acc = &acc[k];
-        RunState ms(lms[i].model.config, T);
+        RunState ms(lms[compared[k]].model.config, T);
         ForwardOptions mo;
         mo.observer = &cmp;
-        const auto ml = forward(lms[i].model, ms, toks, mo);
+        const std::span<const float> ml = forward(lms[compared[k]].model, ms, toks, mo);
         for (size_t p = 0; p < pos.size(); ++p) {
-          const int t = pos[p];
-          const std::vector<double> lp = log_softmax(ml.data() + size_t(t) * V, V);
-          nll_m[k] -= lp[size_t(toks[size_t(t) + 1])];
-          double d = 0;
-          for (int v = 0; v < V; ++v) d += std::exp(ref_lp[p][size_t(v)]) * (ref_lp[p][size_t(v)] - lp[size_t(v)]);
+          const std::span<const float> zr = rl.subspan(size_t(pos[p]) * V, V),
+                                       zm = ml.subspan(size_t(pos[p]) * V, V);
+          const double lse = log_sum_exp(zm);
+          nll_m[k] += lse - double(zm[size_t(toks[size_t(pos[p]) + 1])]);
+          double d = 0;  // sum_v p_ref(v) (log p_ref(v) - log p_model(v))
+          for (size_t v = 0; v < V; ++v) {
+            const double lr = double(zr[v]) - ref_lse[p];
+            d += std::exp(lr) * (lr - (double(zm[v]) - lse));
+          }
           kl[k] += d;
-          top1[k] += std::max_element(lp.begin(), lp.end()) - lp.begin() ==
-                     std::max_element(ref_lp[p].begin(), ref_lp[p].end()) - ref_lp[p].begin();
+          top1[k] += std::max_element(zm.begin(), zm.end()) - zm.begin() ==
+                     std::max_element(zr.begin(), zr.end()) - zr.begin();
         }
-        ++k;
       }
     }
-    size_t k = 0;
-    for (size_t i = 0; i < lms.size(); ++i) {
-      if (i == ri) continue;
+    for (size_t k = 0; k < compared.size(); ++k) {
+      const size_t i = compared[k];
       const std::string& mn = ctx.models[i].name;
       for (int l = 0; l < rc.n_layers; ++l)
         for (int t = 0; t < 3; ++t) {
@@ -250,7 +239,6 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
       nll.add_row({mn, rname, ts.name, dtype_summary(lms[i].model), int64_t(n_seq), scored,
                    std::exp(nll_m[k] / n), std::exp(nll_r / n), std::exp((nll_m[k] - nll_r) / n),
                    kl[k] / n, top1[k] / n});
-      ++k;
     }
     ctx.unit_done(fmt::format("{}: {} sequences of {} tokens", ts.name, n_seq, T));
   }

@@ -28,12 +28,16 @@ std::vector<int32_t> token_stream(const Tokenizer& tok, const std::vector<std::s
   return s;
 }
 
-double token_nll(std::span<const float> logits, int32_t target) {
+double log_sum_exp(std::span<const float> logits) {
   double mx = logits[0];
   for (float v : logits) mx = std::max(mx, double(v));
   double z = 0.0;
   for (float v : logits) z += std::exp(double(v) - mx);
-  return mx + std::log(z) - double(logits[size_t(target)]);
+  return mx + std::log(z);
+}
+
+double token_nll(std::span<const float> logits, int32_t target) {
+  return log_sum_exp(logits) - double(logits[size_t(target)]);
 }
 
 namespace {

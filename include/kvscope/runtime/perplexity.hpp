@@ -45,6 +45,8 @@ std::vector<int32_t> token_stream(const Tokenizer& tok, const std::vector<std::s
 PerplexityResult perplexity(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
                             const PerplexityOptions& opt);
 
+// log sum_v exp(logits[v]), in double (shifted by the max).
+double log_sum_exp(std::span<const float> logits);
 // -log softmax(logits)[target], in double.
 double token_nll(std::span<const float> logits, int32_t target);
 
