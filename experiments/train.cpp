@@ -161,20 +161,27 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     if (cfg.induction_eval) {
       // The retrieval probe and the copy loss on it: induction forming shows in both.
       const Model m = train::model_from_params(L, w, ctx.name);
-      const HeadScores hs = probe_heads(m, cfg.probe);
-      const double uni = uniform_score(resolve_probe(m, cfg.probe, 0));
+      std::vector<double> copy;
+      const HeadScores hs = probe_heads(m, cfg.probe, &copy);
       const auto best = std::max_element(hs.kv_induction.begin(), hs.kv_induction.end());
       const int at = int(best - hs.kv_induction.begin());
-      const std::vector<double> copy = probe_copy_nll(m, cfg.probe);
       const auto prev = std::max_element(hs.previous.begin(), hs.previous.end());
       double later = 0;
       for (size_t r = 1; r < copy.size(); ++r) later += copy[r];
       later /= double(copy.size() - 1);
       history["induction"].push_back(
-          {step, history.value("tokens", int64_t(0)), history.value("block_tokens", int64_t(0)),
-           *best, uni, at / c.n_kv_heads,
-           at % c.n_kv_heads, *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end()), copy[0],
-           later, *prev, int(prev - hs.previous.begin()) / c.n_heads});
+          {{"step", step},
+           {"tokens", history.value("tokens", int64_t(0))},
+           {"block_tokens", history.value("block_tokens", int64_t(0))},
+           {"induction", *best},
+           {"uniform", uniform_score(resolve_probe(m, cfg.probe, 0))},
+           {"layer", at / c.n_kv_heads},
+           {"kv_head", at % c.n_kv_heads},
+           {"echo", *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end())},
+           {"copy_first", copy[0]},
+           {"copy_later", later},
+           {"previous", *prev},
+           {"previous_layer", int(prev - hs.previous.begin()) / c.n_heads}});
     }
     return nll;
   };
@@ -205,9 +212,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       std::string induction;
       if (cfg.induction_eval) {
         const auto& r = history["induction"].back();
-        induction = fmt::format(", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
-                                r[3].get<double>() / r[4].get<double>(), r[5].get<int>(),
-                                100 * (1 - r[9].get<double>() / r[8].get<double>()));
+        induction = fmt::format(
+            ", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
+            r["induction"].get<double>() / r["uniform"].get<double>(), r["layer"].get<int>(),
+            100 * (1 - r["copy_later"].get<double>() / r["copy_first"].get<double>()));
       }
       ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}{}, {:.0f} tok/s, ETA {}",
                           step + 1, o.steps, s.loss, std::exp(nll), induction,
@@ -244,14 +252,13 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
                           {"best_previous", Column::Float},
                           {"best_previous_layer", Column::Int}});
   for (const auto& r : history["induction"]) {
-    const double first = r[8].get<double>(), later = r[9].get<double>();
-    ind.add_row({r[0].get<int64_t>(), r[1].get<int64_t>(), r[2].get<int64_t>(),
-                 r[3].get<double>(), r[4].get<double>(), r[3].get<double>() / r[4].get<double>(),
-                 r[5].get<int64_t>(), r[6].get<int64_t>(), r[7].get<double>(), first, later,
-                 1.0 - later / first,
-                 // Checkpoints from before the previous-token score have none.
-                 r.size() > 11 ? r[10].get<double>() : std::nan(""),
-                 r.size() > 11 ? r[11].get<int64_t>() : int64_t(-1)});
+    const double ind_score = r["induction"], uni = r["uniform"];
+    const double first = r["copy_first"], later = r["copy_later"];
+    ind.add_row({r["step"].get<int64_t>(), r["tokens"].get<int64_t>(),
+                 r["block_tokens"].get<int64_t>(), ind_score, uni, ind_score / uni,
+                 r["layer"].get<int64_t>(), r["kv_head"].get<int64_t>(), r["echo"].get<double>(),
+                 first, later, 1.0 - later / first, r["previous"].get<double>(),
+                 r["previous_layer"].get<int64_t>()});
   }
   Table timing("timing_train", {{"steps_timed", Column::Int},
                                 {"tokens", Column::Int},

@@ -209,7 +209,7 @@ RetrievalEvidence retrieval_evidence(const HeadScores& s, double uniform, double
   return ev;
 }
 
-HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
+HeadScores probe_heads(const Model& m, const ProbeOptions& o, std::vector<double>* copy_nll) {
   KV_CHECK(o.probes >= 1, "retrieval probe: probes must be >= 1, got {}", o.probes);
   const ModelConfig& c = m.config;
   KV_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size,
@@ -218,8 +218,11 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
   HeadScorer scorer(c.n_layers, c.n_heads, c.n_kv_heads, first.block);
   RunState st(c, 1 + first.repeats * first.block);
   ForwardOptions fo;
-  fo.logits = LogitsMode::kNone;
+  fo.logits = copy_nll ? LogitsMode::kAll : LogitsMode::kNone;
   fo.observer = &scorer;
+  const int B = first.block;
+  const size_t V = size_t(c.vocab_size);
+  if (copy_nll) copy_nll->assign(size_t(first.repeats), 0.0);
   // Per-probe scores of every query head, for the noise: the sums' growth over one probe
   // divided by that probe's queries ([probes][n_layers * n_heads]).
   const size_t nq = size_t(c.n_layers) * c.n_heads;
@@ -228,7 +231,11 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
   for (int i = 0; i < o.probes; ++i) {
     const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
     st.reset();
-    forward(m, st, probe, fo);
+    const std::span<const float> logits = forward(m, st, probe, fo);  // [1 + R B, V] or none
+    if (copy_nll)
+      for (int p = 1; p < int(probe.size()); ++p)
+        (*copy_nll)[size_t((p - 1) / B)] +=
+            token_nll(logits.subspan(size_t(p - 1) * V, V), probe[size_t(p)]);
     const HeadScorer::Sums after = scorer.sums();
     std::vector<double> e(nq), ind(nq);
     for (size_t h = 0; h < nq; ++h) {
@@ -240,6 +247,8 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
     per_ind.push_back(std::move(ind));
     before = after;
   }
+  if (copy_nll)
+    for (double& x : *copy_nll) x /= double(B) * o.probes;
   HeadScores s = scorer.scores();
   s.probes = o.probes;
   auto standard_errors = [&](const std::vector<std::vector<double>>& per) {
@@ -266,25 +275,6 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o) {
       s.kv_induction_se[k] = s.induction_se[size_t(l) * c.n_heads + size_t(s.kv_induction_from[k])];
     }
   return s;
-}
-
-std::vector<double> probe_copy_nll(const Model& m, const ProbeOptions& o) {
-  KV_CHECK(o.probes >= 1, "retrieval probe: probes must be >= 1, got {}", o.probes);
-  const ModelConfig& c = m.config;
-  const ProbeSpec first = resolve_probe(m, o, 0);
-  const int B = first.block, R = first.repeats, V = c.vocab_size;
-  std::vector<double> nll(size_t(R), 0.0);
-  RunState st(c, 1 + R * B);
-  for (int i = 0; i < o.probes; ++i) {
-    const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
-    st.reset();
-    const std::span<const float> logits = forward(m, st, probe);  // [1 + R B, V]
-    for (int p = 1; p < int(probe.size()); ++p)
-      nll[size_t((p - 1) / B)] +=
-          token_nll(logits.subspan(size_t(p - 1) * size_t(V), size_t(V)), probe[size_t(p)]);
-  }
-  for (double& x : nll) x /= double(B) * o.probes;
-  return nll;
 }
 
 }  // namespace kvscope

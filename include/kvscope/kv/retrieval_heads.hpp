@@ -123,13 +123,13 @@ struct ProbeOptions {
 ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
 
 // Runs every probe through `m` with a HeadScorer: scores averaged over all probe queries.
-HeadScores probe_heads(const Model& m, const ProbeOptions& o);
-
-// Whether the model copies, whatever head does it: the mean NLL (nats) of the tokens of
-// each copy r of the probe's block (positions 1 + r B .. (r + 1) B, each predicted from the
-// logits one position earlier), averaged over the probes: [repeats]. Copy 0 cannot be
-// predicted from context (about log(token range) for a model that has learnt nothing
-// about the ids); copies 1.. can, by copying.
-std::vector<double> probe_copy_nll(const Model& m, const ProbeOptions& o);
+// With `copy_nll`, the same passes also say whether the model copies, whatever head does
+// it: copy_nll receives the mean NLL (nats) of the tokens of each copy r of the probe's
+// block (positions 1 + r B .. (r + 1) B, each predicted from the logits one position
+// earlier), averaged over the probes: [repeats]. Copy 0 cannot be predicted from context
+// (about log(token range) for a model that has learnt nothing about the ids); copies 1..
+// can, by copying.
+HeadScores probe_heads(const Model& m, const ProbeOptions& o,
+                       std::vector<double>* copy_nll = nullptr);
 
 }  // namespace kvscope
