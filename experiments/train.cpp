@@ -83,7 +83,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   o.seed = ctx.seed;
   train::RandomBlocks& rb = o.random_blocks;
   if (rb.share > 0) {
-    if (rb.token_lo < 0) rb.token_lo = std::max({0, c.bos_id + 1, c.eos_id + 1});
+    if (rb.token_lo < 0) rb.token_lo = default_token_lo(c);
     if (rb.token_hi == 0) rb.token_hi = c.vocab_size;
     KV_CHECK(rb.token_lo < rb.token_hi && rb.token_hi <= c.vocab_size &&
                  (c.bos_id < rb.token_lo || c.bos_id >= rb.token_hi) &&

@@ -159,13 +159,15 @@ std::vector<uint8_t> random_heads(int total, int count, uint64_t seed) {
 
 namespace kvscope {
 
+int default_token_lo(const ModelConfig& c) { return std::max({0, c.bos_id + 1, c.eos_id + 1}); }
+
 ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) {
   const ModelConfig& c = m.config;
   ProbeSpec p;
   p.repeats = o.repeats;
   p.block = o.block > 0 ? o.block : (c.max_seq_len - 1) / o.repeats;
   p.seed = o.seed + uint64_t(probe_index);
-  p.token_lo = o.token_lo >= 0 ? o.token_lo : std::max({0, c.bos_id + 1, c.eos_id + 1});
+  p.token_lo = o.token_lo >= 0 ? o.token_lo : default_token_lo(c);
   p.token_hi = o.token_hi > 0 ? o.token_hi : c.vocab_size;
   const int64_t len = 1 + int64_t(p.repeats) * p.block;
   KV_CHECK(p.repeats >= 2, "retrieval probe: repeats must be >= 2, got {}", p.repeats);

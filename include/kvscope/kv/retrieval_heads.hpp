@@ -118,6 +118,10 @@ struct ProbeOptions {
   int token_hi = 0;   // 0: the vocabulary size
 };
 
+// The lowest id a probe (or a training block of random ids) draws from by default: one
+// past the highest of BOS / EOS, so neither can appear inside a block.
+int default_token_lo(const ModelConfig& c);
+
 // The block length, id range and seeds `o` resolves to on `m` (throws naming the key when
 // the probe does not fit the model's context or vocabulary).
 ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
