@@ -135,17 +135,29 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     ctx.log(fmt::format("resuming from {} at step {}", ckdir.string(), start));
   } else if (!cfg.init.empty()) {
     // A curriculum in stages: each stage starts from the previous one's weights.
+    // Its own layout first: what the trainer cannot compute (biases, q/k norms, Gemma's
+    // extras) is refused by name instead of being dropped by params_from_model. Then every
+    // tensor's shape, and the positional encoding the weights were trained with (a
+    // llama2.c checkpoint's Q/K rows are in adjacent-pair RoPE order, the trainer's in
+    // rotate-half order).
     const Model from = load_model(cfg.init);
     const ModelConfig& f = from.config;
-    KV_CHECK(f.dim == c.dim && f.hidden_dim == c.hidden_dim && f.n_layers == c.n_layers &&
-                 f.n_heads == c.n_heads && f.n_kv_heads == c.n_kv_heads &&
-                 f.head_dim == c.head_dim && f.vocab_size == c.vocab_size &&
-                 f.tied_embeddings == c.tied_embeddings && f.positional == c.positional,
+    const train::Layout Lf = train::make_layout(f);
+    bool same = Lf.tensors.size() == L.tensors.size() && f.positional == c.positional &&
+                (f.positional != PositionalKind::kRope ||
+                 (f.rope_layout == c.rope_layout && f.rope_theta == c.rope_theta));
+    for (size_t i = 0; same && i < L.tensors.size(); ++i)
+      same = Lf.tensors[i].name == L.tensors[i].name && Lf.tensors[i].rows == L.tensors[i].rows &&
+             Lf.tensors[i].cols == L.tensors[i].cols;
+    KV_CHECK(same,
              "{}: train.init '{}' has another architecture (dim {}, hidden {}, layers {}, heads "
-             "{}/{}, head_dim {}, vocab {}) than train.architecture (dim {}, hidden {}, layers "
-             "{}, heads {}/{}, head_dim {}, vocab {})", ctx.config_file.string(), cfg.init, f.dim,
-             f.hidden_dim, f.n_layers, f.n_heads, f.n_kv_heads, f.head_dim, f.vocab_size, c.dim,
-             c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size);
+             "{}/{}, head_dim {}, vocab {}, {} {} theta {}) than train.architecture (dim {}, "
+             "hidden {}, layers {}, heads {}/{}, head_dim {}, vocab {}, {} {} theta {})",
+             ctx.config_file.string(), cfg.init, f.dim, f.hidden_dim, f.n_layers, f.n_heads,
+             f.n_kv_heads, f.head_dim, f.vocab_size, positional_name(f.positional),
+             rope_layout_name(f.rope_layout), f.rope_theta, c.dim, c.hidden_dim, c.n_layers,
+             c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size, positional_name(c.positional),
+             rope_layout_name(c.rope_layout), c.rope_theta);
     w = train::params_from_model<float>(from, L);
     for (const std::filesystem::path& p : from.files)
       ctx.manifest->inputs.push_back(file_record("init", p));

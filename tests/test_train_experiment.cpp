@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kvscope/experiments/experiment.hpp"
+#include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/report/table.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
@@ -112,6 +113,33 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
   CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + kData + "/models/stories260K/stories260K.bin\n")),
                     Contains("train.init '" + kData + "/models/stories260K/stories260K.bin' has "
                              "another architecture (dim 64"));
+  // The same shapes in llama2.c's layout: its Q/K rows are in adjacent-pair RoPE order, so
+  // copying them into the rotate-half trainer would compute another model.
+  {
+    const int D = 16, H = 24, L = 2, V = 512, S = 24, KV = 8;
+    std::string bytes;
+    for (int32_t v : {D, H, L, 4, 2, V, S}) bytes.append(reinterpret_cast<const char*>(&v), 4);
+    const size_t floats = size_t(V) * D + L * (D + D * D + 2 * D * KV + D * D + D + 3 * H * D) +
+                          D + size_t(S) * (D / 4 / 2) * 2;
+    std::vector<float> w(floats, 0.01f);
+    bytes.append(reinterpret_cast<const char*>(w.data()), w.size() * 4);
+    test::write_bytes(d.path / "adjacent.bin", bytes);
+    REQUIRE(load_model(d.path / "adjacent.bin").config.dim == D);
+    CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + (d.path / "adjacent.bin").string() + "\n")),
+                      Contains("has another architecture (dim 16, hidden 24, layers 2, heads "
+                               "4/2, head_dim 4, vocab 512, rope adjacent_pairs theta 10000)"));
+  }
+  // What the trainer cannot compute is refused by name, not dropped.
+  {
+    SyntheticSpec spec;
+    ModelConfig& q = spec.config;
+    q.arch = "qwen2", q.qkv_bias = true;
+    q.dim = 16, q.hidden_dim = 24, q.n_layers = 2, q.n_heads = 4, q.n_kv_heads = 2;
+    q.head_dim = 4, q.vocab_size = 512, q.max_seq_len = 24, q.tied_embeddings = true;
+    write_synthetic_hf_model(d.path / "biased", spec);
+    CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + (d.path / "biased").string() + "\n")),
+                      Contains("training: models with attention or MLP biases are not supported"));
+  }
 }
 
 TEST_CASE("train.random_blocks: ids must leave out BOS and EOS, two copies must fit",
