@@ -140,6 +140,9 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     // tensor's shape, and the positional encoding the weights were trained with (a
     // llama2.c checkpoint's Q/K rows are in adjacent-pair RoPE order, the trainer's in
     // rotate-half order).
+    KV_CHECK(std::filesystem::exists(cfg.init),
+             "{}: train.init '{}' does not exist (an earlier stage not trained yet?)",
+             ctx.config_file.string(), cfg.init);
     const Model from = load_model(cfg.init);
     const ModelConfig& f = from.config;
     const train::Layout Lf = train::make_layout(f);
@@ -173,27 +176,19 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     if (cfg.induction_eval) {
       // The retrieval probe and the copy loss on it: induction forming shows in both.
       const Model m = train::model_from_params(L, w, ctx.name);
-      std::vector<double> copy;
-      const HeadScores hs = probe_heads(m, cfg.probe, &copy);
-      const auto best = std::max_element(hs.kv_induction.begin(), hs.kv_induction.end());
-      const int at = int(best - hs.kv_induction.begin());
-      const auto prev = std::max_element(hs.previous.begin(), hs.previous.end());
-      double later = 0;
-      for (size_t r = 1; r < copy.size(); ++r) later += copy[r];
-      later /= double(copy.size() - 1);
-      history["induction"].push_back(
-          {{"step", step},
-           {"tokens", history.value("tokens", int64_t(0))},
-           {"block_tokens", history.value("block_tokens", int64_t(0))},
-           {"induction", *best},
-           {"uniform", uniform_score(resolve_probe(m, cfg.probe, 0))},
-           {"layer", at / c.n_kv_heads},
-           {"kv_head", at % c.n_kv_heads},
-           {"echo", *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end())},
-           {"copy_first", copy[0]},
-           {"copy_later", later},
-           {"previous", *prev},
-           {"previous_layer", int(prev - hs.previous.begin()) / c.n_heads}});
+      const InductionSummary r = summarize_induction(m, cfg.probe);
+      history["induction"].push_back({{"step", step},
+                                      {"tokens", history.value("tokens", int64_t(0))},
+                                      {"block_tokens", history.value("block_tokens", int64_t(0))},
+                                      {"induction", r.best_induction},
+                                      {"uniform", r.uniform},
+                                      {"layer", r.layer},
+                                      {"kv_head", r.kv_head},
+                                      {"echo", r.best_echo},
+                                      {"copy_first", r.copy_first},
+                                      {"copy_later", r.copy_later},
+                                      {"previous", r.best_previous},
+                                      {"previous_layer", r.previous_layer}});
     }
     return nll;
   };
@@ -362,9 +357,9 @@ ExperimentKind train_kind() {
       cfg.induction_eval = true;
     }
     cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
+    // Checked when the run starts, not here: `kvscope tables` reads every config before
+    // running any, and a later stage's init is an earlier stage's checkpoint.
     cfg.init = s.get_or<std::string>("init", "");
-    KV_CHECK(cfg.init.empty() || std::filesystem::exists(cfg.init),
-             "{}: train.init '{}' does not exist", s.file(), cfg.init);
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);
     // Everything but `steps` (raising it continues a finished run, on a new schedule), the

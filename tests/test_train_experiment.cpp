@@ -113,6 +113,11 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
   CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + kData + "/models/stories260K/stories260K.bin\n")),
                     Contains("train.init '" + kData + "/models/stories260K/stories260K.bin' has "
                              "another architecture (dim 64"));
+  // A missing init fails the run by name (checked at run time: a curriculum's later
+  // stages are read by `kvscope tables` before the earlier ones have run).
+  CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + (d.path / "nosuch").string() + "\n")),
+                    Contains("train.init '" + (d.path / "nosuch").string() + "' does not exist"));
+  CHECK_FALSE(fs::exists(d.path / "results/t/eval.csv"));
   // The same shapes in llama2.c's layout: its Q/K rows are in adjacent-pair RoPE order, so
   // copying them into the rotate-half trainer would compute another model.
   {
