@@ -18,14 +18,17 @@
 //     error_tokens: 4096              # held-out tokens for the K/V/attention errors
 //     decode_context: 256             # decode speed: tokens already cached
 //     decode_tokens: 64               # decode speed: tokens generated
+//     probe: {repeats: 4, probes: 2}  # optional: does the reduced model still copy?
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
+#include "retrieval_config.hpp"
 #include "kvscope/io/sequences.hpp"
 #include "kvscope/kv/calibration.hpp"
 #include "kvscope/kv/kv_reduction.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
@@ -45,6 +48,8 @@ struct ReductionConfig {
   int window = 0, stride = 0;
   int64_t error_tokens = 4096;
   int decode_context = 256, decode_tokens = 64;
+  bool probe_models = false;  // the retrieval probe on the original and every reduced model
+  ProbeOptions probe;
 };
 
 // Squared relative error of reconstructing `g`'s data through `bases` (one per group of
@@ -160,6 +165,28 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
                                  {"context", Column::Int},
                                  {"tokens_per_second", Column::Float},
                                  {"original_tokens_per_second", Column::Float}});
+  // Whether a reduction keeps an induction circuit: the probe's best induction score and
+  // the copy loss, per model (not per text).
+  Table induction("induction", {{"model", Column::String},
+                                {"method", Column::String},
+                                {"kv_heads", Column::Int},
+                                {"calibration_tokens", Column::Int},
+                                {"best_induction", Column::Float},
+                                {"uniform", Column::Float},
+                                {"induction_ratio", Column::Float},
+                                {"best_layer", Column::Int},
+                                {"copy_nll_first", Column::Float},
+                                {"copy_nll_later", Column::Float},
+                                {"copy_drop", Column::Float}});
+  auto add_induction = [&](const std::string& model, const std::string& method, const Model& rm,
+                           int64_t n) {
+    ProbeOptions o = cfg.probe;
+    o.seed = ctx.seed;
+    const InductionSummary r = summarize_induction(rm, o);
+    induction.add_row({model, method, int64_t(rm.config.n_kv_heads), n, r.best_induction,
+                       r.uniform, r.ratio(), int64_t(r.layer), r.copy_first, r.copy_later,
+                       r.copy_drop()});
+  };
   PerplexityOptions po;
   po.window = cfg.window;
   po.stride = cfg.stride;
@@ -194,6 +221,7 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
         cal.emplace(n, collect_grams(m, bos, cal_stream, co));
       }
     const int hd = c.head_dim;
+    if (cfg.probe_models) add_induction(ms.name, "original", m, 0);
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       // Held-out activations for the reconstruction errors, and sequences for the
@@ -219,6 +247,8 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
           for (int64_t n : counts) {
             CalibrationGrams* cg = needs_calibration(meth) ? &cal.at(n) : nullptr;
             const ReducedModel r = reduce_kv_heads(m, g, meth, cg);
+            if (cfg.probe_models && &ts == &ctx.texts.front())
+              add_induction(ms.name, method_name(meth), r.model, n);
             const int width = r.group * hd;
             std::vector<double> ke(size_t(c.n_layers)), ve(size_t(c.n_layers));
             double kn = 0.0, kd = 0.0, vn = 0.0, vd = 0.0;  // pooled over layers
@@ -267,6 +297,7 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_reduction(dir / "reduction.csv", dir); });
+  if (cfg.probe_models) return {main, layers, timing, induction};
   return {main, layers, timing};
 }
 
@@ -301,6 +332,11 @@ ExperimentKind kv_head_reduction_kind() {
     cfg.error_tokens = s.get_at_least_or<int64_t>("error_tokens", 1, cfg.error_tokens);
     cfg.decode_context = s.get_at_least_or<int>("decode_context", 1, cfg.decode_context);
     cfg.decode_tokens = s.get_at_least_or<int>("decode_tokens", 1, cfg.decode_tokens);
+    if (s.has("probe")) {
+      YamlMap p = s.map("probe");
+      cfg.probe = parse_probe_options(p);
+      cfg.probe_models = true;
+    }
     return [cfg](ExperimentContext& ctx) { return run_reduction(cfg, ctx); };
   };
   return k;

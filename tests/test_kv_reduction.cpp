@@ -348,7 +348,8 @@ TEST_CASE("kv_head_reduction run: a no-op reduction reproduces the original row"
       "kv_head_reduction:\n  targets: [4]\n  calibration:\n    path: " +
       kData +
       "/text/tinystories/tinystories_train_head.txt\n  calibration_tokens: [1024]\n"
-      "  eval_tokens: 400\n  error_tokens: 512\n  decode_context: 32\n  decode_tokens: 4\n";
+      "  eval_tokens: 400\n  error_tokens: 512\n  decode_context: 32\n  decode_tokens: 4\n"
+      "  probe: {block: 16, repeats: 3, probes: 2}\n";
   test::write_bytes(tmp / "r.yaml", yaml);
   RunOptions o;
   o.results_root = tmp / "results";
@@ -368,6 +369,19 @@ TEST_CASE("kv_head_reduction run: a no-op reduction reproduces the original row"
   CHECK(read_csv(dir / "layer_errors.csv").rows.size() == 4 * 5);
   CHECK(read_csv(dir / "timing_decode.csv").rows.size() == 4);
   CHECK(std::filesystem::exists(dir / "reduction_s__valid.png"));
+  // The probe sees the same circuit in every no-op reduction as in the original (1e-4
+  // relative: the SVD methods rotate the heads' bases, which float rounding feels), and
+  // its copy loss is the probe's own: copy 1 of a random block costs about log(range).
+  const CsvData ind = read_csv(dir / "induction.csv");
+  REQUIRE(ind.rows.size() == 5);
+  CHECK(ind.rows[0][ind.column("method")] == "original");
+  CHECK(std::stod(ind.rows[0][ind.column("copy_nll_first")]) > 0.5 * std::log(512.0 - 3));
+  for (const char* col : {"best_induction", "copy_nll_first", "copy_nll_later"})
+    for (const auto& r : ind.rows) {
+      INFO(r[ind.column("method")] << " " << col);
+      CHECK(std::stod(r[ind.column(col)]) ==
+            Approx(std::stod(ind.rows[0][ind.column(col)])).epsilon(1e-4));
+    }
 
   // Bad settings fail before any work, naming the key.
   auto fails = [&](const std::string& y) {

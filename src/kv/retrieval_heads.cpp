@@ -279,4 +279,24 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o, std::vector<double
   return s;
 }
 
+InductionSummary summarize_induction(const Model& m, const ProbeOptions& o) {
+  const ModelConfig& c = m.config;
+  std::vector<double> copy;
+  const HeadScores hs = probe_heads(m, o, &copy);
+  InductionSummary out;
+  const auto best = std::max_element(hs.kv_induction.begin(), hs.kv_induction.end());
+  const int at = int(best - hs.kv_induction.begin());
+  const auto prev = std::max_element(hs.previous.begin(), hs.previous.end());
+  out.best_induction = *best;
+  out.uniform = uniform_score(resolve_probe(m, o, 0));
+  out.layer = at / c.n_kv_heads, out.kv_head = at % c.n_kv_heads;
+  out.best_echo = *std::max_element(hs.kv_echo.begin(), hs.kv_echo.end());
+  out.best_previous = *prev;
+  out.previous_layer = int(prev - hs.previous.begin()) / c.n_heads;
+  out.copy_first = copy[0];
+  for (size_t r = 1; r < copy.size(); ++r) out.copy_later += copy[r];
+  out.copy_later /= double(copy.size() - 1);
+  return out;
+}
+
 }  // namespace kvscope

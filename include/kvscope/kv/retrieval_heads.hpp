@@ -136,4 +136,16 @@ ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index);
 HeadScores probe_heads(const Model& m, const ProbeOptions& o,
                        std::vector<double>* copy_nll = nullptr);
 
+// The probe's verdict on a whole model (train's and kv_head_reduction's induction.csv):
+// the KV head with the highest induction score, the uniform level, the best echo and
+// previous-token scores, and the copy loss of the first copy against the later ones.
+struct InductionSummary {
+  double best_induction = 0, uniform = 0, best_echo = 0, best_previous = 0;
+  int layer = 0, kv_head = 0, previous_layer = 0;
+  double copy_first = 0, copy_later = 0;  // mean NLL (nats) of copy 1 / of copies 2..R
+  double ratio() const { return best_induction / uniform; }
+  double copy_drop() const { return 1 - copy_later / copy_first; }
+};
+InductionSummary summarize_induction(const Model& m, const ProbeOptions& o);
+
 }  // namespace kvscope
