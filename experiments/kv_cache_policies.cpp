@@ -4,6 +4,7 @@
 //
 //   kv_cache_policies:
 //     policies: [full, streaming, razor, razor_no_comp, razor_no_echo, razor_random, h2o]
+//                                # also ablate_retrieval, ablate_random (the detector's check)
 //     induction_shares: [0.14]  # one razor family per share (the protected-head ablation)
 //     echo_share: 0.01
 //     n_sink: 4                 # N0
@@ -32,6 +33,17 @@ namespace {
 
 const std::vector<std::string> kPolicies = {
     "full", "streaming", "razor", "razor_no_comp", "razor_no_echo", "razor_random", "h2o"};
+// The detector's check by intervention, not in the default list: razor turned inside out.
+// ablate_retrieval masks the far context of the heads razor protects (they keep only sinks
+// and the recent window, no compensation) and leaves every other head whole; ablate_random
+// does the same to razor_random's heads. If the probe found the heads that copy, the first
+// breaks copying and the second does not.
+const std::vector<std::string> kAblations = {"ablate_retrieval", "ablate_random"};
+
+std::vector<uint8_t> complement(std::vector<uint8_t> v) {
+  for (uint8_t& x : v) x = x ? 0 : 1;
+  return v;
+}
 
 struct PoliciesConfig {
   std::vector<std::string> policies = kPolicies;
@@ -83,6 +95,12 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
       if (name == "razor_no_comp") p.compensation = false;
       if (name == "razor_no_echo") p.protected_heads = select_retrieval_heads(s, ind_only);
       if (name == "razor_random") p.protected_heads = random_heads(total, count, seed + si);
+      if (name.rfind("ablate", 0) == 0) {
+        p.kind = PolicyKind::kRazor, p.compensation = false;
+        p.protected_heads = complement(name == "ablate_retrieval"
+                                           ? heads
+                                           : random_heads(total, count, seed + si));
+      }
       f.specs.push_back(p);
       f.shares.push_back(name == "full" ? -1.0 : sel.induction_share);
     }
@@ -267,8 +285,9 @@ ExperimentKind kv_cache_policies_kind() {
     PoliciesConfig cfg;
     if (s.has("policies")) cfg.policies = s.list<std::string>("policies");
     for (const std::string& p : cfg.policies)
-      KV_CHECK(has(kPolicies, p), "{}: kv_cache_policies.policies: '{}' is not one of {}", s.file(),
-               p, fmt::join(kPolicies, ", "));
+      KV_CHECK(has(kPolicies, p) || has(kAblations, p),
+               "{}: kv_cache_policies.policies: '{}' is not one of {}, {}", s.file(), p,
+               fmt::join(kPolicies, ", "), fmt::join(kAblations, ", "));
     if (s.has("induction_shares")) cfg.induction_shares = s.list<double>("induction_shares");
     cfg.echo_share = s.get_or<double>("echo_share", cfg.echo_share);
     for (double v : cfg.induction_shares)
