@@ -265,6 +265,10 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
   if (want_recall)
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "recall.csv", dir); });
+  if (want_recall && cfg.induction_shares.size() > 1 && has(cfg.policies, "full") &&
+      has(cfg.policies, "razor"))
+    ctx.after_tables.push_back(
+        [](const std::filesystem::path& dir) { plot_ablation(dir / "policies.csv", dir); });
   Tables out{main, prot};
   if (want_copy) out.push_back(copy);
   if (want_recall) out.push_back(recall);

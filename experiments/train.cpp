@@ -278,6 +278,9 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       [title = training_title(ctx.manifest->config)](const std::filesystem::path& dir) {
         plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
       });
+  if (cfg.induction_eval)
+    ctx.after_tables.push_back(
+        [](const std::filesystem::path& dir) { plot_induction(dir / "induction.csv", dir); });
   if (cfg.induction_eval) return {loss, ev, ind, timing};
   return {loss, ev, timing};
 }

@@ -142,3 +142,25 @@ TEST_CASE("spectrum titles say the token count and whether keys were centred", "
   for (const std::string& s : scripts.all)
     CHECK_THAT(s, Contains("m on c (4096 tokens, not centred)"));
 }
+
+TEST_CASE("ablation curve: razor's recall over the full cache's, at the share kept whole",
+          "[plot]") {
+  test::TempDir tmp("plot_ablation");
+  // 8 KV heads; razor@5% keeps 2 whole (25%) with recall 0.30 of full 0.60 (0.5), razor@50%
+  // keeps 5 (62.5%) with 0.57 (0.95). Streaming is not a razor@ row and is left out.
+  test::write_bytes(tmp / "policies.csv",
+                    "model,policy,induction_share,protected_heads,kv_heads,recall_accuracy\n"
+                    "m,full,-1,8,8,0.6\n"
+                    "m,streaming@5%,0.05,0,8,0.1\n"
+                    "m,razor@5%,0.05,2,8,0.3\n"
+                    "m,razor@50%,0.5,5,8,0.57\n");
+  Scripts scripts;
+  const auto files = plot_ablation(tmp / "policies.csv", tmp.path);
+  REQUIRE(files.size() == 2);
+  for (const std::string& s : scripts.all) {
+    const std::string ours = s.substr(s.find("$K << EOD"));
+    CHECK_THAT(ours, Contains("25 0.5\n62.5 0.95\nEOD"));
+    CHECK_THAT(s, Contains("6 0.79885\n"));  // the paper: 69.54 / 87.05 at 5% + 1% echo
+  }
+  CHECK(fs::file_size(tmp / "ablation_m.png") > 1000);
+}

@@ -32,6 +32,14 @@ const PlotKind kPlots[] = {
      "Name-recall accuracy by context length and depth, per policy, from a kv_cache_policies "
      "recall.csv",
      "results/NAME/recall.csv", plot_recall},
+    {"ablation",
+     "Recall under razor against the share of heads kept whole, beside the paper's needle "
+     "ablation, from a kv_cache_policies policies.csv with several induction_shares",
+     "results/NAME/policies.csv", plot_ablation},
+    {"induction",
+     "Induction score / uniform and copy-loss drop per evaluation, from a train run's "
+     "induction.csv (train.probe)",
+     "results/NAME/induction.csv", plot_induction},
     {"recovery",
      "Held-out perplexity against tokens of fine-tuning, per initialisation and KV-head count, "
      "from a kv_head_finetune recovery.csv",

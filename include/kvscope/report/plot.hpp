@@ -50,6 +50,17 @@ std::vector<std::filesystem::path> plot_heads(const std::filesystem::path& heads
 std::vector<std::filesystem::path> plot_recall(const std::filesystem::path& recall_csv,
                                                const std::filesystem::path& out_dir);
 
+// From a train run's induction.csv (train.probe): induction.{png,svg}, the best induction
+// score over uniform and the copy-loss drop (with the previous-token score) per evaluation.
+std::vector<std::filesystem::path> plot_induction(const std::filesystem::path& induction_csv,
+                                                  const std::filesystem::path& out_dir);
+
+// From a kv_cache_policies policies.csv with several induction shares, for every model:
+//   ablation_MODEL.{png,svg}: recall under razor@SHARE as a share of the full cache's, against
+//     the share of heads kept whole, beside the paper's needle ablation (Qwen1.5-7B).
+std::vector<std::filesystem::path> plot_ablation(const std::filesystem::path& policies_csv,
+                                                 const std::filesystem::path& out_dir);
+
 // From a train run's loss.csv and eval.csv: training.{png,svg}, the training loss per step
 // and the held-out loss at each evaluation, with the unigram baseline dashed, titled
 // `title` (training_title()).
