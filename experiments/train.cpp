@@ -14,7 +14,8 @@
 //     steps: 1000, batch: 8, seq_len: 0 (= context), lr: 1e-3, min_lr: 1e-4, warmup: 100,
 //     weight_decay: 0.1, clip: 1.0
 //     repeat_share: 0.0        # share of sequences in which a passage recurs later
-//     random_blocks: {share: 0, min_len: 8, max_len: 64, token_lo: -1, token_hi: 0}
+//     random_blocks: {share: 0, min_len: 8, max_len: 64, token_lo: -1, token_hi: 0,
+//                     seq_len: 0, embedded: 0}
 //                              # share of sequences that are a random-token block repeated
 //     probe: {block: 0, repeats: 4, probes: 4}   # when present: induction.csv,
 //                              # the retrieval probe and copy loss at every evaluation
@@ -202,12 +203,11 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   int64_t tokens = 0;
   const int end = cfg.stop_after > 0 ? std::min(o.steps, start + cfg.stop_after) : o.steps;
   for (int step = start; step < end; ++step) {
-    int block_seqs = 0;
+    int64_t block_tokens = 0;
     const train::StepStats s = train::train_step(
-        L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_seqs), step);
+        L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_tokens), step);
     history["tokens"] = history.value("tokens", int64_t(0)) + s.tokens;
-    history["block_tokens"] =
-        history.value("block_tokens", int64_t(0)) + int64_t(block_seqs) * o.random_blocks.seq_len;
+    history["block_tokens"] = history.value("block_tokens", int64_t(0)) + block_tokens;
     secs += s.seconds, tokens += s.tokens;
     history["loss"].push_back({step, s.lr, s.loss, s.grad_norm});
     // Evaluate on the cadence and at the end of training; checkpoint on the cadence and
@@ -353,6 +353,9 @@ ExperimentKind train_kind() {
       rb.token_lo = r.get_at_least_or<int>("token_lo", -1, -1);
       rb.token_hi = r.get_at_least_or<int>("token_hi", 0, 0);
       rb.seq_len = r.get_at_least_or<int>("seq_len", 0, 0);
+      rb.embedded = r.get_or<double>("embedded", 0.0);
+      KV_CHECK(rb.embedded >= 0 && rb.embedded <= 1, "{}: train.random_blocks.embedded must be "
+               "in [0, 1], got {}", s.file(), rb.embedded);
     }
     if (s.has("probe")) {
       YamlMap p = s.map("probe");

@@ -398,10 +398,10 @@ TEST_CASE("batch_at: random-token blocks repeated to fill the window", "[train]"
   int blocks = 0, total = 0;
   std::set<int> lengths;
   for (int step = 0; step < 8; ++step) {
-    int counted = -1, counted_half = -1;
+    int64_t counted = -1, counted_half = -1;
     const auto plain = batch_at(stream, 1, o, step), rb = batch_at(stream, 1, all, step, &counted),
                mix = batch_at(stream, 1, half, step, &counted_half);
-    CHECK(counted == o.batch);
+    CHECK(counted == int64_t(o.batch) * 129);
     int in_mix = 0;
     for (size_t b = 0; b < plain.size(); ++b) {
       const auto& s = rb[b];
@@ -421,9 +421,55 @@ TEST_CASE("batch_at: random-token blocks repeated to fill the window", "[train]"
       CHECK((is_block || mix[b] == plain[b]));  // the mix is one or the other, per sequence
       in_mix += is_block;
     }
-    CHECK(in_mix == counted_half);
+    CHECK(int64_t(in_mix) * 129 == counted_half);
     blocks += in_mix, total += int(plain.size());
   }
   CHECK(lengths.size() > 15);
   CHECK(std::abs(double(blocks) / total - 0.5) < 0.1);  // 400 draws: 5 standard deviations
+}
+
+TEST_CASE("batch_at: embedded random blocks are a passkey told twice inside a text window",
+          "[train]") {
+  // Text ids 3..999 in order (so any position's id says where it came from); block ids
+  // 1000..1299, which the text never uses.
+  std::vector<int32_t> stream(5000);
+  for (size_t i = 0; i < stream.size(); ++i) stream[i] = int32_t(3 + i % 997);
+  TrainOptions o;
+  o.batch = 40, o.seq_len = 129, o.seed = 9;
+  TrainOptions emb = o;
+  emb.random_blocks = {1.0, 4, 30, 1000, 1300};
+  emb.random_blocks.embedded = 1.0;
+  std::set<int64_t> distances;
+  for (int step = 0; step < 5; ++step) {
+    int64_t counted = 0;
+    const auto plain = batch_at(stream, 1, o, step), e = batch_at(stream, 1, emb, step, &counted);
+    int64_t block_ids = 0;
+    for (size_t b = 0; b < e.size(); ++b) {
+      const auto& s = e[b];
+      REQUIRE(s.size() == 129);
+      CHECK(s[0] == 1);
+      // Outside the two copies the window is the plain batch's text, unchanged.
+      std::vector<size_t> at;
+      for (size_t i = 1; i < s.size(); ++i)
+        if (s[i] >= 1000) at.push_back(i);
+        else CHECK(s[i] == plain[b][i]);
+      REQUIRE(at.size() % 2 == 0);
+      const size_t len = at.size() / 2;
+      CHECK((len >= 4 && len <= 30));
+      // Two contiguous copies of the same distinct ids, the second after the first.
+      const size_t p1 = at[0], p2 = at[len];
+      CHECK(at[len - 1] == p1 + len - 1);
+      CHECK(at.back() == p2 + len - 1);
+      std::set<int32_t> ids;
+      for (size_t k = 0; k < len; ++k) {
+        CHECK(s[p2 + k] == s[p1 + k]);
+        ids.insert(s[p1 + k]);
+      }
+      CHECK(ids.size() == len);
+      distances.insert(int64_t(p2 - p1));
+      block_ids += int64_t(at.size());
+    }
+    CHECK(counted == block_ids);
+  }
+  CHECK(distances.size() > 40);  // the distance varies
 }

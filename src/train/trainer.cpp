@@ -62,7 +62,8 @@ std::vector<int32_t> random_block_sequence(int32_t bos, const RandomBlocks& rb, 
 }
 
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
-                                           const TrainOptions& o, int step, int* block_seqs) {
+                                           const TrainOptions& o, int step,
+                                           int64_t* block_tokens) {
   const int64_t n = o.seq_len - 1;
   KV_CHECK(int64_t(stream.size()) > n, "training: the text has {} tokens, a sequence needs {}",
            stream.size(), n + 1);
@@ -73,7 +74,7 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   // And a third which sequences are random blocks (three draws each, whatever the share).
   std::mt19937_64 blk((o.seed + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull + uint64_t(step));
   const RandomBlocks& rb = o.random_blocks;
-  if (block_seqs) *block_seqs = 0;
+  if (block_tokens) *block_tokens = 0;
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
@@ -98,10 +99,27 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
     if (rb.share > 0) {
       const double u = double(blk() >> 11) / 9007199254740992.0;
       const uint64_t r_len = blk(), r_seed = blk();
-      if (u < rb.share) {
+      // Three more draws per sequence when some blocks are embedded (only then, so that
+      // runs without the key keep their batches).
+      const double e = rb.embedded > 0 ? double(blk() >> 11) / 9007199254740992.0 : 1.0;
+      const uint64_t r_p1 = rb.embedded > 0 ? blk() : 0, r_p2 = rb.embedded > 0 ? blk() : 0;
+      if (u < rb.share && e < rb.embedded) {
+        // A passkey in text, told twice: the block over [p1, p1 + len) and again over
+        // [p2, p2 + len), p2 >= p1 + len, both at random (the distance too, as repeat_share).
+        const int64_t len = std::min<int64_t>(
+            n / 2, rb.min_len + int64_t(r_len % uint64_t(rb.max_len - rb.min_len + 1)));
+        const std::vector<int32_t> block =
+            random_block_sequence(bos, rb, int(len) + 1, int(len), r_seed);  // [bos, block]
+        const int64_t p1 = int64_t(r_p1 % uint64_t(n - 2 * len + 1));
+        const int64_t p2 = p1 + len + int64_t(r_p2 % uint64_t(n - p1 - 2 * len + 1));
+        std::copy(block.begin() + 1, block.end(), s.begin() + 1 + p1);
+        std::copy(block.begin() + 1, block.end(), s.begin() + 1 + p2);
+        if (block_tokens) *block_tokens += 2 * len;
+      } else if (u < rb.share) {
         const int len = rb.min_len + int(r_len % uint64_t(rb.max_len - rb.min_len + 1));
-        s = random_block_sequence(bos, rb, rb.seq_len > 0 ? rb.seq_len : o.seq_len, len, r_seed);
-        if (block_seqs) ++*block_seqs;
+        const int sl = rb.seq_len > 0 ? rb.seq_len : o.seq_len;
+        s = random_block_sequence(bos, rb, sl, len, r_seed);
+        if (block_tokens) *block_tokens += sl;
       }
     }
     out.push_back(std::move(s));

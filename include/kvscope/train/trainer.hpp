@@ -23,6 +23,10 @@ struct RandomBlocks {
   int min_len = 0, max_len = 0;    // block length, uniform in [min_len, max_len]
   int token_lo = 0, token_hi = 0;  // ids uniform in [token_lo, token_hi)
   int seq_len = 0;                 // tokens per block sequence; 0 = TrainOptions::seq_len
+  // Share of the block sequences that are instead a text window with one block written
+  // twice at random places (a passkey in natural text, told twice): copying in a context
+  // that is not random ids, which pure block sequences never show.
+  double embedded = 0.0;
 };
 
 struct TrainOptions {
@@ -67,10 +71,12 @@ struct StepStats {
 // The batch of `step`: `batch` windows of `stream`, deterministic in (seed, step); with
 // repeat_share > 0, that share of them (drawn per sequence) repeat one of their passages.
 // With random_blocks.share > 0, that share of them (drawn per sequence, from a stream of
-// its own) are random-token blocks repeated instead; `block_seqs` (if given) counts them.
+// its own) are random-token blocks repeated instead (or, random_blocks.embedded of those,
+// text windows holding one block twice); `block_tokens` (if given) counts the tokens of
+// the block sequences (BOS included) plus the block tokens of the embedded ones.
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
                                            const TrainOptions& o, int step,
-                                           int* block_seqs = nullptr);
+                                           int64_t* block_tokens = nullptr);
 // One random block sequence of seq_len tokens: bos + the block of length len from `seed`
 // repeated (deterministic in seed).
 std::vector<int32_t> random_block_sequence(int32_t bos, const RandomBlocks& rb, int seq_len,
