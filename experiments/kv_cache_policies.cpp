@@ -16,6 +16,8 @@
 //     copy: {context: 0, segment: 32, depths: [0.1, 0.5], trials: 8}
 //     recall: {lengths: [], depths: [0, 0.25, 0.5, 0.75, 1], names: [...], needle: ...,
 //              cue: Then, trials: 4}
+//     passkey: {lengths: [], depths: [0, 0.25, 0.5, 0.75, 1], key: 16, token_lo: -1,
+//               token_hi: 0, trials: 8}  # task passkey: the needle test with random ids
 //     perplexity: {window: 0, prefill: 0.75, windows: 16}
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -36,9 +38,24 @@ const std::vector<std::string> kPolicies = {
 // The detector's check by intervention, not in the default list: razor turned inside out.
 // ablate_retrieval masks the far context of the heads razor protects (they keep only sinks
 // and the recent window, no compensation) and leaves every other head whole; ablate_random
-// does the same to razor_random's heads. If the probe found the heads that copy, the first
-// breaks copying and the second does not.
+// does the same to as many heads drawn at random from the others. If the probe found the heads that
+// copy, the first breaks copying and the second does not.
 const std::vector<std::string> kAblations = {"ablate_retrieval", "ablate_random"};
+
+// As many heads as `heads` selects, drawn at random from the heads it does not select (the
+// control of ablate_retrieval must not ablate a selected head by chance: with 8 KV heads,
+// 3 random ones miss 3 selected ones only 18% of the time). All of them when too few remain.
+std::vector<uint8_t> others_at_random(const std::vector<uint8_t>& heads, uint64_t seed) {
+  std::vector<size_t> others;
+  for (size_t i = 0; i < heads.size(); ++i)
+    if (!heads[i]) others.push_back(i);
+  const int count = int(std::count(heads.begin(), heads.end(), 1));
+  const std::vector<uint8_t> pick =
+      random_heads(int(others.size()), std::min(count, int(others.size())), seed);
+  std::vector<uint8_t> out(heads.size(), 0);
+  for (size_t j = 0; j < others.size(); ++j) out[others[j]] = pick[j];
+  return out;
+}
 
 std::vector<uint8_t> complement(std::vector<uint8_t> v) {
   for (uint8_t& x : v) x = x ? 0 : 1;
@@ -56,6 +73,7 @@ struct PoliciesConfig {
   bool has_filler = false;
   CopyTask copy;
   RecallTask recall;
+  PasskeyTask passkey;
   PerplexityTask ppl;
 };
 
@@ -97,9 +115,8 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
       if (name == "razor_random") p.protected_heads = random_heads(total, count, seed + si);
       if (name.rfind("ablate", 0) == 0) {
         p.kind = PolicyKind::kRazor, p.compensation = false;
-        p.protected_heads = complement(name == "ablate_retrieval"
-                                           ? heads
-                                           : random_heads(total, count, seed + si));
+        p.protected_heads =
+            complement(name == "ablate_retrieval" ? heads : others_at_random(heads, seed + si));
       }
       f.specs.push_back(p);
       f.shares.push_back(name == "full" ? -1.0 : sel.induction_share);
@@ -115,9 +132,9 @@ std::vector<int32_t> without_bos(std::vector<int32_t> t, int32_t bos) {
 
 Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
   const bool want_copy = has(cfg.tasks, "copy"), want_recall = has(cfg.tasks, "recall"),
-             want_ppl = has(cfg.tasks, "perplexity");
-  KV_CHECK(!(want_copy || want_recall) || cfg.has_filler,
-           "{}: kv_cache_policies.filler (a text) is needed by the copy and recall tasks",
+             want_ppl = has(cfg.tasks, "perplexity"), want_passkey = has(cfg.tasks, "passkey");
+  KV_CHECK(!(want_copy || want_recall || want_passkey) || cfg.has_filler,
+           "{}: kv_cache_policies.filler (a text) is needed by the copy, recall and passkey tasks",
            ctx.config_file.string());
   KV_CHECK(
       !want_ppl || !ctx.texts.empty(),
@@ -133,6 +150,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                           {"kv_share", Column::Float},
                           {"copy_accuracy", Column::Float},
                           {"recall_accuracy", Column::Float},
+                          {"passkey_accuracy", Column::Float},
                           {"perplexity", Column::Float}});
   Table copy("copy", {{"model", Column::String},
                       {"policy", Column::String},
@@ -152,6 +170,16 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                           {"chance", Column::Float},
                           {"mean_rank", Column::Float},
                           {"kv_share", Column::Float}});
+  Table passkey("passkey", {{"model", Column::String},
+                            {"policy", Column::String},
+                            {"length", Column::Int},
+                            {"depth", Column::Float},
+                            {"passkeys", Column::Int},
+                            {"predictions", Column::Int},
+                            {"accuracy", Column::Float},
+                            {"exact", Column::Float},
+                            {"chance", Column::Float},
+                            {"kv_share", Column::Float}});
   Table ppl("perplexity", {{"model", Column::String},
                            {"policy", Column::String},
                            {"text", Column::String},
@@ -194,9 +222,10 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
           for (int g = 0; g < c.n_kv_heads; ++g)
             if (p.protected_heads[size_t(l) * c.n_kv_heads + g])
               prot.add_row({ms.name, p.name, int64_t(l), int64_t(g)});
-    std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), ppl_first(np, NAN);
+    std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), passkey_acc(np, NAN),
+        ppl_first(np, NAN);
     std::vector<int32_t> filler;
-    if (want_copy || want_recall)
+    if (want_copy || want_recall || want_passkey)
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
     if (want_copy) {
       const auto r = run_copy(m, filler, cfg.copy, fam.specs, cfg.params);
@@ -221,6 +250,24 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
           recall.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth, sc.count,
                           sc.score, 1.0 / double(cfg.recall.names.size()), sc.aux, sc.kv_share});
           recall_acc[i] += sc.score / double(r.size());
+        }
+    }
+    if (want_passkey) {
+      PasskeyTask pt = cfg.passkey;
+      pt.seed = ctx.seed;
+      const auto r = run_passkey(m, filler, pt, fam.specs, cfg.params);
+      KV_CHECK(!r.empty(), "{}: no passkey length fits model {} (context {})",
+               ctx.config_file.string(), ms.name, c.max_seq_len);
+      const int lo = pt.token_lo >= 0 ? pt.token_lo : default_token_lo(c);
+      const int hi = pt.token_hi > 0 ? pt.token_hi : c.vocab_size;
+      std::fill(passkey_acc.begin(), passkey_acc.end(), 0.0);
+      for (const RecallCell& cell : r)
+        for (size_t i = 0; i < np; ++i) {
+          const TaskScore& sc = cell.scores[i];
+          passkey.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth,
+                           int64_t(pt.trials), sc.count, sc.score, sc.aux,
+                           1.0 / double(hi - lo - pt.key), sc.kv_share});
+          passkey_acc[i] += sc.score / double(r.size());
         }
     }
     if (want_ppl)
@@ -254,7 +301,8 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                                          : 0;
       main.add_row({ms.name, fam.specs[i].name, fam.shares[i], int64_t(protected_heads),
                     int64_t(total), int64_t(N), kept * per_slot, int64_t(total) * N * per_slot,
-                    double(kept) / (double(total) * N), copy_acc[i], recall_acc[i], ppl_first[i]});
+                    double(kept) / (double(total) * N), copy_acc[i], recall_acc[i], passkey_acc[i],
+                    ppl_first[i]});
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -265,13 +313,18 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
   if (want_recall)
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "recall.csv", dir); });
-  if (want_recall && cfg.induction_shares.size() > 1 && has(cfg.policies, "full") &&
-      has(cfg.policies, "razor"))
+  if ((want_recall || want_passkey) && cfg.induction_shares.size() > 1 &&
+      has(cfg.policies, "full") && has(cfg.policies, "razor"))
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_ablation(dir / "policies.csv", dir); });
   Tables out{main, prot};
   if (want_copy) out.push_back(copy);
   if (want_recall) out.push_back(recall);
+  if (want_passkey) {
+    out.push_back(passkey);
+    ctx.after_tables.push_back(
+        [](const std::filesystem::path& dir) { plot_recall(dir / "passkey.csv", dir); });
+  }
   if (want_ppl) out.push_back(ppl);
   return out;
 }
@@ -308,9 +361,9 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.probe = parse_probe_options(probe);
     if (s.has("tasks")) cfg.tasks = s.list<std::string>("tasks");
     for (const std::string& t : cfg.tasks)
-      KV_CHECK(t == "copy" || t == "recall" || t == "perplexity",
-               "{}: kv_cache_policies.tasks: '{}' is not one of copy, recall, perplexity", s.file(),
-               t);
+      KV_CHECK(t == "copy" || t == "recall" || t == "passkey" || t == "perplexity",
+               "{}: kv_cache_policies.tasks: '{}' is not one of copy, recall, passkey, perplexity",
+               s.file(), t);
     if (s.has("filler")) {
       YamlMap f = s.map("filler");
       cfg.filler = parse_text_spec(f);
@@ -333,6 +386,16 @@ ExperimentKind kv_cache_policies_kind() {
     for (const std::vector<double>* ds : {&cfg.copy.depths, &cfg.recall.depths})
       for (double d : *ds)
         KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies: depth {} is not in [0, 1]", s.file(), d);
+    YamlMap pk = s.map_or_empty("passkey");
+    cfg.passkey.lengths = pk.list_or<int>("lengths", {});
+    cfg.passkey.depths = pk.list_or<double>("depths", cfg.passkey.depths);
+    cfg.passkey.key = pk.get_at_least_or<int>("key", 2, cfg.passkey.key);
+    cfg.passkey.token_lo = pk.get_at_least_or<int>("token_lo", -1, -1);
+    cfg.passkey.token_hi = pk.get_at_least_or<int>("token_hi", 0, 0);
+    cfg.passkey.trials = pk.get_at_least_or<int>("trials", 1, cfg.passkey.trials);
+    for (double d : cfg.passkey.depths)
+      KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies.passkey: depth {} is not in [0, 1]",
+               s.file(), d);
     YamlMap pp = s.map_or_empty("perplexity");
     cfg.ppl.window = pp.get_at_least_or<int>("window", 0, 0);
     cfg.ppl.prefill = pp.get_or<double>("prefill", cfg.ppl.prefill);

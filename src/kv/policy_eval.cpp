@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 
@@ -245,6 +247,73 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
         r.aux /= double(r.count);
       }
       out.push_back({L, depth, row});
+    }
+  }
+  return out;
+}
+
+std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
+                                    const PasskeyTask& t, const std::vector<PolicySpec>& policies,
+                                    const PolicyParams& p) {
+  const ModelConfig& c = m.config;
+  const int lo = t.token_lo >= 0 ? t.token_lo : default_token_lo(c);
+  const int hi = t.token_hi > 0 ? t.token_hi : c.vocab_size;
+  KV_CHECK(t.key >= 2 && lo < hi && hi <= c.vocab_size,
+           "passkey task: {} ids from [{}, {}) within a vocabulary of {}", t.key, lo, hi,
+           c.vocab_size);
+  std::vector<int> lengths = t.lengths;
+  if (lengths.empty()) lengths.push_back(c.max_seq_len);
+  std::vector<RecallCell> out;
+  for (int L : lengths) {
+    const int F = L - 2 * t.key;  // [BOS] filler.. KEY ..filler [KEY minus its last id]
+    if (L > c.max_seq_len || F < 1) continue;
+    // Every context of this length is prefilled to L - key tokens.
+    const auto resolved = resolve_all(policies, p, L - t.key);
+    for (size_t di = 0; di < t.depths.size(); ++di) {
+      std::vector<TaskScore> row(policies.size());
+      for (int tr = 0; tr < t.trials; ++tr) {
+        const auto filler = slice(stream, int64_t(tr) * L, F, "passkey task");
+        // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
+        // arithmetic (the same passkeys on every standard library).
+        std::vector<uint8_t> used(size_t(hi - lo), 0);
+        for (int32_t x : filler)
+          if (x >= lo && x < hi) used[size_t(x - lo)] = 1;
+        std::vector<int32_t> ids;
+        for (int x = lo; x < hi; ++x)
+          if (!used[size_t(x - lo)] && x != c.bos_id && x != c.eos_id) ids.push_back(x);
+        KV_CHECK(int(ids.size()) >= t.key,
+                 "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
+                 "passage, a passkey needs {}",
+                 ids.size(), lo, hi, F, t.key);
+        std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
+                            uint64_t(di) * 1009u + uint64_t(tr));
+        for (int i = 0; i < t.key; ++i)
+          std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % (ids.size() - size_t(i)))]);
+        const std::span<const int32_t> key(ids.data(), size_t(t.key));
+        const int a = int(std::lround(t.depths[di] * F));
+        std::vector<int32_t> s{c.bos_id};
+        s.insert(s.end(), filler.begin(), filler.begin() + a);
+        s.insert(s.end(), key.begin(), key.end());
+        s.insert(s.end(), filler.begin() + a, filler.end());
+        const std::vector<double> share =
+            for_each_policy(m, s, t.key - 1, resolved, [&](size_t pi, RunState& st) {
+              int hits = 0;
+              decode(m, st, key.subspan(0, size_t(t.key - 1)),
+                     [&](size_t k, std::span<const float> lg) {
+                       hits += argmax(lg) == key[k + 1];
+                     });
+              row[pi].score += hits;
+              row[pi].aux += hits == t.key - 1;
+              row[pi].count += t.key - 1;
+            });
+        for (size_t pi = 0; pi < policies.size(); ++pi) row[pi].kv_share += share[pi];
+      }
+      for (TaskScore& r : row) {
+        r.score /= double(r.count);
+        r.aux /= double(t.trials);
+        r.kv_share /= double(t.trials);
+      }
+      out.push_back({L, t.depths[di], row});
     }
   }
   return out;

@@ -48,9 +48,14 @@ std::vector<fs::path> plot_induction(const fs::path& induction_csv, const fs::pa
 
 std::vector<fs::path> plot_ablation(const fs::path& policies_csv, const fs::path& out_dir) {
   const CsvData d = read_csv(policies_csv);
+  // The needle test: the passkey task where it ran, else name recall.
+  const bool has_pk =
+      std::find(d.header.begin(), d.header.end(), "passkey_accuracy") != d.header.end();
+  bool passkey = false;
+  for (const auto& r : d.rows) passkey |= has_pk && r[d.column("passkey_accuracy")] != "nan";
   const size_t c_model = d.column("model"), c_policy = d.column("policy"),
                c_prot = d.column("protected_heads"), c_kv = d.column("kv_heads"),
-               c_acc = d.column("recall_accuracy");
+               c_acc = d.column(passkey ? "passkey_accuracy" : "recall_accuracy");
   std::map<std::string, double> full;
   std::map<std::string, std::vector<std::pair<double, double>>> pts;  // share %, acc / full
   std::vector<std::string> order;
@@ -59,8 +64,8 @@ std::vector<fs::path> plot_ablation(const fs::path& policies_csv, const fs::path
   for (const auto& r : d.rows) {
     if (r[c_policy].rfind("razor@", 0) != 0 || !full.count(r[c_model])) continue;
     if (!pts.count(r[c_model])) order.push_back(r[c_model]);
-    pts[r[c_model]].push_back({100 * std::stod(r[c_prot]) / std::stod(r[c_kv]),
-                               std::stod(r[c_acc]) / full[r[c_model]]});
+    pts[r[c_model]].push_back(
+        {100 * std::stod(r[c_prot]) / std::stod(r[c_kv]), std::stod(r[c_acc]) / full[r[c_model]]});
   }
   std::vector<fs::path> written;
   for (const std::string& model : order) {
@@ -76,13 +81,13 @@ std::vector<fs::path> plot_ablation(const fs::path& policies_csv, const fs::path
       std::string s = s0 + plot_detail::terminal(ext, 700, 460) + "\n";
       s += fmt::format("set output '{}.partial'\n", out.string());
       s += fmt::format(
-          "set title '{}: needle recall under razor, as a share of the full cache'\n"
-          "set xlabel 'heads kept whole (% of KV heads)'\nset ylabel 'recall / full cache'\n"
+          "set title '{}: {} under razor, as a share of the full cache'\n"
+          "set xlabel 'heads kept whole (% of KV heads)'\nset ylabel 'accuracy / full cache'\n"
           "set grid\nset key bottom right\nset yrange [0:1.1]\nset xrange [0:*]\n"
           "plot $K using 1:2 with linespoints pt 7 title '{} (kvscope)', $P using 1:2 with "
           "linespoints pt 5 title 'paper: Qwen1.5-7B needle', 1 dt 2 lc 'gray' title 'full "
           "cache'\nunset output\n",
-          model, model);
+          model, passkey ? "passkey accuracy" : "name recall", model);
       run_gnuplot(s, {out}, "plot " + out.string());
       written.push_back(out);
     }

@@ -61,13 +61,16 @@ std::vector<fs::path> plot_recall(const fs::path& recall_csv, const fs::path& ou
     for (size_t y = 0; y < f.depths.size(); ++y)
       yt += fmt::format("{}'{:g}' {}", y ? ", " : "", std::stod(f.depths[y]), y);
     for (const char* ext : {"png", "svg"}) {
-      const fs::path out = out_dir / fmt::format("recall_{}.{}", file_safe(model), ext);
+      // recall.csv or passkey.csv (the same grid; the file's stem names the task).
+      const std::string task = recall_csv.stem().string();
+      const fs::path out = out_dir / fmt::format("{}_{}.{}", task, file_safe(model), ext);
       std::string s = s0 + plot_detail::terminal(ext, 380 * cols, 60 + 300 * rows) + "\n";
       s += fmt::format("set output '{}.partial'\n", out.string());
       s += fmt::format(
-          "set multiplot layout {},{} title '{}: name recall accuracy (chance {:.3f}) by context "
+          "set multiplot layout {},{} title '{}: {} accuracy (chance {:.3f}) by context "
           "length and needle depth'\n",
-          rows, cols, model, std::stod(f.chance));
+          rows, cols, model, task == "passkey" ? "passkey" : "name recall",
+          std::stod(f.chance));
       s += fmt::format(
           "set xtics ({})\nset ytics ({})\nset xrange [-0.5:{}]\nset yrange [-0.5:{}]\n"
           "set xlabel 'context tokens'\nset ylabel 'needle depth'\nset cbrange [0:1]\n"

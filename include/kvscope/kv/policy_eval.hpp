@@ -94,6 +94,28 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                                    std::span<const int32_t> stream, const RecallTask& t,
                                    const std::vector<PolicySpec>& policies, const PolicyParams& p);
 
+// The needle test with a passkey, in kind: `key` random ids (distinct, from [token_lo,
+// token_hi), none of them in the trial's filler) planted at `depth` of a filler context of
+// `length` tokens; at the end the first id is given again and the rest are predicted one
+// at a time (teacher-forced) through the compressed cache. What one-token matching can
+// retrieve: the first id occurs only in the passkey, so the circuit of an induction head
+// finds it, whatever the model knows about the text around it.
+struct PasskeyTask {
+  std::vector<int> lengths;  // context tokens incl. BOS; [] = the model's context
+  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  int key = 16;                     // passkey ids
+  int token_lo = -1, token_hi = 0;  // -1: one past BOS / EOS; 0: the vocabulary size
+  int trials = 8;                   // passkeys (and filler passages) per (length, depth)
+  uint64_t seed = 0;
+};
+
+// Per (length, depth), lengths outer: score = accuracy over the predicted ids, aux = share
+// of passkeys with every id right, count = predictions (key - 1 per passkey). Lengths
+// beyond the model's context or too short for two passkeys are left out.
+std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
+                                    const PasskeyTask& t, const std::vector<PolicySpec>& policies,
+                                    const PolicyParams& p);
+
 struct PerplexityTask {
   int window = 0;         // tokens per window incl. BOS; 0 = the model's context
   double prefill = 0.75;  // share of each window prefilled before compression
