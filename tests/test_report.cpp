@@ -2,6 +2,7 @@
 // hand-written CSVs whose verdicts and percentages are worked out by hand.
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
+#include <tuple>
 
 #include <cmath>
 
@@ -167,8 +168,8 @@ TEST_CASE("report B3: the largest share against the smallest, with noise", "[rep
                400);
   std::string r = make_report(tmp.path);
   CHECK(verdict(r, "B3") == "reproduced in kind (within noise)");
-  CHECK_THAT(r,
-             Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 heads) | 0.360 ± 0.024 (2 heads) |"));
+  CHECK_THAT(r, Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 heads = 25%, 75% of full) | "
+                         "0.360 ± 0.024 (2 heads = 25%, 90% of full) |"));
   write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
                40000);  // 2 SE = 0.0066 < 0.04
   r = make_report(tmp.path);
@@ -186,4 +187,43 @@ TEST_CASE("report B1: scores with their standard errors and heads above uniform"
   const std::string r = make_report(tmp.path);
   CHECK_THAT(r, Contains("| m | 2 of 8 | 1 | 0.0400 ± 0.002 | 0.0200 ± 0.0005 | 0.0100 |"));
   CHECK(verdict(r, "B1") == "reproduced in kind");  // 0.04 / 0.01 = 4x > 3x
+}
+
+TEST_CASE("report B2 and C1: the passkey grid decides where it ran", "[report]") {
+  test::TempDir tmp("report_passkey");
+  const fs::path dir = tmp / "paper_b_razor";
+  fs::create_directories(dir);
+  // Passkey accuracies over 100 passkeys each (two cells of 50): razor 0.9 beats streaming
+  // 0.2 and h2o 0.3 by far more than 2 SE (sqrt(0.09 / 100 + 0.16 / 100) = 0.05); name
+  // recall says the opposite (razor 0.1 < 0.5), and must not decide.
+  std::string pol =
+      "model,policy,induction_share,protected_heads,kv_heads,context,kv_bytes,full_kv_bytes,"
+      "kv_share,copy_accuracy,recall_accuracy,passkey_accuracy,perplexity\n";
+  std::string pk =
+      "model,policy,length,depth,passkeys,predictions,accuracy,exact,chance,kv_share\n";
+  std::string rec = "model,policy,length,depth,questions,accuracy,chance,mean_rank,kv_share\n";
+  const std::vector<std::tuple<std::string, double, double, int>> rows = {
+      {"full", 0.95, 0.5, 8},
+      {"razor", 0.9, 0.1, 3},
+      {"streaming", 0.2, 0.5, 0},
+      {"h2o", 0.3, 0.5, 0},
+      {"ablate_retrieval", 0.05, 0.1, 5},
+      {"ablate_random", 0.93, 0.1, 5}};
+  for (const auto& [p, key, name, prot] : rows) {
+    pol += fmt::format("m,{},0.14,{},8,512,1,1,0.3,nan,{},{},10\n", p, prot, name, key);
+    for (int cell = 0; cell < 2; ++cell) {
+      pk += fmt::format("m,{},512,{},50,750,{},0,0.004,0.3\n", p, cell, key);
+      rec += fmt::format("m,{},512,{},50,{},0.125,2,0.3\n", p, cell, name);
+    }
+  }
+  test::write_bytes(dir / "policies.csv", pol);
+  test::write_bytes(dir / "passkey.csv", pk);
+  test::write_bytes(dir / "recall.csv", rec);
+  const std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "B2") == "reproduced in kind");
+  // 0.9 over 100 passkeys: sqrt(0.09 / 100) = 0.030.
+  CHECK_THAT(r, Contains("| m | passkey_accuracy | 0.30 | 0.950 ± 0.022 | 0.900 ± 0.030 |"));
+  // C1: ablating the 3 selected heads (8 - 5 kept whole) costs 0.9, the others 0.02.
+  CHECK(verdict(r, "C1") == "confirmed");
+  CHECK_THAT(r, Contains("| 0.050 ± 0.022 (3 heads) | 0.930 ± 0.026 (3 heads) |"));
 }

@@ -115,5 +115,8 @@ Section longbench(const fs::path& root);
 Section ablation(const fs::path& root);
 Section echo_comp(const fs::path& root);
 Section compression(const fs::path& root);
+// Beyond the papers (report_beyond.cpp).
+Section detector(const fs::path& root);
+Section reduction_circuit(const fs::path& root);
 
 }  // namespace kvscope::report_detail

@@ -14,7 +14,8 @@ namespace kvscope::report_detail {
 
 Section energy(const fs::path& root) {
   Section s{"A1", "Fig. 1: energy of the top singular values of K and V", kDiffers, ""};
-  const Rows r = load_all(root, {"paper_a_energy", "paper_a_energy_mha"}, "summary.csv");
+  const Rows r = load_all(
+      root, {"paper_a_energy", "paper_a_energy_mha", "paper_a_energy_induction"}, "summary.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_energy"), s;
   s.body =
       "Paper (LLaMA2-7B, C4): keys and values are low-rank; the top 25% of singular values "
@@ -52,6 +53,7 @@ Section energy(const fs::path& root) {
       "than half the energy of both K after RoPE and V.*\n";
   s.body += plots(root, "paper_a_energy", "energy_");
   s.body += plots(root, "paper_a_energy_mha", "energy_");
+  s.body += plots(root, "paper_a_energy_induction", "energy_");
   return s;
 }
 
@@ -63,7 +65,8 @@ const std::map<int, std::array<double, 3>> kPaperTable4 = {  // KV heads of 32 -
 
 Section table4(const fs::path& root) {
   Section s{"A2", "Table 4: perplexity after MHA -> GQA initialisation", kDiffers, ""};
-  const Rows r = load_all(root, {"paper_a_table4", "paper_a_table4_mha"}, "reduction.csv");
+  const Rows r = load_all(
+      root, {"paper_a_table4", "paper_a_table4_mha", "paper_a_table4_induction"}, "reduction.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_table4"), s;
   s.body =
       "| model | KV heads | original | mean-pool | SVD-w | SVD-a |\n|---|---|---|---|---|---|\n";
@@ -104,6 +107,7 @@ Section table4(const fs::path& root) {
       "every model x target case.*\n";
   s.body += plots(root, "paper_a_table4", "reduction_");
   s.body += plots(root, "paper_a_table4_mha", "reduction_");
+  s.body += plots(root, "paper_a_table4_induction", "reduction_");
   return s;
 }
 
@@ -229,7 +233,9 @@ Section calibration(const fs::path& root) {
 
 Section decode_speed(const fs::path& root) {
   Section s{"A5", "Decode speed with fewer KV heads", kDiffers, ""};
-  const Rows r = load_all(root, {"paper_a_table4", "paper_a_table4_mha"}, "timing_decode.csv");
+  const Rows r =
+      load_all(root, {"paper_a_table4", "paper_a_table4_mha", "paper_a_table4_induction"},
+               "timing_decode.csv");
   if (!r.ok) return s.verdict = "not run", s.body = not_run("paper_a_table4"), s;
   double sum = 0, lo = 1e30, hi = 0;
   for (const auto& row : r.rows) {
