@@ -24,7 +24,6 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
-#include "retrieval_config.hpp"
 #include "kvscope/io/sequences.hpp"
 #include "kvscope/kv/calibration.hpp"
 #include "kvscope/kv/kv_reduction.hpp"
@@ -32,6 +31,7 @@
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
+#include "retrieval_config.hpp"
 
 namespace kvscope {
 
@@ -183,9 +183,8 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
     ProbeOptions o = cfg.probe;
     o.seed = ctx.seed;
     const InductionSummary r = summarize_induction(rm, o);
-    induction.add_row({model, method, int64_t(rm.config.n_kv_heads), n, r.best_induction,
-                       r.uniform, r.ratio(), int64_t(r.layer), r.copy_first, r.copy_later,
-                       r.copy_drop()});
+    induction.add_row({model, method, int64_t(rm.config.n_kv_heads), n, r.best_induction, r.uniform,
+                       r.ratio(), int64_t(r.layer), r.copy_first, r.copy_later, r.copy_drop()});
   };
   PerplexityOptions po;
   po.window = cfg.window;
