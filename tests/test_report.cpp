@@ -168,8 +168,8 @@ TEST_CASE("report B3: the largest share against the smallest, with noise", "[rep
                400);
   std::string r = make_report(tmp.path);
   CHECK(verdict(r, "B3") == "reproduced in kind (within noise)");
-  CHECK_THAT(r, Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 heads = 25%, 75% of full) | "
-                         "0.360 ± 0.024 (2 heads = 25%, 90% of full) |"));
+  CHECK_THAT(r, Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 head(s) = 25%, 75% of full) | "
+                         "0.360 ± 0.024 (2 head(s) = 25%, 90% of full) |"));
   write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
                40000);  // 2 SE = 0.0066 < 0.04
   r = make_report(tmp.path);
