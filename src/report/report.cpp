@@ -55,8 +55,8 @@ std::string make_report(const fs::path& root) {
       "tinystories656K, babyllama105 (0.3-1 M parameters, 256-512-token contexts, GQA with 4 KV "
       "heads) and two that kvscope trained on Jane Austen, austen_mha8 (RoPE) and "
       "austen_mha8_alibi (0.9 M parameters, 8 heads = 8 KV heads, 1024-token context), and "
-      "austen_induction, trained by kvscope to have induction heads (0.5 M parameters, 2 layers "
-      "x 8 heads = 8 KV heads, 512-token context; paper B is computed on it); each "
+      "austen_induction, trained by kvscope to have induction heads (0.47 M parameters, 2 "
+      "layers x 4 heads = 4 KV heads, 512-token context; paper B is computed on it); each "
       "results directory's `manifest.json` records the config, input checksums, "
       "commit and timings. Verdicts are computed from the numbers by the rule each section "
       "states.\n\n| | paper table | verdict |\n|---|---|---|\n";

@@ -100,7 +100,7 @@ Section table4(const fs::path& root) {
       "\n**{}.** SVD-a beats mean-pooling and SVD-w in {} of {} model x target cases, with "
       "{:.1f}x to {:.1f}x lower perplexity than mean-pooling (the largest: {} KV heads; the "
       "paper: 80x at 16 of 32 heads, 21x at 8). The gap grows with the heads merged per group "
-      "and with the heads' width; the kvscope-trained 8-head models (austen_*) show it best.\n",
+      "and with the heads' width; the multi-head models kvscope trained (austen_*) show it best.\n",
       s.verdict, ordered, cases, worst_gap, best_gap, best_case);
   s.body +=
       "\n*Rule: reproduced when SVD-a has the lowest perplexity of the three initialisations in "
