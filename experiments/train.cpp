@@ -278,11 +278,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       [title = training_title(ctx.manifest->config)](const std::filesystem::path& dir) {
         plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
       });
-  if (cfg.induction_eval)
-    ctx.after_tables.push_back(
-        [](const std::filesystem::path& dir) { plot_induction(dir / "induction.csv", dir); });
-  if (cfg.induction_eval) return {loss, ev, ind, timing};
-  return {loss, ev, timing};
+  if (!cfg.induction_eval) return {loss, ev, timing};
+  ctx.after_tables.push_back(
+      [](const std::filesystem::path& dir) { plot_induction(dir / "induction.csv", dir); });
+  return {loss, ev, ind, timing};
 }
 
 }  // namespace

@@ -61,9 +61,26 @@ std::vector<int32_t> random_block_sequence(int32_t bos, const RandomBlocks& rb, 
   return s;
 }
 
+namespace {
+
+// A uniform double in [0, 1) from the top 53 bits of one draw.
+double unit(uint64_t r) {
+  return double(r >> 11) / 9007199254740992.0;
+}
+
+// Where a passage of `len` tokens (len <= n / 2) and its copy go in a window of n tokens,
+// from two draws: p1 anywhere it leaves room for the copy, p2 >= p1 + len anywhere after.
+// Length and distance vary, so that no fixed-offset head can do the copying: only matching
+// the current token earlier and reading what followed it (induction) can.
+std::pair<int64_t, int64_t> two_places(int64_t n, int64_t len, uint64_t r1, uint64_t r2) {
+  const int64_t p1 = int64_t(r1 % uint64_t(n - 2 * len + 1));
+  return {p1, p1 + len + int64_t(r2 % uint64_t(n - p1 - 2 * len + 1))};
+}
+
+}  // namespace
+
 std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int32_t bos,
-                                           const TrainOptions& o, int step,
-                                           int64_t* block_tokens) {
+                                           const TrainOptions& o, int step, int64_t* block_tokens) {
   const int64_t n = o.seq_len - 1;
   KV_CHECK(int64_t(stream.size()) > n, "training: the text has {} tokens, a sequence needs {}",
            stream.size(), n + 1);
@@ -71,7 +88,8 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   // A second stream decides which sequences repeat, so the offsets (and every batch of a
   // run without repeats) are the same as before the option existed.
   std::mt19937_64 rep(~(o.seed * 0x9e3779b97f4a7c15ull + uint64_t(step)));
-  // And a third which sequences are random blocks (three draws each, whatever the share).
+  // And a third which sequences are random blocks (three draws each whatever the share,
+  // three more with random_blocks.embedded).
   std::mt19937_64 blk((o.seed + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull + uint64_t(step));
   const RandomBlocks& rb = o.random_blocks;
   if (block_tokens) *block_tokens = 0;
@@ -83,40 +101,35 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
     if (o.repeat_share > 0 && n >= 4) {
       // Four draws per sequence whether it repeats or not: which passage a sequence would
       // repeat does not depend on the share.
-      const double u = double(rep() >> 11) / 9007199254740992.0;
+      const double u = unit(rep());
       const uint64_t r1 = rep(), r2 = rep(), r3 = rep();
       if (u < o.repeat_share) {
         // Copy a passage of length len from p1 over a later stretch at p2 >= p1 + len.
-        // Length and distance vary, so that no fixed-offset head can do the copying: only
-        // matching the current token earlier and reading what followed it (induction) can.
         const int64_t lo = std::max<int64_t>(2, n / 8), hi = n / 2;
         const int64_t len = lo + int64_t(r1 % uint64_t(hi - lo + 1));
-        const int64_t p1 = int64_t(r2 % uint64_t(n - 2 * len + 1));
-        const int64_t p2 = p1 + len + int64_t(r3 % uint64_t(n - p1 - 2 * len + 1));
+        const auto [p1, p2] = two_places(n, len, r2, r3);
         std::copy_n(s.begin() + 1 + p1, len, s.begin() + 1 + p2);
       }
     }
     if (rb.share > 0) {
-      const double u = double(blk() >> 11) / 9007199254740992.0;
+      const double u = unit(blk());
       const uint64_t r_len = blk(), r_seed = blk();
       // Three more draws per sequence when some blocks are embedded (only then, so that
       // runs without the key keep their batches).
-      const double e = rb.embedded > 0 ? double(blk() >> 11) / 9007199254740992.0 : 1.0;
+      const double e = rb.embedded > 0 ? unit(blk()) : 1.0;
       const uint64_t r_p1 = rb.embedded > 0 ? blk() : 0, r_p2 = rb.embedded > 0 ? blk() : 0;
+      const int len = rb.min_len + int(r_len % uint64_t(rb.max_len - rb.min_len + 1));
       if (u < rb.share && e < rb.embedded) {
-        // A passkey in text, told twice: the block over [p1, p1 + len) and again over
-        // [p2, p2 + len), p2 >= p1 + len, both at random (the distance too, as repeat_share).
-        const int64_t len = std::min<int64_t>(
-            n / 2, rb.min_len + int64_t(r_len % uint64_t(rb.max_len - rb.min_len + 1)));
+        // A passkey in text, told twice: the block (at most half the window) placed as
+        // repeat_share places its passage.
+        const int64_t kl = std::min<int64_t>(n / 2, len);
         const std::vector<int32_t> block =
-            random_block_sequence(bos, rb, int(len) + 1, int(len), r_seed);  // [bos, block]
-        const int64_t p1 = int64_t(r_p1 % uint64_t(n - 2 * len + 1));
-        const int64_t p2 = p1 + len + int64_t(r_p2 % uint64_t(n - p1 - 2 * len + 1));
+            random_block_sequence(bos, rb, int(kl) + 1, int(kl), r_seed);  // [bos, block]
+        const auto [p1, p2] = two_places(n, kl, r_p1, r_p2);
         std::copy(block.begin() + 1, block.end(), s.begin() + 1 + p1);
         std::copy(block.begin() + 1, block.end(), s.begin() + 1 + p2);
-        if (block_tokens) *block_tokens += 2 * len;
+        if (block_tokens) *block_tokens += 2 * kl;
       } else if (u < rb.share) {
-        const int len = rb.min_len + int(r_len % uint64_t(rb.max_len - rb.min_len + 1));
         const int sl = rb.seq_len > 0 ? rb.seq_len : o.seq_len;
         s = random_block_sequence(bos, rb, sl, len, r_seed);
         if (block_tokens) *block_tokens += sl;
