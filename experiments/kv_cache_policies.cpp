@@ -258,8 +258,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       const auto r = run_passkey(m, filler, pt, fam.specs, cfg.params);
       KV_CHECK(!r.empty(), "{}: no passkey length fits model {} (context {})",
                ctx.config_file.string(), ms.name, c.max_seq_len);
-      const int lo = pt.token_lo >= 0 ? pt.token_lo : default_token_lo(c);
-      const int hi = pt.token_hi > 0 ? pt.token_hi : c.vocab_size;
+      const auto [lo, hi] = passkey_ids(pt, c);
       std::fill(passkey_acc.begin(), passkey_acc.end(), 0.0);
       for (const RecallCell& cell : r)
         for (size_t i = 0; i < np; ++i) {
@@ -383,9 +382,6 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.recall.trials = rc.get_at_least_or<int>("trials", 1, cfg.recall.trials);
     KV_CHECK(cfg.recall.needle.find("{}") != std::string::npos,
              "{}: kv_cache_policies.recall.needle must contain {{}} where the name goes", s.file());
-    for (const std::vector<double>* ds : {&cfg.copy.depths, &cfg.recall.depths})
-      for (double d : *ds)
-        KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies: depth {} is not in [0, 1]", s.file(), d);
     YamlMap pk = s.map_or_empty("passkey");
     cfg.passkey.lengths = pk.list_or<int>("lengths", {});
     cfg.passkey.depths = pk.list_or<double>("depths", cfg.passkey.depths);
@@ -393,9 +389,10 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.passkey.token_lo = pk.get_at_least_or<int>("token_lo", -1, -1);
     cfg.passkey.token_hi = pk.get_at_least_or<int>("token_hi", 0, 0);
     cfg.passkey.trials = pk.get_at_least_or<int>("trials", 1, cfg.passkey.trials);
-    for (double d : cfg.passkey.depths)
-      KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies.passkey: depth {} is not in [0, 1]",
-               s.file(), d);
+    for (const std::vector<double>* ds :
+         {&cfg.copy.depths, &cfg.recall.depths, &cfg.passkey.depths})
+      for (double d : *ds)
+        KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies: depth {} is not in [0, 1]", s.file(), d);
     YamlMap pp = s.map_or_empty("perplexity");
     cfg.ppl.window = pp.get_at_least_or<int>("window", 0, 0);
     cfg.ppl.prefill = pp.get_or<double>("prefill", cfg.ppl.prefill);

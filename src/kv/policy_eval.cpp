@@ -252,12 +252,16 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
   return out;
 }
 
+std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c) {
+  return {t.token_lo >= 0 ? t.token_lo : default_token_lo(c),
+          t.token_hi > 0 ? t.token_hi : c.vocab_size};
+}
+
 std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
                                     const PasskeyTask& t, const std::vector<PolicySpec>& policies,
                                     const PolicyParams& p) {
   const ModelConfig& c = m.config;
-  const int lo = t.token_lo >= 0 ? t.token_lo : default_token_lo(c);
-  const int hi = t.token_hi > 0 ? t.token_hi : c.vocab_size;
+  const auto [lo, hi] = passkey_ids(t, c);
   KV_CHECK(t.key >= 2 && lo < hi && hi <= c.vocab_size,
            "passkey task: {} ids from [{}, {}) within a vocabulary of {}", t.key, lo, hi,
            c.vocab_size);
@@ -298,10 +302,9 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
         const std::vector<double> share =
             for_each_policy(m, s, t.key - 1, resolved, [&](size_t pi, RunState& st) {
               int hits = 0;
-              decode(m, st, key.subspan(0, size_t(t.key - 1)),
-                     [&](size_t k, std::span<const float> lg) {
-                       hits += argmax(lg) == key[k + 1];
-                     });
+              decode(
+                  m, st, key.subspan(0, size_t(t.key - 1)),
+                  [&](size_t k, std::span<const float> lg) { hits += argmax(lg) == key[k + 1]; });
               row[pi].score += hits;
               row[pi].aux += hits == t.key - 1;
               row[pi].count += t.key - 1;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvscope/kv/cache_policy.hpp"
@@ -108,6 +109,9 @@ struct PasskeyTask {
   int trials = 8;                   // passkeys (and filler passages) per (length, depth)
   uint64_t seed = 0;
 };
+
+// The passkey ids' range [lo, hi) on a model with config c (the defaults resolved).
+std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c);
 
 // Per (length, depth), lengths outer: score = accuracy over the predicted ids, aux = share
 // of passkeys with every id right, count = predictions (key - 1 per passkey). Lengths
