@@ -7,32 +7,6 @@
 
 namespace kvscope::report_detail {
 
-namespace {
-
-// Accuracy of (model, policy) on a task's detail CSV: the mean over its cells, with a
-// binomial SE over the units that succeed or fail together (passkeys; copied segments).
-struct Score {
-  double p = NAN, n = 0;
-  double se() const { return n > 0 ? std::sqrt(p * (1 - p) / n) : NAN; }
-};
-
-Score score(const Rows& detail, const std::string& model, const std::string& policy) {
-  Score s;
-  double acc = 0;
-  int cells = 0;
-  for (const auto* row : detail.select({{"model", model}, {"policy", policy}})) {
-    acc += std::stod(row->at("accuracy"));
-    s.n += row->count("passkeys")
-               ? std::stod(row->at("passkeys"))
-               : std::stod(row->at("predictions")) / (std::stod(row->at("segment")) - 1);
-    ++cells;
-  }
-  if (cells > 0) s.p = acc / cells;
-  return s;
-}
-
-}  // namespace
-
 Section detector(const fs::path& root) {
   Section s{"C1", "The retrieval-head detector checked by ablation (not in the paper)",
             "not confirmed", ""};
@@ -49,30 +23,32 @@ Section detector(const fs::path& root) {
       "| model | measure | full | ablate selected heads | ablate other heads |\n"
       "|---|---|---|---|---|\n";
   int models = 0, confirmed = 0;
-  const auto cell = [](const Score& x) {
-    return std::isnan(x.p) ? std::string("-") : fmt::format("{:.3f} ± {:.3f}", x.p, x.se());
-  };
   for (const std::string& m : r.distinct("model")) {
-    const Score full = score(passkey, m, "full"), sel = score(passkey, m, "ablate_retrieval"),
-                rnd = score(passkey, m, "ablate_random");
-    if (std::isnan(sel.p) || std::isnan(rnd.p) || std::isnan(full.p)) continue;
+    const auto at = [&](const Rows& detail, const char* policy, const char* measure) {
+      return accuracy(r, detail, m, policy, measure);
+    };
+    const auto full = at(passkey, "full", "passkey_accuracy"),
+               sel = at(passkey, "ablate_retrieval", "passkey_accuracy"),
+               rnd = at(passkey, "ablate_random", "passkey_accuracy");
+    if (!full || !sel || !rnd) continue;
     const auto heads = [&](const char* p) {
       const auto kept = r.num({{"model", m}, {"policy", p}}, "protected_heads");
       const auto total = r.num({{"model", m}, {"policy", p}}, "kv_heads");
       return kept && total ? fmt::format(" ({:.0f} heads)", *total - *kept) : std::string();
     };
-    s.body += fmt::format("| {} | passkey_accuracy | {} | {}{} | {}{} |\n", m, cell(full),
-                          cell(sel), heads("ablate_retrieval"), cell(rnd), heads("ablate_random"));
+    s.body += fmt::format("| {} | passkey_accuracy | {} | {}{} | {}{} |\n", m, pm(full), pm(sel),
+                          heads("ablate_retrieval"), pm(rnd), heads("ablate_random"));
     if (copy.ok)
       s.body += fmt::format("| {} | copy_accuracy | {} | {} | {} |\n", m,
-                            cell(score(copy, m, "full")), cell(score(copy, m, "ablate_retrieval")),
-                            cell(score(copy, m, "ablate_random")));
+                            pm(at(copy, "full", "copy_accuracy")),
+                            pm(at(copy, "ablate_retrieval", "copy_accuracy")),
+                            pm(at(copy, "ablate_random", "copy_accuracy")));
     ++models;
     // Both gaps over 0.1 and over 2 unpaired standard errors.
-    const auto clear = [](const Score& a, const Score& b) {
+    const auto clear = [](const Accuracy& a, const Accuracy& b) {
       return a.p - b.p > 0.1 && a.p - b.p > 2 * std::sqrt(a.se() * a.se() + b.se() * b.se());
     };
-    confirmed += clear(full, sel) && clear(rnd, sel);
+    confirmed += clear(*full, *sel) && clear(*rnd, *sel);
   }
   if (models > 0 && confirmed == models) s.verdict = "confirmed";
   s.body += fmt::format(

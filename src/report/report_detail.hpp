@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -63,7 +64,7 @@ inline Rows load(const fs::path& csv) {
 
 // The rows of several runs of one kind (the shipped GQA models and kvscope's MHA ones).
 inline Rows load_all(const fs::path& root, std::initializer_list<const char*> names,
-              const std::string& csv) {
+                     const std::string& csv) {
   Rows all;
   for (const char* n : names) {
     Rows r = load(root / n / csv);
@@ -102,6 +103,25 @@ inline const char* kNotApplicable = "not applicable here";
 inline std::string not_run(const std::string& name) {
   return fmt::format("`results/{}/` is missing: run `kvscope tables --only {}`.", name, name);
 }
+
+// An accuracy with its binomial standard error sqrt(p (1 - p) / n). Recall: n = the
+// questions of every (length, depth) cell (each its own context; treated as independent).
+// Passkey: n = the passkeys, and copy: n = the copied segments, not the tokens predicted in
+// them, because the ids of one passkey (the tokens of one segment) succeed or fail
+// together; counting them gives the larger, safer SE.
+struct Accuracy {
+  double p = 0, n = 0;
+  double se() const { return n > 0 ? std::sqrt(p * (1 - p) / n) : NAN; }
+};
+
+// "p ± se" to 3 decimals, "-" when absent (report_paper_b.cpp).
+std::string pm(const std::optional<Accuracy>& a);
+
+// `measure` of (model, policy) in a kv_cache_policies policies.csv, with n from the task's
+// detail CSV: recall.csv (sum of questions), passkey.csv (sum of passkeys) or copy.csv (sum
+// of predictions / (segment - 1): one prediction per token of the repeat after its first).
+std::optional<Accuracy> accuracy(const Rows& policies, const Rows& detail, const std::string& model,
+                                 const std::string& policy, const std::string& measure);
 
 // Paper A (report_paper_a.cpp).
 Section energy(const fs::path& root);

@@ -12,25 +12,10 @@
 
 namespace kvscope::report_detail {
 
-namespace {
-
-// An accuracy with its binomial standard error sqrt(p (1 - p) / n). Recall: n = the
-// questions of every (length, depth) cell (each its own context; treated as independent).
-// Copy: n = the copied segments, not the tokens predicted in them, because the tokens of
-// one segment succeed or fail together; counting segments gives the larger, safer SE.
-struct Accuracy {
-  double p = 0, n = 0;
-  double se() const { return n > 0 ? std::sqrt(p * (1 - p) / n) : NAN; }
-};
-
 std::string pm(const std::optional<Accuracy>& a) {
   return a ? fmt::format("{:.3f} ± {:.3f}", a->p, a->se()) : std::string("-");
 }
 
-// `measure` of (model, policy) in policies.csv, with n from recall.csv (sum of questions),
-// passkey.csv (sum of passkeys: the ids of one passkey succeed or fail together, as the
-// tokens of a copied segment do) or copy.csv (sum of predictions / (segment - 1): one
-// prediction per token of the repeat after its first).
 std::optional<Accuracy> accuracy(const Rows& policies, const Rows& detail, const std::string& model,
                                  const std::string& policy, const std::string& measure) {
   const auto p = policies.num({{"model", model}, {"policy", policy}}, measure);
@@ -48,6 +33,8 @@ std::optional<Accuracy> accuracy(const Rows& policies, const Rows& detail, const
   if (a.n <= 0) return std::nullopt;
   return a;
 }
+
+namespace {
 
 // One comparison a rule makes: a - b against `threshold` (a - b > threshold passes; with
 // `at_least`, a - b >= threshold). Unpaired SE of the difference, sqrt(se_a^2 + se_b^2):
@@ -89,7 +76,8 @@ struct Tally {
 
 const char* kNoiseNote =
     "\n*± is one binomial standard error (recall: over the questions; passkey: over the "
-    "passkeys; copy: over the copied segments). A verdict marked \"within noise\" rests on differences within 2 standard errors "
+    "passkeys; copy: over the copied segments). A verdict marked \"within noise\" rests on "
+    "differences within 2 standard errors "
     "(unpaired, sqrt(SE_a² + SE_b²)) of the rule's threshold: more questions could turn it.*\n";
 
 std::string with_noise(const char* verdict, const Tally& t) {
