@@ -204,6 +204,19 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
   fails("  perplexity: {prefill: 1}\n", "prefill");
   fails("  copy: {depth: [0.5]}\n", "unknown key 'depth'");
   fails("  tasks: [recall]\n", "filler");
+  fails("  tasks: [passkey]\n", "needed by the copy, recall and passkey tasks");
+  fails("  policies: [full, ablate_all]\n",
+        "'ablate_all' is not one of full, streaming, razor, razor_no_comp, razor_no_echo, "
+        "razor_random, h2o, ablate_retrieval, ablate_random");
+  fails("  passkey: {depths: [0.5, 1.5]}\n", "kv_cache_policies: depth 1.5 is not in [0, 1]");
+  fails("  passkey: {key: 1}\n", "key 'kv_cache_policies.passkey.key' must be >= 2, got 1");
+  // At run time, on the filler: 11 ids, most of them used by the filler, cannot hold a
+  // 16-id passkey; a context of 20 tokens cannot hold two; neither leaves a finished run.
+  const std::string task = "  tasks: [passkey]\n  probe: {probes: 1}\n" + kFiller;
+  fails(task + "  passkey: {lengths: [64], key: 16, token_lo: 259, token_hi: 270}\n",
+        "ids of [259, 270) are absent from a 32-token filler passage, a passkey needs 16");
+  fails(task + "  passkey: {lengths: [20], key: 16}\n",
+        "no passkey length fits model stories260K (context 512)");
 }
 
 TEST_CASE("cache policies refuse ALiBi models", "[policy]") {

@@ -153,6 +153,9 @@ TEST_CASE("train.random_blocks: ids must leave out BOS and EOS, two copies must 
   CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, token_lo: 0}\n")),
                     Contains("random_blocks token ids [0, 512) must lie inside the vocabulary "
                              "[0, 512) and leave out BOS 1 and EOS 2"));
+  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, embedded: 2}\n")),
+                    Contains("train.random_blocks.embedded must be in [0, 1], got 2"));
   CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 12}\n")),
                     Contains("random_blocks.max_len 12 leaves fewer than two copies in a sequence of 24"));
+  CHECK_FALSE(fs::exists(tmp.path / "results/t/eval.csv"));
 }
