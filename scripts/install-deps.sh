@@ -14,6 +14,7 @@ PACKAGES=(
   catch2
   libsentencepiece-dev libpcre2-dev libutf8proc-dev libssl-dev
   gnuplot-nox
+  libopenmpi-dev openmpi-bin              # optional at build time; mpirun splits runs (docs/distributed.md)
   python3 python3-numpy python3-h5py
 )
 missing=()

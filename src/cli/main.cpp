@@ -9,8 +9,11 @@
 
 #include "commands.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/dist.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   CLI::App app{"kvscope: how much of the KV cache can go, and which part must stay?", "kvscope"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);
@@ -48,6 +51,10 @@ int main(int argc, char** argv) {
     for (auto& [sub, action] : actions)
       if (sub->parsed()) {
         running = sub->get_name();
+        KV_CHECK(kvscope::dist::size() == 1 || running == "run" || running == "dump",
+                 "'kvscope {}' runs in one process; under mpirun (here {} ranks) only 'run' and "
+                 "'dump' split their work across ranks",
+                 running, kvscope::dist::size());
         return action();
       }
   } catch (const kvscope::Error& e) {
@@ -74,4 +81,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kvscope::dist::init(&argc, &argv);
+  const int rc = run_main(argc, argv);
+  if (rc != 0 && kvscope::dist::size() > 1) {
+    // The other ranks may wait in a collective for this one: end them all, so that the
+    // job fails as a whole and rank 0 never writes a result that looks finished.
+    std::fprintf(stderr, "kvscope: rank %d of %d failed; ending every rank\n",
+                 kvscope::dist::rank(), kvscope::dist::size());
+    kvscope::dist::abort_job(rc);
+  }
+  kvscope::dist::finalize();
+  return rc;
 }
