@@ -23,6 +23,7 @@
 #include "kvscope/kv/kv_dump.hpp"
 #include "kvscope/kv/spectrum.hpp"
 #include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
@@ -176,6 +177,7 @@ void run_dumps(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) 
                  fmt::join(in.tensors, ", "));
         GramAccumulator g(c.kv_dim());
         for (int s0 = 0; s0 < in.n_seq; s0 += block) {
+          if (!dist::mine(size_t(s0 / block))) continue;  // MPI: blocks spread over ranks
           const int n = std::min(block, in.n_seq - s0);
           const size_t per_head = size_t(n) * in.seq_len * c.head_dim;
           buf.resize(per_head * c.n_kv_heads);  // [heads][n][T][hd]
@@ -185,6 +187,7 @@ void run_dumps(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) 
             g.add_heads(buf.data() + size_t(s) * in.seq_len * c.head_dim, c.n_kv_heads, in.seq_len,
                         c.head_dim, cfg.exclude_bos ? 1 : 0, int64_t(per_head));
         }
+        g.reduce_across_ranks();
         emit(out, g, cfg, in.model_name, calib, in.n_seq, l, t, c.n_kv_heads, c.head_dim, targets);
       }
     }

@@ -4,6 +4,7 @@
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/sequences.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 
 namespace kvscope {
@@ -64,10 +65,16 @@ CalibrationGrams collect_grams(const Model& m, int32_t bos, std::span<const int3
   ForwardOptions fo;
   fo.observer = &obs;
   fo.logits = LogitsMode::kNone;
-  for (size_t off : plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source)) {
+  // Under MPI each rank runs its share of the sequences; the Grams are then summed over
+  // ranks (double-double sums of per-sequence Grams: the same result for any split).
+  const std::vector<size_t> offsets = plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    if (!dist::mine(i)) continue;
     st.reset();
-    forward(m, st, sequence_tokens(stream, off, g.seq_len, bos), fo);
+    forward(m, st, sequence_tokens(stream, offsets[i], g.seq_len, bos), fo);
   }
+  for (auto& [l, accs] : g.layers)
+    for (GramAccumulator& a : accs) a.reduce_across_ranks();
   g.tokens = int64_t(g.sequences) * per_seq;
   return g;
 }

@@ -8,70 +8,144 @@
 #include <limits>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/dist.hpp"
 
 namespace kvscope {
 
 namespace {
 constexpr int kStageRows = 512;  // rows converted to double per dsyrk
-}
+
+// Scratch for one add call: rows staged in double [kStageRows, d], their Gram [d, d] and
+// column sums [d]. Only needed inside a call, so one per thread serves every accumulator.
+struct Scratch {
+  std::vector<double> stage, part, sum;
+  int staged = 0;
+  bool any = false;  // part holds rows of this call
+};
+thread_local Scratch t_scratch;
+
+}  // namespace
 
 GramAccumulator::GramAccumulator(int dim)
     : d_(dim),
-      g_(size_t(dim) * dim, 0.0),
-      sum_(size_t(dim), 0.0),
-      stage_(size_t(kStageRows) * dim) {
+      hi_(packed_size(), 0.0),
+      lo_(packed_size(), 0.0),
+      sum_hi_(size_t(dim), 0.0),
+      sum_lo_(size_t(dim), 0.0) {
   KV_ASSERT(dim > 0);
 }
 
-void GramAccumulator::flush() {
-  if (staged_ == 0) return;
-  // g += S^T S with S [staged, d] row-major (upper triangle of g).
-  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d_, staged_, 1.0, stage_.data(), d_, 1.0,
-              g_.data(), d_);
-  staged_ = 0;
+size_t GramAccumulator::packed_size() const {
+  return size_t(d_) * size_t(d_ + 1) / 2;
+}
+
+void GramAccumulator::begin_call() {
+  Scratch& s = t_scratch;
+  const size_t dd = size_t(d_) * d_;
+  if (s.stage.size() < size_t(kStageRows) * d_) s.stage.resize(size_t(kStageRows) * d_);
+  if (s.part.size() < dd) s.part.resize(dd);
+  s.sum.assign(size_t(d_), 0.0);
+  s.staged = 0;
+  s.any = false;
+}
+
+void GramAccumulator::stage_done() {
+  Scratch& s = t_scratch;
+  if (++s.staged < kStageRows) return;
+  flush_stage();
+}
+
+double* GramAccumulator::stage_row() {
+  return t_scratch.stage.data() + size_t(t_scratch.staged) * d_;
+}
+
+void GramAccumulator::flush_stage() {
+  Scratch& s = t_scratch;
+  if (s.staged == 0) return;
+  // part (+)= S^T S with S [staged, d] row-major (upper triangle of part).
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d_, s.staged, 1.0, s.stage.data(), d_,
+              s.any ? 1.0 : 0.0, s.part.data(), d_);
+  s.any = true;
+  s.staged = 0;
+}
+
+void GramAccumulator::end_call() {
+  Scratch& s = t_scratch;
+  flush_stage();
+  if (!s.any) return;
+  size_t k = 0;
+  for (int i = 0; i < d_; ++i) {
+    const double* row = s.part.data() + size_t(i) * d_;
+    for (int j = i; j < d_; ++j, ++k) dist::add_pair_dd(hi_[k], lo_[k], row[j], 0.0);
+    dist::add_pair_dd(sum_hi_[size_t(i)], sum_lo_[size_t(i)], s.sum[size_t(i)], 0.0);
+  }
 }
 
 void GramAccumulator::add_rows(const float* x, int64_t n, int64_t ld) {
+  begin_call();
+  double* sum = t_scratch.sum.data();
   for (int64_t r = 0; r < n; ++r) {
-    double* dst = stage_.data() + size_t(staged_) * d_;
+    double* dst = stage_row();
     const float* src = x + r * ld;
     for (int j = 0; j < d_; ++j) {
       dst[j] = src[j];
-      sum_[size_t(j)] += src[j];
+      sum[j] += src[j];
     }
     ++n_;
-    if (++staged_ == kStageRows) flush();
+    stage_done();
   }
+  end_call();
 }
 
 void GramAccumulator::add_heads(const float* x, int heads, int T, int hd, int skip,
                                 int64_t head_stride) {
   KV_ASSERT(heads * hd == d_);
   if (head_stride < 0) head_stride = int64_t(T) * hd;
+  begin_call();
+  double* sum = t_scratch.sum.data();
   for (int t = skip; t < T; ++t) {
-    double* dst = stage_.data() + size_t(staged_) * d_;
+    double* dst = stage_row();
     for (int h = 0; h < heads; ++h) {
       const float* src = x + h * head_stride + int64_t(t) * hd;
       for (int i = 0; i < hd; ++i) {
         dst[h * hd + i] = src[i];
-        sum_[size_t(h * hd + i)] += src[i];
+        sum[h * hd + i] += src[i];
       }
     }
     ++n_;
-    if (++staged_ == kStageRows) flush();
+    stage_done();
   }
+  end_call();
 }
 
-std::vector<double> GramAccumulator::block(int offset, int size, bool centred) {
+void GramAccumulator::merge(const GramAccumulator& o) {
+  KV_ASSERT(o.d_ == d_);
+  dist::add_double_double(hi_, lo_, o.hi_, o.lo_);
+  dist::add_double_double(sum_hi_, sum_lo_, o.sum_hi_, o.sum_lo_);
+  n_ += o.n_;
+}
+
+void GramAccumulator::reduce_across_ranks() {
+  dist::sum_double_double(hi_, lo_);
+  dist::sum_double_double(sum_hi_, sum_lo_);
+  dist::sum_int64(std::span<int64_t>(&n_, 1));
+}
+
+std::vector<double> GramAccumulator::block(int offset, int size, bool centred) const {
   KV_ASSERT(offset >= 0 && size > 0 && offset + size <= d_);
-  flush();
   std::vector<double> b(size_t(size) * size);
-  for (int i = 0; i < size; ++i)
+  for (int i = 0; i < size; ++i) {
+    const int gi = offset + i;
+    const size_t row = size_t(gi) * size_t(d_) - size_t(gi) * size_t(gi - 1) / 2;  // packed
+    const double si = sum_hi_[size_t(gi)] + sum_lo_[size_t(gi)];
     for (int j = i; j < size; ++j) {
-      double v = g_[size_t(offset + i) * d_ + size_t(offset + j)];  // upper triangle
-      if (centred && n_ > 0) v -= sum_[size_t(offset + i)] * sum_[size_t(offset + j)] / double(n_);
+      const int gj = offset + j;
+      const size_t k = row + size_t(gj - gi);
+      double v = hi_[k] + lo_[k];
+      if (centred && n_ > 0) v -= si * (sum_hi_[size_t(gj)] + sum_lo_[size_t(gj)]) / double(n_);
       b[size_t(i) * size + j] = b[size_t(j) * size + i] = v;
     }
+  }
   return b;
 }
 

@@ -1,11 +1,12 @@
 // Singular values of tall activation matrices without holding them: stream the rows
 // into a Gram matrix X^T X in double (BLAS dsyrk, memory O(d^2) whatever the number of
-// rows), then eigendecompose it (LAPACK dsyevd); the singular values of X are the square
+// rows; sums kept in double-double, see below), then eigendecompose it (LAPACK dsyevd); the singular values of X are the square
 // roots of its eigenvalues. The Gram of a layer's K (all KV heads side by side) holds the
 // Gram of every head and every group of adjacent heads as diagonal blocks, so one pass
 // gives all three views.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -23,18 +24,30 @@ class GramAccumulator {
   // [x[0][t], x[1][t], ...] (all heads of one token side by side), skipping the first
   // `skip` tokens. Head h starts at x + h * head_stride floats (default T * hd).
   void add_heads(const float* x, int heads, int T, int hd, int skip = 0, int64_t head_stride = -1);
+  // Adds another accumulator's rows (as if its add calls had been made on this one).
+  void merge(const GramAccumulator& other);
+  // Sums the accumulators of every MPI rank (runtime/dist.hpp); a no-op in one process.
+  void reduce_across_ranks();
   // The Gram of columns [offset, offset + size): [size, size] row-major, full (both
   // triangles). Centred: minus n * mean mean^T (the covariance scaled by n).
-  std::vector<double> block(int offset, int size, bool centred);
+  std::vector<double> block(int offset, int size, bool centred) const;
 
  private:
-  void flush();  // dsyrk of the staged rows into g_
+  // Each add call is one unit (a sequence's rows): its Gram (dsyrk in double) and column
+  // sums are computed apart and then added into double-double sums. A unit's part depends
+  // only on its rows, and the double-double sum rounds to the same double whatever order
+  // or grouping the units come in, so the result does not depend on how sequences are
+  // split across MPI ranks (nor on whether rows crossed a staging boundary).
+  size_t packed_size() const;
+  void begin_call();
+  double* stage_row();
+  void stage_done();
+  void flush_stage();
+  void end_call();
   int d_;
   int64_t n_ = 0;
-  std::vector<double> g_;      // [d, d], upper triangle accumulated
-  std::vector<double> sum_;    // [d] column sums (for centring)
-  std::vector<double> stage_;  // [kStageRows, d] rows converted to double
-  int staged_ = 0;
+  std::vector<double> hi_, lo_;          // [d (d + 1) / 2] upper triangle, packed by rows
+  std::vector<double> sum_hi_, sum_lo_;  // [d] column sums (for centring)
 };
 
 // Singular values (descending) from a Gram matrix g [d, d] (full, symmetric) via
