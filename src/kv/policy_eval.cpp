@@ -8,6 +8,7 @@
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/kv/retrieval_heads.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 
@@ -91,6 +92,29 @@ std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t offset, 
   return stream.subspan(size_t(offset % room), size_t(n));
 }
 
+// Runs item(i, slots) for the items i of [0, n) this MPI rank owns (all of them in one
+// process), each filling `width` TaskScores; returns every item's slots on every rank,
+// item-major, for the caller to add up in item order (the same sums for any rank count).
+template <class F>
+std::vector<TaskScore> per_item(size_t n, size_t width, F&& item) {
+  std::vector<TaskScore> v(n * width);
+  for (size_t i = 0; i < n; ++i)
+    if (dist::mine(i)) item(i, v.data() + i * width);
+  dist::gather_owned(v, width);
+  return v;
+}
+
+// Adds per-item scores (item-major, `width` per item) into `sum` in item order.
+void add_items(const std::vector<TaskScore>& items, size_t width, std::vector<TaskScore>& sum) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    TaskScore& r = sum[i % width];
+    r.score += items[i].score;
+    r.aux += items[i].aux;
+    r.count += items[i].count;
+    r.kv_share += items[i].kv_share;
+  }
+}
+
 // Decodes `tokens` one at a time; calls score(k, logits) for the prediction after token k.
 void decode(const Model& m, RunState& st, std::span<const int32_t> tokens,
             const std::function<void(size_t, std::span<const float>)>& score) {
@@ -124,11 +148,12 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
            L);
   const std::vector<CachePolicy> resolved = resolve_all(policies, p, L - S);
   const std::vector<CachePolicy> full_only = {CachePolicy{}};
-  std::vector<std::vector<TaskScore>> out(t.depths.size(), std::vector<TaskScore>(policies.size()));
+  const size_t np = policies.size();
+  std::vector<std::vector<TaskScore>> out(t.depths.size(), std::vector<TaskScore>(np));
   for (size_t di = 0; di < t.depths.size(); ++di) {
     const int a = int(std::lround(t.depths[di] * F));
-    int64_t baseline_hits = 0, baseline_n = 0;
-    for (int tr = 0; tr < t.trials; ++tr) {
+    // Per trial: one score per policy, then the baseline's (hits in score, count).
+    const auto items = per_item(size_t(t.trials), np + 1, [&](size_t tr, TaskScore* r) {
       const auto src = slice(stream, int64_t(tr) * (F + 2 * S), F + 2 * S, "copy task");
       const auto seg = src.subspan(0, size_t(S)), alt = src.subspan(size_t(S), size_t(S));
       const auto filler = src.subspan(size_t(2 * S));
@@ -142,21 +167,25 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
       const std::span<const int32_t> repeat = seg.subspan(0, size_t(S - 1));
       const std::vector<double> share =
           for_each_policy(m, context(seg), S, resolved, [&](size_t pi, RunState& st) {
-            TaskScore& r = out[di][pi];
             decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
-              r.score += argmax(lg) == seg[k + 1];
-              ++r.count;
+              r[pi].score += argmax(lg) == seg[k + 1];
+              ++r[pi].count;
             });
           });
-      for (size_t pi = 0; pi < policies.size(); ++pi) out[di][pi].kv_share += share[pi];
+      for (size_t pi = 0; pi < np; ++pi) r[pi].kv_share = share[pi];
       // The same repeat after a context that never showed it: what copying adds.
       for_each_policy(m, context(alt), S, full_only, [&](size_t, RunState& st) {
         decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
-          baseline_hits += argmax(lg) == seg[k + 1];
-          ++baseline_n;
+          r[np].score += argmax(lg) == seg[k + 1];
+          ++r[np].count;
         });
       });
-    }
+    });
+    std::vector<TaskScore> sum(np + 1);
+    add_items(items, np + 1, sum);
+    const double baseline_hits = sum[np].score, baseline_n = double(sum[np].count);
+    sum.pop_back();
+    out[di] = std::move(sum);
     for (TaskScore& r : out[di]) {
       r.score /= double(r.count);
       r.kv_share /= t.trials;
@@ -206,41 +235,46 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     // decoded), so the policies resolve once per length.
     const auto resolved = resolve_all(policies, p, L - 1);
     for (double depth : t.depths) {
-      std::vector<TaskScore> row(policies.size());
-      for (int tr = 0; tr < t.trials; ++tr)
-        for (size_t x = 0; x < names.size(); ++x) {
-          const std::vector<int32_t>& needle = needles[x];
-          const int F = L - 1 - int(needle.size()) - int(cue.size());
-          const auto filler = slice(stream, int64_t(tr) * L, F, "recall task");
-          const int a = int(std::lround(depth * F));
-          std::vector<int32_t> s{c.bos_id};
-          s.insert(s.end(), filler.begin(), filler.begin() + a);
-          s.insert(s.end(), needle.begin(), needle.end());
-          s.insert(s.end(), filler.begin() + a, filler.end());
-          s.insert(s.end(), cue.begin(), cue.end() - 1);  // the last cue token is decoded
-          const std::vector<double> share =
-              for_each_policy(m, s, int(longest) + 1, resolved, [&](size_t pi, RunState& st) {
-                const std::vector<int> used = st.cache.used;
-                const int length = st.cache.length, pos = st.pos;
-                std::vector<double> logp(names.size(), 0.0);
-                for (size_t y = 0; y < names.size(); ++y) {
-                  std::vector<int32_t> in{cue.back()};
-                  in.insert(in.end(), names[y].begin(), names[y].end() - 1);
-                  decode(m, st, in, [&](size_t k, std::span<const float> lg) {
-                    logp[y] -= token_nll(lg, names[y][k]);
-                  });
-                  // Roll the cache back to the compressed prefill for the next name.
-                  st.cache.used = used, st.cache.length = length, st.pos = pos;
-                }
-                int rank = 1;
-                for (size_t y = 0; y < names.size(); ++y)
-                  rank += y != x && (logp[y] > logp[x] || (logp[y] == logp[x] && y < x));
-                row[pi].score += rank == 1;
-                row[pi].aux += rank;
-                ++row[pi].count;
-              });
-          for (size_t pi = 0; pi < policies.size(); ++pi) row[pi].kv_share += share[pi];
-        }
+      const size_t np = policies.size();
+      // One question per (trial, name): item tr * names + x, one score per policy.
+      const auto items =
+          per_item(size_t(t.trials) * names.size(), np, [&](size_t item, TaskScore* row) {
+            const size_t x = item % names.size();
+            const int tr = int(item / names.size());
+            const std::vector<int32_t>& needle = needles[x];
+            const int F = L - 1 - int(needle.size()) - int(cue.size());
+            const auto filler = slice(stream, int64_t(tr) * L, F, "recall task");
+            const int a = int(std::lround(depth * F));
+            std::vector<int32_t> s{c.bos_id};
+            s.insert(s.end(), filler.begin(), filler.begin() + a);
+            s.insert(s.end(), needle.begin(), needle.end());
+            s.insert(s.end(), filler.begin() + a, filler.end());
+            s.insert(s.end(), cue.begin(), cue.end() - 1);  // the last cue token is decoded
+            const std::vector<double> share =
+                for_each_policy(m, s, int(longest) + 1, resolved, [&](size_t pi, RunState& st) {
+                  const std::vector<int> used = st.cache.used;
+                  const int length = st.cache.length, pos = st.pos;
+                  std::vector<double> logp(names.size(), 0.0);
+                  for (size_t y = 0; y < names.size(); ++y) {
+                    std::vector<int32_t> in{cue.back()};
+                    in.insert(in.end(), names[y].begin(), names[y].end() - 1);
+                    decode(m, st, in, [&](size_t k, std::span<const float> lg) {
+                      logp[y] -= token_nll(lg, names[y][k]);
+                    });
+                    // Roll the cache back to the compressed prefill for the next name.
+                    st.cache.used = used, st.cache.length = length, st.pos = pos;
+                  }
+                  int rank = 1;
+                  for (size_t y = 0; y < names.size(); ++y)
+                    rank += y != x && (logp[y] > logp[x] || (logp[y] == logp[x] && y < x));
+                  row[pi].score += rank == 1;
+                  row[pi].aux += rank;
+                  ++row[pi].count;
+                });
+            for (size_t pi = 0; pi < np; ++pi) row[pi].kv_share = share[pi];
+          });
+      std::vector<TaskScore> row(np);
+      add_items(items, np, row);
       for (TaskScore& r : row) {
         r.kv_share /= double(r.count);
         r.score /= double(r.count);
@@ -274,8 +308,8 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
     // Every context of this length is prefilled to L - key tokens.
     const auto resolved = resolve_all(policies, p, L - t.key);
     for (size_t di = 0; di < t.depths.size(); ++di) {
-      std::vector<TaskScore> row(policies.size());
-      for (int tr = 0; tr < t.trials; ++tr) {
+      const size_t np = policies.size();
+      const auto items = per_item(size_t(t.trials), np, [&](size_t tr, TaskScore* row) {
         const auto filler = slice(stream, int64_t(tr) * L, F, "passkey task");
         // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
         // arithmetic (the same passkeys on every standard library).
@@ -290,7 +324,7 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
                  "passage, a passkey needs {}",
                  ids.size(), lo, hi, F, t.key);
         std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
-                            uint64_t(di) * 1009u + uint64_t(tr));
+                            uint64_t(di) * 1009u + tr);
         for (int i = 0; i < t.key; ++i)
           std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % (ids.size() - size_t(i)))]);
         const std::span<const int32_t> key(ids.data(), size_t(t.key));
@@ -309,8 +343,10 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
               row[pi].aux += hits == t.key - 1;
               row[pi].count += t.key - 1;
             });
-        for (size_t pi = 0; pi < policies.size(); ++pi) row[pi].kv_share += share[pi];
-      }
+        for (size_t pi = 0; pi < np; ++pi) row[pi].kv_share = share[pi];
+      });
+      std::vector<TaskScore> row(np);
+      add_items(items, np, row);
       for (TaskScore& r : row) {
         r.score /= double(r.count);
         r.aux /= double(t.trials);
@@ -332,8 +368,9 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
            c.max_seq_len);
   const int P = perplexity_prefill(t, L);
   const std::vector<CachePolicy> resolved = resolve_all(policies, p, P);
-  std::vector<TaskScore> out(policies.size());
-  for (int w = 0; w < t.windows; ++w) {
+  const size_t np = policies.size();
+  // Per window: the NLL sum (aux) and count of every policy.
+  const auto items = per_item(size_t(t.windows), np, [&](size_t w, TaskScore* out) {
     const auto chunk = slice(stream, int64_t(w) * (L - 1), L - 1, "perplexity task");
     std::vector<int32_t> s{c.bos_id};
     s.insert(s.end(), chunk.begin(), chunk.end());
@@ -346,8 +383,10 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
                    ++out[pi].count;
                  });
         });
-    for (size_t pi = 0; pi < policies.size(); ++pi) out[pi].kv_share += share[pi];
-  }
+    for (size_t pi = 0; pi < np; ++pi) out[pi].kv_share = share[pi];
+  });
+  std::vector<TaskScore> out(np);
+  add_items(items, np, out);
   for (TaskScore& r : out) {
     r.aux /= double(r.count);  // mean NLL
     r.score = std::exp(r.aux);

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 
 namespace kvscope {
@@ -73,6 +74,15 @@ void HeadScorer::on_attention(const AttentionRows& r) {
   ind_[h] += ind;
   prev_[h] += prev;
   count_[h] += n;
+}
+
+void HeadScorer::add(const Sums& s) {
+  for (size_t h = 0; h < echo_.size(); ++h) {
+    echo_[h] += s.echo[h];
+    ind_[h] += s.induction[h];
+    prev_[h] += s.previous[h];
+    count_[h] += s.count[h];
+  }
 }
 
 HeadScores HeadScorer::scores() const {
@@ -217,37 +227,61 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o, std::vector<double
   KV_CHECK(c.bos_id >= 0 && c.bos_id < c.vocab_size,
            "retrieval probe: the model has no BOS token (bos_id {})", c.bos_id);
   const ProbeSpec first = resolve_probe(m, o, 0);
-  HeadScorer scorer(c.n_layers, c.n_heads, c.n_kv_heads, first.block);
   RunState st(c, 1 + first.repeats * first.block);
   ForwardOptions fo;
   fo.logits = copy_nll ? LogitsMode::kAll : LogitsMode::kNone;
-  fo.observer = &scorer;
-  const int B = first.block;
+  const int B = first.block, R = first.repeats;
   const size_t V = size_t(c.vocab_size);
-  if (copy_nll) copy_nll->assign(size_t(first.repeats), 0.0);
-  // Per-probe scores of every query head, for the noise: the sums' growth over one probe
-  // divided by that probe's queries ([probes][n_layers * n_heads]).
+  // Per probe, its own sums: echo, induction, previous and query count of every query head
+  // ([n_layers * n_heads] each; counts are exact in double), then the copy NLL sum of each
+  // repeat [R]. Probes are split over MPI ranks and their sums added in probe order, so the
+  // scores do not depend on the number of ranks.
   const size_t nq = size_t(c.n_layers) * c.n_heads;
-  std::vector<std::vector<double>> per_echo, per_ind;
-  HeadScorer::Sums before = scorer.sums();
+  const size_t width = 4 * nq + size_t(R);
+  std::vector<double> per_probe(size_t(o.probes) * width, 0.0);
   for (int i = 0; i < o.probes; ++i) {
+    if (!dist::mine(size_t(i))) continue;
     const std::vector<int32_t> probe = make_probe(c.bos_id, resolve_probe(m, o, i));
+    HeadScorer one(c.n_layers, c.n_heads, c.n_kv_heads, B);
+    fo.observer = &one;
     st.reset();
     const std::span<const float> logits = forward(m, st, probe, fo);  // [1 + R B, V] or none
+    double* row = per_probe.data() + size_t(i) * width;
+    const HeadScorer::Sums sums = one.sums();
+    for (size_t h = 0; h < nq; ++h) {
+      row[h] = sums.echo[h];
+      row[nq + h] = sums.induction[h];
+      row[2 * nq + h] = sums.previous[h];
+      row[3 * nq + h] = double(sums.count[h]);
+    }
     if (copy_nll)
       for (int p = 1; p < int(probe.size()); ++p)
-        (*copy_nll)[size_t((p - 1) / B)] +=
+        row[4 * nq + size_t((p - 1) / B)] +=
             token_nll(logits.subspan(size_t(p - 1) * V, V), probe[size_t(p)]);
-    const HeadScorer::Sums after = scorer.sums();
+  }
+  dist::gather_owned(per_probe, width);
+  HeadScorer scorer(c.n_layers, c.n_heads, c.n_kv_heads, B);
+  // Per-probe scores of every query head, for the noise ([probes][n_layers * n_heads]).
+  std::vector<std::vector<double>> per_echo, per_ind;
+  if (copy_nll) copy_nll->assign(size_t(R), 0.0);
+  for (int i = 0; i < o.probes; ++i) {
+    const double* row = per_probe.data() + size_t(i) * width;
+    HeadScorer::Sums sums{std::vector<double>(row, row + nq),
+                          std::vector<double>(row + nq, row + 2 * nq),
+                          std::vector<double>(row + 2 * nq, row + 3 * nq),
+                          std::vector<int64_t>(nq)};
     std::vector<double> e(nq), ind(nq);
     for (size_t h = 0; h < nq; ++h) {
-      const double n = double(after.count[h] - before.count[h]);
-      e[h] = n > 0 ? (after.echo[h] - before.echo[h]) / n : 0.0;
-      ind[h] = n > 0 ? (after.induction[h] - before.induction[h]) / n : 0.0;
+      const double n = row[3 * nq + h];
+      sums.count[h] = int64_t(n);
+      e[h] = n > 0 ? sums.echo[h] / n : 0.0;
+      ind[h] = n > 0 ? sums.induction[h] / n : 0.0;
     }
+    scorer.add(sums);
     per_echo.push_back(std::move(e));
     per_ind.push_back(std::move(ind));
-    before = after;
+    if (copy_nll)
+      for (int r = 0; r < R; ++r) (*copy_nll)[size_t(r)] += row[4 * nq + size_t(r)];
   }
   if (copy_nll)
     for (double& x : *copy_nll) x /= double(B) * o.probes;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 
 namespace kvscope {
@@ -124,14 +125,17 @@ PerplexityResult perplexity(const Model& m, const Tokenizer& tok, std::span<cons
       std::vector<int32_t> input;
 #pragma omp for schedule(dynamic, 1)
       for (size_t i = 0; i < windows.size(); ++i)
-        scores[i] = score_window(m, st, stream, windows[i], bos, input);
+        if (dist::mine(i)) scores[i] = score_window(m, st, stream, windows[i], bos, input);
     }
   } else {
     RunState st(m.config, W);
     std::vector<int32_t> input;
     for (size_t i = 0; i < windows.size(); ++i)
-      scores[i] = score_window(m, st, stream, windows[i], bos, input);
+      if (dist::mine(i)) scores[i] = score_window(m, st, stream, windows[i], bos, input);
   }
+  // Under MPI each rank scored its share of the windows (dist::mine); every rank now gets
+  // every window's score, and the sums below run in window order as in one process.
+  dist::gather_owned(scores);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<int32_t> scored_ids;  // for the byte count, BOS excluded
   for (size_t i = 0; i < windows.size(); ++i) {

@@ -74,10 +74,12 @@ class HeadScorer : public ForwardObserver {
   HeadScores scores() const;
   // The running sums (per query head), to split scores by probe.
   struct Sums {
-    std::vector<double> echo, induction;
+    std::vector<double> echo, induction, previous;
     std::vector<int64_t> count;
   };
-  Sums sums() const { return {echo_, ind_, count_}; }
+  Sums sums() const { return {echo_, ind_, prev_, count_}; }
+  // Adds sums taken elsewhere (another probe's scorer, another rank's).
+  void add(const Sums& s);
 
  private:
   int n_layers_, n_heads_, n_kv_, block_;
