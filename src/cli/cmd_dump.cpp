@@ -7,6 +7,7 @@
 #include "kvscope/io/progress.hpp"
 #include "kvscope/io/text_source.hpp"
 #include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "kvscope/runtime/threads.hpp"
@@ -104,7 +105,7 @@ Action add_dump(CLI::App& app) {
                                                        (o.seq_len ? o.seq_len : m.config.max_seq_len));
     const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format), {}, {}};
     // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
-    StatusLine status(!a->quiet);
+    StatusLine status(!a->quiet && dist::root());  // under MPI, rank 0 shows its own share
     const auto t0 = std::chrono::steady_clock::now();
     if (status.enabled())
       o.on_sequence = [&](int done, int total, int64_t bytes) {
@@ -116,7 +117,7 @@ Action add_dump(CLI::App& app) {
       };
     const DumpStats st = dump_kv(m, *tok, stream, o, src, a->out);
     status.finish();
-    if (!a->quiet)
+    if (!a->quiet && dist::root())
       std::fprintf(stderr,
                    "%s: %d sequences x %d tokens, %.1f MB of tensors (%.1f MB on disk) in %.2f s: "
                    "%.0f%% forward pass, %.0f%% writing\n",

@@ -1,6 +1,7 @@
 #include "kv_dump_file.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -85,11 +86,42 @@ std::pair<std::string, std::string> model_hashes(const std::vector<fs::path>& fi
   return {rows.size() == 1 ? rows[0].second : sha256_string(lines), list.dump()};
 }
 
+// Maps sequences [first, first + count) of a [N, row...] dataset onto the whole dataset at
+// `path` in each shard file. Unmapped or unreadable data reads as the fill value: NaN for
+// floats, -1 for token ids, so a lost shard cannot pass for real activations.
+void add_virtual_mappings(hid_t dcpl, const std::vector<hsize_t>& shape,
+                          const std::vector<DumpShard>& shards, const std::string& path, hid_t type,
+                          const std::string& w) {
+  if (H5Tget_class(type) == H5T_FLOAT) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    h5::check_status(H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &nan), w, "H5Pset_fill_value");
+  } else if (H5Tget_class(type) == H5T_INTEGER) {
+    const int32_t none = -1;
+    h5::check_status(H5Pset_fill_value(dcpl, H5T_NATIVE_INT32, &none), w, "H5Pset_fill_value");
+  }
+  Handle vspace(h5::check(H5Screate_simple(int(shape.size()), shape.data(), nullptr), w,
+                          "H5Screate_simple"),
+                H5Sclose);
+  for (const DumpShard& sh : shards) {
+    std::vector<hsize_t> part = shape, start(shape.size(), 0);
+    part[0] = hsize_t(sh.count);
+    start[0] = hsize_t(sh.first);
+    h5::check_status(
+        H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start.data(), nullptr, part.data(), nullptr),
+        w, "selecting a shard's sequences");
+    Handle sspace(h5::check(H5Screate_simple(int(part.size()), part.data(), nullptr), w,
+                            "H5Screate_simple"),
+                  H5Sclose);
+    h5::check_status(H5Pset_virtual(dcpl, vspace, sh.file.c_str(), path.c_str(), sspace), w,
+                     ("mapping " + path + " onto shard " + sh.file).c_str());
+  }
+}
+
 }  // namespace
 
 DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions& opt,
                    const DumpSource& src, int32_t bos,
-                   const std::vector<std::string>& vocab)
+                   const std::vector<std::string>& vocab, const std::vector<DumpShard>& shards)
     : where_(path.string()),
       opt_(opt),
       T_(opt.seq_len),
@@ -163,6 +195,12 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("seq_len", int64_t(T_));
   attr("dtype", std::string(opt.dtype == DType::F16 ? "f16" : "f32"));
   attr("gzip", int64_t(opt.gzip));
+  if (!shards.empty()) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const DumpShard& sh : shards)
+      list.push_back({{"file", sh.file}, {"first_seq", sh.first}, {"n_seq", sh.count}});
+    attr("shards", list.dump());
+  }
   attr("sequence_rule",
        std::string("consecutive windows of the token stream ([BOS] + encode(doc) per document); "
                    "each sequence starts with BOS"));
@@ -179,16 +217,21 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
     if (chunked) return chunk_seqs;
     return int(std::clamp<size_t>(kBatchBytes / row_bytes, 1, size_t(std::min(N, kBatchRows))));
   };
-  // Creates a [N, row...] dataset; `chunk_row` empty = contiguous.
-  auto make = [&](hid_t loc, const std::string& name, std::vector<hsize_t> row,
-                  std::vector<hsize_t> chunk_row, hid_t type, hid_t mem, size_t elem,
-                  const std::string& axes) {
+  // Creates a [N, row...] dataset; `chunk_row` empty = contiguous. `path`: its path in the
+  // file (the shards hold a dataset at the same path).
+  auto make = [&](hid_t loc, const std::string& name, const std::string& in_file,
+                  std::vector<hsize_t> row, std::vector<hsize_t> chunk_row, hid_t type, hid_t mem,
+                  size_t elem, const std::string& axes) {
     std::vector<hsize_t> shape{hsize_t(N)};
     shape.insert(shape.end(), row.begin(), row.end());
     Handle dcpl(h5::check(H5Pcreate(H5P_DATASET_CREATE), w, "H5Pcreate"), H5Pclose);
     // No object timestamps: they cost a metadata update on writes and make otherwise
     // identical files differ.
     h5::check_status(H5Pset_obj_track_times(dcpl, false), w, "H5Pset_obj_track_times");
+    if (!shards.empty()) {
+      add_virtual_mappings(dcpl, shape, shards, in_file, type, w);
+      chunk_row.clear();
+    }
     const bool chunked = !chunk_row.empty();
     if (chunked) {
       std::vector<hsize_t> chunk{hsize_t(chunk_seqs)};
@@ -213,7 +256,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
     return RowBatch(std::move(d), mem, row, row_bytes, batch_for(row_bytes, chunked), w);
   };
 
-  tokens_ = make(file_, "tokens", {hsize_t(T_)}, {}, H5T_STD_I32LE, H5T_NATIVE_INT32, 4,
+  tokens_ = make(file_, "tokens", "tokens", {hsize_t(T_)}, {}, H5T_STD_I32LE, H5T_NATIVE_INT32, 4,
                  "sequence,position");
   // /sources rows: token_offset, document, file (fixed-length string).
   const size_t name_len = std::max<size_t>(1, text_name_.size());
@@ -225,7 +268,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   H5Tinsert(source_type_, "document", 8, H5T_NATIVE_INT64);
   H5Tinsert(source_type_, "file", 16, str);
   source_row_.assign(16 + name_len, 0);
-  sources_ = make(file_, "sources", {}, {}, source_type_, source_type_, 16 + name_len, "sequence");
+  sources_ = make(file_, "sources", "sources", {}, {}, source_type_, source_type_, 16 + name_len, "sequence");
   h5::write_attr(sources_.id(), "description",
                  std::string("token_offset: index in the token stream of the sequence's first "
                              "text token (the one after its BOS); document: index of the "
@@ -242,7 +285,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   }
   if (opt.logits)
     logits_ = make(
-        file_, "logits", {hsize_t(T_), hsize_t(vocab_)},
+        file_, "logits", "logits", {hsize_t(T_), hsize_t(vocab_)},
         contiguous ? std::vector<hsize_t>{} : std::vector<hsize_t>{hsize_t(T_), hsize_t(vocab_)},
         ftype, mtype, esz, "sequence,position,vocab");
 
@@ -260,7 +303,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
       const hsize_t chunk_heads = std::min<hsize_t>(std::max(1, opt.chunk_heads), heads);
       const bool qside = t == "q" || t == "attn_out";
       per_head_.push_back(
-          make(groups_.back(), t, {heads, hsize_t(T_), hsize_t(hd_)},
+          make(groups_.back(), t, g + "/" + t, {heads, hsize_t(T_), hsize_t(hd_)},
                contiguous ? std::vector<hsize_t>{}
                           : std::vector<hsize_t>{chunk_heads, hsize_t(T_), hsize_t(hd_)},
                ftype, mtype, esz,

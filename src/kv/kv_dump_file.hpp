@@ -41,12 +41,22 @@ class RowBatch {
   std::string where_;
 };
 
+// A shard of a dump written by several MPI ranks: sequences [first, first + count) of the
+// whole dump, held by `file` (a name in the same directory).
+struct DumpShard {
+  std::string file;
+  int64_t first = 0, count = 0;
+};
+
 class DumpFile {
  public:
   // Creates `path` (the .partial name) with every dataset and root attribute, and /vocab
-  // (`vocab`: the tokenizer's spelling of each id).
+  // (`vocab`: the tokenizer's spelling of each id). With `shards`, every dataset whose first
+  // axis is the sequence is an HDF5 virtual dataset over the shards' datasets of the same
+  // name (nothing is staged into it; missing shard data reads as NaN, tokens as -1).
   DumpFile(const std::filesystem::path& path, const ModelConfig& c, const DumpOptions& opt,
-           const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab);
+           const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab,
+           const std::vector<DumpShard>& shards = {});
   ~DumpFile();
 
   // Row `seq` of layer `layer`'s tensor opt.tensors[t]: [heads, seq_len, head_dim] floats.

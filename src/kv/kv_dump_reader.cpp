@@ -35,6 +35,33 @@ struct KVDumpReader::Impl {
   }
 };
 
+namespace {
+
+// A dump written by several MPI ranks maps its datasets onto shard files beside it; HDF5
+// reads a missing shard as fill values without complaint, so every shard must be there.
+void check_virtual_sources(hid_t ds, const fs::path& path, const std::string& name,
+                           std::set<std::string>& checked) {
+  Handle dcpl(h5::check(H5Dget_create_plist(ds), path.string(), "H5Dget_create_plist"), H5Pclose);
+  if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return;
+  size_t n = 0;
+  h5::check_status(H5Pget_virtual_count(dcpl, &n), path.string(), "H5Pget_virtual_count");
+  for (size_t i = 0; i < n; ++i) {
+    const ssize_t len = H5Pget_virtual_filename(dcpl, i, nullptr, 0);
+    KV_CHECK(len >= 0, "{}: dataset {}: cannot read its shard file names", path.string(), name);
+    std::string file(size_t(len) + 1, '\0');
+    H5Pget_virtual_filename(dcpl, i, file.data(), file.size());
+    file.resize(size_t(len));
+    if (!checked.insert(file).second) continue;
+    const fs::path p = fs::path(file).is_absolute() ? fs::path(file) : path.parent_path() / file;
+    KV_CHECK(fs::is_regular_file(p),
+             "{}: dataset {} maps sequences to shard file {}, which is missing (a dump written "
+             "by several MPI ranks keeps its shard files beside it)",
+             path.string(), name, p.string());
+  }
+}
+
+}  // namespace
+
 KVDumpReader::KVDumpReader(const fs::path& path) : impl_(std::make_unique<Impl>()) {
   Impl& d = *impl_;
   d.where = path.string();
@@ -45,6 +72,7 @@ KVDumpReader::KVDumpReader(const fs::path& path) : impl_(std::make_unique<Impl>(
                   H5Fclose);
   DumpInfo& in = d.info;
   ModelConfig& c = in.config;
+  std::set<std::string> shards_checked;
   auto geti = [&](const char* n) { return int(h5::read_attr_int(d.file, n, d.where)); };
   in.n_seq = geti("n_seq");
   in.seq_len = geti("seq_len");
@@ -93,6 +121,7 @@ KVDumpReader::KVDumpReader(const fs::path& path) : impl_(std::make_unique<Impl>(
     Handle tok(h5::check(H5Dopen2(d.file, "tokens", H5P_DEFAULT), d.where, "opening /tokens"),
                H5Dclose);
     expect_dims(tok, {hsize_t(in.n_seq), hsize_t(in.seq_len)}, "/tokens");
+    check_virtual_sources(tok, path, "/tokens", shards_checked);
   }
   in.logits = H5Lexists(d.file, "logits", H5P_DEFAULT) > 0;
   const auto& names = dump_tensor_names();
@@ -112,6 +141,7 @@ KVDumpReader::KVDumpReader(const fs::path& path) : impl_(std::make_unique<Impl>(
           ds,
           {hsize_t(in.n_seq), hsize_t(in.heads_of(t)), hsize_t(in.seq_len), hsize_t(c.head_dim)},
           "/" + p);
+      check_virtual_sources(ds, path, "/" + p, shards_checked);
       present.insert(t);
       d.datasets[size_t(l)].push_back(std::move(ds));
     }

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include "kv_dump_file.hpp"
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/kv/kv_dump.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 
 namespace kvscope {
@@ -84,6 +86,55 @@ class DumpObserver : public ForwardObserver {
 
 }  // namespace
 
+namespace {
+
+void rename_into_place(const fs::path& partial, const fs::path& out, const std::string& where) {
+  std::error_code ec;
+  fs::rename(partial, out, ec);
+  if (ec) {
+    const std::string why = ec.message();  // before remove() reuses ec
+    fs::remove(partial, ec);
+    throw Error(fmt::format("{}: cannot rename {} into place: {}", where, partial.string(), why));
+  }
+}
+
+// The tokenizer's spelling of every id (/vocab).
+std::vector<std::string> vocab_of(const Tokenizer& tok) {
+  std::vector<std::string> vocab(size_t(tok.vocab_size()));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id) vocab[size_t(id)] = tok.piece(id);
+  return vocab;
+}
+
+// The shards every rank wrote and `out` over them (rank 0, after all shards are complete).
+void write_stitched(const ModelConfig& c, const DumpOptions& opt, const DumpSource& described,
+                    int32_t bos, const std::vector<std::string>& vocab, const fs::path& out,
+                    const std::string& where) {
+  std::vector<DumpShard> shards;
+  for (int r = 0; r < dist::size(); ++r) {
+    const dist::Block b = dist::block_of(opt.n_seq, r);
+    if (b.count > 0) shards.push_back({shard_name(out, r, dist::size()), b.first, b.count});
+  }
+  fs::path partial = out;
+  partial += ".partial";
+  RemoveOnSignal on_signal(partial);
+  try {
+    DumpFile file(partial, c, opt, described, bos, vocab, shards);
+    file.finish();
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(partial, ec);
+    throw;
+  }
+  rename_into_place(partial, out, where);
+}
+
+}  // namespace
+
+std::string shard_name(const fs::path& out, int rank, int ranks) {
+  return fmt::format("{}.rank{}of{}{}", out.stem().string(), rank, ranks,
+                     out.has_extension() ? out.extension().string() : std::string(".h5"));
+}
+
 void check_dump_options(const DumpOptions& o, const std::string& where) {
   KV_CHECK(o.seq_len == 0 || o.seq_len >= 2,
            "{}: seq_len must be 0 (the model's context) or at least 2, got {}", where, o.seq_len);
@@ -129,8 +180,14 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   const int T = opt.seq_len, N = opt.n_seq;
   const int32_t bos = tok.bos_id;
   const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos, src.text_file.string());
+  // Under MPI (docs/distributed.md) rank r writes its block of sequences to a shard file
+  // beside `out`; once every shard is complete, rank 0 writes `out` itself, whose datasets
+  // are virtual datasets over the shards. Alone, the whole dump goes straight into `out`.
+  const int ranks = dist::size();
+  const dist::Block mine = dist::block_of(N, dist::rank());
+  const fs::path target = ranks > 1 ? out.parent_path() / shard_name(out, dist::rank(), ranks) : out;
 
-  fs::path partial = out;
+  fs::path partial = target;
   partial += ".partial";
   std::error_code ec;
   fs::remove(partial, ec);  // left by a killed earlier dump to the same output
@@ -138,20 +195,29 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   DumpStats st;
   st.n_seq = N;
   st.seq_len = T;
+  const std::vector<std::string> vocab = vocab_of(tok);
+  DumpSource described = src;
+  described.model_format = m.format;
+  described.stored_dtypes = m.stored_dtypes;
+  // An old `out` over shards of the same names must not outlive them half-rewritten.
+  if (ranks > 1 && dist::root() && opt.force) fs::remove(out, ec);
   try {
-    std::vector<std::string> vocab(size_t(tok.vocab_size()));
-    for (int32_t id = 0; id < tok.vocab_size(); ++id) vocab[size_t(id)] = tok.piece(id);
-    DumpSource described = src;
-    described.model_format = m.format;
-    described.stored_dtypes = m.stored_dtypes;
-    DumpFile file(partial, m.config, opt, described, bos, vocab);
-    DumpObserver obs(file, opt.tensors);
+    DumpOptions local = opt;
+    local.n_seq = int(mine.count);
+    // A rank with no sequences (n_seq < ranks) writes no shard.
+    std::optional<DumpFile> holder;
+    std::optional<DumpObserver> obs;
+    if (mine.count > 0) {
+      holder.emplace(partial, m.config, local, described, bos, vocab);
+      obs.emplace(*holder, opt.tensors);
+    }
     RunState rs(m.config, T);
     std::vector<int32_t> seq;
     double forward_total = 0.0, outside = 0.0;
     int64_t doc = -1;  // document index: BOS tokens of the stream seen so far, less one
     size_t scanned = 0;
-    for (int i = 0; i < N; ++i) {
+    for (int i = 0; i < N && mine.count > 0; ++i) {
+      DumpFile& file = *holder;
       const size_t off = offsets[size_t(i)];
       // The sequence's first text token: the one after the BOS that starts the window (a
       // document's own BOS, or the one prepended), at `off` itself when the window does not
@@ -159,39 +225,55 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
       const size_t first = off + ((bos >= 0 && stream[off] == bos) ? 1 : 0);
       for (; scanned <= first && scanned < stream.size(); ++scanned)
         doc += bos >= 0 && stream[scanned] == bos;
+      if (i < mine.first || i >= mine.first + mine.count) continue;  // another rank's
+      const int at = i - int(mine.first);  // index in this file
       seq = sequence_tokens(stream, off, T, bos);
       rs.reset();
-      obs.seq = i;
+      obs->seq = at;
       ForwardOptions fo;
-      fo.observer = opt.tensors.empty() ? nullptr : &obs;
+      fo.observer = opt.tensors.empty() ? nullptr : &*obs;
       fo.logits = opt.logits ? LogitsMode::kAll : LogitsMode::kNone;
       const double t0 = now();
       const auto logits = forward(m, rs, seq, fo);
       const double t1 = now();
       forward_total += t1 - t0;
-      file.stage_tokens(i, seq.data());
-      file.stage_source(i, int64_t(first), std::max<int64_t>(doc, 0));
-      if (opt.logits) file.stage_logits(i, logits.data());
+      file.stage_tokens(at, seq.data());
+      file.stage_source(at, int64_t(first), std::max<int64_t>(doc, 0));
+      if (opt.logits) file.stage_logits(at, logits.data());
       outside += now() - t1;
-      if (opt.on_sequence) opt.on_sequence(i + 1, N, file.tensor_bytes());
+      if (opt.on_sequence) opt.on_sequence(at + 1, int(mine.count), file.tensor_bytes());
     }
     const double t2 = now();
-    file.finish();
+    if (holder) {
+      holder->finish();
+      st.tensor_bytes = holder->tensor_bytes();
+      holder.reset();  // closes the file
+    }
     outside += now() - t2;
-    st.tensor_bytes = file.tensor_bytes();
-    st.write_seconds = obs.write_seconds + outside;
-    st.forward_seconds = forward_total - obs.write_seconds;
+    const double in_writes = obs ? obs->write_seconds : 0.0;
+    st.write_seconds = in_writes + outside;
+    st.forward_seconds = forward_total - in_writes;
   } catch (...) {
     fs::remove(partial, ec);
     throw;
   }
-  fs::rename(partial, out, ec);
-  if (ec) {
-    const std::string why = ec.message();  // before remove() reuses ec
-    fs::remove(partial, ec);
-    throw Error(fmt::format("{}: cannot rename {} into place: {}", where, partial.string(), why));
+  if (mine.count > 0) rename_into_place(partial, target, where);
+  if (ranks > 1) {
+    // Every shard is complete before any rank goes on (a rank that died never gets here,
+    // and mpirun then ends the others): only then does rank 0 write `out`.
+    dist::barrier();
+    std::vector<int64_t> bytes{st.tensor_bytes};
+    dist::sum_int64(bytes);
+    st.tensor_bytes = bytes[0];
+    if (dist::root()) write_stitched(m.config, opt, described, bos, vocab, out, where);
+    dist::barrier();
+    st.file_bytes = int64_t(fs::file_size(out));
+    for (int r = 0; r < ranks; ++r)
+      if (dist::block_of(N, r).count > 0)
+        st.file_bytes += int64_t(fs::file_size(out.parent_path() / shard_name(out, r, ranks)));
+  } else {
+    st.file_bytes = int64_t(fs::file_size(out));
   }
-  st.file_bytes = int64_t(fs::file_size(out));
   st.seconds = now() - t_start;
   return st;
 }

@@ -79,6 +79,11 @@ struct DumpStats {
 
 // Sequences: consecutive BOS-led windows of `stream` (include/kvscope/io/sequences.hpp).
 
+// Under MPI with N ranks, rank r's sequences go to the shard file shard_name(out, r, N)
+// beside `out` (e.g. x.rank0of2.h5) and `out` holds virtual datasets over them: one
+// logical file that h5py and KVDumpReader read as if it were whole (docs/distributed.md).
+std::string shard_name(const std::filesystem::path& out, int rank, int ranks);
+
 // Writes `out` (via out.partial). Throws Error naming the file: existing output without
 // force, bad options, HDF5/disk errors (the partial file is removed).
 DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
