@@ -8,6 +8,7 @@
 #include "kvscope/io/checksum.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/provenance.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/threads.hpp"
 
 namespace kvscope {
@@ -107,12 +108,13 @@ void ExperimentContext::unit_done(const std::string& line) {
 }
 
 void ExperimentContext::warn(const std::string& line) {
+  if (!dist::root()) return;  // every rank sees the same; rank 0 speaks for the run
   std::fprintf(stderr, "[%s] warning: %s\n", name.c_str(), line.c_str());
   if (manifest) manifest->extra["warnings"].push_back(line);
 }
 
 void ExperimentContext::log(const std::string& line) const {
-  if (verbose) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
+  if (verbose && dist::root()) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }
 
 TextSpec parse_text_spec(YamlMap& t) {
@@ -278,8 +280,18 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
            "{}: results {} exist; pass --force to replace them (or --results DIR to write "
            "elsewhere)",
            config_file.string(), final_dir.string());
-  fs::remove_all(partial_dir);
-  fs::create_directories(partial_dir);
+  // Under MPI every rank runs the experiment on its share of the sequences; rank 0 alone
+  // writes the tables, plots and manifest (other ranks write only dump shards).
+  const bool root = dist::root();
+  KV_CHECK(dist::size() == 1 || find_experiment_kind(ctx.kind, "").splits,
+           "{}: kind '{}' runs in one process (it does not split across MPI ranks); run it "
+           "without mpirun (this job has {} ranks)",
+           config_file.string(), ctx.kind, dist::size());
+  if (root) {
+    fs::remove_all(partial_dir);
+    fs::create_directories(partial_dir);
+  }
+  dist::barrier();  // the directory exists before any rank writes a shard into it
   ctx.out_dir = partial_dir;
   ctx.started = t0;
   ctx.threads = set_threads(ctx.threads);
@@ -291,12 +303,20 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   manifest.extra["seed"] = ctx.seed;
   manifest.extra["code_sha256"] = code_sha256();
   manifest.extra["source_sha256"] = source_fingerprint();
+  manifest.extra["mpi"] = {{"ranks", dist::size()},
+                           {"threads_per_rank", ctx.threads},
+                           {"hosts", dist::hosts()},
+                           {"built_with_mpi", dist::built_with_mpi()}};
   ctx.manifest = &manifest;
   ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
                       ctx.texts.size(), ctx.threads));
 
   try {
     const Tables tables = run(ctx);
+    // Every rank is done (a rank that died never arrives, and mpirun ends the job).
+    dist::barrier();
+    if (!root) return final_dir;
+    manifest.extra["mpi"]["bytes_reduced"] = dist::bytes_reduced();
     for (const Table& t : tables) write_csv(t, partial_dir / (t.name() + ".csv"));
     for (const auto& step : ctx.after_tables) step(partial_dir);
     std::vector<std::string> files;

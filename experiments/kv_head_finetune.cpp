@@ -204,6 +204,7 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
 ExperimentKind kv_head_finetune_kind() {
   ExperimentKind k;
   k.name = "kv_head_finetune";
+  k.splits = false;  // one process: its loop is not split across MPI ranks
   k.summary = "fewer KV heads, then fine-tuning: recovery curves per initialisation";
   k.prepare = [](YamlMap& s) -> ExperimentRun {
     FinetuneConfig cfg;

@@ -250,6 +250,7 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
 ExperimentKind quant_drift_kind() {
   ExperimentKind k;
   k.name = "quant_drift";
+  k.splits = false;  // one process: its loop is not split across MPI ranks
   k.summary = "K/V and next-token drift of each model from a reference (GGUF vs its original)";
   k.prepare = [](YamlMap& s) -> ExperimentRun {
     DriftConfig cfg;

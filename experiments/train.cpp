@@ -305,6 +305,7 @@ train::TrainOptions parse_train_options(YamlMap& s, const train::TrainOptions& d
 ExperimentKind train_kind() {
   ExperimentKind k;
   k.name = "train";
+  k.splits = false;  // one process: its loop is not split across MPI ranks
   k.summary = "train a LLaMA model on the texts; checkpoints in Hugging Face format, resumable";
   k.needs_models = false;
   k.prepare = [](YamlMap& s) -> ExperimentRun {

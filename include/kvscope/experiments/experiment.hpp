@@ -73,6 +73,9 @@ struct ExperimentKind {
   std::string summary;
   bool needs_models = true;
   bool needs_texts = true;
+  // Whether its work splits across MPI ranks (include/kvscope/runtime/dist.hpp); kinds that
+  // train are refused under mpirun with more than one rank.
+  bool splits = true;
   // Reads the kind's own section (`perplexity:` for kind perplexity; may be empty) into a
   // typed config and returns the run bound to it. Must read every key it accepts.
   std::function<ExperimentRun(YamlMap& section)> prepare;
