@@ -317,7 +317,9 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
     dist::barrier();
     if (!root) return final_dir;
     manifest.extra["mpi"]["bytes_reduced"] = dist::bytes_reduced();
-    for (const Table& t : tables) write_csv(t, partial_dir / (t.name() + ".csv"));
+    manifest.extra["mpi"]["seconds_in_collectives"] = dist::seconds_in_collectives();
+    if (opt.csv_digits > 0) manifest.extra["csv_digits"] = opt.csv_digits;
+    for (const Table& t : tables) write_csv(t, partial_dir / (t.name() + ".csv"), opt.csv_digits);
     for (const auto& step : ctx.after_tables) step(partial_dir);
     std::vector<std::string> files;
     for (const auto& e : fs::directory_iterator(partial_dir))

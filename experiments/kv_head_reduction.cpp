@@ -29,6 +29,7 @@
 #include "kvscope/kv/kv_reduction.hpp"
 #include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
+#include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "retrieval_config.hpp"
@@ -92,8 +93,14 @@ std::vector<double> attention_errors(const Model& original, const Model& reduced
     size_t dim = 0;
   };
   const int L = original.config.n_layers;
-  std::vector<double> num(size_t(L), 0.0), den(size_t(L), 0.0);
-  for (const auto& s : seqs) {
+  // Per sequence and layer: the squared error and the squared norm [seqs][2 L]; sequences
+  // are split across MPI ranks and summed in sequence order.
+  std::vector<double> per_seq(seqs.size() * 2 * size_t(L), 0.0);
+  for (size_t si = 0; si < seqs.size(); ++si) {
+    if (!dist::mine(si)) continue;
+    const auto& s = seqs[si];
+    double* num = per_seq.data() + si * 2 * size_t(L);
+    double* den = num + L;
     Proj a, b;
     a.dim = b.dim = size_t(original.config.dim);
     for (auto [m, obs] : {std::pair{&original, &a}, std::pair{&reduced, &b}}) {
@@ -106,10 +113,17 @@ std::vector<double> attention_errors(const Model& original, const Model& reduced
     for (int l = 0; l < L; ++l)
       for (size_t i = 0; i < a.y[size_t(l)].size(); ++i) {
         const double d = double(b.y[size_t(l)][i]) - a.y[size_t(l)][i];
-        num[size_t(l)] += d * d;
-        den[size_t(l)] += double(a.y[size_t(l)][i]) * a.y[size_t(l)][i];
+        num[l] += d * d;
+        den[l] += double(a.y[size_t(l)][i]) * a.y[size_t(l)][i];
       }
   }
+  dist::gather_owned(per_seq, 2 * size_t(L));
+  std::vector<double> num(size_t(L), 0.0), den(size_t(L), 0.0);
+  for (size_t si = 0; si < seqs.size(); ++si)
+    for (int l = 0; l < L; ++l) {
+      num[size_t(l)] += per_seq[si * 2 * size_t(L) + size_t(l)];
+      den[size_t(l)] += per_seq[si * 2 * size_t(L) + size_t(L + l)];
+    }
   std::vector<double> e(static_cast<size_t>(L));
   for (int l = 0; l < L; ++l)
     e[size_t(l)] = den[size_t(l)] > 0 ? std::sqrt(num[size_t(l)] / den[size_t(l)]) : 0.0;

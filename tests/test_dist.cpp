@@ -58,16 +58,16 @@ TEST_CASE("Gram sums do not depend on how sequences are grouped (as ranks would)
   const std::vector<double> want = all.block(0, d, false), want_c = all.block(0, d, true);
   // Groupings as 2 ranks (blocks), 3 ranks (blocks) and 3 ranks (round robin), merged in
   // rank order as dist::sum_double_double does.
-  const std::vector<std::vector<std::vector<int>>> splits = {
-      {{0, 1, 2, 3}, {4, 5, 6, 7, 8}},
-      {{0, 1, 2}, {3, 4, 5}, {6, 7, 8}},
-      {{0, 3, 6}, {1, 4, 7}, {2, 5, 8}},
-      {{8, 7, 6, 5}, {4, 3, 2, 1, 0}}};
+  const std::vector<std::vector<std::vector<int>>> splits = {{{0, 1, 2, 3}, {4, 5, 6, 7, 8}},
+                                                             {{0, 1, 2}, {3, 4, 5}, {6, 7, 8}},
+                                                             {{0, 3, 6}, {1, 4, 7}, {2, 5, 8}},
+                                                             {{8, 7, 6, 5}, {4, 3, 2, 1, 0}}};
   for (const auto& ranks : splits) {
     GramAccumulator total(d);
     for (const auto& mine : ranks) {
       GramAccumulator part(d);
-      for (int i : mine) part.add_rows(seqs[size_t(i)].data(), int64_t(seqs[size_t(i)].size()) / d, d);
+      for (int i : mine)
+        part.add_rows(seqs[size_t(i)].data(), int64_t(seqs[size_t(i)].size()) / d, d);
       total.merge(part);
     }
     CHECK(total.rows() == all.rows());

@@ -111,6 +111,21 @@ TEST_CASE("table: float text is deterministic", "[infra][table]") {
   CHECK(kvscope::parse_csv(one.to_csv(), "one").rows.size() == 1);
 }
 
+TEST_CASE("table: 17 digits give back the exact double; 9 do not", "[infra][table]") {
+  const Column c{"v", Column::Float};
+  // 1/3 and its neighbour one ulp up: 9 digits print them alike, 17 tell them apart and
+  // parse back to the same bits (what `kvscope run --digits 17` relies on).
+  const double a = 1.0 / 3.0, b = std::nextafter(a, 1.0);
+  CHECK(kvscope::format_cell(a, c) == kvscope::format_cell(b, c));
+  CHECK(kvscope::format_cell(a, c, 17) != kvscope::format_cell(b, c, 17));
+  for (double x : {a, b, 0.1, 1e-300, 6.02214076e23, -2.5e-7})
+    CHECK(std::strtod(kvscope::format_cell(x, c, 17).c_str(), nullptr) == x);
+  Table t("t", {{"v", Column::Float, 3}});
+  t.add_row({a});
+  CHECK(t.to_csv() == "v\n0.333\n");
+  CHECK(t.to_csv(17) == "v\n0.33333333333333331\n");
+}
+
 TEST_CASE("table: rows must match the columns", "[infra][table]") {
   Table t("arity", {{"a", Column::Int}, {"b", Column::String}});
   CHECK_FALSE(t.check_row({int64_t{1}, std::string("x")}).has_value());

@@ -67,7 +67,8 @@ CalibrationGrams collect_grams(const Model& m, int32_t bos, std::span<const int3
   fo.logits = LogitsMode::kNone;
   // Under MPI each rank runs its share of the sequences; the Grams are then summed over
   // ranks (double-double sums of per-sequence Grams: the same result for any split).
-  const std::vector<size_t> offsets = plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source);
+  const std::vector<size_t> offsets =
+      plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source);
   for (size_t i = 0; i < offsets.size(); ++i) {
     if (!dist::mine(i)) continue;
     st.reset();

@@ -1,8 +1,8 @@
 #include "kv_dump_file.hpp"
 
 #include <algorithm>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "kvscope/io/checksum.hpp"
@@ -99,19 +99,19 @@ void add_virtual_mappings(hid_t dcpl, const std::vector<hsize_t>& shape,
     const int32_t none = -1;
     h5::check_status(H5Pset_fill_value(dcpl, H5T_NATIVE_INT32, &none), w, "H5Pset_fill_value");
   }
-  Handle vspace(h5::check(H5Screate_simple(int(shape.size()), shape.data(), nullptr), w,
-                          "H5Screate_simple"),
-                H5Sclose);
+  Handle vspace(
+      h5::check(H5Screate_simple(int(shape.size()), shape.data(), nullptr), w, "H5Screate_simple"),
+      H5Sclose);
   for (const DumpShard& sh : shards) {
     std::vector<hsize_t> part = shape, start(shape.size(), 0);
     part[0] = hsize_t(sh.count);
     start[0] = hsize_t(sh.first);
     h5::check_status(
-        H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start.data(), nullptr, part.data(), nullptr),
-        w, "selecting a shard's sequences");
-    Handle sspace(h5::check(H5Screate_simple(int(part.size()), part.data(), nullptr), w,
-                            "H5Screate_simple"),
-                  H5Sclose);
+        H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start.data(), nullptr, part.data(), nullptr), w,
+        "selecting a shard's sequences");
+    Handle sspace(
+        h5::check(H5Screate_simple(int(part.size()), part.data(), nullptr), w, "H5Screate_simple"),
+        H5Sclose);
     h5::check_status(H5Pset_virtual(dcpl, vspace, sh.file.c_str(), path.c_str(), sspace), w,
                      ("mapping " + path + " onto shard " + sh.file).c_str());
   }
@@ -120,8 +120,8 @@ void add_virtual_mappings(hid_t dcpl, const std::vector<hsize_t>& shape,
 }  // namespace
 
 DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions& opt,
-                   const DumpSource& src, int32_t bos,
-                   const std::vector<std::string>& vocab, const std::vector<DumpShard>& shards)
+                   const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab,
+                   const std::vector<DumpShard>& shards)
     : where_(path.string()),
       opt_(opt),
       T_(opt.seq_len),
@@ -268,7 +268,8 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   H5Tinsert(source_type_, "document", 8, H5T_NATIVE_INT64);
   H5Tinsert(source_type_, "file", 16, str);
   source_row_.assign(16 + name_len, 0);
-  sources_ = make(file_, "sources", "sources", {}, {}, source_type_, source_type_, 16 + name_len, "sequence");
+  sources_ = make(file_, "sources", "sources", {}, {}, source_type_, source_type_, 16 + name_len,
+                  "sequence");
   h5::write_attr(sources_.id(), "description",
                  std::string("token_offset: index in the token stream of the sequence's first "
                              "text token (the one after its BOS); document: index of the "

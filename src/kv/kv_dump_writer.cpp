@@ -167,8 +167,10 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
            "{}: seq_len {} exceeds the context of {} tokens model '{}' was trained for; pass "
            "--allow-extrapolation (YAML: allow_extrapolation: true) to dump beyond it",
            where, opt.seq_len, m.config.max_seq_len, m.name);
-  KV_CHECK(!fs::is_directory(out), "{}: is a directory; expected the path of an .h5 file to "
-           "write (--force replaces files, never directories)", where);
+  KV_CHECK(!fs::is_directory(out),
+           "{}: is a directory; expected the path of an .h5 file to "
+           "write (--force replaces files, never directories)",
+           where);
   KV_CHECK(opt.force || !fs::exists(out), "{}: output exists; pass --force to overwrite", where);
   KV_CHECK(out.has_filename() && (out.parent_path().empty() || fs::is_directory(out.parent_path())),
            "{}: the directory {} does not exist; create it first", where,
@@ -185,7 +187,8 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   // are virtual datasets over the shards. Alone, the whole dump goes straight into `out`.
   const int ranks = dist::size();
   const dist::Block mine = dist::block_of(N, dist::rank());
-  const fs::path target = ranks > 1 ? out.parent_path() / shard_name(out, dist::rank(), ranks) : out;
+  const fs::path target =
+      ranks > 1 ? out.parent_path() / shard_name(out, dist::rank(), ranks) : out;
 
   fs::path partial = target;
   partial += ".partial";
@@ -226,7 +229,7 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
       for (; scanned <= first && scanned < stream.size(); ++scanned)
         doc += bos >= 0 && stream[scanned] == bos;
       if (i < mine.first || i >= mine.first + mine.count) continue;  // another rank's
-      const int at = i - int(mine.first);  // index in this file
+      const int at = i - int(mine.first);                            // index in this file
       seq = sequence_tokens(stream, off, T, bos);
       rs.reset();
       obs->seq = at;

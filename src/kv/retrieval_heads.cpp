@@ -169,7 +169,9 @@ std::vector<uint8_t> random_heads(int total, int count, uint64_t seed) {
 
 namespace kvscope {
 
-int default_token_lo(const ModelConfig& c) { return std::max({0, c.bos_id + 1, c.eos_id + 1}); }
+int default_token_lo(const ModelConfig& c) {
+  return std::max({0, c.bos_id + 1, c.eos_id + 1});
+}
 
 ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) {
   const ModelConfig& c = m.config;
@@ -266,10 +268,9 @@ HeadScores probe_heads(const Model& m, const ProbeOptions& o, std::vector<double
   if (copy_nll) copy_nll->assign(size_t(R), 0.0);
   for (int i = 0; i < o.probes; ++i) {
     const double* row = per_probe.data() + size_t(i) * width;
-    HeadScorer::Sums sums{std::vector<double>(row, row + nq),
-                          std::vector<double>(row + nq, row + 2 * nq),
-                          std::vector<double>(row + 2 * nq, row + 3 * nq),
-                          std::vector<int64_t>(nq)};
+    HeadScorer::Sums sums{
+        std::vector<double>(row, row + nq), std::vector<double>(row + nq, row + 2 * nq),
+        std::vector<double>(row + 2 * nq, row + 3 * nq), std::vector<int64_t>(nq)};
     std::vector<double> e(nq), ind(nq);
     for (size_t h = 0; h < nq; ++h) {
       const double n = row[3 * nq + h];

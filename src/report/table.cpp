@@ -87,16 +87,16 @@ size_t Table::column_index(std::string_view name) const {
   return 0;
 }
 
-std::string format_cell(const Cell& cell, const Column& column) {
+std::string format_cell(const Cell& cell, const Column& column, int digits) {
   if (const auto* i = std::get_if<int64_t>(&cell)) {
-    if (column.kind == Column::Float) return format_cell(static_cast<double>(*i), column);
+    if (column.kind == Column::Float) return format_cell(static_cast<double>(*i), column, digits);
     return fmt::format("{}", *i);
   }
   if (const auto* d = std::get_if<double>(&cell)) {
     // fmt's float formatting is exact and locale-free, so bytes depend only on the value.
     // NaN's sign bit is noise (it differs between code paths producing "the same" NaN).
     if (std::isnan(*d)) return "nan";
-    return fmt::format("{:.{}g}", *d, column.precision);
+    return fmt::format("{:.{}g}", *d, digits > 0 ? digits : column.precision);
   }
   return std::get<std::string>(cell);
 }
@@ -112,7 +112,7 @@ std::string csv_quote(std::string_view field) {
   return out;
 }
 
-std::string Table::to_csv() const {
+std::string Table::to_csv(int digits) const {
   std::string out;
   auto line = [&](auto&& field_at) {
     for (size_t i = 0; i < columns_.size(); ++i) {
@@ -124,12 +124,15 @@ std::string Table::to_csv() const {
     out += '\n';
   };
   line([&](size_t i) { return columns_[i].name; });
-  for (const auto& row : rows_) line([&](size_t i) { return format_cell(row[i], columns_[i]); });
+  for (const auto& row : rows_)
+    line([&](size_t i) { return format_cell(row[i], columns_[i], digits); });
   return out;
 }
 
-void write_csv(const Table& table, const std::filesystem::path& path) {
-  write_file_atomic(path, table.to_csv());
+void write_csv(const Table& table, const std::filesystem::path& path, int digits) {
+  KV_CHECK(digits >= 0 && digits <= 17, "{}: CSV digits must be 1..17 (or 0: each column's own), got {}",
+           path.string(), digits);
+  write_file_atomic(path, table.to_csv(digits));
 }
 
 size_t CsvData::column(std::string_view name) const {

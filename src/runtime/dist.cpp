@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -18,6 +19,15 @@ namespace kvscope::dist {
 namespace {
 int g_rank = 0, g_size = 1, g_local = 1;
 int64_t g_bytes = 0;
+double g_seconds = 0.0;
+
+// Adds the wall time of one collective (waiting for the slowest rank included) to g_seconds.
+struct Timed {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  ~Timed() {
+    g_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
 bool g_started = false;
 
 std::string this_host() {
@@ -86,10 +96,21 @@ void abort_job(int code) {
 #endif
 }
 
-int rank() { return g_rank; }
-int64_t bytes_reduced() { return g_bytes; }
-int size() { return g_size; }
-int ranks_on_host() { return g_local; }
+int rank() {
+  return g_rank;
+}
+int64_t bytes_reduced() {
+  return g_bytes;
+}
+double seconds_in_collectives() {
+  return g_seconds;
+}
+int size() {
+  return g_size;
+}
+int ranks_on_host() {
+  return g_local;
+}
 
 std::vector<std::string> hosts() {
   const std::string me = this_host();
@@ -119,7 +140,10 @@ Block block_of(int64_t n, int r, int ranks) {
 
 void barrier() {
 #ifdef KVSCOPE_HAVE_MPI
-  if (g_size > 1) MPI_Barrier(MPI_COMM_WORLD);
+  if (g_size > 1) {
+    const Timed timed;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 #endif
 }
 
@@ -127,6 +151,7 @@ void gather_owned(void* bytes, size_t item_bytes, size_t n) {
   if (g_size == 1) return;
   char* p = static_cast<char*>(bytes);
   g_bytes += int64_t(item_bytes * n);
+  const Timed timed;
   for (size_t i = 0; i < n; ++i)
     if (!mine(i)) std::memset(p + i * item_bytes, 0, item_bytes);
 #ifdef KVSCOPE_HAVE_MPI
@@ -143,6 +168,7 @@ void sum_double_double(std::span<double> hi, std::span<double> lo) {
 #ifdef KVSCOPE_HAVE_MPI
   const size_t n = hi.size();
   g_bytes += int64_t(16 * n);
+  const Timed timed;
   std::vector<double> pairs(2 * n), out(g_rank == 0 ? 2 * n : 0);
   for (size_t i = 0; i < n; ++i) pairs[2 * i] = hi[i], pairs[2 * i + 1] = lo[i];
   MPI_Datatype pair;
@@ -153,8 +179,8 @@ void sum_double_double(std::span<double> hi, std::span<double> lo) {
   constexpr size_t kStep = size_t(1) << 26;
   for (size_t off = 0; off < n; off += kStep) {
     const int cnt = int(std::min(kStep, n - off));
-    MPI_Reduce(pairs.data() + 2 * off, g_rank == 0 ? out.data() + 2 * off : nullptr, cnt, pair,
-               op, 0, MPI_COMM_WORLD);
+    MPI_Reduce(pairs.data() + 2 * off, g_rank == 0 ? out.data() + 2 * off : nullptr, cnt, pair, op,
+               0, MPI_COMM_WORLD);
   }
   if (g_rank == 0) pairs.swap(out);
   // One result for everyone: rank 0's, broadcast (an all-reduce may round differently
@@ -171,6 +197,7 @@ void sum_int64(std::span<int64_t> v) {
   if (g_size == 1) return;
 #ifdef KVSCOPE_HAVE_MPI
   g_bytes += int64_t(8 * v.size());
+  const Timed timed;
   MPI_Allreduce(MPI_IN_PLACE, v.data(), int(v.size()), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
 #endif
 }

@@ -17,12 +17,12 @@ int max_threads() {
 
 int resolve_threads(int n) {
   // All cores: under MPI, this host's cores shared among the ranks running on it.
-  if (n <= 0)
-    return std::max(1, int(std::thread::hardware_concurrency()) / dist::ranks_on_host());
+  if (n <= 0) return std::max(1, int(std::thread::hardware_concurrency()) / dist::ranks_on_host());
   if (n > max_threads())
-    throw Error(fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "
-                            "{} cores); use 0 for all cores",
-                            n, max_threads(), std::thread::hardware_concurrency()));
+    throw Error(
+        fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "
+                    "{} cores); use 0 for all cores",
+                    n, max_threads(), std::thread::hardware_concurrency()));
   return n;
 }
 

@@ -27,9 +27,10 @@ if [ "$mode" = agree ]; then
   for cfg in tests/mpi/*.yaml; do
     name=$(basename "$cfg" .yaml)
     echo "== $name"
-    "$bin" run "$cfg" --results "$tmp/alone" --quiet
+    # --digits 17: every float as the exact double, so equal CSVs mean equal bits.
+    "$bin" run "$cfg" --results "$tmp/alone" --quiet --digits 17
     for n in 1 2 3; do
-      mpi "$n" run "$cfg" --results "$tmp/n$n" --quiet
+      mpi "$n" run "$cfg" --results "$tmp/n$n" --quiet --digits 17
       $python tests/mpi/compare.py "$tmp/alone/$name" "$tmp/n$n/$name" "$n"
     done
   done
@@ -46,8 +47,8 @@ if [ "$mode" = agree ]; then
     printf 'kind: kv_spectrum\nname: from_dump\nthreads: 1\nkv_spectrum:\n  dumps: [%s]\n' \
       "$tmp/$d/x.h5" > "$tmp/$d.yaml"
   done
-  "$bin" run "$tmp/d1.yaml" --results "$tmp/s1" --quiet
-  mpi 2 run "$tmp/d2.yaml" --results "$tmp/s2" --quiet
+  "$bin" run "$tmp/d1.yaml" --results "$tmp/s1" --quiet --digits 17
+  mpi 2 run "$tmp/d2.yaml" --results "$tmp/s2" --quiet --digits 17
   cmp "$tmp/s1/from_dump/spectrum.csv" "$tmp/s2/from_dump/spectrum.csv"
   $python - "$tmp/d1/x.h5" "$tmp/d2/x.h5" <<'PY'
 import sys, h5py

@@ -94,6 +94,9 @@ struct RunOptions {
   int threads = -1;  // overrides the config's `threads` when >= 0 (0 = all cores)
   bool verbose = true;
   bool force = false;  // replace results/NAME/ when it exists (else: an error)
+  // > 0: floats in every CSV with this many significant digits (17: exact doubles, to compare
+  // runs bit for bit); 0: each column's own precision.
+  int csv_digits = 0;
 };
 
 // Runs one experiment config; returns the final results directory.

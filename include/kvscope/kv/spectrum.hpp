@@ -1,9 +1,9 @@
 // Singular values of tall activation matrices without holding them: stream the rows
 // into a Gram matrix X^T X in double (BLAS dsyrk, memory O(d^2) whatever the number of
-// rows; sums kept in double-double, see below), then eigendecompose it (LAPACK dsyevd); the singular values of X are the square
-// roots of its eigenvalues. The Gram of a layer's K (all KV heads side by side) holds the
-// Gram of every head and every group of adjacent heads as diagonal blocks, so one pass
-// gives all three views.
+// rows; sums kept in double-double, see below), then eigendecompose it (LAPACK dsyevd); the
+// singular values of X are the square roots of its eigenvalues. The Gram of a layer's K (all KV
+// heads side by side) holds the Gram of every head and every group of adjacent heads as diagonal
+// blocks, so one pass gives all three views.
 #pragma once
 
 #include <cstddef>

@@ -42,7 +42,9 @@ class Table {
   size_t column_index(std::string_view name) const;
 
   // Header line plus one line per row, '\n' line ends, RFC 4180 quoting.
-  std::string to_csv() const;
+  // digits > 0: every float column with that many significant digits (17 round-trips a
+  // double exactly) instead of its own precision.
+  std::string to_csv(int digits = 0) const;
 
  private:
   std::string name_;
@@ -52,13 +54,13 @@ class Table {
 
 // A cell as CSV text (before quoting): ints with "{}", floats with "{:.{precision}g}" and
 // NaN as "nan" (never "-nan"), so equal values always give equal bytes.
-std::string format_cell(const Cell& cell, const Column& column);
+std::string format_cell(const Cell& cell, const Column& column, int digits = 0);
 
 // `field` quoted per RFC 4180 when it contains a comma, quote, CR or LF ("" for a quote).
 std::string csv_quote(std::string_view field);
 
 // Writes table.to_csv() to `path` atomically (PATH.partial, then rename).
-void write_csv(const Table& table, const std::filesystem::path& path);
+void write_csv(const Table& table, const std::filesystem::path& path, int digits = 0);
 
 // A CSV file read back as strings (for plotting and comparing runs).
 struct CsvData {

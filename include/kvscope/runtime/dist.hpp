@@ -34,7 +34,9 @@ void abort_job(int code);
 
 int rank();
 int size();
-inline bool root() { return rank() == 0; }
+inline bool root() {
+  return rank() == 0;
+}
 bool built_with_mpi();
 // Ranks sharing this rank's host (for threads = 0: the host's cores divided among them).
 int ranks_on_host();
@@ -43,14 +45,18 @@ std::vector<std::string> hosts();
 
 // Item i of a loop over n belongs to rank i % size(): neighbouring items (similar cost)
 // spread over the ranks.
-inline bool mine(size_t i) { return size() == 1 || int(i % size_t(size())) == rank(); }
+inline bool mine(size_t i) {
+  return size() == 1 || int(i % size_t(size())) == rank();
+}
 // Items [first, first + count) of n in contiguous blocks (dump shards): rank r gets
 // n / size() items, the first n % size() ranks one more.
 struct Block {
   int64_t first = 0, count = 0;
 };
 Block block_of(int64_t n, int r, int ranks);
-inline Block block_of(int64_t n, int r) { return block_of(n, r, size()); }
+inline Block block_of(int64_t n, int r) {
+  return block_of(n, r, size());
+}
 
 void barrier();
 
@@ -87,5 +93,8 @@ void sum_int64(std::span<int64_t> v);
 // Bytes this rank has handed to reductions so far (the payload of each collective, not
 // the messages of its algorithm): what docs/distributed.md scales to more ranks.
 int64_t bytes_reduced();
+// Seconds this rank has spent inside collectives (barriers included): communication plus
+// waiting for slower ranks.
+double seconds_in_collectives();
 
 }  // namespace kvscope::dist
