@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/checksum.hpp"
@@ -308,6 +309,15 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
                            {"hosts", dist::hosts()},
                            {"built_with_mpi", dist::built_with_mpi()}};
   ctx.manifest = &manifest;
+  // threads 0 means all of the host's cores under MPI too, so that a run's numbers do not
+  // change with the rank count (the forward pass rounds differently with another thread
+  // count); several ranks on one host then share its cores, which the user should know.
+  const int cores = int(std::thread::hardware_concurrency());
+  if (dist::ranks_on_host() * ctx.threads > cores)
+    ctx.warn(fmt::format("{} ranks x {} threads share this host's {} cores; set threads (or "
+                         "--threads) to {} per rank to avoid oversubscribing them",
+                         dist::ranks_on_host(), ctx.threads, cores,
+                         std::max(1, cores / dist::ranks_on_host())));
   ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
                       ctx.texts.size(), ctx.threads));
 

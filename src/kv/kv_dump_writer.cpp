@@ -84,10 +84,6 @@ class DumpObserver : public ForwardObserver {
   std::vector<float> buf_;
 };
 
-}  // namespace
-
-namespace {
-
 void rename_into_place(const fs::path& partial, const fs::path& out, const std::string& where) {
   std::error_code ec;
   fs::rename(partial, out, ec);

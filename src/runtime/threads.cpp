@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "kvscope/io/error.hpp"
-#include "kvscope/runtime/dist.hpp"
 
 namespace kvscope {
 
@@ -16,8 +15,7 @@ int max_threads() {
 }
 
 int resolve_threads(int n) {
-  // All cores: under MPI, this host's cores shared among the ranks running on it.
-  if (n <= 0) return std::max(1, int(std::thread::hardware_concurrency()) / dist::ranks_on_host());
+  if (n <= 0) return int(std::max(1u, std::thread::hardware_concurrency()));
   if (n > max_threads())
     throw Error(
         fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "

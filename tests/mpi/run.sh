@@ -64,6 +64,18 @@ PY
   fi
   grep -q "x.rank1of2.h5, which is missing" "$tmp/err.txt" || { cat "$tmp/err.txt"; exit 1; }
   echo "  missing shard: $(head -c 160 "$tmp/err.txt")"
+  # What does not split is refused on more than one rank, leaving no result behind.
+  echo "== refusals"
+  if mpi 2 run tests/data/smoke/train.yaml --results "$tmp/t" --quiet 2> "$tmp/err.txt"; then
+    echo "FAIL: kind train ran on 2 ranks"; exit 1
+  fi
+  grep -q "kind 'train' runs in one process" "$tmp/err.txt" || { cat "$tmp/err.txt"; exit 1; }
+  [ ! -e "$tmp/t/train" ] || { echo "FAIL: a refused run left results"; exit 1; }
+  if mpi 2 tables --dry-run 2> "$tmp/err.txt" > /dev/null; then
+    echo "FAIL: kvscope tables ran on 2 ranks"; exit 1
+  fi
+  grep -q "only 'run' and 'dump' split" "$tmp/err.txt" || { cat "$tmp/err.txt"; exit 1; }
+  echo "  train kind and 'kvscope tables' refused on 2 ranks"
   echo "PASS"
 elif [ "$mode" = kill ]; then
   # A dump long enough (about 20 s on 2 ranks) to be killed in the middle.
