@@ -103,35 +103,79 @@ bool has(const std::vector<std::string>& v, const char* s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
 
-// Every scope of one layer x tensor Gram into the tables.
-void emit(Tables2& out, GramAccumulator& g, const SpectrumConfig& cfg, const std::string& model,
-          const std::string& calib, int64_t sequences, int layer, const std::string& tensor,
-          int n_kv, int hd, const std::vector<int>& targets) {
-  auto add = [&](const std::string& scope, int groups, int index, int offset, int size) {
-    const std::vector<double> sv =
-        singular_values_from_gram(g.block(offset, size, cfg.centre), size);
-    const std::vector<double> e = energy_shares(sv);
-    double c = 0.0;
-    for (int i = 0; i < size; ++i) {
-      c += e[size_t(i)];
-      out.spectrum.add_row({model, calib, int64_t(layer), tensor, scope, int64_t(groups),
-                            int64_t(index), int64_t(size), int64_t(i + 1), sv[size_t(i)],
-                            e[size_t(i)], std::min(c, 1.0)});
-    }
-    const EnergySummary s = summarize_energy(sv);
-    out.summary.add_row({model, calib, g.rows(), sequences, int64_t(cfg.centre), int64_t(layer),
-                         tensor, scope, int64_t(groups), int64_t(index), int64_t(size),
-                         int64_t(s.rank50), int64_t(s.rank75), int64_t(s.rank90), int64_t(s.rank95),
-                         int64_t(s.rank99), s.top25, s.top50, s.stable_rank});
-  };
-  if (has(cfg.scopes, "layer")) add("layer", 1, 0, 0, n_kv * hd);
+// One spectrum a layer x tensor Gram gives: a scope's block of columns.
+struct Scope {
+  const char* scope;
+  int groups, index, offset, size;
+};
+
+std::vector<Scope> scopes_of(const SpectrumConfig& cfg, int n_kv, int hd,
+                             const std::vector<int>& targets) {
+  std::vector<Scope> out;
+  if (has(cfg.scopes, "layer")) out.push_back({"layer", 1, 0, 0, n_kv * hd});
   if (has(cfg.scopes, "head"))
-    for (int h = 0; h < n_kv; ++h) add("head", n_kv, h, h * hd, hd);
+    for (int h = 0; h < n_kv; ++h) out.push_back({"head", n_kv, h, h * hd, hd});
   if (has(cfg.scopes, "group"))
     for (int target : targets) {
       const int per = n_kv / target;
-      for (int j = 0; j < target; ++j) add("group", target, j, j * per * hd, per * hd);
+      for (int j = 0; j < target; ++j) out.push_back({"group", target, j, j * per * hd, per * hd});
     }
+  return out;
+}
+
+// One layer x tensor Gram to analyse, and what its rows are labelled with.
+struct GramJob {
+  GramAccumulator* gram;
+  int layer;
+  std::string tensor;
+};
+
+// Every scope of every job's Gram into the tables, in job order. The eigendecompositions
+// (what dominates for wide caches: 5 s for a 4096-wide Gram) are split across MPI ranks,
+// job j on rank j mod N, a chunk of N jobs at a time so that memory holds N jobs' singular
+// values; the rows are then written in order by every rank alike.
+void emit(Tables2& out, const std::vector<GramJob>& jobs, const SpectrumConfig& cfg,
+          const std::string& model, const std::string& calib, int64_t sequences, int n_kv, int hd,
+          const std::vector<int>& targets) {
+  const std::vector<Scope> scopes = scopes_of(cfg, n_kv, hd, targets);
+  const size_t d = size_t(n_kv) * hd, per_job = scopes.size() * d;
+  const size_t chunk = size_t(dist::size());
+  for (size_t j0 = 0; j0 < jobs.size(); j0 += chunk) {
+    const size_t n = std::min(chunk, jobs.size() - j0);
+    std::vector<double> sv_all(n * per_job, 0.0);  // [job][scope][d], a scope's first `size`
+    for (size_t k = 0; k < n; ++k) {
+      if (!dist::mine(k)) continue;
+      for (size_t b = 0; b < scopes.size(); ++b) {
+        const Scope& sc = scopes[b];
+        const std::vector<double> sv = singular_values_from_gram(
+            jobs[j0 + k].gram->block(sc.offset, sc.size, cfg.centre), sc.size);
+        std::copy(sv.begin(), sv.end(), sv_all.begin() + long(k * per_job + b * d));
+      }
+    }
+    dist::gather_owned(sv_all, per_job);
+    for (size_t k = 0; k < n; ++k) {
+      const GramJob& job = jobs[j0 + k];
+      for (size_t b = 0; b < scopes.size(); ++b) {
+        const Scope& sc = scopes[b];
+        const double* first = sv_all.data() + k * per_job + b * d;
+        const std::vector<double> sv(first, first + sc.size);
+        const std::vector<double> e = energy_shares(sv);
+        double c = 0.0;
+        for (int i = 0; i < sc.size; ++i) {
+          c += e[size_t(i)];
+          out.spectrum.add_row({model, calib, int64_t(job.layer), job.tensor, std::string(sc.scope),
+                                int64_t(sc.groups), int64_t(sc.index), int64_t(sc.size),
+                                int64_t(i + 1), sv[size_t(i)], e[size_t(i)], std::min(c, 1.0)});
+        }
+        const EnergySummary su = summarize_energy(sv);
+        out.summary.add_row(
+            {model, calib, job.gram->rows(), sequences, int64_t(cfg.centre), int64_t(job.layer),
+             job.tensor, std::string(sc.scope), int64_t(sc.groups), int64_t(sc.index),
+             int64_t(sc.size), int64_t(su.rank50), int64_t(su.rank75), int64_t(su.rank90),
+             int64_t(su.rank95), int64_t(su.rank99), su.top25, su.top50, su.stable_rank});
+      }
+    }
+  }
 }
 
 void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
@@ -150,10 +194,10 @@ void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       co.source = ts.path.string();
       CalibrationGrams g = collect_grams(lm.model, lm.tokenizer->bos_id, stream, co);
+      std::vector<GramJob> jobs;
       for (auto& [l, gs] : g.layers)
-        for (size_t i = 0; i < cfg.tensors.size(); ++i)
-          emit(out, gs[i], cfg, ms.name, ts.name, g.sequences, l, cfg.tensors[i], c.n_kv_heads,
-               c.head_dim, targets);
+        for (size_t i = 0; i < cfg.tensors.size(); ++i) jobs.push_back({&gs[i], l, cfg.tensors[i]});
+      emit(out, jobs, cfg, ms.name, ts.name, g.sequences, c.n_kv_heads, c.head_dim, targets);
       ctx.unit_done(fmt::format("{} on {}: {} sequences x {} tokens", ms.name, ts.name, g.sequences,
                                 g.seq_len));
     }
@@ -188,7 +232,8 @@ void run_dumps(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) 
                         c.head_dim, cfg.exclude_bos ? 1 : 0, int64_t(per_head));
         }
         g.reduce_across_ranks();
-        emit(out, g, cfg, in.model_name, calib, in.n_seq, l, t, c.n_kv_heads, c.head_dim, targets);
+        emit(out, {{&g, l, t}}, cfg, in.model_name, calib, in.n_seq, c.n_kv_heads, c.head_dim,
+             targets);
       }
     }
     ctx.unit_done(fmt::format("{}: {} sequences x {} tokens", path, in.n_seq, in.seq_len));
