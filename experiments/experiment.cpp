@@ -313,7 +313,7 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   // change with the rank count (the forward pass rounds differently with another thread
   // count); several ranks on one host then share its cores, which the user should know.
   const int cores = int(std::thread::hardware_concurrency());
-  if (dist::ranks_on_host() * ctx.threads > cores)
+  if (dist::size() > 1 && dist::ranks_on_host() * ctx.threads > cores)
     ctx.warn(fmt::format("{} ranks x {} threads share this host's {} cores; set threads (or "
                          "--threads) to {} per rank to avoid oversubscribing them",
                          dist::ranks_on_host(), ctx.threads, cores,
