@@ -36,7 +36,12 @@ GramAccumulator::GramAccumulator(int dim)
 }
 
 size_t GramAccumulator::packed_size() const {
-  return size_t(d_) * size_t(d_ + 1) / 2;
+  return packed_row(d_);
+}
+
+size_t GramAccumulator::packed_row(int i) const {
+  // Rows 0..i-1 hold d, d-1, ..., d-i+1 entries.
+  return size_t(i) * size_t(2 * d_ - i + 1) / 2;
 }
 
 void GramAccumulator::begin_call() {
@@ -73,9 +78,9 @@ void GramAccumulator::end_call() {
   Scratch& s = t_scratch;
   flush_stage();
   if (!s.any) return;
-  size_t k = 0;
   for (int i = 0; i < d_; ++i) {
     const double* row = s.part.data() + size_t(i) * d_;
+    size_t k = packed_row(i);
     for (int j = i; j < d_; ++j, ++k) dist::add_pair_dd(hi_[k], lo_[k], row[j], 0.0);
     dist::add_pair_dd(sum_hi_[size_t(i)], sum_lo_[size_t(i)], s.sum[size_t(i)], 0.0);
   }
@@ -136,7 +141,7 @@ std::vector<double> GramAccumulator::block(int offset, int size, bool centred) c
   std::vector<double> b(size_t(size) * size);
   for (int i = 0; i < size; ++i) {
     const int gi = offset + i;
-    const size_t row = size_t(gi) * size_t(d_) - size_t(gi) * size_t(gi - 1) / 2;  // packed
+    const size_t row = packed_row(gi);
     const double si = sum_hi_[size_t(gi)] + sum_lo_[size_t(gi)];
     for (int j = i; j < size; ++j) {
       const int gj = offset + j;

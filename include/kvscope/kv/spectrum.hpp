@@ -39,6 +39,7 @@ class GramAccumulator {
   // or grouping the units come in, so the result does not depend on how sequences are
   // split across MPI ranks (nor on whether rows crossed a staging boundary).
   size_t packed_size() const;
+  size_t packed_row(int i) const;  // where row i's entries (i, i..d-1) start in hi_ / lo_
   void begin_call();
   double* stage_row();
   void stage_done();
