@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   GramAccumulator g(d);
   const double t0 = now_seconds();
   for (int s = 0; s < tokens / T; ++s) g.add_heads(x.data(), heads, T, hd);
-  auto full = g.block(0, d, false);  // flushes the last staged rows
+  auto full = g.block(0, d, false);  // the Gram rounded from its double-double sums
   const double t1 = now_seconds();
   const double flops = double(tokens) * d * (d + 1);  // dsyrk: n d (d + 1)
   std::printf("Gram accumulation, %d tokens x %d columns: %.2f s, %.1f GFLOP/s = %.0f%% of dgemm\n",

@@ -18,8 +18,9 @@ namespace kvscope::dist {
 
 namespace {
 int g_rank = 0, g_size = 1, g_local = 1;
-int64_t g_bytes = 0;
-double g_seconds = 0.0;
+bool g_started = false;
+int64_t g_bytes = 0;     // handed to reductions (bytes_reduced)
+double g_seconds = 0.0;  // inside collectives (seconds_in_collectives)
 
 // Adds the wall time of one collective (waiting for the slowest rank included) to g_seconds.
 struct Timed {
@@ -28,7 +29,6 @@ struct Timed {
     g_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 };
-bool g_started = false;
 
 std::string this_host() {
   char name[256] = {};
@@ -99,17 +99,17 @@ void abort_job(int code) {
 int rank() {
   return g_rank;
 }
-int64_t bytes_reduced() {
-  return g_bytes;
-}
-double seconds_in_collectives() {
-  return g_seconds;
-}
 int size() {
   return g_size;
 }
 int ranks_on_host() {
   return g_local;
+}
+int64_t bytes_reduced() {
+  return g_bytes;
+}
+double seconds_in_collectives() {
+  return g_seconds;
 }
 
 std::vector<std::string> hosts() {

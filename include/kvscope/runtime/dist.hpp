@@ -38,7 +38,7 @@ inline bool root() {
   return rank() == 0;
 }
 bool built_with_mpi();
-// Ranks sharing this rank's host (for threads = 0: the host's cores divided among them).
+// Ranks sharing this rank's host (to warn when ranks x threads oversubscribe its cores).
 int ranks_on_host();
 // Host name of every rank, in rank order.
 std::vector<std::string> hosts();
