@@ -93,26 +93,23 @@ std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t offset, 
 }
 
 // Runs item(i, slots) for the items i of [0, n) this MPI rank owns (all of them in one
-// process), each filling `width` TaskScores; returns every item's slots on every rank,
-// item-major, for the caller to add up in item order (the same sums for any rank count).
+// process), each filling `width` TaskScores; every rank then gets every item's slots, and
+// returns their sums slot by slot, added in item order (the same sums for any rank count).
 template <class F>
-std::vector<TaskScore> per_item(size_t n, size_t width, F&& item) {
+std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item) {
   std::vector<TaskScore> v(n * width);
   for (size_t i = 0; i < n; ++i)
     if (dist::mine(i)) item(i, v.data() + i * width);
   dist::gather_owned(v, width);
-  return v;
-}
-
-// Adds per-item scores (item-major, `width` per item) into `sum` in item order.
-void add_items(const std::vector<TaskScore>& items, size_t width, std::vector<TaskScore>& sum) {
-  for (size_t i = 0; i < items.size(); ++i) {
+  std::vector<TaskScore> sum(width);
+  for (size_t i = 0; i < v.size(); ++i) {
     TaskScore& r = sum[i % width];
-    r.score += items[i].score;
-    r.aux += items[i].aux;
-    r.count += items[i].count;
-    r.kv_share += items[i].kv_share;
+    r.score += v[i].score;
+    r.aux += v[i].aux;
+    r.count += v[i].count;
+    r.kv_share += v[i].kv_share;
   }
+  return sum;
 }
 
 // Decodes `tokens` one at a time; calls score(k, logits) for the prediction after token k.
@@ -153,7 +150,7 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
   for (size_t di = 0; di < t.depths.size(); ++di) {
     const int a = int(std::lround(t.depths[di] * F));
     // Per trial: one score per policy, then the baseline's (hits in score, count).
-    const auto items = per_item(size_t(t.trials), np + 1, [&](size_t tr, TaskScore* r) {
+    std::vector<TaskScore> sum = sum_items(size_t(t.trials), np + 1, [&](size_t tr, TaskScore* r) {
       const auto src = slice(stream, int64_t(tr) * (F + 2 * S), F + 2 * S, "copy task");
       const auto seg = src.subspan(0, size_t(S)), alt = src.subspan(size_t(S), size_t(S));
       const auto filler = src.subspan(size_t(2 * S));
@@ -181,8 +178,6 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
         });
       });
     });
-    std::vector<TaskScore> sum(np + 1);
-    add_items(items, np + 1, sum);
     const double baseline_hits = sum[np].score, baseline_n = double(sum[np].count);
     sum.pop_back();
     out[di] = std::move(sum);
@@ -237,8 +232,8 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     for (double depth : t.depths) {
       const size_t np = policies.size();
       // One question per (trial, name): item tr * names + x, one score per policy.
-      const auto items =
-          per_item(size_t(t.trials) * names.size(), np, [&](size_t item, TaskScore* row) {
+      std::vector<TaskScore> row =
+          sum_items(size_t(t.trials) * names.size(), np, [&](size_t item, TaskScore* q) {
             const size_t x = item % names.size();
             const int tr = int(item / names.size());
             const std::vector<int32_t>& needle = needles[x];
@@ -267,14 +262,12 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                   int rank = 1;
                   for (size_t y = 0; y < names.size(); ++y)
                     rank += y != x && (logp[y] > logp[x] || (logp[y] == logp[x] && y < x));
-                  row[pi].score += rank == 1;
-                  row[pi].aux += rank;
-                  ++row[pi].count;
+                  q[pi].score += rank == 1;
+                  q[pi].aux += rank;
+                  ++q[pi].count;
                 });
-            for (size_t pi = 0; pi < np; ++pi) row[pi].kv_share = share[pi];
+            for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
           });
-      std::vector<TaskScore> row(np);
-      add_items(items, np, row);
       for (TaskScore& r : row) {
         r.kv_share /= double(r.count);
         r.score /= double(r.count);
@@ -309,7 +302,7 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
     const auto resolved = resolve_all(policies, p, L - t.key);
     for (size_t di = 0; di < t.depths.size(); ++di) {
       const size_t np = policies.size();
-      const auto items = per_item(size_t(t.trials), np, [&](size_t tr, TaskScore* row) {
+      std::vector<TaskScore> row = sum_items(size_t(t.trials), np, [&](size_t tr, TaskScore* q) {
         const auto filler = slice(stream, int64_t(tr) * L, F, "passkey task");
         // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
         // arithmetic (the same passkeys on every standard library).
@@ -339,14 +332,12 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
               decode(
                   m, st, key.subspan(0, size_t(t.key - 1)),
                   [&](size_t k, std::span<const float> lg) { hits += argmax(lg) == key[k + 1]; });
-              row[pi].score += hits;
-              row[pi].aux += hits == t.key - 1;
-              row[pi].count += t.key - 1;
+              q[pi].score += hits;
+              q[pi].aux += hits == t.key - 1;
+              q[pi].count += t.key - 1;
             });
-        for (size_t pi = 0; pi < np; ++pi) row[pi].kv_share = share[pi];
+        for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
       });
-      std::vector<TaskScore> row(np);
-      add_items(items, np, row);
       for (TaskScore& r : row) {
         r.score /= double(r.count);
         r.aux /= double(t.trials);
@@ -370,7 +361,7 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
   const std::vector<CachePolicy> resolved = resolve_all(policies, p, P);
   const size_t np = policies.size();
   // Per window: the NLL sum (aux) and count of every policy.
-  const auto items = per_item(size_t(t.windows), np, [&](size_t w, TaskScore* out) {
+  std::vector<TaskScore> out = sum_items(size_t(t.windows), np, [&](size_t w, TaskScore* q) {
     const auto chunk = slice(stream, int64_t(w) * (L - 1), L - 1, "perplexity task");
     std::vector<int32_t> s{c.bos_id};
     s.insert(s.end(), chunk.begin(), chunk.end());
@@ -379,14 +370,12 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
         m, all.subspan(0, size_t(P)), L - P, resolved, [&](size_t pi, RunState& st) {
           decode(m, st, all.subspan(size_t(P), size_t(L - 1 - P)),
                  [&](size_t k, std::span<const float> lg) {
-                   out[pi].aux += token_nll(lg, s[size_t(P) + k + 1]);
-                   ++out[pi].count;
+                   q[pi].aux += token_nll(lg, s[size_t(P) + k + 1]);
+                   ++q[pi].count;
                  });
         });
-    for (size_t pi = 0; pi < np; ++pi) out[pi].kv_share = share[pi];
+    for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
   });
-  std::vector<TaskScore> out(np);
-  add_items(items, np, out);
   for (TaskScore& r : out) {
     r.aux /= double(r.count);  // mean NLL
     r.score = std::exp(r.aux);
