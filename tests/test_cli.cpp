@@ -2,6 +2,7 @@
 // unknown keys, malformed YAML) gives one clear line on stderr, a non-zero exit and no
 // results directory that looks finished.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -93,6 +94,27 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     CHECK(m.threads == 1);
     CHECK(m.inputs.size() == 3);  // model, tokenizer, text
     CHECK(!fs::exists(d / "results/tiny.partial"));
+  }
+  SECTION("--digits 17: every float as its exact double, recorded in the manifest") {
+    const fs::path cfg = small_config(d, valid);
+    REQUIRE(test::run_kvscope("run " + cfg.string() + " --quiet", d).exit_code == 0);
+    const auto r = test::run_kvscope(
+        "run " + cfg.string() + " --quiet --digits 17 --results exact", d);
+    REQUIRE(r.exit_code == 0);
+    const CsvData nine = read_csv(d / "results/tiny/perplexity.csv");
+    const CsvData exact = read_csv(d / "exact/tiny/perplexity.csv");
+    const std::string a = nine.rows[0][nine.column("mean_nll")];
+    const std::string b = exact.rows[0][exact.column("mean_nll")];
+    CHECK(b.size() > a.size());
+    CHECK(std::abs(std::stod(a) - std::stod(b)) <= 1e-8 * std::abs(std::stod(b)));  // 9 digits
+    CHECK(read_manifest(d / "exact/tiny/manifest.json").extra["csv_digits"] == 17);
+  }
+  SECTION("--digits outside 1..17 is refused before any output") {
+    const auto r =
+        test::run_kvscope("run " + small_config(d, valid).string() + " --digits 18", d);
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("--digits") && Contains("18"));
+    CHECK(!fs::exists(d / "results"));
   }
   SECTION("an unknown key names file, line and key") {
     const fs::path cfg = small_config(d, valid, "  strde: 4\n");
