@@ -4,13 +4,12 @@
 
 #include <cblas.h>
 
-#include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/ops.hpp"
 
 namespace kvscope {
@@ -53,9 +52,10 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
     float* dst = buf.data() + off;
     // Widen in row blocks across threads; then the mapped pages are no longer needed.
     const int64_t block = 256;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < t.rows; r += block)
+    parallel_for((t.rows + block - 1) / block, t.numel(), [&](int64_t b) {
+      const int64_t r = b * block;
       t.rows_to_f32(r, std::min(block, t.rows - r), dst + size_t(r * t.cols));
+    });
     t.release_pages();
     out[i] = dst;
     off += size_t(t.numel());
@@ -113,22 +113,19 @@ const float* to_head_major(const float* x, int T, int n_heads, int hd, ForwardOb
   return out;
 }
 
-// One-query attention (decoding) in Eigen, single-threaded: OpenBLAS threads a GEMV once
-// nk * hd passes its threshold (9216), and a threaded GEMV this small costs milliseconds
-// instead of microseconds (measured: tinystories656K decoding fell from 7000 to 40
-// tokens/s past 576 cached tokens).
-using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// One-query attention (decoding) with the single-threaded kernels: OpenBLAS threads a
+// GEMV once nk * hd passes its threshold (9216), and a threaded GEMV this small costs
+// milliseconds instead of microseconds (measured: tinystories656K decoding fell from 7000
+// to 40 tokens/s past 576 cached tokens).
 
 // scores[j] = scale * <k_j, q>;  k: [nk, hd]
 void dot_rows(const float* k, int nk, int hd, const float* q, float scale, float* scores) {
-  Eigen::Map<Eigen::VectorXf>(scores, nk).noalias() =
-      scale * (Eigen::Map<const MatR>(k, nk, hd) * Eigen::Map<const Eigen::VectorXf>(q, hd));
+  kernels::gemv(k, nk, hd, q, scores, scale);
 }
 
 // out = sum_j p[j] v_j;  v: [nk, hd]
 void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out) {
-  Eigen::Map<Eigen::VectorXf>(out, hd).noalias() =
-      Eigen::Map<const MatR>(v, nk, hd).transpose() * Eigen::Map<const Eigen::VectorXf>(p, nk);
+  kernels::gemv_t(v, nk, hd, p, out);
 }
 
 // Causal attention of one query head over one KV head's cache, in query blocks
@@ -293,14 +290,18 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   // keep the rotation they were given.
   const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
                             s.pos + T > c.rope_scaling.original_max_position;
-  std::vector<double> inv_freq_global, inv_freq_local;
+  // Rotation angles of this call's positions, per kind of layer (0: global, 1: Gemma 3's
+  // local), computed when the first layer of the kind needs them.
+  bool have_angles[2] = {false, false};
   for (int l = 0; l < c.n_layers; ++l) {
-    // [rot_dim/2]: the same for every layer of a kind (global / Gemma 3's local), so
-    // computed once per call and kind, not per layer.
-    std::vector<double>& kind_freq = c.local_rope(l) ? inv_freq_local : inv_freq_global;
-    if (kind_freq.empty()) kind_freq = rope_inv_freq(c, l, long_context);
-    const std::vector<double>& inv_freq = kind_freq;
-    const double rope_factor = rope_attention_factor(c, l);
+    const int kind = c.local_rope(l) ? 1 : 0;
+    RopeAngles& angles = s.rope[kind];
+    if (c.positional == PositionalKind::kRope && !have_angles[kind]) {
+      const std::vector<double> inv_freq = rope_inv_freq(c, l, long_context);  // [rot_dim/2]
+      rope_angles(T, s.pos, inv_freq.data(), int(inv_freq.size()), rope_attention_factor(c, l),
+                  angles);
+      have_angles[kind] = true;
+    }
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
     matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
@@ -317,10 +318,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
-      apply_rope(s.q.data(), T, nh, hd, s.pos, inv_freq.data(), c.rope_layout, c.rot_dim(),
-                 rope_factor);
-      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, inv_freq.data(), c.rope_layout,
-                 c.rot_dim(), rope_factor);
+      apply_rope(s.q.data(), T, nh, hd, angles, c.rope_layout);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, angles, c.rope_layout);
     }
     const float* keys = s.k.data();  // [T, KV]: what the cache holds
     if (c.compressed_keys()) {
@@ -340,18 +339,22 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       }
     }
     const int group = c.group_size();
-    // Multiply-adds of this layer's attention: split across threads only when it pays.
-    const int64_t att_work = int64_t(nh) * T * (most + T) * hd;
-#pragma omp parallel for schedule(dynamic, 1) if (att_work >= kParallelMin)
-    for (int h = 0; h < nh; ++h) {
+    auto attend = [&](int h, float* sc) {
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
-      float* sc = s.scores.data() + score_stride * size_t(omp_get_thread_num());
       const int n_prev = cache.used[cache.head(l, g)];
       const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
                   n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
                   s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
+    };
+    // Multiply-adds of this layer's attention: split across threads only when it pays.
+    if (worth_threads(int64_t(nh) * T * (most + T) * hd)) {
+#pragma omp parallel for schedule(dynamic, 1)
+      for (int h = 0; h < nh; ++h)
+        attend(h, s.scores.data() + score_stride * size_t(omp_get_thread_num()));
+    } else {
+      for (int h = 0; h < nh; ++h) attend(h, s.scores.data());
     }
     // The attention block's output (after W_O, and Gemma's post-attention norm) separately
     // when an observer asks or the sandwich norm needs it whole.

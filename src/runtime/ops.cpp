@@ -2,26 +2,19 @@
 
 #include <cblas.h>
 
-#include <Eigen/Core>
-
 #include <cmath>
 #include <vector>
+
+#include "kvscope/runtime/kernels.hpp"
 
 namespace kvscope {
 
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta) {
   if (T == 1) {  // decoding: a GEMM with one row would pack all of W for nothing
     if (int64_t(out) * in < kBlasGemvMin) {
-      // Small W: Eigen's vectorised single-threaded GEMV. OpenBLAS would thread it (past
-      // 9216 elements), and threading a GEMV this small costs more than it saves.
-      using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-      Eigen::Map<const MatR> w(W, out, in);
-      Eigen::Map<const Eigen::VectorXf> xv(x, in);
-      Eigen::Map<Eigen::VectorXf> yv(y, out);
-      if (beta == 0.0f)
-        yv.noalias() = w * xv;
-      else
-        yv.noalias() = beta * yv + w * xv;
+      // Small W: the single-threaded decoding kernel. OpenBLAS would thread it (past 9216
+      // elements), and threading a GEMV this small costs more than it saves.
+      kernels::gemv(W, out, in, x, y, 1.0f, beta);
       return;
     }
     cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
@@ -32,8 +25,7 @@ void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y,
 }
 
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, float w_offset) {
-#pragma omp parallel for schedule(static) if (int64_t(T) * n >= kParallelMin)
-  for (int t = 0; t < T; ++t) {
+  parallel_for(T, int64_t(T) * n, [&](int64_t t) {
     const float* xr = x + size_t(t) * n;
     float* yr = y + size_t(t) * n;
     double ss = 0.0;  // double: the sum of squares of a 4096-wide row loses digits in float
@@ -43,49 +35,55 @@ void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, 
       for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv * w[i];
     else
       for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv * (w_offset + w[i]);
-  }
+  });
 }
 
-void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
-                RopeLayout layout, int rot_dim, double attn_factor) {
-  const int half = (rot_dim > 0 ? rot_dim : head_dim) / 2;
-#pragma omp parallel for schedule(static) if (int64_t(T) * n_heads * head_dim >= kParallelMin)
-  for (int t = 0; t < T; ++t) {
-    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+void rope_angles(int T, int pos0, const double* inv_freq, int half, double attn_factor,
+                 RopeAngles& out) {
+  out.half = half;
+  out.cos.resize(size_t(T) * half);
+  out.sin.resize(size_t(T) * half);
+  for (int t = 0; t < T; ++t)
     for (int i = 0; i < half; ++i) {
       const double a = double(pos0 + t) * inv_freq[i];
-      c[size_t(i)] = float(attn_factor * std::cos(a));
-      s[size_t(i)] = float(attn_factor * std::sin(a));
+      out.cos[size_t(t) * half + i] = float(attn_factor * std::cos(a));
+      out.sin[size_t(t) * half + i] = float(attn_factor * std::sin(a));
     }
+}
+
+void apply_rope(float* x, int T, int n_heads, int head_dim, const RopeAngles& a,
+                RopeLayout layout) {
+  const int half = a.half;
+  parallel_for(T, int64_t(T) * n_heads * head_dim, [&](int64_t t) {
+    const float* c = a.cos.data() + size_t(t) * half;
+    const float* s = a.sin.data() + size_t(t) * half;
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + (size_t(t) * n_heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {
         // The pair (a, b) that frequency i rotates.
-        float* a = layout == RopeLayout::kAdjacentPairs ? v + 2 * i : v + i;
-        float* b = layout == RopeLayout::kAdjacentPairs ? v + 2 * i + 1 : v + i + half;
-        const float x0 = *a, x1 = *b;
-        *a = x0 * c[size_t(i)] - x1 * s[size_t(i)];
-        *b = x0 * s[size_t(i)] + x1 * c[size_t(i)];
+        float* p0 = layout == RopeLayout::kAdjacentPairs ? v + 2 * i : v + i;
+        float* p1 = layout == RopeLayout::kAdjacentPairs ? v + 2 * i + 1 : v + i + half;
+        const float x0 = *p0, x1 = *p1;
+        *p0 = x0 * c[i] - x1 * s[i];
+        *p1 = x0 * s[i] + x1 * c[i];
       }
     }
-  }
+  });
 }
 
 void swiglu(float* gate, const float* up, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, n, [&](int64_t i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  });
 }
 
 void geglu_tanh(float* gate, const float* up, int64_t n) {
   const float k = float(std::sqrt(2.0 / M_PI));
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, n, [&](int64_t i) {
     const float g = gate[i];
     gate[i] = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g))) * up[i];
-  }
+  });
 }
 
 void softcap(float* x, int64_t n, float cap) {
@@ -94,11 +92,9 @@ void softcap(float* x, int64_t n, float cap) {
 }
 
 void softmax_row(float* x, int n) {
-  // Eigen's vectorised exp: the attention softmax is most of a decode step's time on
-  // small models (scalar expf was 40% of a cache-policy run).
-  Eigen::Map<Eigen::ArrayXf> a(x, n);
-  a = (a - a.maxCoeff()).exp();
-  a *= 1.0f / a.sum();
+  // The attention softmax is most of a decode step's time on small models (scalar expf
+  // was 40% of a cache-policy run): vectorised kernel.
+  kernels::softmax(x, n);
 }
 
 float alibi_slope(int h, int n_heads) {

@@ -2,7 +2,10 @@
 // written beside each argument. All loops over tokens run on the OpenMP pool.
 #pragma once
 
+#include <omp.h>
+
 #include <cstdint>
+#include <vector>
 
 #include "kvscope/model/model_config.hpp"
 
@@ -15,6 +18,27 @@ inline constexpr int64_t kParallelMin = int64_t(1) << 18;
 // go to OpenBLAS, whose threads help stream big matrices from memory.
 inline constexpr int64_t kBlasGemvMin = int64_t(1) << 20;
 
+// Whether a loop of `work` elements (or multiply-adds) should run on the OpenMP pool:
+// large enough, more than one thread allowed, and not already inside a parallel region
+// (where a nested region would run on one thread anyway). Loops test this instead of
+// `omp parallel if (...)` because libgomp still enters a region for a team of one, and
+// leaving it costs a futex system call: ~20 per decoded token of a small model.
+inline bool worth_threads(int64_t work) {
+  return work >= kParallelMin && omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+// body(i) for i in [0, n): statically split over the pool when worth_threads(work), else
+// inline on the calling thread.
+template <class Body>
+void parallel_for(int64_t n, int64_t work, const Body& body) {
+  if (!worth_threads(work)) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
 
@@ -23,13 +47,21 @@ void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y,
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y,
              float w_offset = 0.0f);
 
-// In place: rotate each head of x [T, n_heads*head_dim] at absolute positions
-// pos0..pos0+T-1 by the rot_dim/2 frequencies inv_freq (rope_inv_freq). Only the first
-// rot_dim of each head rotate (0: all head_dim; partial rotary), and cos and sin are
-// multiplied by attn_factor (longrope). Angles are computed in double, so long positions
-// stay accurate.
-void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const double* inv_freq,
-                RopeLayout layout, int rot_dim = 0, double attn_factor = 1.0);
+// cos and sin of the rotation of every frequency at positions pos0..pos0+T-1, each
+// [T, half] (half = rot_dim / 2 of the inv_freq from rope_inv_freq), multiplied by
+// attn_factor (longrope). Angles are computed in double, so long positions stay accurate;
+// forward() computes them once per call and kind of layer, not per layer and tensor.
+struct RopeAngles {
+  int half = 0;
+  std::vector<float> cos, sin;  // [T, half]
+};
+void rope_angles(int T, int pos0, const double* inv_freq, int half, double attn_factor,
+                 RopeAngles& out);
+
+// In place: rotate each head of x [T, n_heads*head_dim] by the angles of its position.
+// Only the first 2 * a.half entries of each head rotate (partial rotary).
+void apply_rope(float* x, int T, int n_heads, int head_dim, const RopeAngles& a,
+                RopeLayout layout);
 
 // gate[T, n] <- silu(gate) * up
 void swiglu(float* gate, const float* up, int64_t n);
