@@ -116,6 +116,25 @@ TEST_CASE("kernels::softmax matches a double-precision softmax to a few ulp") {
   });
 }
 
+TEST_CASE("kernels::silu_mul matches g / (1 + e^-g) * u in double") {
+  both_paths([&] {
+    for (int n : {1, 5, 8, 13, 100}) {
+      auto g = uniform(size_t(n), -20, 20, uint32_t(n));
+      const auto u = uniform(size_t(n), -2, 2, uint32_t(n + 1));
+      g[0] = n > 1 ? -120.0f : 95.0f;  // past exp's clamps
+      const std::vector<float> g0 = g;
+      kernels::silu_mul(g.data(), u.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const double x = g0[size_t(i)];
+        const double ref = x / (1.0 + std::exp(-x)) * u[size_t(i)];
+        INFO("n " << n << " entry " << i << " gate " << x);
+        // exp to ~2 ulp, then a division and a product: a few ulp of the result.
+        REQUIRE(std::abs(g[size_t(i)] - ref) <= 6e-7 * std::abs(ref) + 1e-30);
+      }
+    }
+  });
+}
+
 TEST_CASE("kernels: the dispatch can be switched to the portable kernels and back") {
   const bool was = kernels::simd_active();
   kernels::use_simd(false);

@@ -3,6 +3,7 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -53,6 +54,14 @@ void softmax(float* x, int n) {
   Eigen::Map<Eigen::ArrayXf> a(x, n);
   a = (a - a.maxCoeff()).exp();
   a *= 1.0f / a.sum();
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  if (active()) return avx2::silu_mul(gate, up, long(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
 }
 
 }  // namespace kvscope::kernels

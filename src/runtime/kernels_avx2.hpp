@@ -10,5 +10,6 @@ void gemv(const float* W, int out, int in, const float* x, float* y, float alpha
 // false (nothing written) unless n is a multiple of 8
 bool gemv_t(const float* V, int m, int n, const float* p, float* y);
 void softmax(float* x, int n);
+void silu_mul(float* gate, const float* up, long n);
 
 }  // namespace kvscope::kernels::avx2

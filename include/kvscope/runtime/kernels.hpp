@@ -19,6 +19,9 @@ void gemv_t(const float* V, int m, int n, const float* p, float* y);
 // In place: x[n] <- softmax(x) (n >= 1, finite maximum)
 void softmax(float* x, int n);
 
+// gate[n] <- silu(gate) * up = gate / (1 + e^-gate) * up   (SwiGLU)
+void silu_mul(float* gate, const float* up, int64_t n);
+
 // Whether the AVX2 kernels are in use; use_simd(false) switches to the portable ones
 // (tests compare the two; the KVSCOPE_SIMD=0 environment variable does it for a run).
 bool simd_active();
