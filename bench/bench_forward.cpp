@@ -1,7 +1,7 @@
 // Prefill and decode throughput of the forward pass, as tokens/s and as GFLOP/s next to
 // the machine's own sgemm rate measured in the same run.
 //
-//   build/bench/bench_forward [threads]
+//   build/bench/bench_forward [threads] [MODEL]   (MODEL: measure only names containing it)
 //
 // Models: the three shipped ones, and a synthetic LLaMA-shaped model with random
 // weights big enough to be GEMM-bound (dim 2048, 16 heads, 4 KV heads, 4 layers,
@@ -71,14 +71,18 @@ int main(int argc, char** argv) {
     Row r;
   };
   std::vector<Named> rows;
+  const std::string only = argc > 2 ? argv[2] : "";
+  auto wanted = [&](const char* name) { return std::string(name).find(only) != std::string::npos; };
   auto run = [&](const char* name, const Model& m, int T, int dec) {
     rows.push_back({name, T, measure(m, T, dec)});
     std::fprintf(stderr, "measured %s\n", name);
   };
   const std::string data = KVSCOPE_SOURCE_DIR "/data/models/";
-  run("stories260K", load_model(data + "stories260K/stories260K.bin"), 512, 256);
-  run("tinystories656K", load_model(data + "tinystories656K"), 512, 256);
-  run("babyllama105", load_model(data + "babyllama105/model5000.bin"), 256, 128);
+  if (wanted("stories260K"))
+    run("stories260K", load_model(data + "stories260K/stories260K.bin"), 512, 256);
+  if (wanted("tinystories656K")) run("tinystories656K", load_model(data + "tinystories656K"), 512, 256);
+  if (wanted("babyllama105"))
+    run("babyllama105", load_model(data + "babyllama105/model5000.bin"), 256, 128);
 
   SyntheticSpec s;
   ModelConfig& c = s.config;
@@ -91,8 +95,10 @@ int main(int argc, char** argv) {
   c.vocab_size = 32000;
   c.max_seq_len = 2048;
   const auto dir = std::filesystem::temp_directory_path() / "kvscope_bench_synthetic_2048";
-  if (!std::filesystem::exists(dir / "config.json")) write_synthetic_hf_model(dir, s);
-  run("synthetic d2048 L4", load_model(dir), 1024, 32);
+  if (wanted("synthetic d2048 L4")) {
+    if (!std::filesystem::exists(dir / "config.json")) write_synthetic_hf_model(dir, s);
+    run("synthetic d2048 L4", load_model(dir), 1024, 32);
+  }
   const double ceiling_after = sgemm_gflops(1024, 2048, 2048);
   const double ceiling = std::max(ceiling_before, ceiling_after);
 
