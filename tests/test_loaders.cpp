@@ -70,6 +70,26 @@ TEST_CASE("dtype widening matches hand-computed values", "[loader]") {
   CHECK(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81);
 }
 
+TEST_CASE("widen_to_f32 of BF16 arrays (vector body and tail) puts each value in a float's top half", "[loader]") {
+  // Every length from 0 to 40 (8-wide vector body plus 0-7 tail), at odd source offsets,
+  // against the definition: the 16 bits shifted left by 16.
+  std::vector<uint16_t> src(48);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = uint16_t(0x3F80 + 977 * i);  // mixed signs too
+  for (size_t n = 0; n <= 40; ++n)
+    for (size_t off : {size_t(0), size_t(1), size_t(3)}) {
+      std::vector<float> dst(n + 1, -7.0f);
+      widen_to_f32(DType::BF16, reinterpret_cast<const std::byte*>(src.data() + off), n, dst.data());
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t bits = uint32_t(src[off + i]) << 16;
+        float want;
+        std::memcpy(&want, &bits, 4);
+        INFO("n " << n << " offset " << off << " entry " << i);
+        REQUIRE(std::memcmp(&dst[i], &want, 4) == 0);
+      }
+      REQUIRE(dst[n] == -7.0f);  // nothing written past the end
+    }
+}
+
 TEST_CASE("float -> half rounds to nearest even, like a _Float16 cast", "[loader]") {
   // Every finite half survives the round trip through float exactly.
   for (uint32_t h = 0; h < 0x10000u; ++h) {

@@ -52,4 +52,19 @@ void MappedFile::release(const std::byte* ptr, size_t bytes) const {
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
+void MappedFile::populate(const std::byte* ptr, size_t bytes) const {
+  if (!data_ || bytes == 0) return;
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(ptr) / page * page;
+  const uintptr_t hi = reinterpret_cast<uintptr_t>(ptr) + bytes;
+  KV_ASSERT(reinterpret_cast<uintptr_t>(ptr) >= reinterpret_cast<uintptr_t>(data_) &&
+            hi <= reinterpret_cast<uintptr_t>(data_) + size_);
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+  // A hint: failure only means the pages fault in when touched, as without it.
+  if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_READ) != 0)
+    ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_WILLNEED);
+}
+
 }  // namespace kvscope

@@ -1,5 +1,12 @@
 #include "kvscope/model/dtype.hpp"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <cstdint>
+#include <cstring>
+
 #include "kvscope/io/error.hpp"
 
 namespace kvscope {
@@ -45,12 +52,43 @@ size_t dtype_size(DType t) {
   return info(t).bytes;
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// BF16 -> f32 with AVX2, 8 at a time: each 16-bit value becomes the top half of a 32-bit
+// one (the scalar loop below left this to the compiler's SSE2 code). Streaming stores
+// were tried and measured slower: the GEMM reads the last-widened rows back from cache.
+__attribute__((target("avx2"))) void widen_bf16_avx2(const std::byte* src, size_t n, float* dst) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = bf16_to_f32(h);
+  }
+}
+
+bool have_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2");
+  return yes;
+}
+#endif
+
+}  // namespace
+
 void widen_to_f32(DType t, const std::byte* src, size_t n, float* dst) {
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::BF16:
+#if defined(__x86_64__)
+      if (have_avx2()) return widen_bf16_avx2(src, n, dst);
+#endif
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, src + 2 * i, 2);

@@ -32,6 +32,10 @@ void Tensor::release_pages() const {
   if (file) file->release(data, bytes());
 }
 
+void Tensor::populate_pages() const {
+  if (file) file->populate(data, bytes());
+}
+
 Tensor row_view(const Tensor& t, int64_t r0, int64_t n, const std::string& what) {
   KV_CHECK(r0 >= 0 && n >= 0 && r0 + n <= t.rows, "tensor '{}': rows [{}, {}) asked of {}",
            t.name, r0, r0 + n, t.rows);

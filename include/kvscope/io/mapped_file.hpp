@@ -24,6 +24,10 @@ class MappedFile {
   // process (madvise DONTNEED): they are re-read from the page cache if touched again.
   // Bounds peak RSS when a big checkpoint is widened layer by layer.
   void release(const std::byte* ptr, size_t bytes) const;
+  // Maps the pages of [ptr, ptr + bytes) into this process ahead of use (madvise
+  // POPULATE_READ; WILLNEED read-ahead on kernels before 5.14), so that widening them
+  // later takes no page faults. Blocks until done: callers run it on a helper thread.
+  void populate(const std::byte* ptr, size_t bytes) const;
 
  private:
   MappedFile() = default;

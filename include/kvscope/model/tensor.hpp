@@ -41,6 +41,9 @@ struct Tensor {
   std::vector<float> to_f32() const;
   // Hand the mapped pages back to the kernel (no-op for owned tensors).
   void release_pages() const;
+  // Maps a file-backed tensor's pages in ahead of use (MappedFile::populate); nothing for
+  // tensors in memory.
+  void populate_pages() const;
 };
 
 // Rows [r0, r0+n) of `t` as a tensor of its own (same dtype and mapping, no copy), named
