@@ -73,28 +73,52 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   auto logits = forward(m, st, r.prompt_ids, {LogitsMode::kLast});
   auto t1 = std::chrono::steady_clock::now();
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
-  const std::string prompt_text = tok.decode(r.prompt_ids);
   std::vector<int32_t> all = r.prompt_ids;
-  size_t emitted = 0;  // bytes of the continuation already handed to on_text
+  // Streaming without decoding the whole sequence at every step (quadratic in the length:
+  // 15% of a 256-token generation with a SentencePiece tokenizer). A step's new text is
+  // the decoding of all[from:] minus that of all[from:read], the ids up to what was
+  // already handed out; both start at the same id, so the tokenizer's treatment of a
+  // leading space is the same in both. Starting a few prompt ids back gives the first
+  // piece its context. A step whose text ends in U+FFFD (an incomplete UTF-8 character)
+  // waits for the next id.
+  size_t read = all.size(), from = read > 6 ? read - 6 : 0;
+  std::string streamed;  // what on_text has been given
+  const auto span_of = [&](size_t a, size_t b) {
+    return std::span<const int32_t>(all.data() + a, b - a);
+  };
   while (int(r.new_ids.size()) < opt.max_tokens) {
     const int32_t next = sample(logits.data(), V, opt.temperature, opt.top_p, rng);
     if (next == tok.eos_id || (tok.bos_id >= 0 && next == tok.bos_id) || ends_sequence(m, next))
       break;
     r.new_ids.push_back(next);
     all.push_back(next);
-    // Decode the whole text each step: byte-fallback pieces only make sense together.
-    const std::string text = tok.decode(all);
-    const bool extends =
-        text.size() >= prompt_text.size() && text.compare(0, prompt_text.size(), prompt_text) == 0;
-    // Rarely the joined decoding rewrites the prompt's tail; then fall back to the new ids.
-    r.text = extends ? text.substr(prompt_text.size()) : tok.decode(r.new_ids);
-    if (on_text && r.text.size() > emitted) {
-      on_text(r.text.substr(emitted));
-      emitted = r.text.size();
+    if (on_text) {
+      const std::string before = tok.decode(span_of(from, read));
+      const std::string now = tok.decode(span_of(from, all.size()));
+      const bool incomplete = now.size() >= 3 && now.compare(now.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+      if (now.size() > before.size() && now.compare(0, before.size(), before) == 0 && !incomplete) {
+        const std::string piece = now.substr(before.size());
+        on_text(piece);
+        streamed += piece;
+        from = read;
+        read = all.size();
+      }
     }
     if (st.pos >= ctx) break;
     logits = forward(m, st, std::span<const int32_t>(&all.back(), 1), {LogitsMode::kLast});
   }
+  // The text from one decoding of the whole sequence, as if decoded at once: the
+  // continuation after the prompt's text, or (rarely, when the joined decoding rewrites
+  // the prompt's tail) the new ids decoded alone.
+  const std::string prompt_text = tok.decode(r.prompt_ids);
+  const std::string text = tok.decode(all);
+  const bool extends =
+      text.size() >= prompt_text.size() && text.compare(0, prompt_text.size(), prompt_text) == 0;
+  r.text = extends ? text.substr(prompt_text.size()) : tok.decode(r.new_ids);
+  // Hand out what the stream held back (a last incomplete character); a stream that the
+  // whole decoding contradicts cannot be taken back.
+  if (on_text && r.text.size() > streamed.size() && r.text.compare(0, streamed.size(), streamed) == 0)
+    on_text(r.text.substr(streamed.size()));
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return r;
 }
