@@ -8,8 +8,10 @@
 # detokenization included) and the whole process's CPU seconds, as median (min-max), with
 # the ratio of medians. Both must print the same text, or the script stops.
 #
-#   bench/peer_llama2c.sh /path/to/llama2.c [RUNS=10] [MODEL.bin] [TOKENIZER.bin]
-#   (git clone https://github.com/karpathy/llama2.c; defaults: the shipped stories260K)
+#   bench/peer_llama2c.sh /path/to/llama2.c [RUNS=10] [MODEL.bin] [TOKENIZER.bin|.model]
+#   (git clone https://github.com/karpathy/llama2.c; defaults: the shipped stories260K;
+#   babyllama105: data/models/babyllama105/model5000.bin data/models/babyllama105/tok105.model,
+#   whose SentencePiece model is written as run.c's tokenizer.bin by sp_to_llama2c_tok.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:?usage: $0 LLAMA2C_DIR [RUNS] [MODEL.bin] [TOKENIZER.bin]}
@@ -21,6 +23,10 @@ kv=build/kvscope
 [ -x "$kv" ] || { echo "build kvscope first ($kv)" >&2; exit 1; }
 tmp=$(mktemp -d /tmp/kvscope-peer.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+if [[ "$tok" == *.model ]]; then
+  /usr/bin/python3 bench/sp_to_llama2c_tok.py "$tok" "$tmp/tokenizer.bin"
+  tok="$tmp/tokenizer.bin"
+fi
 gcc -Ofast -march=native -o "$tmp/run" "$src/run.c" -lm
 gcc -Ofast -march=native -fopenmp -o "$tmp/runomp" "$src/run.c" -lm
 steps=$(( $(/usr/bin/python3 -c "import struct,sys; print(struct.unpack('7i', open(sys.argv[1],'rb').read(28))[6])" "$model") ))
@@ -39,7 +45,7 @@ one() {
     local t=$threads
     [ "$threads" = 1 ] || t=0
     /usr/bin/time -f "%U %S" -o "$out.time" \
-      "$kv" generate -m "$model" -n $((steps - 1)) --threads "$t" > "$out.txt" 2> "$out.err"
+      "$kv" generate -m "$model" -n "$steps" --threads "$t" > "$out.txt" 2> "$out.err"
     tps=$(grep -o 'new tokens at [0-9.]*' "$out.err" | awk '{print $4}')
   fi
   echo "$tps $(awk '{print $1 + $2}' "$out.time")" > "$out.num"
