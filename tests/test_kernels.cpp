@@ -112,6 +112,11 @@ TEST_CASE("kernels::softmax matches a double-precision softmax to a few ulp") {
           total += x[size_t(i)];
         }
         REQUIRE(std::abs(total - 1.0) <= 1e-5);
+        // Unnormalised: exp(x - max) and the returned 1 / sum give the same weights.
+        std::vector<float> y = in;
+        const float inv = kernels::softmax(y.data(), n, false);
+        for (int i = 0; i < n; ++i)
+          REQUIRE(std::abs(double(y[size_t(i)]) * inv - x[size_t(i)]) <= 1e-6 * x[size_t(i)] + 1e-37);
       }
   });
 }

@@ -178,6 +178,8 @@ void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out
 void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
                  int n_prev, int hd, float scale, float alibi, int window, float cap, float* out,
                  int ldo, float* scores, int qb, int layer, int head, ForwardObserver* obs) {
+  thread_local std::vector<float> inv_sum;  // [qb] 1 / softmax sum of each row
+  if (inv_sum.size() < size_t(qb)) inv_sum.resize(size_t(qb));
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
@@ -197,15 +199,28 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
       // Sliding window (slot = position here): the query sees the last `window` slots.
       const int lo = window > 0 ? std::max(0, visible - window) : 0;
       for (int j = 0; j < lo; ++j) row[j] = 0.0f;
-      softmax_row(row + lo, visible - lo);
+      // The weights stay unnormalised (exp(s - max)) and each output row is scaled by
+      // 1/sum instead: hd products per row, not n_keys.
+      inv_sum[size_t(i)] = kernels::softmax(row + lo, visible - lo, false);
       for (int j = visible; j < nk; ++j) row[j] = 0.0f;
     }
-    if (obs) obs->on_attention({layer, head, t0, nq, nk, scores});
     if (nq == 1)  // out = V^T p
       weighted_row_sum(v, nk, hd, scores, out + size_t(t0) * ldo);
     else
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk, v, hd,
                   0.0f, out + size_t(t0) * ldo, ldo);
+    for (int i = 0; i < nq; ++i) {
+      float* o = out + size_t(t0 + i) * ldo;
+      for (int d = 0; d < hd; ++d) o[d] *= inv_sum[size_t(i)];
+    }
+    if (obs) {  // normalised weights for the observer; the output above does not use them,
+                // so observing changes no result
+      for (int i = 0; i < nq; ++i) {
+        float* row = scores + size_t(i) * nk;
+        for (int j = 0; j < n_prev + t0 + i + 1; ++j) row[j] *= inv_sum[size_t(i)];
+      }
+      obs->on_attention({layer, head, t0, nq, nk, scores});
+    }
   }
 }
 

@@ -49,11 +49,13 @@ void gemv_t(const float* V, int m, int n, const float* p, float* y) {
       Eigen::Map<const MatR>(V, m, n).transpose() * Eigen::Map<const Eigen::VectorXf>(p, m);
 }
 
-void softmax(float* x, int n) {
-  if (active()) return avx2::softmax(x, n);
+float softmax(float* x, int n, bool normalize) {
+  if (active()) return avx2::softmax(x, n, normalize);
   Eigen::Map<Eigen::ArrayXf> a(x, n);
   a = (a - a.maxCoeff()).exp();
-  a *= 1.0f / a.sum();
+  const float inv = 1.0f / a.sum();
+  if (normalize) a *= inv;
+  return inv;
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {

@@ -145,7 +145,7 @@ KV_AVX2 bool gemv_t(const float* V, int m, int n, const float* p, float* y) {
   return true;
 }
 
-KV_AVX2 void softmax(float* x, int n) {
+KV_AVX2 float softmax(float* x, int n, bool normalize) {
   const int n8 = n & ~7, rem = n - n8;
   const __m256i m = mask_from(rem > 0 ? rem : 8);
   float mx = x[0];
@@ -171,9 +171,12 @@ KV_AVX2 void softmax(float* x, int n) {
     _mm256_maskstore_ps(x + n8, m, e);
     sum = _mm256_add_ps(sum, e);
   }
-  const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
+  const float inv_sum = 1.0f / hsum(sum);
+  if (!normalize) return inv_sum;
+  const __m256 inv = _mm256_set1_ps(inv_sum);
   for (int i = 0; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
   if (rem) _mm256_maskstore_ps(x + n8, m, _mm256_mul_ps(_mm256_maskload_ps(x + n8, m), inv));
+  return inv_sum;
 }
 
 KV_AVX2 void silu_mul(float* gate, const float* up, long n) {
@@ -201,7 +204,7 @@ namespace kvscope::kernels::avx2 {
 bool supported() { return false; }
 void gemv(const float*, int, int, const float*, float*, float, float) {}
 bool gemv_t(const float*, int, int, const float*, float*) { return false; }
-void softmax(float*, int) {}
+float softmax(float*, int, bool) { return 0.0f; }
 void silu_mul(float*, const float*, long) {}
 }  // namespace kvscope::kernels::avx2
 

@@ -9,7 +9,7 @@ bool supported();  // this CPU has AVX2 and FMA (false when not built for x86)
 void gemv(const float* W, int out, int in, const float* x, float* y, float alpha, float beta);
 // false (nothing written) unless n is a multiple of 8
 bool gemv_t(const float* V, int m, int n, const float* p, float* y);
-void softmax(float* x, int n);
+float softmax(float* x, int n, bool normalize);
 void silu_mul(float* gate, const float* up, long n);
 
 }  // namespace kvscope::kernels::avx2

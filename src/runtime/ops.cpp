@@ -113,12 +113,6 @@ void softcap(float* x, int64_t n, float cap) {
   for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
 }
 
-void softmax_row(float* x, int n) {
-  // The attention softmax is most of a decode step's time on small models (scalar expf
-  // was 40% of a cache-policy run): vectorised kernel.
-  kernels::softmax(x, n);
-}
-
 float alibi_slope(int h, int n_heads) {
   // Slopes 2^(-8(h+1)/n) for the largest power of two n <= n_heads, then the odd
   // entries of the sequence for 2n heads (as in the ALiBi reference implementation).

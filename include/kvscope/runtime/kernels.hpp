@@ -16,8 +16,10 @@ void gemv(const float* W, int out, int in, const float* x, float* y, float alpha
 // y[n] = sum_j p[j] * V[j, :]   V: [m, n]   (the attention output V^T p)
 void gemv_t(const float* V, int m, int n, const float* p, float* y);
 
-// In place: x[n] <- softmax(x) (n >= 1, finite maximum)
-void softmax(float* x, int n);
+// In place: x[n] <- softmax(x) (n >= 1, finite maximum). With normalize false x is left
+// as exp(x - max x) and the caller scales by the returned 1 / sum (attention scales the
+// hd-wide output row instead of the n weights). Returns 1 / sum either way.
+float softmax(float* x, int n, bool normalize = true);
 
 // gate[n] <- silu(gate) * up = gate / (1 + e^-gate) * up   (SwiGLU)
 void silu_mul(float* gate, const float* up, int64_t n);

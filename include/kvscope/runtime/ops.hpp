@@ -73,10 +73,6 @@ void geglu_tanh(float* gate, const float* up, int64_t n);
 // x[i] <- cap * tanh(x[i] / cap)  (Gemma 2's soft-capping of scores and logits)
 void softcap(float* x, int64_t n, float cap);
 
-// In place softmax of one row of n logits; returns nothing, rows of -inf are an error
-// the caller rules out (a causal row always sees at least its own key).
-void softmax_row(float* x, int n);
-
 // ALiBi slope of head h of n_heads (Press et al.; geometric for a power of two, the
 // interleaved extension otherwise).
 float alibi_slope(int h, int n_heads);
