@@ -367,9 +367,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (l + 1 < c.n_layers && populate_layer(w.layers[size_t(l) + 1], false) >= kPopulateMin)
       next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1], true); });
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-    matmul_wt(s.xb.data(), T, D, lw.wq, Q, s.q.data());
-    matmul_wt(s.xb.data(), T, D, lw.wk, c.k_proj_dim(), s.k.data());
-    matmul_wt(s.xb.data(), T, D, lw.wv, KV, s.v.data());
+    const Projection qkv[] = {{lw.wq, Q, s.q.data()}, {lw.wk, c.k_proj_dim(), s.k.data()},
+                              {lw.wv, KV, s.v.data()}};
+    matmul_wt_many(s.xb.data(), T, D, qkv);
     add_bias(s.q.data(), T, Q, lw.bq);
     add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
     add_bias(s.v.data(), T, KV, lw.bv);
@@ -443,8 +443,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       add_bias(s.x.data(), T, D, lw.bo);
     }
     rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-    matmul_wt(s.xb.data(), T, D, lw.w_gate, H, s.hb.data());
-    matmul_wt(s.xb.data(), T, D, lw.w_up, H, s.hb2.data());
+    const Projection gate_up[] = {{lw.w_gate, H, s.hb.data()}, {lw.w_up, H, s.hb2.data()}};
+    matmul_wt_many(s.xb.data(), T, D, gate_up);
     add_bias(s.hb.data(), T, H, lw.b_gate);
     add_bias(s.hb2.data(), T, H, lw.b_up);
     if (c.mlp_act == MlpActivation::kGeluTanh)

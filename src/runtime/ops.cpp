@@ -10,6 +10,23 @@
 
 namespace kvscope {
 
+namespace {
+
+// Small W, many tokens (a small model's prefill): each thread runs a single-threaded sgemm
+// on its own block of rows (OpenBLAS does not thread inside a parallel region). OpenBLAS's
+// own threading of such a GEMM synchronises its threads per panel, which on 64-wide
+// weights cost more than the split saved.
+bool split_by_rows(int T, int64_t weights, int64_t work) {
+  return weights < kBlasGemvMin && T >= 32 && worth_threads(work);
+}
+
+void sgemm_rows(const float* x, int t0, int n, int in, const Projection& p) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, p.out, in, 1.0f, x + size_t(t0) * in,
+              in, p.W, in, p.beta, p.y + size_t(t0) * p.out, p.out);
+}
+
+}  // namespace
+
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta) {
   if (T == 1) {  // decoding: a GEMM with one row would pack all of W for nothing
     if (int64_t(out) * in < kBlasGemvMin) {
@@ -21,24 +38,30 @@ void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y,
     cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, beta, y, 1);
     return;
   }
-  if (int64_t(out) * in < kBlasGemvMin && T >= 32 && worth_threads(int64_t(T) * out * in)) {
-    // Small W, many tokens (a small model's prefill): each thread runs a single-threaded
-    // sgemm on its own block of rows (OpenBLAS does not thread inside a parallel region).
-    // OpenBLAS's own threading of such a GEMM synchronises its threads per panel, which
-    // on 64-wide weights cost more than the split saved.
-    const int nt = omp_get_max_threads();
-    const int rows = (T + nt - 1) / nt;
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < nt; ++c) {
-      const int t0 = c * rows, n = std::min(rows, T - t0);
-      if (n > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x + size_t(t0) * in,
-                    in, W, in, beta, y + size_t(t0) * out, out);
-    }
+  const Projection p{W, out, y, beta};
+  if (split_by_rows(T, int64_t(out) * in, int64_t(T) * out * in)) {
+    matmul_wt_many(x, T, in, {&p, 1});
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, beta, y,
-              out);
+  sgemm_rows(x, 0, T, in, p);
+}
+
+void matmul_wt_many(const float* x, int T, int in, std::span<const Projection> ps) {
+  int64_t weights = 0;
+  for (const Projection& p : ps) weights = std::max(weights, int64_t(p.out) * in);
+  if (!split_by_rows(T, weights, int64_t(T) * weights)) {
+    for (const Projection& p : ps) matmul_wt(x, T, in, p.W, p.out, p.y, p.beta);
+    return;
+  }
+  // One parallel region for all of them: each thread's rows of every projection.
+  const int nt = omp_get_max_threads();
+  const int rows = (T + nt - 1) / nt;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < nt; ++c) {
+    const int t0 = c * rows, n = std::min(rows, T - t0);
+    if (n > 0)
+      for (const Projection& p : ps) sgemm_rows(x, t0, n, in, p);
+  }
 }
 
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, float w_offset) {

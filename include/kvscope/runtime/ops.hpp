@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kvscope/model/model_config.hpp"
@@ -41,6 +42,17 @@ void parallel_for(int64_t n, int64_t work, const Body& body) {
 
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
+
+// Several products of the same x: y_i[T, out_i] = x[T, in] * W_i^T + beta_i * y_i. A small
+// model's prefill runs them in one parallel region (each thread its rows of all of them)
+// instead of one region each.
+struct Projection {
+  const float* W;  // [out, in]
+  int out;
+  float* y;  // [T, out]
+  float beta = 0.0f;
+};
+void matmul_wt_many(const float* x, int T, int in, std::span<const Projection> ps);
 
 // y[t, :] = x[t, :] / rms(x[t, :]) * (w_offset + w)    x, y: [T, n]; w: [n]; y may alias x
 // (w_offset 1: Gemma's norms, whose stored weight is the deviation from 1)
