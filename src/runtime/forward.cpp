@@ -349,16 +349,15 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   // keep the rotation they were given.
   const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
                             s.pos + T > c.rope_scaling.original_max_position;
-  // Rotation angles of this call's positions, per kind of layer (0: global, 1: Gemma 3's
-  // local), computed when the first layer of the kind needs them.
+  // Rotation angles up to this call's last position, per kind of layer (0: global, 1:
+  // Gemma 3's local), brought up to date when the first layer of the kind needs them.
   bool have_angles[2] = {false, false};
   std::jthread next_pages;  // mapping in the next layer's pages (joined when destroyed)
   for (int l = 0; l < c.n_layers; ++l) {
     const int kind = c.local_rope(l) ? 1 : 0;
     RopeAngles& angles = s.rope[kind];
     if (c.positional == PositionalKind::kRope && !have_angles[kind]) {
-      const std::vector<double> inv_freq = rope_inv_freq(c, l, long_context);  // [rot_dim/2]
-      rope_angles(T, s.pos, inv_freq.data(), int(inv_freq.size()), rope_attention_factor(c, l),
+      rope_angles(s.pos + T, rope_inv_freq(c, l, long_context), rope_attention_factor(c, l),
                   angles);
       have_angles[kind] = true;
     }
@@ -381,8 +380,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (obs && !c.compressed_keys())
       cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
-      apply_rope(s.q.data(), T, nh, hd, angles, c.rope_layout);
-      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, angles, c.rope_layout);
+      apply_rope(s.q.data(), T, nh, hd, s.pos, angles, c.rope_layout);
+      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, angles, c.rope_layout);
     }
     const float* keys = s.k.data();  // [T, KV]: what the cache holds
     if (c.compressed_keys()) {

@@ -79,25 +79,32 @@ void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y, 
   });
 }
 
-void rope_angles(int T, int pos0, const double* inv_freq, int half, double attn_factor,
-                 RopeAngles& out) {
-  out.half = half;
-  out.cos.resize(size_t(T) * half);
-  out.sin.resize(size_t(T) * half);
-  for (int t = 0; t < T; ++t)
+void rope_angles(int end, const std::vector<double>& inv_freq, double attn_factor, RopeAngles& a) {
+  if (a.inv_freq != inv_freq || a.attn_factor != attn_factor) {
+    a.inv_freq = inv_freq;
+    a.attn_factor = attn_factor;
+    a.half = int(inv_freq.size());
+    a.positions = 0;
+  }
+  if (end <= a.positions) return;
+  const int half = a.half;
+  a.cos.resize(size_t(end) * half);
+  a.sin.resize(size_t(end) * half);
+  for (int p = a.positions; p < end; ++p)
     for (int i = 0; i < half; ++i) {
-      const double a = double(pos0 + t) * inv_freq[i];
-      out.cos[size_t(t) * half + i] = float(attn_factor * std::cos(a));
-      out.sin[size_t(t) * half + i] = float(attn_factor * std::sin(a));
+      const double angle = double(p) * inv_freq[size_t(i)];
+      a.cos[size_t(p) * half + i] = float(attn_factor * std::cos(angle));
+      a.sin[size_t(p) * half + i] = float(attn_factor * std::sin(angle));
     }
+  a.positions = end;
 }
 
-void apply_rope(float* x, int T, int n_heads, int head_dim, const RopeAngles& a,
+void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const RopeAngles& a,
                 RopeLayout layout) {
   const int half = a.half;
   parallel_for(T, int64_t(T) * n_heads * head_dim, [&](int64_t t) {
-    const float* c = a.cos.data() + size_t(t) * half;
-    const float* s = a.sin.data() + size_t(t) * half;
+    const float* c = a.cos.data() + size_t(pos0 + t) * half;
+    const float* s = a.sin.data() + size_t(pos0 + t) * half;
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + (size_t(t) * n_heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {

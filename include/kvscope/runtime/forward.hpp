@@ -120,7 +120,7 @@ class RunState {
   std::vector<float> wbuf;                           // one layer widened to f32
   std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
   std::vector<float> scores;                         // per-thread attention rows
-  RopeAngles rope[2];  // this call's rotation angles: global layers, Gemma 3's local ones
+  RopeAngles rope[2];  // rotation angles by position: global layers, Gemma 3's local ones
 };
 
 enum class LogitsMode { kAll, kLast, kNone };

@@ -59,20 +59,25 @@ void matmul_wt_many(const float* x, int T, int in, std::span<const Projection> p
 void rmsnorm(const float* x, const float* w, int T, int n, float eps, float* y,
              float w_offset = 0.0f);
 
-// cos and sin of the rotation of every frequency at positions pos0..pos0+T-1, each
-// [T, half] (half = rot_dim / 2 of the inv_freq from rope_inv_freq), multiplied by
-// attn_factor (longrope). Angles are computed in double, so long positions stay accurate;
-// forward() computes them once per call and kind of layer, not per layer and tensor.
+// cos and sin of the rotation of every frequency at positions 0..positions-1, each
+// [positions, half] (half = rot_dim / 2 of the inv_freq from rope_inv_freq), multiplied by
+// attn_factor (longrope). Angles are computed in double, so long positions stay accurate.
+// A RunState keeps one table per kind of layer and extends it as positions grow, so a
+// position's angles are computed once, not per call, layer and tensor.
 struct RopeAngles {
-  int half = 0;
-  std::vector<float> cos, sin;  // [T, half]
+  int half = 0, positions = 0;
+  std::vector<double> inv_freq;  // what the table was made with
+  double attn_factor = 1.0;
+  std::vector<float> cos, sin;  // [positions, half]
 };
-void rope_angles(int T, int pos0, const double* inv_freq, int half, double attn_factor,
-                 RopeAngles& out);
+// Makes `a` hold positions 0..end-1 for these frequencies (rebuilt when they change:
+// longrope switching to its long factors).
+void rope_angles(int end, const std::vector<double>& inv_freq, double attn_factor, RopeAngles& a);
 
-// In place: rotate each head of x [T, n_heads*head_dim] by the angles of its position.
-// Only the first 2 * a.half entries of each head rotate (partial rotary).
-void apply_rope(float* x, int T, int n_heads, int head_dim, const RopeAngles& a,
+// In place: rotate each head of x [T, n_heads*head_dim] (positions pos0..pos0+T-1) by the
+// angles of its position. Only the first 2 * a.half entries of each head rotate (partial
+// rotary).
+void apply_rope(float* x, int T, int n_heads, int head_dim, int pos0, const RopeAngles& a,
                 RopeLayout layout);
 
 // gate[T, n] <- silu(gate) * up
