@@ -52,16 +52,31 @@ std::array<const Tensor*, kLayerTensors> layer_tensors(const LayerWeights& w) {
           &w.q_norm,    &w.k_norm, &w.post_attn_norm, &w.post_ffn_norm};
 }
 
-// Maps in the pages of a layer's tensors that widen_layer will widen (not stored as f32);
-// returns their bytes. With populate false it only counts.
-size_t populate_layer(const LayerWeights& w, bool populate) {
+// Whether widen_layer copies t (present, not stored as aligned f32).
+bool widened(const Tensor& t) { return !t.empty() && !t.f32(); }
+
+// Bytes of a layer's tensors as stored, of those widen_layer will widen.
+size_t widened_bytes(const LayerWeights& w) {
   size_t bytes = 0;
   for (const Tensor* t : layer_tensors(w))
-    if (!t->empty() && !t->f32()) {
-      bytes += t->bytes();
-      if (populate) t->populate_pages();
-    }
+    if (widened(*t)) bytes += t->bytes();
   return bytes;
+}
+
+// Maps in the pages of the tensors widen_layer will widen.
+void populate_layer(const LayerWeights& w) {
+  for (const Tensor* t : layer_tensors(w))
+    if (widened(*t)) t->populate_pages();
+}
+
+// Rows [r0, r0 + n) of t widened into dst ([n, cols] floats), in blocks of 256 rows
+// across threads.
+void widen_rows(const Tensor& t, int64_t r0, int64_t n, float* dst) {
+  const int64_t block = 256;
+  parallel_for((n + block - 1) / block, n * t.cols, [&](int64_t b) {
+    const int64_t r = b * block;
+    t.rows_to_f32(r0 + r, std::min(block, n - r), dst + size_t(r * t.cols));
+  });
 }
 
 // Layers with at least this many bytes to widen get their pages mapped in by a helper
@@ -74,7 +89,7 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
   const auto ts = layer_tensors(w);
   size_t need = 0;
   for (const Tensor* t : ts)
-    if (!t->empty() && !t->f32()) need += size_t(t->numel());
+    if (widened(*t)) need += size_t(t->numel());
   if (buf.size() < need) {
     reserve_huge(buf, need);
     buf.resize(need);
@@ -92,13 +107,8 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
       continue;
     }
     float* dst = buf.data() + off;
-    // Widen in row blocks across threads; then the mapped pages are no longer needed.
-    const int64_t block = 256;
-    parallel_for((t.rows + block - 1) / block, t.numel(), [&](int64_t b) {
-      const int64_t r = b * block;
-      t.rows_to_f32(r, std::min(block, t.rows - r), dst + size_t(r * t.cols));
-    });
-    t.release_pages();
+    widen_rows(t, 0, t.rows, dst);
+    t.release_pages();  // widened: the mapped pages are no longer needed
     out[i] = dst;
     off += size_t(t.numel());
   }
@@ -174,12 +184,12 @@ void weighted_row_sum(const float* v, int nk, int hd, const float* p, float* out
 // (scores = scale * q.k, soft-capped at `cap` when > 0):
 // query t (0-based in this call) sees slots j < n_prev + t + 1, and with window > 0 only
 // the last `window` of those (the caller guarantees that slot j holds position j then).
-// q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo.
+// q: [T, *] with row stride ldq; k, v: [n_keys, hd]; out: [T, *] with row stride ldo;
+// scratch: scores [qb, n_keys] and inv_sum [qb].
 void attend_head(const float* q, int ldq, int T, const float* k, const float* v, const float* bias,
                  int n_prev, int hd, float scale, float alibi, int window, float cap, float* out,
-                 int ldo, float* scores, int qb, int layer, int head, ForwardObserver* obs) {
-  thread_local std::vector<float> inv_sum;  // [qb] 1 / softmax sum of each row
-  if (inv_sum.size() < size_t(qb)) inv_sum.resize(size_t(qb));
+                 int ldo, float* scores, float* inv_sum, int qb, int layer, int head,
+                 ForwardObserver* obs) {
   for (int t0 = 0; t0 < T; t0 += qb) {
     const int nq = std::min(qb, T - t0);
     const int nk = n_prev + t0 + nq;  // keys any query of the block may see
@@ -201,7 +211,7 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
       for (int j = 0; j < lo; ++j) row[j] = 0.0f;
       // The weights stay unnormalised (exp(s - max)) and each output row is scaled by
       // 1/sum instead: hd products per row, not n_keys.
-      inv_sum[size_t(i)] = kernels::softmax(row + lo, visible - lo, false);
+      inv_sum[i] = kernels::softmax(row + lo, visible - lo, false);
       for (int j = visible; j < nk; ++j) row[j] = 0.0f;
     }
     if (nq == 1)  // out = V^T p
@@ -211,13 +221,13 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
                   0.0f, out + size_t(t0) * ldo, ldo);
     for (int i = 0; i < nq; ++i) {
       float* o = out + size_t(t0 + i) * ldo;
-      for (int d = 0; d < hd; ++d) o[d] *= inv_sum[size_t(i)];
+      for (int d = 0; d < hd; ++d) o[d] *= inv_sum[i];
     }
     if (obs) {  // normalised weights for the observer; the output above does not use them,
                 // so observing changes no result
       for (int i = 0; i < nq; ++i) {
         float* row = scores + size_t(i) * nk;
-        for (int j = 0; j < n_prev + t0 + i + 1; ++j) row[j] *= inv_sum[size_t(i)];
+        for (int j = 0; j < n_prev + t0 + i + 1; ++j) row[j] *= inv_sum[i];
       }
       obs->on_attention({layer, head, t0, nq, nk, scores});
     }
@@ -326,7 +336,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   grow(s.hb2, size_t(T) * H);
   const int qb = std::max(1, opt.query_block);
   const int n_threads = omp_get_max_threads();
-  const size_t score_stride = size_t(qb) * size_t(most + T);
+  // Per thread: [qb, most + T] attention rows, then [qb] 1 / softmax sums.
+  const size_t score_rows = size_t(qb) * size_t(most + T), score_stride = score_rows + size_t(qb);
   grow(s.scores, score_stride * n_threads);
 
   for (int t = 0; t < T; ++t) {
@@ -363,8 +374,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     }
     if (next_pages.joinable()) next_pages.join();
     const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
-    if (l + 1 < c.n_layers && populate_layer(w.layers[size_t(l) + 1], false) >= kPopulateMin)
-      next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1], true); });
+    if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
+      next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
     const Projection qkv[] = {{lw.wq, Q, s.q.data()}, {lw.wk, c.k_proj_dim(), s.k.data()},
                               {lw.wv, KV, s.v.data()}};
@@ -401,14 +412,14 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       }
     }
     const int group = c.group_size();
-    auto attend = [&](int h, float* sc) {
+    auto attend = [&](int h, float* sc) {  // sc: this thread's score_stride floats
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
       const int n_prev = cache.used[cache.head(l, g)];
       const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
                   n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
-                  s.att.data() + size_t(h) * hd, Q, sc, qb, l, h, att_obs);
+                  s.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h, att_obs);
     };
     // Multiply-adds of this layer's attention: split across threads only when it pays.
     if (worth_threads(int64_t(nh) * T * (most + T) * hd)) {
@@ -485,11 +496,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     std::vector<float> wb(size_t(std::min(block, V)) * D);
     for (int r0 = 0; r0 < V; r0 += block) {
       const int n = std::min(block, V - r0);
-      const int64_t sub = 256;  // widened in row blocks across threads, like the layers
-      parallel_for((n + sub - 1) / sub, int64_t(n) * D, [&](int64_t b) {
-        const int64_t r = b * sub;
-        w.classifier.rows_to_f32(r0 + r, std::min(sub, n - r), wb.data() + size_t(r) * D);
-      });
+      widen_rows(w.classifier, r0, n, wb.data());
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, D, 1.0f, s.xb.data(), D,
                   wb.data(), D, 0.0f, s.logits.data() + r0, V);
     }

@@ -1,5 +1,6 @@
 // Numerical building blocks of the forward pass. Matrices are row-major; shapes are
-// written beside each argument. All loops over tokens run on the OpenMP pool.
+// written beside each argument. Loops over tokens run on the OpenMP pool when they are
+// big enough to pay for it (worth_threads).
 #pragma once
 
 #include <omp.h>
