@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
   const std::string data = KVSCOPE_SOURCE_DIR "/data/models/";
   if (wanted("stories260K"))
     run("stories260K", load_model(data + "stories260K/stories260K.bin"), 512, 256);
-  if (wanted("tinystories656K")) run("tinystories656K", load_model(data + "tinystories656K"), 512, 256);
+  if (wanted("tinystories656K"))
+    run("tinystories656K", load_model(data + "tinystories656K"), 512, 256);
   if (wanted("babyllama105"))
     run("babyllama105", load_model(data + "babyllama105/model5000.bin"), 256, 128);
 

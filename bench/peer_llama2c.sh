@@ -14,7 +14,7 @@
 #   whose SentencePiece model is written as run.c's tokenizer.bin by sp_to_llama2c_tok.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${1:?usage: $0 LLAMA2C_DIR [RUNS] [MODEL.bin] [TOKENIZER.bin]}
+src=${1:?usage: $0 LLAMA2C_DIR [RUNS] [MODEL.bin] [TOKENIZER.bin|.model]}
 runs=${2:-10}
 model=${3:-data/models/stories260K/stories260K.bin}
 tok=${4:-data/models/stories260K/tok512.bin}

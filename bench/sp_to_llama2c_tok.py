@@ -5,7 +5,7 @@ for bench/peer_llama2c.sh on models whose tokenizer ships as a .model file.
 The format is llama2.c's tokenizer.py export: max piece length (uint32), then per id its
 score (float32), byte length (uint32) and bytes, with U+2581 as a space and BOS/EOS
 written as "\\n<s>\\n" / "\\n</s>\\n". The .model protobuf is parsed by hand (field 1 of
-ModelProto: pieces; of SentencePiece: 1 piece, 2 score, 3 type), so nothing beyond the
+ModelProto: pieces; of SentencePiece: 1 piece, 2 score), so nothing beyond the
 Python standard library is needed.
 
     sp_to_llama2c_tok.py tokenizer.model tokenizer.bin
@@ -50,19 +50,17 @@ def main():
     pieces = []
     for f, w, v in fields(open(src, "rb").read()):
         if f == 1 and w == 2:
-            piece, score, kind = "", 0.0, 1
+            piece, score = "", 0.0
             for g, _, u in fields(v):
                 if g == 1:
                     piece = u.decode("utf-8")
                 elif g == 2:
                     score = struct.unpack("<f", u)[0]
-                elif g == 3:
-                    kind = u
-            pieces.append((piece, score, kind))
+            pieces.append((piece, score))
     if not pieces:
         raise SystemExit(f"{src}: no pieces found (not a SentencePiece model?)")
     out = []
-    for piece, score, kind in pieces:
+    for piece, score in pieces:
         if piece == "<s>":
             piece = "\n<s>\n"
         elif piece == "</s>":
