@@ -3,7 +3,7 @@
 // with weights widened one layer at a time. The rate is also given as a share of the
 // machine's sgemm rate on the prefill's own shape (tokens x dim x dim), measured in the same
 // run between the load and the prefill and after the prefill (the better one counts).
-//   build/bench/bench_big_prefill MODEL_DIR [--tokens 512] [--threads 0]
+//   build/bench/bench_big_prefill MODEL_DIR [--tokens 512] [--threads 0] [--block-mib 16]
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -21,9 +21,12 @@ int main(int argc, char** argv) {
   CLI::App app{"One prefill on a big checkpoint, with peak RSS"};
   std::string dir;
   int tokens = 512, threads = 0;
+  double block_mib = double(ForwardOptions{}.widen_block_bytes) / (1 << 20);
   app.add_option("model", dir, "model directory or file")->required();
   app.add_option("--tokens", tokens, "prompt length");
   app.add_option("--threads", threads, "threads (0: all)");
+  app.add_option("--block-mib", block_mib,
+                 "MiB of float32 a stored weight is widened into at a time (ForwardOptions)");
   CLI11_PARSE(app, argc, argv);
   try {
     set_threads(threads);
@@ -44,7 +47,10 @@ int main(int argc, char** argv) {
     std::vector<int32_t> toks(static_cast<size_t>(tokens));
     for (int i = 0; i < tokens; ++i)
       toks[size_t(i)] = int32_t(3 + (i * 7919) % (m.config.vocab_size - 3));
-    const auto logits = forward(m, st, toks, {LogitsMode::kLast});
+    ForwardOptions opt;
+    opt.logits = LogitsMode::kLast;
+    opt.widen_block_bytes = size_t(block_mib * (1 << 20));
+    const auto logits = forward(m, st, toks, opt);
     const double t2 = now_seconds();
     bool finite = true;
     for (float v : logits) finite = finite && std::isfinite(v);

@@ -58,8 +58,10 @@ struct Recorder : ForwardObserver {
   }
 };
 
-// Prefill over the whole sequence: every captured tensor and the logits.
-void check_prefill(const Model& m, const std::vector<int32_t>& tokens, bool attention) {
+// Prefill over the whole sequence: every captured tensor and the logits. block_bytes:
+// ForwardOptions::widen_block_bytes (small: stored matrices widened a few rows at a time).
+void check_prefill(const Model& m, const std::vector<int32_t>& tokens, bool attention,
+                   size_t block_bytes = ForwardOptions{}.widen_block_bytes) {
   const int T = int(tokens.size());
   const test::ReferenceRun ref = test::reference_forward(m, tokens);
   RunState st(m.config, T);
@@ -67,8 +69,9 @@ void check_prefill(const Model& m, const std::vector<int32_t>& tokens, bool atte
   ForwardOptions opt;
   opt.observer = &rec;
   opt.query_block = 16;  // several blocks per head
+  opt.widen_block_bytes = block_bytes;
   auto logits = forward(m, st, tokens, opt);
-  INFO("model " << m.name);
+  INFO("model " << m.name << ", widened in blocks of " << block_bytes << " bytes");
   CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < kTol);
   for (int l = 0; l < m.config.n_layers; ++l) {
     INFO("layer " << l);
@@ -83,7 +86,8 @@ void check_prefill(const Model& m, const std::vector<int32_t>& tokens, bool atte
 }
 
 // Token-by-token and chunked decoding must give the reference logits of each position.
-void check_incremental(const Model& m, const std::vector<int32_t>& tokens) {
+void check_incremental(const Model& m, const std::vector<int32_t>& tokens,
+                       size_t block_bytes = ForwardOptions{}.widen_block_bytes) {
   const int T = int(tokens.size());
   const test::ReferenceRun ref = test::reference_forward(m, tokens);
   const int V = m.config.vocab_size;
@@ -92,8 +96,12 @@ void check_incremental(const Model& m, const std::vector<int32_t>& tokens) {
   const int chunks[] = {1, 1, 1, 7, 1, 13};  // single decode steps and short prefills
   for (int i = 0; t < T; ++i) {
     const int n = std::min(chunks[i % 6], T - t);
-    auto logits = forward(m, st, std::span<const int32_t>(tokens).subspan(size_t(t), size_t(n)));
-    INFO("model " << m.name << " positions " << t << ".." << t + n - 1);
+    ForwardOptions opt;
+    opt.widen_block_bytes = block_bytes;
+    auto logits =
+        forward(m, st, std::span<const int32_t>(tokens).subspan(size_t(t), size_t(n)), opt);
+    INFO("model " << m.name << " positions " << t << ".." << t + n - 1 << ", blocks of "
+                  << block_bytes << " bytes");
     CHECK(test::rel_error(logits.data(), ref.logits.data() + size_t(t) * V, size_t(n) * V) < kTol);
     t += n;
   }
@@ -157,6 +165,28 @@ TEST_CASE("forward pass matches the reference on synthetic checkpoints", "[model
     CHECK(m.weights.layers[0].wq.dtype == cs.dtype);
     check_prefill(m, random_tokens(m.config, 50, 3), /*attention=*/true);
     check_incremental(m, random_tokens(m.config, 30, 5));
+    // Stored matrices widened inside their products a block of rows at a time, as a 7B
+    // checkpoint's are (3000 bytes: 11 rows of 64 floats on one thread, 5 on each of two,
+    // with a short last block; the classifier too): the same logits and captures, in
+    // prefill (threaded products) and decoding (one-row products).
+    if (cs.dtype != DType::F32) {
+      check_prefill(m, random_tokens(m.config, 50, 3), /*attention=*/false, 3000);
+      check_incremental(m, random_tokens(m.config, 30, 5), 3000);
+      // Against the whole-widened products: each output element is the same dot product,
+      // summed by other OpenBLAS calls, so the logits agree to float rounding (1e-6
+      // relative L2; measured ~2e-7), far below the reference tolerance.
+      const std::vector<int32_t> toks = random_tokens(m.config, 50, 3);
+      std::vector<float> whole, blocks;
+      for (size_t bytes : {ForwardOptions{}.widen_block_bytes, size_t(3000)}) {
+        RunState st(m.config, 50);
+        ForwardOptions opt;
+        opt.widen_block_bytes = bytes;
+        const auto lg = forward(m, st, toks, opt);
+        (bytes == 3000 ? blocks : whole).assign(lg.begin(), lg.end());
+      }
+      const std::vector<double> wd(whole.begin(), whole.end());
+      CHECK(test::rel_error(blocks.data(), wd.data(), wd.size()) < 1e-6);
+    }
     fs::remove_all(dir);
   }
 }

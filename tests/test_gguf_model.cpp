@@ -34,13 +34,14 @@ struct Run {
   Grab g;
 };
 
-Run run(const Model& m) {
+Run run(const Model& m, size_t block_bytes = ForwardOptions{}.widen_block_bytes) {
   std::vector<int32_t> toks;
   for (int i = 0; i < 24; ++i) toks.push_back(int32_t((i * 13 + 5) % m.config.vocab_size));
   Run r;
   RunState s(m.config, 32);
   ForwardOptions o;
   o.observer = &r.g;
+  o.widen_block_bytes = block_bytes;
   const auto lg = forward(m, s, toks, o);
   r.logits.assign(lg.begin(), lg.end());
   return r;
@@ -246,10 +247,16 @@ TEST_CASE("GGUF models stored in every block type compute their dequantized weig
     w.w_up = deq(p + "ffn_up.weight", false);
     w.w_down = deq(p + "ffn_down.weight", false);
   }
-  const Run got = run(g), want = run(twin);
-  CHECK(rel(got.logits, want.logits) < 1e-5);
-  for (int l = 0; l < c.n_layers; ++l) {
-    CHECK(rel(got.g.kpre[size_t(l)], want.g.kpre[size_t(l)]) < 1e-5);
-    CHECK(rel(got.g.v[size_t(l)], want.g.v[size_t(l)]) < 1e-5);
+  const Run want = run(twin);
+  // Whole layers widened, then every matrix dequantized inside its product a few rows at
+  // a time (5000 bytes: 4 rows of 256 or 2 of 512 per thread; a 7B checkpoint's path).
+  for (size_t block : {ForwardOptions{}.widen_block_bytes, size_t(5000)}) {
+    INFO("widened in blocks of " << block << " bytes");
+    const Run got = run(g, block);
+    CHECK(rel(got.logits, want.logits) < 1e-5);
+    for (int l = 0; l < c.n_layers; ++l) {
+      CHECK(rel(got.g.kpre[size_t(l)], want.g.kpre[size_t(l)]) < 1e-5);
+      CHECK(rel(got.g.v[size_t(l)], want.g.v[size_t(l)]) < 1e-5);
+    }
   }
 }

@@ -20,10 +20,21 @@ namespace kvscope {
 
 namespace {
 
-// One layer's weights as float32 pointers: mapped directly when stored as aligned f32,
-// else widened into state.wbuf (the only per-layer copy ever held).
+// A weight matrix [out, in] as the products read it: float32 in memory (mapped, or widened
+// with the layer), or its stored tensor, widened a block of rows at a time inside the
+// product (too big to widen whole: see ForwardOptions::widen_block_bytes).
+struct Mat {
+  const float* f32 = nullptr;
+  const Tensor* stored = nullptr;  // set instead of f32 for a streamed weight
+};
+
+// One layer's weights: the matrices as Mats, the rest as float32 pointers (mapped directly
+// when stored as aligned f32, else widened into state.wbuf).
 struct LayerF32 {
-  const float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  const float* attn_norm;
+  Mat wq, wk, wv, wo;
+  const float* ffn_norm;
+  Mat w_gate, w_up, w_down;
   const float *k_compress, *q_project;  // null unless config.compressed_keys()
   const float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;  // null when the model has none
   const float *q_norm, *k_norm;                             // null unless config.qk_norm
@@ -52,10 +63,11 @@ std::array<const Tensor*, kLayerTensors> layer_tensors(const LayerWeights& w) {
           &w.q_norm,    &w.k_norm, &w.post_attn_norm, &w.post_ffn_norm};
 }
 
-// Whether widen_layer copies t (present, not stored as aligned f32).
+// Whether t is widened, whole by widen_layer or in blocks by matmul (present, not stored
+// as aligned f32).
 bool widened(const Tensor& t) { return !t.empty() && !t.f32(); }
 
-// Bytes of a layer's tensors as stored, of those widen_layer will widen.
+// Bytes of a layer's tensors as stored, of those to be widened.
 size_t widened_bytes(const LayerWeights& w) {
   size_t bytes = 0;
   for (const Tensor* t : layer_tensors(w))
@@ -63,7 +75,7 @@ size_t widened_bytes(const LayerWeights& w) {
   return bytes;
 }
 
-// Maps in the pages of the tensors widen_layer will widen.
+// Maps in the pages of the tensors to be widened.
 void populate_layer(const LayerWeights& w) {
   for (const Tensor* t : layer_tensors(w))
     if (widened(*t)) t->populate_pages();
@@ -84,37 +96,123 @@ void widen_rows(const Tensor& t, int64_t r0, int64_t n, float* dst) {
 // when taken one at a time by the widening loop).
 constexpr size_t kPopulateMin = size_t(64) << 20;
 
-LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf) {
+// The big matrices of a layer (W_Q, W_K, W_V, W_O, gate, up, down: indices into
+// layer_tensors) are the ones the products may widen a block of rows at a time.
+constexpr bool kMatrix[kLayerTensors] = {false, true, true, true, true, false, true, true, true};
+
+// Whether the products widen tensor i of a layer (t) a block of rows at a time: one of the
+// matrices, stored in another dtype and bigger than one block in float32.
+bool streamed(int i, const Tensor& t, size_t block_bytes) {
+  return kMatrix[i] && widened(t) && size_t(t.numel()) * sizeof(float) > block_bytes;
+}
+
+LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, size_t block_bytes) {
   constexpr int kN = kLayerTensors;
   const auto ts = layer_tensors(w);
   size_t need = 0;
-  for (const Tensor* t : ts)
-    if (widened(*t)) need += size_t(t->numel());
+  for (int i = 0; i < kN; ++i)
+    if (widened(*ts[i]) && !streamed(i, *ts[i], block_bytes)) need += size_t(ts[i]->numel());
   if (buf.size() < need) {
     reserve_huge(buf, need);
     buf.resize(need);
   }
-  const float* out[kN];
+  Mat out[kN];
   size_t off = 0;
   for (int i = 0; i < kN; ++i) {
     const Tensor& t = *ts[i];
-    if (t.empty()) {
-      out[i] = nullptr;
-      continue;
-    }
+    if (t.empty()) continue;
     if (const float* p = t.f32()) {
-      out[i] = p;
-      continue;
+      out[i].f32 = p;
+    } else if (streamed(i, t, block_bytes)) {
+      out[i].stored = &t;
+    } else {
+      float* dst = buf.data() + off;
+      widen_rows(t, 0, t.rows, dst);
+      t.release_pages();  // widened: the mapped pages are no longer needed
+      out[i].f32 = dst;
+      off += size_t(t.numel());
     }
-    float* dst = buf.data() + off;
-    widen_rows(t, 0, t.rows, dst);
-    t.release_pages();  // widened: the mapped pages are no longer needed
-    out[i] = dst;
-    off += size_t(t.numel());
   }
-  return {out[0],  out[1],  out[2],  out[3],  out[4],  out[5],  out[6],  out[7],  out[8],
-          out[9],  out[10], out[11], out[12], out[13], out[14], out[15], out[16], out[17],
-          out[18], out[19], out[20], out[21]};
+  return {out[0].f32,  out[1],      out[2],      out[3],      out[4],      out[5].f32,
+          out[6],      out[7],      out[8],      out[9].f32,  out[10].f32, out[11].f32,
+          out[12].f32, out[13].f32, out[14].f32, out[15].f32, out[16].f32, out[17].f32,
+          out[18].f32, out[19].f32, out[20].f32, out[21].f32};
+}
+
+// y [T, out] = x [T, in] * W^T + beta * y, W in memory or streamed. A streamed W is split
+// into equal runs of rows, one per thread; each thread widens its run `rows` rows at a
+// time into its part of `block` and multiplies them with a single-threaded sgemm, so the
+// GEMM reads back from cache what the thread just widened (widening a 7B layer whole
+// wrote and re-read 800 MB), and the threads meet once per matrix, not once per block.
+// Each output element is the same dot product either way, summed by another OpenBLAS
+// call (the same up to float rounding).
+void matmul(const float* x, int T, int in, const Mat& W, int out, float* y, float beta,
+            std::vector<float>& block, size_t block_bytes) {
+  if (W.f32) {
+    matmul_wt(x, T, in, W.f32, out, y, beta);
+    return;
+  }
+  const Tensor& t = *W.stored;
+  KV_ASSERT(t.rows == out && t.cols == in);
+  const int nt = worth_threads(int64_t(T) * out * in) ? omp_get_max_threads() : 1;
+  const int64_t per_thread = (out + nt - 1) / nt;  // rows of W per thread
+  const int rows = int(
+      std::clamp<int64_t>(int64_t(block_bytes / nt / (sizeof(float) * size_t(in))), 1, per_thread));
+  const size_t slice = size_t(rows) * in;  // [rows, in] floats per thread
+  if (block.size() < slice * nt) {
+    reserve_huge(block, slice * nt);
+    block.resize(slice * nt);
+  }
+  auto run = [&](int th) {
+    float* b = block.data() + slice * size_t(th);
+    const int64_t end = std::min<int64_t>(out, (th + 1) * per_thread);
+    for (int64_t r0 = th * per_thread; r0 < end; r0 += rows) {
+      const int n = int(std::min<int64_t>(rows, end - r0));
+      t.rows_to_f32(r0, n, b);  // [n, in]
+      // With one token, y is one row and its columns r0.. are contiguous.
+      if (T == 1)
+        matmul_wt(x, 1, in, b, n, y + r0, beta);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n, in, 1.0f, x, in, b, in, beta,
+                    y + r0, out);
+    }
+  };
+  if (nt == 1) {
+    run(0);
+    return;
+  }
+  // OpenBLAS runs single-threaded inside a parallel region.
+#pragma omp parallel for schedule(static, 1) num_threads(nt)
+  for (int th = 0; th < nt; ++th) run(th);
+}
+
+// Hands back the pages of a layer's streamed matrices once its products are done (the
+// others are released as widen_layer widens them).
+void release_streamed(const LayerWeights& w, size_t block_bytes) {
+  const auto ts = layer_tensors(w);
+  for (int i = 0; i < kLayerTensors; ++i)
+    if (streamed(i, *ts[i], block_bytes)) ts[i]->release_pages();
+}
+
+// Several products of the same x [T, in] (Projection's meaning): those in memory together
+// (matmul_wt_many), then the streamed ones.
+struct MatProjection {
+  Mat W;
+  int out;
+  float* y;  // [T, out]
+};
+void matmul_many(const float* x, int T, int in, std::span<const MatProjection> ps,
+                 std::vector<float>& block, size_t block_bytes) {
+  std::array<Projection, 3> mem;
+  size_t n = 0;
+  for (const MatProjection& p : ps)
+    if (p.W.f32) {
+      KV_ASSERT(n < mem.size());
+      mem[n++] = {p.W.f32, p.out, p.y};
+    }
+  if (n > 0) matmul_wt_many(x, T, in, {mem.data(), n});
+  for (const MatProjection& p : ps)
+    if (!p.W.f32) matmul(x, T, in, p.W, p.out, p.y, 0.0f, block, block_bytes);
 }
 
 // y[t, :] += b for every row t of y [T, n]; nothing when b is null (no bias).
@@ -373,13 +471,13 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       have_angles[kind] = true;
     }
     if (next_pages.joinable()) next_pages.join();
-    const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf);
+    const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf, opt.widen_block_bytes);
     if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
       next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
     rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-    const Projection qkv[] = {{lw.wq, Q, s.q.data()}, {lw.wk, c.k_proj_dim(), s.k.data()},
-                              {lw.wv, KV, s.v.data()}};
-    matmul_wt_many(s.xb.data(), T, D, qkv);
+    const MatProjection qkv[] = {
+        {lw.wq, Q, s.q.data()}, {lw.wk, c.k_proj_dim(), s.k.data()}, {lw.wv, KV, s.v.data()}};
+    matmul_many(s.xb.data(), T, D, qkv, s.wchunk, opt.widen_block_bytes);
     add_bias(s.q.data(), T, Q, lw.bq);
     add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
     add_bias(s.v.data(), T, KV, lw.bv);
@@ -434,7 +532,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     const bool want_proj = (obs && obs->wants_attn_proj()) || c.sandwich_norms;
     if (want_proj) {
       grow(s.aproj, size_t(T) * D);
-      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.aproj.data());
+      matmul(s.att.data(), T, Q, lw.wo, D, s.aproj.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
       add_bias(s.aproj.data(), T, D, lw.bo);
       if (c.sandwich_norms)
         rmsnorm(s.aproj.data(), lw.post_attn_norm, T, D, c.norm_eps, s.aproj.data(), nofs);
@@ -449,12 +547,13 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (want_proj) {  // residual add
       for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
     } else {
-      matmul_wt(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f);  // residual add
+      matmul(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f, s.wchunk,
+             opt.widen_block_bytes);  // residual add
       add_bias(s.x.data(), T, D, lw.bo);
     }
     rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-    const Projection gate_up[] = {{lw.w_gate, H, s.hb.data()}, {lw.w_up, H, s.hb2.data()}};
-    matmul_wt_many(s.xb.data(), T, D, gate_up);
+    const MatProjection gate_up[] = {{lw.w_gate, H, s.hb.data()}, {lw.w_up, H, s.hb2.data()}};
+    matmul_many(s.xb.data(), T, D, gate_up, s.wchunk, opt.widen_block_bytes);
     add_bias(s.hb.data(), T, H, lw.b_gate);
     add_bias(s.hb2.data(), T, H, lw.b_up);
     if (c.mlp_act == MlpActivation::kGeluTanh)
@@ -462,14 +561,16 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     else
       swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
     if (c.sandwich_norms) {  // Gemma: x += post_ffn_norm(W_down h), via xb (free again)
-      matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.xb.data());
+      matmul(s.hb.data(), T, H, lw.w_down, D, s.xb.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
       add_bias(s.xb.data(), T, D, lw.b_down);
       rmsnorm(s.xb.data(), lw.post_ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
       for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.xb[i];
     } else {
-      matmul_wt(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f);  // residual add
+      matmul(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f, s.wchunk,
+             opt.widen_block_bytes);  // residual add
       add_bias(s.x.data(), T, D, lw.b_down);
     }
+    release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
   }
   for (int& u : cache.used) u += T;
   cache.length += T;
@@ -488,19 +589,11 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   rmsnorm(xin, fn, rows, D, c.norm_eps, s.xb.data(), nofs);
   const int V = c.vocab_size;
   grow(s.logits, size_t(rows) * V);
-  if (const float* wc = w.classifier.f32()) {
-    matmul_wt(s.xb.data(), rows, D, wc, V, s.logits.data());
-  } else {
-    // Widen the classifier a block of rows at a time: [block, D] floats, not [V, D].
-    const int block = 4096;
-    std::vector<float> wb(size_t(std::min(block, V)) * D);
-    for (int r0 = 0; r0 < V; r0 += block) {
-      const int n = std::min(block, V - r0);
-      widen_rows(w.classifier, r0, n, wb.data());
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, D, 1.0f, s.xb.data(), D,
-                  wb.data(), D, 0.0f, s.logits.data() + r0, V);
-    }
-  }
+  // The classifier (a [V, D] matrix, maybe stored in another dtype) is always streamed
+  // when not float32: widened whole it would be the biggest tensor held.
+  const Mat wc =
+      w.classifier.f32() ? Mat{w.classifier.f32(), nullptr} : Mat{nullptr, &w.classifier};
+  matmul(s.xb.data(), rows, D, wc, V, s.logits.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
   if (c.final_softcap > 0.0f) softcap(s.logits.data(), int64_t(rows) * V, c.final_softcap);
   return {s.logits.data(), size_t(rows) * V};
 }
