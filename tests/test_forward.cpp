@@ -167,8 +167,8 @@ TEST_CASE("forward pass matches the reference on synthetic checkpoints", "[model
     check_incremental(m, random_tokens(m.config, 30, 5));
     // Stored matrices widened inside their products a block of rows at a time, as a 7B
     // checkpoint's are (3000 bytes: 11 rows of 64 floats on one thread, 5 on each of two,
-    // with a short last block; the classifier too): the same logits and captures, in
-    // prefill (threaded products) and decoding (one-row products).
+    // 3 or 1 of W_down's 192; short last blocks; the classifier too): the same logits and
+    // captures, in prefill (threaded products) and decoding (one-row products).
     if (cs.dtype != DType::F32) {
       check_prefill(m, random_tokens(m.config, 50, 3), /*attention=*/false, 3000);
       check_incremental(m, random_tokens(m.config, 30, 5), 3000);

@@ -249,7 +249,8 @@ TEST_CASE("GGUF models stored in every block type compute their dequantized weig
   }
   const Run want = run(twin);
   // Whole layers widened, then every matrix dequantized inside its product a few rows at
-  // a time (5000 bytes: 4 rows of 256 or 2 of 512 per thread; a 7B checkpoint's path).
+  // a time (5000 bytes: 4 rows of 256 or 2 of 512 on one thread, half that on each of two;
+  // a 7B checkpoint's path).
   for (size_t block : {ForwardOptions{}.widen_block_bytes, size_t(5000)}) {
     INFO("widened in blocks of " << block << " bytes");
     const Run got = run(g, block);
