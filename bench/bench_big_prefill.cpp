@@ -1,9 +1,9 @@
 // Loads a (big) checkpoint and runs one prefill, reporting load time, prefill time and
 // the process's peak RSS: the check that a 7B-shaped BF16 model runs within 24 GiB
-// with weights widened one layer at a time. The rate is also given as a share of the
-// machine's sgemm rate on the prefill's own shape (tokens x dim x dim), measured in the same
+// with stored weights widened to f32 a block at a time when used. The rate is also given as a share
+// of the machine's sgemm rate on the prefill's own shape (tokens x dim x dim), measured in the same
 // run between the load and the prefill and after the prefill (the better one counts).
-//   build/bench/bench_big_prefill MODEL_DIR [--tokens 512] [--threads 0] [--block-mib 16]
+//   build/bench/bench_big_prefill MODEL_DIR [--tokens 512] [--threads 0] [--block-mib 32]
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "prompt length");
   app.add_option("--threads", threads, "threads (0: all)");
   app.add_option("--block-mib", block_mib,
-                 "MiB of float32 a stored weight is widened into at a time (ForwardOptions)");
+                 "MiB of float32 a stored matrix is widened into at a time, across the threads "
+                 "(ForwardOptions::widen_block_bytes)");
   CLI11_PARSE(app, argc, argv);
   try {
     set_threads(threads);
