@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kvscope/io/checked.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/mapped_file.hpp"
 
@@ -204,6 +205,7 @@ GgufFile open_gguf(const fs::path& path) {
   }
   const uint64_t data_start = (c.at() + g.alignment - 1) / g.alignment * g.alignment;
   const uint64_t data_size = g.file->size() >= data_start ? g.file->size() - data_start : 0;
+  std::vector<ByteSpan> spans;
   for (GgufTensor& t : g.tensors) {
     const uint64_t bytes = t.tensor.bytes();
     KV_CHECK(t.offset <= data_size && bytes <= data_size - t.offset,
@@ -213,7 +215,13 @@ GgufFile open_gguf(const fs::path& path) {
     t.tensor.data = g.file->data() + data_start + t.offset;
     t.tensor.owner = g.file;
     t.tensor.file = g.file;
+    spans.push_back({t.offset, t.offset + bytes, t.name});
   }
+  if (const auto o = first_overlap(std::move(spans)))
+    throw Error(fmt::format("{}: tensors '{}' (data offset {}, {} bytes) and '{}' (offset {}, {} "
+                            "bytes) share bytes; each tensor needs its own", c.src, o->first.name,
+                            o->first.begin, o->first.end - o->first.begin, o->second.name,
+                            o->second.begin, o->second.end - o->second.begin));
   return g;
 }
 

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/json_util.hpp"
 #include "kvscope/model/gguf.hpp"
 #include "kvscope/model/model.hpp"
 
@@ -35,17 +36,24 @@ struct Meta {
   int64_t integer(const std::string& k) const {
     KV_CHECK(has(k), "{}: metadata '{}.{}' is missing", src, arch, k);
     const json& v = at(k);
-    KV_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= (1 << 24),
-             "{}: metadata '{}.{}' must be an integer in [0, 2^24], got {}", src, arch, k,
-             v.dump());
-    return v.get<int64_t>();
+    const std::optional<int64_t> i = json_integer(v, 0, int64_t(1) << 24);
+    KV_CHECK(i.has_value(), "{}: metadata '{}.{}' must be an integer in [0, 16777216], got {} "
+             "({})", src, arch, k, json_brief(v), type_of(k));
+    return *i;
   }
   int64_t integer_or(const std::string& k, int64_t d) const { return has(k) ? integer(k) : d; }
-  double number_or(const std::string& k, double d) const {
+  std::string type_of(const std::string& k) const {
+    auto it = g.metadata_type.find(arch + "." + k);
+    return it == g.metadata_type.end() ? "?" : it->second;
+  }
+  // A finite number that stays finite as a float, in [lo, hi].
+  double number_or(const std::string& k, double d, double lo = -3.4e38, double hi = 3.4e38) const {
     if (!has(k)) return d;
-    KV_CHECK(at(k).is_number(), "{}: metadata '{}.{}' must be a number, got {}", src, arch, k,
-             at(k).dump());
-    return at(k).get<double>();
+    const std::optional<double> v = json_finite(at(k));
+    KV_CHECK(v && *v >= lo && *v <= hi && std::isfinite(float(*v)),
+             "{}: metadata '{}.{}' must be a finite number in [{}, {}], got {} ({})", src, arch,
+             k, lo, hi, json_brief(at(k)), type_of(k));
+    return *v;
   }
 };
 
@@ -70,15 +78,20 @@ void audit_keys(const Meta& m) {
     if (k.rfind(m.arch + ".", 0) == 0 && known.count(k.substr(m.arch.size() + 1))) continue;
     throw Error(fmt::format("{}: metadata '{}' = {} is not supported for architecture '{}' "
                             "(kvscope does not compute with it); the model is refused rather "
-                            "than computed wrongly", m.src, k, it.value().dump().substr(0, 200),
+                            "than computed wrongly", m.src, k, json_brief(it.value()),
                             m.arch));
   }
 }
 
 // The converter's permutation of W_Q / W_K rows, per head of hd rows: stored row 2 i + s
 // of a head is Hugging Face row s hd/2 + i. Returns, for each Hugging Face row, the stored
-// row to read.
-std::shared_ptr<const std::vector<int32_t>> unpermute(int64_t rows, int hd) {
+// row to read. Called only after check_shapes(): rows is heads x hd, hd even and positive.
+std::shared_ptr<const std::vector<int32_t>> unpermute(const Tensor& t, int hd,
+                                                      const std::string& src) {
+  const int64_t rows = t.rows;
+  KV_CHECK(hd > 0 && hd % 2 == 0 && rows % hd == 0 && rows <= INT32_MAX,
+           "{}: tensor '{}' has {} rows, not whole heads of an even head size {}", src, t.name,
+           rows, hd);
   auto order = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(rows));
   for (int64_t h0 = 0; h0 < rows; h0 += hd)
     for (int s = 0; s < 2; ++s)
@@ -99,10 +112,8 @@ void gemma_config(const Meta& m, ModelConfig& c) {
   if (g2) {
     // llama.cpp's defaults when a (2024) file lacks the keys: Gemma 2's window and caps.
     c.sliding_window = int(m.integer_or("attention.sliding_window", 4096));
-    c.attn_softcap = float(m.number_or("attn_logit_softcapping", 50.0));
-    c.final_softcap = float(m.number_or("final_logit_softcapping", 30.0));
-    KV_CHECK(c.attn_softcap > 0 && c.final_softcap > 0, "{}: gemma2 soft-caps must be "
-             "positive, got {} and {}", m.src, c.attn_softcap, c.final_softcap);
+    c.attn_softcap = float(m.number_or("attn_logit_softcapping", 50.0, 1e-30));
+    c.final_softcap = float(m.number_or("final_logit_softcapping", 30.0, 1e-30));
   } else {
     c.sliding_window = int(m.integer("attention.sliding_window"));
     c.rope_local_theta = 10000.0f;
@@ -148,7 +159,8 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
     rs.attention_factor = m.number_or(  // the converter's default when absent
         "rope.scaling.attn_factor",
         rs.factor <= 1.0 ? 1.0
-                         : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(rs.original_max_position))));
+                         : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(rs.original_max_position))),
+        1e-30);
   }
   KV_CHECK(!m.has("rope.scaling.attn_factor") || rs.kind == RopeScalingKind::kLongrope,
            "{}: {}.rope.scaling.attn_factor without rope_factors_long/short.weight is not "
@@ -160,9 +172,12 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
 Model load_gguf(const fs::path& path) {
   GgufFile g = open_gguf(path);
   const std::string src = path.string();
-  KV_CHECK(g.metadata.contains("general.architecture") &&
-               g.metadata["general.architecture"].is_string(),
+  KV_CHECK(g.metadata.contains("general.architecture"),
            "{}: metadata 'general.architecture' (a string) is missing", src);
+  KV_CHECK(g.metadata["general.architecture"].is_string(),
+           "{}: metadata 'general.architecture' must be a string, got {} ({})", src,
+           json_brief(g.metadata["general.architecture"]),
+           g.metadata_type.at("general.architecture"));
   const std::string arch = g.metadata["general.architecture"].get<std::string>();
   const bool gemma = arch == "gemma2" || arch == "gemma3";
   KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || gemma,
@@ -183,8 +198,13 @@ Model load_gguf(const fs::path& path) {
   c.n_layers = int(meta.integer("block_count"));
   c.n_heads = int(meta.integer("attention.head_count"));
   c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads));
-  KV_CHECK(c.n_heads > 0, "{}: {}.attention.head_count must be positive", src, arch);
+  KV_CHECK(c.n_heads > 0, "{}: {}.attention.head_count must be positive, got 0", src, arch);
+  KV_CHECK(meta.has("attention.key_length") || c.dim >= c.n_heads,
+           "{}: {}.embedding_length {} is smaller than attention.head_count {}, so the head "
+           "size embedding_length / head_count is 0", src, arch, c.dim, c.n_heads);
   c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads));
+  KV_CHECK(c.head_dim > 0, "{}: {}.attention.key_length (the head size) must be positive, "
+           "got 0", src, arch);
   KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
            "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
            arch, meta.integer("attention.value_length"), c.head_dim);
@@ -200,8 +220,8 @@ Model load_gguf(const fs::path& path) {
              "supported for this architecture", src, arch, rot, c.head_dim);
   }
   c.max_seq_len = int(meta.integer_or("context_length", 2048));
-  c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5));
-  c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0));
+  c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5, 1e-30, 1.0));
+  c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0, 1e-30));
   c.rope_layout = RopeLayout::kRotateHalf;  // after un-permuting llama's Q/K rows
   if (meta.has("rope.scaling.type")) {
     const std::string t = meta.at("rope.scaling.type").is_string()
@@ -209,7 +229,7 @@ Model load_gguf(const fs::path& path) {
                               : meta.at("rope.scaling.type").dump();
     if (t == "linear") {
       c.rope_scaling.kind = RopeScalingKind::kLinear;
-      c.rope_scaling.factor = meta.number_or("rope.scaling.factor", 1.0);
+      c.rope_scaling.factor = meta.number_or("rope.scaling.factor", 1.0, 1.0, 1e6);
     } else {
       KV_CHECK(t == "none", "{}: {}.rope.scaling.type '{}' is not supported (none, linear)", src,
                arch, t);
@@ -221,9 +241,10 @@ Model load_gguf(const fs::path& path) {
   auto meta_id = [&](const char* k, int32_t d) {
     if (!g.metadata.contains(k)) return d;
     const json& v = g.metadata[k];
-    KV_CHECK(v.is_number_integer(), "{}: metadata '{}' must be an integer, got {}", src, k,
-             v.dump());
-    return v.get<int32_t>();
+    const std::optional<int64_t> id = json_integer(v, 0, INT32_MAX);
+    KV_CHECK(id.has_value(), "{}: metadata '{}' must be a token id (an integer >= 0), got {} "
+             "({})", src, k, json_brief(v), g.metadata_type.at(k));
+    return int32_t(*id);
   };
   c.bos_id = meta_id("tokenizer.ggml.bos_token_id", 1);
   c.eos_id = meta_id("tokenizer.ggml.eos_token_id", 2);
@@ -241,6 +262,8 @@ Model load_gguf(const fs::path& path) {
   c.tied_embeddings = g.find("output.weight") == nullptr;  // the converter drops a tied head
   w.classifier = c.tied_embeddings ? w.tok_embedding : get("output.weight");
   w.final_norm = get("output_norm.weight");
+  // Every derived size is checked before any tensor's rows are used.
+  validate(c, src);
   // A lying block_count (up to 2^24) must not size the layer table (found by fuzz_gguf).
   const std::string last = fmt::format("blk.{}.attn_norm.weight", c.n_layers - 1);
   KV_CHECK(g.find(last) != nullptr, "{}: {}.block_count is {} but tensor '{}' is missing", src,
@@ -258,10 +281,6 @@ Model load_gguf(const fs::path& path) {
       lw.wq = get(p + "attn_q.weight");
       lw.wk = get(p + "attn_k.weight");
       lw.wv = get(p + "attn_v.weight");
-    }
-    if (arch == "llama") {
-      lw.wq.row_order = unpermute(lw.wq.rows, c.head_dim);
-      lw.wk.row_order = unpermute(lw.wk.rows, c.head_dim);
     }
     lw.wo = get(p + "attn_output.weight");
     lw.ffn_norm = get(p + "ffn_norm.weight");  // gemma: pre_feedforward_layernorm
@@ -293,6 +312,11 @@ Model load_gguf(const fs::path& path) {
              "or a weight kvscope does not compute with)", src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
+  if (arch == "llama")  // rows are now known to be whole heads
+    for (LayerWeights& lw : w.layers) {
+      lw.wq.row_order = unpermute(lw.wq, c.head_dim, src);
+      lw.wk.row_order = unpermute(lw.wk, c.head_dim, src);
+    }
   return m;
 }
 

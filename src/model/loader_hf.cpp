@@ -9,8 +9,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <type_traits>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/json_util.hpp"
+#include "kvscope/io/text_source.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/safetensors.hpp"
 
@@ -21,25 +24,25 @@ using nlohmann::json;
 
 namespace {
 
+// config.json and the index are small; a path that is a device or a huge file is refused
+// before it fills the memory.
+constexpr size_t kJsonReadLimit = size_t(64) << 20;
+
 json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  KV_CHECK(in.good(), "{}: cannot open", p.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", p.string(), e.what()));
-  }
+  return parse_json(read_file_bytes(p, kJsonReadLimit), p.string());
 }
 
+// Strings and booleans, of exactly that JSON type.
 template <class T>
 T field(const json& j, const char* key, const fs::path& file) {
+  static_assert(std::is_same_v<T, std::string> || std::is_same_v<T, bool>,
+                "numbers go through integer() / number()");
   KV_CHECK(j.contains(key), "{}: missing required field '{}'", file.string(), key);
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(
-        fmt::format("{}: field '{}' has the wrong type: {}", file.string(), key, j.at(key).dump()));
-  }
+  const json& v = j.at(key);
+  constexpr bool kBool = std::is_same_v<T, bool>;
+  KV_CHECK(kBool ? v.is_boolean() : v.is_string(), "{}: field '{}' must be {}, got {}",
+           file.string(), key, kBool ? "true or false" : "a string", json_brief(v));
+  return v.get<T>();
 }
 
 template <class T>
@@ -47,6 +50,37 @@ T field_or(const json& j, const char* key, T dflt, const fs::path& file) {
   if (!j.contains(key) || j.at(key).is_null()) return dflt;
   return field<T>(j, key, file);
 }
+
+// An integer field: a JSON integer (not 2.0, 2.9 or true) in [lo, hi], shown as written
+// when it is not.
+int integer(const json& j, const char* key, const fs::path& file, int64_t lo, int64_t hi) {
+  KV_CHECK(j.contains(key), "{}: missing required field '{}'", file.string(), key);
+  const std::optional<int64_t> v = json_integer(j.at(key), lo, hi);
+  KV_CHECK(v.has_value(), "{}: field '{}' must be an integer in [{}, {}], got {}", file.string(),
+           key, lo, hi, json_brief(j.at(key)));
+  return int(*v);
+}
+
+int integer_or(const json& j, const char* key, int dflt, const fs::path& file, int64_t lo,
+               int64_t hi) {
+  if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  return integer(j, key, file, lo, hi);
+}
+
+// A number field that must be finite and, read into a float, stay finite and within
+// [lo, hi] (1e39 overflows a float; 1e-50 underflows to 0 and is refused by lo > 0).
+double number_or(const json& j, const char* key, double dflt, const fs::path& file, double lo,
+                 double hi) {
+  if (!j.contains(key) || j.at(key).is_null()) return dflt;
+  const std::optional<double> v = json_finite(j.at(key));
+  const bool ok = v && float(*v) >= lo && float(*v) <= hi && std::isfinite(float(*v));
+  KV_CHECK(ok, "{}: field '{}' must be a finite number in [{}, {}]{}, got {}", file.string(), key,
+           lo, hi, v ? " (as a 32-bit float)" : "", json_brief(j.at(key)));
+  return *v;
+}
+
+constexpr int64_t kSizeLimit = int64_t(1) << 24;  // validate()'s bound on every size
+constexpr double kFloatMax = 3.4028234663852886e38;
 
 bool is_gemma(const std::string& type) { return type == "gemma2" || type == "gemma3_text"; }
 
@@ -129,7 +163,7 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (k == "quantization_config") why = "quantized checkpoints are not supported";
     throw Error(fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
                             "the model is refused rather than computed wrongly",
-                            file.string(), k, v.dump(), type, why));
+                            file.string(), k, json_brief(v), type, why));
   }
 }
 
@@ -141,21 +175,21 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
   const json& r = j["rope_scaling"];
   KV_CHECK(r.is_object(), "{}: field 'rope_scaling' must be an object or null, got {}",
-           file.string(), r.dump());
+           file.string(), json_brief(r));
   std::string type = "default";
   for (const char* k : {"rope_type", "type"})
     if (r.contains(k)) {
       KV_CHECK(r[k].is_string(), "{}: rope_scaling.{} must be a string, got {}", file.string(), k,
-               r[k].dump());
+               json_brief(r[k]));
       type = r[k].get<std::string>();
     }
   std::set<std::string> allowed = {"rope_type", "type"};
   auto number = [&](const char* k) {
-    KV_CHECK(r.contains(k) && r[k].is_number(),
-             "{}: rope_scaling of type '{}' needs a number '{}', got {}", file.string(), type, k,
-             r.contains(k) ? r[k].dump() : "nothing");
+    const std::optional<double> v = r.contains(k) ? json_finite(r[k]) : std::nullopt;
+    KV_CHECK(v.has_value(), "{}: rope_scaling of type '{}' needs a finite number '{}', got {}",
+             file.string(), type, k, r.contains(k) ? json_brief(r[k]) : "nothing");
     allowed.insert(k);
-    return r[k].get<double>();
+    return *v;
   };
   if (type == "default") {
     rs.kind = RopeScalingKind::kNone;
@@ -179,19 +213,24 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
     rs.kind = RopeScalingKind::kLongrope;
     for (const char* k : {"short_factor", "long_factor"}) {
       KV_CHECK(r.contains(k) && r[k].is_array(), "{}: rope_scaling of type 'longrope' needs a "
-               "list '{}', got {}", file.string(), k, r.contains(k) ? r[k].dump() : "nothing");
+               "list '{}', got {}", file.string(), k, r.contains(k) ? json_brief(r[k]) : "nothing");
       allowed.insert(k);
       auto& dst = std::string(k) == "short_factor" ? rs.short_factor : rs.long_factor;
-      for (const json& e : r[k]) {
-        KV_CHECK(e.is_number(), "{}: rope_scaling.{} must hold numbers, got {}", file.string(), k,
-                 e.dump());
-        dst.push_back(e.get<double>());
+      for (size_t i = 0; i < r[k].size(); ++i) {
+        const std::optional<double> e = json_finite(r[k][i]);
+        KV_CHECK(e && *e > 0, "{}: rope_scaling.{}[{}] must be a positive finite number, got {}",
+                 file.string(), k, i, json_brief(r[k][i]));
+        dst.push_back(*e);
       }
     }
     allowed.insert("factor");
-    rs.attention_factor = 0.0;  // derived by the caller unless given
-    if (r.contains("attention_factor") && !r["attention_factor"].is_null())
+    rs.attention_factor = 0.0;  // derived by the caller unless given (0 given is refused)
+    if (r.contains("attention_factor") && !r["attention_factor"].is_null()) {
       rs.attention_factor = number("attention_factor");
+      KV_CHECK(rs.attention_factor > 0, "{}: rope_scaling.attention_factor must be positive "
+               "(it multiplies cos and sin), got {}", file.string(),
+               json_brief(r["attention_factor"]));
+    }
     allowed.insert("attention_factor");
   } else {
     throw Error(fmt::format("{}: rope_scaling type '{}' is not supported for model_type '{}' "
@@ -203,7 +242,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
   for (auto it = r.begin(); it != r.end(); ++it)
     KV_CHECK(allowed.count(it.key()),
              "{}: rope_scaling.{} = {} is not understood for type '{}' (expected only {})",
-             file.string(), it.key(), it.value().dump(), type,
+             file.string(), it.key(), json_brief(it.value()), type,
              fmt::format("{}", fmt::join(allowed, ", ")));
   return rs;
 }
@@ -217,17 +256,16 @@ std::vector<uint8_t> layer_types_or_pattern(const json& j, int n_layers, int dfl
     const json& lt = j["layer_types"];
     KV_CHECK(lt.is_array() && int(lt.size()) == n_layers,
              "{}: field 'layer_types' must list {} layers (num_hidden_layers), got {}",
-             file.string(), n_layers, lt.dump());
+             file.string(), n_layers, json_brief(lt));
     for (int i = 0; i < n_layers; ++i) {
       KV_CHECK(lt[size_t(i)] == "sliding_attention" || lt[size_t(i)] == "full_attention",
                "{}: layer_types[{}] = {} (expected sliding_attention or full_attention)",
-               file.string(), i, lt[size_t(i)].dump());
+               file.string(), i, json_brief(lt[size_t(i)]));
       out[size_t(i)] = lt[size_t(i)] == "sliding_attention";
     }
     return out;
   }
-  const int pattern = field_or<int>(j, "sliding_window_pattern", dflt_pattern, file);
-  KV_CHECK(pattern >= 1, "{}: sliding_window_pattern must be >= 1, got {}", file.string(), pattern);
+  const int pattern = integer_or(j, "sliding_window_pattern", dflt_pattern, file, 1, 1 << 16);
   for (int i = 0; i < n_layers; ++i) out[size_t(i)] = (i + 1) % pattern != 0;
   return out;
 }
@@ -243,18 +281,16 @@ void parse_qwen_window(const json& j, ModelConfig& c, const fs::path& file) {
       for (const json& e : j["layer_types"])
         KV_CHECK(e == "full_attention", "{}: layer_types holds {} but use_sliding_window is "
                  "false, which makes every layer global in transformers: ambiguous, refused",
-                 file.string(), e.dump());
+                 file.string(), json_brief(e));
     return;
   }
   if (j.contains("sliding_window") && j["sliding_window"].is_null()) return;  // no window
-  c.sliding_window = field_or<int>(j, "sliding_window", 4096, file);
-  KV_CHECK(c.sliding_window > 0, "{}: sliding_window must be positive, got {}", file.string(),
-           c.sliding_window);
+  c.sliding_window = integer_or(j, "sliding_window", 4096, file, 1, kSizeLimit);
   if (typed) {
     c.sliding_layers = layer_types_or_pattern(j, c.n_layers, 1, file);
     return;
   }
-  const int mwl = field_or<int>(j, "max_window_layers", 28, file);
+  const int mwl = integer_or(j, "max_window_layers", 28, file, 0, 1 << 16);
   c.sliding_layers.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[size_t(l)] = l >= mwl;
 }
@@ -270,33 +306,34 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
   // hidden_size**0.5, as a float32 tensor multiplies the float32 embedding.
   c.embed_scale = float(std::sqrt(double(c.dim)));
   c.sandwich_norms = true;
-  const double qpas = field_or<double>(j, "query_pre_attn_scalar", 256.0, file);
-  KV_CHECK(qpas > 0, "{}: query_pre_attn_scalar must be positive, got {}", file.string(), qpas);
+  // The scale qpas^-1/2 must be a positive float: 0 would mean "1/sqrt(head_dim)".
+  const double qpas = number_or(j, "query_pre_attn_scalar", 256.0, file, 1e-30, 1e30);
   c.attn_scale = float(std::pow(qpas, -0.5));
   // Gemma2Config defaults to caps 50 / 30 when the keys are absent; Gemma 3 to none.
   const bool g2 = type == "gemma2";
   auto cap = [&](const char* k, double dflt) {
     if (!j.contains(k)) return float(dflt);
     if (j[k].is_null()) return 0.0f;
-    const double v = field<double>(j, k, file);
-    KV_CHECK(v > 0, "{}: field '{}' must be positive or null, got {}", file.string(), k, v);
-    return float(v);
+    return float(number_or(j, k, 0.0, file, 1e-30, kFloatMax));
   };
   c.attn_softcap = cap("attn_logit_softcapping", g2 ? 50.0 : 0.0);
   c.final_softcap = cap("final_logit_softcapping", g2 ? 30.0 : 0.0);
   c.sliding_window = !j.contains("sliding_window")   ? 4096
                      : j["sliding_window"].is_null() ? 0
-                                                     : field<int>(j, "sliding_window", file);
+                                                     : integer(j, "sliding_window", file, 0,
+                                                               kSizeLimit);
   c.sliding_layers = layer_types_or_pattern(j, c.n_layers, g2 ? 2 : 6, file);
   if (!g2) {
     c.qk_norm = true;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
-    c.rope_local_theta = field_or<float>(j, "rope_local_base_freq", 10000.0f, file);
+    // 0 would mean "the global theta" inside kvscope: a positive base is required.
+    c.rope_local_theta =
+        float(number_or(j, "rope_local_base_freq", 10000.0, file, 1e-30, kFloatMax));
   }
   // Gemma's q/k/v/o carry biases exactly when attention_bias says so; no MLP bias.
   c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
   KV_CHECK(!j.contains("mlp_bias") || j["mlp_bias"] == false,
            "{}: field 'mlp_bias' = {} is not supported for {} (its MLP has no bias)",
-           file.string(), j["mlp_bias"].dump(), type);
+           file.string(), json_brief(j["mlp_bias"]), type);
 }
 
 // Phi-3 (transformers' Phi3: fused qkv_proj / gate_up_proj, partial rotary, longrope).
@@ -304,16 +341,18 @@ void parse_phi3(const json& j, ModelConfig& c, const fs::path& file) {
   for (const char* k : {"attention_bias", "mlp_bias"})
     KV_CHECK(!j.contains(k) || j[k] == false,
              "{}: field '{}' = {} is not supported for phi3 (transformers' Phi3 has no biases, "
-             "so a true here is ambiguous)", file.string(), k, j[k].dump());
-  const double prf = field_or<double>(j, "partial_rotary_factor", 1.0, file);
-  KV_CHECK(prf > 0.0 && prf <= 1.0, "{}: partial_rotary_factor must be in (0, 1], got {}",
-           file.string(), prf);
+             "so a true here is ambiguous)", file.string(), k, json_brief(j[k]));
+  const double prf = number_or(j, "partial_rotary_factor", 1.0, file, 1e-30, 1.0);
   c.rotary_dim = int(c.head_dim * prf);  // int(head_dim * partial_rotary_factor), as HF
+  // transformers would rotate nothing at all (an empty inverse-frequency table), while 0
+  // means "all of head_dim" here: refused rather than computed as full rotary.
+  KV_CHECK(c.rotary_dim > 0, "{}: partial_rotary_factor {} x head_dim {} gives {} rotary "
+           "dimensions (int(head_dim * factor)); at least 2 are needed", file.string(),
+           json_brief(j["partial_rotary_factor"]), c.head_dim, c.rotary_dim);
   // Phi3's window applies to every layer; 0 (null) means none.
-  c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
-  const int original = field_or<int>(j, "original_max_position_embeddings", 4096, file);
-  KV_CHECK(original > 0, "{}: original_max_position_embeddings must be positive, got {}",
-           file.string(), original);
+  c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
+  const int original =
+      integer_or(j, "original_max_position_embeddings", 4096, file, 1, kSizeLimit);
   RopeScaling& rs = c.rope_scaling;
   if (rs.kind == RopeScalingKind::kLongrope) {
     rs.original_max_position = original;
@@ -344,27 +383,25 @@ ModelConfig parse_hf_config(const fs::path& file) {
   }
   ModelConfig c;
   c.arch = type;
-  c.dim = field<int>(j, "hidden_size", file);
-  c.hidden_dim = field<int>(j, "intermediate_size", file);
-  c.n_layers = field<int>(j, "num_hidden_layers", file);
-  c.n_heads = field<int>(j, "num_attention_heads", file);
-  c.n_kv_heads = field_or<int>(j, "num_key_value_heads", c.n_heads, file);
-  KV_CHECK(c.n_heads > 0, "{}: num_attention_heads must be positive, got {}", file.string(),
-           c.n_heads);
-  KV_CHECK(c.n_layers > 0 && c.n_layers <= (1 << 16), "{}: num_hidden_layers must be in "
-           "[1, 65536], got {}", file.string(), c.n_layers);
+  c.dim = integer(j, "hidden_size", file, 1, kSizeLimit);
+  c.hidden_dim = integer(j, "intermediate_size", file, 1, kSizeLimit);
+  c.n_layers = integer(j, "num_hidden_layers", file, 1, 1 << 16);
+  c.n_heads = integer(j, "num_attention_heads", file, 1, kSizeLimit);
+  c.n_kv_heads = integer_or(j, "num_key_value_heads", c.n_heads, file, 1, kSizeLimit);
   // Defaults of absent keys are each config class's own (Qwen3Config's head_dim 128,
   // Gemma's 256, Phi3Config's eps 1e-5 and 4096 positions, Gemma3's rope_theta 1e6).
   const int dflt_head_dim = type == "qwen3" ? 128 : is_gemma(type) ? 256 : c.dim / c.n_heads;
-  c.head_dim = field_or<int>(j, "head_dim", dflt_head_dim, file);
-  c.vocab_size = field<int>(j, "vocab_size", file);
-  c.max_seq_len = field_or<int>(j, "max_position_embeddings", type == "phi3" ? 4096 : 2048, file);
-  c.norm_eps = field_or<float>(j, "rms_norm_eps", type == "phi3" ? 1e-5f : 1e-6f, file);
-  c.rope_theta = field_or<float>(j, "rope_theta", type == "gemma3_text" ? 1e6f : 10000.0f, file);
+  c.head_dim = integer_or(j, "head_dim", dflt_head_dim, file, 1, kSizeLimit);
+  c.vocab_size = integer(j, "vocab_size", file, 1, kSizeLimit);
+  c.max_seq_len =
+      integer_or(j, "max_position_embeddings", type == "phi3" ? 4096 : 2048, file, 1, kSizeLimit);
+  c.norm_eps = float(number_or(j, "rms_norm_eps", type == "phi3" ? 1e-5 : 1e-6, file, 1e-30, 1.0));
+  c.rope_theta = float(number_or(j, "rope_theta", type == "gemma3_text" ? 1e6 : 10000.0, file,
+                                 1e-30, kFloatMax));
   c.rope_layout = RopeLayout::kRotateHalf;
   c.rope_scaling = parse_rope_scaling(j, type, file);
   if (type == "mistral")  // range-checked by validate() below
-    c.sliding_window = field_or<int>(j, "sliding_window", 0, file);
+    c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
   const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
   if (pos == "rope")
@@ -396,19 +433,20 @@ ModelConfig parse_hf_config(const fs::path& file) {
     c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
     c.mlp_bias = field_or<bool>(j, "mlp_bias", false, file);
   }
-  c.bos_id = field_or<int>(j, "bos_token_id", 1, file);
+  // Token ids: non-negative (validate() then holds them inside the vocabulary).
+  c.bos_id = integer_or(j, "bos_token_id", 1, file, 0, INT32_MAX);
   // eos_token_id: one id, or a list of ids that all end a sequence (Llama 3).
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
     const json& ids = j["eos_token_id"];
     KV_CHECK(!ids.empty(), "{}: field 'eos_token_id' is an empty list", file.string());
     for (size_t i = 0; i < ids.size(); ++i) {
-      KV_CHECK(ids[i].is_number_integer(),
-               "{}: field 'eos_token_id' must hold integers, got {} at index {}", file.string(),
-               ids[i].dump(), i);
-      (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = ids[i].get<int32_t>();
+      const std::optional<int64_t> id = json_integer(ids[i], 0, INT32_MAX);
+      KV_CHECK(id.has_value(), "{}: field 'eos_token_id' must hold integers in [0, {}], got {} "
+               "at index {}", file.string(), INT32_MAX, json_brief(ids[i]), i);
+      (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = int32_t(*id);
     }
   } else {
-    c.eos_id = field_or<int>(j, "eos_token_id", 2, file);
+    c.eos_id = integer_or(j, "eos_token_id", 2, file, 0, INT32_MAX);
   }
   validate(c, file.string());
   return c;

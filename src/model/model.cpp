@@ -205,7 +205,9 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
   KV_CHECK(fs::exists(path), "{}: model path does not exist", path.string());
   Model m;
   const std::string ext = path.extension().string();
-  if (is_gguf(path)) {
+  // A .gguf name with the wrong magic is a broken GGUF file, not a llama2.c checkpoint:
+  // the GGUF reader says what the magic is.
+  if (is_gguf(path) || (ext == ".gguf" && !fs::is_directory(path))) {
     m = load_gguf(path);
   } else if (fs::is_directory(path)) {
     m = load_hf_llama(path);

@@ -129,18 +129,20 @@ void validate(const ModelConfig& c, const std::string& source) {
       c.n_kv_heads);
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "{}: RoPE needs an even head_dim, got {}", source, c.head_dim);
-  KV_CHECK(c.norm_eps > 0.0f, "{}: norm eps must be positive, got {}", source, c.norm_eps);
+  KV_CHECK(c.norm_eps > 0.0f && std::isfinite(c.norm_eps),
+           "{}: norm eps must be positive and finite, got {}", source, c.norm_eps);
   const RopeScaling& rs = c.rope_scaling;
   if (rs.kind == RopeScalingKind::kLinear || rs.kind == RopeScalingKind::kLlama3)
-    KV_CHECK(rs.factor >= 1.0 && rs.factor <= 1e6, "{}: rope_scaling factor must be in [1, 1e6], got {}",
-             source, rs.factor);
+    KV_CHECK(rs.factor >= 1.0 && rs.factor <= 1e6,
+             "{}: rope_scaling factor must be in [1, 1e6], got {}", source, rs.factor);
   if (rs.kind == RopeScalingKind::kLlama3)
     KV_CHECK(rs.original_max_position > 0 && rs.low_freq_factor > 0 &&
-                 rs.high_freq_factor > rs.low_freq_factor,
+                 rs.high_freq_factor > rs.low_freq_factor && std::isfinite(rs.high_freq_factor),
              "{}: llama3 rope_scaling needs original_max_position_embeddings > 0 and "
              "high_freq_factor > low_freq_factor > 0, got {}, {}, {}",
              source, rs.original_max_position, rs.high_freq_factor, rs.low_freq_factor);
-  KV_CHECK(c.rope_theta > 0.0f, "{}: rope_theta must be positive, got {}", source, c.rope_theta);
+  KV_CHECK(c.rope_theta > 0.0f && std::isfinite(c.rope_theta),
+           "{}: rope_theta must be positive and finite, got {}", source, c.rope_theta);
   KV_CHECK(c.rotary_dim >= 0 && c.rotary_dim <= c.head_dim && c.rotary_dim % 2 == 0,
            "{}: rotary_dim must be even and in [0, head_dim {}], got {}", source, c.head_dim,
            c.rotary_dim);
@@ -153,7 +155,8 @@ void validate(const ModelConfig& c, const std::string& source) {
       KV_CHECK(v > 0 && std::isfinite(v), "{}: longrope short_factor holds {}", source, v);
     for (double v : rs.long_factor)
       KV_CHECK(v > 0 && std::isfinite(v), "{}: longrope long_factor holds {}", source, v);
-    KV_CHECK(rs.original_max_position > 0 && rs.attention_factor > 0,
+    KV_CHECK(rs.original_max_position > 0 && rs.attention_factor > 0 &&
+                 std::isfinite(rs.attention_factor),
              "{}: longrope needs original_max_position_embeddings > 0 and attention_factor > 0, "
              "got {} and {}", source, rs.original_max_position, rs.attention_factor);
   }
@@ -166,11 +169,15 @@ void validate(const ModelConfig& c, const std::string& source) {
   KV_CHECK(c.sliding_layers.empty() || int(c.sliding_layers.size()) == c.n_layers,
            "{}: sliding layer pattern covers {} layers, the model has {}", source,
            c.sliding_layers.size(), c.n_layers);
-  KV_CHECK(c.rope_local_theta >= 0.0f && c.attn_scale >= 0.0f && c.attn_softcap >= 0.0f &&
-               c.final_softcap >= 0.0f && c.embed_scale > 0.0f,
-           "{}: rope_local_theta, attention scale and soft-caps must be >= 0 and the embedding "
-           "scale > 0", source);
-  KV_CHECK(c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
+  const bool finite = std::isfinite(c.rope_local_theta) && std::isfinite(c.attn_scale) &&
+                      std::isfinite(c.attn_softcap) && std::isfinite(c.final_softcap) &&
+                      std::isfinite(c.embed_scale);
+  KV_CHECK(finite && c.rope_local_theta >= 0.0f && c.attn_scale >= 0.0f &&
+               c.attn_softcap >= 0.0f && c.final_softcap >= 0.0f && c.embed_scale > 0.0f,
+           "{}: rope_local_theta ({}), attention scale ({}) and soft-caps ({}, {}) must be "
+           "finite and >= 0, and the embedding scale ({}) > 0", source, c.rope_local_theta,
+           c.attn_scale, c.attn_softcap, c.final_softcap, c.embed_scale);
+  KV_CHECK(c.bos_id >= 0 && c.eos_id >= 0 && c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
            "{}: bos_id {} / eos_id {} outside the vocabulary of {}", source, c.bos_id, c.eos_id,
            c.vocab_size);
   for (int32_t id : c.more_eos_ids)

@@ -6,6 +6,7 @@
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/checked.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/json_util.hpp"
 #include "kvscope/io/mapped_file.hpp"
 
 namespace kvscope {
@@ -36,15 +37,11 @@ SafetensorsFile open_safetensors(const fs::path& path) {
   KV_CHECK(n <= size - 8, "{}: header length {} overruns the file ({} bytes after the length)", src,
            n, size - 8);
   const char* hdr = reinterpret_cast<const char*>(out.file->data() + 8);
-  json j;
-  try {
-    j = json::parse(hdr, hdr + n);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: safetensors header is not valid JSON: {}", src, e.what()));
-  }
+  const json j = parse_json(std::string_view(hdr, size_t(n)), src + ": safetensors header");
   KV_CHECK(j.is_object(), "{}: safetensors header must be a JSON object", src);
   const size_t data_begin = 8 + size_t(n);
   const size_t data_size = size - data_begin;
+  std::vector<ByteSpan> spans;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (it.value().is_object())
@@ -67,26 +64,26 @@ SafetensorsFile open_safetensors(const fs::path& path) {
     uint64_t numel = 1;
     for (const json& d : e["shape"]) {
       KV_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-               "{}: shape entry {} is not a valid dimension", where, d.dump());
+               "{}: shape entry {} is not a valid dimension", where, json_brief(d));
       const uint64_t dim = d.get<uint64_t>();
       const auto prod = checked_mul(numel, dim);
       KV_CHECK(dim <= (uint64_t(1) << 40) && prod && *prod <= (uint64_t(1) << 40),
                "{}: shape {} has more elements than any tensor can (over 2^40)", where,
-               e["shape"].dump());
+               json_brief(e["shape"]));
       t.shape.push_back(int64_t(dim));
       numel = *prod;
     }
     const json& off = e["data_offsets"];
     KV_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
                  off[1].is_number_unsigned(),
-             "{}: data_offsets must be two non-negative integers, got {}", where, off.dump());
+             "{}: data_offsets must be two non-negative integers, got {}", where, json_brief(off));
     const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
     KV_CHECK(b <= en && en <= data_size,
              "{}: data_offsets [{}, {}] overrun the data section of {} bytes", where, b, en,
              data_size);
     const uint64_t want = numel * dtype_size(t.dtype);  // < 2^43: no overflow
     KV_CHECK(en - b == want, "{}: shape {} of {} needs {} bytes, data_offsets span {}", where,
-             e["shape"].dump(), dtype_name(t.dtype), want, en - b);
+             json_brief(e["shape"]), dtype_name(t.dtype), want, en - b);
     t.tensor.name = t.name;
     t.tensor.dtype = t.dtype;
     t.tensor.cols = t.shape.empty() ? 1 : t.shape.back();
@@ -94,8 +91,14 @@ SafetensorsFile open_safetensors(const fs::path& path) {
     t.tensor.data = out.file->data() + data_begin + b;
     t.tensor.owner = out.file;
     t.tensor.file = out.file;
+    spans.push_back({b, en, t.name});
     out.tensors.emplace(t.name, std::move(t));
   }
+  if (const auto o = first_overlap(std::move(spans)))
+    throw Error(fmt::format("{}: tensors '{}' (data_offsets [{}, {}]) and '{}' ([{}, {}]) share "
+                            "bytes; each tensor needs its own", src, o->first.name,
+                            o->first.begin, o->first.end, o->second.name, o->second.begin,
+                            o->second.end));
   return out;
 }
 

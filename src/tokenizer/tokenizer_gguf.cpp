@@ -7,10 +7,13 @@
 //   from, as a SentencePiece ModelProto run by libsentencepiece. Its normalizer is what
 //   llama.cpp does: no Unicode normalization, spaces escaped as U+2581, a leading one when
 //   add_space_prefix, runs of spaces kept.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/json_util.hpp"
 #include "kvscope/model/gguf.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
 
@@ -36,10 +39,10 @@ struct Vocab {
   // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
   int type(size_t i) const {
     if (types.empty()) return 1;
-    KV_CHECK(types[i].is_number_integer() && types[i].get<int>() >= 1 && types[i].get<int>() <= 6,
-             "{}: tokenizer.ggml.token_type[{}] = {} is not a token type (1-6)", src, i,
-             types[i].dump());
-    return types[i].get<int>();
+    const std::optional<int64_t> t = json_integer(types[i], 1, 6);
+    KV_CHECK(t.has_value(), "{}: tokenizer.ggml.token_type[{}] = {} is not a token type (1-6)",
+             src, i, json_brief(types[i]));
+    return int(*t);
   }
   std::string token(size_t i) const {
     KV_CHECK(tokens[i].is_string(), "{}: token {} is not a string", src, i);
@@ -142,7 +145,7 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
   const json& scores = md["tokenizer.ggml.scores"];
   auto flag = [&](const char* k, bool d) {
     if (!md.contains(k)) return d;
-    KV_CHECK(md[k].is_boolean(), "{}: metadata '{}' must be a bool, got {}", src, k, md[k].dump());
+    KV_CHECK(md[k].is_boolean(), "{}: metadata '{}' must be a bool, got {}", src, k, json_brief(md[k]));
     return md[k].get<bool>();
   };
   // ModelProto: pieces = 1 {piece = 1, score = 2, type = 3}, trainer_spec = 2,
@@ -154,13 +157,15 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
   for (size_t i = 0; i < v.tokens.size(); ++i) {
     const std::string t = v.token(i);
     KV_CHECK(seen.insert(t).second, "{}: tokenizer.ggml.tokens repeats '{}' (id {})", src, t, i);
-    KV_CHECK(scores[i].is_number(), "{}: tokenizer.ggml.scores[{}] is not a number", src, i);
+    const std::optional<double> score = json_finite(scores[i]);
+    KV_CHECK(score && std::isfinite(float(*score)), "{}: tokenizer.ggml.scores[{}] must be a "
+             "finite number, got {}", src, i, json_brief(scores[i]));
     const int type = v.type(i);
     if (type == 2 && unk < 0) unk = int64_t(i);
     bytes |= type == 6;
     std::string piece;
     put_bytes(piece, 1, t);
-    put_float(piece, 2, scores[i].get<float>());
+    put_float(piece, 2, float(*score));
     if (type != 1) put_int(piece, 3, type);
     put_bytes(proto, 1, piece);
   }
@@ -168,10 +173,10 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
            src);
   auto piece_of = [&](const char* k, const char* dflt) {
     if (!md.contains(k)) return std::string(dflt);
-    KV_CHECK(md[k].is_number_integer() && md[k].get<int64_t>() >= 0 &&
-                 md[k].get<int64_t>() < int64_t(v.tokens.size()),
-             "{}: metadata '{}' = {} is not a token id", src, k, md[k].dump());
-    return v.token(md[k].get<size_t>());
+    const std::optional<int64_t> id = json_integer(md[k], 0, int64_t(v.tokens.size()) - 1);
+    KV_CHECK(id.has_value(), "{}: metadata '{}' = {} is not a token id (expected 0..{})", src, k,
+             json_brief(md[k]), v.tokens.size() - 1);
+    return v.token(size_t(*id));
   };
   std::string trainer;
   put_int(trainer, 3, 2);  // model_type BPE: merge the pair whose result scores highest
@@ -204,7 +209,7 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& path
   KV_CHECK(model == "gpt2" || model == "llama",
            "{}: tokenizer.ggml.model {} is not supported (supported: \"gpt2\", byte-level BPE; "
            "\"llama\", SentencePiece BPE); pass the model's tokenizer with --tokenizer", src,
-           model.dump());
+           json_brief(model));
   const json& tokens = need("tokenizer.ggml.tokens");
   KV_CHECK(tokens.is_array() && !tokens.empty(),
            "{}: tokenizer.ggml.tokens must be a non-empty array", src);
@@ -217,11 +222,11 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& path
   std::unique_ptr<Tokenizer> tok = model == "gpt2" ? gpt2_tokenizer(v) : spm_tokenizer(v);
   auto id_of = [&](const char* k) -> int32_t {
     if (!md.contains(k)) return -1;
-    KV_CHECK(md[k].is_number_integer() && md[k].get<int64_t>() >= 0 &&
-                 md[k].get<int64_t>() < int64_t(tokens.size()),
-             "{}: metadata '{}' = {} is not a token id (expected 0..{})", src, k, md[k].dump(),
-             tokens.size() - 1);
-    return md[k].get<int32_t>();
+    const std::optional<int64_t> id =
+        json_integer(md[k], 0, std::min<int64_t>(int64_t(tokens.size()) - 1, INT32_MAX));
+    KV_CHECK(id.has_value(), "{}: metadata '{}' = {} is not a token id (expected 0..{})", src, k,
+             json_brief(md[k]), tokens.size() - 1);
+    return int32_t(*id);
   };
   const int32_t bos = id_of("tokenizer.ggml.bos_token_id");
   const int32_t eos = id_of("tokenizer.ggml.eos_token_id");

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/json_util.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
 #include "kvscope/tokenizer/tokenizer_detail.hpp"
 
@@ -29,9 +30,18 @@ struct JsonFile {
     throw Error(fmt::format("HF tokenizer {}: {}", path, what));
   }
   const json& at(const json& obj, const char* key, const std::string& where) const {
-    if (!obj.is_object() || !obj.contains(key))
-      fail(fmt::format("{}: missing key '{}'", where, key));
+    if (!obj.is_object())
+      fail(fmt::format("{}: expected an object with key '{}', got {}", where, key,
+                       json_brief(obj)));
+    if (!obj.contains(key)) fail(fmt::format("{}: missing key '{}'", where, key));
     return obj[key];
+  }
+  // A key that must hold an array (a list of components, ids, ...).
+  const json& list(const json& obj, const char* key, const std::string& where) const {
+    const json& v = at(obj, key, where);
+    if (!v.is_array())
+      fail(fmt::format("{}.{}: expected an array, got {}", where, key, json_brief(v)));
+    return v;
   }
   std::string str(const json& obj, const char* key, const std::string& where) const {
     const json& v = at(obj, key, where);
@@ -41,7 +51,7 @@ struct JsonFile {
   }
   // Optional fields: absent or null gives `def`.
   bool flag(const json& obj, const char* key, const std::string& where, bool def) const {
-    if (!obj.contains(key) || obj[key].is_null()) return def;
+    if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return def;
     if (!obj[key].is_boolean())
       fail(fmt::format("{}.{}: expected true/false, got {}", where, key, obj[key].type_name()));
     return obj[key].get<bool>();
@@ -49,7 +59,8 @@ struct JsonFile {
   size_t count(const json& obj, const char* key, const std::string& where) const {
     const json& v = at(obj, key, where);
     if (!v.is_number_unsigned())
-      fail(fmt::format("{}.{}: expected a non-negative integer, got {}", where, key, v.dump()));
+      fail(fmt::format("{}.{}: expected a non-negative integer, got {}", where, key,
+                       json_brief(v)));
     return v.get<size_t>();
   }
   // One Unicode character, as the `char` fields (replacement, Strip content) require.
@@ -62,10 +73,10 @@ struct JsonFile {
   // {"String": s} or {"Regex": r}.
   std::shared_ptr<const detail::Regex> pattern(const json& obj, const std::string& where) const {
     const json& p = at(obj, "pattern", where);
-    const bool literal = p.contains("String");
-    if (!literal && !p.contains("Regex"))
+    const bool literal = p.is_object() && p.contains("String");
+    if (!literal && !(p.is_object() && p.contains("Regex")))
       fail(fmt::format("{}.pattern: expected {{\"String\": ...}} or {{\"Regex\": ...}}, got {}",
-                       where, p.dump()));
+                       where, json_brief(p)));
     const std::string text = str(p, literal ? "String" : "Regex", where + ".pattern");
     std::string error;
     auto re = detail::Regex::compile(text, literal, &error);
@@ -79,12 +90,23 @@ struct JsonFile {
 
 // ---- components ----------------------------------------------------------------------
 
-void read_normalizer(const JsonFile& f, const json& j, std::vector<Normalizer>& out) {
+// Sequences inside Sequences: real files nest at most two; each level is a recursive call.
+constexpr int kMaxSequenceDepth = 16;
+
+void check_depth(const JsonFile& f, const std::string& where, int depth) {
+  if (depth > kMaxSequenceDepth)
+    f.fail(fmt::format("{}: Sequence nested more than {} levels deep", where, kMaxSequenceDepth));
+}
+
+void read_normalizer(const JsonFile& f, const json& j, std::vector<Normalizer>& out,
+                     int depth = 0) {
   if (j.is_null()) return;
   const std::string type = f.type(j, "normalizer");
   const std::string where = "normalizer " + type;
+  check_depth(f, "normalizer", depth);
   if (type == "Sequence") {
-    for (const json& sub : f.at(j, "normalizers", where)) read_normalizer(f, sub, out);
+    for (const json& sub : f.list(j, "normalizers", where))
+      read_normalizer(f, sub, out, depth + 1);
   } else if (type == "Prepend") {
     out.push_back({Normalizer::Type::kPrepend, f.str(j, "prepend", where), nullptr, ""});
   } else if (type == "Replace") {
@@ -139,13 +161,16 @@ detail::SplitBehavior read_behavior(const JsonFile& f, const json& j, const std:
   f.fail(fmt::format("{}.behavior: unknown split behavior \"{}\"", where, b));
 }
 
-void read_pre_tokenizer(const JsonFile& f, const json& j, std::vector<PreTokenizer>& out) {
+void read_pre_tokenizer(const JsonFile& f, const json& j, std::vector<PreTokenizer>& out,
+                        int depth = 0) {
   if (j.is_null()) return;
   const std::string type = f.type(j, "pre_tokenizer");
   const std::string where = "pre_tokenizer " + type;
+  check_depth(f, "pre_tokenizer", depth);
   PreTokenizer p{};
   if (type == "Sequence") {
-    for (const json& sub : f.at(j, "pretokenizers", where)) read_pre_tokenizer(f, sub, out);
+    for (const json& sub : f.list(j, "pretokenizers", where))
+      read_pre_tokenizer(f, sub, out, depth + 1);
     return;
   } else if (type == "Metaspace") {
     p.type = PreTokenizer::Type::kMetaspace;
@@ -169,12 +194,13 @@ void read_pre_tokenizer(const JsonFile& f, const json& j, std::vector<PreTokeniz
   out.push_back(std::move(p));
 }
 
-void read_decoder(const JsonFile& f, const json& j, std::vector<Decoder>& out) {
+void read_decoder(const JsonFile& f, const json& j, std::vector<Decoder>& out, int depth = 0) {
   const std::string type = f.type(j, "decoder");
   const std::string where = "decoder " + type;
+  check_depth(f, "decoder", depth);
   Decoder d{};
   if (type == "Sequence") {
-    for (const json& sub : f.at(j, "decoders", where)) read_decoder(f, sub, out);
+    for (const json& sub : f.list(j, "decoders", where)) read_decoder(f, sub, out, depth + 1);
     return;
   } else if (type == "Replace") {
     d.type = Decoder::Type::kReplace;
@@ -210,20 +236,22 @@ struct Template {
   std::optional<int32_t> bos, eos;
 };
 
-void read_post_processor(const JsonFile& f, const json& j, Template& t) {
+void read_post_processor(const JsonFile& f, const json& j, Template& t, int depth = 0) {
   if (j.is_null()) return;
   const std::string type = f.type(j, "post_processor");
   const std::string where = "post_processor " + type;
+  check_depth(f, "post_processor", depth);
   if (type == "Sequence") {
-    for (const json& sub : f.at(j, "processors", where)) read_post_processor(f, sub, t);
+    for (const json& sub : f.list(j, "processors", where))
+      read_post_processor(f, sub, t, depth + 1);
   } else if (type == "ByteLevel") {
     // Only trims offsets; adds no tokens.
   } else if (type == "TemplateProcessing") {
-    const json& single = f.at(j, "single", where);
+    const json& single = f.list(j, "single", where);
     const json& specials = f.at(j, "special_tokens", where);
     bool seen_sequence = false;
     for (const json& item : single) {
-      if (item.contains("Sequence")) {
+      if (item.is_object() && item.contains("Sequence")) {
         seen_sequence = true;
         continue;
       }
@@ -231,10 +259,12 @@ void read_post_processor(const JsonFile& f, const json& j, Template& t) {
                                      where + ".single.SpecialToken");
       const json& ids = f.at(f.at(specials, name.c_str(), where + ".special_tokens"), "ids",
                              where + ".special_tokens." + name);
-      if (!ids.is_array() || ids.size() != 1 || !ids[0].is_number_integer())
-        f.fail(fmt::format("{}.special_tokens.{}.ids: expected one id, got {}", where, name,
-                           ids.dump()));
-      const auto id = ids[0].get<int32_t>();
+      const std::optional<int64_t> one =
+          ids.is_array() && ids.size() == 1 ? json_integer(ids[0], 0, INT32_MAX) : std::nullopt;
+      if (!one)
+        f.fail(fmt::format("{}.special_tokens.{}.ids: expected one id (an integer >= 0), got {}",
+                           where, name, json_brief(ids)));
+      const auto id = int32_t(*one);
       if (!seen_sequence && !t.bos) t.bos = id;
       if (seen_sequence) t.eos = id;
     }
@@ -254,6 +284,11 @@ class HfBpeTokenizer final : public Tokenizer {
   // made from other metadata, e.g. a GGUF file's).
   HfBpeTokenizer(const std::filesystem::path& path, const json& j, bool read_config = true)
       : file_{path.string()}, read_config_(read_config) {
+    if (!j.is_object()) file_.fail(fmt::format("expected a JSON object, got {}", json_brief(j)));
+    if (j.contains("added_tokens") && !j["added_tokens"].is_null() &&
+        !j["added_tokens"].is_array())
+      file_.fail(fmt::format("added_tokens: expected an array, got {}",
+                             json_brief(j["added_tokens"])));
     const size_t n_added =
         j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
     read_model(file_.at(j, "model", "tokenizer.json"), n_added);
@@ -323,15 +358,17 @@ class HfBpeTokenizer final : public Tokenizer {
 
 void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
   const std::string where = "model";
+  if (!m.is_object()) file_.fail(fmt::format("model: expected an object, got {}", json_brief(m)));
   const std::string type = m.contains("type") ? file_.type(m, where) : "BPE";
   if (type != "BPE") file_.fail(fmt::format("unsupported model type '{}' (supported: BPE)", type));
-  if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0)
+  if (m.contains("dropout") && !m["dropout"].is_null() &&
+      !(m["dropout"].is_number() && m["dropout"].get<double>() == 0.0))
     file_.fail(fmt::format("model.dropout {}: BPE dropout is random, expected null or 0",
-                           m["dropout"].dump()));
+                           json_brief(m["dropout"])));
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(key) && !m[key].is_null() && m[key] != "")
-      file_.fail(fmt::format("model.{} \"{}\" is not supported, expected null", key,
-                             m[key].get<std::string>()));
+      file_.fail(fmt::format("model.{} {} is not supported, expected null", key,
+                             json_brief(m[key])));
   if (m.contains("unk_token") && !m["unk_token"].is_null())
     unk_token_ = file_.str(m, "unk_token", where);
   fuse_unk_ = file_.flag(m, "fuse_unk", where, false);
@@ -347,11 +384,12 @@ void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
   const int64_t id_limit = 2 * int64_t(vocab.size() + n_added) + 1024;
   for (const auto& [token, id] : vocab.items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0)
-      file_.fail(fmt::format("model.vocab[\"{}\"]: expected a token id, got {}", token, id.dump()));
+      file_.fail(fmt::format("model.vocab[\"{}\"]: expected a token id, got {}", token,
+                             json_brief(id)));
     if (id.get<int64_t>() >= id_limit)
       file_.fail(fmt::format("model.vocab[\"{}\"]: token id {} is far beyond the {} tokens the "
                              "file defines (ids must be below {})",
-                             token, id.dump(), vocab.size() + n_added, id_limit));
+                             token, json_brief(id), vocab.size() + n_added, id_limit));
     vocab_.emplace(token, id.get<int32_t>());
     max_id = std::max(max_id, id.get<int32_t>());
   }
@@ -390,7 +428,8 @@ void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
       b = mj[1].get<std::string>();
     } else {
       file_.fail(
-          fmt::format("model.merges[{}]: expected \"a b\" or [a, b], got {}", rank, mj.dump()));
+          fmt::format("model.merges[{}]: expected \"a b\" or [a, b], got {}", rank,
+                      json_brief(mj)));
     }
     // A repeated pair keeps its last rank, like the HashMap that tokenizers collects into.
     const int32_t a_id = id_of(a, rank), b_id = id_of(b, rank), merged = id_of(a + b, rank);
@@ -491,12 +530,9 @@ void HfBpeTokenizer::read_bos_eos(const std::filesystem::path& path, const json&
   std::error_code ec;
   if (read_config_ && std::filesystem::exists(config_path, ec)) {
     const JsonFile cf{config_path.string()};
-    json config;
-    try {
-      config = json::parse(detail::read_file_bytes(config_path));
-    } catch (const json::exception& e) {
-      cf.fail(fmt::format("invalid JSON: {}", e.what()));
-    }
+    const json config = parse_json(detail::read_file_bytes(config_path), cf.path);
+    if (!config.is_object())
+      cf.fail(fmt::format("expected a JSON object, got {}", json_brief(config)));
     auto named = [&](const char* key) -> std::optional<int32_t> {
       if (!config.contains(key) || config[key].is_null()) return std::nullopt;
       const json& v = config[key];
@@ -646,23 +682,18 @@ std::unique_ptr<Tokenizer> hf_tokenizer_from_json(const nlohmann::json& j,
   try {
     return std::make_unique<HfBpeTokenizer>(source, j, false);
   } catch (const json::exception& e) {
-    f.fail(e.what());
+    f.fail(fmt::format("a value has the wrong JSON type ({})", e.what()));
   }
 }
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json) {
   const JsonFile f{tokenizer_json.string()};
-  const std::string bytes = detail::read_file_bytes(tokenizer_json);
-  json j;
-  try {
-    j = json::parse(bytes);
-  } catch (const json::exception& e) {
-    f.fail(fmt::format("invalid JSON: {}", e.what()));
-  }
+  const json j = parse_json(detail::read_file_bytes(tokenizer_json),
+                            "HF tokenizer " + tokenizer_json.string());
   try {
     return std::make_unique<HfBpeTokenizer>(tokenizer_json, j);
-  } catch (const json::exception& e) {  // a value of the wrong JSON type somewhere
-    f.fail(e.what());
+  } catch (const json::exception& e) {  // a value of the wrong JSON type the reader missed
+    f.fail(fmt::format("a value has the wrong JSON type ({})", e.what()));
   }
 }
 

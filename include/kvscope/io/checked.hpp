@@ -3,8 +3,12 @@
 // such a header gets an Error (or a "does not fit" answer), never a wrapped size.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace kvscope {
 
@@ -47,5 +51,23 @@ class ByteCount {
   uint64_t v_ = 0;
   bool ok_ = true;
 };
+
+// A tensor's bytes [begin, end) within a file's data section.
+struct ByteSpan {
+  uint64_t begin = 0, end = 0;
+  std::string name;
+};
+
+// The first two spans (by position) that share a byte, or nullopt. Empty spans share
+// nothing. Two tensors over the same bytes would make one weight silently another's (V
+// computed from K's bytes), so loaders refuse them.
+inline std::optional<std::pair<ByteSpan, ByteSpan>> first_overlap(std::vector<ByteSpan> spans) {
+  std::erase_if(spans, [](const ByteSpan& s) { return s.end <= s.begin; });
+  std::sort(spans.begin(), spans.end(),
+            [](const ByteSpan& a, const ByteSpan& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].begin < spans[i - 1].end) return std::make_pair(spans[i - 1], spans[i]);
+  return std::nullopt;
+}
 
 }  // namespace kvscope

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "kvscope/io/utf8.hpp"
+
 namespace kvscope::detail {
 
 // ---- files and UTF-8 ----------------------------------------------------------------
@@ -21,9 +23,7 @@ namespace kvscope::detail {
 // Whole file as bytes; throws Error naming the file when it is missing or unreadable.
 std::string read_file_bytes(const std::filesystem::path& path);
 
-// Byte offset of the first invalid UTF-8 sequence (overlong, surrogate, > U+10FFFF and
-// truncated sequences are invalid), or nullopt when `s` is valid.
-std::optional<size_t> find_invalid_utf8(std::string_view s);
+using kvscope::find_invalid_utf8;  // io/utf8.hpp
 
 // Length in bytes of the code point starting at s[i]; `s` must be valid UTF-8.
 inline size_t utf8_len_at(std::string_view s, size_t i) {
