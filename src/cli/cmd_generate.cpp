@@ -48,11 +48,10 @@ Action add_generate(CLI::App& app) {
     // of a small model).
     const bool tty = ::isatty(::fileno(stdout)) == 1;
     const GenerateResult r = generate(m, *tok, o, [tty](const std::string& piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      write_stdout(piece);
       if (tty) std::fflush(stdout);
     });
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
+    write_stdout("\n");  // main() flushes and checks the stream
     if (!a->quiet)
       std::fprintf(stderr, "%s: %zu prompt tokens in %.3f s, %zu new tokens at %.1f tok/s\n",
                    m.name.c_str(), r.prompt_ids.size(), r.prefill_seconds, r.new_ids.size(),

@@ -26,6 +26,9 @@ std::string one_line(const std::string& piece) {
   return s;
 }
 
+// The most text `tokenize --text` holds (the ids and their text are held as well).
+constexpr size_t kTokenizeLimit = size_t(256) << 20;
+
 }  // namespace
 
 Action add_tokenize(CLI::App& app) {
@@ -50,22 +53,26 @@ Action add_tokenize(CLI::App& app) {
     const std::filesystem::path tok_path =
         a->tokenizer.empty() ? find_tokenizer_for(a->model) : std::filesystem::path(a->tokenizer);
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(tok_path);
-    const std::string input = text->count() ? read_file_bytes(a->text) : a->prompt;
+    // Bounded: the whole text is held, so a stream such as /dev/zero stops with an error.
+    const std::string input = text->count() ? read_file_bytes(a->text, kTokenizeLimit) : a->prompt;
     std::vector<int32_t> ids;
     if (tok->add_bos && tok->bos_id >= 0 && !a->no_bos) ids.push_back(tok->bos_id);
     const std::vector<int32_t> body = tok->encode(input);
     ids.insert(ids.end(), body.begin(), body.end());
+    // Written a block at a time (stdio buffers it); main() checks the stream at the end.
     std::string out;
     for (size_t i = 0; i < ids.size(); ++i) {
       if (a->pieces)
         out += std::to_string(ids[i]) + "\t" + one_line(tok->piece(ids[i])) + "\n";
       else
         out += (i ? " " : "") + std::to_string(ids[i]);
+      if (out.size() >= (size_t(1) << 16)) {
+        write_stdout(out);
+        out.clear();
+      }
     }
     if (!a->pieces) out += "\n";
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    std::fflush(stdout);
-    KV_CHECK(!std::ferror(stdout), "tokenize: writing the ids to standard output failed");
+    write_stdout(out);
     return 0;
   };
 }

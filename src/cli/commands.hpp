@@ -4,10 +4,16 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string_view>
 
 namespace kvscope::cli {
 
 using Action = std::function<int()>;
+
+// Writes to stdout; throws Error "writing to standard output failed: REASON" as soon as a
+// write fails (a full disk, /dev/full, a closed stream), so a command stops instead of
+// computing output nobody gets. main() checks the final flush the same way.
+void write_stdout(std::string_view bytes);
 
 Action add_generate(CLI::App& app);
 Action add_run(CLI::App& app);

@@ -1,17 +1,56 @@
 // kvscope: look inside the KV cache of real language models. Thin front end: parse the
 // command line, dispatch, and turn every error into one line on stderr and exit code 1.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <new>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "commands.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/runtime/dist.hpp"
 
 namespace {
+
+// An error as one line whatever it quotes: a name from a file may hold a newline, a NUL
+// (which would end the line for printf's %s) or a terminal control byte; those are written
+// as C escapes.
+std::string one_line(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '\n') out += "\\n";
+    else if (ch == '\r') out += "\\r";
+    else if (ch == '\t') out += "\\t";
+    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\x{:02x}", u);
+    else out += ch;
+  }
+  return out;
+}
+
+void error_line(std::string_view prefix, std::string_view what) {
+  const std::string line = std::string(prefix) + one_line(what) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+// Every command's output goes through stdout: a full disk, /dev/full or a closed stream is
+// an error of the command (exit 1), not a success with the output lost.
+int check_stdout(const std::string& running) {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int err = errno;
+  if (flushed && !std::ferror(stdout)) return 0;
+  error_line("kvscope: error: ",
+             fmt::format("writing to standard output failed{}{}: {} (while running 'kvscope {}')",
+                         err != 0 ? ": " : "", err != 0 ? std::strerror(err) : "",
+                         "the output is incomplete", running));
+  return 1;
+}
 
 int run_main(int argc, char** argv) {
   CLI::App app{"kvscope: how much of the KV cache can go, and which part must stay?", "kvscope"};
@@ -35,15 +74,32 @@ int run_main(int argc, char** argv) {
       kvscope::cli::add_tables);
   add("tokenize", "Print the token ids (or id and piece) a model's tokenizer gives a text",
       kvscope::cli::add_tokenize);
+  // CLI11 reports an unknown command as "A subcommand is required": name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const auto& [sub, action] : actions) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      error_line("kvscope: error: ", fmt::format("unknown command '{}' (commands: {}; see "
+                                                 "'kvscope --help')", argv[1], names));
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version print and exit 0 as CLI11 does; a usage error is a user error
     // like any other: one line, exit 1 (CLI11's own codes, 104-114, are not documented).
-    if (e.get_exit_code() == int(CLI::ExitCodes::Success)) return app.exit(e);
+    if (e.get_exit_code() == int(CLI::ExitCodes::Success)) {
+      const int rc = app.exit(e);
+      return rc != 0 ? rc : check_stdout("--help");
+    }
     std::string sub;
     for (const CLI::App* s : app.get_subcommands()) sub = " " + s->get_name();
-    std::fprintf(stderr, "kvscope: error: %s (see 'kvscope%s --help')\n", e.what(), sub.c_str());
+    error_line("kvscope: error: ", fmt::format("{} (see 'kvscope{} --help')", e.what(), sub));
     return 1;
   }
   std::string running;
@@ -55,29 +111,29 @@ int run_main(int argc, char** argv) {
                  "'kvscope {}' runs in one process; under mpirun (here {} ranks) only 'run' and "
                  "'dump' split their work across ranks",
                  running, kvscope::dist::size());
-        return action();
+        const int rc = action();
+        return rc != 0 ? rc : check_stdout(running);
       }
   } catch (const kvscope::Error& e) {
-    std::fprintf(stderr, "kvscope: error: %s\n", e.what());
+    error_line("kvscope: error: ", e.what());
     return 1;
   } catch (const std::filesystem::filesystem_error& e) {
     // Symlink loops, over-long names, permissions: say which path and why, without the
     // library's "filesystem error: ..." wrapping.
     std::string paths = e.path1().string();
     if (!e.path2().empty()) paths += ", " + e.path2().string();
-    std::fprintf(stderr, "kvscope: error: %s: %s (while running 'kvscope %s')\n", paths.c_str(),
-                 e.code().message().c_str(), running.c_str());
+    error_line("kvscope: error: ", fmt::format("{}: {} (while running 'kvscope {}')", paths,
+                                               e.code().message(), running));
     return 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr,
-                 "kvscope: error: out of memory while running 'kvscope %s' (an input asks for "
-                 "more memory than this machine gives; check the sizes in the model, text and "
-                 "config)\n",
-                 running.c_str());
+    error_line("kvscope: error: ",
+               fmt::format("out of memory while running 'kvscope {}' (an input asks for more "
+                           "memory than this machine gives; check the sizes in the model, text "
+                           "and config)", running));
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvscope: unexpected error while running 'kvscope %s': %s\n",
-                 running.c_str(), e.what());
+    error_line("kvscope: unexpected error ",
+               fmt::format("while running 'kvscope {}': {}", running, e.what()));
     return 1;
   }
   return 1;

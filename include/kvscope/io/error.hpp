@@ -12,7 +12,12 @@ namespace kvscope {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  // A NUL byte quoted from a file (a name in a YAML config) would end what() early: it is
+  // written as \x00 instead.
+  explicit Error(const std::string& what) : std::runtime_error(without_nul(what)) {}
+
+ private:
+  static std::string without_nul(const std::string& s);
 };
 
 [[noreturn]] void assert_fail(const char* cond, const char* file, int line);
