@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/checksum.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/provenance.hpp"
+#include "kvscope/io/run_lock.hpp"
 #include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/threads.hpp"
 
@@ -18,14 +20,22 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The file name (or, for a path ending in '/', the last directory name) of `p`.
+std::string last_name(const fs::path& p) {
+  const fs::path n = p.lexically_normal();
+  return n.has_filename() ? n.filename().string() : n.parent_path().filename().string();
+}
+
 std::vector<ModelSpec> parse_models(YamlMap& root) {
   std::vector<ModelSpec> out;
   for (YamlMap& m : root.list_of_maps("models")) {
     ModelSpec s;
     s.path = m.get<std::string>("path");
     s.tokenizer = m.get_or<std::string>("tokenizer", "");
-    const fs::path base = fs::is_directory(s.path) ? s.path : s.path.parent_path();
-    s.name = m.get_or<std::string>("name", base.filename().string());
+    const bool dir = fs::is_directory(s.path);
+    s.name = m.get_or<std::string>("name", last_name(dir ? s.path : s.path.parent_path()));
+    check_plain_name(s.name, yaml_detail::location(m.file(), m.key_line("name")),
+                     m.key_path("name"));
     out.push_back(std::move(s));
   }
   return out;
@@ -35,6 +45,17 @@ std::vector<TextSpec> parse_texts(YamlMap& root) {
   std::vector<TextSpec> out;
   for (YamlMap& t : root.list_of_maps("texts")) out.push_back(parse_text_spec(t));
   return out;
+}
+
+// Names label table rows and name output files (dump_kv's MODEL__TEXT.h5): two entries
+// with one name would mix their rows or overwrite each other's output.
+template <class Spec>
+void check_distinct(const std::vector<Spec>& specs, const char* key, const fs::path& file) {
+  for (size_t i = 0; i < specs.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      KV_CHECK(specs[i].name != specs[j].name,
+               "{}: {}[{}] and {}[{}] are both named '{}'; give each a distinct 'name:'",
+               file.string(), key, j, key, i, specs[i].name);
 }
 
 // Inputs must exist before any work starts: a typo fails in a second, not an hour in.
@@ -118,10 +139,22 @@ void ExperimentContext::log(const std::string& line) const {
   if (verbose && dist::root()) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }
 
+void check_plain_name(const std::string& name, const std::string& where,
+                      const std::string& key) {
+  bool plain = !name.empty() && name.size() <= 200 && name[0] != '.' &&
+               name.find_first_of("/\\") == std::string::npos;
+  for (const char ch : name) plain &= static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+  KV_CHECK(plain, "{}: {} '{}' must be a plain name (1 to 200 characters, no '/', '\\' or "
+           "control characters, not starting with '.'): it names result rows and files",
+           where, key, name);
+}
+
 TextSpec parse_text_spec(YamlMap& t) {
   TextSpec s;
   s.path = t.get<std::string>("path");
   s.name = t.get_or<std::string>("name", s.path.stem().string());
+  check_plain_name(s.name, yaml_detail::location(t.file(), t.key_line("name")),
+                   t.key_path("name"));
   s.format = t.get_choice_or("format", {"plain", "jsonl"},
                              s.path.extension() == ".jsonl" ? "jsonl" : "plain") == "jsonl"
                  ? TextSpec::Jsonl
@@ -193,8 +226,7 @@ Prepared prepare_unchecked(const fs::path& config_file, const RunOptions& opt) {
   ctx.kind = root.get_choice("kind", kind_names);
   const ExperimentKind& kind = find_experiment_kind(ctx.kind, file);
   ctx.name = root.get_or<std::string>("name", config_file.stem().string());
-  KV_CHECK(!ctx.name.empty() && ctx.name.find('/') == std::string::npos && ctx.name[0] != '.',
-           "{}: name '{}' must be a plain directory name", file, ctx.name);
+  check_plain_name(ctx.name, yaml_detail::location(file, root.key_line("name")), "name");
   ctx.threads = root.get_at_least_or<int>("threads", 0, 0);
   KV_CHECK(ctx.threads <= max_threads(),
            "{}: key 'threads' = {} is more than this machine can use (at most {}: 4 x its cores); "
@@ -204,6 +236,8 @@ Prepared prepare_unchecked(const fs::path& config_file, const RunOptions& opt) {
   ctx.seed = root.get_or<uint64_t>("seed", 0);
   if (kind.needs_models || root.has("models")) ctx.models = parse_models(root);
   if (kind.needs_texts || root.has("texts")) ctx.texts = parse_texts(root);
+  check_distinct(ctx.models, "models", config_file);
+  check_distinct(ctx.texts, "texts", config_file);
   // An empty list would run nothing and write an empty table that looks like a result.
   KV_CHECK(!(kind.needs_models || root.has("models")) || !ctx.models.empty(),
            "{}: key 'models' is an empty list; expected at least one model",
@@ -277,6 +311,9 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
 
   const fs::path final_dir = opt.results_root / ctx.name;
   const fs::path partial_dir = opt.results_root / (ctx.name + ".partial");
+  // One run per results directory at a time (rank 0 stages and renames it for all ranks).
+  std::optional<OutputLock> lock;
+  if (dist::root()) lock.emplace(opt.results_root, ctx.name);
   KV_CHECK(opt.force || !fs::exists(final_dir),
            "{}: results {} exist; pass --force to replace them (or --results DIR to write "
            "elsewhere)",

@@ -127,15 +127,19 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
 
 namespace {
 
-// The path the handler unlinks: a fixed buffer, since a signal handler may only call
-// async-signal-safe functions (unlink, signal, raise) and touch plain memory.
-char g_partial[4096];
-volatile std::sig_atomic_t g_armed = 0;
+// The paths the handler unlinks: fixed buffers, since a signal handler may only call
+// async-signal-safe functions (unlink, signal, raise) and touch plain memory. A few at a
+// time: a dump's partial file and the lock beside it, a run's lock.
+constexpr int kSlots = 8;
+char g_paths[kSlots][4096];
+volatile std::sig_atomic_t g_used[kSlots] = {};
+int g_active = 0;  // registrations alive; the handlers are installed while > 0
 struct sigaction g_old[3];
 constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
 
 void remove_and_die(int sig) {
-  if (g_armed) ::unlink(g_partial);
+  for (int i = 0; i < kSlots; ++i)
+    if (g_used[i]) ::unlink(g_paths[i]);
   std::signal(sig, SIG_DFL);
   std::raise(sig);
 }
@@ -144,9 +148,15 @@ void remove_and_die(int sig) {
 
 RemoveOnSignal::RemoveOnSignal(const fs::path& partial) {
   const std::string s = partial.string();
-  if (s.size() >= sizeof g_partial) return;  // such a path is refused by the OS anyway
-  std::memcpy(g_partial, s.c_str(), s.size() + 1);
-  g_armed = 1;
+  if (s.size() >= sizeof g_paths[0]) return;  // such a path is refused by the OS anyway
+  for (int i = 0; i < kSlots; ++i) {
+    if (g_used[i]) continue;
+    std::memcpy(g_paths[i], s.c_str(), s.size() + 1);
+    g_used[i] = 1;
+    slot_ = i;
+    break;
+  }
+  if (slot_ < 0 || g_active++ > 0) return;
   struct sigaction sa {};
   sa.sa_handler = remove_and_die;
   sigemptyset(&sa.sa_mask);
@@ -154,9 +164,10 @@ RemoveOnSignal::RemoveOnSignal(const fs::path& partial) {
 }
 
 RemoveOnSignal::~RemoveOnSignal() {
-  if (!g_armed) return;
-  for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &g_old[i], nullptr);
-  g_armed = 0;
+  if (slot_ < 0) return;
+  g_used[slot_] = 0;
+  if (--g_active == 0)
+    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &g_old[i], nullptr);
 }
 
 }  // namespace kvscope

@@ -9,6 +9,7 @@
 #include "kv_dump_file.hpp"
 #include "kvscope/io/atomic_file.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/run_lock.hpp"
 #include "kvscope/kv/kv_dump.hpp"
 #include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
@@ -186,6 +187,10 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   const fs::path target =
       ranks > 1 ? out.parent_path() / shard_name(out, dist::rank(), ranks) : out;
 
+  // A second dump to the same file waits for nobody: it is refused by name (the partial
+  // file below is then this process's alone to remove and rename).
+  const OutputLock lock(target.parent_path().empty() ? fs::path(".") : target.parent_path(),
+                        target.filename().string());
   fs::path partial = target;
   partial += ".partial";
   std::error_code ec;

@@ -85,6 +85,11 @@ struct ExperimentKind {
 // docs/experiments.md); throws naming the file when the text does not exist.
 TextSpec parse_text_spec(YamlMap& t);
 
+// Names of runs, models and texts become result directories, file names and table rows:
+// throws "WHERE: KEY 'NAME' must be a plain name ..." for an empty name, one with '/',
+// '\\' or a control character (NUL, newline), or one starting with '.' ("..").
+void check_plain_name(const std::string& name, const std::string& where, const std::string& key);
+
 // The registry (experiments/registry.cpp).
 const std::vector<ExperimentKind>& experiment_kinds();
 const ExperimentKind& find_experiment_kind(const std::string& name, const std::string& where);

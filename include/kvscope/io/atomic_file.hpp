@@ -65,15 +65,18 @@ class AtomicFile {
 std::filesystem::path partial_path_for(const std::filesystem::path& path);
 
 // While alive, SIGINT, SIGTERM and SIGHUP unlink `partial` before the process dies of
-// them, so an interrupted long write (a dump of hundreds of MB) leaves nothing behind. One
-// file at a time; SIGKILL cannot be caught, and the next run to the same output removes
-// what it left.
+// them, so an interrupted long write (a dump of hundreds of MB) leaves nothing behind. Up
+// to 8 files at a time (more are not removed); SIGKILL cannot be caught, and the next run
+// to the same output removes what it left.
 class RemoveOnSignal {
  public:
   explicit RemoveOnSignal(const std::filesystem::path& partial);
   ~RemoveOnSignal();
   RemoveOnSignal(const RemoveOnSignal&) = delete;
   RemoveOnSignal& operator=(const RemoveOnSignal&) = delete;
+
+ private:
+  int slot_ = -1;
 };
 
 // Writes `content` to `path` atomically (AtomicFile + commit).
