@@ -10,6 +10,9 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "kvscope/io/text_source.hpp"
+#include "kvscope/io/utf8.hpp"
+
 namespace kvscope {
 
 namespace {
@@ -202,11 +205,22 @@ YAML::Node parse_yaml_string(const std::string& text, const std::string& source)
 }
 
 YAML::Node load_yaml_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  KV_CHECK(in.good(), "cannot open YAML file '{}': {}", path.string(), std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_yaml_string(ss.str(), path.string());
+  // Bounded: a config is a few KB; a path naming /dev/zero or a huge file is refused
+  // before it fills the memory.
+  std::string text;
+  try {
+    text = read_file_bytes(path, kYamlReadLimit);
+  } catch (const Error& e) {
+    throw Error(fmt::format("YAML config {}", e.what()));
+  }
+  // YAML is Unicode text; a stray byte would otherwise reach file names and the manifest.
+  if (const std::optional<size_t> bad = find_invalid_utf8(text)) {
+    const size_t line = size_t(std::count(text.begin(), text.begin() + long(*bad), '\n')) + 1;
+    throw Error(fmt::format("{}:{}: not valid UTF-8 text (byte {:#04x} at offset {}); a YAML "
+                            "config must be UTF-8", path.string(), line,
+                            static_cast<unsigned char>(text[*bad]), *bad));
+  }
+  return parse_yaml_string(text, path.string());
 }
 
 nlohmann::json yaml_to_json(const YAML::Node& n) {

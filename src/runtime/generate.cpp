@@ -65,7 +65,10 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   const int ctx = m.config.max_seq_len;
   KV_CHECK(int(r.prompt_ids.size()) < ctx, "generate: prompt of {} tokens fills the context of {}",
            r.prompt_ids.size(), ctx);
-  RunState st(m.config, ctx);
+  // The cache holds what this call will hold (prompt and new tokens), not the model's
+  // whole context: a 16M-token context must not cost gigabytes for a few tokens.
+  const int capacity = int(std::min<int64_t>(ctx, int64_t(r.prompt_ids.size()) + opt.max_tokens));
+  RunState st(m.config, std::max(capacity, 1));
   std::mt19937_64 rng(opt.seed);
   const int V = m.config.vocab_size;
 
@@ -104,7 +107,8 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
         read = all.size();
       }
     }
-    if (st.pos >= ctx) break;
+    // The last token's logits would never be used.
+    if (int(r.new_ids.size()) >= opt.max_tokens || st.pos >= st.cache.capacity) break;
     logits = forward(m, st, std::span<const int32_t>(&all.back(), 1), {LogitsMode::kLast});
   }
   // The text from one decoding of the whole sequence, as if decoded at once: the

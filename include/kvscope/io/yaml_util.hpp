@@ -30,8 +30,12 @@
 
 namespace kvscope {
 
-// Parses a YAML file. Throws Error naming the file when it cannot be read, and
-// "FILE:LINE:COL: invalid YAML: MSG (line: 'TEXT')" (1-based) when yaml-cpp rejects it.
+// Configs are small: a file (or endless stream) longer than this is refused.
+constexpr size_t kYamlReadLimit = size_t(16) << 20;
+
+// Parses a YAML file. Throws Error naming the file when it cannot be read, is longer than
+// kYamlReadLimit or is not UTF-8, and "FILE:LINE:COL: invalid YAML: MSG (line: 'TEXT')"
+// (1-based) when yaml-cpp rejects it.
 YAML::Node load_yaml_file(const std::filesystem::path& path);
 
 // Same for text in memory; `source` is the name used in messages.
