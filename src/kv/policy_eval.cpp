@@ -288,7 +288,10 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
                                     const PasskeyTask& t, const std::vector<PolicySpec>& policies,
                                     const PolicyParams& p) {
   const ModelConfig& c = m.config;
-  const auto [lo, hi] = passkey_ids(t, c);
+  // Plain variables, not a structured binding: the lambda below captures them, which
+  // clang before 16 refuses (the fuzz build's compiler is Debian 12's clang 14).
+  const auto id_range = passkey_ids(t, c);
+  const int32_t lo = id_range.first, hi = id_range.second;
   KV_CHECK(t.key >= 2 && lo < hi && hi <= c.vocab_size,
            "passkey task: {} ids from [{}, {}) within a vocabulary of {}", t.key, lo, hi,
            c.vocab_size);
