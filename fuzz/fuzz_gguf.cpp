@@ -6,6 +6,14 @@
 #include "fuzz_tokenizer_common.hpp"
 #include "fuzz_util.hpp"
 #include "kvscope/io/error.hpp"
+#include "structured_mutate.hpp"
+
+// Half the mutations change one field of the parsed file (a metadata value or type, a
+// tensor's dims, type or offset), so inputs get past the header to the loader's sizes.
+extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size,
+                                          unsigned seed) {
+  return kvscope::fuzz::mutate_either(data, size, max_size, seed, kvscope::fuzz::mutate_gguf);
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvscope;

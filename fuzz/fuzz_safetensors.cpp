@@ -6,8 +6,25 @@
 #include "fuzz_model_common.hpp"
 #include "fuzz_util.hpp"
 #include "kvscope/io/error.hpp"
+#include "structured_mutate.hpp"
 
 namespace {
+
+// config.json + separator + model.safetensors: one field of one of them changed (a number
+// or type in config.json; a shape, dtype or data_offsets in the safetensors header).
+std::optional<std::string> mutate_pair(std::string_view in, kvscope::fuzz::Rng& rng) {
+  using namespace kvscope::fuzz;
+  const size_t cut = in.find(kSplit);
+  if (cut == std::string_view::npos) return mutate_safetensors(in, rng);
+  const std::string_view config = in.substr(0, cut), st = in.substr(cut + kSplit.size());
+  if (rng() % 2 == 0) {
+    const std::optional<std::string> c = mutate_json(config, rng);
+    if (c) return *c + std::string(kSplit) + std::string(st);
+  }
+  const std::optional<std::string> s = mutate_safetensors(st, rng);
+  if (!s) return std::nullopt;
+  return std::string(config) + std::string(kSplit) + *s;
+}
 
 constexpr const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
   "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -15,6 +32,11 @@ constexpr const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "hidd
   "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false})";
 
 }  // namespace
+
+extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size,
+                                          unsigned seed) {
+  return kvscope::fuzz::mutate_either(data, size, max_size, seed, mutate_pair);
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvscope;
