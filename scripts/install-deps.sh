@@ -16,6 +16,7 @@ PACKAGES=(
   gnuplot-nox
   libopenmpi-dev openmpi-bin              # optional at build time; mpirun splits runs (docs/distributed.md)
   python3 python3-numpy python3-h5py
+  clang libclang-rt-14-dev                # the libFuzzer targets (scripts/fuzz.sh; CI builds them)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
