@@ -41,8 +41,10 @@ std::string read_file_bytes(const std::filesystem::path& path) {
   KV_CHECK(!std::filesystem::is_directory(path, ec),
            "tokenizer file {}: is a directory, expected a file", path.string());
   // Bounded: a tokenizer path pointing at /dev/zero or a huge file must not eat the memory.
+  // The largest real ones are tens of MB (Gemma 3's tokenizer.json: 33 MB).
+  constexpr size_t kTokenizerReadLimit = size_t(256) << 20;
   try {
-    return kvscope::read_file_bytes(path);
+    return kvscope::read_file_bytes(path, kTokenizerReadLimit);
   } catch (const Error& e) {
     throw Error(fmt::format("tokenizer file {}", e.what()));
   }
