@@ -124,9 +124,10 @@ const std::string kBin = KVSCOPE_BINARY;
 
 }  // namespace
 
-TEST_CASE("GGUF head sizes of 0 or that do not divide the rows are refused before any tensor "
-          "is used (class 1: were a hang and a write past a vector)",
-          "[hardening][gguf]") {
+TEST_CASE(
+    "GGUF head sizes of 0 or that do not divide the rows are refused before any tensor "
+    "is used (class 1: were a hang and a write past a vector)",
+    "[hardening][gguf]") {
   test::TempDir d("mal_gguf_sizes");
   const std::string base = small_gguf(d.path);
   const fs::path p = d / "m.gguf";
@@ -135,11 +136,11 @@ TEST_CASE("GGUF head sizes of 0 or that do not divide the rows are refused befor
     patch<uint32_t>(b, value_at(b, "llama.attention.key_length"), 0);
     patch<uint32_t>(b, value_at(b, "llama.attention.value_length"), 0);
     test::write_bytes(p, b);
-    CHECK_THAT(load_error(p), Contains("m.gguf") && Contains("key_length") &&
-                                  Contains("must be positive, got 0"));
+    CHECK_THAT(load_error(p),
+               Contains("m.gguf") && Contains("key_length") && Contains("must be positive, got 0"));
     // The command line ends within the timeout (the old loader spun forever).
-    const auto r = test::run_kvscope_sh("timeout -s KILL 60 ", "generate -m " + p.string() +
-                                                                   " --tokenizer " + kTok + " -n 1");
+    const auto r = test::run_kvscope_sh(
+        "timeout -s KILL 60 ", "generate -m " + p.string() + " --tokenizer " + kTok + " -n 1");
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
   }
@@ -177,9 +178,10 @@ TEST_CASE("GGUF head sizes of 0 or that do not divide the rows are refused befor
   }
 }
 
-TEST_CASE("tokenizer.json components nested without bound are refused by name (class 2: was "
-          "a stack overflow)",
-          "[hardening][tokenizer]") {
+TEST_CASE(
+    "tokenizer.json components nested without bound are refused by name (class 2: was "
+    "a stack overflow)",
+    "[hardening][tokenizer]") {
   test::TempDir d("mal_tok_nest");
   const json base = json::parse(test::slurp(kData + "/models/tinystories656K/tokenizer.json"));
   // depth: Sequence inside Sequence `depth` times around an empty list.
@@ -218,16 +220,17 @@ TEST_CASE("tokenizer.json components nested without bound are refused by name (c
   REQUIRE(at != std::string::npos);
   file.replace(at, 17, "\"normalizer\":" + text);
   test::write_bytes(d / "tokenizer.json", file);
-  const auto r = test::run_kvscope("tokenize --tokenizer " + (d / "tokenizer.json").string() +
-                                   " -p Once");
+  const auto r =
+      test::run_kvscope("tokenize --tokenizer " + (d / "tokenizer.json").string() + " -p Once");
   CHECK(r.exit_code == 1);
   CHECK(one_line(r.err));
   CHECK_THAT(r.err, Contains("tokenizer.json") && Contains("nested more than 64 levels"));
 }
 
-TEST_CASE("config.json integers that wrap, truncate or are not integers are refused with the "
-          "value as written (class 3)",
-          "[hardening][config]") {
+TEST_CASE(
+    "config.json integers that wrap, truncate or are not integers are refused with the "
+    "value as written (class 3)",
+    "[hardening][config]") {
   test::TempDir d("mal_cfg_int");
   write_synthetic_hf_model(d / "m", small_spec());
   const std::string good = test::slurp(d / "m" / "config.json");
@@ -289,8 +292,8 @@ TEST_CASE("non-finite and meaningless numbers are refused (class 4)", "[hardenin
     set_config(d / "m", "rope_scaling",
                R"({"type": "longrope", "short_factor": [1,1,1,1,1,1,1,1],
                    "long_factor": [2,2,2,2,2,2,2,2], "attention_factor": 0})");
-    CHECK_THAT(load_error(d / "m"), Contains("attention_factor must be positive") &&
-                                        Contains("got 0"));
+    CHECK_THAT(load_error(d / "m"),
+               Contains("attention_factor must be positive") && Contains("got 0"));
     set_config(d / "m", "rope_scaling",
                R"({"type": "longrope", "short_factor": [1,1,1,1,1,1,1,1],
                    "long_factor": [2,2,2,2,2,2,2,2]})");
@@ -343,9 +346,9 @@ TEST_CASE("tensors whose bytes overlap are refused in GGUF and safetensors files
     const uint64_t k_off = peek<uint64_t>(b, offset_at("blk.0.attn_k.weight"));
     patch<uint64_t>(b, offset_at("blk.0.attn_v.weight"), k_off);
     test::write_bytes(d / "m.gguf", b);
-    CHECK_THAT(load_error(d / "m.gguf"),
-               Contains("m.gguf") && Contains("blk.0.attn_k.weight") &&
-                   Contains("blk.0.attn_v.weight") && Contains("share bytes"));
+    CHECK_THAT(load_error(d / "m.gguf"), Contains("m.gguf") && Contains("blk.0.attn_k.weight") &&
+                                             Contains("blk.0.attn_v.weight") &&
+                                             Contains("share bytes"));
   }
   SECTION("safetensors: v_proj's data_offsets set to k_proj's") {
     write_synthetic_hf_model(d / "m", small_spec());
@@ -370,11 +373,25 @@ TEST_CASE("memory stays bounded by what a command holds (class 6)", "[hardening]
   test::TempDir d("mal_memory");
   const std::string limit = test::memory_limit_3gb() + "timeout -s KILL 120 ";
   SECTION("tokenize --text /dev/zero stops at its read limit") {
-    const auto r = test::run_kvscope_sh(limit, "tokenize --tokenizer " + kTok +
-                                                   " --text /dev/zero");
+    const auto r =
+        test::run_kvscope_sh(limit, "tokenize --tokenizer " + kTok + " --text /dev/zero");
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains("/dev/zero") && Contains("more than 268435456 bytes"));
+  }
+  SECTION("a tokenizer or config.json that is /dev/zero stops at its read limit") {
+    const auto r = test::run_kvscope_sh(limit, "tokenize --tokenizer /dev/zero -p Once");
+    CHECK(r.exit_code == 1);
+    CHECK(one_line(r.err));
+    CHECK_THAT(r.err, Contains("tokenizer file") && Contains("/dev/zero") &&
+                          Contains("more than 268435456 bytes"));
+    fs::create_directories(d / "m");
+    fs::create_symlink("/dev/zero", d / "m" / "config.json");
+    const auto c = test::run_kvscope_sh(limit, "generate -m " + (d / "m").string() +
+                                                   " --tokenizer " + kTok + " -n 1");
+    CHECK(c.exit_code == 1);
+    CHECK(one_line(c.err));
+    CHECK_THAT(c.err, Contains("config.json") && Contains("more than 67108864 bytes"));
   }
   SECTION("run /dev/zero: the YAML reader stops at 16 MiB") {
     const auto r = test::run_kvscope_sh(limit, "run /dev/zero --results " + (d / "r").string());
@@ -390,31 +407,32 @@ TEST_CASE("memory stays bounded by what a command holds (class 6)", "[hardening]
     // over the 3 GB limit; two prompt tokens and two new ones need 4 slots.
     patch<uint32_t>(b, value_at(b, "llama.context_length"), 1u << 24);
     test::write_bytes(d / "long.gguf", b);
-    const auto r = test::run_kvscope_sh(limit, "generate -q -m " + (d / "long.gguf").string() +
-                                                   " -p Once -n 2");
+    const auto r = test::run_kvscope_sh(
+        limit, "generate -q -m " + (d / "long.gguf").string() + " -p Once -n 2");
     CHECK(r.exit_code == 0);
     CHECK(r.err.empty());
   }
 }
 
-TEST_CASE("model and text names from a YAML config stay inside the results directory and "
-          "are distinct (class 7, and duplicate names in class 10)",
-          "[hardening][config]") {
+TEST_CASE(
+    "model and text names from a YAML config stay inside the results directory and "
+    "are distinct (class 7, and duplicate names in class 10)",
+    "[hardening][config]") {
   test::TempDir d("mal_names");
   const std::string model = kData + "/models/stories260K/stories260K.bin";
   auto yaml = [&](const std::string& mname, const std::string& tname) {
-    return "kind: dump_kv\nmodels:\n  - {name: " + mname + ", path: " + model + ", tokenizer: " +
-           kTok + "}\ntexts:\n  - {name: " + tname + ", path: " + kText +
+    return "kind: dump_kv\nmodels:\n  - {name: " + mname + ", path: " + model +
+           ", tokenizer: " + kTok + "}\ntexts:\n  - {name: " + tname + ", path: " + kText +
            ", max_bytes: 4000}\ndump_kv: {n_seq: 1, seq_len: 16}\n";
   };
   struct Case {
     std::string model, text, expect;
   };
-  for (const Case& c : {Case{"'../../escaped'", "t", "models[0].name '../../escaped'"},
-                        Case{"m", "'../x'", "texts[0].name '../x'"},
-                        Case{"'..'", "t", "must be a plain name"},
-                        Case{"\"a\\0b\"", "t", "'a\\x00b' must be a plain name"},
-                        Case{"\"a\\nb\"", "t", "'a\\nb' must be a plain name"}}) {
+  for (const Case& c :
+       {Case{"'../../escaped'", "t", "models[0].name '../../escaped'"},
+        Case{"m", "'../x'", "texts[0].name '../x'"}, Case{"'..'", "t", "must be a plain name"},
+        Case{"\"a\\0b\"", "t", "'a\\x00b' must be a plain name"},
+        Case{"\"a\\nb\"", "t", "'a\\nb' must be a plain name"}}) {
     CAPTURE(c.model, c.text);
     test::write_bytes(d / "names.yaml", yaml(c.model, c.text));
     const auto r = test::run_kvscope("run -q " + (d / "names.yaml").string() + " --results " +
@@ -425,27 +443,27 @@ TEST_CASE("model and text names from a YAML config stay inside the results direc
     CHECK(!fs::exists(d / "escaped"));
     CHECK(!fs::exists(d / "sub" / "x__t.h5"));
   }
-  test::write_bytes(d / "dup.yaml",
-                    "kind: perplexity\nmodels:\n  - {name: a, path: " + model + ", tokenizer: " +
-                        kTok + "}\n  - {name: a, path: " + model + ", tokenizer: " + kTok +
-                        "}\ntexts:\n  - {path: " + kText + ", max_bytes: 2000}\n");
+  test::write_bytes(d / "dup.yaml", "kind: perplexity\nmodels:\n  - {name: a, path: " + model +
+                                        ", tokenizer: " + kTok + "}\n  - {name: a, path: " + model +
+                                        ", tokenizer: " + kTok + "}\ntexts:\n  - {path: " + kText +
+                                        ", max_bytes: 2000}\n");
   const auto r = test::run_kvscope("run -q " + (d / "dup.yaml").string() + " --results " +
                                    (d / "results").string());
   CHECK(r.exit_code == 1);
-  CHECK_THAT(r.err, Contains("models[0] and models[1] are both named 'a'") &&
-                        !Contains("--force"));
+  CHECK_THAT(r.err, Contains("models[0] and models[1] are both named 'a'") && !Contains("--force"));
 }
 
-TEST_CASE("one run per results directory: a second run or dump is refused by name while the "
-          "first holds it (class 8)",
-          "[hardening][faults]") {
+TEST_CASE(
+    "one run per results directory: a second run or dump is refused by name while the "
+    "first holds it (class 8)",
+    "[hardening][faults]") {
   test::TempDir d("mal_lock");
   const std::string model = kData + "/models/stories260K/stories260K.bin";
   test::write_bytes(d / "ppl.yaml", "kind: perplexity\nmodels:\n  - {path: " + model +
-                                        ", tokenizer: " + kTok + "}\ntexts:\n  - {path: " +
-                                        kText + ", max_bytes: 3000}\nperplexity: {window: 32}\n");
-  const std::string run = "run -q " + (d / "ppl.yaml").string() + " --results " +
-                          (d / "results").string();
+                                        ", tokenizer: " + kTok + "}\ntexts:\n  - {path: " + kText +
+                                        ", max_bytes: 3000}\nperplexity: {window: 32}\n");
+  const std::string run =
+      "run -q " + (d / "ppl.yaml").string() + " --results " + (d / "results").string();
   {
     const OutputLock held(d / "results", "ppl");  // as a first run would hold it
     // The lock is per open file: a second holder in this process is refused too.
@@ -459,9 +477,9 @@ TEST_CASE("one run per results directory: a second run or dump is refused by nam
     CHECK(listing(d / "results") == std::vector<std::string>{".ppl.lock"});
     // A dump to a file another dump is writing.
     const OutputLock dump_held(d.path, "k.h5");
-    const auto r2 = test::run_kvscope("dump -q -m " + model + " --tokenizer " + kTok +
-                                      " --text " + kText + " --n-seq 1 --seq-len 16 -o " +
-                                      (d / "k.h5").string());
+    const auto r2 =
+        test::run_kvscope("dump -q -m " + model + " --tokenizer " + kTok + " --text " + kText +
+                          " --n-seq 1 --seq-len 16 -o " + (d / "k.h5").string());
     CHECK(r2.exit_code == 1);
     CHECK_THAT(r2.err, Contains("k.h5 is being written by another kvscope process"));
     CHECK(!fs::exists(d / "k.h5"));
@@ -504,8 +522,8 @@ TEST_CASE("messages name what is wrong (class 10)", "[hardening][messages]") {
     std::string b = test::slurp(kSpmGguf);
     b.replace(0, 4, "GGUX");
     test::write_bytes(d / "bad.gguf", b);
-    CHECK_THAT(load_error(d / "bad.gguf"), Contains("bad.gguf") && Contains("not a GGUF file") &&
-                                               Contains("magic 0x58554747"));
+    CHECK_THAT(load_error(d / "bad.gguf"),
+               Contains("bad.gguf") && Contains("not a GGUF file") && Contains("magic 0x58554747"));
     const auto r = test::run_kvscope("generate -m " + (d / "bad.gguf").string() + " -n 1");
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("not a GGUF file") && !Contains("llama2.c"));
@@ -518,8 +536,7 @@ TEST_CASE("messages name what is wrong (class 10)", "[hardening][messages]") {
                Contains("'general.architecture' must be a string, got 7 (u32)"));
   }
   SECTION("tokenizer.json values of the wrong type name their key") {
-    const json base =
-        json::parse(test::slurp(kData + "/models/tinystories656K/tokenizer.json"));
+    const json base = json::parse(test::slurp(kData + "/models/tinystories656K/tokenizer.json"));
     struct Case {
       std::function<void(json&)> edit;
       std::string expect;
@@ -532,7 +549,9 @@ TEST_CASE("messages name what is wrong (class 10)", "[hardening][messages]") {
         {[](json& j) { j["added_tokens"] = json::array({5}); },
          "added_tokens[0]: expected an object with key 'id', got 5"},
         {[](json& j) { j["model"] = "BPE"; }, "model: expected an object, got \"BPE\""},
-        {[](json& j) { j["normalizer"] = {{"type", "Sequence"}, {"normalizers", "NFC"}}; },
+        {[](json& j) {
+           j["normalizer"] = {{"type", "Sequence"}, {"normalizers", "NFC"}};
+         },
          "normalizer Sequence.normalizers: expected an array, got \"NFC\""},
         {[](json& j) {
            j["post_processor"] = {{"type", "TemplateProcessing"},

@@ -156,7 +156,10 @@ T convert(const YAML::Node& n, const std::string& file, int line, const std::str
     auto s = plain_scalar(n);
     double v = 0;
     if (!s || !parse_double(*s, v)) type_error(n, file, line, path, "a number");
-    if (std::isfinite(v) && std::fabs(v) > std::numeric_limits<T>::max()) {
+    // No key means anything by .inf or .nan: a NaN would pass every range check (all
+    // comparisons are false) and run as a meaningless setting.
+    if (!std::isfinite(v)) type_error(n, file, line, path, "a finite number");
+    if (std::fabs(v) > std::numeric_limits<T>::max()) {
       type_error(n, file, line, path,
                  fmt::format("a number of magnitude <= {}", std::numeric_limits<T>::max()));
     }
