@@ -589,3 +589,53 @@ TEST_CASE("the JSON reader bounds nesting and reads integers exactly", "[hardeni
   CHECK(json_brief(json(std::numeric_limits<double>::infinity())) == "inf");
   CHECK(json_brief(json(std::string(300, 'a')), 10) == "\"aaaaaaaaa...");
 }
+
+TEST_CASE("malformed models of every class fail `kvscope dump` with one line and no output "
+          "file",
+          "[hardening][cli]") {
+  test::TempDir d("mal_cli_dump");
+  const std::string base = small_gguf(d.path);
+  struct Bad {
+    fs::path model;
+    std::string expect;
+  };
+  std::vector<Bad> bad;
+  {  // class 1: head size 0
+    std::string b = base;
+    patch<uint32_t>(b, value_at(b, "llama.attention.key_length"), 0);
+    test::write_bytes(d / "k0.gguf", b);
+    bad.push_back({d / "k0.gguf", "key_length"});
+  }
+  {  // class 4: an infinite eps
+    std::string b = base;
+    patch<float>(b, value_at(b, "llama.attention.layer_norm_rms_epsilon"),
+                 std::numeric_limits<float>::infinity());
+    test::write_bytes(d / "eps.gguf", b);
+    bad.push_back({d / "eps.gguf", "layer_norm_rms_epsilon"});
+  }
+  {  // class 3: 2.9 layers
+    write_synthetic_hf_model(d / "layers", small_spec());
+    set_config(d / "layers", "num_hidden_layers", "2.9");
+    bad.push_back({d / "layers", "got 2.9"});
+  }
+  {  // class 5: overlapping tensors
+    std::string b = base;
+    const std::string name = "blk.0.attn_v.weight";
+    const size_t at = b.find(name) + name.size();
+    const size_t off = at + 4 + 8 * peek<uint32_t>(b, at) + 4;
+    patch<uint64_t>(b, off, 0);  // onto token_embd.weight, the first tensor
+    test::write_bytes(d / "overlap.gguf", b);
+    bad.push_back({d / "overlap.gguf", "share bytes"});
+  }
+  fs::create_directories(d / "out");
+  for (const Bad& m : bad) {
+    CAPTURE(m.model);
+    const auto r = test::run_kvscope("dump -q -m " + m.model.string() + " --tokenizer " + kTok +
+                                     " --text " + kText + " --n-seq 1 --seq-len 8 -o " +
+                                     (d / "out" / "k.h5").string());
+    CHECK(r.exit_code == 1);
+    CHECK(one_line(r.err));
+    CHECK_THAT(r.err, Contains(m.model.filename().string()) && Contains(m.expect));
+    CHECK(listing(d / "out").empty());
+  }
+}
