@@ -83,7 +83,9 @@ std::pair<std::string, std::string> model_hashes(const std::vector<fs::path>& fi
     list[n] = h;
     lines += n + "  " + h + "\n";
   }
-  return {rows.size() == 1 ? rows[0].second : sha256_string(lines), list.dump()};
+  // A file name need not be UTF-8 (Linux allows any bytes): replaced, never a throw.
+  return {rows.size() == 1 ? rows[0].second : sha256_string(lines),
+          list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
 }
 
 // Maps sequences [first, first + count) of a [N, row...] dataset onto the whole dataset at
