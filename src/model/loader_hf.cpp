@@ -32,6 +32,19 @@ json read_json(const fs::path& p) {
   return parse_json(read_file_bytes(p, kJsonReadLimit), p.string());
 }
 
+// While parse_hf_config reads a config.json: its floating-point numbers as written, so a
+// refused value is quoted exactly ("1e39", not dump()'s "1e+39").
+thread_local const std::map<std::string, std::string>* t_written = nullptr;
+
+// The value at JSON pointer `path` of the config.json being read, as written.
+std::string written(const json& v, const std::string& path) {
+  if (v.is_number_float() && t_written != nullptr) {
+    const auto it = t_written->find(path);
+    if (it != t_written->end()) return it->second;
+  }
+  return json_brief(v);
+}
+
 // Strings and booleans, of exactly that JSON type.
 template <class T>
 T field(const json& j, const char* key, const fs::path& file) {
@@ -41,7 +54,8 @@ T field(const json& j, const char* key, const fs::path& file) {
   const json& v = j.at(key);
   constexpr bool kBool = std::is_same_v<T, bool>;
   KV_CHECK(kBool ? v.is_boolean() : v.is_string(), "{}: field '{}' must be {}, got {}",
-           file.string(), key, kBool ? "true or false" : "a string", json_brief(v));
+           file.string(), key, kBool ? "true or false" : "a string",
+           written(v, std::string("/") + key));
   return v.get<T>();
 }
 
@@ -57,7 +71,7 @@ int integer(const json& j, const char* key, const fs::path& file, int64_t lo, in
   KV_CHECK(j.contains(key), "{}: missing required field '{}'", file.string(), key);
   const std::optional<int64_t> v = json_integer(j.at(key), lo, hi);
   KV_CHECK(v.has_value(), "{}: field '{}' must be an integer in [{}, {}], got {}", file.string(),
-           key, lo, hi, json_brief(j.at(key)));
+           key, lo, hi, written(j.at(key), std::string("/") + key));
   return int(*v);
 }
 
@@ -75,7 +89,7 @@ double number_or(const json& j, const char* key, double dflt, const fs::path& fi
   const std::optional<double> v = json_finite(j.at(key));
   const bool ok = v && float(*v) >= lo && float(*v) <= hi && std::isfinite(float(*v));
   KV_CHECK(ok, "{}: field '{}' must be a finite number in [{}, {}]{}, got {}", file.string(), key,
-           lo, hi, v ? " (as a 32-bit float)" : "", json_brief(j.at(key)));
+           lo, hi, v ? " (as a 32-bit float)" : "", written(j.at(key), std::string("/") + key));
   return *v;
 }
 
@@ -163,7 +177,7 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (k == "quantization_config") why = "quantized checkpoints are not supported";
     throw Error(fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
                             "the model is refused rather than computed wrongly",
-                            file.string(), k, json_brief(v), type, why));
+                            file.string(), k, written(v, "/" + k), type, why));
   }
 }
 
@@ -187,7 +201,8 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
   auto number = [&](const char* k) {
     const std::optional<double> v = r.contains(k) ? json_finite(r[k]) : std::nullopt;
     KV_CHECK(v.has_value(), "{}: rope_scaling of type '{}' needs a finite number '{}', got {}",
-             file.string(), type, k, r.contains(k) ? json_brief(r[k]) : "nothing");
+             file.string(), type, k,
+             r.contains(k) ? written(r[k], std::string("/rope_scaling/") + k) : "nothing");
     allowed.insert(k);
     return *v;
   };
@@ -219,7 +234,8 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
       for (size_t i = 0; i < r[k].size(); ++i) {
         const std::optional<double> e = json_finite(r[k][i]);
         KV_CHECK(e && *e > 0, "{}: rope_scaling.{}[{}] must be a positive finite number, got {}",
-                 file.string(), k, i, json_brief(r[k][i]));
+                 file.string(), k, i,
+                 written(r[k][i], fmt::format("/rope_scaling/{}/{}", k, i)));
         dst.push_back(*e);
       }
     }
@@ -229,7 +245,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
       rs.attention_factor = number("attention_factor");
       KV_CHECK(rs.attention_factor > 0, "{}: rope_scaling.attention_factor must be positive "
                "(it multiplies cos and sin), got {}", file.string(),
-               json_brief(r["attention_factor"]));
+               written(r["attention_factor"], "/rope_scaling/attention_factor"));
     }
     allowed.insert("attention_factor");
   } else {
@@ -348,7 +364,8 @@ void parse_phi3(const json& j, ModelConfig& c, const fs::path& file) {
   // means "all of head_dim" here: refused rather than computed as full rotary.
   KV_CHECK(c.rotary_dim > 0, "{}: partial_rotary_factor {} x head_dim {} gives {} rotary "
            "dimensions (int(head_dim * factor)); at least 2 are needed", file.string(),
-           json_brief(j["partial_rotary_factor"]), c.head_dim, c.rotary_dim);
+           written(j["partial_rotary_factor"], "/partial_rotary_factor"), c.head_dim,
+           c.rotary_dim);
   // Phi3's window applies to every layer; 0 (null) means none.
   c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
   const int original =
@@ -364,7 +381,13 @@ void parse_phi3(const json& j, ModelConfig& c, const fs::path& file) {
 }
 
 ModelConfig parse_hf_config(const fs::path& file) {
-  const json j = read_json(file);
+  const std::string text = read_file_bytes(file, kJsonReadLimit);
+  const json j = parse_json(text, file.string());
+  const std::map<std::string, std::string> floats = json_float_texts(text);
+  t_written = &floats;
+  struct Reset {
+    ~Reset() { t_written = nullptr; }
+  } reset;
   KV_CHECK(j.is_object(), "{}: expected a JSON object", file.string());
   const std::string type = field_or<std::string>(j, "model_type", "llama", file);
   KV_CHECK(type != "gemma3",
@@ -442,7 +465,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
     for (size_t i = 0; i < ids.size(); ++i) {
       const std::optional<int64_t> id = json_integer(ids[i], 0, INT32_MAX);
       KV_CHECK(id.has_value(), "{}: field 'eos_token_id' must hold integers in [0, {}], got {} "
-               "at index {}", file.string(), INT32_MAX, json_brief(ids[i]), i);
+               "at index {}", file.string(), INT32_MAX,
+               written(ids[i], fmt::format("/eos_token_id/{}", i)), i);
       (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = int32_t(*id);
     }
   } else {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -30,6 +31,12 @@ nlohmann::json parse_json(std::string_view text, const std::string& source,
 // The value as written (dump()), cut to `max_chars` with "..." so a message stays a line.
 // Non-finite floats, which dump() writes as null, are shown as nan / inf / -inf.
 std::string json_brief(const nlohmann::json& v, size_t max_chars = 120);
+
+// The text of every floating-point number in `text` as written ("1e39", "2.90"), by its
+// JSON pointer ("/rms_norm_eps", "/rope_scaling/factor", "/eos_token_id/1"): a message can
+// then quote a refused value exactly, where dump() would write 1e+39 or 2.9. Integers
+// print as written anyway. Empty when `text` is not JSON.
+std::map<std::string, std::string> json_float_texts(std::string_view text);
 
 // v as an int64 when it is a JSON integer (not a boolean, not a float such as 2.0 or 2.9)
 // in [lo, hi]; nullopt otherwise.
