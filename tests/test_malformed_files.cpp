@@ -520,6 +520,16 @@ TEST_CASE("messages name what is wrong (class 10)", "[hardening][messages]") {
     CHECK_THAT(r.err, Contains("unknown command 'frobnicate'") && Contains("generate") &&
                           Contains("tokenize"));
   }
+  SECTION("an unknown plot kind is named; a bound is stated without DBL_MAX") {
+    const auto r = test::run_kvscope("plot bogus x.csv");
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Contains("unknown command 'bogus' for 'kvscope plot'") &&
+                          Contains("heads"));
+    const auto n = test::run_kvscope("generate -m x -n -1");
+    CHECK(n.exit_code == 1);
+    CHECK(one_line(n.err));
+    CHECK_THAT(n.err, Contains("--max-tokens: must be >= 0, got -1") && !Contains("1797693"));
+  }
   SECTION("a .gguf file with a wrong magic is a broken GGUF file") {
     std::string b = test::slurp(kSpmGguf);
     b.replace(0, 4, "GGUX");

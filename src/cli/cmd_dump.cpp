@@ -60,8 +60,8 @@ Action add_dump(CLI::App& app) {
                  "plain: a line equal to this separates documents");
   app.add_option("--max-docs", a->max_docs, "read at most this many documents (0: all)");
   app.add_option("--seq-len", a->opt.seq_len, "tokens per sequence incl. BOS (0: model context)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--n-seq", a->opt.n_seq, "number of sequences")->check(CLI::PositiveNumber);
+      ->check(at_least(0));
+  app.add_option("--n-seq", a->opt.n_seq, "number of sequences")->check(at_least(1));
   app.add_option("--out,-o", a->out, "output FILE.h5")->required();
   app.add_option("--tensors", a->tensors, "comma list of k_pre_rope,k,v,q,attn_out")
       ->delimiter(',');
@@ -72,15 +72,15 @@ Action add_dump(CLI::App& app) {
   app.add_option("--chunk-seqs", a->opt.chunk_seqs,
                  "sequences per chunk; with --chunk-heads 0 (default): contiguous datasets when "
                  "uncompressed, one head of one sequence per chunk when compressed")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_option("--chunk-heads", a->opt.chunk_heads, "heads per chunk (0: see --chunk-seqs)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_flag("--force", a->opt.force, "overwrite an existing output file");
   app.add_flag("--allow-extrapolation", a->opt.allow_extrapolation,
                "allow --seq-len beyond the model's trained context");
   app.add_option("--max-bytes", a->max_bytes,
                  "read at most this many bytes of text (0: as much as the sequences need)");
-  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "no summary on stderr");
   return [a]() {
     set_threads(a->threads);

@@ -24,13 +24,13 @@ Action add_generate(CLI::App& app) {
                  "tokenizer file (default: tokenizer.json, *.model or tok*.bin beside the model)");
   app.add_option("--prompt,-p", a->prompt, "text to continue (default: start from BOS)");
   app.add_option("--max-tokens,-n", a->max_tokens, "new tokens at most")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_option("--temperature,-t", a->temperature, "sampling temperature; 0 is greedy")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_option("--top-p", a->top_p, "nucleus sampling mass in (0, 1]")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--seed,-s", a->seed, "random seed for sampling");
-  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", a->threads, "threads (0: all cores)")->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "do not print timings to stderr");
   return [a]() {
     set_threads(a->threads);

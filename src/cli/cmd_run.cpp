@@ -18,7 +18,7 @@ Action add_run(CLI::App& app) {
       ->check(CLI::ExistingFile);
   app.add_option("--results", a->results, "results root directory");
   app.add_option("--threads", a->threads, "threads, overriding the config (0: all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "no progress lines on stderr");
   app.add_option("--digits", a->digits,
                  "significant digits of every float in the CSVs (17: exact doubles, to compare "

@@ -90,7 +90,7 @@ Action add_tables(CLI::App& app) {
   auto a = std::make_shared<Args>();
   app.add_option("--only", a->only, "run only these configs (name or file stem); repeatable");
   app.add_option("--threads", a->threads, "threads for every run, overriding the configs")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   app.add_option("--configs", a->configs, "directory of experiment configs");
   app.add_option("--results", a->results, "results root directory");
   app.add_flag("--force", a->force, "rerun even the experiments that are up to date");

@@ -10,6 +10,18 @@ namespace kvscope::cli {
 
 using Action = std::function<int()>;
 
+// A number >= `lo` (CLI11's NonNegativeNumber prints its range up to DBL_MAX): the message
+// says "must be >= 0, got -1". Text that is no number is left to CLI11's conversion.
+inline CLI::Validator at_least(double lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v) || v >= lo) return "";
+        return "must be >= " + CLI::detail::to_string(lo) + ", got " + s;
+      },
+      ">= " + CLI::detail::to_string(lo));
+}
+
 // Writes to stdout; throws Error "writing to standard output failed: REASON" as soon as a
 // write fails (a full disk, /dev/full, a closed stream), so a command stops instead of
 // computing output nobody gets. main() checks the final flush the same way.

@@ -74,18 +74,28 @@ int run_main(int argc, char** argv) {
       kvscope::cli::add_tables);
   add("tokenize", "Print the token ids (or id and piece) a model's tokenizer gives a text",
       kvscope::cli::add_tokenize);
-  // CLI11 reports an unknown command as "A subcommand is required": name it instead.
-  if (argc > 1 && argv[1][0] != '-') {
-    std::string names;
-    bool known = false;
-    for (const auto& [sub, action] : actions) {
-      known |= sub->get_name() == argv[1];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      error_line("kvscope: error: ", fmt::format("unknown command '{}' (commands: {}; see "
-                                                 "'kvscope --help')", argv[1], names));
-      return 1;
+  // CLI11 reports an unknown command as "A subcommand is required": name it instead, at
+  // every level (kvscope plot KIND).
+  {
+    const CLI::App* at = &app;
+    std::string path = "kvscope";
+    for (int i = 1; i < argc && argv[i][0] != '-'; ++i) {
+      const auto subs = at->get_subcommands([](const CLI::App*) { return true; });
+      if (subs.empty()) break;
+      const CLI::App* next = nullptr;
+      std::string names;
+      for (const CLI::App* sub : subs) {
+        if (sub->get_name() == argv[i]) next = sub;
+        names += (names.empty() ? "" : ", ") + sub->get_name();
+      }
+      if (next == nullptr) {
+        error_line("kvscope: error: ",
+                   fmt::format("unknown command '{}' for '{}' (commands: {}; see '{} --help')",
+                               argv[i], path, names, path));
+        return 1;
+      }
+      at = next;
+      path += " " + next->get_name();
     }
   }
   try {
