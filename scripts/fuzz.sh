@@ -50,7 +50,10 @@ seed() {  # seed TARGET FILE...
   mkdir -p "$dir"
   for f in "$@"; do cp -f "$f" "$dir/seed_$(basename "$(dirname "$f")")_$(basename "$f")"; done
 }
-"$build/fuzz/make_seeds" "$build/seeds" >/dev/null
+seeds="$build/seeds.$$"  # this run's own: smoke tests run side by side
+case " ${targets[*]} " in
+  *" gguf "*|*" safetensors "*) "$build/fuzz/make_seeds" "$seeds" >/dev/null ;;
+esac
 for t in "${targets[@]}"; do
   case $t in
     safetensors)
@@ -59,9 +62,9 @@ for t in "${targets[@]}"; do
         { cat "$m/config.json"; printf '\n--8<--\n'; cat "$m/model.safetensors"; } \
           > "$build/corpus/safetensors/seed_$(basename "$m")"
       done
-      seed safetensors "$build"/seeds/safetensors/* ;;
+      seed safetensors "$seeds"/safetensors/* ;;
     llama2c) seed llama2c data/models/stories260K/stories260K.bin ;;
-    gguf) seed gguf fuzz/seeds/gguf/*.gguf "$build"/seeds/gguf/*.gguf ;;
+    gguf) seed gguf fuzz/seeds/gguf/*.gguf "$seeds"/gguf/*.gguf ;;
     tokenizer_json) seed tokenizer_json data/models/tinystories656K/tokenizer.json tests/data/tokenizers/*/tokenizer.json ;;
     tokenizer_bin) seed tokenizer_bin data/models/stories260K/tok512.bin ;;
     sentencepiece) seed sentencepiece data/models/babyllama105/tok105.model ;;
@@ -69,6 +72,8 @@ for t in "${targets[@]}"; do
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done
+
+rm -rf "$seeds"
 
 run_one() {
   local t=$1
