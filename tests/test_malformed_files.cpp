@@ -140,7 +140,8 @@ TEST_CASE(
     patch<uint32_t>(b, value_at(b, "llama.attention.value_length"), 0);
     test::write_bytes(p, b);
     CHECK_THAT(load_error(p),
-               Contains("m.gguf") && Contains("key_length") && Contains("must be positive, got 0"));
+               Contains("m.gguf") && Contains("'llama.attention.key_length'") &&
+                   Contains("must be an integer in [1, 16777216], got 0 (u32)"));
     // The command line ends within the timeout (the old loader spun forever).
     const auto r = test::run_kvscope_sh(
         "timeout -s KILL 60 ", "generate -m " + p.string() + " --tokenizer " + kTok + " -n 1");
@@ -177,7 +178,18 @@ TEST_CASE(
     std::string b = base;
     patch<uint32_t>(b, value_at(b, "llama.attention.head_count_kv"), 0);
     test::write_bytes(p, b);
-    CHECK_THAT(load_error(p), Contains("n_kv_heads' must be positive, got 0"));
+    CHECK_THAT(load_error(p), Contains("'llama.attention.head_count_kv' must be an integer in "
+                                       "[1, 16777216], got 0"));
+    // Every size that the file states is checked under its own key.
+    for (const char* key : {"llama.context_length", "llama.embedding_length",
+                            "llama.feed_forward_length", "llama.block_count",
+                            "llama.attention.head_count"}) {
+      CAPTURE(key);
+      std::string z = base;
+      patch<uint32_t>(z, value_at(z, key), 0);
+      test::write_bytes(p, z);
+      CHECK_THAT(load_error(p), Contains(std::string("'") + key + "' must be an integer in [1, "));
+    }
   }
 }
 

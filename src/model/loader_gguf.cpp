@@ -33,15 +33,18 @@ struct Meta {
 
   bool has(const std::string& k) const { return g.metadata.contains(arch + "." + k); }
   const json& at(const std::string& k) const { return g.metadata.at(arch + "." + k); }
-  int64_t integer(const std::string& k) const {
+  // An integer in [lo, 2^24] (sizes and counts: lo 1, so a 0 is refused by its key).
+  int64_t integer(const std::string& k, int64_t lo = 0) const {
     KV_CHECK(has(k), "{}: metadata '{}.{}' is missing", src, arch, k);
     const json& v = at(k);
-    const std::optional<int64_t> i = json_integer(v, 0, int64_t(1) << 24);
-    KV_CHECK(i.has_value(), "{}: metadata '{}.{}' must be an integer in [0, 16777216], got {} "
-             "({})", src, arch, k, json_brief(v), type_of(k));
+    const std::optional<int64_t> i = json_integer(v, lo, int64_t(1) << 24);
+    KV_CHECK(i.has_value(), "{}: metadata '{}.{}' must be an integer in [{}, 16777216], got {} "
+             "({})", src, arch, k, lo, json_brief(v), type_of(k));
     return *i;
   }
-  int64_t integer_or(const std::string& k, int64_t d) const { return has(k) ? integer(k) : d; }
+  int64_t integer_or(const std::string& k, int64_t d, int64_t lo = 0) const {
+    return has(k) ? integer(k, lo) : d;
+  }
   std::string type_of(const std::string& k) const {
     auto it = g.metadata_type.find(arch + "." + k);
     return it == g.metadata_type.end() ? "?" : it->second;
@@ -193,18 +196,15 @@ Model load_gguf(const fs::path& path) {
   m.files = {path};
   ModelConfig& c = m.config;
   c.arch = arch;
-  c.dim = int(meta.integer("embedding_length"));
-  c.hidden_dim = int(meta.integer("feed_forward_length"));
-  c.n_layers = int(meta.integer("block_count"));
-  c.n_heads = int(meta.integer("attention.head_count"));
-  c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads));
-  KV_CHECK(c.n_heads > 0, "{}: {}.attention.head_count must be positive, got 0", src, arch);
+  c.dim = int(meta.integer("embedding_length", 1));
+  c.hidden_dim = int(meta.integer("feed_forward_length", 1));
+  c.n_layers = int(meta.integer("block_count", 1));
+  c.n_heads = int(meta.integer("attention.head_count", 1));
+  c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads, 1));
   KV_CHECK(meta.has("attention.key_length") || c.dim >= c.n_heads,
            "{}: {}.embedding_length {} is smaller than attention.head_count {}, so the head "
            "size embedding_length / head_count is 0", src, arch, c.dim, c.n_heads);
-  c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads));
-  KV_CHECK(c.head_dim > 0, "{}: {}.attention.key_length (the head size) must be positive, "
-           "got 0", src, arch);
+  c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads, 1));
   KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
            "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
            arch, meta.integer("attention.value_length"), c.head_dim);
@@ -219,7 +219,7 @@ Model load_gguf(const fs::path& path) {
              "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
              "supported for this architecture", src, arch, rot, c.head_dim);
   }
-  c.max_seq_len = int(meta.integer_or("context_length", 2048));
+  c.max_seq_len = int(meta.integer_or("context_length", 2048, 1));
   c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5, 1e-30, 1.0));
   c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0, 1e-30));
   c.rope_layout = RopeLayout::kRotateHalf;  // after un-permuting llama's Q/K rows
@@ -258,7 +258,7 @@ Model load_gguf(const fs::path& path) {
   };
   Weights& w = m.weights;
   w.tok_embedding = get("token_embd.weight");
-  c.vocab_size = int(meta.integer_or("vocab_size", w.tok_embedding.rows));
+  c.vocab_size = int(meta.integer_or("vocab_size", w.tok_embedding.rows, 1));
   c.tied_embeddings = g.find("output.weight") == nullptr;  // the converter drops a tied head
   w.classifier = c.tied_embeddings ? w.tok_embedding : get("output.weight");
   w.final_norm = get("output_norm.weight");
