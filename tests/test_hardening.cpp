@@ -20,6 +20,8 @@
 #include "test_util.hpp"
 
 using namespace kvscope;
+using test::listing;
+using test::one_line;
 using Catch::Contains;
 namespace fs = std::filesystem;
 
@@ -48,19 +50,6 @@ SyntheticSpec tiny_spec(int layers) {
   spec.config.vocab_size = 32;
   spec.config.max_seq_len = 16;
   return spec;
-}
-
-// Exactly one line on stderr, ending in a newline.
-bool one_line(const std::string& err) {
-  return !err.empty() && err.back() == '\n' && err.find('\n') == err.size() - 1;
-}
-
-// The files a failed command left in `dir` (names), for "nothing left behind" checks.
-std::vector<std::string> listing(const fs::path& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 std::string dump_args(const std::string& model, const std::string& out,

@@ -20,6 +20,8 @@
 #include "test_util.hpp"
 
 using namespace kvscope;
+using test::listing;
+using test::one_line;
 using Catch::Contains;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -33,17 +35,6 @@ const std::string kText = kData + "/text/tinystories/tinystories_valid_head.txt"
 // One-layer llama, dim 32, 2 heads of 16, context 32, SentencePiece vocabulary (written by
 // tests/gguf_convert.hpp; see docs/fuzzing.md).
 const std::string kSpmGguf = kSource + "/fuzz/seeds/gguf/llama_f32_spm.gguf";
-
-bool one_line(const std::string& err) {
-  return !err.empty() && err.back() == '\n' && err.find('\n') == err.size() - 1;
-}
-
-std::vector<std::string> listing(const fs::path& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 // GGUF metadata key `key`: the offset of its value (after the key's length, text and the
 // u32 value type), found by the key's text.
@@ -86,22 +77,21 @@ std::string small_gguf(const fs::path& dir) {
   return test::slurp(dir / "base.gguf");
 }
 
-std::string load_error(const fs::path& p) {
+// The message of the Error `load(p)` throws (another exception fails the test).
+template <class Load>
+std::string error_of(Load&& load, const fs::path& p) {
   try {
-    load_model(p);
+    load(p);
   } catch (const Error& e) {
     return e.what();
   }
   return "(loaded without an error)";
 }
-
+std::string load_error(const fs::path& p) {
+  return error_of([](const fs::path& f) { load_model(f); }, p);
+}
 std::string tokenizer_error(const fs::path& p) {
-  try {
-    load_tokenizer(p);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(loaded without an error)";
+  return error_of([](const fs::path& f) { load_tokenizer(f); }, p);
 }
 
 // config.json of `dir` with `key` set to the JSON text `value`, byte for byte as given

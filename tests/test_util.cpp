@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -43,6 +44,17 @@ void write_bytes(const fs::path& p, const std::string& bytes) {
 
 CliResult run_kvscope(const std::string& args, const fs::path& cwd) {
   return run_kvscope_sh("", args, cwd);
+}
+
+bool one_line(const std::string& err) {
+  return !err.empty() && err.back() == '\n' && err.find('\n') == err.size() - 1;
+}
+
+std::vector<std::string> listing(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 CliResult run_kvscope_sh(const std::string& prefix, const std::string& args, const fs::path& cwd) {

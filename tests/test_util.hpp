@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace kvscope::test {
 
@@ -25,6 +26,11 @@ std::filesystem::path npm_modules();
 // The bytes of a file ("" when it cannot be read: tests assert on content).
 std::string slurp(const std::filesystem::path& p);
 void write_bytes(const std::filesystem::path& p, const std::string& bytes);
+
+// Exactly one line on stderr, ending in a newline.
+bool one_line(const std::string& err);
+// The names of the files in `dir`, sorted: "nothing left behind" checks.
+std::vector<std::string> listing(const std::filesystem::path& dir);
 
 struct CliResult {
   int exit_code = -1;
