@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -80,20 +81,53 @@ class Bar {
 
 }  // namespace
 
+namespace {
+
+// The training configs whose checkpoints `config` loads and that are missing: the
+// checkpoints under RESULTS/checkpoints/ are git-ignored, so on a fresh clone a later
+// training stage needs its predecessor rerun first. Read from its last manifest's inputs.
+std::vector<std::string> missing_checkpoint_producers(const std::string& name,
+                                                      const fs::path& results) {
+  std::vector<std::string> producers;
+  RunManifest m;
+  try {
+    m = read_manifest(results / name / "manifest.json");
+  } catch (const Error&) {
+    return producers;
+  }
+  const fs::path root = fs::absolute(results / "checkpoints").lexically_normal();
+  for (const FileRecord& r : m.inputs) {
+    const fs::path rel = fs::absolute(r.path).lexically_normal().lexically_relative(root);
+    if (rel.empty() || *rel.begin() == ".." || fs::exists(r.path)) continue;
+    const std::string producer = rel.begin()->string();
+    if (std::count(producers.begin(), producers.end(), producer) == 0)
+      producers.push_back(producer);
+  }
+  return producers;
+}
+
+}  // namespace
+
 Action add_tables(CLI::App& app) {
   struct Args {
     std::vector<std::string> only;
     std::string configs = "configs", results = "results";
     int threads = -1;
-    bool force = false, progress_bar = false, report_only = false, dry_run = false;
+    bool force = false, train = false, report_only = false, dry_run = false;
   };
   auto a = std::make_shared<Args>();
-  app.add_option("--only", a->only, "run only these configs (name or file stem); repeatable");
+  app.add_option("--only", a->only,
+                 "run only these configs (name or file stem); repeatable; naming a training "
+                 "config asks for it as --train does");
   app.add_option("--threads", a->threads, "threads for every run, overriding the configs")
       ->check(at_least(0));
-  app.add_option("--configs", a->configs, "directory of experiment configs");
-  app.add_option("--results", a->results, "results root directory");
+  app.add_option("--configs", a->configs, "directory of experiment configs")
+      ->capture_default_str();
+  app.add_option("--results", a->results, "results root directory")->capture_default_str();
   app.add_flag("--force", a->force, "rerun even the experiments that are up to date");
+  app.add_flag("--train", a->train,
+               "also rerun the stale training configs (kind: train), and the earlier stages "
+               "whose checkpoints they load; without it training results are left as they are");
   app.add_flag("--dry-run", a->dry_run,
                "run nothing: list the configs that would run, and why, on stdout");
   app.add_flag("--report-only", a->report_only,
@@ -118,37 +152,97 @@ Action add_tables(CLI::App& app) {
       std::string name, why;
       double expected;
     };
-    std::vector<Job> jobs;
+    // Every config is read (and so validated) before any run.
+    struct Entry {
+      fs::path config;
+      ConfigSummary summary;
+    };
+    std::vector<Entry> entries;
+    for (const fs::path& c : configs) entries.push_back({c, read_config(c, opt)});
+    const auto named = [&](const Entry& e) {
+      return std::count(a->only.begin(), a->only.end(), e.summary.name) > 0 ||
+             std::count(a->only.begin(), a->only.end(), e.config.stem().string()) > 0;
+    };
     std::vector<std::string> unmatched = a->only;
-    size_t fresh = 0;
-    for (const fs::path& c : configs) {
-      const ConfigSummary s = read_config(c, opt);  // validates every config before any run
-      const bool wanted = a->only.empty() || std::count(a->only.begin(), a->only.end(), s.name) ||
-                          std::count(a->only.begin(), a->only.end(), c.stem().string());
-      if (!wanted) continue;
-      std::erase(unmatched, s.name);
-      std::erase(unmatched, c.stem().string());
-      const std::string why = a->force ? "--force" : stale_reason(c, opt);
-      if (why.empty()) {
-        if (a->dry_run)
-          std::printf("up to date  %s\n", s.name.c_str());
-        else
-          std::fprintf(stderr, "%s: up to date, skipped\n", s.name.c_str());
-        ++fresh;
-        continue;
-      }
-      if (a->dry_run) std::printf("would run   %s: %s\n", s.name.c_str(), why.c_str());
-      double expected = 60;  // a first run: a guess
-      try {
-        expected = read_manifest(opt.results_root / s.name / "manifest.json").wall_seconds;
-      } catch (const Error&) {
-      }
-      jobs.push_back({c, s.name, why, expected});
+    for (const Entry& e : entries) {
+      std::erase(unmatched, e.summary.name);
+      std::erase(unmatched, e.config.stem().string());
     }
     KV_CHECK(unmatched.empty(), "tables: --only {}: no config of that name in {}",
              unmatched.front(), a->configs);
+    const auto expected_seconds = [&](const std::string& name) {
+      try {
+        return read_manifest(opt.results_root / name / "manifest.json").wall_seconds;
+      } catch (const Error&) {
+        return 60.0;  // a first run: a guess
+      }
+    };
+    std::vector<Job> jobs;
+    size_t fresh = 0, skipped = 0;
+    // One line per config, printed once every decision is made (an up-to-date training
+    // stage may still have to run for a later one).
+    std::vector<std::pair<std::string, std::string>> lines;  // config name, line
+    const auto say = [&](const char* status, const std::string& name, const std::string& why) {
+      const std::string line =
+          a->dry_run ? fmt::format("{:<11} {}{}{}", status, name, why.empty() ? "" : ": ", why)
+                     : fmt::format("{}: {}{}{}{}", name, status, why.empty() ? "" : " (", why,
+                                   why.empty() ? "" : ")");
+      for (auto& [n, l] : lines)
+        if (n == name) {
+          l = line;
+          return;
+        }
+      lines.emplace_back(name, line);
+    };
+    // Queues a run; a training stage first queues the earlier stages whose checkpoints it
+    // loads and that are missing (a fresh clone has none), recursively.
+    std::function<void(const std::string&, const std::string&, const fs::path&, bool)> schedule =
+        [&](const std::string& name, const std::string& why, const fs::path& config,
+            bool training) {
+          if (std::any_of(jobs.begin(), jobs.end(), [&](const Job& j) { return j.name == name; }))
+            return;
+          for (const auto& [n, l] : lines)  // it was counted as up to date or skipped
+            if (n == name) --(l.find("up to date") != std::string::npos ? fresh : skipped);
+          for (const std::string& p :
+               training ? missing_checkpoint_producers(name, opt.results_root)
+                        : std::vector<std::string>{}) {
+            auto it = std::find_if(entries.begin(), entries.end(),
+                                   [&](const Entry& x) { return x.summary.name == p; });
+            KV_CHECK(it != entries.end(),
+                     "tables: {} loads the checkpoint {}, which is missing, and no config in {} "
+                     "is named '{}' to make it",
+                     name, (opt.results_root / "checkpoints" / p).string(), a->configs, p);
+            schedule(p, "its checkpoint (not committed) is needed by " + name, it->config,
+                     it->summary.kind == "train");
+          }
+          say("would run", name, why);
+          jobs.push_back({config, name, why, expected_seconds(name)});
+        };
+    for (const Entry& e : entries) {
+      const std::string& name = e.summary.name;
+      if (!a->only.empty() && !named(e)) continue;
+      const bool training = e.summary.kind == "train";
+      const std::string why = a->force ? "--force" : stale_reason(e.config, opt);
+      if (why.empty()) {
+        say("up to date", name, "");
+        ++fresh;
+        continue;
+      }
+      if (training && !a->train && !named(e)) {
+        say("skipped", name,
+            "a training run, " + why + "; its results stay as they are: pass --train to retrain");
+        ++skipped;
+        continue;
+      }
+      schedule(name, why, e.config, training);
+    }
+    for (const auto& [n, l] : lines)
+      if (a->dry_run)
+        std::printf("%s\n", l.c_str());
+      else if (l.find(": would run") == std::string::npos)
+        std::fprintf(stderr, "%s\n", l.c_str());
     if (a->dry_run) {
-      std::printf("%zu would run, %zu up to date\n", jobs.size(), fresh);
+      std::printf("%zu would run, %zu up to date, %zu skipped\n", jobs.size(), fresh, skipped);
       return 0;
     }
     const bool tty = ::isatty(STDERR_FILENO) != 0;
@@ -159,6 +253,8 @@ Action add_tables(CLI::App& app) {
     opt.verbose = !tty;
     opt.force = true;  // staleness was decided above
     const auto t0 = std::chrono::steady_clock::now();
+    // A failed run does not stop the others (nor the report); the exit status says it.
+    std::vector<std::string> failed;
     for (size_t i = 0; i < jobs.size(); ++i) {
       const Job& j = jobs[i];
       if (bar)
@@ -168,20 +264,30 @@ Action add_tables(CLI::App& app) {
                      jobs.size(), j.name.c_str(), j.why.c_str(), mmss(j.expected).c_str(),
                      mmss(total - done).c_str());
       const auto s0 = std::chrono::steady_clock::now();
-      run_experiment(j.config, opt);
+      try {
+        run_experiment(j.config, opt);
+      } catch (const std::exception& e) {
+        if (bar) std::fprintf(stderr, "\n");
+        std::fprintf(stderr, "[%zu/%zu] %s: FAILED: %s\n", i + 1, jobs.size(), j.name.c_str(),
+                     one_line(e.what()).c_str());
+        failed.push_back(j.name);
+      }
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
       done += j.expected;
-      if (!bar)
+      if (!bar && (failed.empty() || failed.back() != j.name))
         std::fprintf(stderr, "[%zu/%zu] %s: done in %s\n", i + 1, jobs.size(), j.name.c_str(),
                      mmss(secs).c_str());
     }
     bar.reset();
     write_report(opt.results_root);
     std::fprintf(
-        stderr, "%zu run, %zu up to date, in %s; wrote %s\n", jobs.size(), fresh,
+        stderr, "%zu run, %zu failed, %zu up to date, %zu skipped, in %s; wrote %s\n",
+        jobs.size() - failed.size(), failed.size(), fresh, skipped,
         mmss(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()).c_str(),
         (opt.results_root / "REPORT.md").c_str());
+    KV_CHECK(failed.empty(), "tables: {} of {} runs failed: {} (the rest ran; REPORT.md was "
+             "rewritten)", failed.size(), jobs.size(), fmt::join(failed, ", "));
     return 0;
   };
 }

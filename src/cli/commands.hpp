@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace kvscope::cli {
@@ -26,6 +27,11 @@ inline CLI::Validator at_least(double lo) {
 // write fails (a full disk, /dev/full, a closed stream), so a command stops instead of
 // computing output nobody gets. main() checks the final flush the same way.
 void write_stdout(std::string_view bytes);
+
+// An error as one line whatever it quotes: a name from a file may hold a newline, a NUL
+// (which would end the line for printf's %s) or a terminal control byte; those are written
+// as C escapes.
+std::string one_line(std::string_view s);
 
 Action add_generate(CLI::App& app);
 Action add_run(CLI::App& app);

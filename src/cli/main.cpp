@@ -16,25 +16,8 @@
 
 namespace {
 
-// An error as one line whatever it quotes: a name from a file may hold a newline, a NUL
-// (which would end the line for printf's %s) or a terminal control byte; those are written
-// as C escapes.
-std::string one_line(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char ch : s) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (ch == '\n') out += "\\n";
-    else if (ch == '\r') out += "\\r";
-    else if (ch == '\t') out += "\\t";
-    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\x{:02x}", u);
-    else out += ch;
-  }
-  return out;
-}
-
 void error_line(std::string_view prefix, std::string_view what) {
-  const std::string line = std::string(prefix) + one_line(what) + "\n";
+  const std::string line = std::string(prefix) + kvscope::cli::one_line(what) + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 

@@ -118,7 +118,8 @@ struct ConfigSummary {
 ConfigSummary read_config(const std::filesystem::path& config_file, const RunOptions& opt = {});
 
 // Why results/NAME/ is not an up-to-date output of `config_file`, or "" when it is: its
-// manifest exists, lists outputs that all exist, records the same config, threads and
+// manifest exists, lists outputs that all exist (HDF5 dumps excepted: they are not
+// committed, so a fresh clone lacks them), records the same config, threads and
 // source fingerprint (source_fingerprint(): the sources, not the binary, whose bytes
 // differ with every compiler), and every input file still has the recorded sha256.
 // A `train` run is the exception to the source rule: what it made is a model (shipped in
