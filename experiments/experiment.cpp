@@ -30,8 +30,8 @@ std::vector<ModelSpec> parse_models(YamlMap& root) {
   std::vector<ModelSpec> out;
   for (YamlMap& m : root.list_of_maps("models")) {
     ModelSpec s;
-    s.path = m.get<std::string>("path");
-    s.tokenizer = m.get_or<std::string>("tokenizer", "");
+    s.path = m.get_path("path");
+    s.tokenizer = m.get_path_or("tokenizer", "");
     const bool dir = fs::is_directory(s.path);
     s.name = m.get_or<std::string>("name", last_name(dir ? s.path : s.path.parent_path()));
     check_plain_name(s.name, yaml_detail::location(m.file(), m.key_line("name")),
@@ -151,7 +151,7 @@ void check_plain_name(const std::string& name, const std::string& where,
 
 TextSpec parse_text_spec(YamlMap& t) {
   TextSpec s;
-  s.path = t.get<std::string>("path");
+  s.path = t.get_path("path");
   s.name = t.get_or<std::string>("name", s.path.stem().string());
   check_plain_name(s.name, yaml_detail::location(t.file(), t.key_line("name")),
                    t.key_path("name"));

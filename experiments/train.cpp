@@ -310,7 +310,7 @@ ExperimentKind train_kind() {
   k.needs_models = false;
   k.prepare = [](YamlMap& s) -> ExperimentRun {
     TrainConfig cfg;
-    cfg.tokenizer = s.get<std::string>("tokenizer");
+    cfg.tokenizer = s.get_path("tokenizer").string();
     KV_CHECK(std::filesystem::exists(cfg.tokenizer), "{}: train.tokenizer '{}' does not exist",
              s.file(), cfg.tokenizer);
     YamlMap a = s.map("architecture");
@@ -362,10 +362,10 @@ ExperimentKind train_kind() {
       cfg.probe = parse_probe_options(p);
       cfg.induction_eval = true;
     }
-    cfg.checkpoint = s.get_or<std::string>("checkpoint", "");
+    cfg.checkpoint = s.get_path_or("checkpoint", "").string();
     // Checked when the run starts, not here: `kvscope tables` reads every config before
     // running any, and a later stage's init is an earlier stage's checkpoint.
-    cfg.init = s.get_or<std::string>("init", "");
+    cfg.init = s.get_path_or("init", "").string();
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);
     // Everything but `steps` (raising it continues a finished run, on a new schedule), the

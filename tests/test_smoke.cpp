@@ -238,3 +238,27 @@ TEST_CASE("run refuses to replace existing results without --force", "[smoke][cl
   CHECK(r.exit_code == 0);
   CHECK(test::slurp(man) != before);  // a new run (its start time and timings differ)
 }
+
+TEST_CASE("a config's ~/ paths are under HOME, as README's quant_drift example writes them",
+          "[smoke][cli]") {
+  test::TempDir tmp("home_paths");
+  fs::create_directories(tmp / "home/models");
+  fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "models/stories260K/stories260K.bin",
+                tmp / "home/models/stories260K.bin");
+  fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "models/stories260K/tok512.bin",
+                tmp / "home/models/tok512.bin");
+  fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "text/tinystories/tinystories_valid_head.txt",
+                tmp / "home/story.txt");
+  test::write_bytes(tmp / "c.yaml",
+                    "kind: perplexity\nname: p\nthreads: 1\nmodels:\n"
+                    "  - {path: ~/models/stories260K.bin, tokenizer: ~/models/tok512.bin}\n"
+                    "texts:\n  - {path: ~/story.txt, max_bytes: 4000}\n"
+                    "perplexity: {window: 32, max_tokens: 100}\n");
+  const test::CliResult r = test::run_kvscope_sh(
+      "HOME='" + (tmp / "home").string() + "' ",
+      "run -q '" + (tmp / "c.yaml").string() + "' --results '" + (tmp / "r").string() + "'");
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(tmp / "r/p/perplexity.csv"));
+  CHECK_THAT(test::slurp(tmp / "r/p/manifest.json"), Contains(tmp.path.string() + "/home/story.txt"));
+}

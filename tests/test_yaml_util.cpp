@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "kvscope/io/error.hpp"
@@ -184,4 +185,23 @@ TEST_CASE("yaml: node to JSON keeps scalar kinds", "[infra][yaml_util]") {
   CHECK(j["m"] == nlohmann::json::parse(R"({"k": "v"})"));
   CHECK(j["inf"] == ".inf");
   CHECK(kvscope::yaml_to_json(m.raw("l")) == j["l"]);
+}
+
+TEST_CASE("yaml: paths expand ~ and ~user as a shell does, nothing else", "[infra][yaml_util]") {
+  const char* old = std::getenv("HOME");
+  const std::string saved = old ? old : "";
+  ::setenv("HOME", "/home/tester", 1);
+  YamlMap m = from_text(
+      "a: ~/models/x.gguf\nb: '~'\nc: ~root/y\nd: data/~/z\ne: ~nosuchuser_kvscope/w\nf: ''\n");
+  CHECK(m.get_path("a") == "/home/tester/models/x.gguf");
+  CHECK(m.get_path("b") == "/home/tester");
+  CHECK(m.get_path("c") == "/root/y");  // root's home directory in /etc/passwd
+  CHECK(m.get_path("d") == "data/~/z");
+  CHECK_THROWS_WITH(m.get_path("e"), Contains("inline.yaml:5") && Contains("key 'e'") &&
+                                         Contains("no user 'nosuchuser_kvscope'"));
+  CHECK(m.get_path("f").empty());
+  CHECK(m.get_path_or("g", "fallback") == "fallback");
+  ::unsetenv("HOME");
+  CHECK_THROWS_WITH(m.get_path("a"), Contains("HOME is not set"));
+  if (old) ::setenv("HOME", saved.c_str(), 1);
 }

@@ -1,9 +1,12 @@
 #include "kvscope/io/yaml_util.hpp"
 
+#include <pwd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -336,6 +339,34 @@ YAML::Node YamlMap::require_list(const std::string& key) {
   const YAML::Node& v = require(key);
   if (!v.IsSequence()) type_error(v, file(), key_line(key), key_path(key), "a list");
   return v;
+}
+
+std::filesystem::path YamlMap::get_path(const std::string& key) {
+  const std::string v = get<std::string>(key);
+  if (v.empty() || v[0] != '~') return v;
+  const size_t slash = v.find('/');
+  const std::string user = v.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+  const std::string rest = slash == std::string::npos ? "" : v.substr(slash + 1);
+  std::string home;
+  if (user.empty()) {
+    const char* h = std::getenv("HOME");
+    KV_CHECK(h != nullptr && *h != '\0',
+             "{}: key '{}' = '{}' starts with '~', but HOME is not set to expand it",
+             yaml_detail::location(file(), key_line(key)), key_path(key), v);
+    home = h;
+  } else {
+    const struct passwd* pw = ::getpwnam(user.c_str());
+    KV_CHECK(pw != nullptr && pw->pw_dir != nullptr,
+             "{}: key '{}' = '{}': no user '{}' to expand '~{}' (write the path in full)",
+             yaml_detail::location(file(), key_line(key)), key_path(key), v, user, user);
+    home = pw->pw_dir;
+  }
+  return rest.empty() ? std::filesystem::path(home) : std::filesystem::path(home) / rest;
+}
+
+std::filesystem::path YamlMap::get_path_or(const std::string& key,
+                                           const std::filesystem::path& fallback) {
+  return has_entry(key) ? get_path(key) : fallback;
 }
 
 std::string YamlMap::get_choice(const std::string& key, const std::vector<std::string>& allowed) {

@@ -109,6 +109,12 @@ class YamlMap {
     return has_entry(key) ? get_at_least<T>(key, min) : fallback;
   }
 
+  // A file or directory path: a leading `~` or `~/` is the home directory ($HOME) and
+  // `~user/` that user's, as a shell expands them; the rest is used as written (relative
+  // paths are relative to the working directory). An empty string stays empty.
+  std::filesystem::path get_path(const std::string& key);
+  std::filesystem::path get_path_or(const std::string& key, const std::filesystem::path& fallback);
+
   // String that must be one of `allowed`: "... must be one of 'a', 'b', got 'c'".
   std::string get_choice(const std::string& key, const std::vector<std::string>& allowed);
   std::string get_choice_or(const std::string& key, const std::vector<std::string>& allowed,
