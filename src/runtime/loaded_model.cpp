@@ -18,6 +18,19 @@ void check_tokenizer_fits(const Model& m, const Tokenizer& tok, const fs::path& 
            "{} '{}' is past it and not a special token): they do not belong together",
            tokenizer_path.string(), tok.vocab_size(), m.name, m.source.string(),
            m.config.vocab_size, first_bad, first_bad >= 0 ? tok.piece(first_bad) : "");
+  // The special ids the model's files state must be special tokens of the tokenizer: a
+  // tokenizer from another family may still fit the embedding (Qwen pads its rows to
+  // 151,936, more than Llama 3's 128,256 tokens), but not hold the model's <|im_end|>.
+  for (const auto& [key, id] : m.config.stated_special_ids) {
+    const bool have = id < tok.vocab_size();
+    KV_CHECK(have && tok.is_special(id),
+             "{}: this tokenizer does not belong to model '{}' ({}): the model's {} is {}, "
+             "but {}; pass the model's own tokenizer",
+             tokenizer_path.string(), m.name, m.source.string(), key, id,
+             have ? fmt::format("the tokenizer's token {} is '{}', not a special token", id,
+                                tok.piece(id))
+                  : fmt::format("the tokenizer has only {} tokens", tok.vocab_size()));
+  }
   // A llama2.c checkpoint's classifier rows are its tokenizer's pieces, one for one.
   KV_CHECK(m.format != "llama2c" || tok.vocab_size() == m.config.vocab_size,
            "{}: the tokenizer has {} tokens but the llama2.c checkpoint {} has a vocabulary of "

@@ -123,6 +123,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     return sp_.IdToPiece(id);
   }
   std::string kind() const override { return "sentencepiece"; }
+  // Control pieces (<s>, </s>, <pad>, Gemma's <start_of_turn>) and <unk>: what the library
+  // never produces from plain text.
+  bool is_special(int32_t id) const override {
+    return id >= 0 && id < sp_.GetPieceSize() && (sp_.IsControl(id) || sp_.IsUnknown(id));
+  }
 
  private:
   std::string path_;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvscope {
@@ -72,6 +73,12 @@ struct ModelConfig {
   int32_t eos_id = 2;                // the first end-of-sequence id
   std::vector<int32_t> more_eos_ids;  // further ids that also end a sequence (Llama 3 lists
                                       // several in config.json's eos_token_id)
+  // The special-token ids the model's own files state, with the key that states each
+  // ("bos_token_id", "eos_token_id[1]", "pad_token_id", "tokenizer.ggml.bos_token_id"):
+  // a tokenizer must hold each as a special token (check_tokenizer_fits), which catches a
+  // tokenizer from another model whose vocabulary happens to fit. Ids taken from defaults
+  // are not listed.
+  std::vector<std::pair<std::string, int32_t>> stated_special_ids;
   // Models whose KV heads were reduced with a RoPE-aware basis (paper A): W_K still
   // projects to k_proj_heads heads, RoPE is applied, and each group of
   // k_proj_heads / n_kv_heads heads is compressed to one cached head (LayerWeights::

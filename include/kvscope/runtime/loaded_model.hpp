@@ -23,7 +23,9 @@ LoadedModel load_model_and_tokenizer(const std::filesystem::path& model,
                                      const std::filesystem::path& tokenizer = {});
 
 // Throws Error naming the tokenizer file and both vocabulary sizes when the tokenizer has
-// more ids than the model has embedding rows (its ids would index past the embedding).
+// more ids than the model has embedding rows (its ids would index past the embedding),
+// and naming the key when a special id the model states (bos/eos/pad:
+// ModelConfig::stated_special_ids) is not a special token of the tokenizer.
 // A smaller tokenizer is accepted for Hugging Face models, which pad their embedding
 // (Qwen2.5: 151,936 rows for 151,665 tokens), but not for llama2.c checkpoints, whose
 // vocabulary is their tokenizer's, one for one.
