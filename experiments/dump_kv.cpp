@@ -2,7 +2,7 @@
 // attention output and logits) to results/NAME/MODEL__TEXT.h5 (docs/hdf5-schema.md).
 //
 //   dump_kv:
-//     seq_len: 0           # tokens per sequence incl. BOS; 0 = the model's context
+//     seq_len: 0           # tokens per sequence incl. BOS; 0 = the model's context, at most 2048
 //     n_seq: 8             # sequences per model x text
 //     tensors: [k_pre_rope, k, v]   # any of k_pre_rope, k, v, q, attn_out
 //     logits: false        # also the final-layer logits
@@ -22,6 +22,7 @@ namespace kvscope {
 DumpOptions parse_dump_options(YamlMap& s) {
   DumpOptions o;
   o.seq_len = s.get_at_least_or<int>("seq_len", 0, 0);
+  o.keys = s.key_path("seq_len") + " and " + s.key_path("n_seq");
   o.n_seq = s.get_at_least_or<int>("n_seq", 1, 8);
   if (s.has("tensors")) o.tensors = s.list<std::string>("tensors");
   o.logits = s.get_or<bool>("logits", false);

@@ -32,6 +32,9 @@ std::vector<ModelSpec> parse_models(YamlMap& root) {
     ModelSpec s;
     s.path = m.get_path("path");
     s.tokenizer = m.get_path_or("tokenizer", "");
+    s.add_bos = m.get_opt<bool>("add_bos");
+    s.add_bos_where = fmt::format("{}: key '{}'", yaml_detail::location(m.file(), m.key_line("add_bos")),
+                                  m.key_path("add_bos"));
     const bool dir = fs::is_directory(s.path);
     s.name = m.get_or<std::string>("name", last_name(dir ? s.path : s.path.parent_path()));
     check_plain_name(s.name, yaml_detail::location(m.file(), m.key_line("name")),
@@ -78,6 +81,7 @@ void check_inputs_exist(const std::vector<ModelSpec>& models, const std::vector<
 LoadedModel ExperimentContext::load(const ModelSpec& spec) {
   LoadedModel lm = load_model_and_tokenizer(spec.path, spec.tokenizer);
   lm.model.name = spec.name;
+  if (spec.add_bos) set_add_bos(*lm.tokenizer, *spec.add_bos, spec.add_bos_where, lm.tokenizer_path);
   const fs::path& tp = lm.tokenizer_path;
   // Hash every file once: for the manifest, and against data/SHA256SUMS when listed there.
   std::vector<FileRecord> records;

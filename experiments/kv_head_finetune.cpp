@@ -11,14 +11,15 @@
 //     methods: [mean_pool, svd_w, svd_a]
 //     calibration: {path: ..., name: ...}   # text for the SVD-a Grams
 //     calibration_tokens: 16384       # tokens for the SVD-a Grams
+//     calibration_seq_len: 0          # their sequence length (0: the context, at most 2048)
 //     train_texts: [{path: ...}, ...] # fine-tuning text, concatenated (default: calibration)
 //     trainable: [all]                # all | attention (Q, K, V, O, k_compress, q_project)
 //     control: true                   # also fine-tune the original model
-//     steps: 200, batch: 4, seq_len: 256 (0 = the context), lr: 1e-3, min_lr: 1e-4,
+//     steps: 200, batch: 4, seq_len: 256 (0 = the context, at most 2048), lr: 1e-3, min_lr: 1e-4,
 //     warmup: 20, weight_decay: 0.0, clip: 1.0
 //     eval_every: 25                  # held-out evaluation cadence (steps)
 //     eval_tokens: 8192               # held-out tokens: curves (seq_len windows) and the
-//                                     # before/after perplexity (context windows)
+//                                     # before/after perplexity (windows of the context, at most 2048)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,6 +43,7 @@ struct FinetuneConfig {
                                        ReduceMethod::kSvdA};
   TextSpec calibration;
   int64_t calibration_tokens = 16384;
+  int calibration_seq_len = 0;
   std::vector<TextSpec> train_texts;  // empty: the calibration text
   std::vector<std::string> trainable = {"all"};
   bool control = true;
@@ -97,14 +99,14 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     const LoadedModel lm = ctx.load(ms);
     const Model& m = lm.model;
     const ModelConfig& c = m.config;
-    const int32_t bos = lm.tokenizer->bos_id;
+    const int32_t bos = lm.tokenizer->sequence_bos();
     const std::string where = ctx.config_file.string() + ": kv_head_finetune";
     for (int g : cfg.targets)
       KV_CHECK(g >= 1 && g <= c.n_kv_heads && c.n_kv_heads % g == 0,
                "{}.targets: {} does not divide model '{}''s {} KV heads", where, g, ms.name,
                c.n_kv_heads);
     train::TrainOptions mo = o;
-    if (mo.seq_len <= 0) mo.seq_len = c.max_seq_len;
+    if (mo.seq_len <= 0) mo.seq_len = c.default_seq_len();
     KV_CHECK(mo.seq_len <= c.max_seq_len, "{}.seq_len {} exceeds model '{}''s context {}", where,
              mo.seq_len, ms.name, c.max_seq_len);
     const std::vector<int32_t> cal_stream =
@@ -122,6 +124,8 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     if (std::any_of(cfg.methods.begin(), cfg.methods.end(), needs_calibration)) {
       CalibrationOptions co;
       co.tokens = cfg.calibration_tokens;
+      co.seq_len = cfg.calibration_seq_len;
+      co.keys = "kv_head_finetune.calibration_seq_len and kv_head_finetune.calibration_tokens";
       co.source = cfg.calibration.path.string();
       grams = collect_grams(m, bos, cal_stream, co);
     }
@@ -218,6 +222,7 @@ ExperimentKind kv_head_finetune_kind() {
     cfg.calibration = parse_text_spec(cal);
     cfg.calibration_tokens =
         s.get_at_least_or<int64_t>("calibration_tokens", 1, cfg.calibration_tokens);
+    cfg.calibration_seq_len = s.get_at_least_or<int>("calibration_seq_len", 0, 0);
     if (s.has("train_texts"))
       for (YamlMap& t : s.list_of_maps("train_texts"))
         cfg.train_texts.push_back(parse_text_spec(t));

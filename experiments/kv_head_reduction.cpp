@@ -11,11 +11,12 @@
 //     methods: [mean_pool, svd_w, svd_a, svd_a_fused_pre_rope]
 //     calibration: {path: ..., name: ...}   # a text like those under `texts:`
 //     calibration_tokens: [16384]     # one row per value for the calibrated methods
-//     calibration_seq_len: 0          # 0: the model's context
+//     calibration_seq_len: 0          # 0: the model's context, at most 2048
 //     eval_tokens: 20000              # perplexity: tokens scored per text
-//     window: 0                       # perplexity window (0: the model's context)
+//     window: 0                       # perplexity window (0: the context, at most 2048)
 //     stride: 0                       # perplexity stride (0: window / 2)
 //     error_tokens: 4096              # held-out tokens for the K/V/attention errors
+//     error_seq_len: 0                # their sequence length (0: the context, at most 2048)
 //     decode_context: 256             # decode speed: tokens already cached
 //     decode_tokens: 64               # decode speed: tokens generated
 //     probe: {repeats: 4, probes: 2}  # optional: does the reduced model still copy?
@@ -48,6 +49,7 @@ struct ReductionConfig {
   int64_t eval_tokens = 20000;
   int window = 0, stride = 0;
   int64_t error_tokens = 4096;
+  int error_seq_len = 0;
   int decode_context = 256, decode_tokens = 64;
   bool probe_models = false;  // the retrieval probe on the original and every reduced model
   ProbeOptions probe;
@@ -213,12 +215,13 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
     const LoadedModel lm = ctx.load(ms);
     const Model& m = lm.model;
     const ModelConfig& c = m.config;
-    const int32_t bos = lm.tokenizer->bos_id;
+    const int32_t bos = lm.tokenizer->sequence_bos();
     for (int g : cfg.targets)
       KV_CHECK(g >= 1 && g <= c.n_kv_heads && c.n_kv_heads % g == 0,
                "{}: target {} does not divide model '{}''s {} KV heads", ctx.config_file.string(),
                g, ms.name, c.n_kv_heads);
-    if (po.window > c.max_seq_len || po.window == 0) po.window = c.max_seq_len;
+    if (po.window > c.max_seq_len) po.window = c.max_seq_len;
+    if (po.window == 0) po.window = c.default_seq_len();
     // Calibration Grams, one set per token count (only the calibrated methods use them).
     const std::vector<int32_t> cal_stream =
         token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
@@ -231,6 +234,7 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
         co.tokens = n;
         co.seq_len = cfg.calibration_seq_len;
         co.source = cfg.calibration.path.string();
+        co.keys = "kv_head_reduction.calibration_seq_len and kv_head_reduction.calibration_tokens";
         cal.emplace(n, collect_grams(m, bos, cal_stream, co));
       }
     const int hd = c.head_dim;
@@ -241,6 +245,8 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
       // attention errors: the same windows.
       CalibrationOptions eo;
       eo.tokens = cfg.error_tokens;
+      eo.seq_len = cfg.error_seq_len;
+      eo.keys = "kv_head_reduction.error_seq_len and kv_head_reduction.error_tokens";
       eo.source = ts.path.string();
       CalibrationGrams held = collect_grams(m, bos, stream, eo);
       std::vector<std::vector<int32_t>> seqs;
@@ -343,6 +349,7 @@ ExperimentKind kv_head_reduction_kind() {
     cfg.window = s.get_at_least_or<int>("window", 0, 0);
     cfg.stride = s.get_at_least_or<int>("stride", 0, 0);
     cfg.error_tokens = s.get_at_least_or<int64_t>("error_tokens", 1, cfg.error_tokens);
+    cfg.error_seq_len = s.get_at_least_or<int>("error_seq_len", 0, 0);
     cfg.decode_context = s.get_at_least_or<int>("decode_context", 1, cfg.decode_context);
     cfg.decode_tokens = s.get_at_least_or<int>("decode_tokens", 1, cfg.decode_tokens);
     if (s.has("probe")) {

@@ -7,7 +7,7 @@
 //
 //   kv_spectrum:
 //     tokens: 16384           # calibration tokens per model x text (whole sequences)
-//     seq_len: 0              # tokens per sequence incl. BOS; 0 = the model's context
+//     seq_len: 0              # tokens per sequence incl. BOS; 0 = the context, at most 2048
 //     tensors: [k_pre_rope, k, v]
 //     scopes: [layer, head, group]
 //     target_kv_heads: []     # group scopes; [] = half the KV heads (when that is > 1)
@@ -190,10 +190,11 @@ void run_live(const SpectrumConfig& cfg, ExperimentContext& ctx, Tables2& out) {
     co.tensors = cfg.tensors;
     co.layers = selected_layers(cfg, c.n_layers, ms.name);
     co.exclude_bos = cfg.exclude_bos;
+    co.keys = "kv_spectrum.seq_len and kv_spectrum.tokens";
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       co.source = ts.path.string();
-      CalibrationGrams g = collect_grams(lm.model, lm.tokenizer->bos_id, stream, co);
+      CalibrationGrams g = collect_grams(lm.model, lm.tokenizer->sequence_bos(), stream, co);
       std::vector<GramJob> jobs;
       for (auto& [l, gs] : g.layers)
         for (size_t i = 0; i < cfg.tensors.size(); ++i) jobs.push_back({&gs[i], l, cfg.tensors[i]});

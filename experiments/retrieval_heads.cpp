@@ -2,7 +2,8 @@
 // head on the repeated-random-token probe, and the selected retrieval heads.
 //
 //   retrieval_heads:
-//     block: 0               # tokens per random block; 0 = (context - 1) / repeats
+//     block: 0               # tokens per random block; 0 = (L - 1) / repeats, L = the
+//                            # context, at most 2048
 //     repeats: 4             # copies of the block after BOS
 //     probes: 1              # independent blocks (seeds seed, seed+1, ...), averaged
 //     token_lo: -1           # ids from [token_lo, token_hi); -1 = past BOS/EOS

@@ -110,19 +110,21 @@ TEST_CASE("train ops: backward equals finite differences (double)", "[train]") {
     CHECK(rel(dg, numeric_grad(f, g)) < kTol);
   }
   SECTION("rope, both layouts") {
+    std::vector<double> inv_freq;
+    for (int i = 0; i < 4; ++i) inv_freq.push_back(std::pow(10000.0, -2.0 * i / 8));
     for (RopeLayout layout : {RopeLayout::kAdjacentPairs, RopeLayout::kRotateHalf}) {
       auto x = randn(S * 2 * 8, 7), u = randn(S * 2 * 8, 8);
       auto f = [&] {
         auto y = x;
-        rope(y.data(), S, 2, 8, 10000.0, layout, false);
+        rope(y.data(), S, 2, 8, inv_freq, layout, false);
         return dot(u, y);
       };
       auto dx = u;
-      rope(dx.data(), S, 2, 8, 10000.0, layout, true);
+      rope(dx.data(), S, 2, 8, inv_freq, layout, true);
       CHECK(rel(dx, numeric_grad(f, x)) < kTol);
       auto y = x;  // inverse undoes forward
-      rope(y.data(), S, 2, 8, 10000.0, layout, false);
-      rope(y.data(), S, 2, 8, 10000.0, layout, true);
+      rope(y.data(), S, 2, 8, inv_freq, layout, false);
+      rope(y.data(), S, 2, 8, inv_freq, layout, true);
       CHECK(rel(y, x) < 1e-12);
     }
   }
@@ -244,6 +246,49 @@ TEST_CASE("the training forward pass agrees with the runtime forward pass", "[tr
   RunState st2(m.config, int(tokens.size()));
   const auto logits2 = forward(back, st2, tokens);
   CHECK(std::equal(logits.begin(), logits.end(), logits2.begin()));
+}
+
+TEST_CASE("training forward equals runtime forward with linear and llama3 RoPE scaling",
+          "[train][model]") {
+  Model m = load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  std::vector<int32_t> tokens = {1};
+  std::mt19937 rng(5);
+  while (tokens.size() < 40) tokens.push_back(3 + int32_t(rng() % 500));
+  auto trainer_loss = [&](const Model& mm) {
+    const Layout L = make_layout(mm.config);
+    const std::vector<float> w = params_from_model<float>(mm, L);
+    Workspace<float> ws;
+    return loss_and_grad(L, w.data(), tokens, (float*)nullptr, 1.0, ws);
+  };
+  auto runtime_loss = [&](const Model& mm) {
+    RunState st(mm.config, int(tokens.size()));
+    const auto logits = forward(mm, st, tokens);
+    double ref = 0;
+    for (size_t t = 0; t + 1 < tokens.size(); ++t)
+      ref += token_nll(logits.subspan(t * mm.config.vocab_size, mm.config.vocab_size),
+                       tokens[t + 1]);
+    return ref / double(tokens.size() - 1);
+  };
+  const double plain = trainer_loss(m);
+  // Llama 3.1's rule with an original context of 16, so that the 40 positions reach past it.
+  RopeScaling llama3;
+  llama3.kind = RopeScalingKind::kLlama3;
+  llama3.factor = 8, llama3.low_freq_factor = 1, llama3.high_freq_factor = 4;
+  llama3.original_max_position = 16;
+  RopeScaling linear;
+  linear.kind = RopeScalingKind::kLinear;
+  linear.factor = 4;
+  for (const RopeScaling& rs : {llama3, linear}) {
+    INFO(rope_scaling_name(rs.kind));
+    m.config.rope_scaling = rs;
+    const double loss = trainer_loss(m);
+    CHECK(loss == Approx(runtime_loss(m)).epsilon(1e-5));  // float, two implementations
+    CHECK(std::abs(loss - plain) > 1e-4);                 // the scaling changed something
+  }
+  RopeScaling longrope;
+  longrope.kind = RopeScalingKind::kLongrope;
+  m.config.rope_scaling = longrope;
+  CHECK_THROWS_WITH(make_layout(m.config), Catch::Contains("'longrope' is not supported"));
 }
 
 TEST_CASE("a reduced model with compressed keys: training forward equals runtime forward",

@@ -45,9 +45,11 @@ Action add_dump(CLI::App& app) {
     size_t max_docs = 0, max_bytes = 0;
     int threads = 0;
     bool quiet = false;
+    int bos = -1;  // --bos / --no-bos
     DumpOptions opt;
   };
   auto a = std::make_shared<Args>();
+  a->opt.keys = "--seq-len and --n-seq";
   a->opt.n_seq = 8;
   app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
       ->required();
@@ -59,7 +61,7 @@ Action add_dump(CLI::App& app) {
   app.add_option("--doc-separator", a->separator,
                  "plain: a line equal to this separates documents");
   app.add_option("--max-docs", a->max_docs, "read at most this many documents (0: all)");
-  app.add_option("--seq-len", a->opt.seq_len, "tokens per sequence incl. BOS (0: model context)")
+  app.add_option("--seq-len", a->opt.seq_len, "tokens per sequence incl. BOS (0: the model's context, at most 2048)")
       ->check(at_least(0));
   app.add_option("--n-seq", a->opt.n_seq, "number of sequences")->check(at_least(1));
   app.add_option("--out,-o", a->out, "output FILE.h5")->required();
@@ -82,13 +84,15 @@ Action add_dump(CLI::App& app) {
                  "read at most this many bytes of text (0: as much as the sequences need)");
   app.add_option("--threads", a->threads, "threads (0: all cores)")->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "no summary on stderr");
+  add_bos_flags(app, a->bos);
   return [a]() {
     set_threads(a->threads);
     DumpOptions o = a->opt;
     o.tensors = a->tensors;
     o.dtype = a->dtype == "f16" ? DType::F16 : DType::F32;
     check_dump_options(o, a->out);  // before the model and text load
-    const LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    apply_bos_flags(a->bos, *lm.tokenizer, lm.tokenizer_path);
     const Model& m = lm.model;
     const Tokenizer* tok = lm.tokenizer.get();
     const std::filesystem::path& tp = lm.tokenizer_path;
@@ -102,7 +106,7 @@ Action add_dump(CLI::App& app) {
     ts.max_docs = a->max_docs;
     ts.max_bytes = a->max_bytes;
     const std::vector<int32_t> stream = read_dump_stream(*tok, ts, int64_t(o.n_seq) *
-                                                       (o.seq_len ? o.seq_len : m.config.max_seq_len));
+                                                       (o.seq_len ? o.seq_len : m.config.default_seq_len()));
     const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format), {}, {}};
     // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
     StatusLine status(!a->quiet && dist::root());  // under MPI, rank 0 shows its own share

@@ -16,6 +16,7 @@ Action add_generate(CLI::App& app) {
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     bool quiet = false;
+    int bos = -1;  // --bos / --no-bos
   };
   auto a = std::make_shared<Args>();
   app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
@@ -32,9 +33,11 @@ Action add_generate(CLI::App& app) {
   app.add_option("--seed,-s", a->seed, "random seed for sampling");
   app.add_option("--threads", a->threads, "threads (0: all cores)")->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "do not print timings to stderr");
+  add_bos_flags(app, a->bos);
   return [a]() {
     set_threads(a->threads);
-    const LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
+    apply_bos_flags(a->bos, *lm.tokenizer, lm.tokenizer_path);
     const Model& m = lm.model;
     const Tokenizer* tok = lm.tokenizer.get();
     GenerateOptions o;

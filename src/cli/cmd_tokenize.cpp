@@ -34,7 +34,8 @@ constexpr size_t kTokenizeLimit = size_t(256) << 20;
 Action add_tokenize(CLI::App& app) {
   struct Args {
     std::string model, tokenizer, text, prompt;
-    bool pieces = false, no_bos = false;
+    bool pieces = false;
+    int bos = -1;  // --bos / --no-bos
   };
   auto a = std::make_shared<Args>();
   app.add_option("--model,-m", a->model,
@@ -45,7 +46,7 @@ Action add_tokenize(CLI::App& app) {
   text->excludes(prompt);
   app.add_flag("--pieces", a->pieces,
                "print one 'id<TAB>piece' line per token (\\n, \\r, \\t, \\\\ escaped)");
-  app.add_flag("--no-bos", a->no_bos, "do not prepend BOS even where the model expects it");
+  add_bos_flags(app, a->bos);
   return [a, text, prompt]() {
     KV_CHECK(!a->model.empty() || !a->tokenizer.empty(),
              "tokenize: give --model or --tokenizer");
@@ -53,10 +54,11 @@ Action add_tokenize(CLI::App& app) {
     const std::filesystem::path tok_path =
         a->tokenizer.empty() ? find_tokenizer_for(a->model) : std::filesystem::path(a->tokenizer);
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(tok_path);
+    apply_bos_flags(a->bos, *tok, tok_path);
     // Bounded: the whole text is held, so a stream such as /dev/zero stops with an error.
     const std::string input = text->count() ? read_file_bytes(a->text, kTokenizeLimit) : a->prompt;
     std::vector<int32_t> ids;
-    if (tok->add_bos && tok->bos_id >= 0 && !a->no_bos) ids.push_back(tok->bos_id);
+    if (tok->sequence_bos() >= 0) ids.push_back(tok->sequence_bos());
     const std::vector<int32_t> body = tok->encode(input);
     ids.insert(ids.end(), body.begin(), body.end());
     // Written a block at a time (stdio buffers it); main() checks the stream at the end.

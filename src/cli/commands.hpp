@@ -3,9 +3,12 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <string_view>
+
+#include "kvscope/tokenizer/tokenizer.hpp"
 
 namespace kvscope::cli {
 
@@ -32,6 +35,11 @@ void write_stdout(std::string_view bytes);
 // (which would end the line for printf's %s) or a terminal control byte; those are written
 // as C escapes.
 std::string one_line(std::string_view s);
+
+// --bos / --no-bos: whether the text's ids start with BOS, overriding the tokenizer's own
+// rule (Tokenizer::sequence_bos; docs/experiments.md, "BOS"). `state`: -1 unset, 0, 1.
+void add_bos_flags(CLI::App& app, int& state);
+void apply_bos_flags(int state, Tokenizer& tok, const std::filesystem::path& tokenizer_path);
 
 Action add_generate(CLI::App& app);
 Action add_run(CLI::App& app);

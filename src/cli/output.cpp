@@ -30,4 +30,18 @@ std::string one_line(std::string_view s) {
   return out;
 }
 
+void add_bos_flags(CLI::App& app, int& state) {
+  CLI::Option* yes = app.add_flag_callback(
+      "--bos", [&state] { state = 1; },
+      "start the text with BOS even where the tokenizer's own rule adds none");
+  CLI::Option* no = app.add_flag_callback(
+      "--no-bos", [&state] { state = 0; },
+      "do not start the text with BOS even where the tokenizer's own rule adds one");
+  yes->excludes(no);
+}
+
+void apply_bos_flags(int state, Tokenizer& tok, const std::filesystem::path& tokenizer_path) {
+  if (state >= 0) set_add_bos(tok, state == 1, state == 1 ? "--bos" : "--no-bos", tokenizer_path);
+}
+
 }  // namespace kvscope::cli

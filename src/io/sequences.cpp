@@ -5,7 +5,8 @@
 namespace kvscope {
 
 std::vector<size_t> plan_sequences(std::span<const int32_t> stream, int seq_len, int n_seq,
-                                   int32_t bos, const std::string& source) {
+                                   int32_t bos, const std::string& source,
+                                   const std::string& keys) {
   KV_CHECK(seq_len >= 2, "sequences must be at least 2 tokens long, got {}", seq_len);
   std::vector<size_t> offsets;
   size_t off = 0;
@@ -15,8 +16,9 @@ std::vector<size_t> plan_sequences(std::span<const int32_t> stream, int seq_len,
     const bool at_bos = bos >= 0 && off < stream.size() && stream[off] == bos;
     const size_t take = at_bos || bos < 0 ? size_t(seq_len) : size_t(seq_len - 1);
     KV_CHECK(off + take <= stream.size(),
-             "{} gives only {} sequences of {} tokens ({} tokens in all), {} were asked for",
-             source, offsets.size(), seq_len, stream.size(), n_seq);
+             "{} gives only {} sequences of {} tokens ({} tokens in all), {} were asked for{}{}{}",
+             source, offsets.size(), seq_len, stream.size(), n_seq,
+             keys.empty() ? "" : "; lower ", keys, keys.empty() ? "" : " or give a longer text");
     offsets.push_back(off);
     off += take;
   }

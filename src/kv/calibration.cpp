@@ -48,7 +48,7 @@ CalibrationGrams collect_grams(const Model& m, int32_t bos, std::span<const int3
   }
   CalibrationGrams g;
   g.tensors = opt.tensors;
-  g.seq_len = opt.seq_len > 0 ? opt.seq_len : c.max_seq_len;
+  g.seq_len = opt.seq_len > 0 ? opt.seq_len : c.default_seq_len();
   std::vector<int> layers = opt.layers;
   if (layers.empty())
     for (int l = 0; l < c.n_layers; ++l) layers.push_back(l);
@@ -68,7 +68,7 @@ CalibrationGrams collect_grams(const Model& m, int32_t bos, std::span<const int3
   // Under MPI each rank runs its share of the sequences; the Grams are then summed over
   // ranks (double-double sums of per-sequence Grams: the same result for any split).
   const std::vector<size_t> offsets =
-      plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source);
+      plan_sequences(stream, g.seq_len, g.sequences, bos, opt.source, opt.keys);
   for (size_t i = 0; i < offsets.size(); ++i) {
     if (!dist::mine(i)) continue;
     st.reset();

@@ -158,7 +158,7 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   h5::init();
   const std::string where = out.string();
   DumpOptions opt = opt_in;
-  if (opt.seq_len == 0) opt.seq_len = m.config.max_seq_len;
+  if (opt.seq_len == 0) opt.seq_len = m.config.default_seq_len();
   check_dump_options(opt, where);
   KV_CHECK(opt.seq_len <= m.config.max_seq_len || opt.allow_extrapolation,
            "{}: seq_len {} exceeds the context of {} tokens model '{}' was trained for; pass "
@@ -177,8 +177,8 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
            "original model",
            where, m.name);
   const int T = opt.seq_len, N = opt.n_seq;
-  const int32_t bos = tok.bos_id;
-  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos, src.text_file.string());
+  const int32_t bos = tok.sequence_bos();
+  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos, src.text_file.string(), opt.keys);
   // Under MPI (docs/distributed.md) rank r writes its block of sequences to a shard file
   // beside `out`; once every shard is complete, rank 0 writes `out` itself, whose datasets
   // are virtual datasets over the shards. Alone, the whole dump goes straight into `out`.

@@ -122,11 +122,11 @@ void decode(const Model& m, RunState& st, std::span<const int32_t> tokens,
 }  // namespace
 
 int copy_context(const CopyTask& t, const ModelConfig& c) {
-  return t.context > 0 ? t.context : c.max_seq_len;
+  return t.context > 0 ? t.context : c.default_seq_len();
 }
 
 int perplexity_window(const PerplexityTask& t, const ModelConfig& c) {
-  return t.window > 0 ? t.window : c.max_seq_len;
+  return t.window > 0 ? t.window : c.default_seq_len();
 }
 
 int perplexity_prefill(const PerplexityTask& t, int window) {
@@ -222,7 +222,7 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     longest_needle = std::max(longest_needle, needles.back().size());
   }
   std::vector<int> lengths = t.lengths;
-  if (lengths.empty()) lengths.push_back(c.max_seq_len);
+  if (lengths.empty()) lengths.push_back(c.default_seq_len());
   std::vector<RecallCell> out;
   for (int L : lengths) {
     if (L > c.max_seq_len || L < 1 + int(longest_needle + cue.size())) continue;
@@ -296,7 +296,7 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
            "passkey task: {} ids from [{}, {}) within a vocabulary of {}", t.key, lo, hi,
            c.vocab_size);
   std::vector<int> lengths = t.lengths;
-  if (lengths.empty()) lengths.push_back(c.max_seq_len);
+  if (lengths.empty()) lengths.push_back(c.default_seq_len());
   std::vector<RecallCell> out;
   for (int L : lengths) {
     const int F = L - 2 * t.key;  // [BOS] filler.. KEY ..filler [KEY minus its last id]

@@ -175,7 +175,7 @@ ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) 
   const ModelConfig& c = m.config;
   ProbeSpec p;
   p.repeats = o.repeats;
-  p.block = o.block > 0 ? o.block : (c.max_seq_len - 1) / o.repeats;
+  p.block = o.block > 0 ? o.block : (c.default_seq_len() - 1) / o.repeats;
   p.seed = o.seed + uint64_t(probe_index);
   p.token_lo = o.token_lo >= 0 ? o.token_lo : default_token_lo(c);
   p.token_hi = o.token_hi > 0 ? o.token_hi : c.vocab_size;

@@ -58,10 +58,10 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   KV_CHECK(opt.top_p > 0.0f && opt.top_p <= 1.0f, "generate: top_p must be in (0, 1], got {}",
            opt.top_p);
   GenerateResult r;
-  if (tok.add_bos && tok.bos_id >= 0) r.prompt_ids.push_back(tok.bos_id);
+  if (tok.sequence_bos() >= 0) r.prompt_ids.push_back(tok.sequence_bos());
   const std::vector<int32_t> p = tok.encode(opt.prompt);
   r.prompt_ids.insert(r.prompt_ids.end(), p.begin(), p.end());
-  KV_CHECK(!r.prompt_ids.empty(), "generate: empty prompt and the tokenizer has no BOS token");
+  KV_CHECK(!r.prompt_ids.empty(), "generate: the prompt is empty and the tokenizer adds no BOS token to start from (give --prompt, or --bos where the tokenizer has one)");
   const int ctx = m.config.max_seq_len;
   KV_CHECK(int(r.prompt_ids.size()) < ctx, "generate: prompt of {} tokens fills the context of {}",
            r.prompt_ids.size(), ctx);

@@ -22,7 +22,7 @@ double PerplexityResult::bits_per_byte() const {
 std::vector<int32_t> token_stream(const Tokenizer& tok, const std::vector<std::string>& docs) {
   std::vector<int32_t> s;
   for (const std::string& d : docs) {
-    if (tok.add_bos && tok.bos_id >= 0) s.push_back(tok.bos_id);
+    if (tok.sequence_bos() >= 0) s.push_back(tok.sequence_bos());
     const std::vector<int32_t> ids = tok.encode(d);
     s.insert(s.end(), ids.begin(), ids.end());
   }
@@ -99,13 +99,13 @@ WindowScore score_window(const Model& m, RunState& st, std::span<const int32_t> 
 PerplexityResult perplexity(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
                             const PerplexityOptions& opt) {
   PerplexityResult r;
-  const int W = opt.window > 0 ? opt.window : m.config.max_seq_len;
+  const int W = opt.window > 0 ? opt.window : m.config.default_seq_len();
   const int S = opt.stride > 0 ? opt.stride : std::max(1, W / 2);
   KV_CHECK(W >= 2, "perplexity: window must be at least 2 tokens, got {}", W);
   KV_CHECK(S <= W - 1, "perplexity: stride {} must be at most window - 1 = {}", S, W - 1);
   r.window = W;
   r.stride = S;
-  const int32_t bos = tok.bos_id;
+  const int32_t bos = tok.sequence_bos();
   size_t N = stream.size();
   if (opt.max_tokens > 0 && N > size_t(opt.max_tokens) + 1) N = size_t(opt.max_tokens) + 1;
   if (N < 2) return r;

@@ -14,9 +14,11 @@ namespace kvscope::train {
 Layout make_layout(const ModelConfig& c) {
   KV_CHECK(c.positional != PositionalKind::kRope || c.head_dim % 2 == 0,
            "training: RoPE needs an even head_dim, got {}", c.head_dim);
-  KV_CHECK(c.rope_scaling.kind == RopeScalingKind::kNone,
-           "training: rope_scaling '{}' is not supported yet (plain RoPE only)",
-           rope_scaling_name(c.rope_scaling.kind));
+  // Static scalings only change the frequencies (rope_inv_freq); longrope also scales cos
+  // and sin and picks its factors per call by length.
+  KV_CHECK(c.rope_scaling.kind != RopeScalingKind::kLongrope,
+           "training: rope_scaling 'longrope' is not supported yet (none, linear, llama3 and "
+           "GGUF rope_freqs are)");
   KV_CHECK(!c.qk_norm, "training: models with q/k norms (qwen3) are not supported yet");
   KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias,
            "training: models with attention or MLP biases are not supported yet");
@@ -172,6 +174,7 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
             hd = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
   KV_CHECK(S >= 2, "training: a sequence needs at least 2 tokens, got {}", S);
   const bool rope_on = c.positional == PositionalKind::kRope;
+  const std::vector<double> inv_freq = rope_on ? rope_inv_freq(c) : std::vector<double>{};
   const bool alibi = c.positional == PositionalKind::kAlibi;
   const bool compressed = c.compressed_keys();
   const int KP = c.k_proj_dim();  // width of the K projection ([S, KP] before compression)
@@ -200,8 +203,8 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     matmul_fw(ws.xn1[l].data(), S, D, w + s.wk, KP, k_raw.data());
     matmul_fw(ws.xn1[l].data(), S, D, w + s.wv, KV, ws.v[l].data());
     if (rope_on) {
-      rope(q_raw.data(), S, H, hd, c.rope_theta, c.rope_layout, false);
-      rope(k_raw.data(), S, KP / hd, hd, c.rope_theta, c.rope_layout, false);
+      rope(q_raw.data(), S, H, hd, inv_freq, c.rope_layout, false);
+      rope(k_raw.data(), S, KP / hd, hd, inv_freq, c.rope_layout, false);
     }
     if (compressed) {
       ws.q[l].resize(size_t(S) * Q), ws.k[l].resize(size_t(S) * KV);
@@ -277,8 +280,8 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     std::vector<T>& dq_raw = compressed ? ws.dq_rot : ws.dq;
     std::vector<T>& dk_raw = compressed ? ws.dk_rot : ws.dk;
     if (rope_on) {  // the rotation is orthogonal: its backward rotates back
-      rope(dq_raw.data(), S, H, hd, c.rope_theta, c.rope_layout, true);
-      rope(dk_raw.data(), S, KP / hd, hd, c.rope_theta, c.rope_layout, true);
+      rope(dq_raw.data(), S, H, hd, inv_freq, c.rope_layout, true);
+      rope(dk_raw.data(), S, KP / hd, hd, inv_freq, c.rope_layout, true);
     }
     zero(ws.dxn, size_t(S) * D);
     matmul_bw(dq_raw.data(), ws.xn1[li].data(), S, D, w + s.wq, Q, ws.dxn.data(), grad + s.wq);

@@ -104,12 +104,14 @@ void rmsnorm_bw(const T* dy, const T* x, const T* g, const T* r, int rows, int n
 }
 
 template <class T>
-void rope(T* x, int rows, int heads, int hd, double theta, RopeLayout layout, bool inverse) {
+void rope(T* x, int rows, int heads, int hd, const std::vector<double>& inv_freq, RopeLayout layout,
+          bool inverse) {
   const int half = hd / 2;
   for (int t = 0; t < rows; ++t)
     for (int i = 0; i < half; ++i) {
-      // Same angles as ops.cpp apply_rope, computed in double.
-      const double a = double(t) * std::pow(theta, -2.0 * i / hd);
+      // Same angles as ops.cpp apply_rope, computed in double (rope_inv_freq: theta and a
+      // static rope_scaling applied).
+      const double a = double(t) * inv_freq[size_t(i)];
       const T c = T(std::cos(a)), s = T(inverse ? -std::sin(a) : std::sin(a));
       for (int h = 0; h < heads; ++h) {
         T* v = x + (size_t(t) * heads + h) * hd;
@@ -213,7 +215,7 @@ double cross_entropy(const T* logits, const int32_t* targets, int rows, int voca
   template void group_matmul_bw<T>(const T*, const T*, int, int, int, const T*, int, T*, T*);    \
   template void rmsnorm_fw<T>(const T*, const T*, int, int, double, T*, T*);                     \
   template void rmsnorm_bw<T>(const T*, const T*, const T*, const T*, int, int, T*, T*);         \
-  template void rope<T>(T*, int, int, int, double, RopeLayout, bool);                            \
+  template void rope<T>(T*, int, int, int, const std::vector<double>&, RopeLayout, bool);                            \
   template void attention_fw<T>(const T*, const T*, const T*, int, int, int, int, bool, T*, T*); \
   template void attention_bw<T>(const T*, const T*, const T*, const T*, const T*, int, int, int, \
                                 int, T*, T*, T*);                                                \

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <exception>
 #include <cmath>
 #include <random>
 
@@ -92,12 +93,19 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   // three more with random_blocks.embedded).
   std::mt19937_64 blk((o.seed + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull + uint64_t(step));
   const RandomBlocks& rb = o.random_blocks;
+  KV_CHECK(bos >= 0 || rb.share == 0,
+           "training: random_blocks start each block sequence with BOS, and this tokenizer adds "
+           "none (set random_blocks.share to 0, or use a tokenizer with a BOS)");
   if (block_tokens) *block_tokens = 0;
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
-    std::vector<int32_t> s{bos};
+    // [BOS] + n tokens; with no BOS (a tokenizer that adds none) the token before them
+    // takes its place, so that every sequence still has seq_len tokens.
+    std::vector<int32_t> s{bos >= 0 ? bos : stream[size_t(off > 0 ? off - 1 : off)]};
+    if (bos < 0 && off == 0) s.clear();
     s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
+    if (bos < 0 && off == 0) s.push_back(stream[size_t(n)]);
     if (o.repeat_share > 0 && n >= 4) {
       // Four draws per sequence whether it repeats or not: which passage a sequence would
       // repeat does not depend on the share.
@@ -150,14 +158,24 @@ double parallel_loss(const Layout& L, const float* w, const std::vector<std::vec
   std::vector<std::vector<float>> grads(size_t(grad ? nt : 0), std::vector<float>());
   std::vector<double> losses(seqs.size());
   const double scale = 1.0 / double(seqs.size());
+  // An exception may not leave an OpenMP region (std::terminate): the first one is kept
+  // and rethrown after it.
+  std::exception_ptr failed;
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
-    Workspace<float> ws;
-    if (grad) grads[size_t(t)].assign(L.size, 0.0f);
-    for (size_t i = size_t(t); i < seqs.size(); i += size_t(nt))
-      losses[i] = loss_and_grad(L, w, seqs[i], grad ? grads[size_t(t)].data() : nullptr, scale, ws);
+    try {
+      Workspace<float> ws;
+      if (grad) grads[size_t(t)].assign(L.size, 0.0f);
+      for (size_t i = size_t(t); i < seqs.size(); i += size_t(nt))
+        losses[i] =
+            loss_and_grad(L, w, seqs[i], grad ? grads[size_t(t)].data() : nullptr, scale, ws);
+    } catch (...) {
+#pragma omp critical(kvscope_parallel_loss)
+      if (!failed) failed = std::current_exception();
+    }
   }
+  if (failed) std::rethrow_exception(failed);
   if (grad) {
     grad->assign(L.size, 0.0f);
     for (const auto& g : grads)
@@ -202,6 +220,13 @@ std::vector<std::vector<int32_t>> heldout_windows(std::span<const int32_t> strea
                                                   int seq_len, int64_t tokens) {
   std::vector<std::vector<int32_t>> out;
   const size_t n = size_t(seq_len - 1);
+  if (bos < 0) {  // no BOS: windows of seq_len tokens straight from the stream
+    const size_t w = size_t(seq_len);
+    for (size_t off = 0; off + w <= stream.size() && int64_t(out.size() * (w - 1)) < tokens;
+         off += w)
+      out.emplace_back(stream.begin() + long(off), stream.begin() + long(off + w));
+    return out;
+  }
   for (size_t off = 0; off + n <= stream.size() && int64_t(out.size() * n) < tokens; off += n) {
     std::vector<int32_t> s{bos};
     s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + n));

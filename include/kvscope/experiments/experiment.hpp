@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <functional>
 #include <memory>
 #include <string>
@@ -31,6 +32,10 @@ struct ModelSpec {
   std::string name;                 // label in tables; default: the model's folder name
   std::filesystem::path path;       // checkpoint file or Hugging Face directory
   std::filesystem::path tokenizer;  // default: find_tokenizer_for(path)
+  // Whether sequences made from text start with BOS; unset: the tokenizer's own rule
+  // (Tokenizer::sequence_bos). Key models[i].add_bos.
+  std::optional<bool> add_bos;
+  std::string add_bos_where;  // "FILE:LINE: key 'models[i].add_bos'", for the error
 };
 
 // What a running experiment sees: the common config and a way to load its inputs that

@@ -31,7 +31,7 @@ inline const std::vector<std::string>& dump_tensor_names() {
 }
 
 struct DumpOptions {
-  int seq_len = 0;  // tokens per sequence, BOS included; 0 = the model's context
+  int seq_len = 0;  // tokens per sequence, BOS included; 0 = ModelConfig::default_seq_len()
   int n_seq = 1;    // sequences to dump
   std::vector<std::string> tensors = {"k_pre_rope", "k", "v"};  // from dump_tensor_names()
   bool logits = false;                                          // also /logits
@@ -46,6 +46,7 @@ struct DumpOptions {
   // seq_len beyond the model's trained context is refused unless this is set: positions
   // the model never saw give activations no paper's claim is about.
   bool allow_extrapolation = false;
+  std::string keys = "seq_len and n_seq";  // the settings named when the text is too short
   // Called after each sequence is staged: (sequences done, n_seq, tensor bytes so far).
   std::function<void(int, int, int64_t)> on_sequence;
 };

@@ -126,6 +126,13 @@ struct ModelConfig {
     return rope_local_theta > 0.0f && window_of(layer) > 0;
   }
   // Bytes the f32 cache holds per token: K and V of every layer's cached heads.
+  // The sequence length a key left at 0 means: the model's context, at most
+  // kDefaultSeqLenCap tokens. A long-context model's whole context (131,072 for Llama 3.1,
+  // 40,960 for Qwen3) would make every default run take hours and gigabytes; a key set to
+  // a length goes past the cap (up to the context).
+  static constexpr int kDefaultSeqLenCap = 2048;
+  int default_seq_len() const { return max_seq_len < kDefaultSeqLenCap ? max_seq_len : kDefaultSeqLenCap; }
+
   int64_t kv_bytes_per_token() const {
     return int64_t(2) * n_layers * n_kv_heads * head_dim * int64_t(sizeof(float));
   }

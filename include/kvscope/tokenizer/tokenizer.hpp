@@ -35,7 +35,18 @@ class Tokenizer {
   int32_t bos_id = -1;  // -1: the tokenizer has none
   int32_t eos_id = -1;
   bool add_bos = true;  // whether sequences given to the model start with BOS
+
+  // The one BOS rule (docs/experiments.md, "BOS"): the id every sequence made from text
+  // starts with, or -1 for none. It follows the tokenizer's own post-processor (its
+  // template, or tokenizer_config.json's add_bos_token), as transformers does; a model's
+  // `add_bos` key or a command's --bos / --no-bos sets add_bos to say otherwise.
+  int32_t sequence_bos() const { return add_bos ? bos_id : -1; }
 };
+
+// Overrides the tokenizer's BOS rule (Tokenizer::add_bos); asking for a BOS from a
+// tokenizer that has none is an Error naming `where` (the key or flag) and the file.
+void set_add_bos(Tokenizer& tok, bool add_bos, const std::string& where,
+                 const std::filesystem::path& tokenizer_path);
 
 // Picks the format from the path: a directory or tokenizer.json -> Hugging Face,
 // *.model -> SentencePiece, other files -> llama2.c tokenizer.bin. Throws Error naming

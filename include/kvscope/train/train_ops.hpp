@@ -39,7 +39,8 @@ void rmsnorm_bw(const T* dy, const T* x, const T* g, const T* r, int rows, int n
 // In place over x[T, heads * hd] at positions 0..T-1; inverse = true rotates back, which
 // is also the backward pass (the rotation is orthogonal).
 template <class T>
-void rope(T* x, int rows, int heads, int hd, double theta, RopeLayout layout, bool inverse);
+void rope(T* x, int rows, int heads, int hd, const std::vector<double>& inv_freq, RopeLayout layout,
+          bool inverse);
 
 // Causal attention with GQA: query head h reads KV head h / (H / G).
 // q[T, H*hd], k, v[T, G*hd] (k after RoPE); probs[H, T, T] kept for backward;
