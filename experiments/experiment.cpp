@@ -125,7 +125,21 @@ void ExperimentContext::begin_units(int total) {
   units_done = 0;
 }
 
+void ExperimentContext::step(const std::string& what, int done, int total) {
+  if (!verbose || !dist::root()) return;
+  if (!status) status = std::make_shared<StatusLine>();
+  if (!status->enabled()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done == 0) step_started = now;
+  const double el = std::chrono::duration<double>(now - step_started).count();
+  status->update(fmt::format("[{}] unit {}/{}: {} {}/{}, {}", name, units_done + 1,
+                             std::max(units_total, units_done + 1), what, done, total,
+                             elapsed_eta(el, done, total)),
+                 done == total);
+}
+
 void ExperimentContext::unit_done(const std::string& line) {
+  if (status) status->finish();
   ++units_done;
   const double el =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -140,6 +154,7 @@ void ExperimentContext::warn(const std::string& line) {
 }
 
 void ExperimentContext::log(const std::string& line) const {
+  if (status) status->finish();
   if (verbose && dist::root()) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }
 

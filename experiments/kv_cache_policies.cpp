@@ -202,6 +202,16 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     const ModelConfig& c = m.config;
     ProbeOptions po = cfg.probe;
     po.seed = ctx.seed;
+    // Progress by task (each scores every policy): the probe, then copy, recall, passkey
+    // and perplexity per text.
+    const int n_tasks = 1 + int(want_copy) + int(want_recall) + int(want_passkey) +
+                        (want_ppl ? int(ctx.texts.size()) : 0);
+    int task = 0;
+    const auto next = [&](const std::string& what) {
+      ctx.step(fmt::format("{}: {} ({} policies); task", ms.name, what, cfg.policies.size()),
+               task++, n_tasks);
+    };
+    next("retrieval probe");
     const HeadScores scores = probe_heads(m, po);
     const Family fam = build_policies(cfg, scores, ctx.seed);
     const size_t np = fam.specs.size();
@@ -228,6 +238,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     if (want_copy || want_recall || want_passkey)
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
     if (want_copy) {
+      next("copy");
       const auto r = run_copy(m, filler, cfg.copy, fam.specs, cfg.params);
       const int L = copy_context(cfg.copy, c);
       std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
@@ -240,6 +251,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
         }
     }
     if (want_recall) {
+      next("recall");
       const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, fam.specs, cfg.params);
       std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
       KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
@@ -253,6 +265,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
         }
     }
     if (want_passkey) {
+      next("passkey");
       PasskeyTask pt = cfg.passkey;
       pt.seed = ctx.seed;
       const auto r = run_passkey(m, filler, pt, fam.specs, cfg.params);
@@ -272,6 +285,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     if (want_ppl)
       for (size_t ti = 0; ti < ctx.texts.size(); ++ti) {
         const TextSpec& ts = ctx.texts[ti];
+        next("perplexity on " + ts.name);
         const std::vector<int32_t> stream =
             without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
         const auto r = run_policy_perplexity(m, stream, cfg.ppl, fam.specs, cfg.params);

@@ -171,12 +171,17 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
           }
         };
         eval(0);
+        const std::string what =
+            fmt::format("{} {} -> {} KV heads, {} weights: step", ms.name, v.method, v.kv_heads,
+                        which);
         for (int step = 0; step < mo.steps; ++step) {
+          ctx.step(what, step, mo.steps);
           const train::StepStats s =
               train::train_step(L, mo, w, adam, train::batch_at(train_stream, bos, mo, step), step);
           tokens += s.tokens, secs += s.seconds, ++steps_done;
           if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
         }
+        ctx.step(what, mo.steps, mo.steps);
         const Model trained = train::model_from_params(L, w, start.name + ":finetuned");
         for (size_t hi = 0; hi < held.size(); ++hi) {
           const Held& h = held[hi];

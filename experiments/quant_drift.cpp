@@ -180,6 +180,7 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
     int64_t scored = 0;
     const size_t V = size_t(rc.vocab_size);
     for (int s = 0; s < n_seq; ++s) {
+      ctx.step(fmt::format("{}: {} models x sequence", ts.name, compared.size() + 1), s, n_seq);
       const std::span<const int32_t> toks(stream.data() + size_t(s) * size_t(T), size_t(T));
       Keep keep;
       RunState rs(rc, T);  // holds the reference's logits [T, V] for this sequence

@@ -203,6 +203,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   int64_t tokens = 0;
   const int end = cfg.stop_after > 0 ? std::min(o.steps, start + cfg.stop_after) : o.steps;
   for (int step = start; step < end; ++step) {
+    ctx.step("training step", step - start, end - start);
     int64_t block_tokens = 0;
     const train::StepStats s = train::train_step(
         L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_tokens), step);

@@ -66,8 +66,14 @@ struct ExperimentContext {
   // elapsed time and ETA of the run so far.
   void begin_units(int total);
   void unit_done(const std::string& line);
+  // Progress inside a unit, redrawn in place while stderr is a terminal (nothing in a pipe,
+  // a log or with -q, where unit_done's lines are the record): "[NAME] unit i/n: WHAT
+  // done/total, elapsed, ETA of the unit's steps". done = 0 starts the unit's clock.
+  void step(const std::string& what, int done, int total);
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point step_started = started;
   int units_total = 0, units_done = 0;
+  std::shared_ptr<StatusLine> status;  // made on the first step()
 };
 
 using Tables = std::vector<Table>;
