@@ -262,3 +262,21 @@ TEST_CASE("a config's ~/ paths are under HOME, as README's quant_drift example w
   CHECK(fs::exists(tmp / "r/p/perplexity.csv"));
   CHECK_THAT(test::slurp(tmp / "r/p/manifest.json"), Contains(tmp.path.string() + "/home/story.txt"));
 }
+
+TEST_CASE("OpenMP threads wait passively unless the user chose a policy", "[smoke][cli]") {
+  // bench/threads_under_load.sh: spinning waits made 2 threads 2x slower than 1 on a busy
+  // 2-core machine. kvscope runs itself again with OMP_WAIT_POLICY=passive; the manifest
+  // records the policy the run had.
+  test::TempDir tmp("wait_policy");
+  const std::string cfg =
+      (fs::path(KVSCOPE_SOURCE_DIR) / "tests/data/smoke/perplexity.yaml").string();
+  for (const std::string& set : {std::string(""), std::string("active")}) {
+    const fs::path res = tmp / ("r" + set);
+    const test::CliResult r = test::run_kvscope_sh(
+        set.empty() ? "env -u OMP_WAIT_POLICY " : "env OMP_WAIT_POLICY=" + set + " ",
+        "run -q '" + cfg + "' --results '" + res.string() + "'");
+    REQUIRE(r.exit_code == 0);
+    const auto m = nlohmann::json::parse(test::slurp(res / "perplexity/manifest.json"));
+    CHECK(m["extra"]["omp_wait_policy"] == (set.empty() ? "passive" : set));
+  }
+}

@@ -1,7 +1,10 @@
 // kvscope: look inside the KV cache of real language models. Thin front end: parse the
 // command line, dispatch, and turn every error into one line on stderr and exit code 1.
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -134,7 +137,20 @@ int run_main(int argc, char** argv) {
 
 }  // namespace
 
+// OpenMP threads that wait for work spin (libgomp's default), and on a machine where
+// another process holds a core a spinning thread takes the time the working one needs: on
+// a busy 2-core machine 2 threads ran paper_a_energy 1.6x slower than 1 (bench/
+// threads_under_load.sh). Passive waiting removes that at a few percent on an idle
+// machine. libgomp reads OMP_WAIT_POLICY once, when it is loaded, so the policy is set by
+// running this program again with it in the environment; a policy the user set is kept.
+void prefer_passive_omp_waits(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (::setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  ::execv("/proc/self/exe", argv);  // returns only on failure: go on as loaded
+}
+
 int main(int argc, char** argv) {
+  prefer_passive_omp_waits(argv);
   kvscope::dist::init(&argc, &argv);
   const int rc = run_main(argc, argv);
   if (rc != 0 && kvscope::dist::size() > 1) {
