@@ -62,6 +62,15 @@ TEST_CASE("generate prints the continuation; bad models fail clearly", "[cli][mo
                              "/models/stories260K/stories260K.bin -n 20 --quiet");
   CHECK(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("Once upon a time"));
+  // The prompt is echoed before its continuation (--no-echo: the continuation alone).
+  const std::string m260 = "generate -m " + kData + "/models/stories260K/stories260K.bin -n 8 -q ";
+  r = test::run_kvscope(m260 + "-p 'Once upon a'");
+  const test::CliResult bare = test::run_kvscope(m260 + "-p 'Once upon a' --no-echo");
+  CHECK(r.out.rfind("Once upon a", 0) == 0);
+  CHECK(bare.out.rfind("Once upon a", 0) == std::string::npos);
+  CHECK(r.out == "Once upon a" + bare.out);
+  // --help shows the defaults.
+  CHECK_THAT(test::run_kvscope("generate --help").out, Contains("--max-tokens INT:>= 0=256"));
   r = test::run_kvscope("generate -m /nonexistent/model.bin");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("/nonexistent/model.bin") && Contains("does not exist"));

@@ -205,3 +205,14 @@ TEST_CASE("yaml: paths expand ~ and ~user as a shell does, nothing else", "[infr
   CHECK_THROWS_WITH(m.get_path("a"), Contains("HOME is not set"));
   if (old) ::setenv("HOME", saved.c_str(), 1);
 }
+
+TEST_CASE("yaml: every unknown key is named at once", "[infra][yaml_util]") {
+  YamlMap m = from_text("windw: 3\nppl:\n  strde: 2\n  stride: 1\nfoo: 1\n");
+  (void)m.get_or<int>("window", 0);
+  YamlMap p = m.map("ppl");
+  (void)p.get_or<int>("stride", 0);
+  CHECK_THROWS_WITH(m.finish(), Contains("3 unknown keys: inline.yaml:1: unknown key 'windw'") &&
+                                    Contains("inline.yaml:5: unknown key 'foo'") &&
+                                    Contains("inline.yaml:3: unknown key 'strde' in 'ppl'") &&
+                                    Contains("(known: stride)"));
+}

@@ -17,6 +17,7 @@ Action add_generate(CLI::App& app) {
     uint64_t seed = 0;
     bool quiet = false;
     int bos = -1;  // --bos / --no-bos
+    bool no_echo = false;
   };
   auto a = std::make_shared<Args>();
   app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
@@ -34,6 +35,7 @@ Action add_generate(CLI::App& app) {
   app.add_option("--threads", a->threads, "threads (0: all cores)")->check(at_least(0));
   app.add_flag("--quiet,-q", a->quiet, "do not print timings to stderr");
   add_bos_flags(app, a->bos);
+  app.add_flag("--no-echo", a->no_echo, "print only the continuation, not the prompt before it");
   return [a]() {
     set_threads(a->threads);
     LoadedModel lm = load_model_and_tokenizer(a->model, a->tokenizer);
@@ -50,6 +52,8 @@ Action add_generate(CLI::App& app) {
     // buffering writes it (a write system call per token was a tenth of the decode time
     // of a small model).
     const bool tty = ::isatty(::fileno(stdout)) == 1;
+    // The prompt, then its continuation, as llama2.c's run and llama.cpp print them.
+    if (!a->no_echo) write_stdout(a->prompt);
     const GenerateResult r = generate(m, *tok, o, [tty](const std::string& piece) {
       write_stdout(piece);
       if (tty) std::fflush(stdout);

@@ -41,6 +41,8 @@ int check_stdout(const std::string& running) {
 int run_main(int argc, char** argv) {
   CLI::App app{"kvscope: how much of the KV cache can go, and which part must stay?", "kvscope"};
   app.require_subcommand(1);
+  // --help shows each option's default (subcommands inherit this when they are added).
+  app.option_defaults()->always_capture_default();
   app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);
   std::map<CLI::App*, kvscope::cli::Action> actions;
   auto add = [&](const char* name, const char* what, auto adder) {

@@ -427,16 +427,29 @@ YAML::Node YamlMap::raw(const std::string& key) {
   return require(key);
 }
 
-void YamlMap::finish() const {
+void YamlMap::unknown_keys(std::vector<std::string>& out) const {
   for (const auto& e : s_->entries) {
     if (std::find(s_->known.begin(), s_->known.end(), e.key) != s_->known.end()) continue;
     std::string known;
     for (const auto& k : s_->known) known += (known.empty() ? "" : ", ") + k;
-    throw Error(fmt::format("{}: unknown key '{}' {} (known: {})",
-                            yaml_detail::location(s_->file, e.line), e.key, where(s_->prefix),
-                            known.empty() ? "none" : known));
+    out.push_back(fmt::format("{}: unknown key '{}' {} (known: {})",
+                              yaml_detail::location(s_->file, e.line), e.key, where(s_->prefix),
+                              known.empty() ? "none" : known));
   }
-  for (const auto& c : s_->children) YamlMap(c).finish();
+  for (const auto& c : s_->children) YamlMap(c).unknown_keys(out);
+}
+
+void YamlMap::finish() const {
+  // Every unknown key of the file at once: fixing one typo should not reveal the next.
+  std::vector<std::string> bad;
+  unknown_keys(bad);
+  if (bad.empty()) return;
+  std::string msg = bad.front();
+  if (bad.size() > 1) {
+    msg = fmt::format("{} unknown keys: {}", bad.size(), bad.front());
+    for (size_t i = 1; i < bad.size(); ++i) msg += "; " + bad[i];
+  }
+  throw Error(msg);
 }
 
 nlohmann::json YamlMap::to_json() const {

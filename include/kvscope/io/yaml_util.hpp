@@ -151,9 +151,12 @@ class YamlMap {
   // sections copied into manifests, e.g. with yaml_to_json).
   YAML::Node raw(const std::string& key);
 
-  // Throws for the first key (in file order) that was never asked for, here or in any
-  // sub-map: "FILE:LINE: unknown key 'strde' in 'perplexity' (known: window, stride)".
+  // Throws when a key was never asked for, here or in any sub-map: "FILE:LINE: unknown key
+  // 'strde' in 'perplexity' (known: window, stride)"; several are all named in one message
+  // ("2 unknown keys: ...; ...").
   void finish() const;
+  // The message of each unknown key here, then in every sub-map handed out.
+  void unknown_keys(std::vector<std::string>& out) const;
 
   // This map as JSON (reads nothing, marks nothing).
   nlohmann::json to_json() const;
