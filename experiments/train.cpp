@@ -50,7 +50,7 @@ struct TrainConfig {
   std::string checkpoint;
   std::string init;  // start from this model's weights instead of fresh ones
   int checkpoint_every = 200;
-  int stop_after = 0;          // steps in this invocation; 0 = up to `steps`
+  int stop_after = 0;           // steps in this invocation; 0 = up to `steps`
   bool induction_eval = false;  // `probe:` given
   ProbeOptions probe;
   nlohmann::json fingerprint;  // what must match for a checkpoint to be resumed
@@ -90,14 +90,17 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
                  (c.bos_id < rb.token_lo || c.bos_id >= rb.token_hi) &&
                  (c.eos_id < rb.token_lo || c.eos_id >= rb.token_hi),
              "{}: train.random_blocks token ids [{}, {}) must lie inside the vocabulary [0, {}) "
-             "and leave out BOS {} and EOS {}", ctx.config_file.string(), rb.token_lo,
-             rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
+             "and leave out BOS {} and EOS {}",
+             ctx.config_file.string(), rb.token_lo, rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
     if (rb.seq_len == 0) rb.seq_len = o.seq_len;
-    KV_CHECK(rb.seq_len <= c.max_seq_len, "{}: train.random_blocks.seq_len {} exceeds the "
-             "context {}", ctx.config_file.string(), rb.seq_len, c.max_seq_len);
-    KV_CHECK(2 * rb.max_len <= rb.seq_len - 1, "{}: train.random_blocks.max_len {} leaves fewer "
-             "than two copies in a sequence of {} tokens", ctx.config_file.string(), rb.max_len,
-             rb.seq_len);
+    KV_CHECK(rb.seq_len <= c.max_seq_len,
+             "{}: train.random_blocks.seq_len {} exceeds the "
+             "context {}",
+             ctx.config_file.string(), rb.seq_len, c.max_seq_len);
+    KV_CHECK(2 * rb.max_len <= rb.seq_len - 1,
+             "{}: train.random_blocks.max_len {} leaves fewer "
+             "than two copies in a sequence of {} tokens",
+             ctx.config_file.string(), rb.max_len, rb.seq_len);
     // The probe asks about the ids the blocks taught: tokens never seen in a block (or at
     // all) cannot be matched, and would measure that instead of copying.
     if (cfg.probe.token_lo < 0 && cfg.probe.token_hi == 0)
@@ -280,8 +283,9 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
         plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
       });
   if (!cfg.induction_eval) return {loss, ev, timing};
-  ctx.after_tables.push_back(
-      [](const std::filesystem::path& dir) { plot_induction(dir / "induction.csv", dir); });
+  ctx.after_tables.push_back([name = ctx.name](const std::filesystem::path& dir) {
+    plot_induction(dir / "induction.csv", dir, name);
+  });
   return {loss, ev, ind, timing};
 }
 
@@ -347,16 +351,20 @@ ExperimentKind train_kind() {
       YamlMap r = s.map("random_blocks");
       train::RandomBlocks& rb = o.random_blocks;
       rb.share = r.get<double>("share");
-      KV_CHECK(rb.share >= 0 && rb.share <= 1, "{}: train.random_blocks.share must be in "
-               "[0, 1], got {}", s.file(), rb.share);
+      KV_CHECK(rb.share >= 0 && rb.share <= 1,
+               "{}: train.random_blocks.share must be in "
+               "[0, 1], got {}",
+               s.file(), rb.share);
       rb.min_len = r.get_at_least<int>("min_len", 1);
       rb.max_len = r.get_at_least<int>("max_len", rb.min_len);
       rb.token_lo = r.get_at_least_or<int>("token_lo", -1, -1);
       rb.token_hi = r.get_at_least_or<int>("token_hi", 0, 0);
       rb.seq_len = r.get_at_least_or<int>("seq_len", 0, 0);
       rb.embedded = r.get_or<double>("embedded", 0.0);
-      KV_CHECK(rb.embedded >= 0 && rb.embedded <= 1, "{}: train.random_blocks.embedded must be "
-               "in [0, 1], got {}", s.file(), rb.embedded);
+      KV_CHECK(rb.embedded >= 0 && rb.embedded <= 1,
+               "{}: train.random_blocks.embedded must be "
+               "in [0, 1], got {}",
+               s.file(), rb.embedded);
     }
     if (s.has("probe")) {
       YamlMap p = s.map("probe");

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <regex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kvscope/report/manifest.hpp"
@@ -89,6 +90,10 @@ TEST_CASE("recovery curves: the control lies inside every panel's y range", "[pl
     }
     CHECK(r[0].second > 62.5);  // panel 4 KV heads: the highest point is mean_pool's start
     CHECK(r[1].second > 26.0);
+    // The x axis ends at the data (1000 tokens), and the control says what it is.
+    CHECK_THAT(s, Contains("set autoscale xfix"));
+    CHECK_THAT(s, Contains("title 'original model, fine-tuned the same (control)'"));
+    CHECK_THAT(s, !Contains("title 'original'"));
   }
 }
 
@@ -131,7 +136,7 @@ TEST_CASE("spectrum titles say the token count and whether keys were centred", "
                     "m,c,32768,64,1,0,k\n");
   Scripts scripts;
   plot_spectrum(tmp / "spectrum.csv", tmp.path);
-  REQUIRE(scripts.all.size() == 4);  // spectrum and energy, png and svg
+  REQUIRE(scripts.all.size() == 6);  // spectrum, singular values and energy; png and svg
   for (const std::string& s : scripts.all)
     CHECK_THAT(s, Contains("m on c (32768 tokens, centred (mean removed))"));
   test::write_bytes(tmp / "summary.csv",
@@ -163,4 +168,71 @@ TEST_CASE("ablation curve: razor's recall over the full cache's, at the share ke
     CHECK_THAT(s, Contains("6 0.79885\n"));  // the paper: 69.54 / 87.05 at 5% + 1% echo
   }
   CHECK(fs::file_size(tmp / "ablation_m.png") > 1000);
+}
+
+TEST_CASE("singular values: normalised by the largest on a log axis, exact zeros left out",
+          "[plot]") {
+  test::TempDir tmp("plot_sv");
+  // Layer 0 of K: 4, 2, 1, 0 (rank 3, an exact zero last); V: 5, 5, 0.5, 0.05.
+  std::string spectrum =
+      "model,calibration,layer,tensor,scope,groups,index,dim,rank,singular_value,energy_share,"
+      "cumulative_energy\n";
+  const double k[] = {4, 2, 1, 0}, v[] = {5, 5, 0.5, 0.05};
+  for (int rank = 1; rank <= 4; ++rank) {
+    spectrum += fmt::format("m,c,0,k,layer,1,0,4,{},{},0.25,{}\n", rank, k[rank - 1], 0.25 * rank);
+    spectrum += fmt::format("m,c,0,v,layer,1,0,4,{},{},0.25,{}\n", rank, v[rank - 1], 0.25 * rank);
+  }
+  test::write_bytes(tmp / "spectrum.csv", spectrum);
+  Scripts scripts;
+  const auto files = plot_spectrum(tmp / "spectrum.csv", tmp.path);
+  REQUIRE(scripts.all.size() == 6);
+  const std::string& sv = scripts.all[1];  // png: spectrum, singular values, energy
+  CHECK_THAT(sv, Contains("set logscale y"));
+  CHECK_THAT(sv, Contains("$S_k << EOD\n# layer 0\n1 1\n2 0.5\n3 0.25\n\n\nEOD"));
+  CHECK_THAT(sv, Contains("$S_v << EOD\n# layer 0\n1 1\n2 1\n3 0.1\n4 0.01\n\n\nEOD"));
+  CHECK(fs::file_size(tmp / "singular_values_m__c.png") > 1000);
+}
+
+TEST_CASE("policy heat maps: one colour scale and each panel's cache budget", "[plot]") {
+  test::TempDir tmp("plot_recall");
+  std::string csv = "model,policy,length,depth,questions,accuracy,chance,mean_rank,kv_share\n";
+  // full keeps everything; razor 84% at 64 tokens and 51% at 512; h2o 50% at both.
+  for (const auto& [policy, s64, s512] :
+       {std::tuple{"full", 1.0, 1.0}, std::tuple{"razor", 0.839, 0.5059},
+        std::tuple{"h2o", 0.5, 0.5}})
+    for (const char* depth : {"0", "1"}) {
+      csv += fmt::format("m,{},64,{},8,0.5,0.125,2,{}\n", policy, depth, s64);
+      csv += fmt::format("m,{},512,{},8,0.25,0.125,3,{}\n", policy, depth, s512);
+    }
+  test::write_bytes(tmp / "recall.csv", csv);
+  Scripts scripts;
+  plot_recall(tmp / "recall.csv", tmp.path);
+  REQUIRE(scripts.all.size() == 2);
+  for (const std::string& s : scripts.all) {
+    CHECK_THAT(s, Contains("set title 'full: 100% kept'"));
+    CHECK_THAT(s, Contains("set title 'razor: 51-84% kept'"));
+    CHECK_THAT(s, Contains("set title 'h2o: 50% kept'"));
+    CHECK_THAT(s, Contains("set cbrange [0:1]"));
+    // One colour box for three panels.
+    size_t unset = 0, user = 0;
+    for (size_t at = 0; (at = s.find("unset colorbox", at)) != std::string::npos; ++at) ++unset;
+    for (size_t at = 0; (at = s.find("set colorbox user", at)) != std::string::npos; ++at) ++user;
+    CHECK(unset == 2);
+    CHECK(user == 1);
+  }
+}
+
+TEST_CASE("induction figures name their run", "[plot]") {
+  test::TempDir tmp("plot_induction");
+  fs::create_directories(tmp / "train_x.partial");
+  test::write_bytes(tmp / "train_x.partial/induction.csv",
+                    "step,block_tokens,induction_ratio,copy_drop,best_previous\n"
+                    "0,0,1.2,0.01,0.2\n50,1000,8.5,0.6,0.7\n");
+  Scripts scripts;
+  plot_induction(tmp / "train_x.partial/induction.csv", tmp / "train_x.partial");
+  REQUIRE(!scripts.all.empty());
+  CHECK_THAT(scripts.all[0], Contains("title 'train_x: induction forming"));
+  scripts.all.clear();
+  plot_induction(tmp / "train_x.partial/induction.csv", tmp / "train_x.partial", "Jane's run");
+  CHECK_THAT(scripts.all[0], Contains("title 'Jane''s run: induction forming"));
 }

@@ -19,8 +19,8 @@ struct PlotKind {
 
 const PlotKind kPlots[] = {
     {"spectrum",
-     "Cumulative singular-value energy per layer (K pre/post RoPE, V) and top-25%/50% energy "
-     "bars, from a kv_spectrum spectrum.csv",
+     "Cumulative singular-value energy per layer (K pre/post RoPE, V), the singular values over "
+     "the largest on a log axis, and top-25%/50% energy bars, from a kv_spectrum spectrum.csv",
      "results/NAME/spectrum.csv", plot_spectrum},
     {"reduction",
      "Perplexity by method and target KV heads, from a kv_head_reduction reduction.csv",
@@ -39,7 +39,10 @@ const PlotKind kPlots[] = {
     {"induction",
      "Induction score / uniform and copy-loss drop per evaluation, from a train run's "
      "induction.csv (train.probe)",
-     "results/NAME/induction.csv", plot_induction},
+     "results/NAME/induction.csv",
+     [](const std::filesystem::path& csv, const std::filesystem::path& out) {
+       return plot_induction(csv, out);  // titled with the CSV's directory, the run
+     }},
     {"recovery",
      "Held-out perplexity against tokens of fine-tuning, per initialisation and KV-head count, "
      "from a kv_head_finetune recovery.csv",

@@ -125,8 +125,8 @@ RunManifest manifest_from_json(const json& j, const std::string& src) {
 void write_manifest(const RunManifest& m, const fs::path& path) {
   // Paths need not be UTF-8 (Linux allows any bytes in a name): replaced, never a throw
   // after the run's work is done.
-  write_file_atomic(path,
-                    m.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  write_file_atomic(
+      path, m.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 RunManifest read_manifest(const fs::path& path) {

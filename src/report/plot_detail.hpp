@@ -24,6 +24,13 @@ inline std::string terminal(const std::string& ext, int width, int height) {
                             width, height);
 }
 
+// `s` inside a single-quoted gnuplot string ('' is a quote there).
+inline std::string gnuplot_quote(const std::string& s) {
+  std::string out;
+  for (const char ch : s) out += ch == '\'' ? std::string("''") : std::string(1, ch);
+  return out;
+}
+
 // "set yrange [lo:hi]" for a log-scale axis that shows every value in [lo, hi] with a
 // margin of a quarter of a decade on each side (so a reference line at the edge of the
 // data, such as the original model's perplexity, is drawn inside the frame).

@@ -14,8 +14,16 @@ namespace kvscope {
 
 namespace fs = std::filesystem;
 
-std::vector<fs::path> plot_induction(const fs::path& induction_csv, const fs::path& out_dir) {
+std::vector<fs::path> plot_induction(const fs::path& induction_csv, const fs::path& out_dir,
+                                     const std::string& run) {
   const CsvData d = read_csv(induction_csv);
+  // The run: given, else the results directory the CSV is in (results/NAME/induction.csv;
+  // NAME.partial while the run writes it).
+  std::string name = run;
+  if (name.empty()) {
+    name = fs::absolute(induction_csv).lexically_normal().parent_path().filename().string();
+    if (name.size() > 8 && name.ends_with(".partial")) name.resize(name.size() - 8);
+  }
   const size_t c_block = d.column("block_tokens"), c_ratio = d.column("induction_ratio"),
                c_drop = d.column("copy_drop"), c_prev = d.column("best_previous"),
                c_step = d.column("step");
@@ -31,8 +39,10 @@ std::vector<fs::path> plot_induction(const fs::path& induction_csv, const fs::pa
     const fs::path out = out_dir / fmt::format("induction.{}", ext);
     std::string s = data + plot_detail::terminal(ext, 1100, 420) + "\n";
     s += fmt::format("set output '{}.partial'\n", out.string());
-    s += "set multiplot layout 1,2 title 'induction forming: probe scores and copy loss at each "
-         "evaluation'\nset xlabel 'step'\nset grid\nset key top left\n";
+    s += fmt::format(
+        "set multiplot layout 1,2 title '{}: induction forming, probe scores and copy loss at "
+        "each evaluation'\nset xlabel 'step'\nset grid\nset key top left\n",
+        plot_detail::gnuplot_quote(name));
     s += "set ylabel 'best induction score / uniform'\nset logscale y\n"
          "plot $D using 1:3 with linespoints title 'induction / uniform', 5 dt 2 lc 'gray' "
          "title '5x (the bar)'\nunset logscale y\n";

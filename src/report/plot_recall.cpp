@@ -17,10 +17,12 @@ std::vector<fs::path> plot_recall(const fs::path& recall_csv, const fs::path& ou
   const CsvData d = read_csv(recall_csv);
   const size_t c_model = d.column("model"), c_policy = d.column("policy"),
                c_len = d.column("length"), c_depth = d.column("depth"),
-               c_acc = d.column("accuracy"), c_chance = d.column("chance");
+               c_acc = d.column("accuracy"), c_chance = d.column("chance"),
+               c_share = d.column("kv_share");
   struct Fig {
     std::vector<std::string> policies, lengths, depths;  // in order of appearance
     std::map<std::tuple<std::string, std::string, std::string>, double> acc;
+    std::map<std::string, std::pair<double, double>> share;  // policy -> min, max kept
     std::string chance;
   };
   std::map<std::string, Fig> figs;
@@ -35,6 +37,9 @@ std::vector<fs::path> plot_recall(const fs::path& recall_csv, const fs::path& ou
     add_once(f.lengths, r[c_len]);
     add_once(f.depths, r[c_depth]);
     f.acc[{r[c_policy], r[c_len], r[c_depth]}] = std::stod(r[c_acc]);
+    const double sh = std::stod(r[c_share]);
+    auto [it, fresh] = f.share.try_emplace(r[c_policy], sh, sh);
+    if (!fresh) it->second = {std::min(it->second.first, sh), std::max(it->second.second, sh)};
     f.chance = r[c_chance];
   }
   std::vector<fs::path> written;
@@ -64,23 +69,36 @@ std::vector<fs::path> plot_recall(const fs::path& recall_csv, const fs::path& ou
       // recall.csv or passkey.csv (the same grid; the file's stem names the task).
       const std::string task = recall_csv.stem().string();
       const fs::path out = out_dir / fmt::format("{}_{}.{}", task, file_safe(model), ext);
-      std::string s = s0 + plot_detail::terminal(ext, 380 * cols, 60 + 300 * rows) + "\n";
+      std::string s = s0 + plot_detail::terminal(ext, 380 * cols + 90, 60 + 300 * rows) + "\n";
       s += fmt::format("set output '{}.partial'\n", out.string());
+      // One colour scale for every panel (accuracy 0-1), drawn once at the right; each
+      // panel names its policy and the share of the KV cache it keeps (its cache budget).
       s += fmt::format(
           "set multiplot layout {},{} title '{}: {} accuracy (chance {:.3f}) by context "
-          "length and needle depth'\n",
-          rows, cols, model, task == "passkey" ? "passkey" : "name recall",
-          std::stod(f.chance));
+          "length and needle depth; each panel: policy, share of the KV cache kept' "
+          "margins 0.06,0.90,0.08,{:.3f} spacing 0.07,{:.3f}\n",
+          rows, cols, model, task == "passkey" ? "passkey" : "name recall", std::stod(f.chance),
+          1.0 - 80.0 / (60 + 300 * rows), 0.35 / rows);  // 80 px for the title
       s += fmt::format(
           "set xtics ({})\nset ytics ({})\nset xrange [-0.5:{}]\nset yrange [-0.5:{}]\n"
           "set xlabel 'context tokens'\nset ylabel 'needle depth'\nset cbrange [0:1]\n"
           "set palette defined (0 '#ffffff', 0.5 '#6baed6', 1 '#08306b')\nunset key\n",
           xt, yt, f.lengths.size() - 0.5, f.depths.size() - 0.5);
-      for (size_t p = 0; p < f.policies.size(); ++p)
+      for (size_t p = 0; p < f.policies.size(); ++p) {
+        const auto [lo, hi] = f.share.at(f.policies[p]);
+        const std::string kept =
+            std::lround(lo * 100) == std::lround(hi * 100)
+                ? fmt::format("{}% kept", std::lround(hi * 100))
+                : fmt::format("{}-{}% kept", std::lround(lo * 100), std::lround(hi * 100));
+        s += p + 1 == f.policies.size()
+                 ? "set colorbox user origin screen 0.925, screen 0.15 size screen 0.018, "
+                   "screen 0.7\nset cblabel 'accuracy'\n"
+                 : "unset colorbox\n";
         s += fmt::format(
-            "set title '{}'\nplot $P{} using 1:2:3 with image, $P{} using 1:2:4 with labels "
-            "font ',9'\n",
-            f.policies[p], p, p);
+            "set title '{}: {}'\nplot $P{} using 1:2:3 with image, $P{} using 1:2:4 with "
+            "labels font ',9'\n",
+            f.policies[p], kept, p, p);
+      }
       s += "unset multiplot\nunset output\n";
       run_gnuplot(s, {out}, "plot " + out.string());
       written.push_back(out);

@@ -69,8 +69,9 @@ std::vector<fs::path> plot_recovery(const fs::path& csv, const fs::path& out_dir
       s += fmt::format("set output '{}.partial'\n", out.string());
       s += fmt::format("set multiplot layout 1,{} title '{} on {}: fine-tuning {} weights'\n",
                        panels.size(), model, text, trainable);
+      // The x axis ends at the last evaluation (autoscaling ran it on to the next tic).
       s += "set logscale y\nset grid\nset key top right\nset xlabel 'tokens trained'\n"
-           "set ylabel 'held-out perplexity'\n";
+           "set ylabel 'held-out perplexity'\nset autoscale xfix\nset offsets 0, 0, 0, 0\n";
       for (const auto& [g, curves] : panels) {
         Range y = panel_range.at(std::tuple_cat(key, std::tuple{g}));
         if (has_control) {
@@ -90,7 +91,9 @@ std::vector<fs::path> plot_recovery(const fs::path& csv, const fs::path& out_dir
           sep = ", ";
         }
         if (has_control)
-          s += sep + "$CONTROL using 1:2 with lines dt 2 lw 2 lc rgb '#444444' title 'original'";
+          s += sep +
+               "$CONTROL using 1:2 with lines dt 2 lw 2 lc rgb '#444444' title 'original model, "
+               "fine-tuned the same (control)'";
         s += "\n";
       }
       s += "unset multiplot\nunset output\n";

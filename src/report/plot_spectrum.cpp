@@ -1,4 +1,5 @@
-// Spectrum figures of a `kv_spectrum` run: cumulative energy curves and top-k energy bars.
+// Spectrum figures of a `kv_spectrum` run: cumulative energy curves, the normalised
+// singular values on a log axis, and top-k energy bars.
 #include "kvscope/report/plot.hpp"
 
 #include <algorithm>
@@ -39,16 +40,20 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
   const size_t c_model = d.column("model"), c_cal = d.column("calibration"),
                c_layer = d.column("layer"), c_tensor = d.column("tensor"),
                c_scope = d.column("scope"), c_dim = d.column("dim"), c_rank = d.column("rank"),
-               c_cum = d.column("cumulative_energy");
+               c_cum = d.column("cumulative_energy"), c_sv = d.column("singular_value");
   // (model, calibration) -> tensor -> layer -> [(fraction of values, cumulative energy)]
-  std::map<std::pair<std::string, std::string>,
-           std::map<std::string, std::map<int, std::vector<std::pair<double, double>>>, TensorLess>>
-      curves;
+  using Curves = std::map<
+      std::pair<std::string, std::string>,
+      std::map<std::string, std::map<int, std::vector<std::pair<double, double>>>, TensorLess>>;
+  Curves curves;
+  Curves values;  // the same keys -> [(rank, singular value)]
   for (const auto& r : d.rows) {
     if (r[c_scope] != "layer") continue;
     const double frac = std::stod(r[c_rank]) / std::stod(r[c_dim]);
-    curves[{r[c_model], r[c_cal]}][r[c_tensor]][std::stoi(r[c_layer])].push_back(
-        {frac, std::stod(r[c_cum])});
+    const int layer = std::stoi(r[c_layer]);
+    curves[{r[c_model], r[c_cal]}][r[c_tensor]][layer].push_back({frac, std::stod(r[c_cum])});
+    values[{r[c_model], r[c_cal]}][r[c_tensor]][layer].push_back(
+        {std::stod(r[c_rank]), std::stod(r[c_sv])});
   }
   // Tokens and centring per (model, calibration), from summary.csv beside the spectrum.
   std::map<std::pair<std::string, std::string>, std::string> how;
@@ -91,6 +96,18 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
         data += fmt::format("{} {:.6f} {:.6f}\n", l, at(0.25), at(0.5));
       }
       data += "EOD\n";
+      // Singular values over the layer's largest, one index block per layer. Exact zeros
+      // (a rank-deficient cache) have no place on a log axis and are left out.
+      data += "$S_" + t + " << EOD\n";
+      for (const auto& [l, pts_l] : values.at(key).at(t)) {
+        double top = 0;
+        for (const auto& p : pts_l) top = std::max(top, p.second);
+        data += fmt::format("# layer {}\n", l);
+        for (const auto& [rank, sv] : pts_l)
+          if (sv > 0 && top > 0) data += fmt::format("{:.0f} {:.9g}\n", rank, sv / top);
+        data += "\n\n";
+      }
+      data += "EOD\n";
     }
     const bool key_per_layer = n_layers <= 8;
     for (const auto& [ext, term] : kTerminals) {
@@ -119,6 +136,32 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
       s += "unset multiplot\nunset output\n";
       run_gnuplot(s, {out}, "plot " + out.string());
       written.push_back(out);
+
+      // Normalised singular values on a log axis, the spectrum itself.
+      const fs::path sv = out_dir / fmt::format("singular_values_{}.{}", stem, ext);
+      std::string v = data + std::string(term) + "\n";
+      v += fmt::format("set output '{}.partial'\n", sv.string());
+      v += fmt::format(
+          "set multiplot layout 1,{} title '{}: singular values of the KV cache over the "
+          "largest (all KV heads of a layer together; exact zeros left out)'\n",
+          tensors.size(), title);
+      v += "set logscale y\nset format y '10^%L'\nset grid\nset autoscale xfix\n"
+           "set xlabel 'index of the singular value'\nset ylabel 'sigma_i / sigma_1'\n"
+           "set key bottom left\n";
+      v += fmt::format(
+          "set palette defined (0 '#440154', 0.5 '#21908d', 1 '#e8c32e')\n"
+          "set cbrange [0:{}]\nset cblabel 'layer'\n",
+          std::max(1, n_layers - 1));
+      v += key_per_layer ? "unset colorbox\n" : "set colorbox\n";
+      for (const auto& [t, layers] : tensors) {
+        v += fmt::format("set title '{}'\n", kTensorTitle(t));
+        v += fmt::format(
+            "plot for [i=0:{}] $S_{} index i using 1:2 with lines lw 2 lc palette cb i {}\n",
+            layers.size() - 1, t, key_per_layer ? "title sprintf('layer %d', i)" : "notitle");
+      }
+      v += "unset multiplot\nunset output\n";
+      run_gnuplot(v, {sv}, "plot " + sv.string());
+      written.push_back(sv);
 
       // Top-25% / top-50% energy per layer.
       const fs::path bars = out_dir / fmt::format("energy_{}.{}", stem, ext);

@@ -130,8 +130,8 @@ std::string Table::to_csv(int digits) const {
 }
 
 void write_csv(const Table& table, const std::filesystem::path& path, int digits) {
-  KV_CHECK(digits >= 0 && digits <= 17, "{}: CSV digits must be 1..17 (or 0: each column's own), got {}",
-           path.string(), digits);
+  KV_CHECK(digits >= 0 && digits <= 17,
+           "{}: CSV digits must be 1..17 (or 0: each column's own), got {}", path.string(), digits);
   write_file_atomic(path, table.to_csv(digits));
 }
 

@@ -51,9 +51,11 @@ std::vector<std::filesystem::path> plot_recall(const std::filesystem::path& reca
                                                const std::filesystem::path& out_dir);
 
 // From a train run's induction.csv (train.probe): induction.{png,svg}, the best induction
-// score over uniform and the copy-loss drop (with the previous-token score) per evaluation.
+// score over uniform and the copy-loss drop (with the previous-token score) per evaluation,
+// titled with `run` (default: the name of the directory the CSV is in).
 std::vector<std::filesystem::path> plot_induction(const std::filesystem::path& induction_csv,
-                                                  const std::filesystem::path& out_dir);
+                                                  const std::filesystem::path& out_dir,
+                                                  const std::string& run = "");
 
 // From a kv_cache_policies policies.csv with several induction shares, for every model:
 //   ablation_MODEL.{png,svg}: recall under razor@SHARE as a share of the full cache's, against
