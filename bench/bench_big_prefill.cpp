@@ -62,8 +62,7 @@ int main(int argc, char** argv) {
     std::printf("prefill %d tokens in %.1f s (%.1f tok/s, %.1f GFLOP/s), logits finite: %s\n",
                 tokens, t2 - t1, tokens / (t2 - t1), gf, finite ? "yes" : "NO");
     std::printf("sgemm %dx%dx%d: %.1f GFLOP/s (before %.1f, after %.1f): prefill at %.1f%%\n",
-                tokens, dim, dim, ceiling, ceiling_before, ceiling_after,
-                100.0 * gf / ceiling);
+                tokens, dim, dim, ceiling, ceiling_before, ceiling_after, 100.0 * gf / ceiling);
     std::printf("peak RSS %.2f GiB\n", peak_rss_bytes() / 1073741824.0);
     return finite ? 0 : 1;
   } catch (const Error& e) {

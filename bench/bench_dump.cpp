@@ -45,7 +45,8 @@ DumpStats run_dump(const Job& j, int n_seq, const fs::path& out, bool all_tensor
   o.n_seq = n_seq;
   if (all_tensors) o.tensors = dump_tensor_names();
   o.force = true;
-  const DumpSource src{m.name, m.files, find_tokenizer_for(mp), tok->kind(), ts.path, "plain", {}, {}};
+  const DumpSource src{m.name, m.files, find_tokenizer_for(mp), tok->kind(), ts.path, "plain",
+                       {},     {}};
   return dump_kv(m, *tok, stream, o, src, out);
 }
 

@@ -27,9 +27,9 @@ int main(int argc, char** argv) {
   int shards = 3;
   uint64_t seed = 1;
   app.add_option("out", out, "output directory")->required();
-  const std::vector<std::string> presets = {"7b",       "llama3-8b", "mistral-7b", "qwen2.5-7b",
-                                             "qwen3-8b", "gemma2-9b", "gemma3-4b",  "phi3-mini",
-                                             "small"};
+  const std::vector<std::string> presets = {"7b",         "llama3-8b", "mistral-7b",
+                                            "qwen2.5-7b", "qwen3-8b",  "gemma2-9b",
+                                            "gemma3-4b",  "phi3-mini", "small"};
   app.add_option("--preset", preset, "model shape")->check(CLI::IsMember(presets));
   app.add_option("--dtype", dtype, "f32, f16 or bf16")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
     shape(4096, 11008, 32, 32, 32, 128, 32000, 4096);
   } else if (preset == "llama3-8b") {
     shape(4096, 14336, 32, 32, 8, 128, 128256, 131072);
-    c.rope_theta = 500000.0f, c.bos_id = 128000, c.eos_id = 128001, c.more_eos_ids = {128008, 128009};
+    c.rope_theta = 500000.0f, c.bos_id = 128000, c.eos_id = 128001,
+    c.more_eos_ids = {128008, 128009};
     c.rope_scaling = {RopeScalingKind::kLlama3, 8.0, 1.0, 4.0, 8192, {}, {}, 1.0, {}};
   } else if (preset == "mistral-7b") {
     shape(4096, 14336, 32, 32, 8, 128, 32000, 32768);

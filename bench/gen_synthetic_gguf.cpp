@@ -87,10 +87,10 @@ int main(int argc, char** argv) {
   put(h, uint32_t(3));
   put(h, uint64_t(ts.size()));
   const std::vector<std::pair<std::string, uint32_t>> u32s = {
-      {"llama.context_length", 4096},      {"llama.embedding_length", uint32_t(D)},
+      {"llama.context_length", 4096},          {"llama.embedding_length", uint32_t(D)},
       {"llama.block_count", uint32_t(layers)}, {"llama.feed_forward_length", uint32_t(H)},
-      {"llama.attention.head_count", 32},  {"llama.attention.head_count_kv", 32},
-      {"llama.rope.dimension_count", 128}, {"general.file_type", 15}};
+      {"llama.attention.head_count", 32},      {"llama.attention.head_count_kv", 32},
+      {"llama.rope.dimension_count", 128},     {"general.file_type", 15}};
   put(h, uint64_t(u32s.size() + 3));
   put_str(h, "general.architecture");
   put(h, uint32_t(8));
@@ -133,12 +133,14 @@ int main(int argc, char** argv) {
       buf.resize(chunk * bb);
       for (uint64_t b0 = 0; b0 < blocks; b0 += chunk) {
         const uint64_t n = std::min(chunk, blocks - b0);
-        for (uint64_t i = 0; i < n; ++i) fill_block(t.type, (seed += 0x1000), buf.data() + i * bb, scale);
+        for (uint64_t i = 0; i < n; ++i)
+          fill_block(t.type, (seed += 0x1000), buf.data() + i * bb, scale);
         f.write(reinterpret_cast<const char*>(buf.data()), std::streamsize(n * bb));
       }
     }
     const uint64_t pad = (32 - t.bytes() % 32) % 32;
-    f.write("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", std::streamsize(pad));
+    f.write("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            std::streamsize(pad));
   }
   if (!f.good()) {
     std::fprintf(stderr, "gen_synthetic_gguf: write to %s failed\n", out.c_str());

@@ -46,8 +46,10 @@ DumpOptions parse_dump_options(YamlMap& s) {
   }
   KV_CHECK(o.gzip <= 9, "{}: key '{}' must be a deflate level 0..9, got {}",
            yaml_detail::location(s.file(), s.key_line("gzip")), s.key_path("gzip"), o.gzip);
-  KV_CHECK(!o.tensors.empty() || o.logits, "{}: {}: nothing to dump (tensors is empty and logits "
-           "false)", yaml_detail::location(s.file(), s.line()), s.prefix());
+  KV_CHECK(!o.tensors.empty() || o.logits,
+           "{}: {}: nothing to dump (tensors is empty and logits "
+           "false)",
+           yaml_detail::location(s.file(), s.line()), s.prefix());
   KV_CHECK(o.seq_len != 1, "{}: key '{}' must be 0 (the model's context) or at least 2, got 1",
            yaml_detail::location(s.file(), s.key_line("seq_len")), s.key_path("seq_len"));
   return o;
@@ -75,8 +77,14 @@ Tables run_dump(const DumpOptions& opt, ExperimentContext& ctx) {
     for (const TextSpec& ts : ctx.texts) {
       const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
       const std::string file = ms.name + "__" + ts.name + ".h5";
-      DumpSource src{ms.name, lm.model.files,        lm.tokenizer_path, lm.tokenizer->kind(),
-                     ts.path, format_name(ts.format), {}, {}};
+      DumpSource src{ms.name,
+                     lm.model.files,
+                     lm.tokenizer_path,
+                     lm.tokenizer->kind(),
+                     ts.path,
+                     format_name(ts.format),
+                     {},
+                     {}};
       StatusLine status(ctx.verbose);
       DumpOptions o = opt;
       if (status.enabled())

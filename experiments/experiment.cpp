@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <thread>
 
@@ -34,8 +34,9 @@ std::vector<ModelSpec> parse_models(YamlMap& root) {
     s.path = m.get_path("path");
     s.tokenizer = m.get_path_or("tokenizer", "");
     s.add_bos = m.get_opt<bool>("add_bos");
-    s.add_bos_where = fmt::format("{}: key '{}'", yaml_detail::location(m.file(), m.key_line("add_bos")),
-                                  m.key_path("add_bos"));
+    s.add_bos_where =
+        fmt::format("{}: key '{}'", yaml_detail::location(m.file(), m.key_line("add_bos")),
+                    m.key_path("add_bos"));
     const bool dir = fs::is_directory(s.path);
     s.name = m.get_or<std::string>("name", last_name(dir ? s.path : s.path.parent_path()));
     check_plain_name(s.name, yaml_detail::location(m.file(), m.key_line("name")),
@@ -82,7 +83,8 @@ void check_inputs_exist(const std::vector<ModelSpec>& models, const std::vector<
 LoadedModel ExperimentContext::load(const ModelSpec& spec) {
   LoadedModel lm = load_model_and_tokenizer(spec.path, spec.tokenizer);
   lm.model.name = spec.name;
-  if (spec.add_bos) set_add_bos(*lm.tokenizer, *spec.add_bos, spec.add_bos_where, lm.tokenizer_path);
+  if (spec.add_bos)
+    set_add_bos(*lm.tokenizer, *spec.add_bos, spec.add_bos_where, lm.tokenizer_path);
   const fs::path& tp = lm.tokenizer_path;
   // Hash every file once: for the manifest, and against data/SHA256SUMS when listed there.
   std::vector<FileRecord> records;
@@ -107,9 +109,9 @@ std::vector<std::string> ExperimentContext::documents(const TextSpec& spec) {
            "{}: text '{}' gives no documents (expected at least one; the file is empty or holds "
            "only newlines and separators{})",
            spec.path.string(), spec.name,
-           spec.max_bytes != 0 ? fmt::format(", or max_bytes {} is below one character",
-                                             spec.max_bytes)
-                               : "");
+           spec.max_bytes != 0
+               ? fmt::format(", or max_bytes {} is below one character", spec.max_bytes)
+               : "");
   bool seen = false;
   if (manifest)
     for (const FileRecord& r : manifest->inputs) seen |= r.role == "text:" + spec.name;
@@ -159,12 +161,12 @@ void ExperimentContext::log(const std::string& line) const {
   if (verbose && dist::root()) std::fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());
 }
 
-void check_plain_name(const std::string& name, const std::string& where,
-                      const std::string& key) {
+void check_plain_name(const std::string& name, const std::string& where, const std::string& key) {
   bool plain = !name.empty() && name.size() <= 200 && name[0] != '.' &&
                name.find_first_of("/\\") == std::string::npos;
   for (const char ch : name) plain &= static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
-  KV_CHECK(plain, "{}: {} '{}' must be a plain name (1 to 200 characters, no '/', '\\' or "
+  KV_CHECK(plain,
+           "{}: {} '{}' must be a plain name (1 to 200 characters, no '/', '\\' or "
            "control characters, not starting with '.'): it names result rows and files",
            where, key, name);
 }
@@ -173,8 +175,7 @@ TextSpec parse_text_spec(YamlMap& t) {
   TextSpec s;
   s.path = t.get_path("path");
   s.name = t.get_or<std::string>("name", s.path.stem().string());
-  check_plain_name(s.name, yaml_detail::location(t.file(), t.key_line("name")),
-                   t.key_path("name"));
+  check_plain_name(s.name, yaml_detail::location(t.file(), t.key_line("name")), t.key_path("name"));
   s.format = t.get_choice_or("format", {"plain", "jsonl"},
                              s.path.extension() == ".jsonl" ? "jsonl" : "plain") == "jsonl"
                  ? TextSpec::Jsonl
@@ -362,7 +363,8 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   manifest.threads = ctx.threads;
   manifest.extra["blas"] = blas_info();
   // How OpenMP threads wait (main() makes it passive unless the user set it).
-  manifest.extra["omp_wait_policy"] = std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "";
+  manifest.extra["omp_wait_policy"] =
+      std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "";
   manifest.extra["seed"] = ctx.seed;
   manifest.extra["code_sha256"] = code_sha256();
   manifest.extra["source_sha256"] = source_fingerprint();
@@ -376,10 +378,10 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   // count); several ranks on one host then share its cores, which the user should know.
   const int cores = int(std::thread::hardware_concurrency());
   if (dist::size() > 1 && dist::ranks_on_host() * ctx.threads > cores)
-    ctx.warn(fmt::format("{} ranks x {} threads share this host's {} cores; set threads (or "
-                         "--threads) to {} per rank to avoid oversubscribing them",
-                         dist::ranks_on_host(), ctx.threads, cores,
-                         std::max(1, cores / dist::ranks_on_host())));
+    ctx.warn(fmt::format(
+        "{} ranks x {} threads share this host's {} cores; set threads (or "
+        "--threads) to {} per rank to avoid oversubscribing them",
+        dist::ranks_on_host(), ctx.threads, cores, std::max(1, cores / dist::ranks_on_host())));
   ctx.log(fmt::format("kind {}, {} model(s), {} text(s), {} threads", ctx.kind, ctx.models.size(),
                       ctx.texts.size(), ctx.threads));
 

@@ -19,7 +19,8 @@
 //     warmup: 20, weight_decay: 0.0, clip: 1.0
 //     eval_every: 25                  # held-out evaluation cadence (steps)
 //     eval_tokens: 8192               # held-out tokens: curves (seq_len windows) and the
-//                                     # before/after perplexity (windows of the context, at most 2048)
+//                                     # before/after perplexity (windows of the context, at most
+//                                     2048)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -171,9 +172,8 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
           }
         };
         eval(0);
-        const std::string what =
-            fmt::format("{} {} -> {} KV heads, {} weights: step", ms.name, v.method, v.kv_heads,
-                        which);
+        const std::string what = fmt::format("{} {} -> {} KV heads, {} weights: step", ms.name,
+                                             v.method, v.kv_heads, which);
         for (int step = 0; step < mo.steps; ++step) {
           ctx.step(what, step, mo.steps);
           const train::StepStats s =

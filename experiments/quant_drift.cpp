@@ -91,26 +91,33 @@ void check_same_shape(const Model& a, const Model& b, const std::string& an,
                       const std::string& bn) {
   const ModelConfig &x = a.config, &y = b.config;
   auto same = [&](int u, int v, const char* what) {
-    KV_CHECK(u == v, "quant_drift: model '{}' has {} {} but the reference '{}' has {}: their "
-             "caches cannot be compared", bn, v, what, an, u);
+    KV_CHECK(u == v,
+             "quant_drift: model '{}' has {} {} but the reference '{}' has {}: their "
+             "caches cannot be compared",
+             bn, v, what, an, u);
   };
   same(x.n_layers, y.n_layers, "layers");
   same(x.n_kv_heads, y.n_kv_heads, "KV heads");
   same(x.head_dim, y.head_dim, "head_dim");
   same(x.vocab_size, y.vocab_size, "vocabulary rows");
-  KV_CHECK(!x.compressed_keys() && !y.compressed_keys(), "quant_drift: '{}' or '{}' caches "
-           "compressed keys (a reduced model), which have no keys before RoPE to compare", an, bn);
+  KV_CHECK(!x.compressed_keys() && !y.compressed_keys(),
+           "quant_drift: '{}' or '{}' caches "
+           "compressed keys (a reduced model), which have no keys before RoPE to compare",
+           an, bn);
 }
 
 std::string dtype_summary(const Model& m) {
   std::string s;
-  for (const auto& [name, n] : m.stored_dtypes) s += (s.empty() ? "" : " ") + fmt::format("{}:{}", name, n);
+  for (const auto& [name, n] : m.stored_dtypes)
+    s += (s.empty() ? "" : " ") + fmt::format("{}:{}", name, n);
   return s;
 }
 
 Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
-  KV_CHECK(ctx.models.size() >= 2, "{}: quant_drift compares models with a reference: list at "
-           "least two models, got {}", ctx.config_file.string(), ctx.models.size());
+  KV_CHECK(ctx.models.size() >= 2,
+           "{}: quant_drift compares models with a reference: list at "
+           "least two models, got {}",
+           ctx.config_file.string(), ctx.models.size());
   size_t ri = 0;
   if (!cfg.reference.empty()) {
     ri = ctx.models.size();
@@ -119,8 +126,10 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
       if (ctx.models[i].name == cfg.reference) ri = i;
       names += (i ? ", " : "") + ctx.models[i].name;
     }
-    KV_CHECK(ri < ctx.models.size(), "{}: quant_drift.reference '{}' is not one of the models "
-             "({})", ctx.config_file.string(), cfg.reference, names);
+    KV_CHECK(ri < ctx.models.size(),
+             "{}: quant_drift.reference '{}' is not one of the models "
+             "({})",
+             ctx.config_file.string(), cfg.reference, names);
   }
   std::vector<LoadedModel> lms;
   for (const ModelSpec& ms : ctx.models) lms.push_back(ctx.load(ms));
@@ -136,22 +145,33 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
   if (T < cfg.seq_len)
     ctx.log(fmt::format("seq_len {} exceeds a model's trained context: using {}", cfg.seq_len, T));
 
-  Table kv("quant_drift_kv", {{"model", Column::String}, {"reference", Column::String},
-                              {"text", Column::String}, {"layer", Column::Int},
-                              {"kv_head", Column::Int}, {"tensor", Column::String},
-                              {"rel_l2", Column::Float}, {"mean_cosine", Column::Float},
+  Table kv("quant_drift_kv", {{"model", Column::String},
+                              {"reference", Column::String},
+                              {"text", Column::String},
+                              {"layer", Column::Int},
+                              {"kv_head", Column::Int},
+                              {"tensor", Column::String},
+                              {"rel_l2", Column::Float},
+                              {"mean_cosine", Column::Float},
                               {"max_abs_diff", Column::Float}});
-  Table layers("quant_drift_layers", {{"model", Column::String}, {"reference", Column::String},
-                                      {"text", Column::String}, {"layer", Column::Int},
-                                      {"tensor", Column::String}, {"rel_l2", Column::Float},
+  Table layers("quant_drift_layers", {{"model", Column::String},
+                                      {"reference", Column::String},
+                                      {"text", Column::String},
+                                      {"layer", Column::Int},
+                                      {"tensor", Column::String},
+                                      {"rel_l2", Column::Float},
                                       {"mean_cosine", Column::Float}});
-  Table nll("quant_drift_nll", {{"model", Column::String}, {"reference", Column::String},
-                                {"text", Column::String}, {"weights", Column::String},
-                                {"sequences", Column::Int}, {"tokens_scored", Column::Int},
+  Table nll("quant_drift_nll", {{"model", Column::String},
+                                {"reference", Column::String},
+                                {"text", Column::String},
+                                {"weights", Column::String},
+                                {"sequences", Column::Int},
+                                {"tokens_scored", Column::Int},
                                 {"perplexity", Column::Float},
                                 {"reference_perplexity", Column::Float},
                                 {"perplexity_ratio", Column::Float},
-                                {"mean_kl", Column::Float}, {"top1_agreement", Column::Float}});
+                                {"mean_kl", Column::Float},
+                                {"top1_agreement", Column::Float}});
   ctx.begin_units(int(ctx.texts.size()));
   for (const TextSpec& ts : ctx.texts) {
     const std::vector<std::string> docs = ctx.documents(ts);
@@ -163,7 +183,8 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
       KV_CHECK(at == stream.size() && at == other.size(),
                "quant_drift: model '{}' and the reference '{}' tokenize text '{}' differently "
                "(first difference at token {}: {} vs {}); compare models that share a "
-               "tokenizer", ctx.models[i].name, rname, ts.name, at,
+               "tokenizer",
+               ctx.models[i].name, rname, ts.name, at,
                at < other.size() ? std::to_string(other[at]) : "end",
                at < stream.size() ? std::to_string(stream[at]) : "end");
     }
@@ -172,9 +193,9 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
              ts.path.string(), ts.name, stream.size(), T);
     // acc[k][layer][head][tensor] and the NLL-table sums of compared model k.
     std::vector<std::vector<std::vector<std::array<Acc, 3>>>> acc(
-        compared.size(), std::vector<std::vector<std::array<Acc, 3>>>(
-                             size_t(rc.n_layers),
-                             std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
+        compared.size(),
+        std::vector<std::vector<std::array<Acc, 3>>>(
+            size_t(rc.n_layers), std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
     std::vector<double> nll_m(compared.size()), kl(compared.size()), top1(compared.size());
     double nll_r = 0;
     int64_t scored = 0;

@@ -1,4 +1,5 @@
-// Tokenizer files: tokenizer.model through load_sentencepiece_tokenizer, then a sample encoded and decoded.
+// Tokenizer files: tokenizer.model through load_sentencepiece_tokenizer, then a sample encoded and
+// decoded.
 #include "fuzz_tokenizer_common.hpp"
 #include "fuzz_util.hpp"
 #include "kvscope/io/error.hpp"

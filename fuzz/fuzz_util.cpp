@@ -11,8 +11,9 @@ namespace kvscope::fuzz {
 const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
     std::error_code ec;
-    const std::filesystem::path base =
-        std::filesystem::is_directory("/dev/shm", ec) ? "/dev/shm" : std::filesystem::temp_directory_path();
+    const std::filesystem::path base = std::filesystem::is_directory("/dev/shm", ec)
+                                           ? "/dev/shm"
+                                           : std::filesystem::temp_directory_path();
     std::filesystem::path d = base / ("kvscope_fuzz_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     return d;

@@ -17,6 +17,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin              # optional at build time; mpirun splits runs (docs/distributed.md)
   python3 python3-numpy python3-h5py
   clang libclang-rt-14-dev                # the libFuzzer targets (scripts/fuzz.sh; CI builds them)
+  clang-format                            # CI checks the sources against .clang-format
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

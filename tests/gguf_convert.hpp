@@ -70,8 +70,10 @@ inline std::vector<float> llama3_rope_freqs(const ModelConfig& c) {
   for (int i = 0; i < c.rot_dim() / 2; ++i) {
     const double freq = 1.0 / std::pow(double(c.rope_theta), 2.0 * i / c.rot_dim());
     const double wl = 2 * M_PI / freq;
-    if (wl < high_wl) f.push_back(1.0f);
-    else if (wl > low_wl) f.push_back(float(rs.factor));
+    if (wl < high_wl)
+      f.push_back(1.0f);
+    else if (wl > low_wl)
+      f.push_back(float(rs.factor));
     else {
       const double s = (rs.original_max_position / wl - rs.low_freq_factor) /
                        (rs.high_freq_factor - rs.low_freq_factor);
@@ -87,9 +89,8 @@ inline std::string f32_bytes(const std::vector<float>& x) {
 
 // Stores a matrix its own way: given the name and shape, sets the ggml type id and the
 // bytes (stored row order) and returns true; false: F32 / Q8_0 as asked.
-using MatrixEncoder =
-    std::function<bool(const std::string& name, int64_t rows, int64_t cols, uint32_t* type,
-                       std::string* bytes)>;
+using MatrixEncoder = std::function<bool(const std::string& name, int64_t rows, int64_t cols,
+                                         uint32_t* type, std::string* bytes)>;
 
 inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool q8, Model* deq,
                        const std::function<void(GgufWriter&)>& extra = {},
@@ -124,7 +125,8 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
     w.u32(a + ".rope.scaling.original_context_length", uint32_t(rs.original_max_position));
     const double scale = double(c.max_seq_len) / rs.original_max_position;
     w.f32(a + ".rope.scaling.attn_factor",
-          float(scale <= 1 ? 1 : std::sqrt(1 + std::log(scale) / std::log(rs.original_max_position))));
+          float(scale <= 1 ? 1
+                           : std::sqrt(1 + std::log(scale) / std::log(rs.original_max_position))));
   }
   w.u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
   w.u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_id));

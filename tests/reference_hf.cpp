@@ -73,7 +73,8 @@ Vec norm(const double* x, int n, const Vec& w, double eps, bool gemma) {
   for (int i = 0; i < n; ++i) ms += x[i] * x[i];
   ms /= n;
   Vec y(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) y[size_t(i)] = x[i] / std::sqrt(ms + eps) * (gemma ? 1.0 + w[size_t(i)] : w[size_t(i)]);
+  for (int i = 0; i < n; ++i)
+    y[size_t(i)] = x[i] / std::sqrt(ms + eps) * (gemma ? 1.0 + w[size_t(i)] : w[size_t(i)]);
   return y;
 }
 
@@ -96,8 +97,11 @@ Vec inv_freq_for(const json& rs, double base, int dim, int max_pos, int orig_max
                  old = rs["original_max_position_embeddings"];
     for (double& f : inv) {
       const double wl = 2 * M_PI / f;
-      if (wl < old / hi) continue;          // high frequency: kept
-      if (wl > old / lo) { f /= factor; continue; }  // low frequency: slowed
+      if (wl < old / hi) continue;  // high frequency: kept
+      if (wl > old / lo) {
+        f /= factor;
+        continue;
+      }  // low frequency: slowed
       const double smooth = (old / wl - lo) / (hi - lo);
       f = (1 - smooth) * f / factor + smooth * f;
     }
@@ -190,14 +194,16 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
     const std::string p = "model.layers." + std::to_string(l) + ".";
     double rscale = 1.0;
     const bool local = type == "gemma3_text" && sliding(l);
-    const Vec inv = local ? inv_freq_for(nullptr, ck.opt<double>("rope_local_base_freq", 1e4), rot,
-                                         max_pos, orig_max, T, &rscale)
-                          : inv_freq_for(cfg.contains("rope_scaling") ? cfg["rope_scaling"] : json(),
-                                         theta, rot, max_pos, orig_max, T, &rscale);
+    const Vec inv = local
+                        ? inv_freq_for(nullptr, ck.opt<double>("rope_local_base_freq", 1e4), rot,
+                                       max_pos, orig_max, T, &rscale)
+                        : inv_freq_for(cfg.contains("rope_scaling") ? cfg["rope_scaling"] : json(),
+                                       theta, rot, max_pos, orig_max, T, &rscale);
     const int W = sliding(l) ? window : 0;
     Vec Wq, Wk, Wv, Wg, Wu;
     if (phi3) {  // qkv_proj: [q | k | v] along the output; gate_up: chunk(2) -> gate, up
-      const Vec qkv = ck.get(p + "self_attn.qkv_proj.weight"), gu = ck.get(p + "mlp.gate_up_proj.weight");
+      const Vec qkv = ck.get(p + "self_attn.qkv_proj.weight"),
+                gu = ck.get(p + "mlp.gate_up_proj.weight");
       const size_t qn = size_t(nh) * hd * D, kn = size_t(nkv) * hd * D;
       Wq = Vec(qkv.begin(), qkv.begin() + qn);
       Wk = Vec(qkv.begin() + qn, qkv.begin() + qn + kn);
@@ -225,12 +231,14 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
     Vec& Vv = r.v.emplace_back(size_t(nkv) * T * hd);
     for (int t = 0; t < T; ++t) {
       const Vec h = norm(x[size_t(t)].data(), D, in_norm, eps, gemma);
-      Vec q = linear(Wq, nh * hd, D, h), k = linear(Wk, nkv * hd, D, h), v = linear(Wv, nkv * hd, D, h);
+      Vec q = linear(Wq, nh * hd, D, h), k = linear(Wk, nkv * hd, D, h),
+          v = linear(Wv, nkv * hd, D, h);
       bias(p + "self_attn.q_proj.bias", q);
       bias(p + "self_attn.k_proj.bias", k);
       bias(p + "self_attn.v_proj.bias", v);
       if (ck.has(p + "self_attn.q_norm.weight")) {  // Qwen3 / Gemma 3: per-head norms
-        const Vec qn = ck.get(p + "self_attn.q_norm.weight"), kn = ck.get(p + "self_attn.k_norm.weight");
+        const Vec qn = ck.get(p + "self_attn.q_norm.weight"),
+                  kn = ck.get(p + "self_attn.k_norm.weight");
         for (int a = 0; a < nh; ++a) {
           const Vec y = norm(&q[size_t(a) * hd], hd, qn, eps, gemma);
           std::copy(y.begin(), y.end(), q.begin() + size_t(a) * hd);
@@ -246,11 +254,13 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
         rope_half(d, rot, t, inv, rscale);
       }
       for (int a = 0; a < nkv; ++a) {
-        std::copy(k.begin() + size_t(a) * hd, k.begin() + size_t(a + 1) * hd, &Kp[(size_t(a) * T + t) * hd]);
+        std::copy(k.begin() + size_t(a) * hd, k.begin() + size_t(a + 1) * hd,
+                  &Kp[(size_t(a) * T + t) * hd]);
         double* d = &K[(size_t(a) * T + t) * hd];
         std::copy(k.begin() + size_t(a) * hd, k.begin() + size_t(a + 1) * hd, d);
         rope_half(d, rot, t, inv, rscale);
-        std::copy(v.begin() + size_t(a) * hd, v.begin() + size_t(a + 1) * hd, &Vv[(size_t(a) * T + t) * hd]);
+        std::copy(v.begin() + size_t(a) * hd, v.begin() + size_t(a + 1) * hd,
+                  &Vv[(size_t(a) * T + t) * hd]);
       }
     }
     Vec& A = r.attn.emplace_back(size_t(nh) * T * T, 0.0);
@@ -262,7 +272,8 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
         for (int j = 0; j <= t; ++j) {
           if (W > 0 && t - j >= W) continue;  // sliding_window_overlay: kv > q - window
           double d = 0;
-          for (int i = 0; i < hd; ++i) d += Q[(size_t(a) * T + t) * hd + i] * K[(size_t(g) * T + j) * hd + i];
+          for (int i = 0; i < hd; ++i)
+            d += Q[(size_t(a) * T + t) * hd + i] * K[(size_t(g) * T + j) * hd + i];
           d *= scaling;
           if (attn_cap > 0) d = std::tanh(d / attn_cap) * attn_cap;
           s[size_t(j)] = d;
@@ -273,7 +284,8 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
         for (int j = 0; j <= t; ++j) {
           A[(size_t(a) * T + t) * T + j] = s[size_t(j)] / z;
           for (int i = 0; i < hd; ++i)
-            att[size_t(t)][size_t(a * hd + i)] += s[size_t(j)] / z * Vv[(size_t(g) * T + j) * hd + i];
+            att[size_t(t)][size_t(a * hd + i)] +=
+                s[size_t(j)] / z * Vv[(size_t(g) * T + j) * hd + i];
         }
       }
     }
@@ -294,13 +306,15 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
       bias(p + "mlp.up_proj.bias", up);
       for (int i = 0; i < I; ++i) {
         const double z = gt[size_t(i)];
-        const double act = gemma ? 0.5 * z * (1 + std::tanh(std::sqrt(2 / M_PI) * (z + 0.044715 * z * z * z)))
-                                 : z / (1 + std::exp(-z));
+        const double act =
+            gemma ? 0.5 * z * (1 + std::tanh(std::sqrt(2 / M_PI) * (z + 0.044715 * z * z * z)))
+                  : z / (1 + std::exp(-z));
         up[size_t(i)] *= act;
       }
       Vec dn = linear(Wd, D, I, up);
       bias(p + "mlp.down_proj.bias", dn);
-      if (gemma) dn = norm(dn.data(), D, ck.get(p + "post_feedforward_layernorm.weight"), eps, true);
+      if (gemma)
+        dn = norm(dn.data(), D, ck.get(p + "post_feedforward_layernorm.weight"), eps, true);
       for (int i = 0; i < D; ++i) x[size_t(t)][size_t(i)] += dn[size_t(i)];
     }
   }
@@ -311,7 +325,8 @@ ReferenceRun reference_forward_hf(const fs::path& dir, const std::vector<int32_t
     const Vec h = norm(x[size_t(t)].data(), D, fn, eps, gemma);
     const Vec lg = linear(head, V, D, h);
     for (int i = 0; i < V; ++i)
-      r.logits[size_t(t) * V + i] = final_cap > 0 ? std::tanh(lg[size_t(i)] / final_cap) * final_cap : lg[size_t(i)];
+      r.logits[size_t(t) * V + i] =
+          final_cap > 0 ? std::tanh(lg[size_t(i)] / final_cap) * final_cap : lg[size_t(i)];
   }
   return r;
 }

@@ -94,7 +94,8 @@ std::vector<double> ref_inv_freq(const ModelConfig& c) {
   const int dim = c.head_dim;
   // inv_freq = 1 / base ** (arange(0, dim, 2) / dim)
   Vec inv;
-  for (int k = 0; k < dim; k += 2) inv.push_back(1.0 / std::pow(double(c.rope_theta), double(k) / dim));
+  for (int k = 0; k < dim; k += 2)
+    inv.push_back(1.0 / std::pow(double(c.rope_theta), double(k) / dim));
   const RopeScaling& rs = c.rope_scaling;
   if (rs.kind == RopeScalingKind::kLinear)  // the positions / factor, i.e. freqs / factor
     for (double& f : inv) f /= rs.factor;
@@ -162,8 +163,7 @@ ReferenceRun reference_forward(const Model& m, const std::vector<int32_t>& token
       for (int h = 0; h < nh; ++h) {
         double* dst = &Q[(size_t(h) * T + t) * hd];
         for (int i = 0; i < hd; ++i) dst[i] = q[size_t(h * hd + i)];
-        if (c.positional == PositionalKind::kRope)
-          rope_ref(dst, hd, t, inv_freq, c.rope_layout);
+        if (c.positional == PositionalKind::kRope) rope_ref(dst, hd, t, inv_freq, c.rope_layout);
       }
       for (int g = 0; g < nkv; ++g) {
         for (int i = 0; i < hd; ++i) {

@@ -20,9 +20,13 @@ namespace {
 
 const std::string kData = KVSCOPE_TEST_DATA_DIR;
 
-int first_id(const std::string& tokenize_out) { return std::stoi(tokenize_out); }
+int first_id(const std::string& tokenize_out) {
+  return std::stoi(tokenize_out);
+}
 
-int first_dumped(const fs::path& h5) { return KVDumpReader(h5).tokens(0, 1).front(); }
+int first_dumped(const fs::path& h5) {
+  return KVDumpReader(h5).tokens(0, 1).front();
+}
 
 }  // namespace
 
@@ -69,7 +73,8 @@ TEST_CASE("tokenize generate dump and experiments follow the tokenizer BOS rule"
     const fs::path d = test::run_config(
         tmp.path, add.empty() ? "plain" : "with_bos",
         "kind: dump_kv\nthreads: 1\nmodels:\n  - {name: l3, path: " + model.string() + add +
-            "}\ntexts:\n  - {name: t, path: " + text + ", max_bytes: 20000}\n"
+            "}\ntexts:\n  - {name: t, path: " + text +
+            ", max_bytes: 20000}\n"
             "dump_kv: {seq_len: 16, n_seq: 1}\n");
     CHECK((first_dumped(d / "l3__t.h5") == 128000) == !add.empty());
   }
@@ -77,8 +82,8 @@ TEST_CASE("tokenize generate dump and experiments follow the tokenizer BOS rule"
   fs::remove(model / "tokenizer_config.json");  // no bos_token named anywhere now
   r = test::run_kvscope("tokenize " + m + "-p hi --bos");
   CHECK(r.exit_code == 1);
-  CHECK_THAT(r.err, Contains("--bos: asks for a BOS token, but the tokenizer") &&
-                        Contains("has none"));
+  CHECK_THAT(r.err,
+             Contains("--bos: asks for a BOS token, but the tokenizer") && Contains("has none"));
 
   // A tokenizer that adds BOS (llama2.c's): every command starts with 1, --no-bos drops it.
   const std::string s = "-m '" + kData + "/models/stories260K/stories260K.bin' ";

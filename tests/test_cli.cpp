@@ -107,8 +107,8 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
   SECTION("--digits 17: every float as its exact double, recorded in the manifest") {
     const fs::path cfg = small_config(d, valid);
     REQUIRE(test::run_kvscope("run " + cfg.string() + " --quiet", d).exit_code == 0);
-    const auto r = test::run_kvscope(
-        "run " + cfg.string() + " --quiet --digits 17 --results exact", d);
+    const auto r =
+        test::run_kvscope("run " + cfg.string() + " --quiet --digits 17 --results exact", d);
     REQUIRE(r.exit_code == 0);
     const CsvData nine = read_csv(d / "results/tiny/perplexity.csv");
     const CsvData exact = read_csv(d / "exact/tiny/perplexity.csv");
@@ -119,8 +119,7 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     CHECK(read_manifest(d / "exact/tiny/manifest.json").extra["csv_digits"] == 17);
   }
   SECTION("--digits outside 1..17 is refused before any output") {
-    const auto r =
-        test::run_kvscope("run " + small_config(d, valid).string() + " --digits 18", d);
+    const auto r = test::run_kvscope("run " + small_config(d, valid).string() + " --digits 18", d);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("--digits") && Contains("18"));
     CHECK(!fs::exists(d / "results"));

@@ -61,8 +61,8 @@ TEST_CASE("tokenize: a text file, and clear errors", "[cli][tokenizer]") {
   test::TempDir d("cli_tokenize");
   test::write_bytes(d.path / "t.txt", "One day, a cat\nsat.");
   const std::string tok = kData + "/models/stories260K/tok512.bin";
-  const auto f = test::run_kvscope("tokenize --tokenizer " + tok + " --text " +
-                                   (d.path / "t.txt").string());
+  const auto f =
+      test::run_kvscope("tokenize --tokenizer " + tok + " --text " + (d.path / "t.txt").string());
   const auto p = test::run_kvscope("tokenize --tokenizer " + tok + " -p 'One day, a cat\nsat.'");
   CHECK(f.exit_code == 0);
   CHECK(f.out == p.out);
@@ -73,7 +73,8 @@ TEST_CASE("tokenize: a text file, and clear errors", "[cli][tokenizer]") {
   r = test::run_kvscope("tokenize -p hi");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("--model or --tokenizer"));
-  r = test::run_kvscope("tokenize --tokenizer " + tok + " --text " + (d.path / "nope.txt").string());
+  r = test::run_kvscope("tokenize --tokenizer " + tok + " --text " +
+                        (d.path / "nope.txt").string());
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("nope.txt"));
   CHECK(r.out.empty());

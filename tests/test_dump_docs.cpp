@@ -74,8 +74,14 @@ SmallDump small_dump(const fs::path& dir, const std::string& model, const TextSp
   DumpOptions o;
   o.seq_len = T;
   o.n_seq = N;
-  const DumpSource src{d.lm.model.name,        d.lm.model.files, d.lm.tokenizer_path,
-                       d.lm.tokenizer->kind(), ts.path,          "plain", {}, {}};
+  const DumpSource src{d.lm.model.name,
+                       d.lm.model.files,
+                       d.lm.tokenizer_path,
+                       d.lm.tokenizer->kind(),
+                       ts.path,
+                       "plain",
+                       {},
+                       {}};
   dump_kv(d.lm.model, *d.lm.tokenizer, d.stream, o, src, d.file);
   return d;
 }

@@ -9,12 +9,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "capture_observer.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_hf.hpp"
-#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -63,10 +63,14 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
   REQUIRE(int(g.q.size()) == m.config.n_layers);
   for (int l = 0; l < m.config.n_layers; ++l) {
     INFO("layer " << l);
-    CHECK(test::rel_error(g.q[size_t(l)].data(), ref.q[size_t(l)].data(), ref.q[size_t(l)].size()) < kTol);
-    CHECK(test::rel_error(g.kpre[size_t(l)].data(), ref.k_pre[size_t(l)].data(), ref.k_pre[size_t(l)].size()) < kTol);
-    CHECK(test::rel_error(g.k[size_t(l)].data(), ref.k[size_t(l)].data(), ref.k[size_t(l)].size()) < kTol);
-    CHECK(test::rel_error(g.v[size_t(l)].data(), ref.v[size_t(l)].data(), ref.v[size_t(l)].size()) < kTol);
+    CHECK(test::rel_error(g.q[size_t(l)].data(), ref.q[size_t(l)].data(), ref.q[size_t(l)].size()) <
+          kTol);
+    CHECK(test::rel_error(g.kpre[size_t(l)].data(), ref.k_pre[size_t(l)].data(),
+                          ref.k_pre[size_t(l)].size()) < kTol);
+    CHECK(test::rel_error(g.k[size_t(l)].data(), ref.k[size_t(l)].data(), ref.k[size_t(l)].size()) <
+          kTol);
+    CHECK(test::rel_error(g.v[size_t(l)].data(), ref.v[size_t(l)].data(), ref.v[size_t(l)].size()) <
+          kTol);
   }
   // A windowed layer's cache keeps at most its window; a global layer every token.
   auto check_kept = [&](const KVCache& cache) {
@@ -241,7 +245,8 @@ TEST_CASE("gemma2: sandwich norms, GeGLU, soft-caps, alternating windows match t
     json j = gemma2_config();
     j["mlp_bias"] = true;
     test::write_bytes(d.path / "config.json", j.dump());
-    CHECK_THROWS_WITH(load_model(d.path), Contains("'mlp_bias' = true is not supported for gemma2"));
+    CHECK_THROWS_WITH(load_model(d.path),
+                      Contains("'mlp_bias' = true is not supported for gemma2"));
   }
   SECTION("BF16 weights (the shipped dtype) widened per layer") {
     test::TempDir b("fam_gemma2_bf16");
@@ -315,7 +320,7 @@ TEST_CASE("phi3: fused qkv_proj / gate_up_proj and its sliding window match tran
     j["num_key_value_heads"] = 1;  // the file holds q + 2 x 3 heads
     test::write_bytes(d.path / "config.json", j.dump());
     CHECK_THROWS_WITH(load_model(d.path), Contains("self_attn.qkv_proj.weight") &&
-                                             Contains("has 144 rows, expected 80"));
+                                              Contains("has 144 rows, expected 80"));
   }
 }
 
@@ -367,8 +372,9 @@ TEST_CASE("phi3: partial rotary and longrope short/long factors match transforme
     CHECK_THROWS_WITH(load_model(d.path), Contains("'partial_rotary_factor' = 0.75"));
     j.erase("partial_rotary_factor");
     test::write_bytes(d.path / "config.json", j.dump());
-    CHECK_THROWS_WITH(load_model(d.path),
-                      Contains("rope_scaling type 'longrope' is not supported for model_type 'llama'"));
+    CHECK_THROWS_WITH(
+        load_model(d.path),
+        Contains("rope_scaling type 'longrope' is not supported for model_type 'llama'"));
   }
 }
 
@@ -402,7 +408,7 @@ TEST_CASE("qwen2 with use_sliding_window: layers from max_window_layers on slide
     j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
     test::write_bytes(d.path / "config.json", j.dump());
     CHECK_THROWS_WITH(load_model(d.path), Contains("layer_types holds \"sliding_attention\"") &&
-                                             Contains("use_sliding_window is false"));
+                                              Contains("use_sliding_window is false"));
   }
   SECTION("use_sliding_window false: every layer global, sliding_window ignored") {
     json j = cfg;

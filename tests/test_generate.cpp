@@ -101,7 +101,8 @@ TEST_CASE("streamed pieces join to the text one decoding of the whole sequence g
   const char* models[] = {"models/stories260K/stories260K.bin", "models/tinystories656K",
                           "models/babyllama105/model5000.bin"};
   for (const char* p : models)
-    for (const char* prompt : {"", "Once upon a time", "The caf\xC3\xA9 had na\xC3\xAFve cats \xE2\x98\x95"})
+    for (const char* prompt :
+         {"", "Once upon a time", "The caf\xC3\xA9 had na\xC3\xAFve cats \xE2\x98\x95"})
       for (uint64_t seed : {1, 2, 3}) {
         const Model m = load_model(kData + "/" + p);
         const auto tok = load_tokenizer(find_tokenizer_for(kData + "/" + p));

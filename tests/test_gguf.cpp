@@ -1,8 +1,8 @@
 // GGUF reader: every metadata value type (nested arrays too), tensor infos and alignment
 // read back as tests/gguf_writer.hpp wrote them by the spec; and lying or truncated files
 // refused with the file and the field named, never read past the end.
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstring>
 
 #include "gguf_writer.hpp"
@@ -42,12 +42,13 @@ test::GgufWriter sample() {
   std::vector<uint8_t> q8(34, 0);
   const uint16_t d = f32_to_f16(0.5f);
   std::memcpy(q8.data(), &d, 2);
-  q8[2] = 4;  // element 0 = 2
+  q8[2] = 4;                     // element 0 = 2
   q8[33] = uint8_t(int8_t(-6));  // element 31 = -3
   std::vector<uint8_t> q8x2 = q8;
   q8x2.insert(q8x2.end(), q8.begin(), q8.end());
   w.tensor("b", {64, 1}, 8, raw(q8x2));
-  w.tensor("c", {4}, 1, raw(std::vector<uint16_t>{f32_to_f16(1), f32_to_f16(-2), 0, f32_to_f16(0.5f)}));
+  w.tensor("c", {4}, 1,
+           raw(std::vector<uint16_t>{f32_to_f16(1), f32_to_f16(-2), 0, f32_to_f16(0.5f)}));
   return w;
 }
 
@@ -154,7 +155,8 @@ TEST_CASE("gguf: truncated and lying files are refused by name", "[gguf][hardeni
     const uint64_t huge = uint64_t(1) << 50;
     std::memcpy(&s[24], &huge, 8);  // the first key's length
     test::write_bytes(p, s);
-    CHECK_THAT(open_error(p), Contains("metadata key 0") && Contains("truncated or a lying length"));
+    CHECK_THAT(open_error(p),
+               Contains("metadata key 0") && Contains("truncated or a lying length"));
     test::GgufWriter w;
     w.arr<uint8_t>("x", test::GgufWriter::U8, {1, 2, 3});
     std::string a = w.bytes();

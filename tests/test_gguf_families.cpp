@@ -134,8 +134,10 @@ TEST_CASE("gemma2 GGUF without window and cap keys takes llama.cpp's defaults 40
   CHECK(rel(run(g, 12).logits, run(hf, 12).logits) < 1e-5);
 }
 
-TEST_CASE("gemma3 GGUF: q/k norms, local base 10000 on 5 of 6 layers, linear scaling on the "
-          "global ones", "[gguf][families][forward]") {
+TEST_CASE(
+    "gemma3 GGUF: q/k norms, local base 10000 on 5 of 6 layers, linear scaling on the "
+    "global ones",
+    "[gguf][families][forward]") {
   SyntheticSpec spec;
   spec.config = gemma("gemma3_text", 7);  // layers 0-4 and 6 sliding, 5 global
   spec.seed = 12;
@@ -146,8 +148,8 @@ TEST_CASE("Gemma GGUF query scale is llama.cpp's: 1/sqrt(head_dim), 1/sqrt(dim/h
           "[gguf][families]") {
   // gemma-2-27b (46 layers) and gemma-3-27b (62) have query_pre_attn_scalar = dim/heads,
   // which the converter does not store; llama.cpp knows them by their layer count.
-  for (const auto& [arch, layers] : {std::pair{"gemma2", 46}, std::pair{"gemma3_text", 62},
-                                     std::pair{"gemma2", 3}}) {
+  for (const auto& [arch, layers] :
+       {std::pair{"gemma2", 46}, std::pair{"gemma3_text", 62}, std::pair{"gemma2", 3}}) {
     INFO(arch << " " << layers);
     SyntheticSpec spec;
     spec.config = gemma(arch, layers);

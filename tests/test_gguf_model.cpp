@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "capture_observer.hpp"
 #include "gguf_convert.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/model/gguf.hpp"
@@ -18,7 +19,6 @@
 #include "kvscope/model/synthetic_model.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
-#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -144,13 +144,11 @@ TEST_CASE("GGUF metadata, tensors and architectures kvscope does not compute wit
                                       "'model.layers.65535.input_layernorm.weight' is missing"));
   }
   // Keys of another architecture are not silently ignored.
-  write_gguf(p, hf, false, &deq, [](test::GgufWriter& w) {
-    w.f32("llama.attn_logit_softcapping", 50.0f);
-  });
+  write_gguf(p, hf, false, &deq,
+             [](test::GgufWriter& w) { w.f32("llama.attn_logit_softcapping", 50.0f); });
   CHECK_THROWS_WITH(load_model(p), Catch::Contains("'llama.attn_logit_softcapping' = 50"));
-  write_gguf(p, hf, false, &deq, [](test::GgufWriter& w) {
-    w.f32("llama.rope.scaling.attn_factor", 1.2f);
-  });
+  write_gguf(p, hf, false, &deq,
+             [](test::GgufWriter& w) { w.f32("llama.rope.scaling.attn_factor", 1.2f); });
   CHECK_THROWS_WITH(load_model(p), Catch::Contains("'llama.rope.scaling.attn_factor'"));
   test::GgufWriter g;
   g.str("general.architecture", "gptneox");
@@ -169,11 +167,10 @@ struct BlockLayout {
   std::vector<int> half_offsets;  // d (and dmin / m) fields
 };
 const std::vector<BlockLayout> kLayouts = {
-    {2, "Q4_0", 32, 18, {0}},        {3, "Q4_1", 32, 20, {0, 2}},
-    {6, "Q5_0", 32, 22, {0}},        {7, "Q5_1", 32, 24, {0, 2}},
-    {10, "Q2_K", 256, 84, {80, 82}}, {11, "Q3_K", 256, 110, {108}},
-    {12, "Q4_K", 256, 144, {0, 2}},  {13, "Q5_K", 256, 176, {0, 2}},
-    {14, "Q6_K", 256, 210, {208}},   {20, "IQ4_NL", 32, 18, {0}},
+    {2, "Q4_0", 32, 18, {0}},       {3, "Q4_1", 32, 20, {0, 2}},     {6, "Q5_0", 32, 22, {0}},
+    {7, "Q5_1", 32, 24, {0, 2}},    {10, "Q2_K", 256, 84, {80, 82}}, {11, "Q3_K", 256, 110, {108}},
+    {12, "Q4_K", 256, 144, {0, 2}}, {13, "Q5_K", 256, 176, {0, 2}},  {14, "Q6_K", 256, 210, {208}},
+    {20, "IQ4_NL", 32, 18, {0}},
 };
 
 std::string random_blocks(const BlockLayout& L, int64_t n_values, uint64_t& state) {
@@ -211,15 +208,15 @@ TEST_CASE("GGUF models stored in every block type compute their dequantized weig
   size_t next = 0;
   std::map<std::string, std::string> type_of;
   Model unused;
-  write_gguf(d.path / "k.gguf", hf, false, &unused, {},
-             [&](const std::string& name, int64_t rows, int64_t cols, uint32_t* type,
-                 std::string* bytes) {
-               const BlockLayout& L = kLayouts[next++ % kLayouts.size()];
-               *type = L.type;
-               *bytes = random_blocks(L, rows * cols, state);
-               type_of[name] = L.name;
-               return true;
-             });
+  write_gguf(
+      d.path / "k.gguf", hf, false, &unused, {},
+      [&](const std::string& name, int64_t rows, int64_t cols, uint32_t* type, std::string* bytes) {
+        const BlockLayout& L = kLayouts[next++ % kLayouts.size()];
+        *type = L.type;
+        *bytes = random_blocks(L, rows * cols, state);
+        type_of[name] = L.name;
+        return true;
+      });
   const Model g = load_model(d.path / "k.gguf", LoadOptions{0});
   std::set<std::string> seen;
   for (const auto& [n, t] : type_of) seen.insert(t);

@@ -20,9 +20,9 @@
 #include "test_util.hpp"
 
 using namespace kvscope;
+using Catch::Contains;
 using test::listing;
 using test::one_line;
-using Catch::Contains;
 namespace fs = std::filesystem;
 
 namespace {
@@ -77,8 +77,8 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
     // 2^64: the sum no longer fits.
     test::write_bytes(d / "wrap.bin",
                       llama2c_header({8388608, 2796200, 65536, 4194304, 1, 131071, 2}, 16));
-    const auto g = test::run_kvscope("generate -m " + (d / "wrap.bin").string() +
-                                     " --tokenizer " + kTok + " -p Once -n 2");
+    const auto g = test::run_kvscope("generate -m " + (d / "wrap.bin").string() + " --tokenizer " +
+                                     kTok + " -p Once -n 2");
     CHECK(g.exit_code == 1);
     CHECK(one_line(g.err));
     CHECK_THAT(g.err, Contains((d / "wrap.bin").string()) && Contains("file size 44 bytes") &&
@@ -92,9 +92,9 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
     // By hand: 28 + embedding 32*64*4 + per layer (2 norms 2*256, wq/wk/wv/wo 4*16384, w1/w2/w3
     // 3*32768 = 164352) * 8388609 + final norm 256 + freq_cis 16*8*2*4 = 1378684675868.
     // Under a 3 GB address-space limit: the old loader allocated ~9 GB of layer structs first.
-    const auto r = test::run_kvscope_sh(test::memory_limit_3gb(), "generate -m " +
-                                            (d / "layers.bin").string() + " --tokenizer " +
-                                            kTok + " -p Once -n 2");
+    const auto r = test::run_kvscope_sh(
+        test::memory_limit_3gb(),
+        "generate -m " + (d / "layers.bin").string() + " --tokenizer " + kTok + " -p Once -n 2");
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains("layers 8388609") && Contains("needs 1378684675868 bytes") &&
@@ -102,9 +102,9 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
   }
   SECTION("a field far beyond any real model is named") {
     test::write_bytes(d / "big.bin", llama2c_header({64, 128, 2, 4, 4, 32, 1 << 25}, 16));
-    REQUIRE_THROWS_WITH(load_model(d / "big.bin"),
-                        Contains("big.bin") && Contains("seq_len = 33554432") &&
-                            Contains("limit 16777215"));
+    REQUIRE_THROWS_WITH(load_model(d / "big.bin"), Contains("big.bin") &&
+                                                       Contains("seq_len = 33554432") &&
+                                                       Contains("limit 16777215"));
   }
 }
 
@@ -123,8 +123,7 @@ TEST_CASE("a safetensors shape whose product overflows is refused (defect 2)",
   const std::string hs = h.dump();
   const uint64_t m = hs.size();
   test::write_bytes(f, std::string(reinterpret_cast<const char*>(&m), 8) + hs + b.substr(8 + n));
-  REQUIRE_THROWS_WITH(load_model(d.path), Contains(f.string()) &&
-                                              Contains("model.norm.weight") &&
+  REQUIRE_THROWS_WITH(load_model(d.path), Contains(f.string()) && Contains("model.norm.weight") &&
                                               Contains("[33554560,1099507433488,128]") &&
                                               Contains("over 2^40"));
 }
@@ -194,8 +193,8 @@ TEST_CASE("texts are read only as far as needed, and never without bound (defect
   // The dump command reads /dev/zero for what its sequences need, then stops.
   const auto r = test::run_kvscope_sh(
       test::memory_limit_3gb(), "dump -q -m " + kModel + " --tokenizer " + kTok +
-                                 " --text /dev/zero --n-seq 2 --seq-len 16 --threads 1 -o " +
-                                 (d / "z.h5").string());
+                                    " --text /dev/zero --n-seq 2 --seq-len 16 --threads 1 -o " +
+                                    (d / "z.h5").string());
   CHECK(r.exit_code == 0);
   CHECK(fs::exists(d / "z.h5"));
   // Experiments hash their texts, so a device is refused up front.
@@ -223,9 +222,9 @@ TEST_CASE("empty texts and empty model lists are errors, not results (defect 6)"
     CHECK_THAT(r.err, Contains("empty.txt") && Contains("gives no documents"));
   }
   SECTION("a file of separators only") {
-    test::write_bytes(d / "c.yaml",
-                      ppl_yaml("\n  - path: " + kModel, "\n  - path: " + (d / "nl.txt").string() +
-                                                            "\n    doc_separator: '<|endoftext|>'"));
+    test::write_bytes(d / "c.yaml", ppl_yaml("\n  - path: " + kModel,
+                                             "\n  - path: " + (d / "nl.txt").string() +
+                                                 "\n    doc_separator: '<|endoftext|>'"));
     const auto r = test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " + res);
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains("nl.txt") && Contains("gives no documents"));
@@ -299,8 +298,8 @@ TEST_CASE("thread counts are bounded (defect 9)", "[hardening][config]") {
   test::TempDir d("hard_threads");
   test::write_bytes(d / "c.yaml",
                     ppl_yaml("\n  - path: " + kModel, "\n  - path: " + kText, "threads: 100000\n"));
-  const auto r = test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " +
-                                   (d / "res").string());
+  const auto r =
+      test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " + (d / "res").string());
   CHECK(r.exit_code == 1);
   CHECK(one_line(r.err));
   CHECK_THAT(r.err, Contains("c.yaml:2") && Contains("'threads' = 100000") &&
@@ -331,8 +330,8 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
   SECTION("a full disk (a file-size limit stands in for it)") {
     // SIGXFSZ ignored, so writes past the limit fail with EFBIG as on a full disk.
     const std::string out = (d / "big.h5").string();
-    const auto r = test::run_kvscope_sh("trap '' XFSZ; ulimit -f 64; ",
-                                        dump_args(kModel, out, "", 8, 256));
+    const auto r =
+        test::run_kvscope_sh("trap '' XFSZ; ulimit -f 64; ", dump_args(kModel, out, "", 8, 256));
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains(out) && Contains("File too large (errno 27)"));
@@ -359,8 +358,7 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
     const auto r = test::run_kvscope(dump_args(kModel, out, "--max-docs 1", 50));
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
-    CHECK_THAT(r.err, Contains(kText) && Contains("gives only") &&
-                          Contains("50 were asked for"));
+    CHECK_THAT(r.err, Contains(kText) && Contains("gives only") && Contains("50 were asked for"));
     CHECK(listing(d.path).empty());
   }
   SECTION("symlink loops and over-long names (defect 13)") {
@@ -369,8 +367,8 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains((d / "loop").string()) && Contains("symbolic links"));
-    r = test::run_kvscope(dump_args(kModel, (d / "x.h5").string(), "", 2, 32,
-                                    (d / "loop").string()));
+    r = test::run_kvscope(
+        dump_args(kModel, (d / "x.h5").string(), "", 2, 32, (d / "loop").string()));
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.err, Contains((d / "loop").string()) && Contains("symbolic links"));
     const std::string longname = (d / std::string(300, 'a')).string();
@@ -391,8 +389,7 @@ TEST_CASE("forward names the model when a token id is outside its vocabulary (de
                           Contains("expected 0..511"));
 }
 
-TEST_CASE("dump_kv configs are checked before any model loads (defect 14)",
-          "[hardening][config]") {
+TEST_CASE("dump_kv configs are checked before any model loads (defect 14)", "[hardening][config]") {
   test::TempDir d("hard_dumpcfg");
   // The model path does not exist: an error about it would mean the keys came second.
   auto cfg = [&](const std::string& section) {
@@ -441,16 +438,16 @@ TEST_CASE("config paths the OS cannot stat are config errors, not crashes", "[ha
   test::TempDir d("hard_cfgpath");
   const std::string longname = (d / std::string(300, 'b')).string();
   test::write_bytes(d / "c.yaml", ppl_yaml("\n  - path: " + longname, "\n  - path: " + kText));
-  REQUIRE_THROWS_WITH(read_config(d / "c.yaml"),
-                      Contains((d / "c.yaml").string()) && Contains(longname) &&
-                          Contains("File name too long"));
+  REQUIRE_THROWS_WITH(read_config(d / "c.yaml"), Contains((d / "c.yaml").string()) &&
+                                                     Contains(longname) &&
+                                                     Contains("File name too long"));
   fs::create_symlink(d / "loop", d / "loop");
   test::write_bytes(d / "c.yaml",
                     ppl_yaml("\n  - path: " + kModel, "\n  - path: " + (d / "loop").string()));
-  const auto r = test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " +
-                                   (d / "res").string());
+  const auto r =
+      test::run_kvscope("run -q " + (d / "c.yaml").string() + " --results " + (d / "res").string());
   CHECK(r.exit_code == 1);
   CHECK(one_line(r.err));
-  CHECK_THAT(r.err, Contains("c.yaml") && Contains((d / "loop").string()) &&
-                        Contains("symbolic links"));
+  CHECK_THAT(r.err,
+             Contains("c.yaml") && Contains((d / "loop").string()) && Contains("symbolic links"));
 }

@@ -7,13 +7,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "capture_observer.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/kv/cache_policy.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
-#include "kvscope/kv/cache_policy.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
-#include "capture_observer.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -152,8 +152,8 @@ TEST_CASE("mistral: sliding-window attention past the window, prefill and decodi
   // Cache policies past the window are refused rather than counting bytes the model never
   // keeps.
   CachePolicy p;
-  CHECK_THROWS_WITH(apply_policy(s.cache, p), Contains("sliding window is 12") &&
-                                                  Contains("holds 40"));
+  CHECK_THROWS_WITH(apply_policy(s.cache, p),
+                    Contains("sliding window is 12") && Contains("holds 40"));
 }
 
 TEST_CASE("rope_scaling linear and llama3 match the reference, and change the keys",
@@ -207,8 +207,8 @@ TEST_CASE("rope_scaling linear and llama3 match the reference, and change the ke
     CHECK(test::rel_error(logits.data(), ref.logits.data(), ref.logits.size()) < 1e-4);
     // The scaling must actually act: different logits from the unscaled model (a property
     // that fails if the field were read and ignored).
-    CHECK(test::rel_error(logits.data(), std::vector<double>(plain_logits.begin(),
-                                                              plain_logits.end()).data(),
+    CHECK(test::rel_error(logits.data(),
+                          std::vector<double>(plain_logits.begin(), plain_logits.end()).data(),
                           plain_logits.size()) > 1e-3);
   }
   // Hand-computed llama3 frequencies for head_dim 16, theta 500000, factor 8, original 64,
@@ -227,11 +227,10 @@ TEST_CASE("rope_scaling linear and llama3 match the reference, and change the ke
   CHECK(f[2] == Approx(b2 / 8).epsilon(1e-12));
 
   // Unsupported types and stray keys are refused by name.
-  for (const json& bad :
-       {json{{"rope_type", "yarn"}, {"factor", 4.0}},
-        json{{"rope_type", "dynamic"}, {"factor", 2.0}},
-        json{{"rope_type", "linear"}, {"factor", 4.0}, {"beta_fast", 32}},
-        json{{"rope_type", "llama3"}, {"factor", 8.0}}}) {
+  for (const json& bad : {json{{"rope_type", "yarn"}, {"factor", 4.0}},
+                          json{{"rope_type", "dynamic"}, {"factor", 2.0}},
+                          json{{"rope_type", "linear"}, {"factor", 4.0}, {"beta_fast", 32}},
+                          json{{"rope_type", "llama3"}, {"factor", 8.0}}}) {
     INFO(bad.dump());
     json jb = base;
     jb["rope_scaling"] = bad;
@@ -286,8 +285,8 @@ TEST_CASE("biases: llama attention_bias / mlp_bias and qwen2's q/k/v match the r
     }
     // The biases must matter: the same weights without them give other keys.
     Model nob = load_model(d.path);
-    for (auto& lw : nob.weights.layers) lw.bk = lw.bq = lw.bv = lw.bo = lw.b_gate = lw.b_up =
-                                            lw.b_down = Tensor{};
+    for (auto& lw : nob.weights.layers)
+      lw.bk = lw.bq = lw.bv = lw.bo = lw.b_gate = lw.b_up = lw.b_down = Tensor{};
     RunState s3(nob.config, 64);
     const auto lg3 = forward(nob, s3, toks);
     CHECK(test::rel_error(lg3.data(), ref.logits.data(), ref.logits.size()) > 1e-3);
@@ -305,8 +304,7 @@ TEST_CASE("biases: llama attention_bias / mlp_bias and qwen2's q/k/v match the r
   j["attention_bias"] = true;
   j["mlp_bias"] = true;
   write_config(d.path, j);
-  CHECK_THAT(load_error(d.path),
-             Contains("tensor 'model.layers.0.mlp.gate_proj.bias' is missing"));
+  CHECK_THAT(load_error(d.path), Contains("tensor 'model.layers.0.mlp.gate_proj.bias' is missing"));
 }
 
 TEST_CASE("qwen3: per-head q/k RMSNorm before RoPE, head_dim != hidden/heads",

@@ -45,7 +45,8 @@ TEST_CASE("kernels::gemv matches a double-precision product, with alpha and beta
         const auto W = uniform(size_t(out) * in, -1, 1, uint32_t(out * 1000 + in));
         const auto x = uniform(size_t(in), -2, 2, uint32_t(in));
         const auto y0 = uniform(size_t(out), -3, 3, 7);
-        for (auto [alpha, beta] : {std::pair{1.0f, 0.0f}, {0.25f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 2.0f}}) {
+        for (auto [alpha, beta] :
+             {std::pair{1.0f, 0.0f}, {0.25f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 2.0f}}) {
           // beta 0 must not read y: NaN there would poison the result.
           std::vector<float> y = beta == 0.0f ? std::vector<float>(size_t(out), nan) : y0;
           kernels::gemv(W.data(), out, in, x.data(), y.data(), alpha, beta);
@@ -57,7 +58,8 @@ TEST_CASE("kernels::gemv matches a double-precision product, with alpha and beta
             }
             ref = alpha * ref + (beta != 0.0f ? beta * double(y0[size_t(r)]) : 0.0);
             mag = std::abs(alpha) * mag + std::abs(beta * double(y0[size_t(r)]));
-            INFO("out " << out << " in " << in << " row " << r << " alpha " << alpha << " beta " << beta);
+            INFO("out " << out << " in " << in << " row " << r << " alpha " << alpha << " beta "
+                        << beta);
             // Float accumulation: at most ~in roundings of terms bounded by mag.
             REQUIRE(std::abs(y[size_t(r)] - ref) <= 2e-7 * (in + 2) * mag + 1e-30);
           }
@@ -116,7 +118,8 @@ TEST_CASE("kernels::softmax matches a double-precision softmax to a few ulp") {
         std::vector<float> y = in;
         const float inv = kernels::softmax(y.data(), n, false);
         for (int i = 0; i < n; ++i)
-          REQUIRE(std::abs(double(y[size_t(i)]) * inv - x[size_t(i)]) <= 1e-6 * x[size_t(i)] + 1e-37);
+          REQUIRE(std::abs(double(y[size_t(i)]) * inv - x[size_t(i)]) <=
+                  1e-6 * x[size_t(i)] + 1e-37);
       }
   });
 }

@@ -3,8 +3,8 @@
 // reference, f16/gzip/chunked variants, sequence planning, and safe files.
 #include <hdf5.h>
 
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -42,7 +42,6 @@ float nearest_half(float x) {
 #endif
 }
 
-
 const std::string kData = KVSCOPE_TEST_DATA_DIR;
 const char* kModels[] = {"models/stories260K/stories260K.bin", "models/tinystories656K",
                          "models/babyllama105/model5000.bin"};
@@ -64,7 +63,8 @@ Loaded load(const std::string& rel) {
   ts.doc_separator = "<|endoftext|>";
   ts.max_docs = 40;
   l.stream = token_stream(*l.tok, load_documents(ts));
-  l.src = {l.model.name, l.model.files, find_tokenizer_for(p), l.tok->kind(), ts.path, "plain", {}, {}};
+  l.src = {
+      l.model.name, l.model.files, find_tokenizer_for(p), l.tok->kind(), ts.path, "plain", {}, {}};
   return l;
 }
 
@@ -364,7 +364,8 @@ TEST_CASE("dumps from JSON lines record where each sequence comes from", "[dump]
   ts.max_docs = 30;
   const std::vector<std::string> docs = load_documents(ts);
   const std::vector<int32_t> stream = token_stream(*tok, docs);
-  const DumpSource src{m.name, m.files, find_tokenizer_for(mp), tok->kind(), ts.path, "jsonl", {}, {}};
+  const DumpSource src{m.name, m.files, find_tokenizer_for(mp), tok->kind(), ts.path, "jsonl",
+                       {},     {}};
   DumpOptions o;
   o.seq_len = 100;
   o.n_seq = 12;

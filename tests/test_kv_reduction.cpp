@@ -109,8 +109,10 @@ TEST_CASE("merging heads that are copies changes nothing, every method", "[reduc
   }
 }
 
-TEST_CASE("merging copied heads changes nothing in biased, q/k-normed, Gemma and partial-rotary "
-          "models", "[reduction][model][families]") {
+TEST_CASE(
+    "merging copied heads changes nothing in biased, q/k-normed, Gemma and partial-rotary "
+    "models",
+    "[reduction][model][families]") {
   // Random-weight models of the newer families, 2 KV heads merged into 1 after making
   // head 1 a copy of head 0 (W_K, W_V and their biases): every method the model allows
   // must reproduce its logits. A bias left behind, or merged differently from its rows,

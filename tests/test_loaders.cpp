@@ -1,13 +1,13 @@
 // Loaders: bad files give an Error naming the file and what was expected; good files
 // put the right bytes in the right tensors; dtype widening is exact.
-#include <catch2/catch.hpp>
 #include <bit>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "kvscope/io/error.hpp"
@@ -70,7 +70,9 @@ TEST_CASE("dtype widening matches hand-computed values", "[loader]") {
   CHECK(f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81);
 }
 
-TEST_CASE("widen_to_f32 of BF16 arrays (vector body and tail) puts each value in a float's top half", "[loader]") {
+TEST_CASE(
+    "widen_to_f32 of BF16 arrays (vector body and tail) puts each value in a float's top half",
+    "[loader]") {
   // Every length from 0 to 40 (8-wide vector body plus 0-7 tail), at odd source offsets,
   // against the definition: the 16 bits shifted left by 16.
   std::vector<uint16_t> src(48);
@@ -78,7 +80,8 @@ TEST_CASE("widen_to_f32 of BF16 arrays (vector body and tail) puts each value in
   for (size_t n = 0; n <= 40; ++n)
     for (size_t off : {size_t(0), size_t(1), size_t(3)}) {
       std::vector<float> dst(n + 1, -7.0f);
-      widen_to_f32(DType::BF16, reinterpret_cast<const std::byte*>(src.data() + off), n, dst.data());
+      widen_to_f32(DType::BF16, reinterpret_cast<const std::byte*>(src.data() + off), n,
+                   dst.data());
       for (size_t i = 0; i < n; ++i) {
         const uint32_t bits = uint32_t(src[off + i]) << 16;
         float want;
@@ -248,8 +251,8 @@ TEST_CASE("safetensors loader rejects overrunning offsets, bad dtypes and bad co
     j["num_hidden_layers"] = "two";
     write_bytes(d / "config.json", j.dump());
     REQUIRE_THROWS_WITH(load_model(d), Contains("num_hidden_layers") &&
-                                            Contains("must be an integer") &&
-                                            Contains("got \"two\""));
+                                           Contains("must be an integer") &&
+                                           Contains("got \"two\""));
   }
 }
 

@@ -28,19 +28,35 @@ fs::path write_llama31(const fs::path& dir, const fs::path& tokenizer_json) {
   c.arch = "llama", c.dim = 32, c.hidden_dim = 64, c.n_layers = 2, c.n_heads = 4;
   c.n_kv_heads = 2, c.head_dim = 8, c.vocab_size = 128256, c.max_seq_len = 131072;
   write_synthetic_hf_model(dir, spec);
-  const json cfg = {
-      {"architectures", {"LlamaForCausalLM"}}, {"attention_bias", false},
-      {"attention_dropout", 0.0}, {"bos_token_id", 128000},
-      {"eos_token_id", {128001, 128008, 128009}}, {"hidden_act", "silu"}, {"hidden_size", 32},
-      {"initializer_range", 0.02}, {"intermediate_size", 64},
-      {"max_position_embeddings", 131072}, {"mlp_bias", false}, {"model_type", "llama"},
-      {"num_attention_heads", 4}, {"num_hidden_layers", 2}, {"num_key_value_heads", 2},
-      {"pretraining_tp", 1}, {"rms_norm_eps", 1e-05},
-      {"rope_scaling",
-       {{"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-        {"original_max_position_embeddings", 8192}, {"rope_type", "llama3"}}},
-      {"rope_theta", 500000.0}, {"tie_word_embeddings", false}, {"torch_dtype", "float32"},
-      {"transformers_version", "4.43.0.dev0"}, {"use_cache", true}, {"vocab_size", 128256}};
+  const json cfg = {{"architectures", {"LlamaForCausalLM"}},
+                    {"attention_bias", false},
+                    {"attention_dropout", 0.0},
+                    {"bos_token_id", 128000},
+                    {"eos_token_id", {128001, 128008, 128009}},
+                    {"hidden_act", "silu"},
+                    {"hidden_size", 32},
+                    {"initializer_range", 0.02},
+                    {"intermediate_size", 64},
+                    {"max_position_embeddings", 131072},
+                    {"mlp_bias", false},
+                    {"model_type", "llama"},
+                    {"num_attention_heads", 4},
+                    {"num_hidden_layers", 2},
+                    {"num_key_value_heads", 2},
+                    {"pretraining_tp", 1},
+                    {"rms_norm_eps", 1e-05},
+                    {"rope_scaling",
+                     {{"factor", 8.0},
+                      {"low_freq_factor", 1.0},
+                      {"high_freq_factor", 4.0},
+                      {"original_max_position_embeddings", 8192},
+                      {"rope_type", "llama3"}}},
+                    {"rope_theta", 500000.0},
+                    {"tie_word_embeddings", false},
+                    {"torch_dtype", "float32"},
+                    {"transformers_version", "4.43.0.dev0"},
+                    {"use_cache", true},
+                    {"vocab_size", 128256}};
   test::write_bytes(dir / "config.json", cfg.dump(2));
   fs::copy_file(tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
   return dir;
@@ -78,20 +94,26 @@ TEST_CASE("a Llama-3.1-shaped model runs every kind with the default lengths (20
   CHECK(column_int(d / "perplexity.csv", "window") == 2048);
   // The kinds that stopped on "0 sequences of 131072 tokens" or ran 40k-token probes.
   CHECK_NOTHROW(run("spectrum", "kind: kv_spectrum\nkv_spectrum: {tokens: 4096}\n"));
-  CHECK_NOTHROW(run("reduce", "kind: kv_head_reduction\nkv_head_reduction: {targets: [1], "
-                              "methods: [mean_pool, svd_a], calibration: " + cal +
-                              ", calibration_tokens: [4096], eval_tokens: 4096}\n"));
+  CHECK_NOTHROW(run("reduce",
+                    "kind: kv_head_reduction\nkv_head_reduction: {targets: [1], "
+                    "methods: [mean_pool, svd_a], calibration: " +
+                        cal + ", calibration_tokens: [4096], eval_tokens: 4096}\n"));
   d = run("heads", "kind: retrieval_heads\n");
-  CHECK_NOTHROW(run("policies", "kind: kv_cache_policies\nkv_cache_policies: {policies: [full, "
-                                "razor], tasks: [perplexity], perplexity: {windows: 2}}\n"));
-  CHECK_NOTHROW(run("finetune", "kind: kv_head_finetune\nkv_head_finetune: {targets: [1], "
-                                "methods: [mean_pool], calibration: " + cal +
-                                ", calibration_tokens: 2048, steps: 2, eval_every: 1, "
-                                "eval_tokens: 2048, control: false}\n"));
+  CHECK_NOTHROW(run("policies",
+                    "kind: kv_cache_policies\nkv_cache_policies: {policies: [full, "
+                    "razor], tasks: [perplexity], perplexity: {windows: 2}}\n"));
+  CHECK_NOTHROW(run("finetune",
+                    "kind: kv_head_finetune\nkv_head_finetune: {targets: [1], "
+                    "methods: [mean_pool], calibration: " +
+                        cal +
+                        ", calibration_tokens: 2048, steps: 2, eval_every: 1, "
+                        "eval_tokens: 2048, control: false}\n"));
   // A key asking for more text than there is is named with the count it asked for.
   CHECK_THROWS_WITH(
-      run("short", "kind: kv_head_reduction\nkv_head_reduction: {targets: [1], methods: "
-                   "[mean_pool], calibration: " + cal + ", error_tokens: 100000000}\n"),
+      run("short",
+          "kind: kv_head_reduction\nkv_head_reduction: {targets: [1], methods: "
+          "[mean_pool], calibration: " +
+              cal + ", error_tokens: 100000000}\n"),
       Contains("wiki.test.raw gives only") && Contains("sequences of 2048 tokens") &&
           Contains("lower kv_head_reduction.error_seq_len and kv_head_reduction.error_tokens"));
 }

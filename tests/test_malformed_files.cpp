@@ -20,10 +20,10 @@
 #include "test_util.hpp"
 
 using namespace kvscope;
-using test::listing;
-using test::one_line;
 using Catch::Contains;
 using nlohmann::json;
+using test::listing;
+using test::one_line;
 namespace fs = std::filesystem;
 
 namespace {
@@ -129,9 +129,8 @@ TEST_CASE(
     patch<uint32_t>(b, value_at(b, "llama.attention.key_length"), 0);
     patch<uint32_t>(b, value_at(b, "llama.attention.value_length"), 0);
     test::write_bytes(p, b);
-    CHECK_THAT(load_error(p),
-               Contains("m.gguf") && Contains("'llama.attention.key_length'") &&
-                   Contains("must be an integer in [1, 16777216], got 0 (u32)"));
+    CHECK_THAT(load_error(p), Contains("m.gguf") && Contains("'llama.attention.key_length'") &&
+                                  Contains("must be an integer in [1, 16777216], got 0 (u32)"));
     // The command line ends within the timeout (the old loader spun forever).
     const auto r = test::run_kvscope_sh(
         "timeout -s KILL 60 ", "generate -m " + p.string() + " --tokenizer " + kTok + " -n 1");
@@ -171,9 +170,9 @@ TEST_CASE(
     CHECK_THAT(load_error(p), Contains("'llama.attention.head_count_kv' must be an integer in "
                                        "[1, 16777216], got 0"));
     // Every size that the file states is checked under its own key.
-    for (const char* key : {"llama.context_length", "llama.embedding_length",
-                            "llama.feed_forward_length", "llama.block_count",
-                            "llama.attention.head_count"}) {
+    for (const char* key :
+         {"llama.context_length", "llama.embedding_length", "llama.feed_forward_length",
+          "llama.block_count", "llama.attention.head_count"}) {
       CAPTURE(key);
       std::string z = base;
       patch<uint32_t>(z, value_at(z, key), 0);
@@ -273,10 +272,12 @@ TEST_CASE("non-finite and meaningless numbers are refused (class 4)", "[hardenin
     write_synthetic_hf_model(d / "m", small_spec());
     const std::string good = test::slurp(d / "m" / "config.json");
     for (const auto& [key, value, expect] :
-         {std::tuple{"rms_norm_eps", "1e39", "got 1e39"}, std::tuple{"rope_theta", "1e39", "got 1e39"},
-          std::tuple{"rope_theta", "1E+39", "got 1E+39"}, std::tuple{"rms_norm_eps", "1e-50", "1e-50"},
-          std::tuple{"rms_norm_eps", "0", "got 0"}, std::tuple{"rope_theta", "-5", "got -5"},
-          std::tuple{"bos_token_id", "-1", "got -1"}, std::tuple{"eos_token_id", "-2", "got -2"},
+         {std::tuple{"rms_norm_eps", "1e39", "got 1e39"},
+          std::tuple{"rope_theta", "1e39", "got 1e39"},
+          std::tuple{"rope_theta", "1E+39", "got 1E+39"},
+          std::tuple{"rms_norm_eps", "1e-50", "1e-50"}, std::tuple{"rms_norm_eps", "0", "got 0"},
+          std::tuple{"rope_theta", "-5", "got -5"}, std::tuple{"bos_token_id", "-1", "got -1"},
+          std::tuple{"eos_token_id", "-2", "got -2"},
           std::tuple{"eos_token_id", "[2, -7]", "got -7"}}) {
       CAPTURE(key, value);
       test::write_bytes(d / "m" / "config.json", good);
@@ -391,8 +392,8 @@ TEST_CASE("memory stays bounded by what a command holds (class 6)", "[hardening]
                           Contains("more than 268435456 bytes"));
     fs::create_directories(d / "m");
     fs::create_symlink("/dev/zero", d / "m" / "config.json");
-    const auto c = test::run_kvscope_sh(limit, "generate -m " + (d / "m").string() +
-                                                   " --tokenizer " + kTok + " -n 1");
+    const auto c = test::run_kvscope_sh(
+        limit, "generate -m " + (d / "m").string() + " --tokenizer " + kTok + " -n 1");
     CHECK(c.exit_code == 1);
     CHECK(one_line(c.err));
     CHECK_THAT(c.err, Contains("config.json") && Contains("more than 67108864 bytes"));
@@ -525,8 +526,7 @@ TEST_CASE("messages name what is wrong (class 10)", "[hardening][messages]") {
   SECTION("an unknown plot kind is named; a bound is stated without DBL_MAX") {
     const auto r = test::run_kvscope("plot bogus x.csv");
     CHECK(r.exit_code == 1);
-    CHECK_THAT(r.err, Contains("unknown command 'bogus' for 'kvscope plot'") &&
-                          Contains("heads"));
+    CHECK_THAT(r.err, Contains("unknown command 'bogus' for 'kvscope plot'") && Contains("heads"));
     const auto n = test::run_kvscope("generate -m x -n -1");
     CHECK(n.exit_code == 1);
     CHECK(one_line(n.err));
@@ -601,17 +601,18 @@ TEST_CASE("the JSON reader bounds nesting and reads integers exactly", "[hardeni
   CHECK(!json_finite(json::parse("true")));
   CHECK(json_finite(json::parse("2.5")) == 2.5);
   CHECK(json_brief(json(std::numeric_limits<double>::infinity())) == "inf");
-  const auto texts = json_float_texts(
-      R"({"a": 1e39, "b": [1, 2.50, {"c/d": -0.0}], "e": 3, "r": {"f": 1E5}})");
+  const auto texts =
+      json_float_texts(R"({"a": 1e39, "b": [1, 2.50, {"c/d": -0.0}], "e": 3, "r": {"f": 1E5}})");
   CHECK(texts == std::map<std::string, std::string>{
                      {"/a", "1e39"}, {"/b/1", "2.50"}, {"/b/2/c~1d", "-0.0"}, {"/r/f", "1E5"}});
   CHECK(json_float_texts("{").empty());
   CHECK(json_brief(json(std::string(300, 'a')), 10) == "\"aaaaaaaaa...");
 }
 
-TEST_CASE("malformed models of every class fail `kvscope dump` with one line and no output "
-          "file",
-          "[hardening][cli]") {
+TEST_CASE(
+    "malformed models of every class fail `kvscope dump` with one line and no output "
+    "file",
+    "[hardening][cli]") {
   test::TempDir d("mal_cli_dump");
   const std::string base = small_gguf(d.path);
   struct Bad {
@@ -649,9 +650,9 @@ TEST_CASE("malformed models of every class fail `kvscope dump` with one line and
   fs::create_directories(d / "out");
   for (const Bad& m : bad) {
     CAPTURE(m.model);
-    const auto r = test::run_kvscope("dump -q -m " + m.model.string() + " --tokenizer " + kTok +
-                                     " --text " + kText + " --n-seq 1 --seq-len 8 -o " +
-                                     (d / "out" / "k.h5").string());
+    const auto r =
+        test::run_kvscope("dump -q -m " + m.model.string() + " --tokenizer " + kTok + " --text " +
+                          kText + " --n-seq 1 --seq-len 8 -o " + (d / "out" / "k.h5").string());
     CHECK(r.exit_code == 1);
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains(m.model.filename().string()) && Contains(m.expect));

@@ -104,8 +104,12 @@ TEST_CASE("eos_token_id as a list (Llama 3) is accepted and every id ends genera
     std::map<int, std::string> piece;
     for (const auto& [k, v] : t["model"]["vocab"].items()) piece[v.get<int>()] = k;
     for (const int id : {1999, int(stop)})
-      t["added_tokens"].push_back({{"id", id}, {"content", piece.at(id)}, {"single_word", false},
-                                   {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+      t["added_tokens"].push_back({{"id", id},
+                                   {"content", piece.at(id)},
+                                   {"single_word", false},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"normalized", false},
                                    {"special", true}});
     test::write_bytes(dir / "tokenizer.json", t.dump());
   }

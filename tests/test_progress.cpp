@@ -45,8 +45,7 @@ TEST_CASE("long kinds show progress on a terminal and none in a pipe or with -q"
     const std::string args = "run '" + (smoke / (kind + ".yaml")).string() + "' --results '" +
                              (tmp / "r").string() + "' --force";
     const std::string term = on_terminal(args);
-    CHECK_THAT(term, Contains("\r[" + kind + "] unit 1/") && Contains(shown) &&
-                         Contains("ETA"));
+    CHECK_THAT(term, Contains("\r[" + kind + "] unit 1/") && Contains(shown) && Contains("ETA"));
     const test::CliResult piped = test::run_kvscope(args);
     CHECK(piped.exit_code == 0);
     CHECK_THAT(piped.err, !Contains("\r") && !Contains(shown));

@@ -47,8 +47,8 @@ TEST_CASE("legacy 32-element blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL", "[qu
     put_half(b, 0, 0.5f);
     for (int i = 0; i < 32; ++i) b[size_t(2 + i)] = uint8_t(int8_t(i - 16));
     const auto y = dq(DType::Q8_0, b);
-    CHECK(y[0] == -8.0f);   // 0.5 * (0 - 16)
-    CHECK(y[31] == 7.5f);   // 0.5 * 15
+    CHECK(y[0] == -8.0f);  // 0.5 * (0 - 16)
+    CHECK(y[31] == 7.5f);  // 0.5 * 15
   }
   SECTION("Q4_0: low nibbles are elements 0-15, high 16-31, d (q - 8)") {
     Block b(18, 0);
@@ -65,9 +65,9 @@ TEST_CASE("legacy 32-element blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL", "[qu
     put_half(b, 2, -1.0f);
     b[4 + 5] = 0x7C;
     const auto y = dq(DType::Q4_1, b);
-    CHECK(y[5] == 5.0f);    // 0.5 * 12 - 1
-    CHECK(y[21] == 2.5f);   // 0.5 * 7 - 1
-    CHECK(y[0] == -1.0f);   // 0.5 * 0 - 1
+    CHECK(y[5] == 5.0f);   // 0.5 * 12 - 1
+    CHECK(y[21] == 2.5f);  // 0.5 * 7 - 1
+    CHECK(y[0] == -1.0f);  // 0.5 * 0 - 1
   }
   SECTION("Q5_0 / Q5_1: the fifth bit of element i is bit i of qh") {
     for (bool with_min : {false, true}) {
@@ -86,8 +86,8 @@ TEST_CASE("legacy 32-element blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL", "[qu
         CHECK(y[4] == -0.5f);   // q = 15: 0.5 * (15 - 16)
         CHECK(y[20] == 2.5f);   // bit 20 set: q = 5 | 16 = 21: 0.5 * 5
       } else {
-        CHECK(y[3] == 7.5f);    // 0.5 * 17 - 1
-        CHECK(y[20] == 9.5f);   // 0.5 * 21 - 1
+        CHECK(y[3] == 7.5f);   // 0.5 * 17 - 1
+        CHECK(y[20] == 9.5f);  // 0.5 * 21 - 1
       }
     }
   }
@@ -126,7 +126,7 @@ TEST_CASE("k-quants of 256: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K", "[quant]") {
     b[32 + 37] = 0x08;  // element 165: qs[37] bits 2-3 = 2
     b[5] = 0x20;        // hmask[5] bit 1 + 4 = 5 set: nothing subtracted for element 165
     const auto y = dq(DType::Q3_K, b);
-    CHECK(y[165] == 3.0f);   // 0.5 * 3 * 2
+    CHECK(y[165] == 3.0f);  // 0.5 * 3 * 2
     // Element 37 (half 0, pass 1, group 2): scale bits all 0 -> -32; q2 = 0; hmask[5]
     // bit 1 clear -> -4: 0.5 * -32 * -4.
     CHECK(y[37] == 64.0f);
@@ -142,13 +142,13 @@ TEST_CASE("k-quants of 256: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K", "[quant]") {
       b[4 + 5] = 0x82;
       b[4 + 9] = 0x51;
       const size_t qs = five ? 48 : 16, qh = 16;
-      b[qs + 8] = 0x9A;   // element 40: chunk 0, second group (1), high nibble 9
-      b[qs + 71] = 0x40;  // element 167: chunk 2, second group (5), high nibble 4
+      b[qs + 8] = 0x9A;            // element 40: chunk 0, second group (1), high nibble 9
+      b[qs + 71] = 0x40;           // element 167: chunk 2, second group (5), high nibble 4
       if (five) b[qh + 7] = 0x20;  // bit 5 of qh[7]: element 167 gets + 16
       const auto y = dq(five ? DType::Q5_K : DType::Q4_K, b);
       CHECK(y[40] == 13.0f);  // 0.5 * 3 * 9 - 0.25 * 2
       if (!five)
-        CHECK(y[167] == 24.75f);   // 0.5 * 17 * 4 - 0.25 * 37
+        CHECK(y[167] == 24.75f);  // 0.5 * 17 * 4 - 0.25 * 37
       else
         CHECK(y[167] == 160.75f);  // 0.5 * 17 * 20 - 0.25 * 37
     }

@@ -1,7 +1,7 @@
 // Experiment kind quant_drift on the shipped TinyStories-656K checkpoint and GGUF
 // conversions of it written by this test (tests/gguf_convert.hpp): an F32 conversion drifts
-// by nothing (float rounding), a Q8_0 one by what a second computation here finds (to the CSV's 9 digits) from the
-// captured K/V and logits of both models; mismatched models are refused by name.
+// by nothing (float rounding), a Q8_0 one by what a second computation here finds (to the CSV's 9
+// digits) from the captured K/V and logits of both models; mismatched models are refused by name.
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -29,9 +29,11 @@ std::string config(const fs::path& tmp, const std::string& extra_model,
   return "kind: quant_drift\nmodels:\n  - name: hf\n    path: " + kData +
          "/models/tinystories656K\n  - name: f32\n    path: " + (tmp / "f32.gguf").string() +
          "\n    tokenizer: " + tok + "\n  - name: q8\n    path: " + (tmp / "q8.gguf").string() +
-         "\n    tokenizer: " + tok + "\n" + extra_model + "texts:\n  - name: valid\n    path: " +
-         kData + "/text/tinystories/tinystories_valid_head.txt\n    doc_separator: "
-         "\"<|endoftext|>\"\nquant_drift:\n" + section;
+         "\n    tokenizer: " + tok + "\n" + extra_model +
+         "texts:\n  - name: valid\n    path: " + kData +
+         "/text/tinystories/tinystories_valid_head.txt\n    doc_separator: "
+         "\"<|endoftext|>\"\nquant_drift:\n" +
+         section;
 }
 
 }  // namespace
@@ -119,8 +121,8 @@ TEST_CASE("quant_drift: an F32 GGUF does not drift, a Q8_0 one by what its K/V a
         r[kv.column("kv_head")] == "2" && r[kv.column("tensor")] == "v") {
       found = true;
       CHECK(num(kv, r, "rel_l2") == Approx(std::sqrt(d2 / r2)).epsilon(1e-7));
-      CHECK(num(kv, r, "rel_l2") > 1e-4);   // Q8_0 moved it...
-      CHECK(num(kv, r, "rel_l2") < 5e-2);   // ...by 8-bit rounding's amount
+      CHECK(num(kv, r, "rel_l2") > 1e-4);  // Q8_0 moved it...
+      CHECK(num(kv, r, "rel_l2") < 5e-2);  // ...by 8-bit rounding's amount
     }
   CHECK(found);
 
@@ -131,16 +133,21 @@ TEST_CASE("quant_drift: an F32 GGUF does not drift, a Q8_0 one by what its K/V a
   };
   CHECK_THROWS_WITH(fails("", "  reference: nope\n  seq_len: 64\n"),
                     Catch::Contains("quant_drift.reference 'nope' is not one of the models"));
-  CHECK_THROWS_WITH(fails("  - name: s\n    path: " + kData + "/models/stories260K/stories260K.bin\n",
-                          "  seq_len: 64\n"),
-                    Catch::Contains("model 's' has 5 layers but the reference 'hf' has 2"));
-  CHECK_THROWS_WITH(fails("  - name: t\n    path: " + kData + "/models/tinystories656K\n    tokenizer: " +
-                              kData + "/models/stories260K/tok512.bin\n", "  seq_len: 64\n"),
-                    Catch::Contains("model 't' and the reference 'hf' tokenize text 'valid' differently"));
+  CHECK_THROWS_WITH(
+      fails("  - name: s\n    path: " + kData + "/models/stories260K/stories260K.bin\n",
+            "  seq_len: 64\n"),
+      Catch::Contains("model 's' has 5 layers but the reference 'hf' has 2"));
+  CHECK_THROWS_WITH(
+      fails("  - name: t\n    path: " + kData + "/models/tinystories656K\n    tokenizer: " + kData +
+                "/models/stories260K/tok512.bin\n",
+            "  seq_len: 64\n"),
+      Catch::Contains("model 't' and the reference 'hf' tokenize text 'valid' differently"));
 }
 
-TEST_CASE("kvscope dump of a Q8_0 GGUF: K/V equal its dequantized twin's, within Q8_0 of the "
-          "original's", "[gguf][dump][cli]") {
+TEST_CASE(
+    "kvscope dump of a Q8_0 GGUF: K/V equal its dequantized twin's, within Q8_0 of the "
+    "original's",
+    "[gguf][dump][cli]") {
   test::TempDir tmp("gguf_dump");
   const std::string dir = kData + "/models/tinystories656K";
   const Model hf = load_model(dir);
@@ -171,8 +178,12 @@ TEST_CASE("kvscope dump of a Q8_0 GGUF: K/V equal its dequantized twin's, within
       for (const char* name : {"k_pre_rope", "k", "v"})
         for (int h = 0; h < c.n_kv_heads; ++h) {
           q8.read_head(l, name, h, s, 1, got.data());
-          const auto& to = std::string(name) == "v" ? co.v : std::string(name) == "k" ? co.k : co.kpre;
-          const auto& tt = std::string(name) == "v" ? ct.v : std::string(name) == "k" ? ct.k : ct.kpre;
+          const auto& to = std::string(name) == "v"   ? co.v
+                           : std::string(name) == "k" ? co.k
+                                                      : co.kpre;
+          const auto& tt = std::string(name) == "v"   ? ct.v
+                           : std::string(name) == "k" ? ct.k
+                                                      : ct.kpre;
           for (int i = 0; i < 64 * c.head_dim; ++i) {
             const size_t at = size_t(h) * 64 * c.head_dim + size_t(i);
             d_twin += std::pow(double(got[size_t(i)]) - tt[size_t(l)][at], 2);

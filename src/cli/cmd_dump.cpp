@@ -51,7 +51,8 @@ Action add_dump(CLI::App& app) {
   auto a = std::make_shared<Args>();
   a->opt.keys = "--seq-len and --n-seq";
   a->opt.n_seq = 8;
-  app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
+  app.add_option("--model,-m", a->model,
+                 "llama2.c checkpoint, Hugging Face model directory or GGUF file")
       ->required();
   app.add_option("--tokenizer", a->tokenizer, "tokenizer file (default: found beside the model)");
   app.add_option("--text", a->text, "text to run: plain text or JSON lines")->required();
@@ -61,7 +62,8 @@ Action add_dump(CLI::App& app) {
   app.add_option("--doc-separator", a->separator,
                  "plain: a line equal to this separates documents");
   app.add_option("--max-docs", a->max_docs, "read at most this many documents (0: all)");
-  app.add_option("--seq-len", a->opt.seq_len, "tokens per sequence incl. BOS (0: the model's context, at most 2048)")
+  app.add_option("--seq-len", a->opt.seq_len,
+                 "tokens per sequence incl. BOS (0: the model's context, at most 2048)")
       ->check(at_least(0));
   app.add_option("--n-seq", a->opt.n_seq, "number of sequences")->check(at_least(1));
   app.add_option("--out,-o", a->out, "output FILE.h5")->required();
@@ -105,8 +107,8 @@ Action add_dump(CLI::App& app) {
     ts.doc_separator = a->separator;
     ts.max_docs = a->max_docs;
     ts.max_bytes = a->max_bytes;
-    const std::vector<int32_t> stream = read_dump_stream(*tok, ts, int64_t(o.n_seq) *
-                                                       (o.seq_len ? o.seq_len : m.config.default_seq_len()));
+    const std::vector<int32_t> stream = read_dump_stream(
+        *tok, ts, int64_t(o.n_seq) * (o.seq_len ? o.seq_len : m.config.default_seq_len()));
     const DumpSource src{m.name, m.files, tp, tok->kind(), ts.path, format_name(ts.format), {}, {}};
     // On a terminal: sequences done, MB handed to HDF5, elapsed and ETA, redrawn in place.
     StatusLine status(!a->quiet && dist::root());  // under MPI, rank 0 shows its own share
@@ -115,8 +117,8 @@ Action add_dump(CLI::App& app) {
       o.on_sequence = [&](int done, int total, int64_t bytes) {
         const double el =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        status.update(fmt::format("{}: {}/{} sequences, {:.1f} MB written, {}", a->out, done,
-                                  total, bytes / 1e6, elapsed_eta(el, done, total)),
+        status.update(fmt::format("{}: {}/{} sequences, {:.1f} MB written, {}", a->out, done, total,
+                                  bytes / 1e6, elapsed_eta(el, done, total)),
                       done == total);
       };
     const DumpStats st = dump_kv(m, *tok, stream, o, src, a->out);

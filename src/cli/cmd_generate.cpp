@@ -20,13 +20,13 @@ Action add_generate(CLI::App& app) {
     bool no_echo = false;
   };
   auto a = std::make_shared<Args>();
-  app.add_option("--model,-m", a->model, "llama2.c checkpoint, Hugging Face model directory or GGUF file")
+  app.add_option("--model,-m", a->model,
+                 "llama2.c checkpoint, Hugging Face model directory or GGUF file")
       ->required();
   app.add_option("--tokenizer", a->tokenizer,
                  "tokenizer file (default: tokenizer.json, *.model or tok*.bin beside the model)");
   app.add_option("--prompt,-p", a->prompt, "text to continue (default: start from BOS)");
-  app.add_option("--max-tokens,-n", a->max_tokens, "new tokens at most")
-      ->check(at_least(0));
+  app.add_option("--max-tokens,-n", a->max_tokens, "new tokens at most")->check(at_least(0));
   app.add_option("--temperature,-t", a->temperature, "sampling temperature; 0 is greedy")
       ->check(at_least(0));
   app.add_option("--top-p", a->top_p, "nucleus sampling mass in (0, 1]")

@@ -121,8 +121,7 @@ Action add_tables(CLI::App& app) {
                  "config asks for it as --train does");
   app.add_option("--threads", a->threads, "threads for every run, overriding the configs")
       ->check(at_least(0));
-  app.add_option("--configs", a->configs, "directory of experiment configs")
-      ->capture_default_str();
+  app.add_option("--configs", a->configs, "directory of experiment configs")->capture_default_str();
   app.add_option("--results", a->results, "results root directory")->capture_default_str();
   app.add_flag("--force", a->force, "rerun even the experiments that are up to date");
   app.add_flag("--train", a->train,
@@ -203,9 +202,9 @@ Action add_tables(CLI::App& app) {
             return;
           for (const auto& [n, l] : lines)  // it was counted as up to date or skipped
             if (n == name) --(l.find("up to date") != std::string::npos ? fresh : skipped);
-          for (const std::string& p :
-               training ? missing_checkpoint_producers(name, opt.results_root)
-                        : std::vector<std::string>{}) {
+          for (const std::string& p : training
+                                          ? missing_checkpoint_producers(name, opt.results_root)
+                                          : std::vector<std::string>{}) {
             auto it = std::find_if(entries.begin(), entries.end(),
                                    [&](const Entry& x) { return x.summary.name == p; });
             KV_CHECK(it != entries.end(),
@@ -286,8 +285,10 @@ Action add_tables(CLI::App& app) {
         jobs.size() - failed.size(), failed.size(), fresh, skipped,
         mmss(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()).c_str(),
         (opt.results_root / "REPORT.md").c_str());
-    KV_CHECK(failed.empty(), "tables: {} of {} runs failed: {} (the rest ran; REPORT.md was "
-             "rewritten)", failed.size(), jobs.size(), fmt::join(failed, ", "));
+    KV_CHECK(failed.empty(),
+             "tables: {} of {} runs failed: {} (the rest ran; REPORT.md was "
+             "rewritten)",
+             failed.size(), jobs.size(), fmt::join(failed, ", "));
     return 0;
   };
 }

@@ -17,11 +17,16 @@ namespace {
 std::string one_line(const std::string& piece) {
   std::string s;
   for (char ch : piece) {
-    if (ch == '\\') s += "\\\\";
-    else if (ch == '\n') s += "\\n";
-    else if (ch == '\r') s += "\\r";
-    else if (ch == '\t') s += "\\t";
-    else s += ch;
+    if (ch == '\\')
+      s += "\\\\";
+    else if (ch == '\n')
+      s += "\\n";
+    else if (ch == '\r')
+      s += "\\r";
+    else if (ch == '\t')
+      s += "\\t";
+    else
+      s += ch;
   }
   return s;
 }
@@ -48,8 +53,7 @@ Action add_tokenize(CLI::App& app) {
                "print one 'id<TAB>piece' line per token (\\n, \\r, \\t, \\\\ escaped)");
   add_bos_flags(app, a->bos);
   return [a, text, prompt]() {
-    KV_CHECK(!a->model.empty() || !a->tokenizer.empty(),
-             "tokenize: give --model or --tokenizer");
+    KV_CHECK(!a->model.empty() || !a->tokenizer.empty(), "tokenize: give --model or --tokenizer");
     KV_CHECK(text->count() + prompt->count() == 1, "tokenize: give --text FILE or --prompt TEXT");
     const std::filesystem::path tok_path =
         a->tokenizer.empty() ? find_tokenizer_for(a->model) : std::filesystem::path(a->tokenizer);

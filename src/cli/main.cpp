@@ -8,8 +8,8 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <new>
 #include <map>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -127,7 +127,8 @@ int run_main(int argc, char** argv) {
     error_line("kvscope: error: ",
                fmt::format("out of memory while running 'kvscope {}' (an input asks for more "
                            "memory than this machine gives; check the sizes in the model, text "
-                           "and config)", running));
+                           "and config)",
+                           running));
     return 1;
   } catch (const std::exception& e) {
     error_line("kvscope: unexpected error ",

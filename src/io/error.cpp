@@ -9,8 +9,10 @@ std::string Error::without_nul(const std::string& s) {
   if (s.find('\0') == std::string::npos) return s;
   std::string out;
   for (const char ch : s) {
-    if (ch == '\0') out += "\\x00";
-    else out += ch;
+    if (ch == '\0')
+      out += "\\x00";
+    else
+      out += ch;
   }
   return out;
 }

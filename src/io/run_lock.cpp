@@ -37,12 +37,12 @@ OutputLock::OutputLock(const fs::path& root, const std::string& name)
       throw Error(fmt::format(
           "{} is being written by another kvscope process (pid {}, holding {}); wait for it "
           "to finish, or write elsewhere with --results DIR",
-          (root / name).string(), n > 0 ? std::string(pid, size_t(n)) : "unknown",
-          path_.string()));
+          (root / name).string(), n > 0 ? std::string(pid, size_t(n)) : "unknown", path_.string()));
     }
-    struct stat held {}, now {};
-    if (::fstat(fd, &held) == 0 && ::stat(path_.c_str(), &now) == 0 &&
-        held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
+    struct stat held {
+    }, now{};
+    if (::fstat(fd, &held) == 0 && ::stat(path_.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev) {
       const std::string pid = std::to_string(::getpid());
       if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
         // The pid is only for the message of a run refused; the lock holds without it.

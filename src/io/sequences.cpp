@@ -17,8 +17,8 @@ std::vector<size_t> plan_sequences(std::span<const int32_t> stream, int seq_len,
     const size_t take = at_bos || bos < 0 ? size_t(seq_len) : size_t(seq_len - 1);
     KV_CHECK(off + take <= stream.size(),
              "{} gives only {} sequences of {} tokens ({} tokens in all), {} were asked for{}{}{}",
-             source, offsets.size(), seq_len, stream.size(), n_seq,
-             keys.empty() ? "" : "; lower ", keys, keys.empty() ? "" : " or give a longer text");
+             source, offsets.size(), seq_len, stream.size(), n_seq, keys.empty() ? "" : "; lower ",
+             keys, keys.empty() ? "" : " or give a longer text");
     offsets.push_back(off);
     off += take;
   }

@@ -129,7 +129,8 @@ std::string read_prefix(const std::filesystem::path& path, size_t limit, Enough&
 }  // namespace
 
 std::string read_file_bytes(const std::filesystem::path& path, size_t limit) {
-  return read_prefix(path, limit, [](const std::string&) { return false; }, "");
+  return read_prefix(
+      path, limit, [](const std::string&) { return false; }, "");
 }
 
 const char* format_name(TextSpec::Format f) {
@@ -177,8 +178,7 @@ bool prefix_decides(const std::string& text, const TextSpec& spec) {
 std::vector<std::string> load_documents(const TextSpec& spec) {
   bool cut = false;
   std::string text = read_prefix(
-      spec.path, spec.read_limit,
-      [&](const std::string& t) { return prefix_decides(t, spec); },
+      spec.path, spec.read_limit, [&](const std::string& t) { return prefix_decides(t, spec); },
       " before its documents reach max_docs / max_bytes; set max_bytes or max_docs for it", &cut);
   std::vector<std::string> docs;
   if (spec.format == TextSpec::Jsonl) {

@@ -222,9 +222,10 @@ YAML::Node load_yaml_file(const std::filesystem::path& path) {
   // YAML is Unicode text; a stray byte would otherwise reach file names and the manifest.
   if (const std::optional<size_t> bad = find_invalid_utf8(text)) {
     const size_t line = size_t(std::count(text.begin(), text.begin() + long(*bad), '\n')) + 1;
-    throw Error(fmt::format("{}:{}: not valid UTF-8 text (byte {:#04x} at offset {}); a YAML "
-                            "config must be UTF-8", path.string(), line,
-                            static_cast<unsigned char>(text[*bad]), *bad));
+    throw Error(
+        fmt::format("{}:{}: not valid UTF-8 text (byte {:#04x} at offset {}); a YAML "
+                    "config must be UTF-8",
+                    path.string(), line, static_cast<unsigned char>(text[*bad]), *bad));
   }
   return parse_yaml_string(text, path.string());
 }

@@ -44,7 +44,8 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
   KV_CHECK(cache.window == 0 || n <= cache.window,
            "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
            "policies on a windowed cache past its window are not implemented (use shorter "
-           "sequences)", p.name, cache.window, n);
+           "sequences)",
+           p.name, cache.window, n);
   for (size_t i = 0; i < cache.used.size(); ++i)
     KV_CHECK(cache.used[i] == n && !cache.biased[i] && !cache.edited[i],
              "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",

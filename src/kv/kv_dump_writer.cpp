@@ -178,7 +178,8 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
            where, m.name);
   const int T = opt.seq_len, N = opt.n_seq;
   const int32_t bos = tok.sequence_bos();
-  const std::vector<size_t> offsets = plan_sequences(stream, T, N, bos, src.text_file.string(), opt.keys);
+  const std::vector<size_t> offsets =
+      plan_sequences(stream, T, N, bos, src.text_file.string(), opt.keys);
   // Under MPI (docs/distributed.md) rank r writes its block of sequences to a shard file
   // beside `out`; once every shard is complete, rank 0 writes `out` itself, whose datasets
   // are virtual datasets over the shards. Alone, the whole dump goes straight into `out`.

@@ -146,7 +146,8 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
   KV_CHECK(!c.qk_norm || compress,
            "model '{}' normalises each key head (q_norm/k_norm): {} merges W_K rows before "
            "that norm, which would need a norm of its own; use svd_w or svd_a (they compress "
-           "keys after the norm and RoPE)", m.name, method_name(method));
+           "keys after the norm and RoPE)",
+           m.name, method_name(method));
   if (needs_calibration(method)) {
     KV_CHECK(cal != nullptr, "method {} needs calibration activations", method_name(method));
     for (int l = 0; l < c.n_layers; ++l) {
@@ -194,7 +195,7 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
     LayerBases bases;
     bases.keys_post_rope = method != ReduceMethod::kSvdAFusedPreRope;
     Mat new_wk(size_t(target) * hd * Din), new_wv(size_t(target) * hd * Din), new_wq = wq,
-        new_wo = wo;
+                                                                              new_wo = wo;
     Mat k_compress(size_t(target) * hd * t * hd), q_project(size_t(nh) * hd * hd);
     for (int j = 0; j < target; ++j) {
       const Mat wk_grp = rows_of(wk, Din, int64_t(j) * t * hd, int64_t(t) * hd);  // [t*hd, Din]
@@ -211,7 +212,8 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
             for (int a = 0; a < t * hd; ++a)
               for (int b = a; b < t * hd; ++b) {
                 double acc = 0.0;
-                for (int x = 0; x < Din; ++x) acc += wg[size_t(a) * Din + x] * wg[size_t(b) * Din + x];
+                for (int x = 0; x < Din; ++x)
+                  acc += wg[size_t(a) * Din + x] * wg[size_t(b) * Din + x];
                 g[size_t(a) * t * hd + b] = g[size_t(b) * t * hd + a] = acc;
               }
             return g;

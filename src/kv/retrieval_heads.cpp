@@ -169,7 +169,9 @@ std::vector<uint8_t> random_heads(int total, int count, uint64_t seed) {
 
 namespace kvscope {
 
-int default_token_lo(const ModelConfig& c) { return std::max({0, c.bos_id + 1, c.eos_id + 1}); }
+int default_token_lo(const ModelConfig& c) {
+  return std::max({0, c.bos_id + 1, c.eos_id + 1});
+}
 
 ProbeSpec resolve_probe(const Model& m, const ProbeOptions& o, int probe_index) {
   const ModelConfig& c = m.config;

@@ -22,30 +22,52 @@ struct Info {
 // Block sizes and bytes as ggml lays them out (ggml-common.h).
 Info info(DType t) {
   switch (t) {
-    case DType::F32: return {"F32", 1, 4};
-    case DType::F16: return {"F16", 1, 2};
-    case DType::BF16: return {"BF16", 1, 2};
-    case DType::Q4_0: return {"Q4_0", 32, 18};
-    case DType::Q4_1: return {"Q4_1", 32, 20};
-    case DType::Q5_0: return {"Q5_0", 32, 22};
-    case DType::Q5_1: return {"Q5_1", 32, 24};
-    case DType::Q8_0: return {"Q8_0", 32, 34};
-    case DType::Q2_K: return {"Q2_K", 256, 84};
-    case DType::Q3_K: return {"Q3_K", 256, 110};
-    case DType::Q4_K: return {"Q4_K", 256, 144};
-    case DType::Q5_K: return {"Q5_K", 256, 176};
-    case DType::Q6_K: return {"Q6_K", 256, 210};
-    case DType::IQ4_NL: return {"IQ4_NL", 32, 18};
+    case DType::F32:
+      return {"F32", 1, 4};
+    case DType::F16:
+      return {"F16", 1, 2};
+    case DType::BF16:
+      return {"BF16", 1, 2};
+    case DType::Q4_0:
+      return {"Q4_0", 32, 18};
+    case DType::Q4_1:
+      return {"Q4_1", 32, 20};
+    case DType::Q5_0:
+      return {"Q5_0", 32, 22};
+    case DType::Q5_1:
+      return {"Q5_1", 32, 24};
+    case DType::Q8_0:
+      return {"Q8_0", 32, 34};
+    case DType::Q2_K:
+      return {"Q2_K", 256, 84};
+    case DType::Q3_K:
+      return {"Q3_K", 256, 110};
+    case DType::Q4_K:
+      return {"Q4_K", 256, 144};
+    case DType::Q5_K:
+      return {"Q5_K", 256, 176};
+    case DType::Q6_K:
+      return {"Q6_K", 256, 210};
+    case DType::IQ4_NL:
+      return {"IQ4_NL", 32, 18};
   }
   return {"?", 1, 0};
 }
 
 }  // namespace
 
-std::string_view dtype_name(DType t) { return info(t).name; }
-int64_t dtype_block(DType t) { return info(t).block; }
-size_t dtype_block_bytes(DType t) { return info(t).bytes; }
-bool dtype_quantized(DType t) { return info(t).block > 1; }
+std::string_view dtype_name(DType t) {
+  return info(t).name;
+}
+int64_t dtype_block(DType t) {
+  return info(t).block;
+}
+size_t dtype_block_bytes(DType t) {
+  return info(t).bytes;
+}
+bool dtype_quantized(DType t) {
+  return info(t).block > 1;
+}
 
 size_t dtype_size(DType t) {
   KV_ASSERT(!dtype_quantized(t));

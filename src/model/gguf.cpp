@@ -29,7 +29,8 @@ struct Cursor {
   void need(uint64_t n, const std::string& what) const {
     KV_CHECK(n <= uint64_t(end - p),
              "{}: {} needs {} bytes at offset {}, but the file has only {} left (truncated or "
-             "a lying length)", src, what, n, at(), uint64_t(end - p));
+             "a lying length)",
+             src, what, n, at(), uint64_t(end - p));
   }
   template <class T>
   T get(const std::string& what) {
@@ -48,7 +49,7 @@ struct Cursor {
   }
 };
 
-const char* kValueTypeNames[] = {"u8",  "i8",  "u16", "i16", "u32", "i32", "f32",
+const char* kValueTypeNames[] = {"u8",   "i8",  "u16", "i16", "u32", "i32", "f32",
                                  "bool", "str", "arr", "u64", "i64", "f64"};
 // Bytes of a scalar value type (strings and arrays: their smallest encoding).
 uint64_t min_bytes(uint32_t t) {
@@ -61,19 +62,27 @@ json read_value(Cursor& c, uint32_t type, const std::string& key, int depth, std
            type);
   if (tname) *tname = kValueTypeNames[type];
   switch (type) {
-    case 0: return c.get<uint8_t>(key);
-    case 1: return c.get<int8_t>(key);
-    case 2: return c.get<uint16_t>(key);
-    case 3: return c.get<int16_t>(key);
-    case 4: return c.get<uint32_t>(key);
-    case 5: return c.get<int32_t>(key);
-    case 6: return c.get<float>(key);
+    case 0:
+      return c.get<uint8_t>(key);
+    case 1:
+      return c.get<int8_t>(key);
+    case 2:
+      return c.get<uint16_t>(key);
+    case 3:
+      return c.get<int16_t>(key);
+    case 4:
+      return c.get<uint32_t>(key);
+    case 5:
+      return c.get<int32_t>(key);
+    case 6:
+      return c.get<float>(key);
     case 7: {
       const uint8_t b = c.get<uint8_t>(key);
       KV_CHECK(b <= 1, "{}: metadata '{}' is a bool holding {} (expected 0 or 1)", c.src, key, b);
       return b == 1;
     }
-    case 8: return c.str(key);
+    case 8:
+      return c.str(key);
     case 9: {
       KV_CHECK(depth < kMaxArrayDepth, "{}: metadata '{}' nests arrays deeper than {}", c.src, key,
                kMaxArrayDepth);
@@ -84,16 +93,20 @@ json read_value(Cursor& c, uint32_t type, const std::string& key, int depth, std
       // Each element takes at least min_bytes: a count the file cannot hold is a lie.
       KV_CHECK(n <= uint64_t(c.end - c.p) / min_bytes(et),
                "{}: metadata '{}' claims {} elements of {} at offset {}, more than the {} bytes "
-               "left can hold", c.src, key, n, kValueTypeNames[et], c.at(), uint64_t(c.end - c.p));
+               "left can hold",
+               c.src, key, n, kValueTypeNames[et], c.at(), uint64_t(c.end - c.p));
       json a = json::array();
       std::string inner;
       for (uint64_t i = 0; i < n; ++i) a.push_back(read_value(c, et, key, depth + 1, &inner));
       if (tname) *tname = std::string("arr[") + kValueTypeNames[et] + "]";
       return a;
     }
-    case 10: return c.get<uint64_t>(key);
-    case 11: return c.get<int64_t>(key);
-    case 12: return c.get<double>(key);
+    case 10:
+      return c.get<uint64_t>(key);
+    case 11:
+      return c.get<int64_t>(key);
+    case 12:
+      return c.get<double>(key);
   }
   return nullptr;
 }
@@ -102,36 +115,51 @@ json read_value(Cursor& c, uint32_t type, const std::string& key, int depth, std
 
 std::string ggml_type_name(uint32_t t) {
   static const char* names[] = {
-      "F32",    "F16",     "Q4_0",   "Q4_1",  "Q4_2",  "Q4_3",   "Q5_0",    "Q5_1",
-      "Q8_0",   "Q8_1",    "Q2_K",   "Q3_K",  "Q4_K",  "Q5_K",   "Q6_K",    "Q8_K",
-      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",   "IQ4_XS",
-      "I8",     "I16",     "I32",    "I64",   "F64",   "IQ1_M",  "BF16",    "Q4_0_4_4",
-      "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8",
-      "MXFP4"};
+      "F32",   "F16",        "Q4_0",       "Q4_1",       "Q4_2",     "Q4_3",     "Q5_0",
+      "Q5_1",  "Q8_0",       "Q8_1",       "Q2_K",       "Q3_K",     "Q4_K",     "Q5_K",
+      "Q6_K",  "Q8_K",       "IQ2_XXS",    "IQ2_XS",     "IQ3_XXS",  "IQ1_S",    "IQ4_NL",
+      "IQ3_S", "IQ2_S",      "IQ4_XS",     "I8",         "I16",      "I32",      "I64",
+      "F64",   "IQ1_M",      "BF16",       "Q4_0_4_4",   "Q4_0_4_8", "Q4_0_8_8", "TQ1_0",
+      "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4"};
   if (t < sizeof(names) / sizeof(names[0])) return names[t];
   return "type " + std::to_string(t);
 }
 
 DType dtype_from_ggml(uint32_t t, const std::string& where) {
   switch (t) {
-    case 0: return DType::F32;
-    case 1: return DType::F16;
-    case 2: return DType::Q4_0;
-    case 3: return DType::Q4_1;
-    case 6: return DType::Q5_0;
-    case 7: return DType::Q5_1;
-    case 8: return DType::Q8_0;
-    case 10: return DType::Q2_K;
-    case 11: return DType::Q3_K;
-    case 12: return DType::Q4_K;
-    case 13: return DType::Q5_K;
-    case 14: return DType::Q6_K;
-    case 20: return DType::IQ4_NL;
-    case 30: return DType::BF16;
+    case 0:
+      return DType::F32;
+    case 1:
+      return DType::F16;
+    case 2:
+      return DType::Q4_0;
+    case 3:
+      return DType::Q4_1;
+    case 6:
+      return DType::Q5_0;
+    case 7:
+      return DType::Q5_1;
+    case 8:
+      return DType::Q8_0;
+    case 10:
+      return DType::Q2_K;
+    case 11:
+      return DType::Q3_K;
+    case 12:
+      return DType::Q4_K;
+    case 13:
+      return DType::Q5_K;
+    case 14:
+      return DType::Q6_K;
+    case 20:
+      return DType::IQ4_NL;
+    case 30:
+      return DType::BF16;
   }
-  throw Error(fmt::format("{}: tensor type {} is not supported (supported: F32, F16, BF16, Q8_0, "
-                          "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)",
-                          where, ggml_type_name(t)));
+  throw Error(
+      fmt::format("{}: tensor type {} is not supported (supported: F32, F16, BF16, Q8_0, "
+                  "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)",
+                  where, ggml_type_name(t)));
 }
 
 const GgufTensor* GgufFile::find(const std::string& name) const {
@@ -155,7 +183,8 @@ GgufFile open_gguf(const fs::path& path) {
   // A key takes at least 8 + 4 + 1 bytes and a tensor info 8 + 4 + 8 + 4 + 8.
   KV_CHECK(n_kv <= uint64_t(c.end - c.p) / 13 && n_tensors <= uint64_t(c.end - c.p) / 32,
            "{}: header claims {} metadata entries and {} tensors, more than the file's {} bytes "
-           "can hold", c.src, n_kv, n_tensors, g.file->size());
+           "can hold",
+           c.src, n_kv, n_tensors, g.file->size());
   for (uint64_t i = 0; i < n_kv; ++i) {
     const std::string key = c.str(fmt::format("metadata key {}", i));
     KV_CHECK(!g.metadata.contains(key), "{}: metadata key '{}' appears twice", c.src, key);
@@ -194,8 +223,9 @@ GgufFile open_gguf(const fs::path& path) {
     KV_CHECK(t.dims[0] % dtype_block(dt) == 0,
              "{}: rows of {} elements are not whole {} blocks of {}", where, t.dims[0],
              dtype_name(dt), dtype_block(dt));
-    KV_CHECK(t.offset % g.alignment == 0, "{}: data offset {} is not a multiple of the alignment {}",
-             where, t.offset, g.alignment);
+    KV_CHECK(t.offset % g.alignment == 0,
+             "{}: data offset {} is not a multiple of the alignment {}", where, t.offset,
+             g.alignment);
     t.tensor.name = t.name;
     t.tensor.dtype = dt;
     t.tensor.cols = t.dims[0];
@@ -210,18 +240,20 @@ GgufFile open_gguf(const fs::path& path) {
     const uint64_t bytes = t.tensor.bytes();
     KV_CHECK(t.offset <= data_size && bytes <= data_size - t.offset,
              "{}: tensor '{}' ({} x {} {}, {} bytes at data offset {}) overruns the data section "
-             "of {} bytes (truncated file?)", c.src, t.name, t.tensor.rows, t.tensor.cols,
-             dtype_name(t.tensor.dtype), bytes, t.offset, data_size);
+             "of {} bytes (truncated file?)",
+             c.src, t.name, t.tensor.rows, t.tensor.cols, dtype_name(t.tensor.dtype), bytes,
+             t.offset, data_size);
     t.tensor.data = g.file->data() + data_start + t.offset;
     t.tensor.owner = g.file;
     t.tensor.file = g.file;
     spans.push_back({t.offset, t.offset + bytes, t.name});
   }
   if (const auto o = first_overlap(std::move(spans)))
-    throw Error(fmt::format("{}: tensors '{}' (data offset {}, {} bytes) and '{}' (offset {}, {} "
-                            "bytes) share bytes; each tensor needs its own", c.src, o->first.name,
-                            o->first.begin, o->first.end - o->first.begin, o->second.name,
-                            o->second.begin, o->second.end - o->second.begin));
+    throw Error(
+        fmt::format("{}: tensors '{}' (data offset {}, {} bytes) and '{}' (offset {}, {} "
+                    "bytes) share bytes; each tensor needs its own",
+                    c.src, o->first.name, o->first.begin, o->first.end - o->first.begin,
+                    o->second.name, o->second.begin, o->second.end - o->second.begin));
   return g;
 }
 

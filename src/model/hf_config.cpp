@@ -67,7 +67,9 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     const bool g2 = c.arch == "gemma2";
     KV_CHECK(c.norm_offset == 1.0f && c.sandwich_norms && c.mlp_act == MlpActivation::kGeluTanh &&
                  c.qk_norm == !g2 && !c.mlp_bias && c.qkv_bias == c.o_bias,
-             "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is not what the ModelConfig holds", c.arch, g2 ? "" : ", q/k norms");
+             "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is not "
+             "what the ModelConfig holds",
+             c.arch, g2 ? "" : ", q/k norms");
     cfg["architectures"] = {g2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
     cfg["model_type"] = c.arch;
     cfg["hidden_act"] = "gelu_pytorch_tanh";
@@ -87,9 +89,9 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     cfg["model_type"] = "phi3";
     cfg["partial_rotary_factor"] = double(c.rot_dim()) / c.head_dim;
     cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
-    cfg["original_max_position_embeddings"] =
-        c.rope_scaling.kind == RopeScalingKind::kLongrope ? c.rope_scaling.original_max_position
-                                                           : c.max_seq_len;
+    cfg["original_max_position_embeddings"] = c.rope_scaling.kind == RopeScalingKind::kLongrope
+                                                  ? c.rope_scaling.original_max_position
+                                                  : c.max_seq_len;
   } else if (c.arch == "qwen2") {
     KV_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias,
              "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off");

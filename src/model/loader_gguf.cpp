@@ -38,8 +38,10 @@ struct Meta {
     KV_CHECK(has(k), "{}: metadata '{}.{}' is missing", src, arch, k);
     const json& v = at(k);
     const std::optional<int64_t> i = json_integer(v, lo, int64_t(1) << 24);
-    KV_CHECK(i.has_value(), "{}: metadata '{}.{}' must be an integer in [{}, 16777216], got {} "
-             "({})", src, arch, k, lo, json_brief(v), type_of(k));
+    KV_CHECK(i.has_value(),
+             "{}: metadata '{}.{}' must be an integer in [{}, 16777216], got {} "
+             "({})",
+             src, arch, k, lo, json_brief(v), type_of(k));
     return *i;
   }
   int64_t integer_or(const std::string& k, int64_t d, int64_t lo = 0) const {
@@ -54,8 +56,8 @@ struct Meta {
     if (!has(k)) return d;
     const std::optional<double> v = json_finite(at(k));
     KV_CHECK(v && *v >= lo && *v <= hi && std::isfinite(float(*v)),
-             "{}: metadata '{}.{}' must be a finite number in [{}, {}], got {} ({})", src, arch,
-             k, lo, hi, json_brief(at(k)), type_of(k));
+             "{}: metadata '{}.{}' must be a finite number in [{}, {}], got {} ({})", src, arch, k,
+             lo, hi, json_brief(at(k)), type_of(k));
     return *v;
   }
 };
@@ -63,12 +65,22 @@ struct Meta {
 // Every {arch}.* key is computed with or refused by name; general.*, tokenizer.* and the
 // quantizer's notes (quantize.*) cannot change the forward pass.
 void audit_keys(const Meta& m) {
-  std::set<std::string> known = {
-      "context_length", "embedding_length", "block_count", "feed_forward_length",
-      "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
-      "rope.freq_base", "rope.dimension_count", "attention.key_length",
-      "attention.value_length", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
-      "rope.scaling.original_context_length", "rope.scaling.finetuned"};
+  std::set<std::string> known = {"context_length",
+                                 "embedding_length",
+                                 "block_count",
+                                 "feed_forward_length",
+                                 "attention.head_count",
+                                 "attention.head_count_kv",
+                                 "attention.layer_norm_rms_epsilon",
+                                 "rope.freq_base",
+                                 "rope.dimension_count",
+                                 "attention.key_length",
+                                 "attention.value_length",
+                                 "vocab_size",
+                                 "rope.scaling.type",
+                                 "rope.scaling.factor",
+                                 "rope.scaling.original_context_length",
+                                 "rope.scaling.finetuned"};
   if (m.arch == "phi3" || m.arch == "gemma2" || m.arch == "gemma3")
     known.insert("attention.sliding_window");
   if (m.arch == "phi3") known.insert("rope.scaling.attn_factor");
@@ -79,10 +91,11 @@ void audit_keys(const Meta& m) {
         k.rfind("quantize.", 0) == 0 || k.rfind("split.", 0) == 0)
       continue;
     if (k.rfind(m.arch + ".", 0) == 0 && known.count(k.substr(m.arch.size() + 1))) continue;
-    throw Error(fmt::format("{}: metadata '{}' = {} is not supported for architecture '{}' "
-                            "(kvscope does not compute with it); the model is refused rather "
-                            "than computed wrongly", m.src, k, json_brief(it.value()),
-                            m.arch));
+    throw Error(
+        fmt::format("{}: metadata '{}' = {} is not supported for architecture '{}' "
+                    "(kvscope does not compute with it); the model is refused rather "
+                    "than computed wrongly",
+                    m.src, k, json_brief(it.value()), m.arch));
   }
 }
 
@@ -135,39 +148,48 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
   const size_t half = size_t(c.rot_dim() / 2);
   auto factors = [&](const std::string& name) {
     const Tensor t = get(name);
-    KV_CHECK(t.numel() == int64_t(half), "{}: tensor '{}' holds {} values, expected rot_dim/2 "
-             "= {}", m.src, name, t.numel(), half);
+    KV_CHECK(t.numel() == int64_t(half),
+             "{}: tensor '{}' holds {} values, expected rot_dim/2 "
+             "= {}",
+             m.src, name, t.numel(), half);
     const std::vector<float> f = t.to_f32();
     return std::vector<double>(f.begin(), f.end());
   };
   RopeScaling& rs = c.rope_scaling;
   if (m.arch == "llama" && m.g.find("rope_freqs.weight")) {
-    KV_CHECK(rs.kind == RopeScalingKind::kNone, "{}: rope_freqs.weight together with "
-             "llama.rope.scaling.type '{}' (two scalings at once) is not supported", m.src,
-             rope_scaling_name(rs.kind));
+    KV_CHECK(rs.kind == RopeScalingKind::kNone,
+             "{}: rope_freqs.weight together with "
+             "llama.rope.scaling.type '{}' (two scalings at once) is not supported",
+             m.src, rope_scaling_name(rs.kind));
     rs.kind = RopeScalingKind::kFreqFactors;
     rs.freq_factors = factors("rope_freqs.weight");
   }
   const bool has_long = m.g.find("rope_factors_long.weight") != nullptr;
   if (m.arch == "phi3" && (has_long || m.g.find("rope_factors_short.weight"))) {
-    KV_CHECK(rs.kind == RopeScalingKind::kNone, "{}: rope factor tensors together with "
-             "phi3.rope.scaling.type '{}' are not supported", m.src, rope_scaling_name(rs.kind));
+    KV_CHECK(rs.kind == RopeScalingKind::kNone,
+             "{}: rope factor tensors together with "
+             "phi3.rope.scaling.type '{}' are not supported",
+             m.src, rope_scaling_name(rs.kind));
     rs.kind = RopeScalingKind::kLongrope;
     rs.short_factor = factors("rope_factors_short.weight");
     rs.long_factor = factors("rope_factors_long.weight");
     rs.original_max_position = int(m.integer("rope.scaling.original_context_length"));
-    KV_CHECK(rs.original_max_position > 0, "{}: phi3.rope.scaling.original_context_length "
-             "must be positive", m.src);
+    KV_CHECK(rs.original_max_position > 0,
+             "{}: phi3.rope.scaling.original_context_length "
+             "must be positive",
+             m.src);
     rs.factor = double(c.max_seq_len) / rs.original_max_position;
     rs.attention_factor = m.number_or(  // the converter's default when absent
         "rope.scaling.attn_factor",
-        rs.factor <= 1.0 ? 1.0
-                         : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(rs.original_max_position))),
+        rs.factor <= 1.0
+            ? 1.0
+            : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(rs.original_max_position))),
         1e-30);
   }
   KV_CHECK(!m.has("rope.scaling.attn_factor") || rs.kind == RopeScalingKind::kLongrope,
            "{}: {}.rope.scaling.attn_factor without rope_factors_long/short.weight is not "
-           "supported", m.src, m.arch);
+           "supported",
+           m.src, m.arch);
 }
 
 }  // namespace
@@ -185,7 +207,8 @@ Model load_gguf(const fs::path& path) {
   const bool gemma = arch == "gemma2" || arch == "gemma3";
   KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || gemma,
            "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3, "
-           "gemma2, gemma3, phi3)", src, arch);
+           "gemma2, gemma3, phi3)",
+           src, arch);
   const Meta meta{g, arch, src};
   audit_keys(meta);
 
@@ -203,21 +226,25 @@ Model load_gguf(const fs::path& path) {
   c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads, 1));
   KV_CHECK(meta.has("attention.key_length") || c.dim >= c.n_heads,
            "{}: {}.embedding_length {} is smaller than attention.head_count {}, so the head "
-           "size embedding_length / head_count is 0", src, arch, c.dim, c.n_heads);
+           "size embedding_length / head_count is 0",
+           src, arch, c.dim, c.n_heads);
   c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads, 1));
   KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
-           "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
-           arch, meta.integer("attention.value_length"), c.head_dim);
+           "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src, arch,
+           meta.integer("attention.value_length"), c.head_dim);
   const int64_t rot = meta.integer_or("rope.dimension_count", c.head_dim);
   if (arch == "phi3") {  // partial rotary: the first rot entries of each head rotate
-    KV_CHECK(rot > 0 && rot <= c.head_dim && rot % 2 == 0, "{}: phi3.rope.dimension_count {} "
-             "must be even and within the head size {}", src, rot, c.head_dim);
+    KV_CHECK(rot > 0 && rot <= c.head_dim && rot % 2 == 0,
+             "{}: phi3.rope.dimension_count {} "
+             "must be even and within the head size {}",
+             src, rot, c.head_dim);
     c.rotary_dim = rot == c.head_dim ? 0 : int(rot);
     c.sliding_window = int(meta.integer_or("attention.sliding_window", 0));
   } else {
     KV_CHECK(rot == c.head_dim,
              "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
-             "supported for this architecture", src, arch, rot, c.head_dim);
+             "supported for this architecture",
+             src, arch, rot, c.head_dim);
   }
   c.max_seq_len = int(meta.integer_or("context_length", 2048, 1));
   c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5, 1e-30, 1.0));
@@ -242,8 +269,10 @@ Model load_gguf(const fs::path& path) {
     if (!g.metadata.contains(k)) return d;
     const json& v = g.metadata[k];
     const std::optional<int64_t> id = json_integer(v, 0, INT32_MAX);
-    KV_CHECK(id.has_value(), "{}: metadata '{}' must be a token id (an integer >= 0), got {} "
-             "({})", src, k, json_brief(v), g.metadata_type.at(k));
+    KV_CHECK(id.has_value(),
+             "{}: metadata '{}' must be a token id (an integer >= 0), got {} "
+             "({})",
+             src, k, json_brief(v), g.metadata_type.at(k));
     return int32_t(*id);
   };
   c.bos_id = meta_id("tokenizer.ggml.bos_token_id", 1);
@@ -311,7 +340,8 @@ Model load_gguf(const fs::path& path) {
   for (const GgufTensor& t : g.tensors)
     KV_CHECK(used.count(t.name),
              "{}: tensor '{}' is not used by architecture '{}' (a layer beyond block_count {} "
-             "or a weight kvscope does not compute with)", src, t.name, arch, c.n_layers);
+             "or a weight kvscope does not compute with)",
+             src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
   if (arch == "llama")  // rows are now known to be whole heads

@@ -96,7 +96,9 @@ double number_or(const json& j, const char* key, double dflt, const fs::path& fi
 constexpr int64_t kSizeLimit = int64_t(1) << 24;  // validate()'s bound on every size
 constexpr double kFloatMax = 3.4028234663852886e38;
 
-bool is_gemma(const std::string& type) { return type == "gemma2" || type == "gemma3_text"; }
+bool is_gemma(const std::string& type) {
+  return type == "gemma2" || type == "gemma3_text";
+}
 
 // Every key of config.json must be one kvscope computes with (read below) or one that
 // cannot change the forward pass (bookkeeping, training-time dropout, generation defaults).
@@ -104,27 +106,41 @@ bool is_gemma(const std::string& type) { return type == "gemma2" || type == "gem
 // partial_rotary_factor, a quantization_config -- and running the model without it would
 // give numbers that look right and are not, so it is refused by name.
 void audit_config_keys(const json& j, const std::string& type, const fs::path& file) {
-  static const std::set<std::string> computed = {
-      "model_type", "hidden_act", "rope_scaling", "attention_bias", "mlp_bias", "hidden_size",
-      "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-      "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
-      "kvscope_positional", "tie_word_embeddings", "bos_token_id", "eos_token_id"};
+  static const std::set<std::string> computed = {"model_type",
+                                                 "hidden_act",
+                                                 "rope_scaling",
+                                                 "attention_bias",
+                                                 "mlp_bias",
+                                                 "hidden_size",
+                                                 "intermediate_size",
+                                                 "num_hidden_layers",
+                                                 "num_attention_heads",
+                                                 "num_key_value_heads",
+                                                 "head_dim",
+                                                 "vocab_size",
+                                                 "max_position_embeddings",
+                                                 "rms_norm_eps",
+                                                 "rope_theta",
+                                                 "kvscope_positional",
+                                                 "tie_word_embeddings",
+                                                 "bos_token_id",
+                                                 "eos_token_id"};
   // Read below for these families only.
   static const std::set<std::string> gemma_computed = {
-      "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping",
-      "final_logit_softcapping", "sliding_window", "layer_types"};
+      "hidden_activation",       "query_pre_attn_scalar", "attn_logit_softcapping",
+      "final_logit_softcapping", "sliding_window",        "layer_types"};
   static const std::set<std::string> gemma3_computed = {"rope_local_base_freq",
                                                         "sliding_window_pattern"};
-  static const std::set<std::string> phi3_computed = {
-      "original_max_position_embeddings", "partial_rotary_factor", "sliding_window"};
+  static const std::set<std::string> phi3_computed = {"original_max_position_embeddings",
+                                                      "partial_rotary_factor", "sliding_window"};
   static const std::set<std::string> inert = {
-      "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
-      "use_cache", "initializer_range", "attention_dropout", "hidden_dropout", "pad_token_id",
-      "return_dict", "output_hidden_states", "output_attentions", "torchscript",
-      "use_bfloat16", "pruned_heads", "tokenizer_class", "id2label", "label2id",
-      "problem_type", "finetuning_task", "task_specific_params", "auto_map",
-      "_attn_implementation_autoset", "attn_implementation", "max_length", "min_length",
-      "do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
+      "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache",
+      "initializer_range", "attention_dropout", "hidden_dropout", "pad_token_id", "return_dict",
+      "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "pruned_heads",
+      "tokenizer_class", "id2label", "label2id", "problem_type", "finetuning_task",
+      "task_specific_params", "auto_map", "_attn_implementation_autoset", "attn_implementation",
+      "max_length", "min_length", "do_sample", "temperature", "top_k", "top_p",
+      "repetition_penalty", "num_beams",
       // Older HF Llama code split each matmul into pretraining_tp slices and summed them:
       // the same product, so it changes nothing beyond rounding (current code ignores it).
       "pretraining_tp",
@@ -175,16 +191,16 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (k == "partial_rotary_factor")
       why = "partial rotary is applied by Hugging Face only in phi3 among the supported families";
     if (k == "quantization_config") why = "quantized checkpoints are not supported";
-    throw Error(fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
-                            "the model is refused rather than computed wrongly",
-                            file.string(), k, written(v, "/" + k), type, why));
+    throw Error(
+        fmt::format("{}: field '{}' = {} is not supported for model_type '{}' ({}); "
+                    "the model is refused rather than computed wrongly",
+                    file.string(), k, written(v, "/" + k), type, why));
   }
 }
 
 // rope_scaling: null, or {"rope_type" (or "type"): "default" | "linear" | "llama3", ...}.
 // Other types (dynamic NTK, yarn, longrope, ...) and unknown keys are refused by name.
-RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
-                               const fs::path& file) {
+RopeScaling parse_rope_scaling(const json& j, const std::string& model_type, const fs::path& file) {
   RopeScaling rs;
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
   const json& r = j["rope_scaling"];
@@ -227,15 +243,16 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
     // ignores a "factor" here; attention_factor, when given, replaces the derived one.
     rs.kind = RopeScalingKind::kLongrope;
     for (const char* k : {"short_factor", "long_factor"}) {
-      KV_CHECK(r.contains(k) && r[k].is_array(), "{}: rope_scaling of type 'longrope' needs a "
-               "list '{}', got {}", file.string(), k, r.contains(k) ? json_brief(r[k]) : "nothing");
+      KV_CHECK(r.contains(k) && r[k].is_array(),
+               "{}: rope_scaling of type 'longrope' needs a "
+               "list '{}', got {}",
+               file.string(), k, r.contains(k) ? json_brief(r[k]) : "nothing");
       allowed.insert(k);
       auto& dst = std::string(k) == "short_factor" ? rs.short_factor : rs.long_factor;
       for (size_t i = 0; i < r[k].size(); ++i) {
         const std::optional<double> e = json_finite(r[k][i]);
         KV_CHECK(e && *e > 0, "{}: rope_scaling.{}[{}] must be a positive finite number, got {}",
-                 file.string(), k, i,
-                 written(r[k][i], fmt::format("/rope_scaling/{}/{}", k, i)));
+                 file.string(), k, i, written(r[k][i], fmt::format("/rope_scaling/{}/{}", k, i)));
         dst.push_back(*e);
       }
     }
@@ -243,17 +260,18 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
     rs.attention_factor = 0.0;  // derived by the caller unless given (0 given is refused)
     if (r.contains("attention_factor") && !r["attention_factor"].is_null()) {
       rs.attention_factor = number("attention_factor");
-      KV_CHECK(rs.attention_factor > 0, "{}: rope_scaling.attention_factor must be positive "
-               "(it multiplies cos and sin), got {}", file.string(),
-               written(r["attention_factor"], "/rope_scaling/attention_factor"));
+      KV_CHECK(rs.attention_factor > 0,
+               "{}: rope_scaling.attention_factor must be positive "
+               "(it multiplies cos and sin), got {}",
+               file.string(), written(r["attention_factor"], "/rope_scaling/attention_factor"));
     }
     allowed.insert("attention_factor");
   } else {
-    throw Error(fmt::format("{}: rope_scaling type '{}' is not supported for model_type '{}' "
-                            "(supported: default, linear, llama3{}); the model is refused rather "
-                            "than computed wrongly",
-                            file.string(), type, model_type,
-                            model_type == "phi3" ? ", longrope" : ""));
+    throw Error(
+        fmt::format("{}: rope_scaling type '{}' is not supported for model_type '{}' "
+                    "(supported: default, linear, llama3{}); the model is refused rather "
+                    "than computed wrongly",
+                    file.string(), type, model_type, model_type == "phi3" ? ", longrope" : ""));
   }
   for (auto it = r.begin(); it != r.end(); ++it)
     KV_CHECK(allowed.count(it.key()),
@@ -266,7 +284,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type,
 // Sliding layers: layer_types when given (as transformers does), else Gemma's rule: every
 // pattern-th layer global, the rest sliding ((i + 1) % pattern != 0).
 std::vector<uint8_t> layer_types_or_pattern(const json& j, int n_layers, int dflt_pattern,
-                                          const fs::path& file) {
+                                            const fs::path& file) {
   std::vector<uint8_t> out(static_cast<size_t>(n_layers));
   if (j.contains("layer_types") && !j["layer_types"].is_null()) {
     const json& lt = j["layer_types"];
@@ -295,7 +313,8 @@ void parse_qwen_window(const json& j, ModelConfig& c, const fs::path& file) {
   if (!use) {
     if (typed)
       for (const json& e : j["layer_types"])
-        KV_CHECK(e == "full_attention", "{}: layer_types holds {} but use_sliding_window is "
+        KV_CHECK(e == "full_attention",
+                 "{}: layer_types holds {} but use_sliding_window is "
                  "false, which makes every layer global in transformers: ambiguous, refused",
                  file.string(), json_brief(e));
     return;
@@ -334,10 +353,10 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
   };
   c.attn_softcap = cap("attn_logit_softcapping", g2 ? 50.0 : 0.0);
   c.final_softcap = cap("final_logit_softcapping", g2 ? 30.0 : 0.0);
-  c.sliding_window = !j.contains("sliding_window")   ? 4096
-                     : j["sliding_window"].is_null() ? 0
-                                                     : integer(j, "sliding_window", file, 0,
-                                                               kSizeLimit);
+  c.sliding_window = !j.contains("sliding_window") ? 4096
+                     : j["sliding_window"].is_null()
+                         ? 0
+                         : integer(j, "sliding_window", file, 0, kSizeLimit);
   c.sliding_layers = layer_types_or_pattern(j, c.n_layers, g2 ? 2 : 6, file);
   if (!g2) {
     c.qk_norm = true;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
@@ -348,8 +367,8 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
   // Gemma's q/k/v/o carry biases exactly when attention_bias says so; no MLP bias.
   c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
   KV_CHECK(!j.contains("mlp_bias") || j["mlp_bias"] == false,
-           "{}: field 'mlp_bias' = {} is not supported for {} (its MLP has no bias)",
-           file.string(), json_brief(j["mlp_bias"]), type);
+           "{}: field 'mlp_bias' = {} is not supported for {} (its MLP has no bias)", file.string(),
+           json_brief(j["mlp_bias"]), type);
 }
 
 // Phi-3 (transformers' Phi3: fused qkv_proj / gate_up_proj, partial rotary, longrope).
@@ -357,26 +376,28 @@ void parse_phi3(const json& j, ModelConfig& c, const fs::path& file) {
   for (const char* k : {"attention_bias", "mlp_bias"})
     KV_CHECK(!j.contains(k) || j[k] == false,
              "{}: field '{}' = {} is not supported for phi3 (transformers' Phi3 has no biases, "
-             "so a true here is ambiguous)", file.string(), k, json_brief(j[k]));
+             "so a true here is ambiguous)",
+             file.string(), k, json_brief(j[k]));
   const double prf = number_or(j, "partial_rotary_factor", 1.0, file, 1e-30, 1.0);
   c.rotary_dim = int(c.head_dim * prf);  // int(head_dim * partial_rotary_factor), as HF
   // transformers would rotate nothing at all (an empty inverse-frequency table), while 0
   // means "all of head_dim" here: refused rather than computed as full rotary.
-  KV_CHECK(c.rotary_dim > 0, "{}: partial_rotary_factor {} x head_dim {} gives {} rotary "
-           "dimensions (int(head_dim * factor)); at least 2 are needed", file.string(),
-           written(j["partial_rotary_factor"], "/partial_rotary_factor"), c.head_dim,
+  KV_CHECK(c.rotary_dim > 0,
+           "{}: partial_rotary_factor {} x head_dim {} gives {} rotary "
+           "dimensions (int(head_dim * factor)); at least 2 are needed",
+           file.string(), written(j["partial_rotary_factor"], "/partial_rotary_factor"), c.head_dim,
            c.rotary_dim);
   // Phi3's window applies to every layer; 0 (null) means none.
   c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
-  const int original =
-      integer_or(j, "original_max_position_embeddings", 4096, file, 1, kSizeLimit);
+  const int original = integer_or(j, "original_max_position_embeddings", 4096, file, 1, kSizeLimit);
   RopeScaling& rs = c.rope_scaling;
   if (rs.kind == RopeScalingKind::kLongrope) {
     rs.original_max_position = original;
     rs.factor = double(c.max_seq_len) / original;
     if (rs.attention_factor == 0.0)  // the longrope paper's default, as transformers
-      rs.attention_factor =
-          rs.factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(original)));
+      rs.attention_factor = rs.factor <= 1.0
+                                ? 1.0
+                                : std::sqrt(1.0 + std::log(rs.factor) / std::log(double(original)));
   }
 }
 
@@ -393,16 +414,18 @@ ModelConfig parse_hf_config(const fs::path& file) {
   KV_CHECK(type != "gemma3",
            "{}: model_type 'gemma3' is the multimodal Gemma 3 (text_config, a vision tower); "
            "only its text-only form 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b) is "
-           "supported", file.string());
+           "supported",
+           file.string());
   KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" ||
                is_gemma(type) || type == "phi3",
            "{}: model_type '{}' is not supported (expected llama, mistral, qwen2, qwen3, gemma2, "
-           "gemma3_text or phi3)", file.string(), type);
+           "gemma3_text or phi3)",
+           file.string(), type);
   audit_config_keys(j, type, file);
   if (!is_gemma(type)) {
     const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
-    KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')",
-             file.string(), act);
+    KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
+             act);
   }
   ModelConfig c;
   c.arch = type;
@@ -419,8 +442,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.max_seq_len =
       integer_or(j, "max_position_embeddings", type == "phi3" ? 4096 : 2048, file, 1, kSizeLimit);
   c.norm_eps = float(number_or(j, "rms_norm_eps", type == "phi3" ? 1e-5 : 1e-6, file, 1e-30, 1.0));
-  c.rope_theta = float(number_or(j, "rope_theta", type == "gemma3_text" ? 1e6 : 10000.0, file,
-                                 1e-30, kFloatMax));
+  c.rope_theta = float(
+      number_or(j, "rope_theta", type == "gemma3_text" ? 1e6 : 10000.0, file, 1e-30, kFloatMax));
   c.rope_layout = RopeLayout::kRotateHalf;
   c.rope_scaling = parse_rope_scaling(j, type, file);
   if (type == "mistral")  // range-checked by validate() below
@@ -464,9 +487,10 @@ ModelConfig parse_hf_config(const fs::path& file) {
     KV_CHECK(!ids.empty(), "{}: field 'eos_token_id' is an empty list", file.string());
     for (size_t i = 0; i < ids.size(); ++i) {
       const std::optional<int64_t> id = json_integer(ids[i], 0, INT32_MAX);
-      KV_CHECK(id.has_value(), "{}: field 'eos_token_id' must hold integers in [0, {}], got {} "
-               "at index {}", file.string(), INT32_MAX,
-               written(ids[i], fmt::format("/eos_token_id/{}", i)), i);
+      KV_CHECK(id.has_value(),
+               "{}: field 'eos_token_id' must hold integers in [0, {}], got {} "
+               "at index {}",
+               file.string(), INT32_MAX, written(ids[i], fmt::format("/eos_token_id/{}", i)), i);
       (i == 0 ? c.eos_id : c.more_eos_ids.emplace_back()) = int32_t(*id);
       c.stated_special_ids.emplace_back(fmt::format("eos_token_id[{}]", i), int32_t(*id));
     }
@@ -481,8 +505,10 @@ ModelConfig parse_hf_config(const fs::path& file) {
   // tokenizer must have. Negative values (-1 in some conversions) mean "none".
   if (j.contains("pad_token_id") && !j["pad_token_id"].is_null()) {
     const std::optional<int64_t> pad = json_integer(j["pad_token_id"], -1, INT32_MAX);
-    KV_CHECK(pad.has_value(), "{}: field 'pad_token_id' must be an integer in [-1, {}] or null, "
-             "got {}", file.string(), INT32_MAX, written(j["pad_token_id"], "/pad_token_id"));
+    KV_CHECK(pad.has_value(),
+             "{}: field 'pad_token_id' must be an integer in [-1, {}] or null, "
+             "got {}",
+             file.string(), INT32_MAX, written(j["pad_token_id"], "/pad_token_id"));
     if (*pad >= 0) c.stated_special_ids.emplace_back("pad_token_id", int32_t(*pad));
   }
   validate(c, file.string());
@@ -571,8 +597,8 @@ Model load_hf_llama(const fs::path& dir) {
   // Before allocating a layer table for num_hidden_layers (up to 2^24 pass validate()), the
   // last layer must be there: a lying count is refused instead of exhausting memory.
   const std::string last = fmt::format("model.layers.{}.input_layernorm.weight", c.n_layers - 1);
-  KV_CHECK(all.count(last), "{}: num_hidden_layers is {} but tensor '{}' is missing",
-           dir.string(), c.n_layers, last);
+  KV_CHECK(all.count(last), "{}: num_hidden_layers is {} but tensor '{}' is missing", dir.string(),
+           c.n_layers, last);
   w.layers.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);

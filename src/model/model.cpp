@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <set>
 #include <fstream>
+#include <set>
 #include <string_view>
 
 #include "kvscope/io/error.hpp"
@@ -144,10 +144,11 @@ void check_finite(Model& m) {
     } else {
       widen_to_f32(t.dtype, t.data + size_t(i) * dtype_size(t.dtype), 1, &v);
     }
-    throw Error(fmt::format("{}: tensor '{}' holds {} at [{}, {}] (expected finite weights; a "
-                            "corrupt or diverged checkpoint?)",
-                            m.source.string(), t.name, std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),
-                            i / t.cols, i % t.cols));
+    throw Error(
+        fmt::format("{}: tensor '{}' holds {} at [{}, {}] (expected finite weights; a "
+                    "corrupt or diverged checkpoint?)",
+                    m.source.string(), t.name, std::isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"),
+                    i / t.cols, i % t.cols));
   }
 }
 
@@ -220,7 +221,8 @@ Model load_model(const fs::path& path, const LoadOptions& opt) {
   {
     std::set<const std::byte*> seen;  // a tied classifier is the embedding's bytes
     for (const TensorSlot& s : tensor_slots(m))
-      if (seen.insert(s.tensor->data).second) ++m.stored_dtypes[std::string(dtype_name(s.tensor->dtype))];
+      if (seen.insert(s.tensor->data).second)
+        ++m.stored_dtypes[std::string(dtype_name(s.tensor->dtype))];
   }
   if (m.format != "llama2c") {
     size_t widened = 0;

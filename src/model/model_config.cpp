@@ -107,8 +107,10 @@ void validate(const ModelConfig& c, const std::string& source) {
   // Bounds far above any real model (Llama-3's 128K vocabulary and context, 8B's 14336 hidden)
   // that keep every size product of a lying header inside int64.
   auto bounded = [&](int64_t v, const char* name) {
-    KV_CHECK(v <= (int64_t(1) << 24), "{}: model config field '{}' = {} is implausibly large "
-             "(limit {})", source, name, v, int64_t(1) << 24);
+    KV_CHECK(v <= (int64_t(1) << 24),
+             "{}: model config field '{}' = {} is implausibly large "
+             "(limit {})",
+             source, name, v, int64_t(1) << 24);
   };
   bounded(c.dim, "dim");
   bounded(c.hidden_dim, "hidden_dim");
@@ -150,7 +152,8 @@ void validate(const ModelConfig& c, const std::string& source) {
     const size_t half = size_t(c.rot_dim() / 2);
     KV_CHECK(rs.short_factor.size() == half && rs.long_factor.size() == half,
              "{}: longrope short_factor and long_factor need rotary_dim/2 = {} values each, got "
-             "{} and {}", source, half, rs.short_factor.size(), rs.long_factor.size());
+             "{} and {}",
+             source, half, rs.short_factor.size(), rs.long_factor.size());
     for (double v : rs.short_factor)
       KV_CHECK(v > 0 && std::isfinite(v), "{}: longrope short_factor holds {}", source, v);
     for (double v : rs.long_factor)
@@ -158,11 +161,14 @@ void validate(const ModelConfig& c, const std::string& source) {
     KV_CHECK(rs.original_max_position > 0 && rs.attention_factor > 0 &&
                  std::isfinite(rs.attention_factor),
              "{}: longrope needs original_max_position_embeddings > 0 and attention_factor > 0, "
-             "got {} and {}", source, rs.original_max_position, rs.attention_factor);
+             "got {} and {}",
+             source, rs.original_max_position, rs.attention_factor);
   }
   if (rs.kind == RopeScalingKind::kFreqFactors) {
-    KV_CHECK(rs.freq_factors.size() == size_t(c.rot_dim() / 2), "{}: RoPE freq_factors need "
-             "rot_dim/2 = {} values, got {}", source, c.rot_dim() / 2, rs.freq_factors.size());
+    KV_CHECK(rs.freq_factors.size() == size_t(c.rot_dim() / 2),
+             "{}: RoPE freq_factors need "
+             "rot_dim/2 = {} values, got {}",
+             source, c.rot_dim() / 2, rs.freq_factors.size());
     for (double v : rs.freq_factors)
       KV_CHECK(v > 0 && std::isfinite(v), "{}: RoPE freq_factors hold {}", source, v);
   }
@@ -172,17 +178,18 @@ void validate(const ModelConfig& c, const std::string& source) {
   const bool finite = std::isfinite(c.rope_local_theta) && std::isfinite(c.attn_scale) &&
                       std::isfinite(c.attn_softcap) && std::isfinite(c.final_softcap) &&
                       std::isfinite(c.embed_scale);
-  KV_CHECK(finite && c.rope_local_theta >= 0.0f && c.attn_scale >= 0.0f &&
-               c.attn_softcap >= 0.0f && c.final_softcap >= 0.0f && c.embed_scale > 0.0f,
+  KV_CHECK(finite && c.rope_local_theta >= 0.0f && c.attn_scale >= 0.0f && c.attn_softcap >= 0.0f &&
+               c.final_softcap >= 0.0f && c.embed_scale > 0.0f,
            "{}: rope_local_theta ({}), attention scale ({}) and soft-caps ({}, {}) must be "
-           "finite and >= 0, and the embedding scale ({}) > 0", source, c.rope_local_theta,
-           c.attn_scale, c.attn_softcap, c.final_softcap, c.embed_scale);
+           "finite and >= 0, and the embedding scale ({}) > 0",
+           source, c.rope_local_theta, c.attn_scale, c.attn_softcap, c.final_softcap,
+           c.embed_scale);
   KV_CHECK(c.bos_id >= 0 && c.eos_id >= 0 && c.bos_id < c.vocab_size && c.eos_id < c.vocab_size,
            "{}: bos_id {} / eos_id {} outside the vocabulary of {}", source, c.bos_id, c.eos_id,
            c.vocab_size);
   for (int32_t id : c.more_eos_ids)
-    KV_CHECK(id >= 0 && id < c.vocab_size, "{}: eos id {} outside the vocabulary of {}", source,
-             id, c.vocab_size);
+    KV_CHECK(id >= 0 && id < c.vocab_size, "{}: eos id {} outside the vocabulary of {}", source, id,
+             c.vocab_size);
 }
 
 }  // namespace kvscope

@@ -178,17 +178,39 @@ void dequantize_blocks(DType t, const std::byte* src, int64_t n_blocks, float* d
   const int64_t be = dtype_block(t);
   for (int64_t i = 0; i < n_blocks; ++i, b += bb, dst += be) {
     switch (t) {
-      case DType::Q8_0: q8_0(b, dst); break;
-      case DType::Q4_0: q4(b, dst, false); break;
-      case DType::Q4_1: q4(b, dst, true); break;
-      case DType::Q5_0: q5(b, dst, false); break;
-      case DType::Q5_1: q5(b, dst, true); break;
-      case DType::IQ4_NL: iq4_nl(b, dst); break;
-      case DType::Q2_K: q2_k(b, dst); break;
-      case DType::Q3_K: q3_k(b, dst); break;
-      case DType::Q4_K: q45_k(b, dst, false); break;
-      case DType::Q5_K: q45_k(b, dst, true); break;
-      case DType::Q6_K: q6_k(b, dst); break;
+      case DType::Q8_0:
+        q8_0(b, dst);
+        break;
+      case DType::Q4_0:
+        q4(b, dst, false);
+        break;
+      case DType::Q4_1:
+        q4(b, dst, true);
+        break;
+      case DType::Q5_0:
+        q5(b, dst, false);
+        break;
+      case DType::Q5_1:
+        q5(b, dst, true);
+        break;
+      case DType::IQ4_NL:
+        iq4_nl(b, dst);
+        break;
+      case DType::Q2_K:
+        q2_k(b, dst);
+        break;
+      case DType::Q3_K:
+        q3_k(b, dst);
+        break;
+      case DType::Q4_K:
+        q45_k(b, dst, false);
+        break;
+      case DType::Q5_K:
+        q45_k(b, dst, true);
+        break;
+      case DType::Q6_K:
+        q6_k(b, dst);
+        break;
       default:
         throw Error(fmt::format("dequantize: {} is not a block format", dtype_name(t)));
     }

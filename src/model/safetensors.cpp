@@ -95,10 +95,11 @@ SafetensorsFile open_safetensors(const fs::path& path) {
     out.tensors.emplace(t.name, std::move(t));
   }
   if (const auto o = first_overlap(std::move(spans)))
-    throw Error(fmt::format("{}: tensors '{}' (data_offsets [{}, {}]) and '{}' ([{}, {}]) share "
-                            "bytes; each tensor needs its own", src, o->first.name,
-                            o->first.begin, o->first.end, o->second.name, o->second.begin,
-                            o->second.end));
+    throw Error(
+        fmt::format("{}: tensors '{}' (data_offsets [{}, {}]) and '{}' ([{}, {}]) share "
+                    "bytes; each tensor needs its own",
+                    src, o->first.name, o->first.begin, o->first.end, o->second.name,
+                    o->second.begin, o->second.end));
   return out;
 }
 

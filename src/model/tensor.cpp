@@ -37,8 +37,8 @@ void Tensor::populate_pages() const {
 }
 
 Tensor row_view(const Tensor& t, int64_t r0, int64_t n, const std::string& what) {
-  KV_CHECK(r0 >= 0 && n >= 0 && r0 + n <= t.rows, "tensor '{}': rows [{}, {}) asked of {}",
-           t.name, r0, r0 + n, t.rows);
+  KV_CHECK(r0 >= 0 && n >= 0 && r0 + n <= t.rows, "tensor '{}': rows [{}, {}) asked of {}", t.name,
+           r0, r0 + n, t.rows);
   KV_CHECK(!t.row_order, "tensor '{}': a row view of a row-reordered tensor", t.name);
   Tensor v = t;
   v.name = t.name + " (" + what + ")";

@@ -35,10 +35,10 @@ struct LayerF32 {
   Mat wq, wk, wv, wo;
   const float* ffn_norm;
   Mat w_gate, w_up, w_down;
-  const float *k_compress, *q_project;  // null unless config.compressed_keys()
+  const float *k_compress, *q_project;                      // null unless config.compressed_keys()
   const float *bq, *bk, *bv, *bo, *b_gate, *b_up, *b_down;  // null when the model has none
   const float *q_norm, *k_norm;                             // null unless config.qk_norm
-  const float *post_attn_norm, *post_ffn_norm;  // null unless config.sandwich_norms
+  const float *post_attn_norm, *post_ffn_norm;              // null unless config.sandwich_norms
 };
 
 // Reserves n floats in v and asks for transparent huge pages on them before they are first
@@ -57,15 +57,18 @@ constexpr int kLayerTensors = 22;
 
 // The tensors of a layer in LayerF32's order.
 std::array<const Tensor*, kLayerTensors> layer_tensors(const LayerWeights& w) {
-  return {&w.attn_norm, &w.wq,     &w.wk,       &w.wv,        &w.wo,       &w.ffn_norm,
-          &w.w_gate,    &w.w_up,   &w.w_down,   &w.k_compress, &w.q_project, &w.bq,
-          &w.bk,        &w.bv,     &w.bo,       &w.b_gate,    &w.b_up,     &w.b_down,
-          &w.q_norm,    &w.k_norm, &w.post_attn_norm, &w.post_ffn_norm};
+  return {&w.attn_norm,      &w.wq,           &w.wk,     &w.wv,     &w.wo,
+          &w.ffn_norm,       &w.w_gate,       &w.w_up,   &w.w_down, &w.k_compress,
+          &w.q_project,      &w.bq,           &w.bk,     &w.bv,     &w.bo,
+          &w.b_gate,         &w.b_up,         &w.b_down, &w.q_norm, &w.k_norm,
+          &w.post_attn_norm, &w.post_ffn_norm};
 }
 
 // Whether t is widened, whole by widen_layer or in blocks by matmul (present, not stored
 // as aligned f32).
-bool widened(const Tensor& t) { return !t.empty() && !t.f32(); }
+bool widened(const Tensor& t) {
+  return !t.empty() && !t.f32();
+}
 
 // Bytes of a layer's tensors as stored, of those to be widened.
 size_t widened_bytes(const LayerWeights& w) {
@@ -416,8 +419,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
            "{}: sliding_window is {} and this call reaches position {}, but a cache policy has "
            "compressed the cache, so slots are no longer positions: windowed attention over a "
            "compressed cache is not implemented",
-           m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
-           c.sliding_window, s.pos + T - 1);
+           m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(), c.sliding_window,
+           s.pos + T - 1);
   const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
   const int Q = c.q_dim(), KV = c.kv_dim();
   auto grow = [](std::vector<float>& b, size_t n) {

@@ -61,7 +61,9 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   if (tok.sequence_bos() >= 0) r.prompt_ids.push_back(tok.sequence_bos());
   const std::vector<int32_t> p = tok.encode(opt.prompt);
   r.prompt_ids.insert(r.prompt_ids.end(), p.begin(), p.end());
-  KV_CHECK(!r.prompt_ids.empty(), "generate: the prompt is empty and the tokenizer adds no BOS token to start from (give --prompt, or --bos where the tokenizer has one)");
+  KV_CHECK(!r.prompt_ids.empty(),
+           "generate: the prompt is empty and the tokenizer adds no BOS token to start from (give "
+           "--prompt, or --bos where the tokenizer has one)");
   const int ctx = m.config.max_seq_len;
   KV_CHECK(int(r.prompt_ids.size()) < ctx, "generate: prompt of {} tokens fills the context of {}",
            r.prompt_ids.size(), ctx);
@@ -98,7 +100,8 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
     if (on_text) {
       const std::string before = tok.decode(span_of(from, read));
       const std::string now = tok.decode(span_of(from, all.size()));
-      const bool incomplete = now.size() >= 3 && now.compare(now.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+      const bool incomplete =
+          now.size() >= 3 && now.compare(now.size() - 3, 3, "\xEF\xBF\xBD") == 0;
       if (now.size() > before.size() && now.compare(0, before.size(), before) == 0 && !incomplete) {
         const std::string piece = now.substr(before.size());
         on_text(piece);
@@ -121,7 +124,8 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
   r.text = extends ? text.substr(prompt_text.size()) : tok.decode(r.new_ids);
   // Hand out what the stream held back (a last incomplete character); a stream that the
   // whole decoding contradicts cannot be taken back.
-  if (on_text && r.text.size() > streamed.size() && r.text.compare(0, streamed.size(), streamed) == 0)
+  if (on_text && r.text.size() > streamed.size() &&
+      r.text.compare(0, streamed.size(), streamed) == 0)
     on_text(r.text.substr(streamed.size()));
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return r;

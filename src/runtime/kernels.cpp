@@ -28,9 +28,13 @@ bool& active() {
 
 }  // namespace
 
-bool simd_active() { return active(); }
+bool simd_active() {
+  return active();
+}
 
-void use_simd(bool on) { active() = on && avx2::supported(); }
+void use_simd(bool on) {
+  active() = on && avx2::supported();
+}
 
 void gemv(const float* W, int out, int in, const float* x, float* y, float alpha, float beta) {
   if (active()) return avx2::gemv(W, out, in, x, y, alpha, beta);

@@ -55,8 +55,8 @@ KV_AVX2 inline __m256 exp8(__m256 x) {
   y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
   // n >= -127 after the clamp; n = -127 gives the exponent bits 0, i.e. 2^n -> 0.
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
@@ -90,7 +90,9 @@ KV_AVX2 void gemv_t_cols(const float* V, int m, int n, const float* p, int col0,
 
 }  // namespace
 
-bool supported() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool supported() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 
 KV_AVX2 void gemv(const float* W, int out, int in, const float* x, float* y, float alpha,
                   float beta) {
@@ -132,14 +134,30 @@ KV_AVX2 bool gemv_t(const float* V, int m, int n, const float* p, float* y) {
   if (n % 8 != 0) return false;
   for (int col = 0; col < n;) {
     switch ((n - col) / 8) {  // chunks of 8 columns left; 8 at most per pass
-      case 1: gemv_t_cols<8, 1>(V, m, n, p, col, y), col += 8; break;
-      case 2: gemv_t_cols<4, 2>(V, m, n, p, col, y), col += 16; break;
-      case 3: gemv_t_cols<2, 3>(V, m, n, p, col, y), col += 24; break;
-      case 4: gemv_t_cols<2, 4>(V, m, n, p, col, y), col += 32; break;
-      case 5: gemv_t_cols<1, 5>(V, m, n, p, col, y), col += 40; break;
-      case 6: gemv_t_cols<1, 6>(V, m, n, p, col, y), col += 48; break;
-      case 7: gemv_t_cols<1, 7>(V, m, n, p, col, y), col += 56; break;
-      default: gemv_t_cols<1, 8>(V, m, n, p, col, y), col += 64; break;
+      case 1:
+        gemv_t_cols<8, 1>(V, m, n, p, col, y), col += 8;
+        break;
+      case 2:
+        gemv_t_cols<4, 2>(V, m, n, p, col, y), col += 16;
+        break;
+      case 3:
+        gemv_t_cols<2, 3>(V, m, n, p, col, y), col += 24;
+        break;
+      case 4:
+        gemv_t_cols<2, 4>(V, m, n, p, col, y), col += 32;
+        break;
+      case 5:
+        gemv_t_cols<1, 5>(V, m, n, p, col, y), col += 40;
+        break;
+      case 6:
+        gemv_t_cols<1, 6>(V, m, n, p, col, y), col += 48;
+        break;
+      case 7:
+        gemv_t_cols<1, 7>(V, m, n, p, col, y), col += 56;
+        break;
+      default:
+        gemv_t_cols<1, 8>(V, m, n, p, col, y), col += 64;
+        break;
     }
   }
   return true;
@@ -174,7 +192,8 @@ KV_AVX2 float softmax(float* x, int n, bool normalize) {
   const float inv_sum = 1.0f / hsum(sum);
   if (!normalize) return inv_sum;
   const __m256 inv = _mm256_set1_ps(inv_sum);
-  for (int i = 0; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (int i = 0; i < n8; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
   if (rem) _mm256_maskstore_ps(x + n8, m, _mm256_mul_ps(_mm256_maskload_ps(x + n8, m), inv));
   return inv_sum;
 }
@@ -186,12 +205,14 @@ KV_AVX2 void silu_mul(float* gate, const float* up, long n) {
     const __m256 g = _mm256_loadu_ps(gate + i);
     // silu(g) = g / (1 + e^-g). Below g = -88 exp8 clamps, giving g / 2.4e38 (under
     // 1e-35 in size) where the exact value is smaller still: 0 to any tolerance.
-    const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    const __m256 s =
+        _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
     _mm256_storeu_ps(gate + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
   }
   for (long i = n8; i < n; ++i) {  // the tail through the same vector code, one lane used
     const __m256 g = _mm256_set1_ps(gate[i]);
-    const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    const __m256 s =
+        _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
     gate[i] = _mm256_cvtss_f32(s) * up[i];
   }
 }
@@ -201,10 +222,16 @@ KV_AVX2 void silu_mul(float* gate, const float* up, long n) {
 #else  // not x86: the portable kernels run instead
 
 namespace kvscope::kernels::avx2 {
-bool supported() { return false; }
+bool supported() {
+  return false;
+}
 void gemv(const float*, int, int, const float*, float*, float, float) {}
-bool gemv_t(const float*, int, int, const float*, float*) { return false; }
-float softmax(float*, int, bool) { return 0.0f; }
+bool gemv_t(const float*, int, int, const float*, float*) {
+  return false;
+}
+float softmax(float*, int, bool) {
+  return 0.0f;
+}
 void silu_mul(float*, const float*, long) {}
 }  // namespace kvscope::kernels::avx2
 

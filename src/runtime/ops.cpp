@@ -21,8 +21,8 @@ bool split_by_rows(int T, int64_t weights, int64_t work) {
 }
 
 void sgemm_rows(const float* x, int t0, int n, int in, const Projection& p) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, p.out, in, 1.0f, x + size_t(t0) * in,
-              in, p.W, in, p.beta, p.y + size_t(t0) * p.out, p.out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, p.out, in, 1.0f, x + size_t(t0) * in, in,
+              p.W, in, p.beta, p.y + size_t(t0) * p.out, p.out);
 }
 
 }  // namespace

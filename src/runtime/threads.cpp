@@ -17,9 +17,10 @@ int max_threads() {
 int resolve_threads(int n) {
   if (n <= 0) return int(std::max(1u, std::thread::hardware_concurrency()));
   if (n > max_threads())
-    throw Error(fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "
-                            "{} cores); use 0 for all cores",
-                            n, max_threads(), std::thread::hardware_concurrency()));
+    throw Error(
+        fmt::format("threads = {} is more than this machine can use (at most {}: 4 x its "
+                    "{} cores); use 0 for all cores",
+                    n, max_threads(), std::thread::hardware_concurrency()));
   return n;
 }
 

@@ -17,7 +17,8 @@ void set_add_bos(Tokenizer& tok, bool add_bos, const std::string& where,
                  const std::filesystem::path& tokenizer_path) {
   KV_CHECK(!add_bos || tok.bos_id >= 0,
            "{}: asks for a BOS token, but the tokenizer {} has none (no template BOS, no "
-           "bos_token)", where, tokenizer_path.string());
+           "bos_token)",
+           where, tokenizer_path.string());
   tok.add_bos = add_bos;
 }
 

@@ -40,8 +40,8 @@ struct Vocab {
   int type(size_t i) const {
     if (types.empty()) return 1;
     const std::optional<int64_t> t = json_integer(types[i], 1, 6);
-    KV_CHECK(t.has_value(), "{}: tokenizer.ggml.token_type[{}] = {} is not a token type (1-6)",
-             src, i, json_brief(types[i]));
+    KV_CHECK(t.has_value(), "{}: tokenizer.ggml.token_type[{}] = {} is not a token type (1-6)", src,
+             i, json_brief(types[i]));
     return int(*t);
   }
   std::string token(size_t i) const {
@@ -70,8 +70,13 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const Vocab& v) {
     // 3 control, 4 user-defined: matched whole in the text, as tokenizer.json's
     // added_tokens; control tokens are special (they decode to nothing).
     if (type == 3 || type == 4)
-      added.push_back({{"id", i}, {"content", t}, {"single_word", false}, {"lstrip", false},
-                       {"rstrip", false}, {"normalized", false}, {"special", type == 3}});
+      added.push_back({{"id", i},
+                       {"content", t},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", type == 3}});
     vocab[t] = i;
   }
   KV_CHECK(vocab.size() == v.tokens.size(), "{}: tokenizer.ggml.tokens repeats a token", src);
@@ -84,16 +89,23 @@ std::unique_ptr<Tokenizer> gpt2_tokenizer(const Vocab& v) {
     split = kQwen2Split;
     nfc = true;  // Qwen's tokenizer.json normalizes to NFC first
   } else if (pre != "gpt-2") {
-    throw Error(fmt::format("{}: tokenizer.ggml.pre '{}' is not supported (supported: "
-                            "llama-bpe, qwen2, gpt-2); pass the model's tokenizer.json with "
-                            "--tokenizer", src, pre));
+    throw Error(
+        fmt::format("{}: tokenizer.ggml.pre '{}' is not supported (supported: "
+                    "llama-bpe, qwen2, gpt-2); pass the model's tokenizer.json with "
+                    "--tokenizer",
+                    src, pre));
   }
-  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges},
-                {"ignore_merges", ignore_merges}, {"byte_fallback", false}};
+  j["model"] = {{"type", "BPE"},
+                {"vocab", vocab},
+                {"merges", merges},
+                {"ignore_merges", ignore_merges},
+                {"byte_fallback", false}};
   j["added_tokens"] = added;
   j["normalizer"] = nfc ? json{{"type", "NFC"}} : json(nullptr);
-  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                           {"trim_offsets", false}, {"use_regex", split.is_null()}};
+  const json byte_level = {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", false},
+                           {"use_regex", split.is_null()}};
   if (split.is_null())
     j["pre_tokenizer"] = byte_level;
   else
@@ -118,7 +130,9 @@ void put_varint(std::string& out, uint64_t v) {
   }
   out.push_back(char(v));
 }
-void put_key(std::string& out, int field, int wire) { put_varint(out, uint64_t(field) << 3 | wire); }
+void put_key(std::string& out, int field, int wire) {
+  put_varint(out, uint64_t(field) << 3 | wire);
+}
 void put_bytes(std::string& out, int field, std::string_view b) {
   put_key(out, field, 2);
   put_varint(out, b.size());
@@ -145,7 +159,8 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
   const json& scores = md["tokenizer.ggml.scores"];
   auto flag = [&](const char* k, bool d) {
     if (!md.contains(k)) return d;
-    KV_CHECK(md[k].is_boolean(), "{}: metadata '{}' must be a bool, got {}", src, k, json_brief(md[k]));
+    KV_CHECK(md[k].is_boolean(), "{}: metadata '{}' must be a bool, got {}", src, k,
+             json_brief(md[k]));
     return md[k].get<bool>();
   };
   // ModelProto: pieces = 1 {piece = 1, score = 2, type = 3}, trainer_spec = 2,
@@ -157,19 +172,22 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
   // SentencePiece needs exactly one piece typed unknown: that one is.
   int64_t unk = -1;
   if (md.contains("tokenizer.ggml.unknown_token_id")) {
-    const std::optional<int64_t> id = json_integer(md["tokenizer.ggml.unknown_token_id"], 0,
-                                                   int64_t(v.tokens.size()) - 1);
-    KV_CHECK(id.has_value(), "{}: metadata 'tokenizer.ggml.unknown_token_id' = {} is not a token "
-             "id (expected 0..{})", src, json_brief(md["tokenizer.ggml.unknown_token_id"]),
-             v.tokens.size() - 1);
+    const std::optional<int64_t> id =
+        json_integer(md["tokenizer.ggml.unknown_token_id"], 0, int64_t(v.tokens.size()) - 1);
+    KV_CHECK(id.has_value(),
+             "{}: metadata 'tokenizer.ggml.unknown_token_id' = {} is not a token "
+             "id (expected 0..{})",
+             src, json_brief(md["tokenizer.ggml.unknown_token_id"]), v.tokens.size() - 1);
     unk = *id;
   }
   for (size_t i = 0; i < v.tokens.size() && unk < 0; ++i)
     if (v.type(i) == 2) unk = int64_t(i);
   if (unk < 0 && !v.tokens.empty() && v.type(0) != 1) unk = 0;
-  KV_CHECK(unk >= 0, "{}: no unknown token: metadata 'tokenizer.ggml.unknown_token_id' is "
+  KV_CHECK(unk >= 0,
+           "{}: no unknown token: metadata 'tokenizer.ggml.unknown_token_id' is "
            "absent, no token has type 2 (unknown), and token 0 '{}' is an ordinary piece; a "
-           "SentencePiece vocabulary needs one", src, v.tokens.empty() ? "" : v.token(0));
+           "SentencePiece vocabulary needs one",
+           src, v.tokens.empty() ? "" : v.token(0));
   std::string proto;
   std::set<std::string> seen;
   bool bytes = false;
@@ -177,8 +195,10 @@ std::unique_ptr<Tokenizer> spm_tokenizer(const Vocab& v) {
     const std::string t = v.token(i);
     KV_CHECK(seen.insert(t).second, "{}: tokenizer.ggml.tokens repeats '{}' (id {})", src, t, i);
     const std::optional<double> score = json_finite(scores[i]);
-    KV_CHECK(score && std::isfinite(float(*score)), "{}: tokenizer.ggml.scores[{}] must be a "
-             "finite number, got {}", src, i, json_brief(scores[i]));
+    KV_CHECK(score && std::isfinite(float(*score)),
+             "{}: tokenizer.ggml.scores[{}] must be a "
+             "finite number, got {}",
+             src, i, json_brief(scores[i]));
     // Another token typed unknown is never produced from text in llama.cpp, as a control
     // piece is not.
     const int type = int64_t(i) == unk ? 2 : v.type(i) == 2 ? 3 : v.type(i);
@@ -226,14 +246,14 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& path
   const json& model = need("tokenizer.ggml.model");
   KV_CHECK(model == "gpt2" || model == "llama",
            "{}: tokenizer.ggml.model {} is not supported (supported: \"gpt2\", byte-level BPE; "
-           "\"llama\", SentencePiece BPE); pass the model's tokenizer with --tokenizer", src,
-           json_brief(model));
+           "\"llama\", SentencePiece BPE); pass the model's tokenizer with --tokenizer",
+           src, json_brief(model));
   const json& tokens = need("tokenizer.ggml.tokens");
   KV_CHECK(tokens.is_array() && !tokens.empty(),
            "{}: tokenizer.ggml.tokens must be a non-empty array", src);
-  const Vocab v{md, src, tokens,
-                md.contains("tokenizer.ggml.token_type") ? md["tokenizer.ggml.token_type"]
-                                                         : json::array()};
+  const Vocab v{
+      md, src, tokens,
+      md.contains("tokenizer.ggml.token_type") ? md["tokenizer.ggml.token_type"] : json::array()};
   KV_CHECK(v.types.empty() || (v.types.is_array() && v.types.size() == tokens.size()),
            "{}: tokenizer.ggml.token_type has {} entries for {} tokens", src, v.types.size(),
            tokens.size());

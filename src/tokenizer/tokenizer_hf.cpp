@@ -31,8 +31,8 @@ struct JsonFile {
   }
   const json& at(const json& obj, const char* key, const std::string& where) const {
     if (!obj.is_object())
-      fail(fmt::format("{}: expected an object with key '{}', got {}", where, key,
-                       json_brief(obj)));
+      fail(
+          fmt::format("{}: expected an object with key '{}', got {}", where, key, json_brief(obj)));
     if (!obj.contains(key)) fail(fmt::format("{}: missing key '{}'", where, key));
     return obj[key];
   }
@@ -59,8 +59,8 @@ struct JsonFile {
   size_t count(const json& obj, const char* key, const std::string& where) const {
     const json& v = at(obj, key, where);
     if (!v.is_number_unsigned())
-      fail(fmt::format("{}.{}: expected a non-negative integer, got {}", where, key,
-                       json_brief(v)));
+      fail(
+          fmt::format("{}.{}: expected a non-negative integer, got {}", where, key, json_brief(v)));
     return v.get<size_t>();
   }
   // One Unicode character, as the `char` fields (replacement, Strip content) require.
@@ -105,8 +105,7 @@ void read_normalizer(const JsonFile& f, const json& j, std::vector<Normalizer>& 
   const std::string where = "normalizer " + type;
   check_depth(f, "normalizer", depth);
   if (type == "Sequence") {
-    for (const json& sub : f.list(j, "normalizers", where))
-      read_normalizer(f, sub, out, depth + 1);
+    for (const json& sub : f.list(j, "normalizers", where)) read_normalizer(f, sub, out, depth + 1);
   } else if (type == "Prepend") {
     out.push_back({Normalizer::Type::kPrepend, f.str(j, "prepend", where), nullptr, ""});
   } else if (type == "Replace") {
@@ -122,8 +121,10 @@ void read_normalizer(const JsonFile& f, const json& j, std::vector<Normalizer>& 
     out.push_back(n);
   } else {
     // Lowercase/Precompiled/BertNormalizer/... are not implemented.
-    f.fail(fmt::format("unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace, "
-                       "NFC, NFD, NFKC, NFKD)", type));
+    f.fail(
+        fmt::format("unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace, "
+                    "NFC, NFD, NFKC, NFKD)",
+                    type));
   }
 }
 
@@ -285,10 +286,9 @@ class HfBpeTokenizer final : public Tokenizer {
   HfBpeTokenizer(const std::filesystem::path& path, const json& j, bool read_config = true)
       : file_{path.string()}, read_config_(read_config) {
     if (!j.is_object()) file_.fail(fmt::format("expected a JSON object, got {}", json_brief(j)));
-    if (j.contains("added_tokens") && !j["added_tokens"].is_null() &&
-        !j["added_tokens"].is_array())
-      file_.fail(fmt::format("added_tokens: expected an array, got {}",
-                             json_brief(j["added_tokens"])));
+    if (j.contains("added_tokens") && !j["added_tokens"].is_null() && !j["added_tokens"].is_array())
+      file_.fail(
+          fmt::format("added_tokens: expected an array, got {}", json_brief(j["added_tokens"])));
     const size_t n_added =
         j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
     read_model(file_.at(j, "model", "tokenizer.json"), n_added);
@@ -367,8 +367,8 @@ void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
                            json_brief(m["dropout"])));
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (m.contains(key) && !m[key].is_null() && m[key] != "")
-      file_.fail(fmt::format("model.{} {} is not supported, expected null", key,
-                             json_brief(m[key])));
+      file_.fail(
+          fmt::format("model.{} {} is not supported, expected null", key, json_brief(m[key])));
   if (m.contains("unk_token") && !m["unk_token"].is_null())
     unk_token_ = file_.str(m, "unk_token", where);
   fuse_unk_ = file_.flag(m, "fuse_unk", where, false);
@@ -384,12 +384,13 @@ void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
   const int64_t id_limit = 2 * int64_t(vocab.size() + n_added) + 1024;
   for (const auto& [token, id] : vocab.items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0)
-      file_.fail(fmt::format("model.vocab[\"{}\"]: expected a token id, got {}", token,
-                             json_brief(id)));
+      file_.fail(
+          fmt::format("model.vocab[\"{}\"]: expected a token id, got {}", token, json_brief(id)));
     if (id.get<int64_t>() >= id_limit)
-      file_.fail(fmt::format("model.vocab[\"{}\"]: token id {} is far beyond the {} tokens the "
-                             "file defines (ids must be below {})",
-                             token, json_brief(id), vocab.size() + n_added, id_limit));
+      file_.fail(
+          fmt::format("model.vocab[\"{}\"]: token id {} is far beyond the {} tokens the "
+                      "file defines (ids must be below {})",
+                      token, json_brief(id), vocab.size() + n_added, id_limit));
     vocab_.emplace(token, id.get<int32_t>());
     max_id = std::max(max_id, id.get<int32_t>());
   }
@@ -427,9 +428,8 @@ void HfBpeTokenizer::read_model(const json& m, size_t n_added) {
       a = mj[0].get<std::string>();
       b = mj[1].get<std::string>();
     } else {
-      file_.fail(
-          fmt::format("model.merges[{}]: expected \"a b\" or [a, b], got {}", rank,
-                      json_brief(mj)));
+      file_.fail(fmt::format("model.merges[{}]: expected \"a b\" or [a, b], got {}", rank,
+                             json_brief(mj)));
     }
     // A repeated pair keeps its last rank, like the HashMap that tokenizers collects into.
     const int32_t a_id = id_of(a, rank), b_id = id_of(b, rank), merged = id_of(a + b, rank);

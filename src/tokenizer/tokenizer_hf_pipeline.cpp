@@ -354,8 +354,10 @@ std::string unicode_normalize(const std::string& s, Normalizer::Form form) {
       utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()),
                    &out, utf8proc_option_t(options));
   if (n < 0)
-    throw Error(fmt::format("Unicode normalization of the text failed: {} (the text is not valid "
-                            "UTF-8?)", utf8proc_errmsg(n)));
+    throw Error(
+        fmt::format("Unicode normalization of the text failed: {} (the text is not valid "
+                    "UTF-8?)",
+                    utf8proc_errmsg(n)));
   std::string r(reinterpret_cast<const char*>(out), size_t(n));
   std::free(out);
   return r;

@@ -37,15 +37,24 @@ struct Wire {
       uint64_t key = 0, len = 0;
       if (!varint(key)) return false;
       switch (key & 7) {
-        case 0: if (!varint(len)) return false; break;
-        case 1: if (end - p < 8) return false; p += 8; break;
-        case 5: if (end - p < 4) return false; p += 4; break;
+        case 0:
+          if (!varint(len)) return false;
+          break;
+        case 1:
+          if (end - p < 8) return false;
+          p += 8;
+          break;
+        case 5:
+          if (end - p < 4) return false;
+          p += 4;
+          break;
         case 2:
           if (!varint(len) || len > uint64_t(end - p)) return false;
           fn(key >> 3, std::string_view(reinterpret_cast<const char*>(p), size_t(len)));
           p += len;
           break;
-        default: return false;  // groups: not in ModelProto
+        default:
+          return false;  // groups: not in ModelProto
       }
     }
     return true;
@@ -69,8 +78,8 @@ void check_pieces(std::string_view proto, const std::string& path) {
                "NUL bytes",
                path, index, piece.empty() ? "empty" : "a string with a NUL byte");
     });
-    KV_CHECK(!walked || has_piece, "SentencePiece model {}: piece {} is empty, expected a non-empty string",
-             path, index);
+    KV_CHECK(!walked || has_piece,
+             "SentencePiece model {}: piece {} is empty, expected a non-empty string", path, index);
     ++index;
   });
 }

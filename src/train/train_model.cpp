@@ -23,7 +23,8 @@ Layout make_layout(const ModelConfig& c) {
   KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias,
            "training: models with attention or MLP biases are not supported yet");
   KV_CHECK(c.sliding_window == 0,
-           "training: models with a sliding window ({} tokens) are not supported yet", c.sliding_window);
+           "training: models with a sliding window ({} tokens) are not supported yet",
+           c.sliding_window);
   // Gemma's and Phi-3's extras: the trainer's backward pass knows none of them.
   KV_CHECK(c.norm_offset == 0.0f && c.embed_scale == 1.0f && !c.sandwich_norms &&
                c.mlp_act == MlpActivation::kSilu && c.attn_scale == 0.0f &&
@@ -31,7 +32,8 @@ Layout make_layout(const ModelConfig& c) {
                c.rope_local_theta == 0.0f,
            "training: model_type '{}' (its (1 + w) norms, embedding scale, sandwich norms, GeGLU, "
            "query_pre_attn_scalar, soft-caps or partial rotary) is not supported yet; train a "
-           "llama-shaped model", c.arch);
+           "llama-shaped model",
+           c.arch);
   Layout L;
   L.config = c;
   auto add = [&](std::string name, int64_t rows, int64_t cols) {

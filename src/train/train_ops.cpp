@@ -215,7 +215,7 @@ double cross_entropy(const T* logits, const int32_t* targets, int rows, int voca
   template void group_matmul_bw<T>(const T*, const T*, int, int, int, const T*, int, T*, T*);    \
   template void rmsnorm_fw<T>(const T*, const T*, int, int, double, T*, T*);                     \
   template void rmsnorm_bw<T>(const T*, const T*, const T*, const T*, int, int, T*, T*);         \
-  template void rope<T>(T*, int, int, int, const std::vector<double>&, RopeLayout, bool);                            \
+  template void rope<T>(T*, int, int, int, const std::vector<double>&, RopeLayout, bool);        \
   template void attention_fw<T>(const T*, const T*, const T*, int, int, int, int, bool, T*, T*); \
   template void attention_bw<T>(const T*, const T*, const T*, const T*, const T*, int, int, int, \
                                 int, T*, T*, T*);                                                \

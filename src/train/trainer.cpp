@@ -3,8 +3,8 @@
 #include <omp.h>
 
 #include <chrono>
-#include <exception>
 #include <cmath>
+#include <exception>
 #include <random>
 
 #include "kvscope/io/error.hpp"

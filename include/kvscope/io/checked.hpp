@@ -38,8 +38,10 @@ class ByteCount {
     std::optional<uint64_t> p = first;
     ((p = p ? checked_mul(*p, uint64_t(rest)) : std::nullopt), ...);
     const std::optional<uint64_t> s = p ? checked_add(v_, *p) : std::nullopt;
-    if (!s) ok_ = false;
-    else v_ = *s;
+    if (!s)
+      ok_ = false;
+    else
+      v_ = *s;
     return *this;
   }
   bool ok() const { return ok_; }

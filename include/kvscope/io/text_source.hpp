@@ -12,16 +12,16 @@ namespace kvscope {
 
 struct TextSpec {
   enum Format { Plain, Jsonl };
-  std::string name;                  // label for tables and manifests, e.g. "tinystories_valid"
-  std::filesystem::path path;        // the file
-  Format format = Plain;             // Plain: raw text; Jsonl: one JSON object per line
-  std::string jsonl_field = "text";  // Jsonl: the string field holding the document
-  std::string doc_separator;         // Plain: a line equal to this ends a document, e.g.
-                                     // "<|endoftext|>"; empty = the whole file is one document
-  size_t max_docs = 0;               // keep at most this many documents (0 = all)
-  size_t max_bytes = 0;              // keep whole documents while their total fits (0 = all);
-                                     // a first document larger than this is cut at a UTF-8
-                                     // character boundary instead of dropped
+  std::string name;                    // label for tables and manifests, e.g. "tinystories_valid"
+  std::filesystem::path path;          // the file
+  Format format = Plain;               // Plain: raw text; Jsonl: one JSON object per line
+  std::string jsonl_field = "text";    // Jsonl: the string field holding the document
+  std::string doc_separator;           // Plain: a line equal to this ends a document, e.g.
+                                       // "<|endoftext|>"; empty = the whole file is one document
+  size_t max_docs = 0;                 // keep at most this many documents (0 = all)
+  size_t max_bytes = 0;                // keep whole documents while their total fits (0 = all);
+                                       // a first document larger than this is cut at a UTF-8
+                                       // character boundary instead of dropped
   size_t read_limit = kTextReadLimit;  // never read more of the file than this (see below)
 
   // 1 GiB: far above the shipped texts (WikiText-2's 10.9 MB), far below what a laptop holds.

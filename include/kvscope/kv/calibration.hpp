@@ -28,8 +28,8 @@ struct CalibrationOptions {
   int64_t tokens = 16384;  // at least this many, in whole sequences
   int seq_len = 0;         // 0: ModelConfig::default_seq_len() (the context, at most 2048)
   std::vector<std::string> tensors = {"k_pre_rope", "k", "v"};
-  std::vector<int> layers;   // empty: all
-  bool exclude_bos = false;  // leave out position 0 of every sequence
+  std::vector<int> layers;                      // empty: all
+  bool exclude_bos = false;                     // leave out position 0 of every sequence
   std::string source = "the calibration text";  // the text file, for messages
   std::string keys;  // the config keys that set seq_len and tokens, for messages
 };

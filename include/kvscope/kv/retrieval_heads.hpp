@@ -31,7 +31,7 @@ std::vector<int32_t> make_probe(int32_t bos, const ProbeSpec& p);
 
 struct HeadScores {
   int n_layers = 0, n_heads = 0, n_kv_heads = 0;
-  std::vector<double> echo, induction;               // [n_layers * n_heads]
+  std::vector<double> echo, induction;  // [n_layers * n_heads]
   // Mean attention of the same queries to the position just before them: the
   // previous-token head an induction circuit reads through ([n_layers * n_heads]).
   std::vector<double> previous;
@@ -84,7 +84,7 @@ class HeadScorer : public ForwardObserver {
  private:
   int n_layers_, n_heads_, n_kv_, block_;
   std::vector<double> echo_, ind_, prev_;  // [n_layers * n_heads] sums
-  std::vector<int64_t> count_;      // [n_layers * n_heads] queries summed
+  std::vector<int64_t> count_;             // [n_layers * n_heads] queries summed
 };
 
 struct HeadSelection {

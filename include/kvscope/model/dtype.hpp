@@ -13,8 +13,20 @@ namespace kvscope {
 // files): a block of 32 (legacy, IQ4_NL) or 256 (k-quants) elements along a row, stored as
 // scales and packed integers; see quant.cpp for each layout.
 enum class DType {
-  F32, F16, BF16,
-  Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL
+  F32,
+  F16,
+  BF16,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q8_0,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  IQ4_NL
 };
 
 std::string_view dtype_name(DType t);

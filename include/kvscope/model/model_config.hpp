@@ -19,11 +19,11 @@ enum class PositionalKind { kRope, kAlibi, kNone };
 // Hugging Face's rope_scaling: how the RoPE inverse frequencies are changed from
 // theta^(-2i/d). Positions themselves are never changed.
 enum class RopeScalingKind {
-  kNone,    // default
-  kLinear,  // every inverse frequency / factor (position interpolation)
-  kLlama3,  // Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between
-  kLongrope,  // Phi-3: each frequency / its own factor (short_factor, or long_factor once a
-              // call reaches past original_max_position), cos and sin times attention_factor
+  kNone,         // default
+  kLinear,       // every inverse frequency / factor (position interpolation)
+  kLlama3,       // Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between
+  kLongrope,     // Phi-3: each frequency / its own factor (short_factor, or long_factor once a
+                 // call reaches past original_max_position), cos and sin times attention_factor
   kFreqFactors,  // GGUF rope_freqs.weight (llama.cpp's form of Llama 3.1 scaling): each
                  // inverse frequency / its factor in freq_factors
 };
@@ -37,12 +37,12 @@ enum class MlpActivation {
 struct RopeScaling {
   RopeScalingKind kind = RopeScalingKind::kNone;
   double factor = 1.0;
-  double low_freq_factor = 1.0;     // llama3
-  double high_freq_factor = 4.0;    // llama3
-  int original_max_position = 0;    // llama3, longrope: original_max_position_embeddings
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int original_max_position = 0;  // llama3, longrope: original_max_position_embeddings
   std::vector<double> short_factor, long_factor;  // longrope: [rotary_dim/2] each
-  double attention_factor = 1.0;                   // longrope: multiplies cos and sin
-  std::vector<double> freq_factors;                // freq_factors: [rotary_dim/2]
+  double attention_factor = 1.0;                  // longrope: multiplies cos and sin
+  std::vector<double> freq_factors;               // freq_factors: [rotary_dim/2]
 };
 
 struct ModelConfig {
@@ -70,7 +70,7 @@ struct ModelConfig {
   // [head_dim], shared by the heads, eps norm_eps), after the projection and before RoPE.
   bool qk_norm = false;
   int32_t bos_id = 1;
-  int32_t eos_id = 2;                // the first end-of-sequence id
+  int32_t eos_id = 2;                 // the first end-of-sequence id
   std::vector<int32_t> more_eos_ids;  // further ids that also end a sequence (Llama 3 lists
                                       // several in config.json's eos_token_id)
   // The special-token ids the model's own files state, with the key that states each
@@ -120,9 +120,9 @@ struct ModelConfig {
   int k_proj_dim() const { return (compressed_keys() ? k_proj_heads : n_kv_heads) * head_dim; }
   int group_size() const { return n_heads / n_kv_heads; }  // query heads per KV head
   int rot_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
-  float query_scale() const;           // attn_scale, or 1/sqrt(head_dim)
-  int window_of(int layer) const;      // the sliding window of `layer`, 0 when it has none
-  bool local_rope(int layer) const {   // Gemma 3 sliding layer with its own RoPE base
+  float query_scale() const;          // attn_scale, or 1/sqrt(head_dim)
+  int window_of(int layer) const;     // the sliding window of `layer`, 0 when it has none
+  bool local_rope(int layer) const {  // Gemma 3 sliding layer with its own RoPE base
     return rope_local_theta > 0.0f && window_of(layer) > 0;
   }
   // Bytes the f32 cache holds per token: K and V of every layer's cached heads.
@@ -131,7 +131,9 @@ struct ModelConfig {
   // 40,960 for Qwen3) would make every default run take hours and gigabytes; a key set to
   // a length goes past the cap (up to the context).
   static constexpr int kDefaultSeqLenCap = 2048;
-  int default_seq_len() const { return max_seq_len < kDefaultSeqLenCap ? max_seq_len : kDefaultSeqLenCap; }
+  int default_seq_len() const {
+    return max_seq_len < kDefaultSeqLenCap ? max_seq_len : kDefaultSeqLenCap;
+  }
 
   int64_t kv_bytes_per_token() const {
     return int64_t(2) * n_layers * n_kv_heads * head_dim * int64_t(sizeof(float));
@@ -141,7 +143,7 @@ struct ModelConfig {
 std::string rope_layout_name(RopeLayout l);
 // "none", "linear", "llama3", "longrope", "freq_factors"
 std::string rope_scaling_name(RopeScalingKind k);
-std::string mlp_activation_name(MlpActivation a);   // "silu", "gelu_tanh"
+std::string mlp_activation_name(MlpActivation a);  // "silu", "gelu_tanh"
 
 // The rot_dim()/2 RoPE inverse frequencies of `layer` of `c` (theta and rope_scaling
 // applied; Gemma 3's local base on sliding layers), in double: frequency i rotates the pair

@@ -115,9 +115,9 @@ class RunState {
   std::vector<float> logits;  // [rows, vocab] of the last call (rows per LogitsMode)
 
   // Scratch, grown on demand.
-  std::vector<float> x, xb, q, k, v, att, hb, hb2;   // [T, width]
-  std::vector<float> kc, qtmp, aproj;                // reduced models; attn_proj capture
-  std::vector<float> wbuf;    // a layer's small stored tensors widened to f32
+  std::vector<float> x, xb, q, k, v, att, hb, hb2;  // [T, width]
+  std::vector<float> kc, qtmp, aproj;               // reduced models; attn_proj capture
+  std::vector<float> wbuf;                          // a layer's small stored tensors widened to f32
   std::vector<float> wchunk;  // [rows, in]: a block of rows of a streamed weight (forward.cpp)
   std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
   std::vector<float> scores;                         // per-thread attention rows

@@ -1,8 +1,9 @@
 // Small single-threaded kernels: the matrix-vector products of a decoding step (a
 // query's attention over a head's cache among them), and softmax and SwiGLU, which
 // prefill uses too. On small models a decoding step is a few hundred of these calls on
-// 8- to 512-wide operands, so per-call overhead decides the speed: on x86 with AVX2 and FMA (checked once at run time) they run hand-written
-// 8-wide code; elsewhere Eigen's vectorised versions. Matrices are row-major.
+// 8- to 512-wide operands, so per-call overhead decides the speed: on x86 with AVX2 and FMA
+// (checked once at run time) they run hand-written 8-wide code; elsewhere Eigen's vectorised
+// versions. Matrices are row-major.
 #pragma once
 
 #include <cstdint>

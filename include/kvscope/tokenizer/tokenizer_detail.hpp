@@ -258,9 +258,9 @@ enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWith
 
 struct Normalizer {
   enum class Type { kPrepend, kReplace, kUnicode } type;
-  std::string prepend;                   // kPrepend
-  std::shared_ptr<const Regex> pattern;  // kReplace
-  std::string content;                   // kReplace
+  std::string prepend;                                             // kPrepend
+  std::shared_ptr<const Regex> pattern;                            // kReplace
+  std::string content;                                             // kReplace
   enum class Form { kNFC, kNFD, kNFKC, kNFKD } form = Form::kNFC;  // kUnicode (utf8proc)
 };
 
