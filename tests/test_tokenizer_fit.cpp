@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "gguf_writer.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/model/synthetic_model.hpp"
@@ -85,4 +86,34 @@ TEST_CASE("a tokenizer from another family is refused by the model's special ids
   CHECK_THROWS_WITH(
       load_model_and_tokenizer(d.path / "small"),
       Catch::Contains("eos_token_id is 700") && Catch::Contains("not a special token"));
+}
+
+TEST_CASE("a GGUF read with its own vocabulary is not held to the special-id rule",
+          "[tokenizer][loaders][gguf]") {
+  // An older converter typed </s> NORMAL: the file's own vocabulary still belongs to it,
+  // while the same vocabulary given to another model is refused by the stated eos id.
+  test::TempDir d("tok_fit_gguf");
+  test::GgufWriter w;
+  w.str("general.architecture", "llama");
+  w.str("tokenizer.ggml.model", "llama");
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+  for (int i = 3; i < 2048; ++i) tokens.push_back(fmt::format("p{}", i));
+  std::vector<float> scores(tokens.size(), 0.0f);
+  std::vector<int32_t> types(tokens.size(), 1);
+  types[0] = 2, types[1] = 3;  // </s> left NORMAL
+  w.strs("tokenizer.ggml.tokens", tokens);
+  w.arr<float>("tokenizer.ggml.scores", test::GgufWriter::F32, scores);
+  w.arr<int32_t>("tokenizer.ggml.token_type", test::GgufWriter::I32, types);
+  w.u32("tokenizer.ggml.bos_token_id", 1);
+  w.u32("tokenizer.ggml.eos_token_id", 2);
+  test::write_bytes(d.path / "m.gguf", w.bytes());
+  const auto tok = load_tokenizer(d.path / "m.gguf");
+  Model m = load_model(fs::path(KVSCOPE_TEST_DATA_DIR) / "models/tinystories656K");
+  m.config.stated_special_ids = {{"tokenizer.ggml.eos_token_id", 2}};
+  m.source = d.path / "m.gguf";
+  CHECK_NOTHROW(check_tokenizer_fits(m, *tok, d.path / "m.gguf"));
+  m.source = d.path / "other.gguf";
+  CHECK_THROWS_WITH(check_tokenizer_fits(m, *tok, d.path / "m.gguf"),
+                    Catch::Contains("tokenizer.ggml.eos_token_id is 2") &&
+                        Catch::Contains("not a special token"));
 }

@@ -21,7 +21,12 @@ void check_tokenizer_fits(const Model& m, const Tokenizer& tok, const fs::path& 
   // The special ids the model's files state must be special tokens of the tokenizer: a
   // tokenizer from another family may still fit the embedding (Qwen pads its rows to
   // 151,936, more than Llama 3's 128,256 tokens), but not hold the model's <|im_end|>.
-  for (const auto& [key, id] : m.config.stated_special_ids) {
+  // A GGUF read with its own vocabulary belongs to itself, whatever types its converter
+  // gave the special tokens (older ones typed some NORMAL).
+  std::error_code ec;
+  const bool own_vocabulary = fs::equivalent(tokenizer_path, m.source, ec);
+  for (const auto& [key, id] :
+       own_vocabulary ? decltype(m.config.stated_special_ids){} : m.config.stated_special_ids) {
     const bool have = id < tok.vocab_size();
     KV_CHECK(have && tok.is_special(id),
              "{}: this tokenizer does not belong to model '{}' ({}): the model's {} is {}, "
