@@ -133,4 +133,15 @@ TEST_CASE("eos_token_id as a list (Llama 3) is accepted and every id ends genera
     c["eos_token_id"] = {2, 4096};
   });
   CHECK_THROWS_WITH(load_model(big), Contains("eos id 4096") && Contains("2048"));
+  // pad_token_id: an integer id, or -1 / null for none (then nothing is checked of it).
+  for (const nlohmann::json& pad : {nlohmann::json(2.5), nlohmann::json("x")}) {
+    const fs::path p = edited_656k(tmp, "pad" + std::string(pad.is_string() ? "s" : "f"),
+                                   [&](nlohmann::json& c) { c["pad_token_id"] = pad; });
+    CHECK_THROWS_WITH(load_model(p),
+                      Contains("config.json") && Contains("'pad_token_id'") && Contains("or null"));
+  }
+  const fs::path none =
+      edited_656k(tmp, "pad_none", [](nlohmann::json& c) { c["pad_token_id"] = -1; });
+  CHECK(load_model(none).config.stated_special_ids.size() ==
+        load_model(kData + "/models/tinystories656K").config.stated_special_ids.size());
 }

@@ -98,6 +98,15 @@ TEST_CASE(
   CHECK(test::slurp(results / "stage2" / "manifest.json") != stage2_manifest);
   CHECK(fs::exists(results / "REPORT.md"));
   CHECK(!fs::exists(results / "broken"));
+
+  // A stage whose missing checkpoint no config makes is refused by name before any run.
+  fs::remove(configs / "broken.yaml");
+  fs::remove(configs / "stage1.yaml");
+  fs::remove_all(results / "checkpoints");
+  r = test::run_kvscope(args + " --train --dry-run");
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.err, Contains("tables: stage2 loads the checkpoint") && Contains("no config in") &&
+                        Contains("is named 'stage1' to make it"));
 }
 
 TEST_CASE("tables: a missing HDF5 dump (git-ignored) is not staleness but a missing table is",

@@ -194,6 +194,12 @@ TEST_CASE("GGUF tokenizers kvscope cannot read are refused by name", "[tokenizer
   w.arr<float>("tokenizer.ggml.scores", test::GgufWriter::F32, {0.0f, 0.0f, 0.0f});
   test::write_bytes(d.path / "spm.gguf", w.bytes());
   CHECK_THROWS_WITH(load_tokenizer(d.path / "spm.gguf"), Contains("no token has type 2"));
+  // An unknown_token_id that is no token of the vocabulary.
+  w.u32("tokenizer.ggml.unknown_token_id", 7);
+  test::write_bytes(d.path / "spm.gguf", w.bytes());
+  CHECK_THROWS_WITH(load_tokenizer(d.path / "spm.gguf"),
+                    Contains("spm.gguf") && Contains("'tokenizer.ggml.unknown_token_id' = 7") &&
+                        Contains("expected 0..2"));
   test::GgufWriter w1;
   w1.str("tokenizer.ggml.model", "t5");
   w1.strs("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"});

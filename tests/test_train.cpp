@@ -520,3 +520,23 @@ TEST_CASE("batch_at: embedded random blocks are a passkey told twice inside a te
   }
   CHECK(distances.size() > 40);  // the distance varies
 }
+
+TEST_CASE("batch_at: windows without BOS hold seq_len stream tokens; random blocks need BOS",
+          "[train]") {
+  std::vector<int32_t> stream(400);
+  for (size_t i = 0; i < stream.size(); ++i) stream[i] = int32_t(3 + i);
+  TrainOptions o;
+  o.batch = 16, o.seq_len = 9, o.seed = 4;
+  for (const std::vector<int32_t>& s : batch_at(stream, -1, o, 0)) {
+    REQUIRE(s.size() == 9);
+    for (size_t t = 1; t < s.size(); ++t) CHECK(s[t] == s[t - 1] + 1);  // consecutive ids
+  }
+  // Held-out windows: 8 targets each, consecutive, no BOS.
+  const auto held = heldout_windows(stream, -1, 9, 40);
+  REQUIRE(held.size() == 5);
+  for (size_t w = 0; w < held.size(); ++w) CHECK(held[w].front() == 3 + int32_t(9 * w));
+  o.random_blocks.share = 0.5, o.random_blocks.min_len = 2, o.random_blocks.max_len = 4;
+  o.random_blocks.token_lo = 10, o.random_blocks.token_hi = 50;
+  CHECK_THROWS_WITH(batch_at(stream, -1, o, 0),
+                    Catch::Contains("random_blocks start each block sequence with BOS"));
+}
