@@ -46,7 +46,7 @@ Row measure(const Model& m, int T, int decode_tokens) {
   double flops = 0.0;
   const double t0 = now_seconds();
   for (int i = 0; i < decode_tokens; ++i) {
-    flops += decode_flops(m.config, st.cache.length);
+    flops += decode_flops(m.config, st.cache.length());
     const int32_t t = toks[size_t(i % T)];
     forward(m, st, std::span<const int32_t>(&t, 1), {LogitsMode::kLast});
   }

@@ -232,6 +232,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
           for (int g = 0; g < c.n_kv_heads; ++g)
             if (p.protected_heads[size_t(l) * c.n_kv_heads + g])
               prot.add_row({ms.name, p.name, int64_t(l), int64_t(g)});
+    const TaskVariants tv = paper_b_variants(fam.specs, cfg.params, c);
     std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), passkey_acc(np, NAN),
         ppl_first(np, NAN);
     std::vector<int32_t> filler;
@@ -239,7 +240,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
     if (want_copy) {
       next("copy");
-      const auto r = run_copy(m, filler, cfg.copy, fam.specs, cfg.params);
+      const auto r = run_copy(m, filler, cfg.copy, tv);
       const int L = copy_context(cfg.copy, c);
       std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
       for (size_t d = 0; d < r.size(); ++d)
@@ -252,7 +253,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     }
     if (want_recall) {
       next("recall");
-      const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, fam.specs, cfg.params);
+      const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, tv);
       std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
       KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
                ctx.config_file.string(), ms.name, c.max_seq_len);
@@ -268,7 +269,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       next("passkey");
       PasskeyTask pt = cfg.passkey;
       pt.seed = ctx.seed;
-      const auto r = run_passkey(m, filler, pt, fam.specs, cfg.params);
+      const auto r = run_passkey(m, filler, pt, tv);
       KV_CHECK(!r.empty(), "{}: no passkey length fits model {} (context {})",
                ctx.config_file.string(), ms.name, c.max_seq_len);
       const auto [lo, hi] = passkey_ids(pt, c);
@@ -288,7 +289,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
         next("perplexity on " + ts.name);
         const std::vector<int32_t> stream =
             without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
-        const auto r = run_policy_perplexity(m, stream, cfg.ppl, fam.specs, cfg.params);
+        const auto r = run_policy_perplexity(m, stream, cfg.ppl, tv);
         const int L = perplexity_window(cfg.ppl, c);
         const int P = perplexity_prefill(cfg.ppl, L);
         for (size_t i = 0; i < np; ++i) {

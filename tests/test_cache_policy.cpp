@@ -80,11 +80,13 @@ TEST_CASE("streaming with a window covering everything is the full cache", "[pol
 
 // Dropped positions of a razor head with sink 4 and 20 recent tokens of 100: 4..79.
 void same_middle(KVCache& c) {
-  for (int l = 0; l < c.n_layers; ++l)
-    for (int g = 0; g < c.n_kv_heads; ++g)
+  for (int l = 0; l < c.n_layers(); ++l)
+    for (int g = 0; g < c.n_kv_heads(); ++g)
       for (int j = 4; j < 80; ++j) {
-        std::copy_n(c.k_head(l, g) + 30 * c.head_dim, c.head_dim, c.k_head(l, g) + j * c.head_dim);
-        std::copy_n(c.v_head(l, g) + 30 * c.head_dim, c.head_dim, c.v_head(l, g) + j * c.head_dim);
+        std::copy_n(c.k_head(l, g) + 30 * c.head_dim(), c.head_dim(),
+                    c.k_head(l, g) + j * c.head_dim());
+        std::copy_n(c.v_head(l, g) + 30 * c.head_dim(), c.head_dim(),
+                    c.v_head(l, g) + j * c.head_dim());
       }
 }
 
@@ -98,7 +100,7 @@ TEST_CASE("the compensation token equals full attention over identical dropped t
   RunState st(model().config, 1);
   const std::vector<float> comp = run(policy, prompt, next, &st, same_middle);
   const std::vector<float> full = run(CachePolicy{}, prompt, next, nullptr, same_middle);
-  CHECK(st.cache.used[0] == 4 + 1 + 20 + 4);
+  CHECK(st.cache.used(size_t(0)) == 4 + 1 + 20 + 4);
   double num = 0, den = 0;
   for (size_t i = 0; i < full.size(); ++i) {
     num += std::pow(double(comp[i]) - full[i], 2);
@@ -129,8 +131,8 @@ TEST_CASE("policies keep the slots and bytes they promise", "[policy]") {
     RunState st(c, 1);
     run(razor(4, 8, 5.0, true, prot), prompt, {}, &st);  // recent = max(8, 100/5) = 20
     CHECK(kept_slots(razor(4, 8, 5.0, true, prot), n, false) == 25);
-    CHECK(st.cache.used[1] == n);
-    CHECK(st.cache.used[0] == 25);
+    CHECK(st.cache.used(size_t(1)) == n);
+    CHECK(st.cache.used(size_t(0)) == 25);
     CHECK(st.cache.bytes_in_use() == ((n_heads() - 1) * 25 + n) * per_slot);
     // Slot 3 = position 3 (sink), slot 4 = compensation, slot 5 = position 80.
     auto row = [&](RunState& s, int slot) { return s.cache.k_head(0, 0)[slot * c.head_dim + 1]; };
@@ -149,7 +151,7 @@ TEST_CASE("policies keep the slots and bytes they promise", "[policy]") {
     run(s, prompt, {}, &st);
     CHECK(st.cache.bytes_in_use() == n_heads() * 12 * per_slot);
     CHECK(st.cache.k_head(1, 1)[2 * c.head_dim] == full.cache.k_head(1, 1)[90 * c.head_dim]);
-    CHECK(st.cache.biased[0] == 0);
+    CHECK(st.cache.bias_head(0, 0) == nullptr);
   }
   SECTION("h2o: the budget, with the most-attended middle positions") {
     CachePolicy h;
@@ -181,7 +183,7 @@ TEST_CASE("decoding continues after compression and a second compression is refu
   RunState st(model().config, 1);
   const auto p = razor(4, 8, 5.0, true, std::vector<uint8_t>(n_heads(), 0));
   run(p, prompt, next, &st);
-  CHECK(st.cache.used[0] == 4 + 1 + 16 + 6);
-  CHECK(st.cache.length == 86);
+  CHECK(st.cache.used(size_t(0)) == 4 + 1 + 16 + 6);
+  CHECK(st.cache.length() == 86);
   CHECK_THROWS_WITH(apply_policy(st.cache, p), Catch::Contains("already compressed"));
 }

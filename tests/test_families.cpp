@@ -77,7 +77,7 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
     for (int l = 0; l < m.config.n_layers; ++l) {
       const int W = m.config.window_of(l);
       for (int kv = 0; kv < m.config.n_kv_heads; ++kv)
-        CHECK(cache.used[cache.head(l, kv)] == (W > 0 ? std::min(W, T) : T));
+        CHECK(cache.used(l, kv) == (W > 0 ? std::min(W, T) : T));
     }
   };
   check_kept(s.cache);

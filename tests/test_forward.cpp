@@ -106,7 +106,7 @@ void check_incremental(const Model& m, const std::vector<int32_t>& tokens,
     t += n;
   }
   CHECK(st.pos == T);
-  CHECK(st.cache.length == T);
+  CHECK(st.cache.length() == T);
 }
 
 }  // namespace

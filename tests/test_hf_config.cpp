@@ -136,9 +136,9 @@ TEST_CASE("mistral: sliding-window attention past the window, prefill and decodi
   }
   // The cache keeps the window only: 12 of 40 slots per head, after the prefill and after
   // decoding token by token (whose logits above went through the trimmed cache).
-  for (int u : s.cache.used) CHECK(u == W);
-  for (int u : inc.cache.used) CHECK(u == W);
-  CHECK(s.cache.length == 40);
+  for (int h = 0; h < s.cache.heads(); ++h) CHECK(s.cache.used(size_t(h)) == W);
+  for (int h = 0; h < inc.cache.heads(); ++h) CHECK(inc.cache.used(size_t(h)) == W);
+  CHECK(s.cache.length() == 40);
   // The window must act: the same weights with full attention differ past it, and agree
   // before it (rows 0..W-1).
   Model full = load_model(d.path);

@@ -146,7 +146,7 @@ TEST_CASE(
   PasskeyTask t;
   t.lengths = {256, 512}, t.depths = {0, 0.25, 0.5, 0.75, 1}, t.trials = 4;
   t.token_lo = kLo, t.token_hi = kHi;
-  const auto cells = run_passkey(m, stream, t, specs, PolicyParams{});
+  const auto cells = run_passkey(m, stream, t, paper_b_variants(specs, PolicyParams{}, m.config));
   REQUIRE(cells.size() == 10);
   std::vector<double> acc(specs.size(), 0.0);
   for (const RecallCell& c : cells)

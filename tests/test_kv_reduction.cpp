@@ -335,7 +335,7 @@ TEST_CASE("a reduced model caches Psi k_group and reads with Psi^(i) q (layer 0,
   CHECK(test::rel_error(red.q.data(), want_q.data(), want_q.size()) < 1e-5);
   // And the cache really is half as wide.
   RunState st(r.model.config, 8);
-  CHECK(st.cache.n_kv_heads == 2);
+  CHECK(st.cache.n_kv_heads() == 2);
 }
 
 TEST_CASE("kv_head_reduction run: a no-op reduction reproduces the original row",

@@ -228,6 +228,8 @@ TEST_CASE("cache policies refuse ALiBi models", "[policy]") {
   write_synthetic_hf_model(tmp.path, s);
   const Model m = load_model(tmp.path);
   const std::vector<int32_t> t = {1, 5, 6, 7};
-  CHECK_THROWS_WITH(for_each_policy(m, t, 1, {CachePolicy{}}, [](size_t, RunState&) {}),
+  TaskVariants tv;
+  tv.count = 1;
+  CHECK_THROWS_WITH(for_each_variant(m, t, 1, {Variant{}}, tv, [](size_t, CompressedRun&) {}),
                     Contains("ALiBi"));
 }

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "kvscope/io/error.hpp"
+#include "policies.hpp"
 
 namespace kvscope {
 
@@ -34,109 +35,81 @@ int kept_slots(const CachePolicy& p, int n, bool is_protected) {
   return n;
 }
 
+Variant paper_b_variant(const CachePolicy& p, int n_layers, int n_kv_heads, int n) {
+  Variant v;
+  v.name = p.name;
+  if (p.kind == PolicyKind::kFull) return v;
+  const int heads = n_layers * n_kv_heads;
+  if (p.kind == PolicyKind::kRazor)
+    KV_CHECK(int(p.protected_heads.size()) == heads,
+             "cache policy '{}': {} protected-head flags for {} KV heads", p.name,
+             p.protected_heads.size(), heads);
+  if (p.kind == PolicyKind::kStreaming) {
+    auto s = std::make_shared<StreamingPolicy>();
+    s->sinks = p.n_sink;
+    v.policy = s;
+  } else if (p.kind == PolicyKind::kH2O) {
+    auto h = std::make_shared<H2OPolicy>();
+    h->sinks = p.n_sink;
+    h->recent_share = 0.5;  // the budget after the sinks, half recent, half heavy
+    v.policy = h;
+  } else {
+    auto r = std::make_shared<RazorPolicy>();
+    r->sinks = p.n_sink;
+    r->compensation = p.compensation;
+    r->protected_heads = p.protected_heads;
+    v.policy = r;
+  }
+  for (int h = 0; h < heads; ++h)
+    v.budgets.push_back(
+        kept_slots(p, n, p.kind == PolicyKind::kRazor && p.protected_heads[size_t(h)]));
+  return v;
+}
+
 void apply_policy(KVCache& cache, const CachePolicy& p,
                   const std::vector<std::vector<double>>* attention_mass) {
-  const int n = cache.length, hd = cache.head_dim;
+  const int n = cache.length();
   KV_CHECK(p.n_sink >= 0 && p.window >= 0 && p.s0 >= 0 && p.c > 0,
            "cache policy '{}': sink, window, s0 must be >= 0 and c > 0", p.name);
   // The model itself keeps only its window; comparing policies over a longer cache would
   // count bytes (and tokens) that model never holds.
-  KV_CHECK(cache.window == 0 || n <= cache.window,
+  KV_CHECK(cache.window() == 0 || n <= cache.window(),
            "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
            "policies on a windowed cache past its window are not implemented (use shorter "
            "sequences)",
-           p.name, cache.window, n);
-  for (size_t i = 0; i < cache.used.size(); ++i)
-    KV_CHECK(cache.used[i] == n && !cache.biased[i] && !cache.edited[i],
+           p.name, cache.window(), n);
+  for (int i = 0; i < cache.heads(); ++i)
+    KV_CHECK(cache.used(size_t(i)) == n && !cache.edited(size_t(i)),
              "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
-             p.name, i, cache.used[i], n);
+             p.name, i, cache.used(size_t(i)), n);
   if (p.kind == PolicyKind::kFull) return;
-  if (p.kind == PolicyKind::kRazor)
-    KV_CHECK(p.protected_heads.size() == cache.used.size(),
-             "cache policy '{}': {} protected-head flags for {} KV heads", p.name,
-             p.protected_heads.size(), cache.used.size());
   if (p.kind == PolicyKind::kH2O) {
-    KV_CHECK(attention_mass && attention_mass->size() == cache.used.size(),
+    KV_CHECK(attention_mass && int(attention_mass->size()) == cache.heads(),
              "cache policy '{}': h2o needs the prefill's attention mass per KV head", p.name);
     KV_CHECK(p.budget > p.n_sink, "cache policy '{}': budget {} must exceed the {} sinks", p.name,
              p.budget, p.n_sink);
   }
-  std::vector<int> kept;
-  for (int l = 0; l < cache.n_layers; ++l)
-    for (int g = 0; g < cache.n_kv_heads; ++g) {
-      const size_t h = cache.head(l, g);
-      const bool is_protected = p.kind == PolicyKind::kRazor && p.protected_heads[h];
-      if (kept_slots(p, n, is_protected) >= n) continue;
-      // Which positions stay, ascending.
-      const int sinks = std::min(p.n_sink, n);
-      kept.clear();
-      for (int j = 0; j < sinks; ++j) kept.push_back(j);
-      int recent = 0;
-      if (p.kind == PolicyKind::kStreaming) recent = p.window;
-      if (p.kind == PolicyKind::kRazor) recent = razor_recent(p, n);
-      if (p.kind == PolicyKind::kH2O) {
-        recent = (p.budget - sinks) / 2;
-        const int heavy = p.budget - sinks - recent;
-        const std::vector<double>& mass = (*attention_mass)[h];
-        std::vector<int> middle(size_t(std::max(0, n - recent - sinks)));
-        std::iota(middle.begin(), middle.end(), sinks);
-        // Most attention first; ties to the earlier position (deterministic).
-        std::stable_sort(middle.begin(), middle.end(),
-                         [&](int a, int b) { return mass[size_t(a)] > mass[size_t(b)]; });
-        middle.resize(std::min(middle.size(), size_t(heavy)));
-        std::sort(middle.begin(), middle.end());
-        kept.insert(kept.end(), middle.begin(), middle.end());
-      }
-      recent = std::min(recent, n - sinks);
-      for (int j = n - recent; j < n; ++j) kept.push_back(j);
-      float* K = cache.k_head(l, g);
-      float* V = cache.v_head(l, g);
-      float* B = cache.bias_head(l, g);
-      // The compensation token: mean K and V of the dropped positions, worth N_d tokens.
-      const bool comp = p.kind == PolicyKind::kRazor && p.compensation;
-      std::vector<double> kmean(size_t(hd), 0.0), vmean(size_t(hd), 0.0);
-      int dropped = 0;
-      if (comp) {
-        size_t ki = 0;
-        for (int j = 0; j < n; ++j) {
-          if (ki < kept.size() && kept[ki] == j) {
-            ++ki;
-            continue;
-          }
-          for (int d = 0; d < hd; ++d) {
-            kmean[size_t(d)] += K[size_t(j) * hd + d];
-            vmean[size_t(d)] += V[size_t(j) * hd + d];
-          }
-          ++dropped;
-        }
-      }
-      // Compact in place: kept positions are ascending and each moves to a slot no later
-      // than its own (the compensation slot, after the sinks, has a dropped slot's room).
-      int out = 0;
-      for (size_t i = 0; i < kept.size(); ++i) {
-        if (comp && dropped > 0 && out == sinks) {  // the compensation slot
-          for (int d = 0; d < hd; ++d) {
-            K[size_t(out) * hd + d] = float(kmean[size_t(d)] / dropped);
-            V[size_t(out) * hd + d] = float(vmean[size_t(d)] / dropped);
-          }
-          B[out] = float(std::log(double(dropped)));
-          cache.biased[h] = 1;
-          ++out;
-        }
-        const int j = kept[i];
-        if (j != out) {
-          std::memmove(K + size_t(out) * hd, K + size_t(j) * hd, sizeof(float) * size_t(hd));
-          std::memmove(V + size_t(out) * hd, V + size_t(j) * hd, sizeof(float) * size_t(hd));
-        }
-        B[out] = 0.0f;
-        ++out;
-      }
-      // Slots past the kept ones will hold decoded tokens: no offset (a reused state may
-      // hold a stale one there).
-      std::fill(B + out, B + cache.capacity, 0.0f);
-      cache.used[h] = out;
-      cache.edited[h] = 1;
+  const Variant v = paper_b_variant(p, cache.n_layers(), cache.n_kv_heads(), n);
+  const int nkv = cache.n_kv_heads();
+  std::vector<std::vector<double>> mass;
+  for (int l = 0; l < cache.n_layers(); ++l) {
+    LayerView view;
+    view.cache = &cache;
+    view.layer = l;
+    if (attention_mass) {
+      mass.assign(attention_mass->begin() + ptrdiff_t(l) * nkv,
+                  attention_mass->begin() + ptrdiff_t(l + 1) * nkv);
+      view.mass = &mass;
     }
+    LayerBudget b;
+    b.per_head.assign(v.budgets.begin() + ptrdiff_t(l) * nkv,
+                      v.budgets.begin() + ptrdiff_t(l + 1) * nkv);
+    const std::vector<HeadKeep> sel = v.policy->select(view, b);
+    for (int g = 0; g < nkv; ++g) {
+      const HeadKeep& k = sel[size_t(g)];
+      if (int(k.slots.size()) < n || k.merge) cache.keep(l, g, k.slots, k.merge, k.merge_at);
+    }
+  }
 }
 
 AttentionMass::AttentionMass(const ModelConfig& c, int tokens)

@@ -38,46 +38,56 @@ CachePolicy resolve_policy(const PolicySpec& s, const PolicyParams& p, int n) {
   return c;
 }
 
-std::vector<double> for_each_policy(const Model& m, std::span<const int32_t> prefill, int extra,
-                                    const std::vector<CachePolicy>& policies,
-                                    const std::function<void(size_t, RunState&)>& fn) {
-  const ModelConfig& c = m.config;
-  KV_CHECK(c.positional != PositionalKind::kAlibi,
-           "model '{}': cache policies assume slot = position, which ALiBi's distance bias "
-           "breaks once tokens are dropped",
-           m.name);
-  const int n = int(prefill.size());
-  RunState base(c, n + extra);
-  // Decoding is replayed by rolling `used` back (recall task): slots must not move.
-  base.cache.trim_windows = false;
-  bool need_mass = false;
-  for (const CachePolicy& p : policies) need_mass |= p.kind == PolicyKind::kH2O;
-  AttentionMass mass(c, need_mass ? n : 0);
-  ForwardOptions o;
-  o.logits = LogitsMode::kNone;
-  if (need_mass) o.observer = &mass;
-  forward(m, base, prefill, o);
-  const std::vector<std::vector<double>> masses =
-      need_mass ? mass.per_kv_head() : std::vector<std::vector<double>>{};
-  const double full = double(base.cache.bytes_in_use());
-  std::vector<double> share(policies.size());
-  for (size_t i = 0; i < policies.size(); ++i) {
-    RunState st = base;
-    apply_policy(st.cache, policies[i], need_mass ? &masses : nullptr);
-    share[i] = double(st.cache.bytes_in_use()) / full;
-    fn(i, st);
+TaskVariants paper_b_variants(const std::vector<PolicySpec>& specs, const PolicyParams& p,
+                              const ModelConfig& c) {
+  TaskVariants tv;
+  tv.count = specs.size();
+  for (const PolicySpec& s : specs) tv.needs.attention_mass |= s.kind == PolicyKind::kH2O;
+  tv.at = [specs, p, L = c.n_layers, nkv = c.n_kv_heads](int n) {
+    std::vector<Variant> out;
+    for (const PolicySpec& s : specs)
+      out.push_back(paper_b_variant(resolve_policy(s, p, n), L, nkv, n));
+    return out;
+  };
+  return tv;
+}
+
+std::vector<double> for_each_variant(const Model& m, std::span<const int32_t> prefill, int extra,
+                                     const std::vector<Variant>& variants, const TaskVariants& tv,
+                                     const std::function<void(size_t, CompressedRun&)>& fn) {
+  CompressedRun base(m, int(prefill.size()) + extra, tv.needs, tv.elem_bytes);
+  base.prefill(prefill);
+  std::vector<double> share(variants.size(), NAN);
+  for (size_t i = 0; i < variants.size(); ++i) {
+    CompressedRun run = base;
+    if (!run.compress(variants[i], tv.seed)) continue;
+    fn(i, run);
+    share[i] = run.share();
   }
   return share;
 }
 
-namespace {
-
-std::vector<CachePolicy> resolve_all(const std::vector<PolicySpec>& specs, const PolicyParams& p,
-                                     int n) {
-  std::vector<CachePolicy> out;
-  for (const PolicySpec& s : specs) out.push_back(resolve_policy(s, p, n));
-  return out;
+double TaskScore::se() const {
+  if (items < 2) return NAN;
+  const double mean = sx / double(items);
+  const double var =
+      std::max(0.0, sxx / double(items) - mean * mean) * double(items) / double(items - 1);
+  return std::sqrt(var / double(items));
 }
+
+double TaskScore::paired_mean() const {
+  return items > 0 ? sd / double(items) : NAN;
+}
+
+double TaskScore::paired_se() const {
+  if (items < 2) return NAN;
+  const double mean = sd / double(items);
+  const double var =
+      std::max(0.0, sdd / double(items) - mean * mean) * double(items) / double(items - 1);
+  return std::sqrt(var / double(items));
+}
+
+namespace {
 
 int argmax(std::span<const float> v) {
   return int(std::max_element(v.begin(), v.end()) - v.begin());
@@ -95,28 +105,39 @@ std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t offset, 
 // Runs item(i, slots) for the items i of [0, n) this MPI rank owns (all of them in one
 // process), each filling `width` TaskScores; every rank then gets every item's slots, and
 // returns their sums slot by slot, added in item order (the same sums for any rank count).
+// Each item's own value (score / count, or aux / count with by_aux) feeds the error sums,
+// paired with slot 0's on the same item; slots with no count (a variant out of reach)
+// add nothing.
 template <class F>
-std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item) {
+std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item, bool by_aux = false) {
   std::vector<TaskScore> v(n * width);
   for (size_t i = 0; i < n; ++i)
     if (dist::mine(i)) item(i, v.data() + i * width);
   dist::gather_owned(v, width);
   std::vector<TaskScore> sum(width);
+  const auto value = [&](const TaskScore& t) {
+    return (by_aux ? t.aux : t.score) / double(t.count);
+  };
   for (size_t i = 0; i < v.size(); ++i) {
     TaskScore& r = sum[i % width];
     r.score += v[i].score;
     r.aux += v[i].aux;
     r.count += v[i].count;
     r.kv_share += v[i].kv_share;
+    const TaskScore& first = v[i - i % width];
+    if (v[i].count > 0 && first.count > 0) {
+      const double x = value(v[i]), d = x - value(first);
+      ++r.items;
+      r.sx += x, r.sxx += x * x, r.sd += d, r.sdd += d * d;
+    }
   }
   return sum;
 }
 
 // Decodes `tokens` one at a time; calls score(k, logits) for the prediction after token k.
-void decode(const Model& m, RunState& st, std::span<const int32_t> tokens,
+void decode(CompressedRun& run, std::span<const int32_t> tokens,
             const std::function<void(size_t, std::span<const float>)>& score) {
-  for (size_t k = 0; k < tokens.size(); ++k)
-    score(k, forward(m, st, tokens.subspan(k, 1), {LogitsMode::kLast}));
+  for (size_t k = 0; k < tokens.size(); ++k) score(k, run.step(tokens[k]));
 }
 
 }  // namespace
@@ -134,18 +155,16 @@ int perplexity_prefill(const PerplexityTask& t, int window) {
 }
 
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
-                                             const CopyTask& t,
-                                             const std::vector<PolicySpec>& policies,
-                                             const PolicyParams& p) {
+                                             const CopyTask& t, const TaskVariants& v) {
   const ModelConfig& c = m.config;
   const int L = copy_context(t, c), S = t.segment;
   KV_CHECK(L <= c.max_seq_len, "copy task: context {} exceeds the model's {}", L, c.max_seq_len);
   const int F = L - 1 - 2 * S;
   KV_CHECK(S >= 2 && F >= 0, "copy task: two segments of {} tokens do not fit a context of {}", S,
            L);
-  const std::vector<CachePolicy> resolved = resolve_all(policies, p, L - S);
-  const std::vector<CachePolicy> full_only = {CachePolicy{}};
-  const size_t np = policies.size();
+  const std::vector<Variant> resolved = v.at(L - S);
+  const std::vector<Variant> full_only = {Variant{}};
+  const size_t np = v.count;
   std::vector<std::vector<TaskScore>> out(t.depths.size(), std::vector<TaskScore>(np));
   for (size_t di = 0; di < t.depths.size(); ++di) {
     const int a = int(std::lround(t.depths[di] * F));
@@ -163,16 +182,16 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
       };
       const std::span<const int32_t> repeat = seg.subspan(0, size_t(S - 1));
       const std::vector<double> share =
-          for_each_policy(m, context(seg), S, resolved, [&](size_t pi, RunState& st) {
-            decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
+          for_each_variant(m, context(seg), S, resolved, v, [&](size_t pi, CompressedRun& run) {
+            decode(run, repeat, [&](size_t k, std::span<const float> lg) {
               r[pi].score += argmax(lg) == seg[k + 1];
               ++r[pi].count;
             });
           });
       for (size_t pi = 0; pi < np; ++pi) r[pi].kv_share = share[pi];
       // The same repeat after a context that never showed it: what copying adds.
-      for_each_policy(m, context(alt), S, full_only, [&](size_t, RunState& st) {
-        decode(m, st, repeat, [&](size_t k, std::span<const float> lg) {
+      for_each_variant(m, context(alt), S, full_only, v, [&](size_t, CompressedRun& run) {
+        decode(run, repeat, [&](size_t k, std::span<const float> lg) {
           r[np].score += argmax(lg) == seg[k + 1];
           ++r[np].count;
         });
@@ -192,7 +211,7 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
 
 std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                                    std::span<const int32_t> stream, const RecallTask& t,
-                                   const std::vector<PolicySpec>& policies, const PolicyParams& p) {
+                                   const TaskVariants& v) {
   const ModelConfig& c = m.config;
   KV_CHECK(t.names.size() >= 2, "recall task: needs at least 2 names, got {}", t.names.size());
   // "CUE NAME" encoded whole for every name, so each name is tokenized as in running text
@@ -228,9 +247,9 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     if (L > c.max_seq_len || L < 1 + int(longest_needle + cue.size())) continue;
     // Every context of this length is prefilled to L - 1 tokens (the last cue token is
     // decoded), so the policies resolve once per length.
-    const auto resolved = resolve_all(policies, p, L - 1);
+    const auto resolved = v.at(L - 1);
     for (double depth : t.depths) {
-      const size_t np = policies.size();
+      const size_t np = v.count;
       // One question per (trial, name): item tr * names + x, one score per policy.
       std::vector<TaskScore> row =
           sum_items(size_t(t.trials) * names.size(), np, [&](size_t item, TaskScore* q) {
@@ -245,19 +264,18 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
             s.insert(s.end(), needle.begin(), needle.end());
             s.insert(s.end(), filler.begin() + a, filler.end());
             s.insert(s.end(), cue.begin(), cue.end() - 1);  // the last cue token is decoded
-            const std::vector<double> share =
-                for_each_policy(m, s, int(longest) + 1, resolved, [&](size_t pi, RunState& st) {
-                  const std::vector<int> used = st.cache.used;
-                  const int length = st.cache.length, pos = st.pos;
+            const std::vector<double> share = for_each_variant(
+                m, s, int(longest) + 1, resolved, v, [&](size_t pi, CompressedRun& run) {
                   std::vector<double> logp(names.size(), 0.0);
                   for (size_t y = 0; y < names.size(); ++y) {
                     std::vector<int32_t> in{cue.back()};
                     in.insert(in.end(), names[y].begin(), names[y].end() - 1);
-                    decode(m, st, in, [&](size_t k, std::span<const float> lg) {
+                    // Each name from the compressed prefill: a copy decodes it.
+                    CompressedRun branch = run;
+                    decode(branch, in, [&](size_t k, std::span<const float> lg) {
                       logp[y] -= token_nll(lg, names[y][k]);
                     });
-                    // Roll the cache back to the compressed prefill for the next name.
-                    st.cache.used = used, st.cache.length = length, st.pos = pos;
+                    run.absorb_peaks(branch);
                   }
                   int rank = 1;
                   for (size_t y = 0; y < names.size(); ++y)
@@ -285,8 +303,7 @@ std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c) {
 }
 
 std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
-                                    const PasskeyTask& t, const std::vector<PolicySpec>& policies,
-                                    const PolicyParams& p) {
+                                    const PasskeyTask& t, const TaskVariants& v) {
   const ModelConfig& c = m.config;
   // Plain variables, not a structured binding: the lambda below captures them, which
   // clang before 16 refuses (the fuzz build's compiler is Debian 12's clang 14).
@@ -302,9 +319,9 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
     const int F = L - 2 * t.key;  // [BOS] filler.. KEY ..filler [KEY minus its last id]
     if (L > c.max_seq_len || F < 1) continue;
     // Every context of this length is prefilled to L - key tokens.
-    const auto resolved = resolve_all(policies, p, L - t.key);
+    const auto resolved = v.at(L - t.key);
     for (size_t di = 0; di < t.depths.size(); ++di) {
-      const size_t np = policies.size();
+      const size_t np = v.count;
       std::vector<TaskScore> row = sum_items(size_t(t.trials), np, [&](size_t tr, TaskScore* q) {
         const auto filler = slice(stream, int64_t(tr) * L, F, "passkey task");
         // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
@@ -330,10 +347,10 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
         s.insert(s.end(), key.begin(), key.end());
         s.insert(s.end(), filler.begin() + a, filler.end());
         const std::vector<double> share =
-            for_each_policy(m, s, t.key - 1, resolved, [&](size_t pi, RunState& st) {
+            for_each_variant(m, s, t.key - 1, resolved, v, [&](size_t pi, CompressedRun& run) {
               int hits = 0;
               decode(
-                  m, st, key.subspan(0, size_t(t.key - 1)),
+                  run, key.subspan(0, size_t(t.key - 1)),
                   [&](size_t k, std::span<const float> lg) { hits += argmax(lg) == key[k + 1]; });
               q[pi].score += hits;
               q[pi].aux += hits == t.key - 1;
@@ -353,32 +370,33 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
 }
 
 std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
-                                             const PerplexityTask& t,
-                                             const std::vector<PolicySpec>& policies,
-                                             const PolicyParams& p) {
+                                             const PerplexityTask& t, const TaskVariants& v) {
   const ModelConfig& c = m.config;
   const int L = perplexity_window(t, c);
   KV_CHECK(L <= c.max_seq_len && L >= 4, "perplexity task: window {} must lie in [4, {}]", L,
            c.max_seq_len);
   const int P = perplexity_prefill(t, L);
-  const std::vector<CachePolicy> resolved = resolve_all(policies, p, P);
-  const size_t np = policies.size();
+  const std::vector<Variant> resolved = v.at(P);
+  const size_t np = v.count;
   // Per window: the NLL sum (aux) and count of every policy.
-  std::vector<TaskScore> out = sum_items(size_t(t.windows), np, [&](size_t w, TaskScore* q) {
-    const auto chunk = slice(stream, int64_t(w) * (L - 1), L - 1, "perplexity task");
-    std::vector<int32_t> s{c.bos_id};
-    s.insert(s.end(), chunk.begin(), chunk.end());
-    const std::span<const int32_t> all(s);
-    const std::vector<double> share = for_each_policy(
-        m, all.subspan(0, size_t(P)), L - P, resolved, [&](size_t pi, RunState& st) {
-          decode(m, st, all.subspan(size_t(P), size_t(L - 1 - P)),
-                 [&](size_t k, std::span<const float> lg) {
-                   q[pi].aux += token_nll(lg, s[size_t(P) + k + 1]);
-                   ++q[pi].count;
-                 });
-        });
-    for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
-  });
+  std::vector<TaskScore> out = sum_items(
+      size_t(t.windows), np,
+      [&](size_t w, TaskScore* q) {
+        const auto chunk = slice(stream, int64_t(w) * (L - 1), L - 1, "perplexity task");
+        std::vector<int32_t> s{c.bos_id};
+        s.insert(s.end(), chunk.begin(), chunk.end());
+        const std::span<const int32_t> all(s);
+        const std::vector<double> share = for_each_variant(
+            m, all.subspan(0, size_t(P)), L - P, resolved, v, [&](size_t pi, CompressedRun& run) {
+              decode(run, all.subspan(size_t(P), size_t(L - 1 - P)),
+                     [&](size_t k, std::span<const float> lg) {
+                       q[pi].aux += token_nll(lg, s[size_t(P) + k + 1]);
+                       ++q[pi].count;
+                     });
+            });
+        for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
+      },
+      true);
   for (TaskScore& r : out) {
     r.aux /= double(r.count);  // mean NLL
     r.score = std::exp(r.aux);

@@ -335,71 +335,9 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
   }
 }
 
-// Drops from every windowed layer's (unedited) heads the slots no later query can see:
-// keeps the last `window`, moved to the front.
-void trim_to_windows(KVCache& cache) {
-  const int hd = cache.head_dim;
-  for (int l = 0; l < cache.n_layers; ++l) {
-    const int W = cache.layer_window[size_t(l)];
-    if (W == 0) continue;
-    for (int g = 0; g < cache.n_kv_heads; ++g) {
-      const size_t h = cache.head(l, g);
-      const int drop = cache.used[h] - W;
-      if (drop <= 0 || cache.edited[h]) continue;
-      float* k = cache.k_head(l, g);
-      float* v = cache.v_head(l, g);
-      std::memmove(k, k + size_t(drop) * hd, sizeof(float) * size_t(W) * hd);
-      std::memmove(v, v + size_t(drop) * hd, sizeof(float) * size_t(W) * hd);
-      cache.used[h] = W;
-    }
-  }
-}
-
 }  // namespace
 
-int KVCache::max_used() const {
-  int m = 0;
-  for (int u : used) m = std::max(m, u);
-  return m;
-}
-
-bool KVCache::any_edited() const {
-  for (uint8_t e : edited)
-    if (e) return true;
-  return false;
-}
-
-int64_t KVCache::slots_in_use() const {
-  int64_t s = 0;
-  for (int u : used) s += u;
-  return s;
-}
-
-void KVCache::clear() {
-  length = 0;
-  std::fill(used.begin(), used.end(), 0);
-  std::fill(biased.begin(), biased.end(), 0);
-  std::fill(edited.begin(), edited.end(), 0);
-}
-
-RunState::RunState(const ModelConfig& c, int capacity) {
-  KV_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
-  cache.n_layers = c.n_layers;
-  cache.n_kv_heads = c.n_kv_heads;
-  cache.head_dim = c.head_dim;
-  cache.capacity = capacity;
-  cache.window = c.sliding_window;
-  const size_t n = size_t(c.n_layers) * c.n_kv_heads * size_t(capacity) * c.head_dim;
-  reserve_huge(cache.k, n);
-  reserve_huge(cache.v, n);
-  cache.k.assign(n, 0.0f);
-  cache.v.assign(n, 0.0f);
-  cache.used.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
-  cache.bias.assign(size_t(c.n_layers) * c.n_kv_heads * size_t(capacity), 0.0f);
-  cache.biased.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
-  cache.edited.assign(size_t(c.n_layers) * c.n_kv_heads, 0);
-  for (int l = 0; l < c.n_layers; ++l) cache.layer_window.push_back(c.window_of(l));
-}
+RunState::RunState(const ModelConfig& c, int capacity) : cache(c, capacity) {}
 
 std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
                                const ForwardOptions& opt) {
@@ -409,9 +347,9 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   KV_CHECK(T > 0, "forward: no tokens");
   KVCache& cache = s.cache;
   const int most = cache.max_used();
-  KV_CHECK(most + T <= cache.capacity,
+  KV_CHECK(most + T <= cache.capacity(),
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
-           cache.capacity);
+           cache.capacity());
   // The window is applied by slot index, which follows the positions only while every
   // slot holds a contiguous run of the latest positions (trimming keeps that; a cache
   // policy does not).
@@ -501,23 +439,13 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       project_queries(s.q.data(), T, nh, hd, lw.q_project, s.qtmp);
       keys = s.kc.data();
     }
-    // Append this call's K/V to the cache, head-major.
-    for (int g = 0; g < nkv; ++g) {
-      const int n_prev = cache.used[cache.head(l, g)];
-      float* kd = cache.k_head(l, g) + size_t(n_prev) * hd;
-      float* vd = cache.v_head(l, g) + size_t(n_prev) * hd;
-      for (int t = 0; t < T; ++t) {
-        std::memcpy(kd + size_t(t) * hd, keys + size_t(t) * KV + size_t(g) * hd, 4 * size_t(hd));
-        std::memcpy(vd + size_t(t) * hd, s.v.data() + size_t(t) * KV + size_t(g) * hd,
-                    4 * size_t(hd));
-      }
-    }
+    cache.append(l, keys, s.v.data(), KV, T);  // counted by commit() after the last layer
     const int group = c.group_size();
     auto attend = [&](int h, float* sc) {  // sc: this thread's score_stride floats
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
-      const int n_prev = cache.used[cache.head(l, g)];
-      const float* bias = cache.biased[cache.head(l, g)] ? cache.bias_head(l, g) : nullptr;
+      const int n_prev = cache.used(l, g);
+      const float* bias = cache.bias_head(l, g);
       attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
                   n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
                   s.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h, att_obs);
@@ -575,10 +503,8 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     }
     release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
   }
-  for (int& u : cache.used) u += T;
-  cache.length += T;
+  cache.commit(T);
   s.pos += T;
-  if (cache.trim_windows) trim_to_windows(cache);
 
   if (opt.logits == LogitsMode::kNone) return {};
   const int rows = opt.logits == LogitsMode::kAll ? T : 1;

@@ -111,7 +111,7 @@ GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOpti
       }
     }
     // The last token's logits would never be used.
-    if (int(r.new_ids.size()) >= opt.max_tokens || st.pos >= st.cache.capacity) break;
+    if (int(r.new_ids.size()) >= opt.max_tokens || st.pos >= st.cache.capacity()) break;
     logits = forward(m, st, std::span<const int32_t>(&all.back(), 1), {LogitsMode::kLast});
   }
   // The text from one decoding of the whole sequence, as if decoded at once: the

@@ -1,7 +1,8 @@
-// KV-cache policies (paper B and its baselines), applied to a full cache after prefill and
-// kept during decoding (new tokens are appended to every head). They all leave the
-// attention kernel alone: a policy only decides which slots a head keeps, and may add one
-// slot that stands for the tokens it dropped.
+// Paper B's cache policies as its experiments configure them, applied once to a full cache
+// after prefill and kept during decoding (new tokens are appended to every head). They are
+// the eviction methods of kv/eviction.hpp (streaming, razor, h2o) at budgets sized the way
+// paper B sizes them; the attention kernel is left alone: a policy only decides which
+// slots a head keeps, and may add one slot that stands for the tokens it dropped.
 //
 //   full       every token
 //   streaming  every head keeps n_sink first tokens + the `window` most recent (StreamingLLM)
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "kvscope/kv/compressed_run.hpp"
 #include "kvscope/runtime/forward.hpp"
 
 namespace kvscope {
@@ -39,6 +41,10 @@ struct CachePolicy {
 
 // Slots one head keeps under `p` after a prefill of n tokens.
 int kept_slots(const CachePolicy& p, int n, bool is_protected);
+
+// The policy as an eviction method with an explicit budget per head, after a prefill of n
+// tokens: what the tasks run (kept_slots per head; null policy for full).
+Variant paper_b_variant(const CachePolicy& p, int n_layers, int n_kv_heads, int n);
 
 // Compresses every head of `cache`, which must hold a full prefill of cache.length tokens.
 // h2o needs `attention_mass` [n_layers * n_kv_heads][cache.length]: the attention each

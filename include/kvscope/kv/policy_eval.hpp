@@ -43,12 +43,28 @@ struct PolicyParams {
 // per head (sinks + recent + compensation, full heads counted whole) for budget_heads.
 CachePolicy resolve_policy(const PolicySpec& s, const PolicyParams& p, int n);
 
-// Prefills `prefill` once (recording attention mass when a policy needs it), then for each
-// policy: a copy of the state, compressed, handed to `fn(index, state)` with room for
-// `extra` more tokens. Also returns, per policy, the share of the full cache's bytes kept.
-std::vector<double> for_each_policy(const Model& m, std::span<const int32_t> prefill, int extra,
-                                    const std::vector<CachePolicy>& policies,
-                                    const std::function<void(size_t, RunState&)>& fn);
+// What a task compares: `count` variants, made for each prefill length n by `at(n)` (paper
+// B sizes its budgets from n; the frontier's shares scale with it).
+struct TaskVariants {
+  size_t count = 0;
+  std::function<std::vector<Variant>(int n)> at;
+  uint64_t seed = 0;  // for methods that draw (random)
+  // Recorded while prefilling: the union of the variants' needs.
+  PolicyNeeds needs;
+  int elem_bytes = 4;  // bytes per stored K/V element in the byte accounting
+};
+
+// Paper B's policies (PolicySpec) as task variants on a model with config c.
+TaskVariants paper_b_variants(const std::vector<PolicySpec>& specs, const PolicyParams& p,
+                              const ModelConfig& c);
+
+// Prefills `prefill` once (recording what the variants need), then for each variant: a
+// copy of the state, compressed, handed to `fn(index, run)` with room for `extra` more
+// tokens. Returns, per variant, its kv_share after fn returns (NaN, and fn not called, for
+// a variant whose share its method cannot reach).
+std::vector<double> for_each_variant(const Model& m, std::span<const int32_t> prefill, int extra,
+                                     const std::vector<Variant>& variants, const TaskVariants& tv,
+                                     const std::function<void(size_t, CompressedRun&)>& fn);
 
 struct CopyTask {
   int context = 0;                          // tokens incl. BOS; 0 = the model's context
@@ -61,8 +77,15 @@ struct TaskScore {
   double score = 0.0;     // accuracy (copy, recall) or perplexity
   double aux = 0.0;       // copy: baseline accuracy without the first copy; recall: mean
                           // rank of the true name (1 = best); perplexity: mean NLL
-  double kv_share = 0.0;  // bytes kept / full cache bytes, after compression
+  double kv_share = 0.0;  // bytes kept / full cache bytes (the variant's definition)
   int64_t count = 0;      // predictions (copy, perplexity) or questions (recall)
+  // Per item (trial, question or window) x = its own score (perplexity: its mean NLL),
+  // and d = x minus the first variant's x on the same item (paired): sums for errors.
+  int64_t items = 0;
+  double sx = 0.0, sxx = 0.0, sd = 0.0, sdd = 0.0;
+  double se() const;           // standard error of the mean of x over items
+  double paired_mean() const;  // mean of d
+  double paired_se() const;    // its standard error
 };
 
 // The window the copy task uses on a model with config c.
@@ -70,9 +93,7 @@ int copy_context(const CopyTask& t, const ModelConfig& c);
 
 // Per depth, per policy. `stream`: filler and segments, natural text tokens (no BOS).
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
-                                             const CopyTask& t,
-                                             const std::vector<PolicySpec>& policies,
-                                             const PolicyParams& p);
+                                             const CopyTask& t, const TaskVariants& v);
 
 struct RecallTask {
   std::vector<int> lengths;  // context lengths; [] = the model's context
@@ -93,7 +114,7 @@ struct RecallCell {
 // the needle and the cue, are left out (the caller sees which from the cells).
 std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                                    std::span<const int32_t> stream, const RecallTask& t,
-                                   const std::vector<PolicySpec>& policies, const PolicyParams& p);
+                                   const TaskVariants& v);
 
 // The needle test with a passkey, in kind: `key` random ids (distinct, from [token_lo,
 // token_hi), none of them in the trial's filler) planted at `depth` of a filler context of
@@ -117,8 +138,7 @@ std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c);
 // of passkeys with every id right, count = predictions (key - 1 per passkey). Lengths
 // beyond the model's context or too short for two passkeys are left out.
 std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
-                                    const PasskeyTask& t, const std::vector<PolicySpec>& policies,
-                                    const PolicyParams& p);
+                                    const PasskeyTask& t, const TaskVariants& v);
 
 struct PerplexityTask {
   int window = 0;         // tokens per window incl. BOS; 0 = the model's context
@@ -132,8 +152,6 @@ int perplexity_prefill(const PerplexityTask& t, int window);
 
 // Per policy.
 std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
-                                             const PerplexityTask& t,
-                                             const std::vector<PolicySpec>& policies,
-                                             const PolicyParams& p);
+                                             const PerplexityTask& t, const TaskVariants& v);
 
 }  // namespace kvscope

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kvscope/model/model.hpp"
+#include "kvscope/runtime/kv_cache.hpp"
 #include "kvscope/runtime/ops.hpp"
 
 namespace kvscope {
@@ -62,42 +63,6 @@ class ForwardObserver {
   // Called from worker threads: concurrently for different heads, in query order for
   // one head. Never holds more than a block of rows: no [S, S] matrix is built.
   virtual void on_attention(const AttentionRows&) {}
-};
-
-// K/V of every layer and KV head, after RoPE, in head-major layout so each head's keys
-// are contiguous for the attention GEMMs. Under the full cache slot i of every head holds
-// position i. A cache policy (cache_policy.hpp) may keep different slots per head and add
-// a slot that stands for several dropped tokens: its logit gets `bias` = log(count).
-struct KVCache {
-  int n_layers = 0, n_kv_heads = 0, head_dim = 0;
-  int capacity = 0;             // slots per head
-  int window = 0;               // the model's sliding window (0: none), for cache policies
-  int length = 0;               // tokens appended since reset (positions)
-  std::vector<float> k;         // [n_layers, n_kv_heads, capacity, head_dim]
-  std::vector<float> v;         // [n_layers, n_kv_heads, capacity, head_dim]
-  std::vector<int> used;        // [n_layers * n_kv_heads] slots in use per head
-  std::vector<float> bias;      // [n_layers, n_kv_heads, capacity] logit offset per slot
-  std::vector<uint8_t> biased;  // [n_layers * n_kv_heads] 1 if any slot has a bias
-  // Sliding windows: layer_window [n_layers] (0: global layer). After each forward call a
-  // windowed layer's heads keep only their last `window` slots (the positions the next
-  // query can still see), so the cache of a windowed layer holds at most its window, as
-  // in transformers' sliding-window caches. Slots then hold a contiguous run of the most
-  // recent positions, which is all the window mask needs. Off (trim_windows = false) for
-  // callers that roll `used` back to replay decoding from a saved prefill.
-  std::vector<int> layer_window;
-  bool trim_windows = true;
-  std::vector<uint8_t> edited;  // [n_layers * n_kv_heads] 1 once a cache policy changed it
-
-  size_t head(int l, int g) const { return size_t(l) * n_kv_heads + size_t(g); }
-  float* k_head(int l, int g) { return k.data() + head(l, g) * capacity * head_dim; }
-  float* v_head(int l, int g) { return v.data() + head(l, g) * capacity * head_dim; }
-  float* bias_head(int l, int g) { return bias.data() + head(l, g) * capacity; }
-  int max_used() const;
-  bool any_edited() const;       // a cache policy has changed some head
-  int64_t slots_in_use() const;  // summed over layers and heads
-  // Bytes of K and V actually kept (f32), summed over layers and heads.
-  size_t bytes_in_use() const { return size_t(slots_in_use()) * 2 * head_dim * 4; }
-  void clear();
 };
 
 // Activations and cache of one sequence. Reuse it across calls to decode; reset() to

@@ -1,0 +1,203 @@
+#include "kvscope/kv/compressed_run.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kvscope/io/error.hpp"
+
+namespace kvscope {
+
+CompressedRun::CompressedRun(const Model& m, int capacity, PolicyNeeds needs, int elem_bytes)
+    : m_(&m), st_(m.config, capacity), needs_(needs), elem_bytes_(elem_bytes) {
+  const ModelConfig& c = m.config;
+  KV_CHECK(c.positional != PositionalKind::kAlibi,
+           "model '{}': cache policies assume slot = position, which ALiBi's distance bias "
+           "breaks once tokens are dropped",
+           m.name);
+  // Decoding may be replayed from a mark: slots must not move.
+  st_.cache.set_trim_windows(false);
+  if (needs_.window_queries > 0)
+    wq_.assign(size_t(c.n_layers),
+               std::vector<float>(size_t(c.n_heads) * needs_.window_queries * c.head_dim, 0.0f));
+  if (needs_.attention_mass) mass_q_.resize(size_t(c.n_layers) * c.n_heads);
+}
+
+void CompressedRun::on_layer(const LayerCapture& cap) {
+  const int W = needs_.window_queries;
+  if (W == 0) return;
+  const int hd = cap.head_dim, T = cap.n_tokens, take = std::min(T, W);
+  std::vector<float>& buf = wq_[size_t(cap.layer)];
+  for (int h = 0; h < cap.n_heads; ++h) {
+    float* rows = buf.data() + size_t(h) * W * hd;
+    // Shift the kept rows left, then copy this call's last `take` queries to the end.
+    std::memmove(rows, rows + size_t(take) * hd, sizeof(float) * size_t(W - take) * hd);
+    std::memcpy(rows + size_t(W - take) * hd, cap.q + (size_t(h) * T + size_t(T - take)) * hd,
+                sizeof(float) * size_t(take) * hd);
+  }
+  if (cap.layer == m_->config.n_layers - 1) rows_ = std::min(W, rows_ + T);
+}
+
+void CompressedRun::on_attention(const AttentionRows& r) {
+  std::vector<double>& acc = mass_q_[size_t(r.layer) * m_->config.n_heads + size_t(r.head)];
+  if (int(acc.size()) < r.n_keys) acc.resize(size_t(r.n_keys), 0.0);
+  for (int i = 0; i < r.n_q; ++i)
+    for (int j = 0; j < r.n_keys; ++j) acc[size_t(j)] += r.weights[size_t(i) * r.n_keys + j];
+}
+
+void CompressedRun::prefill(std::span<const int32_t> tokens) {
+  ForwardOptions o;
+  o.logits = LogitsMode::kNone;
+  if (needs_.window_queries > 0 || needs_.attention_mass) o.observer = this;
+  forward(*m_, st_, tokens, o);
+}
+
+LayerView CompressedRun::view(int l, const EvictionPolicy& p) {
+  LayerView v;
+  v.config = &m_->config;
+  v.cache = &st_.cache;
+  v.layer = l;
+  v.step = step_;
+  v.seed = seed_;
+  const PolicyNeeds pn = p.needs();
+  if (pn.window_queries > 0) {
+    KV_ASSERT(pn.window_queries <= needs_.window_queries);
+    v.n_window = std::min(pn.window_queries, rows_);
+    v.window_stride = needs_.window_queries;
+    v.window_q =
+        wq_[size_t(l)].data() + size_t(needs_.window_queries - v.n_window) * m_->config.head_dim;
+  }
+  if (pn.attention_mass) {
+    KV_ASSERT(needs_.attention_mass);
+    const ModelConfig& c = m_->config;
+    const int group = c.group_size();
+    mass_kv_.assign(size_t(c.n_kv_heads), {});
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      std::vector<double>& dst = mass_kv_[size_t(g)];
+      dst.assign(size_t(st_.cache.used(l, g)), 0.0);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        const std::vector<double>& src = mass_q_[size_t(l) * c.n_heads + size_t(h)];
+        for (size_t j = 0; j < dst.size() && j < src.size(); ++j) dst[j] += src[j];
+      }
+    }
+    v.mass = &mass_kv_;
+  }
+  return v;
+}
+
+void CompressedRun::evict() {
+  if (!policy_) return;
+  const ModelConfig& c = m_->config;
+  KVCache& kc = st_.cache;
+  const int nkv = c.n_kv_heads, group = c.group_size();
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerBudget b;
+    b.per_head.assign(budgets_.begin() + size_t(l) * nkv, budgets_.begin() + size_t(l + 1) * nkv);
+    b.pooled = policy_->pooled();
+    bool over = false;
+    int64_t total = 0, held = 0;
+    for (int g = 0; g < nkv; ++g) {
+      const int B = b.per_head[size_t(g)], u = kc.used(l, g);
+      over |= B != LayerBudget::kUnlimited && u > B;
+      total += B, held += u;
+    }
+    if (b.pooled) {
+      over = held > total;
+      b.floor = int(policy_->alpha * double(total) / nkv);
+    }
+    if (!over) continue;
+    const std::vector<HeadKeep> sel = policy_->select(view(l, *policy_), b);
+    for (int g = 0; g < nkv; ++g) {
+      const HeadKeep& k = sel[size_t(g)];
+      const int used = kc.used(l, g);
+      if (int(k.slots.size()) == used && !k.merge) continue;
+      kc.keep(l, g, k.slots, k.merge, k.merge_at);
+      if (!needs_.attention_mass) continue;
+      // The attention mass follows its slots; a merged slot gets the dropped ones' sum.
+      const auto pos = kc.positions(l, g);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        std::vector<double>& acc = mass_q_[size_t(l) * c.n_heads + size_t(h)];
+        acc.resize(std::max(acc.size(), size_t(used)), 0.0);
+        std::vector<double> next;
+        double dropped = 0.0;
+        for (size_t j = 0, ki = 0; j < size_t(used); ++j)
+          if (ki < k.slots.size() && size_t(k.slots[ki]) == j)
+            next.push_back(acc[j]), ++ki;
+          else
+            dropped += acc[j];
+        for (size_t i = 0; i < pos.size(); ++i)
+          if (pos[i] == KVCache::kMerged) next.insert(next.begin() + ptrdiff_t(i), dropped);
+        acc = std::move(next);
+      }
+    }
+  }
+}
+
+void CompressedRun::measure() {
+  const ModelConfig& c = m_->config;
+  const int64_t per_slot = int64_t(2) * c.head_dim * elem_bytes_;
+  int64_t held = st_.cache.slots_in_use() * per_slot;
+  if (policy_ && decoding_) held += policy_->state_bytes(c, st_.cache.slots_in_use(), elem_bytes_);
+  peak_ = std::max(peak_, held);
+  peak_full_ = std::max(peak_full_, int64_t(st_.cache.heads()) * st_.cache.length() * per_slot);
+}
+
+bool CompressedRun::compress(const Variant& v, uint64_t seed) {
+  const ModelConfig& c = m_->config;
+  const KVCache& kc = st_.cache;
+  const int n = kc.length();
+  // The model itself keeps only its window; comparing policies over a longer cache would
+  // count bytes (and tokens) that model never holds.
+  KV_CHECK(kc.window() == 0 || n <= kc.window(),
+           "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
+           "policies on a windowed cache past its window are not implemented (use shorter "
+           "sequences)",
+           v.name, kc.window(), n);
+  for (int h = 0; h < kc.heads(); ++h)
+    KV_CHECK(kc.used(size_t(h)) == n && !kc.edited(size_t(h)),
+             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
+             v.name, h, kc.used(size_t(h)), n);
+  const double full = double(kc.bytes_in_use());
+  if (v.policy) {
+    const PolicyNeeds pn = v.policy->needs();
+    KV_CHECK(
+        pn.window_queries <= needs_.window_queries && (!pn.attention_mass || needs_.attention_mass),
+        "cache policy '{}': the prefill did not record what it needs", v.name);
+    std::vector<int> budgets =
+        v.budgets.empty() ? v.policy->head_budgets(c, v.share, n) : v.budgets;
+    if (budgets.empty()) return false;
+    KV_CHECK(int(budgets.size()) == kc.heads(), "cache policy '{}': {} budgets for {} KV heads",
+             v.name, budgets.size(), kc.heads());
+    policy_ = v.policy;
+    budgets_ = std::move(budgets);
+    decoding_ = v.during_decoding;
+    seed_ = seed;
+    evict();
+  }
+  peak_share_ = v.peak_share;
+  share_after_prefill_ = double(kc.bytes_in_use()) / full;
+  peak_ = peak_full_ = 0;
+  measure();
+  return true;
+}
+
+std::span<const float> CompressedRun::step(int32_t token) {
+  ForwardOptions o;
+  o.logits = LogitsMode::kLast;
+  if (decoding_ && (needs_.window_queries > 0 || needs_.attention_mass)) o.observer = this;
+  const std::span<const float> logits = forward(*m_, st_, std::span<const int32_t>(&token, 1), o);
+  ++step_;
+  measure();
+  if (decoding_) evict();
+  return logits;
+}
+
+double CompressedRun::share() const {
+  return peak_share_ ? double(peak_) / double(peak_full_) : share_after_prefill_;
+}
+
+void CompressedRun::absorb_peaks(const CompressedRun& other) {
+  peak_ = std::max(peak_, other.peak_);
+  peak_full_ = std::max(peak_full_, other.peak_full_);
+}
+
+}  // namespace kvscope
