@@ -15,5 +15,6 @@ ExperimentKind kv_cache_policies_kind();
 ExperimentKind train_kind();
 ExperimentKind kv_head_finetune_kind();
 ExperimentKind quant_drift_kind();
+ExperimentKind kv_frontier_kind();
 
 }  // namespace kvscope

@@ -9,7 +9,7 @@ const std::vector<ExperimentKind>& experiment_kinds() {
       kv_spectrum_kind(),     kv_head_reduction_kind(),
       retrieval_heads_kind(), kv_cache_policies_kind(),
       train_kind(),           kv_head_finetune_kind(),
-      quant_drift_kind(),
+      quant_drift_kind(),     kv_frontier_kind(),
   };
   return kinds;
 }

@@ -36,6 +36,10 @@ const PlotKind kPlots[] = {
      "Recall under razor against the share of heads kept whole, beside the paper's needle "
      "ablation, from a kv_cache_policies policies.csv with several induction_shares",
      "results/NAME/policies.csv", plot_ablation},
+    {"frontier",
+     "Each eviction method's measures against the share of the KV cache held, from a "
+     "kv_frontier frontier.csv",
+     "results/NAME/frontier.csv", plot_frontier},
     {"induction",
      "Induction score / uniform and copy-loss drop per evaluation, from a train run's "
      "induction.csv (train.probe)",

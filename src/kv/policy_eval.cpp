@@ -11,6 +11,7 @@
 #include "kvscope/runtime/dist.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
+#include "task_util.hpp"
 
 namespace kvscope {
 
@@ -86,61 +87,6 @@ double TaskScore::paired_se() const {
       std::max(0.0, sdd / double(items) - mean * mean) * double(items) / double(items - 1);
   return std::sqrt(var / double(items));
 }
-
-namespace {
-
-int argmax(std::span<const float> v) {
-  return int(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
-// Tokens [offset, offset + n) of the stream, wrapping the start so that every trial fits.
-std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t offset, int64_t n,
-                               const char* what) {
-  KV_CHECK(int64_t(stream.size()) >= n, "{}: the text has {} tokens, the task needs {}", what,
-           stream.size(), n);
-  const int64_t room = int64_t(stream.size()) - n + 1;
-  return stream.subspan(size_t(offset % room), size_t(n));
-}
-
-// Runs item(i, slots) for the items i of [0, n) this MPI rank owns (all of them in one
-// process), each filling `width` TaskScores; every rank then gets every item's slots, and
-// returns their sums slot by slot, added in item order (the same sums for any rank count).
-// Each item's own value (score / count, or aux / count with by_aux) feeds the error sums,
-// paired with slot 0's on the same item; slots with no count (a variant out of reach)
-// add nothing.
-template <class F>
-std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item, bool by_aux = false) {
-  std::vector<TaskScore> v(n * width);
-  for (size_t i = 0; i < n; ++i)
-    if (dist::mine(i)) item(i, v.data() + i * width);
-  dist::gather_owned(v, width);
-  std::vector<TaskScore> sum(width);
-  const auto value = [&](const TaskScore& t) {
-    return (by_aux ? t.aux : t.score) / double(t.count);
-  };
-  for (size_t i = 0; i < v.size(); ++i) {
-    TaskScore& r = sum[i % width];
-    r.score += v[i].score;
-    r.aux += v[i].aux;
-    r.count += v[i].count;
-    r.kv_share += v[i].kv_share;
-    const TaskScore& first = v[i - i % width];
-    if (v[i].count > 0 && first.count > 0) {
-      const double x = value(v[i]), d = x - value(first);
-      ++r.items;
-      r.sx += x, r.sxx += x * x, r.sd += d, r.sdd += d * d;
-    }
-  }
-  return sum;
-}
-
-// Decodes `tokens` one at a time; calls score(k, logits) for the prediction after token k.
-void decode(CompressedRun& run, std::span<const int32_t> tokens,
-            const std::function<void(size_t, std::span<const float>)>& score) {
-  for (size_t k = 0; k < tokens.size(); ++k) score(k, run.step(tokens[k]));
-}
-
-}  // namespace
 
 int copy_context(const CopyTask& t, const ModelConfig& c) {
   return t.context > 0 ? t.context : c.default_seq_len();
@@ -316,7 +262,10 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
   if (lengths.empty()) lengths.push_back(c.default_seq_len());
   std::vector<RecallCell> out;
   for (int L : lengths) {
-    const int F = L - 2 * t.key;  // [BOS] filler.. KEY ..filler [KEY minus its last id]
+    // [BOS] filler.. KEY ..filler [KEY minus its last id], and each distractor passkey
+    // in the filler too.
+    const int n_keys = 1 + t.distractors;
+    const int F = L - (1 + n_keys) * t.key;
     if (L > c.max_seq_len || F < 1) continue;
     // Every context of this length is prefilled to L - key tokens.
     const auto resolved = v.at(L - t.key);
@@ -332,20 +281,29 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
         std::vector<int32_t> ids;
         for (int x = lo; x < hi; ++x)
           if (!used[size_t(x - lo)] && x != c.bos_id && x != c.eos_id) ids.push_back(x);
-        KV_CHECK(int(ids.size()) >= t.key,
+        KV_CHECK(int(ids.size()) >= n_keys * t.key,
                  "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
-                 "passage, a passkey needs {}",
-                 ids.size(), lo, hi, F, t.key);
+                 "passage, {} passkeys need {}",
+                 ids.size(), lo, hi, F, n_keys, n_keys * t.key);
         std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
                             uint64_t(di) * 1009u + tr);
-        for (int i = 0; i < t.key; ++i)
+        for (int i = 0; i < n_keys * t.key; ++i)
           std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % (ids.size() - size_t(i)))]);
         const std::span<const int32_t> key(ids.data(), size_t(t.key));
-        const int a = int(std::lround(t.depths[di] * F));
+        // The asked passkey at the cell's depth; distractor j at depth (j + 1/2) / d.
+        std::vector<std::pair<int, int>> at = {{int(std::lround(t.depths[di] * F)), 0}};
+        for (int j = 0; j < t.distractors; ++j)
+          at.push_back({int(std::lround((j + 0.5) / t.distractors * F)), j + 1});
+        std::stable_sort(at.begin(), at.end());
         std::vector<int32_t> s{c.bos_id};
-        s.insert(s.end(), filler.begin(), filler.begin() + a);
-        s.insert(s.end(), key.begin(), key.end());
-        s.insert(s.end(), filler.begin() + a, filler.end());
+        int from = 0;
+        for (const auto& [offset, k] : at) {
+          s.insert(s.end(), filler.begin() + from, filler.begin() + offset);
+          s.insert(s.end(), ids.begin() + ptrdiff_t(k) * t.key,
+                   ids.begin() + ptrdiff_t(k + 1) * t.key);
+          from = offset;
+        }
+        s.insert(s.end(), filler.begin() + from, filler.end());
         const std::vector<double> share =
             for_each_variant(m, s, t.key - 1, resolved, v, [&](size_t pi, CompressedRun& run) {
               int hits = 0;

@@ -44,7 +44,7 @@ std::string make_report(const fs::path& root) {
       [&] { return longbench(root); },      [&] { return ablation(root); },
       [&] { return echo_comp(root); },      [&] { return compression(root); },
       [&] { return detector(root); },       [&] { return reduction_circuit(root); },
-      [&] { return ppl_table(root); }};
+      [&] { return frontier(root); },       [&] { return ppl_table(root); }};
   std::vector<Section> sections;
   for (auto& mk : makers) sections.push_back(mk());
   std::string out =

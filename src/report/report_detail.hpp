@@ -138,5 +138,7 @@ Section compression(const fs::path& root);
 // Beyond the papers (report_beyond.cpp).
 Section detector(const fs::path& root);
 Section reduction_circuit(const fs::path& root);
+// The eviction frontier (report_frontier.cpp).
+Section frontier(const fs::path& root);
 
 }  // namespace kvscope::report_detail

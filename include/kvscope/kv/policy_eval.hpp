@@ -129,6 +129,9 @@ struct PasskeyTask {
   int token_lo = -1, token_hi = 0;  // -1: one past BOS / EOS; 0: the vocabulary size
   int trials = 8;                   // passkeys (and filler passages) per (length, depth)
   uint64_t seed = 0;
+  // Multi-key needle: this many other passkeys (their own ids) at depths (j + 1/2) / d of
+  // the filler; the one asked for is the one at the cell's depth.
+  int distractors = 0;
 };
 
 // The passkey ids' range [lo, hi) on a model with config c (the defaults resolved).
@@ -139,6 +142,21 @@ std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c);
 // beyond the model's context or too short for two passkeys are left out.
 std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
                                     const PasskeyTask& t, const TaskVariants& v);
+
+// Teacher-forced continuation after a compressed prefix, against the full cache: per
+// variant the mean NLL of the next token, the mean KL(full || variant) of the next-token
+// distributions and the share of steps whose top-1 token agrees with the full cache's.
+// The first variant must be the full cache (the reference of KL, agreement and pairing).
+struct ContinuationTask {
+  int window = 0;         // tokens per window incl. BOS; 0 = the model's context
+  double prefill = 0.75;  // share of each window prefilled before compression
+  int windows = 16;       // consecutive, non-overlapping
+};
+struct ContinuationScore {
+  TaskScore nll, kl, top1;  // score / count each; items = windows
+};
+std::vector<ContinuationScore> run_continuation(const Model& m, std::span<const int32_t> stream,
+                                                const ContinuationTask& t, const TaskVariants& v);
 
 struct PerplexityTask {
   int window = 0;         // tokens per window incl. BOS; 0 = the model's context

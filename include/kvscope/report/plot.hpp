@@ -63,6 +63,12 @@ std::vector<std::filesystem::path> plot_induction(const std::filesystem::path& i
 std::vector<std::filesystem::path> plot_ablation(const std::filesystem::path& policies_csv,
                                                  const std::filesystem::path& out_dir);
 
+// From a kv_frontier frontier.csv, for every model: frontier_MODEL.{png,svg}, one panel
+// per (task, measure): the measure against the share of the KV cache held (log axis), one
+// line per method through its budgets, the full cache dashed, error bars of 1 SE.
+std::vector<std::filesystem::path> plot_frontier(const std::filesystem::path& frontier_csv,
+                                                 const std::filesystem::path& out_dir);
+
 // From a train run's loss.csv and eval.csv: training.{png,svg}, the training loss per step
 // and the held-out loss at each evaluation, with the unigram baseline dashed, titled
 // `title` (training_title()).
