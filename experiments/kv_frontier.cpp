@@ -191,14 +191,14 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
     std::vector<int32_t> filler;
     if (want_pk || want_mk || want_rc)
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
-    auto grid = [&](const std::vector<RecallCell>& cells, const char* task, const char* measure) {
+    auto grid = [&](const std::vector<RecallCell>& cells, const char* name, const char* measure) {
       KV_CHECK(!cells.empty(), "{}: no {} length fits model {} (context {})",
-               ctx.config_file.string(), task, ms.name, c.max_seq_len);
+               ctx.config_file.string(), name, ms.name, c.max_seq_len);
       for (size_t i = 0; i < np; ++i) {
         Agg a;
         for (const RecallCell& cell : cells) a.add(cell.scores[i], cell.scores[0].items);
         const TaskScore& t = a.t;
-        row(i, task, measure, a.mean(), t.se(), t, t.paired_mean(), t.paired_se(), a.share());
+        row(i, name, measure, a.mean(), t.se(), t, t.paired_mean(), t.paired_se(), a.share());
       }
     };
     if (want_pk) {
