@@ -267,9 +267,12 @@ ExperimentKind kv_frontier_kind() {
     }
     cfg.budgets = s.list_or<double>("budgets", cfg.budgets);
     KV_CHECK(!cfg.budgets.empty(), "{}: kv_frontier.budgets is empty", s.file());
-    for (double b : cfg.budgets)
+    for (double b : cfg.budgets) {
       KV_CHECK(b > 0 && b <= 1, "{}: kv_frontier.budgets: {} is not a share in (0, 1]", s.file(),
                b);
+      KV_CHECK(std::count(cfg.budgets.begin(), cfg.budgets.end(), b) == 1,
+               "{}: kv_frontier.budgets lists {} twice", s.file(), b);
+    }
     cfg.during_decoding = s.get_or<bool>("during_decoding", cfg.during_decoding);
     cfg.element_bits = s.get_or<int>("element_bits", cfg.element_bits);
     KV_CHECK(cfg.element_bits == 8 || cfg.element_bits == 16 || cfg.element_bits == 32,

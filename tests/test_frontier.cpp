@@ -21,7 +21,8 @@ const std::string kHead =
     "kind: kv_frontier\nseed: 3\nmodels:\n  - name: stories260K\n    path: " + kData +
     "/models/stories260K/stories260K.bin\ntexts:\n  - name: valid\n    path: " + kData +
     "/text/tinystories/tinystories_valid_head.txt\n    doc_separator: \"<|endoftext|>\"\n"
-    "kv_frontier:\n  filler:\n    path: " + kData +
+    "kv_frontier:\n  filler:\n    path: " +
+    kData +
     "/text/tinystories/tinystories_valid_head.txt\n    doc_separator: \"<|endoftext|>\"\n"
     "  continuation: {window: 96, windows: 3}\n"
     "  passkey: {lengths: [64], depths: [0.5], key: 4, trials: 3}\n"
@@ -110,7 +111,9 @@ TEST_CASE("kv_frontier: bytes held by hand while evicting during decoding; razor
 
 TEST_CASE("kv_frontier rejects bad settings before running", "[frontier][experiment]") {
   test::TempDir tmp("frontier_bad");
-  auto bad = [&](const std::string& yaml) { return test::run_config(tmp.path, "bad", kHead + yaml); };
+  auto bad = [&](const std::string& yaml) {
+    return test::run_config(tmp.path, "bad", kHead + yaml);
+  };
   CHECK_THROWS_WITH(bad("  methods: [snapkv, snap]\n"),
                     Contains("unknown eviction method 'snap'") && Contains("kv_frontier.methods"));
   CHECK_THROWS_WITH(bad("  methods: [snapkv]\n  method_keys:\n    snapkv: {windw: 8}\n"),
@@ -120,6 +123,7 @@ TEST_CASE("kv_frontier rejects bad settings before running", "[frontier][experim
   CHECK_THROWS_WITH(bad("  methods: [snapkv, snapkv]\n"), Contains("twice"));
   CHECK_THROWS_WITH(bad("  budgets: [0.5, 0]\n"), Contains("budgets") && Contains("(0, 1]"));
   CHECK_THROWS_WITH(bad("  budgets: [1.5]\n"), Contains("1.5"));
+  CHECK_THROWS_WITH(bad("  budgets: [0.5, 0.25, 0.5]\n"), Contains("twice"));
   CHECK_THROWS_WITH(bad("  element_bits: 12\n"), Contains("element_bits") && Contains("12"));
   CHECK_THROWS_WITH(bad("  tasks: [needle]\n"), Contains("'needle'"));
   CHECK_THROWS_WITH(bad("  methods: [razor]\n  method_keys:\n    razor: {induction_share: 2}\n"),

@@ -195,6 +195,29 @@ double CompressedRun::share() const {
   return peak_share_ ? double(peak_) / double(peak_full_) : share_after_prefill_;
 }
 
+CompressedRun::CompressedRun(const CompressedRun& o, BranchTag)
+    : ForwardObserver(o),
+      m_(o.m_),
+      st_(o.st_.fork()),
+      needs_(o.needs_),
+      elem_bytes_(o.elem_bytes_),
+      rows_(o.rows_),
+      wq_(o.wq_),
+      mass_q_(o.mass_q_),
+      policy_(o.policy_),
+      budgets_(o.budgets_),
+      decoding_(o.decoding_),
+      peak_share_(o.peak_share_),
+      seed_(o.seed_),
+      step_(o.step_),
+      share_after_prefill_(o.share_after_prefill_),
+      peak_(o.peak_),
+      peak_full_(o.peak_full_) {}
+
+CompressedRun CompressedRun::branch() const {
+  return CompressedRun(*this, BranchTag{});
+}
+
 void CompressedRun::absorb_peaks(const CompressedRun& other) {
   peak_ = std::max(peak_, other.peak_);
   peak_full_ = std::max(peak_full_, other.peak_full_);

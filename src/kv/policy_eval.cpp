@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "kvscope/io/error.hpp"
@@ -60,7 +61,7 @@ std::vector<double> for_each_variant(const Model& m, std::span<const int32_t> pr
   base.prefill(prefill);
   std::vector<double> share(variants.size(), NAN);
   for (size_t i = 0; i < variants.size(); ++i) {
-    CompressedRun run = base;
+    CompressedRun run = base.branch();
     if (!run.compress(variants[i], tv.seed)) continue;
     fn(i, run);
     share[i] = run.share();
@@ -213,15 +214,25 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
             const std::vector<double> share = for_each_variant(
                 m, s, int(longest) + 1, resolved, v, [&](size_t pi, CompressedRun& run) {
                   std::vector<double> logp(names.size(), 0.0);
+                  // Each name is decoded from the compressed prefill, by a copy of it; the
+                  // logits of an input already decoded (names of one token all feed just
+                  // the cue's last token) are reused: the same state gives the same logits.
+                  std::map<std::vector<int32_t>, std::vector<std::vector<float>>> decoded;
                   for (size_t y = 0; y < names.size(); ++y) {
                     std::vector<int32_t> in{cue.back()};
                     in.insert(in.end(), names[y].begin(), names[y].end() - 1);
-                    // Each name from the compressed prefill: a copy decodes it.
-                    CompressedRun branch = run;
-                    decode(branch, in, [&](size_t k, std::span<const float> lg) {
-                      logp[y] -= token_nll(lg, names[y][k]);
-                    });
-                    run.absorb_peaks(branch);
+                    auto it = decoded.find(in);
+                    if (it == decoded.end()) {
+                      CompressedRun branch = run.branch();
+                      std::vector<std::vector<float>> rows;
+                      decode(branch, in, [&](size_t, std::span<const float> lg) {
+                        rows.emplace_back(lg.begin(), lg.end());
+                      });
+                      run.absorb_peaks(branch);
+                      it = decoded.emplace(in, std::move(rows)).first;
+                    }
+                    for (size_t k = 0; k < in.size(); ++k)
+                      logp[y] -= token_nll(it->second[k], names[y][k]);
                   }
                   int rank = 1;
                   for (size_t y = 0; y < names.size(); ++y)
@@ -281,10 +292,13 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
         std::vector<int32_t> ids;
         for (int x = lo; x < hi; ++x)
           if (!used[size_t(x - lo)] && x != c.bos_id && x != c.eos_id) ids.push_back(x);
-        KV_CHECK(int(ids.size()) >= n_keys * t.key,
-                 "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
-                 "passage, {} passkeys need {}",
-                 ids.size(), lo, hi, F, n_keys, n_keys * t.key);
+        KV_CHECK(
+            int(ids.size()) >= n_keys * t.key,
+            "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
+            "passage, {} {}",
+            ids.size(), lo, hi, F,
+            n_keys == 1 ? std::string("a passkey needs") : fmt::format("{} passkeys need", n_keys),
+            n_keys * t.key);
         std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
                             uint64_t(di) * 1009u + tr);
         for (int i = 0; i < n_keys * t.key; ++i)

@@ -34,7 +34,9 @@ Section frontier(const fs::path& root) {
       "the full cache's peak. At each budget: the best method by the measure (lower perplexity "
       "and KL, higher accuracy and top-1 agreement), its value ± SE over items, the full "
       "cache's, the paired difference (the same windows, passkeys and questions) ± its SE, and "
-      "whether the best stays within noise of the full cache (|difference| <= 2 SE).\n";
+      "whether the best stays within noise of the full cache (|difference| <= 2 SE; else "
+      "better or worse than it: a model that degrades on contexts longer than it was trained "
+      "on can gain by forgetting).\n";
   for (const std::string& run : runs) {
     const Rows r = load(root / run / "frontier.csv");
     for (const std::string& model : r.distinct("model")) {
@@ -78,7 +80,9 @@ Section frontier(const fs::path& root) {
               "{:+.3f} ± {:.3f} | {} |\n",
               std::stod(b), task, measure, best->at("method"), std::stod(best->at("kv_share")),
               std::stod(best->at("value")), std::stod(best->at("se")), *full, d, dse,
-              std::abs(d) <= 2 * dse ? "yes" : "no");
+              std::abs(d) <= 2 * dse                ? "yes"
+              : (d < 0) == lower_is_better(measure) ? "no: better"
+                                                    : "no: worse");
         }
       if (!unreachable.empty())
         s.body += fmt::format(

@@ -48,6 +48,9 @@ class CompressedRun : public ForwardObserver {
   double share_after_prefill() const { return share_after_prefill_; }
   int64_t peak_bytes() const { return peak_; }
   int64_t peak_full_bytes() const { return peak_full_; }
+  // A copy to decode a branch from: the cache and the policy's state, not the forward
+  // pass's scratch.
+  CompressedRun branch() const;
   // Takes the larger peaks of a copy that decoded further (a replayed branch).
   void absorb_peaks(const CompressedRun& other);
   const RunState& state() const { return st_; }
@@ -58,6 +61,8 @@ class CompressedRun : public ForwardObserver {
   void on_attention(const AttentionRows& r) override;
 
  private:
+  struct BranchTag {};
+  CompressedRun(const CompressedRun& o, BranchTag);  // every member; the run state forked
   void evict();
   void measure();
   LayerView view(int l, const EvictionPolicy& p);

@@ -74,6 +74,12 @@ class RunState {
     pos = 0;
     cache.clear();
   }
+  // A state that continues this sequence: its position and cache, and none of the scratch
+  // (forward grows that on demand), so a copy to branch from costs the cache only.
+  RunState fork() const {
+    RunState r(*this, 0);
+    return r;
+  }
 
   int pos = 0;  // absolute position of the next token
   KVCache cache;
@@ -87,6 +93,16 @@ class RunState {
   std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
   std::vector<float> scores;                         // per-thread attention rows
   RopeAngles rope[2];  // rotation angles by position: global layers, Gemma 3's local ones
+
+ private:
+  RunState(const RunState& other, int)
+      : pos(other.pos), cache(other.cache), rope{other.rope[0], other.rope[1]} {}
+
+ public:
+  RunState(const RunState&) = default;
+  RunState& operator=(const RunState&) = default;
+  RunState(RunState&&) = default;
+  RunState& operator=(RunState&&) = default;
 };
 
 enum class LogitsMode { kAll, kLast, kNone };
