@@ -363,8 +363,8 @@ fs::path run_experiment(const fs::path& config_file, const RunOptions& opt) {
   manifest.threads = ctx.threads;
   manifest.extra["blas"] = blas_info();
   // How OpenMP threads wait (main() makes it passive unless the user set it).
-  manifest.extra["omp_wait_policy"] =
-      std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "";
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  manifest.extra["omp_wait_policy"] = wait_policy ? wait_policy : "";
   manifest.extra["seed"] = ctx.seed;
   manifest.extra["code_sha256"] = code_sha256();
   manifest.extra["source_sha256"] = source_fingerprint();

@@ -19,8 +19,8 @@
 //     warmup: 20, weight_decay: 0.0, clip: 1.0
 //     eval_every: 25                  # held-out evaluation cadence (steps)
 //     eval_tokens: 8192               # held-out tokens: curves (seq_len windows) and the
-//                                     # before/after perplexity (windows of the context, at most
-//                                     2048)
+//                                     # before/after perplexity (windows of the
+//                                     # context, at most 2048)
 #include <algorithm>
 #include <chrono>
 #include <cmath>

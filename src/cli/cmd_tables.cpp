@@ -79,10 +79,6 @@ class Bar {
   std::thread thread_;
 };
 
-}  // namespace
-
-namespace {
-
 // The training configs whose checkpoints `config` loads and that are missing: the
 // checkpoints under RESULTS/checkpoints/ are git-ignored, so on a fresh clone a later
 // training stage needs its predecessor rerun first. Read from its last manifest's inputs.
@@ -177,21 +173,23 @@ Action add_tables(CLI::App& app) {
       }
     };
     std::vector<Job> jobs;
-    size_t fresh = 0, skipped = 0;
-    // One line per config, printed once every decision is made (an up-to-date training
-    // stage may still have to run for a later one).
-    std::vector<std::pair<std::string, std::string>> lines;  // config name, line
+    // One decision per config, printed once every decision is made (an up-to-date training
+    // stage may still have to run for a later one, which replaces its decision).
+    struct Decision {
+      std::string name, status, why;  // status: "up to date", "skipped" or "would run"
+    };
+    std::vector<Decision> decisions;
     const auto say = [&](const char* status, const std::string& name, const std::string& why) {
-      const std::string line =
-          a->dry_run ? fmt::format("{:<11} {}{}{}", status, name, why.empty() ? "" : ": ", why)
-                     : fmt::format("{}: {}{}{}{}", name, status, why.empty() ? "" : " (", why,
-                                   why.empty() ? "" : ")");
-      for (auto& [n, l] : lines)
-        if (n == name) {
-          l = line;
+      for (Decision& d : decisions)
+        if (d.name == name) {
+          d = {name, status, why};
           return;
         }
-      lines.emplace_back(name, line);
+      decisions.push_back({name, status, why});
+    };
+    const auto count = [&](const char* status) {
+      return size_t(std::count_if(decisions.begin(), decisions.end(),
+                                  [&](const Decision& d) { return d.status == status; }));
     };
     // Queues a run; a training stage first queues the earlier stages whose checkpoints it
     // loads and that are missing (a fresh clone has none), recursively.
@@ -200,8 +198,6 @@ Action add_tables(CLI::App& app) {
             bool training) {
           if (std::any_of(jobs.begin(), jobs.end(), [&](const Job& j) { return j.name == name; }))
             return;
-          for (const auto& [n, l] : lines)  // it was counted as up to date or skipped
-            if (n == name) --(l.find("up to date") != std::string::npos ? fresh : skipped);
           for (const std::string& p : training
                                           ? missing_checkpoint_producers(name, opt.results_root)
                                           : std::vector<std::string>{}) {
@@ -224,22 +220,24 @@ Action add_tables(CLI::App& app) {
       const std::string why = a->force ? "--force" : stale_reason(e.config, opt);
       if (why.empty()) {
         say("up to date", name, "");
-        ++fresh;
         continue;
       }
       if (training && !a->train && !named(e)) {
         say("skipped", name,
             "a training run, " + why + "; its results stay as they are: pass --train to retrain");
-        ++skipped;
         continue;
       }
       schedule(name, why, e.config, training);
     }
-    for (const auto& [n, l] : lines)
+    const size_t fresh = count("up to date"), skipped = count("skipped");
+    for (const Decision& d : decisions) {
+      const std::string sep = d.why.empty() ? "" : ": ";
       if (a->dry_run)
-        std::printf("%s\n", l.c_str());
-      else if (l.find(": would run") == std::string::npos)
-        std::fprintf(stderr, "%s\n", l.c_str());
+        std::printf("%-11s %s%s%s\n", d.status.c_str(), d.name.c_str(), sep.c_str(), d.why.c_str());
+      else if (d.status != "would run")  // runs say so as they start
+        std::fprintf(stderr, "%s: %s%s%s%s\n", d.name.c_str(), d.status.c_str(),
+                     d.why.empty() ? "" : " (", d.why.c_str(), d.why.empty() ? "" : ")");
+    }
     if (a->dry_run) {
       std::printf("%zu would run, %zu up to date, %zu skipped\n", jobs.size(), fresh, skipped);
       return 0;
@@ -263,9 +261,11 @@ Action add_tables(CLI::App& app) {
                      jobs.size(), j.name.c_str(), j.why.c_str(), mmss(j.expected).c_str(),
                      mmss(total - done).c_str());
       const auto s0 = std::chrono::steady_clock::now();
+      bool ok = true;
       try {
         run_experiment(j.config, opt);
       } catch (const std::exception& e) {
+        ok = false;
         if (bar) std::fprintf(stderr, "\n");
         std::fprintf(stderr, "[%zu/%zu] %s: FAILED: %s\n", i + 1, jobs.size(), j.name.c_str(),
                      one_line(e.what()).c_str());
@@ -274,7 +274,7 @@ Action add_tables(CLI::App& app) {
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
       done += j.expected;
-      if (!bar && (failed.empty() || failed.back() != j.name))
+      if (!bar && ok)
         std::fprintf(stderr, "[%zu/%zu] %s: done in %s\n", i + 1, jobs.size(), j.name.c_str(),
                      mmss(secs).c_str());
     }

@@ -14,7 +14,7 @@ namespace {
 
 // A piece on one line: backslash, newline, carriage return and tab escaped C-style (llama2.c's
 // BOS piece is "\n<s>\n"); every other byte as stored.
-std::string one_line(const std::string& piece) {
+std::string piece_line(const std::string& piece) {
   std::string s;
   for (char ch : piece) {
     if (ch == '\\')
@@ -69,7 +69,7 @@ Action add_tokenize(CLI::App& app) {
     std::string out;
     for (size_t i = 0; i < ids.size(); ++i) {
       if (a->pieces)
-        out += std::to_string(ids[i]) + "\t" + one_line(tok->piece(ids[i])) + "\n";
+        out += std::to_string(ids[i]) + "\t" + piece_line(tok->piece(ids[i])) + "\n";
       else
         out += (i ? " " : "") + std::to_string(ids[i]);
       if (out.size() >= (size_t(1) << 16)) {

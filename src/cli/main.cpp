@@ -142,10 +142,10 @@ int run_main(int argc, char** argv) {
 
 // OpenMP threads that wait for work spin (libgomp's default), and on a machine where
 // another process holds a core a spinning thread takes the time the working one needs: on
-// a busy 2-core machine 2 threads ran paper_a_energy 1.6x slower than 1 (bench/
-// threads_under_load.sh). Passive waiting removes that at a few percent on an idle
-// machine. libgomp reads OMP_WAIT_POLICY once, when it is loaded, so the policy is set by
-// running this program again with it in the environment; a policy the user set is kept.
+// a busy 2-core machine 2 threads ran paper_a_energy 2.08x slower than 1 (bench/
+// threads_under_load.sh; 1.03x with passive waits). Passive waiting removes that at a few percent
+// on an idle machine. libgomp reads OMP_WAIT_POLICY once, when it is loaded, so the policy is set
+// by running this program again with it in the environment; a policy the user set is kept.
 void prefer_passive_omp_waits(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   if (::setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;

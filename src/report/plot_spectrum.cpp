@@ -41,19 +41,19 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
                c_layer = d.column("layer"), c_tensor = d.column("tensor"),
                c_scope = d.column("scope"), c_dim = d.column("dim"), c_rank = d.column("rank"),
                c_cum = d.column("cumulative_energy"), c_sv = d.column("singular_value");
-  // (model, calibration) -> tensor -> layer -> [(fraction of values, cumulative energy)]
-  using Curves = std::map<
-      std::pair<std::string, std::string>,
-      std::map<std::string, std::map<int, std::vector<std::pair<double, double>>>, TensorLess>>;
-  Curves curves;
-  Curves values;  // the same keys -> [(rank, singular value)]
+  // One singular value of a layer's whole cache.
+  struct Value {
+    double rank, frac, sv, cum;  // rank, rank / dim, singular value, cumulative energy
+  };
+  // (model, calibration) -> tensor -> layer -> its values in rank order
+  std::map<std::pair<std::string, std::string>,
+           std::map<std::string, std::map<int, std::vector<Value>>, TensorLess>>
+      curves;
   for (const auto& r : d.rows) {
     if (r[c_scope] != "layer") continue;
-    const double frac = std::stod(r[c_rank]) / std::stod(r[c_dim]);
-    const int layer = std::stoi(r[c_layer]);
-    curves[{r[c_model], r[c_cal]}][r[c_tensor]][layer].push_back({frac, std::stod(r[c_cum])});
-    values[{r[c_model], r[c_cal]}][r[c_tensor]][layer].push_back(
-        {std::stod(r[c_rank]), std::stod(r[c_sv])});
+    const double rank = std::stod(r[c_rank]);
+    curves[{r[c_model], r[c_cal]}][r[c_tensor]][std::stoi(r[c_layer])].push_back(
+        {rank, rank / std::stod(r[c_dim]), std::stod(r[c_sv]), std::stod(r[c_cum])});
   }
   // Tokens and centring per (model, calibration), from summary.csv beside the spectrum.
   std::map<std::pair<std::string, std::string>, std::string> how;
@@ -68,7 +68,11 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
                       r[s_centred] == "1" ? "centred (mean removed)" : "not centred");
   }
   std::vector<fs::path> written;
-  for (const auto& [key, tensors] : curves) {
+  for (const auto& entry : curves) {
+    // Plain references, not a structured binding: the lambda below uses them, which clang
+    // before 16 refuses (the fuzz build's compiler is Debian 12's clang 14).
+    const auto& key = entry.first;
+    const auto& tensors = entry.second;
     const std::string stem = file_safe(key.first) + "__" + file_safe(key.second);
     const auto h = how.find(key);
     const std::string title =
@@ -82,7 +86,7 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
       data += "$C_" + t + " << EOD\n";
       for (const auto& [l, pts] : layers) {
         data += fmt::format("# layer {}\n0 0\n", l);
-        for (const auto& [x, y] : pts) data += fmt::format("{:.6f} {:.6f}\n", x, y);
+        for (const Value& v : pts) data += fmt::format("{:.6f} {:.6f}\n", v.frac, v.cum);
         data += "\n\n";
       }
       data += "EOD\n$E_" + t + " << EOD\n";
@@ -91,7 +95,7 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
         const auto& pts = pts_l;
         auto at = [&](double p) {  // cumulative energy of the first ceil(p * dim) values
           const size_t k = size_t(std::ceil(p * double(pts.size()) - 1e-9));
-          return k == 0 ? 0.0 : pts[std::min(k, pts.size()) - 1].second;
+          return k == 0 ? 0.0 : pts[std::min(k, pts.size()) - 1].cum;
         };
         data += fmt::format("{} {:.6f} {:.6f}\n", l, at(0.25), at(0.5));
       }
@@ -99,29 +103,26 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
       // Singular values over the layer's largest, one index block per layer. Exact zeros
       // (a rank-deficient cache) have no place on a log axis and are left out.
       data += "$S_" + t + " << EOD\n";
-      for (const auto& [l, pts_l] : values.at(key).at(t)) {
+      for (const auto& [l, pts] : layers) {
         double top = 0;
-        for (const auto& p : pts_l) top = std::max(top, p.second);
+        for (const Value& v : pts) top = std::max(top, v.sv);
         data += fmt::format("# layer {}\n", l);
-        for (const auto& [rank, sv] : pts_l)
-          if (sv > 0 && top > 0) data += fmt::format("{:.0f} {:.9g}\n", rank, sv / top);
+        for (const Value& v : pts)
+          if (v.sv > 0 && top > 0) data += fmt::format("{:.0f} {:.9g}\n", v.rank, v.sv / top);
         data += "\n\n";
       }
       data += "EOD\n";
     }
     const bool key_per_layer = n_layers <= 8;
-    for (const auto& [ext, term] : kTerminals) {
-      // Cumulative energy curves.
-      const fs::path out = out_dir / fmt::format("spectrum_{}.{}", stem, ext);
+    // One panel per tensor, one line per layer coloured by its index, from the datablocks
+    // $BLOCK_TENSOR: the cumulative energy ($C) and the singular values ($S) figures.
+    const auto layer_lines = [&](const std::string& file, const std::string& what,
+                                 const std::string& axes, const char* block, const char* term) {
+      const fs::path out = out_dir / file;
       std::string s = data + std::string(term) + "\n";
       s += fmt::format("set output '{}.partial'\n", out.string());
-      s += fmt::format(
-          "set multiplot layout 1,{} title '{}: cumulative energy of the KV cache "
-          "(all KV heads of a layer together)'\n",
-          tensors.size(), title);
-      s += "set xrange [0:1]\nset yrange [0:1.02]\nset grid\n"
-           "set xlabel 'fraction of singular values'\nset ylabel 'cumulative energy'\n"
-           "set key bottom right\n";
+      s += fmt::format("set multiplot layout 1,{} title '{}: {}'\n", tensors.size(), title, what);
+      s += axes;
       s += fmt::format(
           "set palette defined (0 '#440154', 0.5 '#21908d', 1 '#e8c32e')\n"
           "set cbrange [0:{}]\nset cblabel 'layer'\n",
@@ -130,38 +131,29 @@ std::vector<fs::path> plot_spectrum(const fs::path& csv, const fs::path& out_dir
       for (const auto& [t, layers] : tensors) {
         s += fmt::format("set title '{}'\n", kTensorTitle(t));
         s += fmt::format(
-            "plot for [i=0:{}] $C_{} index i using 1:2 with lines lw 2 lc palette cb i {}\n",
-            layers.size() - 1, t, key_per_layer ? "title sprintf('layer %d', i)" : "notitle");
+            "plot for [i=0:{}] ${}_{} index i using 1:2 with lines lw 2 lc palette cb i {}\n",
+            layers.size() - 1, block, t,
+            key_per_layer ? "title sprintf('layer %d', i)" : "notitle");
       }
       s += "unset multiplot\nunset output\n";
       run_gnuplot(s, {out}, "plot " + out.string());
       written.push_back(out);
-
+    };
+    for (const auto& [ext, term] : kTerminals) {
+      layer_lines(fmt::format("spectrum_{}.{}", stem, ext),
+                  "cumulative energy of the KV cache (all KV heads of a layer together)",
+                  "set xrange [0:1]\nset yrange [0:1.02]\nset grid\n"
+                  "set xlabel 'fraction of singular values'\nset ylabel 'cumulative energy'\n"
+                  "set key bottom right\n",
+                  "C", term);
       // Normalised singular values on a log axis, the spectrum itself.
-      const fs::path sv = out_dir / fmt::format("singular_values_{}.{}", stem, ext);
-      std::string v = data + std::string(term) + "\n";
-      v += fmt::format("set output '{}.partial'\n", sv.string());
-      v += fmt::format(
-          "set multiplot layout 1,{} title '{}: singular values of the KV cache over the "
-          "largest (all KV heads of a layer together; exact zeros left out)'\n",
-          tensors.size(), title);
-      v += "set logscale y\nset format y '10^%L'\nset grid\nset autoscale xfix\n"
-           "set xlabel 'index of the singular value'\nset ylabel 'sigma_i / sigma_1'\n"
-           "set key bottom left\n";
-      v += fmt::format(
-          "set palette defined (0 '#440154', 0.5 '#21908d', 1 '#e8c32e')\n"
-          "set cbrange [0:{}]\nset cblabel 'layer'\n",
-          std::max(1, n_layers - 1));
-      v += key_per_layer ? "unset colorbox\n" : "set colorbox\n";
-      for (const auto& [t, layers] : tensors) {
-        v += fmt::format("set title '{}'\n", kTensorTitle(t));
-        v += fmt::format(
-            "plot for [i=0:{}] $S_{} index i using 1:2 with lines lw 2 lc palette cb i {}\n",
-            layers.size() - 1, t, key_per_layer ? "title sprintf('layer %d', i)" : "notitle");
-      }
-      v += "unset multiplot\nunset output\n";
-      run_gnuplot(v, {sv}, "plot " + sv.string());
-      written.push_back(sv);
+      layer_lines(fmt::format("singular_values_{}.{}", stem, ext),
+                  "singular values of the KV cache over the largest (all KV heads of a layer "
+                  "together; exact zeros left out)",
+                  "set logscale y\nset format y '10^%L'\nset grid\nset autoscale xfix\n"
+                  "set xlabel 'index of the singular value'\nset ylabel 'sigma_i / sigma_1'\n"
+                  "set key bottom left\n",
+                  "S", term);
 
       // Top-25% / top-50% energy per layer.
       const fs::path bars = out_dir / fmt::format("energy_{}.{}", stem, ext);

@@ -25,10 +25,9 @@ void check_tokenizer_fits(const Model& m, const Tokenizer& tok, const fs::path& 
   // gave the special tokens (older ones typed some NORMAL).
   std::error_code ec;
   const bool own_vocabulary = fs::equivalent(tokenizer_path, m.source, ec);
-  for (const auto& [key, id] :
-       own_vocabulary ? decltype(m.config.stated_special_ids){} : m.config.stated_special_ids) {
+  for (const auto& [key, id] : m.config.stated_special_ids) {
     const bool have = id < tok.vocab_size();
-    KV_CHECK(have && tok.is_special(id),
+    KV_CHECK(own_vocabulary || (have && tok.is_special(id)),
              "{}: this tokenizer does not belong to model '{}' ({}): the model's {} is {}, "
              "but {}; pass the model's own tokenizer",
              tokenizer_path.string(), m.name, m.source.string(), key, id,

@@ -100,12 +100,17 @@ std::vector<std::vector<int32_t>> batch_at(std::span<const int32_t> stream, int3
   std::vector<std::vector<int32_t>> out;
   for (int b = 0; b < o.batch; ++b) {
     const uint64_t off = rng() % uint64_t(int64_t(stream.size()) - n + 1);
-    // [BOS] + n tokens; with no BOS (a tokenizer that adds none) the token before them
-    // takes its place, so that every sequence still has seq_len tokens.
-    std::vector<int32_t> s{bos >= 0 ? bos : stream[size_t(off > 0 ? off - 1 : off)]};
-    if (bos < 0 && off == 0) s.clear();
-    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
-    if (bos < 0 && off == 0) s.push_back(stream[size_t(n)]);
+    // [BOS] + n tokens; with no BOS (a tokenizer that adds none), n + 1 tokens of the
+    // stream from the one before `off` (from 0 at the start), so that every sequence still
+    // has seq_len tokens.
+    std::vector<int32_t> s;
+    if (bos >= 0) {
+      s.push_back(bos);
+      s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + uint64_t(n)));
+    } else {
+      const uint64_t from = off > 0 ? off - 1 : 0;
+      s.assign(stream.begin() + long(from), stream.begin() + long(from + uint64_t(n) + 1));
+    }
     if (o.repeat_share > 0 && n >= 4) {
       // Four draws per sequence whether it repeats or not: which passage a sequence would
       // repeat does not depend on the share.
@@ -219,17 +224,14 @@ double mean_loss(const Layout& L, std::span<const float> w,
 std::vector<std::vector<int32_t>> heldout_windows(std::span<const int32_t> stream, int32_t bos,
                                                   int seq_len, int64_t tokens) {
   std::vector<std::vector<int32_t>> out;
-  const size_t n = size_t(seq_len - 1);
-  if (bos < 0) {  // no BOS: windows of seq_len tokens straight from the stream
-    const size_t w = size_t(seq_len);
-    for (size_t off = 0; off + w <= stream.size() && int64_t(out.size() * (w - 1)) < tokens;
-         off += w)
-      out.emplace_back(stream.begin() + long(off), stream.begin() + long(off + w));
-    return out;
-  }
-  for (size_t off = 0; off + n <= stream.size() && int64_t(out.size() * n) < tokens; off += n) {
-    std::vector<int32_t> s{bos};
-    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + n));
+  // Each window scores n = seq_len - 1 targets: [BOS] + n tokens, or seq_len tokens of the
+  // stream when the tokenizer adds no BOS.
+  const size_t n = size_t(seq_len - 1), take = bos >= 0 ? n : n + 1;
+  for (size_t off = 0; off + take <= stream.size() && int64_t(out.size() * n) < tokens;
+       off += take) {
+    std::vector<int32_t> s;
+    if (bos >= 0) s.push_back(bos);
+    s.insert(s.end(), stream.begin() + long(off), stream.begin() + long(off + take));
     out.push_back(std::move(s));
   }
   return out;
