@@ -248,6 +248,25 @@ TEST_CASE("snapkv keeps the window and the top pooled window attention per head"
     });
 }
 
+TEST_CASE("pyramidkv gives snapkv's choice a budget that falls with depth", "[eviction]") {
+  // Budget by hand: round(0.3 * 48) = 14 per head; the window of 4 stays in every layer and
+  // the other 10 go pyramid-wise with beta 2: lo = 5, hi = 15, so layers 0-2 keep 19, 14
+  // and 9 slots per head (19 + 14 + 9 = 3 * 14).
+  for (bool gqa : {false, true})
+    compare(gqa, "pyramidkv", "{window: 4, kernel: 3, beta: 2}", 0.3, [](Naive& n, int) {
+      const ModelConfig& c = n.m.config;
+      const int32_t len = n.st.cache.length();
+      const int budget[3] = {19, 14, 9};
+      for (int l = 0; l < c.n_layers; ++l)
+        for (int g = 0; g < c.n_kv_heads; ++g) {
+          if (int(n.positions(l, g).size()) <= budget[l]) continue;
+          std::vector<int32_t> kept = top(snap_scores(n, l, g, 4, 3), budget[l] - 4);
+          for (int32_t p = len - 4; p < len; ++p) kept.push_back(p);
+          n.keep(l, g, kept);
+        }
+    });
+}
+
 TEST_CASE("adakv chooses a layer's budget over all heads' snapkv scores with a floor",
           "[eviction]") {
   for (bool gqa : {false, true})
