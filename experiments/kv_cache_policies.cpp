@@ -200,6 +200,14 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     const LoadedModel lm = ctx.load(ms);
     const Model& m = lm.model;
     const ModelConfig& c = m.config;
+    // Before any work: windows the model cannot hold are the config's errors, by key.
+    KV_CHECK(!want_ppl || cfg.ppl.window == 0 ||
+                 (cfg.ppl.window >= 4 && cfg.ppl.window <= c.max_seq_len),
+             "{}: kv_cache_policies.perplexity.window is {}, but model {} takes 4 to {} tokens",
+             ctx.config_file.string(), cfg.ppl.window, ms.name, c.max_seq_len);
+    KV_CHECK(!want_copy || cfg.copy.context <= c.max_seq_len,
+             "{}: kv_cache_policies.copy.context is {}, but model {} takes at most {} tokens",
+             ctx.config_file.string(), cfg.copy.context, ms.name, c.max_seq_len);
     ProbeOptions po = cfg.probe;
     po.seed = ctx.seed;
     // Progress by task (each scores every policy): the probe, then copy, recall, passkey

@@ -121,6 +121,11 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
     const LoadedModel lm = ctx.load(ms);
     const Model& m = lm.model;
     const ModelConfig& c = m.config;
+    // Before any work: a window the model cannot hold is the config's error, by key.
+    KV_CHECK(!want_cont || cfg.cont.window == 0 ||
+                 (cfg.cont.window >= 4 && cfg.cont.window <= c.max_seq_len),
+             "{}: kv_frontier.continuation.window is {}, but model {} takes 4 to {} tokens",
+             ctx.config_file.string(), cfg.cont.window, ms.name, c.max_seq_len);
     // The variants: the full cache, then every method at every budget.
     TaskVariants tv;
     tv.seed = ctx.seed;

@@ -130,5 +130,10 @@ TEST_CASE("kv_frontier rejects bad settings before running", "[frontier][experim
                     Contains("induction_share"));
   CHECK_THROWS_WITH(bad("  methods: [snapkv]\n  method_keys:\n    snapkv: {kernel: 0}\n"),
                     Contains("kernel"));
+  // Checked against the model, before any work.
+  std::string big = kHead;
+  big.replace(big.find("window: 96"), 10, "window: 9999");
+  CHECK_THROWS_WITH(test::run_config(tmp.path, "bad", big + "  tasks: [continuation]\n"),
+                    Contains("kv_frontier.continuation.window is 9999") && Contains("512"));
   CHECK_FALSE(fs::exists(tmp.path / "results" / "bad" / "frontier.csv"));
 }

@@ -217,6 +217,11 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
         "ids of [259, 270) are absent from a 32-token filler passage, a passkey needs 16");
   fails(task + "  passkey: {lengths: [20], key: 16}\n",
         "no passkey length fits model stories260K (context 512)");
+  // Windows the model cannot hold, by key, before the probe runs.
+  fails("  tasks: [perplexity]\n  perplexity: {window: 600}\n" + kTexts,
+        "kv_cache_policies.perplexity.window is 600, but model stories260K takes 4 to 512");
+  fails("  tasks: [copy]\n  copy: {context: 513}\n" + kFiller,
+        "kv_cache_policies.copy.context is 513, but model stories260K takes at most 512");
 }
 
 TEST_CASE("cache policies refuse ALiBi models", "[policy]") {
