@@ -94,5 +94,10 @@ inline uint16_t f32_to_bf16(float f) {
 void widen_to_f32(DType t, const std::byte* src, size_t n, float* dst);
 // The block formats' dequantizers (quant.cpp): n_blocks blocks from src into dst.
 void dequantize_blocks(DType t, const std::byte* src, int64_t n_blocks, float* dst);
+// ggml's reference quantizers (quantize.cpp) for the types llama.cpp's KV cache takes:
+// q8_0, q5_1, q5_0, q4_1, q4_0 and iq4_nl. n_blocks blocks of 32 floats from src into dst
+// (n_blocks * dtype_block_bytes(t) bytes); throws for any other type.
+bool dtype_quantizable(DType t);
+void quantize_blocks(DType t, const float* src, int64_t n_blocks, std::byte* dst);
 
 }  // namespace kvscope
