@@ -7,9 +7,19 @@
 
 namespace kvscope {
 
-CompressedRun::CompressedRun(const Model& m, int capacity, PolicyNeeds needs, int elem_bytes)
-    : m_(&m), st_(m.config, capacity), needs_(needs), elem_bytes_(elem_bytes) {
+CompressedRun::CompressedRun(const Model& m, int capacity, PolicyNeeds needs, int elem_bytes,
+                             std::shared_ptr<const KVCodec> store_codec, int reference_kv_heads)
+    : m_(&m),
+      st_(m.config, capacity),
+      needs_(needs),
+      elem_bytes_(elem_bytes),
+      codec_(std::move(store_codec)),
+      ref_heads_(reference_kv_heads > 0 ? reference_kv_heads : m.config.n_kv_heads) {
   const ModelConfig& c = m.config;
+  if (codec_) {
+    const std::string why = codec_->unreachable(c);
+    KV_CHECK(why.empty(), "model '{}': the cache's codec cannot run: {}", m.name, why);
+  }
   KV_CHECK(c.positional != PositionalKind::kAlibi,
            "model '{}': cache policies assume slot = position, which ALiBi's distance bias "
            "breaks once tokens are dropped",
@@ -44,11 +54,37 @@ void CompressedRun::on_attention(const AttentionRows& r) {
     for (int j = 0; j < r.n_keys; ++j) acc[size_t(j)] += r.weights[size_t(i) * r.n_keys + j];
 }
 
-void CompressedRun::prefill(std::span<const int32_t> tokens) {
+ForwardOptions CompressedRun::options(LogitsMode logits, bool observe) {
   ForwardOptions o;
-  o.logits = LogitsMode::kNone;
-  if (needs_.window_queries > 0 || needs_.attention_mass) o.observer = this;
-  forward(*m_, st_, tokens, o);
+  o.logits = logits;
+  if (observe && (needs_.window_queries > 0 || needs_.attention_mass)) o.observer = this;
+  if (codec_ && codec_->on_store())
+    o.on_append = [this](int l, int T) {
+      CodecView v;
+      v.config = &m_->config, v.cache = &st_.cache, v.state = &tags_;
+      v.elem_bytes = elem_bytes_;
+      codec_->store(v, l, T);
+    };
+  return o;
+}
+
+void CompressedRun::prefill(std::span<const int32_t> tokens) {
+  forward(*m_, st_, tokens, options(LogitsMode::kNone, true));
+}
+
+void CompressedRun::encode() {
+  if (!codec_) return;
+  CodecView v;
+  v.config = &m_->config, v.cache = &st_.cache, v.state = &tags_;
+  v.rope[0] = &st_.rope[0], v.rope[1] = &st_.rope[1];
+  v.step = step_;
+  v.elem_bytes = elem_bytes_;
+  const int w = codec_->needs().window_queries;
+  if (w > 0) {
+    KV_ASSERT(w <= needs_.window_queries);
+    v.window_q = &wq_, v.n_window = std::min(w, rows_), v.window_stride = needs_.window_queries;
+  }
+  codec_->encode(v);
 }
 
 LayerView CompressedRun::view(int l, const EvictionPolicy& p) {
@@ -111,6 +147,7 @@ void CompressedRun::evict() {
       const int used = kc.used(l, g);
       if (int(k.slots.size()) == used && !k.merge) continue;
       kc.keep(l, g, k.slots, k.merge, k.merge_at);
+      tags_.follow(kc, l, g, k.slots);
       if (!needs_.attention_mass) continue;
       // The attention mass follows its slots; a merged slot gets the dropped ones' sum.
       const auto pos = kc.positions(l, g);
@@ -135,10 +172,11 @@ void CompressedRun::evict() {
 void CompressedRun::measure() {
   const ModelConfig& c = m_->config;
   const int64_t per_slot = int64_t(2) * c.head_dim * elem_bytes_;
-  int64_t held = st_.cache.slots_in_use() * per_slot;
+  int64_t held = tags_.bytes(st_.cache, elem_bytes_);
   if (policy_ && decoding_) held += policy_->state_bytes(c, st_.cache.slots_in_use(), elem_bytes_);
   peak_ = std::max(peak_, held);
-  peak_full_ = std::max(peak_full_, int64_t(st_.cache.heads()) * st_.cache.length() * per_slot);
+  peak_full_ =
+      std::max(peak_full_, int64_t(c.n_layers) * ref_heads_ * st_.cache.length() * per_slot);
 }
 
 bool CompressedRun::compress(const Variant& v, uint64_t seed) {
@@ -156,7 +194,25 @@ bool CompressedRun::compress(const Variant& v, uint64_t seed) {
     KV_CHECK(kc.used(size_t(h)) == n && !kc.edited(size_t(h)),
              "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
              v.name, h, kc.used(size_t(h)), n);
-  const double full = double(kc.bytes_in_use());
+  const double full = double(int64_t(c.n_layers) * ref_heads_ * n) * 2 * c.head_dim * elem_bytes_;
+  KV_CHECK(!v.model || v.model.get() == m_,
+           "cache variant '{}': its model was not the one this run prefilled", v.name);
+  if (v.codec) {
+    KV_CHECK(!codec_ || codec_ == v.codec, "cache variant '{}': the prefill ran with another codec",
+             v.name);
+    KV_CHECK(codec_ || !v.codec->on_store(),
+             "cache variant '{}': a codec that stores tokens as written must run the prefill",
+             v.name);
+    const std::string why = v.codec->unreachable(c);
+    KV_CHECK(why.empty(), "cache variant '{}' on model '{}': {}", v.name, m_->name, why);
+    KV_CHECK(!v.policy || v.codec->per_head(),
+             "cache variant '{}': its codec holds latents shared by several heads, which a "
+             "per-head eviction policy cannot drop (use heads: 1)",
+             v.name);
+    const PolicyNeeds cn = v.codec->needs();
+    KV_CHECK(cn.window_queries <= needs_.window_queries,
+             "cache variant '{}': the prefill did not record what its codec needs", v.name);
+  }
   if (v.policy) {
     const PolicyNeeds pn = v.policy->needs();
     KV_CHECK(
@@ -173,19 +229,20 @@ bool CompressedRun::compress(const Variant& v, uint64_t seed) {
     seed_ = seed;
     evict();
   }
+  codec_ = v.codec;
+  encode();
   peak_share_ = v.peak_share;
-  share_after_prefill_ = double(kc.bytes_in_use()) / full;
   peak_ = peak_full_ = 0;
   measure();
+  share_after_prefill_ = double(tags_.bytes(kc, elem_bytes_)) / full;
   return true;
 }
 
 std::span<const float> CompressedRun::step(int32_t token) {
-  ForwardOptions o;
-  o.logits = LogitsMode::kLast;
-  if (decoding_ && (needs_.window_queries > 0 || needs_.attention_mass)) o.observer = this;
-  const std::span<const float> logits = forward(*m_, st_, std::span<const int32_t>(&token, 1), o);
+  const std::span<const float> logits =
+      forward(*m_, st_, std::span<const int32_t>(&token, 1), options(LogitsMode::kLast, decoding_));
   ++step_;
+  encode();
   measure();
   if (decoding_) evict();
   return logits;
@@ -205,6 +262,9 @@ CompressedRun::CompressedRun(const CompressedRun& o, BranchTag)
       wq_(o.wq_),
       mass_q_(o.mass_q_),
       policy_(o.policy_),
+      codec_(o.codec_),
+      tags_(o.tags_),
+      ref_heads_(o.ref_heads_),
       budgets_(o.budgets_),
       decoding_(o.decoding_),
       peak_share_(o.peak_share_),

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "kvscope/io/error.hpp"
@@ -57,12 +58,30 @@ TaskVariants paper_b_variants(const std::vector<PolicySpec>& specs, const Policy
 std::vector<double> for_each_variant(const Model& m, std::span<const int32_t> prefill, int extra,
                                      const std::vector<Variant>& variants, const TaskVariants& tv,
                                      const std::function<void(size_t, CompressedRun&)>& fn) {
-  CompressedRun base(m, int(prefill.size()) + extra, tv.needs, tv.elem_bytes);
-  base.prefill(prefill);
+  const int capacity = int(prefill.size()) + extra;
+  // One prefill for every variant on the task's model whose prefill reads what the full
+  // cache holds; a variant on a reduced model, or whose codec stores tokens as written
+  // (so the prefill's own attention reads them stored), prefills apart.
+  std::optional<CompressedRun> base;
   std::vector<double> share(variants.size(), NAN);
   for (size_t i = 0; i < variants.size(); ++i) {
-    CompressedRun run = base.branch();
-    if (!run.compress(variants[i], tv.seed)) continue;
+    const Variant& v = variants[i];
+    const bool apart = v.model || (v.codec && v.codec->on_store());
+    if (apart) {
+      CompressedRun run(v.model ? *v.model : m, capacity, tv.needs, tv.elem_bytes,
+                        v.codec && v.codec->on_store() ? v.codec : nullptr, m.config.n_kv_heads);
+      run.prefill(prefill);
+      if (!run.compress(v, tv.seed)) continue;
+      fn(i, run);
+      share[i] = run.share();
+      continue;
+    }
+    if (!base) {
+      base.emplace(m, capacity, tv.needs, tv.elem_bytes);
+      base->prefill(prefill);
+    }
+    CompressedRun run = base->branch();
+    if (!run.compress(v, tv.seed)) continue;
     fn(i, run);
     share[i] = run.share();
   }

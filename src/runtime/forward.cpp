@@ -440,6 +440,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       keys = s.kc.data();
     }
     cache.append(l, keys, s.v.data(), KV, T);  // counted by commit() after the last layer
+    if (opt.on_append) opt.on_append(l, T);
     const int group = c.group_size();
     auto attend = [&](int h, float* sc) {  // sc: this thread's score_stride floats
       const int g = h / group;

@@ -13,15 +13,19 @@
 #include <vector>
 
 #include "kvscope/kv/eviction.hpp"
+#include "kvscope/kv/kv_codec.hpp"
 #include "kvscope/model/model.hpp"
 #include "kvscope/runtime/forward.hpp"
 
 namespace kvscope {
 
-// A policy at a budget, as a task runs it.
+// A policy at a budget, as a task runs it: which slots stay (policy), how they are stored
+// (codec), and on which model (merged KV heads: a reduced model of the task's).
 struct Variant {
   std::string name;
-  std::shared_ptr<const EvictionPolicy> policy;  // null: the full cache
+  std::shared_ptr<const EvictionPolicy> policy;  // null: every slot stays
+  std::shared_ptr<const KVCodec> codec;          // null: slots held as computed
+  std::shared_ptr<const Model> model;            // null: the task's model
   double share = 1.0;                            // of the full cache's bytes, when budgets is empty
   std::vector<int> budgets;      // [n_layers * n_kv_heads] slots per head (paper B's runs)
   bool during_decoding = false;  // keep the budget after every decoded token
@@ -31,8 +35,12 @@ struct Variant {
 class CompressedRun : public ForwardObserver {
  public:
   // Room for `capacity` tokens; records what `needs` asks (the union over the variants
-  // that will be compressed from this state).
-  CompressedRun(const Model& m, int capacity, PolicyNeeds needs, int elem_bytes = 4);
+  // that will be compressed from this state). A codec that stores tokens as they are
+  // written (KVCodec::on_store) is given here, so the prefill runs with it. The full
+  // cache's bytes are those of `reference_kv_heads` heads per layer (0: the model's), so
+  // that a model with merged heads is measured against the model it was made from.
+  CompressedRun(const Model& m, int capacity, PolicyNeeds needs, int elem_bytes = 4,
+                std::shared_ptr<const KVCodec> store_codec = nullptr, int reference_kv_heads = 0);
 
   // Runs the tokens with the full cache (no logits).
   void prefill(std::span<const int32_t> tokens);
@@ -64,8 +72,10 @@ class CompressedRun : public ForwardObserver {
   struct BranchTag {};
   CompressedRun(const CompressedRun& o, BranchTag);  // every member; the run state forked
   void evict();
+  void encode();
   void measure();
   LayerView view(int l, const EvictionPolicy& p);
+  ForwardOptions options(LogitsMode logits, bool observe);
 
   const Model* m_;
   RunState st_;
@@ -76,6 +86,9 @@ class CompressedRun : public ForwardObserver {
   std::vector<std::vector<double>> mass_q_;   // [n_layers * n_heads][slots]
   std::vector<std::vector<double>> mass_kv_;  // scratch: one layer's mass per KV head
   std::shared_ptr<const EvictionPolicy> policy_;
+  std::shared_ptr<const KVCodec> codec_;
+  CodecState tags_;
+  int ref_heads_ = 0;
   std::vector<int> budgets_;
   bool decoding_ = false, peak_share_ = false;
   uint64_t seed_ = 0;

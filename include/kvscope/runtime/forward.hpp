@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -119,6 +120,10 @@ struct ForwardOptions {
   // repack the activations more often, bigger ones fall out of cache. Any value gives the
   // same products up to float rounding.
   size_t widen_block_bytes = size_t(32) << 20;
+  // Called after layer l has appended this call's T tokens to the cache (slots
+  // used(l, g) .. used(l, g) + T - 1 of each KV head) and before attention reads them: a
+  // cache that stores tokens quantized (kv/kv_codec.hpp) encodes them here.
+  std::function<void(int layer, int T)> on_append = nullptr;
 };
 
 // Runs `tokens` at positions state.pos.. (appending their K/V to the cache) and
