@@ -1,15 +1,19 @@
-// Experiment kind `kv_frontier`: every eviction method (kv/eviction.hpp) at every budget on
-// one bytes axis, against the full cache, on the same items (paired): the frontier of how
-// much of the KV cache can go. `texts:` are the continuation texts.
+// Experiment kind `kv_frontier`: every way to shrink the KV cache on one bytes axis
+// against the full cache, on the same items (paired): eviction (kv/eviction.hpp),
+// quantization, low rank and pruned channels (kv/kv_codec.hpp), merged KV heads
+// (kv/kv_reduction.hpp) and compositions ("snapkv+q8_0"). `texts:` are the continuation
+// texts.
 //
 //   kv_frontier:
-//     methods: [streaming, h2o, snapkv, pyramidkv, adakv, tova, knorm, random, razor]
-//     method_keys:              # per method, its keys (docs/experiments.md); defaults: papers'
+//     methods: [streaming, snapkv, q8_0, kivi, lowrank, merged_svd_a, razor+kivi, ...]
+//     method_keys:              # per method or label, its keys (docs/experiments.md)
 //       snapkv: {window: 32, kernel: 7}
-//       razor: {sinks: 4, induction_share: 0.14, echo_share: 0.01, probe: {}}
-//     budgets: [0.5, 0.25, 0.125, 0.0625]  # shares of the full cache's slots per head
+//       kivi4: {method: kivi, bits: 4}   # a label: another setting of a method
+//     budgets: [0.5, 0.25, 0.125, 0.0625]  # shares: slots, rank, channels or KV heads
 //     during_decoding: true     # keep the budget after every decoded token
-//     element_bits: 16          # bits per stored K/V element in the byte accounting
+//     element_bits: 16          # bits per K/V element held as computed
+//     calibration: {path: ...}  # low-rank bases, SVD-a merged heads
+//     calibration_tokens: 16384
 //     tasks: [continuation, passkey, multikey, recall]
 //     filler: {path: ...}       # natural text for the passkey and recall contexts
 //     continuation: {window: 0, prefill: 0.75, windows: 16}
@@ -17,9 +21,13 @@
 //     multikey: {... as passkey, distractors: 3}
 //     recall: {lengths: [], depths: [...], names: [...], needle: ..., cue: ..., trials: 4}
 #include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "experiments.hpp"
+#include "kvscope/kv/calibration.hpp"
+#include "kvscope/kv/kv_reduction.hpp"
 #include "kvscope/kv/policy_eval.hpp"
 #include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
@@ -32,11 +40,25 @@ namespace {
 
 const std::vector<std::string> kTasks = {"continuation", "passkey", "multikey", "recall"};
 
-struct MethodSpec {
-  std::string name;
+// One part of a method label: an eviction policy, a codec, or merged heads.
+struct Part {
+  explicit Part(YamlMap k) : keys(std::move(k)) {}
+  std::string name;  // the registered method
+  const EvictionMethod* eviction = nullptr;
+  const CodecMethod* codec = nullptr;
+  std::optional<ReduceMethod> merged;
   YamlMap keys;  // read again per model (razor's retrieval heads are the model's)
   HeadSelection heads;
   ProbeOptions probe;
+  double share = 0.5;  // a budgeted part that is not the label's first: its fixed share
+};
+
+// A label of `methods`: one part, or parts joined by '+', the budgets going to the first
+// part that takes one.
+struct MethodSpec {
+  std::string label, family;
+  std::vector<Part> parts;
+  bool budgeted = false;
 };
 
 struct FrontierConfig {
@@ -45,12 +67,116 @@ struct FrontierConfig {
   bool during_decoding = true;
   int element_bits = 16;
   std::vector<std::string> tasks = {"continuation", "passkey", "recall"};
-  TextSpec filler;
-  bool has_filler = false;
+  TextSpec filler, calibration;
+  bool has_filler = false, has_calibration = false;
+  int64_t calibration_tokens = 16384;
   ContinuationTask cont;
   PasskeyTask passkey, multikey;
   RecallTask recall;
 };
+
+bool takes_budget(const Part& p) {
+  return p.eviction || p.merged || (p.codec && p.codec->takes_budget);
+}
+bool needs_grams(const Part& p) {
+  return (p.codec && p.codec->needs_calibration) || (p.merged && needs_calibration(*p.merged));
+}
+
+const std::vector<std::pair<std::string, ReduceMethod>> kMerged = {
+    {"merged_mean_pool", ReduceMethod::kMeanPool},
+    {"merged_svd_w", ReduceMethod::kSvdW},
+    {"merged_svd_a", ReduceMethod::kSvdA}};
+
+std::vector<std::string> all_method_names() {
+  std::vector<std::string> names;
+  for (const EvictionMethod& m : eviction_methods()) names.push_back(m.name);
+  for (const CodecMethod& m : codec_methods()) names.push_back(m.name);
+  for (const auto& [n, r] : kMerged) names.push_back(n);
+  return names;
+}
+
+// Resolves one part: `name` is a registered method, or a label whose keys name one
+// (`method:`).
+Part parse_part(const std::string& name, YamlMap& method_keys, const std::string& file) {
+  YamlMap keys = method_keys.map_or_empty(name);
+  std::string method = name;
+  if (keys.has("method")) method = keys.get<std::string>("method");
+  Part p(keys);
+  p.name = method;
+  for (const EvictionMethod& m : eviction_methods())
+    if (m.name == method) p.eviction = &m;
+  p.codec = find_codec_method(method);
+  for (const auto& [n, r] : kMerged)
+    if (n == method) p.merged = r;
+  KV_CHECK(p.eviction || p.codec || p.merged,
+           "{}: kv_frontier.methods: '{}' is not a method (one of {}), nor a label whose "
+           "method_keys name one with `method:`{}",
+           file, method, fmt::join(all_method_names(), ", "),
+           method == name ? "" : fmt::format(" (label '{}' names it)", name));
+  // Read every key now, so a typo fails before any model loads.
+  YamlMap k = keys;
+  if (k.has("method")) k.get<std::string>("method");
+  if (p.eviction && p.eviction->needs_retrieval_heads) {
+    p.heads.induction_share = k.get_or<double>("induction_share", p.heads.induction_share);
+    p.heads.echo_share = k.get_or<double>("echo_share", p.heads.echo_share);
+    for (const char* key : {"induction_share", "echo_share"})
+      KV_CHECK(k.get_or<double>(key, 0.0) >= 0 && k.get_or<double>(key, 0.0) <= 1,
+               "{}: key '{}' must lie in [0, 1]", file, k.key_path(key));
+    YamlMap probe = k.map_or_empty("probe");
+    p.probe = parse_probe_options(probe);
+  }
+  if (p.eviction) p.eviction->make(k, PolicyContext{});
+  if (p.codec) p.codec->make(k, CodecContext{}, 1.0);
+  return p;
+}
+
+MethodSpec parse_label(const std::string& label, YamlMap& method_keys, const std::string& file) {
+  MethodSpec spec;
+  spec.label = label;
+  size_t start = 0;
+  while (true) {
+    const size_t plus = label.find('+', start);
+    const std::string part = label.substr(start, plus == std::string::npos ? plus : plus - start);
+    KV_CHECK(!part.empty(), "{}: kv_frontier.methods: '{}' has an empty part", file, label);
+    spec.parts.push_back(parse_part(part, method_keys, file));
+    if (plus == std::string::npos) break;
+    start = plus + 1;
+  }
+  int ev = 0, codec = 0, merged = 0;
+  for (const Part& p : spec.parts)
+    ev += p.eviction != nullptr, codec += p.codec != nullptr, merged += p.merged.has_value();
+  KV_CHECK(spec.parts.size() == 1 || (ev == 1 && codec == 1 && spec.parts.size() == 2),
+           "{}: kv_frontier.methods: '{}': a composition is one eviction method and one "
+           "codec (e.g. snapkv+q8_0), got {} part(s): {} eviction, {} codec, {} merged",
+           file, label, spec.parts.size(), ev, codec, merged);
+  // The budgets go to the first part that takes one; a later one has its own `share`.
+  for (Part& p : spec.parts) {
+    if (!takes_budget(p)) continue;
+    if (!spec.budgeted) {
+      spec.budgeted = true;
+      continue;
+    }
+    YamlMap k = p.keys;
+    p.share = k.get_or<double>("share", p.share);
+    KV_CHECK(p.share > 0 && p.share <= 1, "{}: key '{}' must lie in (0, 1], got {}", file,
+             k.key_path("share"), p.share);
+  }
+  const Part& p0 = spec.parts[0];
+  spec.family = spec.parts.size() > 1 ? "composition"
+                : p0.eviction         ? "eviction"
+                : p0.merged           ? "merged_heads"
+                                      : p0.codec->family;
+  if (spec.parts.size() > 1)
+    for (const Part& p : spec.parts)
+      if (p.codec && p.name == "lowrank") {
+        YamlMap k = p.keys;
+        KV_CHECK(k.get_or<int>("heads", 0) == 1,
+                 "{}: kv_frontier.methods: '{}': a low-rank cache under eviction needs "
+                 "`heads: 1` (a latent shared by several heads cannot be dropped by one)",
+                 file, label);
+      }
+  return spec;
+}
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -90,6 +216,25 @@ PasskeyTask parse_passkey(YamlMap pk, bool multikey) {
   return t;
 }
 
+// The calibration Grams (pre-RoPE keys, keys, values of every layer) when a method needs
+// them: low-rank bases and SVD-a merged heads.
+std::unique_ptr<CalibrationGrams> calibrate(const FrontierConfig& cfg, ExperimentContext& ctx,
+                                            const LoadedModel& lm, const std::string& name) {
+  bool want = false;
+  for (const MethodSpec& spec : cfg.methods)
+    for (const Part& p : spec.parts) want |= needs_grams(p);
+  if (!want) return nullptr;
+  ctx.step(fmt::format("{}: calibration", name), 0, 1);
+  CalibrationOptions co;
+  co.tokens = cfg.calibration_tokens;
+  co.tensors = {"k_pre_rope", "k", "v"};
+  co.source = cfg.calibration.path.string();
+  co.keys = "kv_frontier.calibration_tokens";
+  const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
+  return std::make_unique<CalibrationGrams>(
+      collect_grams(lm.model, lm.model.config.bos_id, stream, co));
+}
+
 Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
   const bool want_cont = has(cfg.tasks, "continuation"), want_pk = has(cfg.tasks, "passkey"),
              want_mk = has(cfg.tasks, "multikey"), want_rc = has(cfg.tasks, "recall");
@@ -101,6 +246,7 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
       "{}: the continuation task needs at least one text under texts:", ctx.config_file.string());
   Table frontier("frontier", {{"model", Column::String},
                               {"method", Column::String},
+                              {"family", Column::String},
                               {"budget", Column::Float},
                               {"task", Column::String},
                               {"measure", Column::String},
@@ -109,7 +255,12 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
                               {"delta", Column::Float},
                               {"delta_se", Column::Float},
                               {"items", Column::Int},
-                              {"kv_share", Column::Float}});
+                              {"kv_share", Column::Float},
+                              {"side_bytes", Column::Int}});
+  Table unreachable("unreachable", {{"model", Column::String},
+                                    {"method", Column::String},
+                                    {"budget", Column::Float},
+                                    {"reason", Column::String}});
   Table prot("protected", {{"model", Column::String},
                            {"method", Column::String},
                            {"layer", Column::Int},
@@ -126,44 +277,83 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
                  (cfg.cont.window >= 4 && cfg.cont.window <= c.max_seq_len),
              "{}: kv_frontier.continuation.window is {}, but model {} takes 4 to {} tokens",
              ctx.config_file.string(), cfg.cont.window, ms.name, c.max_seq_len);
-    // The variants: the full cache, then every method at every budget.
+    // The variants: the full cache, then every method at every budget it can reach.
     TaskVariants tv;
     tv.seed = ctx.seed;
     tv.elem_bytes = cfg.element_bits / 8;
     std::vector<Variant> proto = {Variant{}};
     proto[0].name = "full", proto[0].peak_share = true;
+    std::vector<double> budget_col = {1.0};
+    std::vector<std::string> family_col = {"full"};
+    std::vector<int64_t> side_col = {0};
+    const std::unique_ptr<CalibrationGrams> grams = calibrate(cfg, ctx, lm, ms.name);
     for (const MethodSpec& spec : cfg.methods) {
-      const EvictionMethod& method = eviction_method(spec.name, ctx.config_file.string());
-      PolicyContext pc;
-      if (method.needs_retrieval_heads) {
-        ctx.step(fmt::format("{}: retrieval probe for {}", ms.name, spec.name), 0, 1);
-        ProbeOptions po = spec.probe;
-        po.seed = ctx.seed;
-        pc.protected_heads = select_retrieval_heads(probe_heads(m, po), spec.heads);
-        for (int l = 0; l < c.n_layers; ++l)
-          for (int g = 0; g < c.n_kv_heads; ++g)
-            if (pc.protected_heads[size_t(l) * c.n_kv_heads + g])
-              prot.add_row({ms.name, spec.name, int64_t(l), int64_t(g)});
+      std::shared_ptr<const EvictionPolicy> policy;
+      for (const Part& part : spec.parts) {
+        if (!part.eviction) continue;
+        PolicyContext pc;
+        if (part.eviction->needs_retrieval_heads) {
+          ctx.step(fmt::format("{}: retrieval probe for {}", ms.name, spec.label), 0, 1);
+          ProbeOptions po = part.probe;
+          po.seed = ctx.seed;
+          pc.protected_heads = select_retrieval_heads(probe_heads(m, po), part.heads);
+          for (int l = 0; l < c.n_layers; ++l)
+            for (int g = 0; g < c.n_kv_heads; ++g)
+              if (pc.protected_heads[size_t(l) * c.n_kv_heads + g])
+                prot.add_row({ms.name, spec.label, int64_t(l), int64_t(g)});
+        }
+        YamlMap keys = part.keys;
+        policy = part.eviction->make(keys, pc);
+        tv.needs.window_queries = std::max(tv.needs.window_queries, policy->needs().window_queries);
+        tv.needs.attention_mass |= policy->needs().attention_mass;
       }
-      YamlMap keys = spec.keys;
-      const std::shared_ptr<const EvictionPolicy> policy = method.make(keys, pc);
-      tv.needs.window_queries = std::max(tv.needs.window_queries, policy->needs().window_queries);
-      tv.needs.attention_mass |= policy->needs().attention_mass;
-      for (double b : cfg.budgets) {
+      for (double b : spec.budgeted ? cfg.budgets : std::vector<double>{1.0}) {
         Variant v;
-        v.name = spec.name, v.policy = policy, v.share = b;
+        v.name = spec.label, v.policy = policy;
         v.during_decoding = cfg.during_decoding, v.peak_share = true;
+        std::string why;
+        bool first = true;
+        for (const Part& part : spec.parts) {
+          double share = part.share;
+          if (takes_budget(part) && first) share = b, first = false;
+          if (part.eviction) v.share = share;
+          if (part.codec) {
+            YamlMap keys = part.keys;
+            v.codec = part.codec->make(keys, CodecContext{&m, grams.get()}, share);
+            why = v.codec->unreachable(c);
+            tv.needs.window_queries =
+                std::max(tv.needs.window_queries, v.codec->needs().window_queries);
+          }
+          if (part.merged) {
+            const double heads = share * c.n_kv_heads;
+            const int target = int(std::lround(heads));
+            if (std::abs(heads - target) > 1e-9 || target < 1 || c.n_kv_heads % target != 0 ||
+                target == c.n_kv_heads)
+              why = fmt::format("{} x {} KV heads = {:g} is not a whole divisor of {} below it",
+                                share, c.n_kv_heads, heads, c.n_kv_heads);
+            else
+              v.model = std::make_shared<const Model>(
+                  reduce_kv_heads(m, target, *part.merged, grams.get()).model);
+          }
+        }
+        if (!why.empty()) {
+          unreachable.add_row({ms.name, spec.label, b, why});
+          continue;
+        }
         proto.push_back(v);
+        budget_col.push_back(b);
+        family_col.push_back(spec.family);
+        side_col.push_back(v.codec ? v.codec->side_bytes(tv.elem_bytes) : 0);
       }
     }
     tv.count = proto.size();
     tv.at = [proto](int) { return proto; };
     const size_t np = proto.size();
-    auto budget_of = [&](size_t i) { return i == 0 ? 1.0 : proto[i].share; };
     auto row = [&](size_t i, const char* task, const char* measure, double value, double se,
                    const TaskScore& s, double delta, double delta_se, double share) {
-      frontier.add_row({ms.name, proto[i].name, budget_of(i), std::string(task),
-                        std::string(measure), value, se, delta, delta_se, s.items, share});
+      frontier.add_row({ms.name, proto[i].name, family_col[i], budget_col[i], std::string(task),
+                        std::string(measure), value, se, delta, delta_se, s.items, share,
+                        side_col[i]});
     };
     const int n_tasks =
         int(want_cont) * int(ctx.texts.size()) + int(want_pk) + int(want_mk) + int(want_rc);
@@ -230,7 +420,7 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
   ctx.manifest->extra["timings"] = timings;
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_frontier(dir / "frontier.csv", dir); });
-  return {frontier, prot};
+  return {frontier, prot, unreachable};
 }
 
 }  // namespace
@@ -244,31 +434,31 @@ ExperimentKind kv_frontier_kind() {
   k.needs_texts = false;
   k.prepare = [](YamlMap& s) -> ExperimentRun {
     FrontierConfig cfg;
+    if (s.has("calibration")) {
+      YamlMap cal = s.map("calibration");
+      cfg.calibration = parse_text_spec(cal);
+      cfg.has_calibration = true;
+    }
+    cfg.calibration_tokens = s.get_at_least_or<int64_t>("calibration_tokens", 1, 16384);
+    // Default: every method that needs nothing the config does not give.
     std::vector<std::string> names;
-    for (const EvictionMethod& m : eviction_methods()) names.push_back(m.name);
+    for (const std::string& n : all_method_names()) {
+      const CodecMethod* cm = find_codec_method(n);
+      const bool calibrated = (cm && cm->needs_calibration) || n == "merged_svd_a";
+      if (n != "ggml" && (cfg.has_calibration || !calibrated)) names.push_back(n);
+    }
     names = s.list_or<std::string>("methods", names);
     KV_CHECK(!names.empty(), "{}: kv_frontier.methods is empty", s.file());
     YamlMap mk = s.map_or_empty("method_keys");
     for (const std::string& n : names) {
       KV_CHECK(std::count(names.begin(), names.end(), n) == 1,
                "{}: kv_frontier.methods names '{}' twice", s.file(), n);
-      const EvictionMethod& method = eviction_method(n, s.file() + ": kv_frontier.methods");
-      MethodSpec spec{n, mk.map_or_empty(n), {}, {}};
-      if (method.needs_retrieval_heads) {
-        spec.heads.induction_share =
-            spec.keys.get_or<double>("induction_share", spec.heads.induction_share);
-        spec.heads.echo_share = spec.keys.get_or<double>("echo_share", spec.heads.echo_share);
-        for (const char* key : {"induction_share", "echo_share"})
-          KV_CHECK(
-              spec.keys.get_or<double>(key, 0.0) >= 0 && spec.keys.get_or<double>(key, 0.0) <= 1,
-              "{}: key '{}' must lie in [0, 1]", s.file(), spec.keys.key_path(key));
-        YamlMap probe = spec.keys.map_or_empty("probe");
-        spec.probe = parse_probe_options(probe);
-      }
-      // Read every key now, so a typo fails before any model loads.
-      YamlMap keys = spec.keys;
-      method.make(keys, PolicyContext{});
-      cfg.methods.push_back(spec);
+      cfg.methods.push_back(parse_label(n, mk, s.file()));
+      for (const Part& p : cfg.methods.back().parts)
+        KV_CHECK(!needs_grams(p) || cfg.has_calibration,
+                 "{}: kv_frontier.methods: '{}' needs calibration activations: give "
+                 "kv_frontier.calibration (a text)",
+                 s.file(), n);
     }
     cfg.budgets = s.list_or<double>("budgets", cfg.budgets);
     KV_CHECK(!cfg.budgets.empty(), "{}: kv_frontier.budgets is empty", s.file());

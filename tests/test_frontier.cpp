@@ -115,7 +115,26 @@ TEST_CASE("kv_frontier rejects bad settings before running", "[frontier][experim
     return test::run_config(tmp.path, "bad", kHead + yaml);
   };
   CHECK_THROWS_WITH(bad("  methods: [snapkv, snap]\n"),
-                    Contains("unknown eviction method 'snap'") && Contains("kv_frontier.methods"));
+                    Contains("'snap' is not a method") && Contains("kv_frontier.methods"));
+  // Labels, compositions and codec keys (issue 34).
+  CHECK_THROWS_WITH(bad("  methods: [kivi+q8_0]\n"),
+                    Contains("one eviction method and one codec") && Contains("kivi+q8_0"));
+  CHECK_THROWS_WITH(bad("  methods: [snapkv+]\n"), Contains("empty part"));
+  CHECK_THROWS_WITH(bad("  methods: [k4]\n  method_keys:\n    k4: {method: kiwi}\n"),
+                    Contains("'kiwi' is not a method"));
+  CHECK_THROWS_WITH(bad("  methods: [kivi]\n  method_keys:\n    kivi: {bits: 9}\n"),
+                    Contains("kivi.bits") && Contains("1..8"));
+  CHECK_THROWS_WITH(bad("  methods: [kivi]\n  method_keys:\n    kivi: {residual: 20}\n"),
+                    Contains("multiple of the group"));
+  CHECK_THROWS_WITH(bad("  methods: [q8_0]\n  method_keys:\n    q8_0: {k_type: q2}\n"),
+                    Contains("k_type"));
+  CHECK_THROWS_WITH(bad("  methods: [lowrank]\n"), Contains("kv_frontier.calibration"));
+  CHECK_THROWS_WITH(bad("  methods: [merged_svd_a]\n"), Contains("kv_frontier.calibration"));
+  CHECK_THROWS_WITH(bad("  methods: [snapkv+lowrank]\n  calibration: {path: " + kData +
+                        "/text/tinystories/tinystories_valid_head.txt}\n"),
+                    Contains("heads: 1"));
+  CHECK_THROWS_WITH(bad("  methods: [kivi]\n  method_keys:\n    kivi: {outliers: 1.5}\n"),
+                    Contains("outliers"));
   CHECK_THROWS_WITH(bad("  methods: [snapkv]\n  method_keys:\n    snapkv: {windw: 8}\n"),
                     Contains("windw"));
   CHECK_THROWS_WITH(bad("  methods: [snapkv]\n  method_keys:\n    h2o: {sinks: 8}\n"),

@@ -1,5 +1,7 @@
 // `kvscope plot frontier`: the KV-compression frontier of each model, one panel per task
-// and measure, the share of the cache held on a log axis.
+// and measure, the share of the cache held on a log axis; a line style per family
+// (eviction solid, quantization dotted, low rank dash-dot, merged heads long dashes,
+// compositions short dashes).
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -18,6 +20,14 @@ namespace {
 const char* const kColours[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                                 "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
 
+int dashtype(const std::string& family) {
+  if (family == "quantization") return 3;
+  if (family == "low_rank") return 4;
+  if (family == "merged_heads") return 5;
+  if (family == "composition") return 2;
+  return 1;
+}
+
 }  // namespace
 
 std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path& out_dir) {
@@ -25,6 +35,10 @@ std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path
   const size_t c_model = d.column("model"), c_method = d.column("method"),
                c_task = d.column("task"), c_measure = d.column("measure"),
                c_value = d.column("value"), c_se = d.column("se"), c_share = d.column("kv_share");
+  // Runs before the families joined have no family column: all of them evict.
+  const auto fam_it = std::find(d.header.begin(), d.header.end(), "family");
+  const size_t c_family = size_t(fam_it - d.header.begin());
+  std::map<std::string, std::string> family;  // method -> family
   struct Point {
     double share, value, se;
   };
@@ -45,6 +59,7 @@ std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path
     const std::string panel = r[c_task] + " " + r[c_measure];
     add_once(f.panels, panel);
     add_once(f.methods, r[c_method]);
+    family[r[c_method]] = fam_it == d.header.end() ? "eviction" : r[c_family];
     const double v = std::stod(r[c_value]), sh = std::stod(r[c_share]);
     if (std::isfinite(v) && std::isfinite(sh) && sh > 0)
       f.data[panel][r[c_method]].push_back(
@@ -96,8 +111,9 @@ std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path
               "{}$D{}_{} using 1:2:3 with yerrorlines title '{}' {}", first ? "" : ", ", p, mi,
               plot_detail::gnuplot_quote(f.methods[mi]),
               full ? std::string("pointtype 7 linecolor rgb 'black'")
-                   : fmt::format("pointtype {} linecolor rgb '{}'", 1 + mi % 12,
-                                 kColours[(mi - 1) % (sizeof kColours / sizeof kColours[0])]));
+                   : fmt::format("pointtype {} linecolor rgb '{}' dashtype {}", 1 + mi % 12,
+                                 kColours[(mi - 1) % (sizeof kColours / sizeof kColours[0])],
+                                 dashtype(family[f.methods[mi]])));
           if (full && !f.data[f.panels[p]]["full"].empty())
             s += fmt::format(", {:.9g} with lines dashtype 2 linecolor rgb 'black' notitle",
                              f.data[f.panels[p]]["full"][0].value);

@@ -14,10 +14,38 @@ bool lower_is_better(const std::string& measure) {
   return measure == "perplexity" || measure == "kl" || measure == "nll";
 }
 
+using Row = std::map<std::string, std::string>;
+
+const std::vector<std::pair<std::string, std::string>> kFamilies = {
+    {"eviction", "eviction"},
+    {"quantization", "quantization"},
+    {"low_rank", "low rank"},
+    {"merged_heads", "merged heads"},
+    {"composition", "composition"}};
+
+std::string family_of(const Row& r) {
+  return r.count("family") ? r.at("family") : "eviction";
+}
+
+bool better(const std::string& measure, double a, double b) {
+  return lower_is_better(measure) ? a < b : a > b;
+}
+
+// "method@budget value (held)" of a row.
+std::string cell(const Row* r) {
+  if (!r) return "-";
+  const double b = std::stod(r->at("budget"));
+  return fmt::format("{}{} {:.3f} ({:.3f})", r->at("method"),
+                     b < 1 ? fmt::format("@{:g}", b) : std::string(), std::stod(r->at("value")),
+                     std::stod(r->at("kv_share")));
+}
+
 }  // namespace
 
 Section frontier(const fs::path& root) {
-  Section s{"D1", "Which part must stay: every eviction method on one bytes axis (neither paper)",
+  Section s{"D1",
+            "Which part must stay: eviction, quantization, low rank and merged heads on one "
+            "bytes axis (neither paper)",
             kNotApplicable, ""};
   std::vector<std::string> runs;
   if (fs::exists(root))
@@ -28,66 +56,100 @@ Section frontier(const fs::path& root) {
   std::sort(runs.begin(), runs.end());
   if (runs.empty()) return s.verdict = "not run", s.body = not_run("kv_frontier_austen"), s;
   s.body =
-      "Each method of `kv_frontier` (docs/experiments.md) keeps the cache within a share of the "
-      "full cache's slots after the prefill and after every decoded token; `held` is the peak "
-      "K/V bytes (16-bit elements) plus the method's own state while decoding, as a share of "
-      "the full cache's peak. At each budget: the best method by the measure (lower perplexity "
-      "and KL, higher accuracy and top-1 agreement), its value ± SE over items, the full "
-      "cache's, the paired difference (the same windows, passkeys and questions) ± its SE, and "
-      "whether the best stays within noise of the full cache (|difference| <= 2 SE; else "
-      "better or worse than it: a model that degrades on contexts longer than it was trained "
-      "on can gain by forgetting).\n";
+      "Each method of `kv_frontier` (docs/experiments.md) shrinks the cache its own way: "
+      "eviction keeps a share of the slots (after the prefill and after every decoded token), "
+      "quantization stores fewer bits, low rank holds latents or fewer key channels, merged "
+      "heads hold fewer KV heads. `held` is the peak bytes a real implementation holds (K and "
+      "V at 16 bits per element as computed, or their stored form with every scale, zero "
+      "point, outlier and full-precision residual token, plus an eviction method's own state "
+      "while decoding) as a share of the full cache's peak; low-rank bases are counted "
+      "apart (`side_bytes`). At each bytes budget (held <= the budget): the best method "
+      "overall by the measure (lower perplexity and KL, higher accuracy and top-1 "
+      "agreement), its value ± SE over items, the full cache's, the paired difference (the "
+      "same windows, passkeys and questions) ± its SE, whether the best is within noise of "
+      "the full cache (|difference| <= 2 SE; else better or worse: a model that degrades on "
+      "contexts longer than it was trained on can gain by forgetting), and the best of each "
+      "family as `method@budget value (held)`.\n";
   for (const std::string& run : runs) {
     const Rows r = load(root / run / "frontier.csv");
+    const Rows out =
+        fs::exists(root / run / "unreachable.csv") ? load(root / run / "unreachable.csv") : Rows{};
     for (const std::string& model : r.distinct("model")) {
       s.body += fmt::format(
-          "\n### {} ({})\n\n| budget | task | measure | best | held | value | full | best - full "
-          "| within noise |\n|---|---|---|---|---|---|---|---|---|\n",
+          "\n### {} ({})\n\n| held <= | task | measure | best | family | held | value | full "
+          "| best - full | within noise |",
           model, run);
-      std::vector<std::string> budgets;
-      for (const auto* row : r.select({{"model", model}}))
-        if (row->at("method") != "full" &&
-            std::find(budgets.begin(), budgets.end(), row->at("budget")) == budgets.end())
-          budgets.push_back(row->at("budget"));
+      for (const auto& [f, name] : kFamilies) s.body += fmt::format(" best {} |", name);
+      s.body += "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+      std::vector<double> levels;
+      for (const auto* row : r.select({{"model", model}})) {
+        const double b = std::stod(row->at("budget"));
+        if (row->at("method") != "full" && b < 1 &&
+            std::find(levels.begin(), levels.end(), b) == levels.end())
+          levels.push_back(b);
+      }
+      std::sort(levels.rbegin(), levels.rend());
       std::vector<std::pair<std::string, std::string>> measures;
       for (const auto* row : r.select({{"model", model}, {"method", "full"}}))
         if (row->at("measure") != "nll") measures.push_back({row->at("task"), row->at("measure")});
-      std::vector<std::string> unreachable;
-      for (const std::string& b : budgets)
+      std::map<double, std::map<std::string, int>> wins;  // level -> family -> measures won
+      for (double level : levels)
         for (const auto& [task, measure] : measures) {
-          const bool low = lower_is_better(measure);
-          const std::map<std::string, std::string>* best = nullptr;
+          const Row* best = nullptr;
+          std::map<std::string, const Row*> fam;
           for (const auto* row :
-               r.select({{"model", model}, {"budget", b}, {"task", task}, {"measure", measure}})) {
-            const double v = std::stod(row->at("value"));
-            if (!std::isfinite(v)) {
-              const std::string u = fmt::format("{} at {:g}", row->at("method"), std::stod(b));
-              if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
-                unreachable.push_back(u);
+               r.select({{"model", model}, {"task", task}, {"measure", measure}})) {
+            const double v = std::stod(row->at("value")), held = std::stod(row->at("kv_share"));
+            if (row->at("method") == "full" || !std::isfinite(v) || !std::isfinite(held) ||
+                held > level + 1e-9)
               continue;
-            }
-            if (!best ||
-                (low ? v < std::stod(best->at("value")) : v > std::stod(best->at("value"))))
-              best = row;
+            const Row*& f = fam[family_of(*row)];
+            if (!f || better(measure, v, std::stod(f->at("value")))) f = row;
+            if (!best || better(measure, v, std::stod(best->at("value")))) best = row;
           }
           const auto full =
               r.num({{"model", model}, {"method", "full"}, {"task", task}, {"measure", measure}},
                     "value");
           if (!best || !full) continue;
+          ++wins[level][family_of(*best)];
           const double d = std::stod(best->at("delta")), dse = std::stod(best->at("delta_se"));
           s.body += fmt::format(
-              "| {:g} | {} | {} | {} | {:.3f} | {:.3f} ± {:.3f} | {:.3f} | "
-              "{:+.3f} ± {:.3f} | {} |\n",
-              std::stod(b), task, measure, best->at("method"), std::stod(best->at("kv_share")),
-              std::stod(best->at("value")), std::stod(best->at("se")), *full, d, dse,
+              "| {:g} | {} | {} | {} | {} | {:.3f} | {:.3f} ± {:.3f} | {:.3f} | {:+.3f} ± {:.3f} | "
+              "{} |",
+              level, task, measure, best->at("method"), family_of(*best),
+              std::stod(best->at("kv_share")), std::stod(best->at("value")),
+              std::stod(best->at("se")), *full, d, dse,
               std::abs(d) <= 2 * dse                ? "yes"
               : (d < 0) == lower_is_better(measure) ? "no: better"
                                                     : "no: worse");
+          for (const auto& [f, name] : kFamilies)
+            s.body += " " + cell(fam.count(f) ? fam.at(f) : nullptr) + " |";
+          s.body += "\n";
         }
+      // From the numbers: which family wins most measures at each budget.
+      s.body += "\n";
+      for (const auto& [level, by_family] : wins) {
+        std::vector<std::string> parts;
+        for (const auto& [f, n] : by_family) parts.push_back(fmt::format("{} {}", f, n));
+        s.body += fmt::format("- held <= {:g}: best by family, measures won: {}.\n", level,
+                              fmt::join(parts, ", "));
+      }
+      std::vector<std::string> unreachable;
+      for (const auto* row : r.select({{"model", model}}))
+        if (!std::isfinite(std::stod(row->at("value")))) {
+          const std::string u = fmt::format("{} at {:g} (protected heads exceed the budget)",
+                                            row->at("method"), std::stod(row->at("budget")));
+          if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
+            unreachable.push_back(u);
+        }
+      for (const auto* row : out.select({{"model", model}})) {
+        const std::string u = fmt::format("{} at {:g} ({})", row->at("method"),
+                                          std::stod(row->at("budget")), row->at("reason"));
+        if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
+          unreachable.push_back(u);
+      }
       if (!unreachable.empty())
-        s.body += fmt::format(
-            "\nOut of reach (its protected heads alone hold more than the budget): {}.\n",
-            fmt::join(unreachable, ", "));
+        s.body += fmt::format("\nOut of reach: {}.\n", fmt::join(unreachable, "; "));
       s.body += plots(root, run, "frontier_" + model);
     }
   }
