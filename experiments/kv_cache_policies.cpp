@@ -28,6 +28,7 @@
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "retrieval_config.hpp"
+#include "task_config.hpp"
 
 namespace kvscope {
 
@@ -77,10 +78,6 @@ struct PoliciesConfig {
   PerplexityTask ppl;
 };
 
-bool has(const std::vector<std::string>& v, const std::string& s) {
-  return std::find(v.begin(), v.end(), s) != v.end();
-}
-
 struct Family {
   std::vector<PolicySpec> specs;
   std::vector<double> shares;  // induction share of each spec (-1: not a razor-family policy)
@@ -125,14 +122,10 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
   return f;
 }
 
-std::vector<int32_t> without_bos(std::vector<int32_t> t, int32_t bos) {
-  t.erase(std::remove(t.begin(), t.end(), bos), t.end());
-  return t;
-}
-
 Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
-  const bool want_copy = has(cfg.tasks, "copy"), want_recall = has(cfg.tasks, "recall"),
-             want_ppl = has(cfg.tasks, "perplexity"), want_passkey = has(cfg.tasks, "passkey");
+  const bool want_copy = contains(cfg.tasks, "copy"), want_recall = contains(cfg.tasks, "recall"),
+             want_ppl = contains(cfg.tasks, "perplexity"),
+             want_passkey = contains(cfg.tasks, "passkey");
   KV_CHECK(!(want_copy || want_recall || want_passkey) || cfg.has_filler,
            "{}: kv_cache_policies.filler (a text) is needed by the copy, recall and passkey tasks",
            ctx.config_file.string());
@@ -336,7 +329,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "recall.csv", dir); });
   if ((want_recall || want_passkey) && cfg.induction_shares.size() > 1 &&
-      has(cfg.policies, "full") && has(cfg.policies, "razor"))
+      contains(cfg.policies, "full") && contains(cfg.policies, "razor"))
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_ablation(dir / "policies.csv", dir); });
   Tables out{main, prot};
@@ -364,7 +357,7 @@ ExperimentKind kv_cache_policies_kind() {
     PoliciesConfig cfg;
     if (s.has("policies")) cfg.policies = s.list<std::string>("policies");
     for (const std::string& p : cfg.policies)
-      KV_CHECK(has(kPolicies, p) || has(kAblations, p),
+      KV_CHECK(contains(kPolicies, p) || contains(kAblations, p),
                "{}: kv_cache_policies.policies: '{}' is not one of {}, {}", s.file(), p,
                fmt::join(kPolicies, ", "), fmt::join(kAblations, ", "));
     if (s.has("induction_shares")) cfg.induction_shares = s.list<double>("induction_shares");
@@ -396,26 +389,11 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.copy.segment = cp.get_at_least_or<int>("segment", 2, cfg.copy.segment);
     cfg.copy.depths = cp.list_or<double>("depths", cfg.copy.depths);
     cfg.copy.trials = cp.get_at_least_or<int>("trials", 1, cfg.copy.trials);
-    YamlMap rc = s.map_or_empty("recall");
-    cfg.recall.lengths = rc.list_or<int>("lengths", {});
-    cfg.recall.depths = rc.list_or<double>("depths", cfg.recall.depths);
-    cfg.recall.names = rc.list_or<std::string>("names", cfg.recall.names);
-    cfg.recall.needle = rc.get_or<std::string>("needle", cfg.recall.needle);
-    cfg.recall.cue = rc.get_or<std::string>("cue", cfg.recall.cue);
-    cfg.recall.trials = rc.get_at_least_or<int>("trials", 1, cfg.recall.trials);
-    KV_CHECK(cfg.recall.needle.find("{}") != std::string::npos,
-             "{}: kv_cache_policies.recall.needle must contain {{}} where the name goes", s.file());
-    YamlMap pk = s.map_or_empty("passkey");
-    cfg.passkey.lengths = pk.list_or<int>("lengths", {});
-    cfg.passkey.depths = pk.list_or<double>("depths", cfg.passkey.depths);
-    cfg.passkey.key = pk.get_at_least_or<int>("key", 2, cfg.passkey.key);
-    cfg.passkey.token_lo = pk.get_at_least_or<int>("token_lo", -1, -1);
-    cfg.passkey.token_hi = pk.get_at_least_or<int>("token_hi", 0, 0);
-    cfg.passkey.trials = pk.get_at_least_or<int>("trials", 1, cfg.passkey.trials);
-    for (const std::vector<double>* ds :
-         {&cfg.copy.depths, &cfg.recall.depths, &cfg.passkey.depths})
-      for (double d : *ds)
-        KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies: depth {} is not in [0, 1]", s.file(), d);
+    cfg.recall = parse_recall_task(s.map_or_empty("recall"));
+    cfg.passkey = parse_passkey_task(s.map_or_empty("passkey"), false);
+    for (double d : cfg.copy.depths)
+      KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies.copy: depth {} is not in [0, 1]", s.file(),
+               d);
     YamlMap pp = s.map_or_empty("perplexity");
     cfg.ppl.window = pp.get_at_least_or<int>("window", 0, 0);
     cfg.ppl.prefill = pp.get_or<double>("prefill", cfg.ppl.prefill);

@@ -208,7 +208,8 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
   fails("  policies: [full, ablate_all]\n",
         "'ablate_all' is not one of full, streaming, razor, razor_no_comp, razor_no_echo, "
         "razor_random, h2o, ablate_retrieval, ablate_random");
-  fails("  passkey: {depths: [0.5, 1.5]}\n", "kv_cache_policies: depth 1.5 is not in [0, 1]");
+  fails("  passkey: {depths: [0.5, 1.5]}\n",
+        "key 'kv_cache_policies.passkey.depths': depth 1.5 is not in [0, 1]");
   fails("  passkey: {key: 1}\n", "key 'kv_cache_policies.passkey.key' must be >= 2, got 1");
   // At run time, on the filler: 11 ids, most of them used by the filler, cannot hold a
   // 16-id passkey; a context of 20 tokens cannot hold two; neither leaves a finished run.

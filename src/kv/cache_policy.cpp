@@ -71,17 +71,7 @@ void apply_policy(KVCache& cache, const CachePolicy& p,
   const int n = cache.length();
   KV_CHECK(p.n_sink >= 0 && p.window >= 0 && p.s0 >= 0 && p.c > 0,
            "cache policy '{}': sink, window, s0 must be >= 0 and c > 0", p.name);
-  // The model itself keeps only its window; comparing policies over a longer cache would
-  // count bytes (and tokens) that model never holds.
-  KV_CHECK(cache.window() == 0 || n <= cache.window(),
-           "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
-           "policies on a windowed cache past its window are not implemented (use shorter "
-           "sequences)",
-           p.name, cache.window(), n);
-  for (int i = 0; i < cache.heads(); ++i)
-    KV_CHECK(cache.used(size_t(i)) == n && !cache.edited(size_t(i)),
-             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
-             p.name, i, cache.used(size_t(i)), n);
+  check_compressible(cache, p.name);
   if (p.kind == PolicyKind::kFull) return;
   if (p.kind == PolicyKind::kH2O) {
     KV_CHECK(attention_mass && int(attention_mass->size()) == cache.heads(),

@@ -183,17 +183,7 @@ bool CompressedRun::compress(const Variant& v, uint64_t seed) {
   const ModelConfig& c = m_->config;
   const KVCache& kc = st_.cache;
   const int n = kc.length();
-  // The model itself keeps only its window; comparing policies over a longer cache would
-  // count bytes (and tokens) that model never holds.
-  KV_CHECK(kc.window() == 0 || n <= kc.window(),
-           "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
-           "policies on a windowed cache past its window are not implemented (use shorter "
-           "sequences)",
-           v.name, kc.window(), n);
-  for (int h = 0; h < kc.heads(); ++h)
-    KV_CHECK(kc.used(size_t(h)) == n && !kc.edited(size_t(h)),
-             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
-             v.name, h, kc.used(size_t(h)), n);
+  check_compressible(kc, v.name);
   const double full = double(int64_t(c.n_layers) * ref_heads_ * n) * 2 * c.head_dim * elem_bytes_;
   KV_CHECK(!v.model || v.model.get() == m_,
            "cache variant '{}': its model was not the one this run prefilled", v.name);

@@ -59,6 +59,21 @@ void read_allocation(YamlMap& keys, EvictionPolicy& p) {
            keys.key_path("alpha"), p.alpha);
 }
 
+void check_compressible(const KVCache& kc, const std::string& policy) {
+  const int n = kc.length();
+  // The model itself keeps only its window; comparing policies over a longer cache would
+  // count bytes (and tokens) that model never holds.
+  KV_CHECK(kc.window() == 0 || n <= kc.window(),
+           "cache policy '{}': the model's sliding window is {} tokens but the prefill holds {}: "
+           "policies on a windowed cache past its window are not implemented (use shorter "
+           "sequences)",
+           policy, kc.window(), n);
+  for (int h = 0; h < kc.heads(); ++h)
+    KV_CHECK(kc.used(size_t(h)) == n && !kc.edited(size_t(h)),
+             "cache policy '{}': the cache is already compressed (head {} holds {} of {} tokens)",
+             policy, h, kc.used(size_t(h)), n);
+}
+
 std::vector<int> top_slots(const std::vector<double>& scores, int k) {
   std::vector<int> idx(scores.size());
   std::iota(idx.begin(), idx.end(), 0);

@@ -88,12 +88,20 @@ std::vector<double> for_each_variant(const Model& m, std::span<const int32_t> pr
   return share;
 }
 
+namespace {
+
+// Standard error of the mean of n items with sum s and sum of squares ss (NaN below 2).
+double standard_error(double s, double ss, int64_t n) {
+  if (n < 2) return NAN;
+  const double mean = s / double(n);
+  const double var = std::max(0.0, ss / double(n) - mean * mean) * double(n) / double(n - 1);
+  return std::sqrt(var / double(n));
+}
+
+}  // namespace
+
 double TaskScore::se() const {
-  if (items < 2) return NAN;
-  const double mean = sx / double(items);
-  const double var =
-      std::max(0.0, sxx / double(items) - mean * mean) * double(items) / double(items - 1);
-  return std::sqrt(var / double(items));
+  return standard_error(sx, sxx, items);
 }
 
 double TaskScore::paired_mean() const {
@@ -101,11 +109,7 @@ double TaskScore::paired_mean() const {
 }
 
 double TaskScore::paired_se() const {
-  if (items < 2) return NAN;
-  const double mean = sd / double(items);
-  const double var =
-      std::max(0.0, sdd / double(items) - mean * mean) * double(items) / double(items - 1);
-  return std::sqrt(var / double(items));
+  return standard_error(sd, sdd, items);
 }
 
 int copy_context(const CopyTask& t, const ModelConfig& c) {

@@ -1,7 +1,6 @@
 #include "kvscope/runtime/forward.hpp"
 
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <cblas.h>
 
@@ -12,11 +11,14 @@
 #include <cstring>
 #include <thread>
 
+#include "huge_pages.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/ops.hpp"
 
 namespace kvscope {
+
+using runtime_detail::reserve_huge;
 
 namespace {
 
@@ -40,18 +42,6 @@ struct LayerF32 {
   const float *q_norm, *k_norm;                             // null unless config.qk_norm
   const float *post_attn_norm, *post_ffn_norm;              // null unless config.sandwich_norms
 };
-
-// Reserves n floats in v and asks for transparent huge pages on them before they are first
-// touched: zero-filling a 0.5 GB KV cache in 4 KiB pages took 2.3 s of page faults on a
-// VM, against a fraction of that in 2 MiB pages. Only a hint (THP may be off).
-void reserve_huge(std::vector<float>& v, size_t n) {
-  if (v.capacity() >= n) return;
-  v.reserve(n);
-  const uintptr_t huge = uintptr_t(2) << 20;  // madvise wants an aligned start
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(v.data()) + huge - 1) & ~(huge - 1);
-  const uintptr_t hi = reinterpret_cast<uintptr_t>(v.data() + n) & ~(huge - 1);
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-}
 
 constexpr int kLayerTensors = 22;
 

@@ -99,6 +99,10 @@ class EvictionPolicy {
 std::vector<int> allocate_budgets(const ModelConfig& c, double share, int n, Allocation a,
                                   double beta, int protect);
 
+// Refuses, naming the policy, a cache a policy cannot start from: one holding more than
+// the model's sliding window, or one already compressed (every head must hold all tokens).
+void check_compressible(const KVCache& kc, const std::string& policy);
+
 // Indices of the k largest scores, ties to the smaller index, ascending.
 std::vector<int> top_slots(const std::vector<double>& scores, int k);
 
