@@ -33,6 +33,7 @@
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "retrieval_config.hpp"
+#include "task_config.hpp"
 
 namespace kvscope {
 
@@ -178,15 +179,6 @@ MethodSpec parse_label(const std::string& label, YamlMap& method_keys, const std
   return spec;
 }
 
-bool has(const std::vector<std::string>& v, const std::string& s) {
-  return std::find(v.begin(), v.end(), s) != v.end();
-}
-
-std::vector<int32_t> without_bos(std::vector<int32_t> t, int32_t bos) {
-  t.erase(std::remove(t.begin(), t.end(), bos), t.end());
-  return t;
-}
-
 // One aggregated score: a task's TaskScores summed over its cells (items add up).
 struct Agg {
   TaskScore t;
@@ -200,21 +192,6 @@ struct Agg {
   double mean() const { return t.items > 0 ? t.sx / double(t.items) : NAN; }
   double share() const { return share_items > 0 ? share_sum / double(share_items) : NAN; }
 };
-
-PasskeyTask parse_passkey(YamlMap pk, bool multikey) {
-  PasskeyTask t;
-  t.lengths = pk.list_or<int>("lengths", {});
-  t.depths = pk.list_or<double>("depths", t.depths);
-  t.key = pk.get_at_least_or<int>("key", 2, t.key);
-  t.token_lo = pk.get_at_least_or<int>("token_lo", -1, -1);
-  t.token_hi = pk.get_at_least_or<int>("token_hi", 0, 0);
-  t.trials = pk.get_at_least_or<int>("trials", 1, t.trials);
-  t.distractors = multikey ? pk.get_at_least_or<int>("distractors", 1, 3) : 0;
-  for (double d : t.depths)
-    KV_CHECK(d >= 0 && d <= 1, "{}: key '{}': depth {} is not in [0, 1]", pk.file(),
-             pk.key_path("depths"), d);
-  return t;
-}
 
 // The calibration Grams (pre-RoPE keys, keys, values of every layer) when a method needs
 // them: low-rank bases and SVD-a merged heads.
@@ -236,8 +213,9 @@ std::unique_ptr<CalibrationGrams> calibrate(const FrontierConfig& cfg, Experimen
 }
 
 Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
-  const bool want_cont = has(cfg.tasks, "continuation"), want_pk = has(cfg.tasks, "passkey"),
-             want_mk = has(cfg.tasks, "multikey"), want_rc = has(cfg.tasks, "recall");
+  const bool want_cont = contains(cfg.tasks, "continuation"),
+             want_pk = contains(cfg.tasks, "passkey"), want_mk = contains(cfg.tasks, "multikey"),
+             want_rc = contains(cfg.tasks, "recall");
   KV_CHECK(!(want_pk || want_mk || want_rc) || cfg.has_filler,
            "{}: kv_frontier.filler (a text) is needed by the passkey, multikey and recall tasks",
            ctx.config_file.string());
@@ -475,7 +453,7 @@ ExperimentKind kv_frontier_kind() {
              cfg.element_bits);
     cfg.tasks = s.list_or<std::string>("tasks", cfg.tasks);
     for (const std::string& t : cfg.tasks)
-      KV_CHECK(has(kTasks, t), "{}: kv_frontier.tasks: '{}' is not one of {}", s.file(), t,
+      KV_CHECK(contains(kTasks, t), "{}: kv_frontier.tasks: '{}' is not one of {}", s.file(), t,
                fmt::join(kTasks, ", "));
     if (s.has("filler")) {
       YamlMap f = s.map("filler");
@@ -489,19 +467,9 @@ ExperimentKind kv_frontier_kind() {
     KV_CHECK(cfg.cont.prefill > 0 && cfg.cont.prefill < 1,
              "{}: kv_frontier.continuation.prefill must lie in (0, 1), got {}", s.file(),
              cfg.cont.prefill);
-    cfg.passkey = parse_passkey(s.map_or_empty("passkey"), false);
-    cfg.multikey = parse_passkey(s.map_or_empty("multikey"), true);
-    YamlMap rc = s.map_or_empty("recall");
-    cfg.recall.lengths = rc.list_or<int>("lengths", {});
-    cfg.recall.depths = rc.list_or<double>("depths", cfg.recall.depths);
-    cfg.recall.names = rc.list_or<std::string>("names", cfg.recall.names);
-    cfg.recall.needle = rc.get_or<std::string>("needle", cfg.recall.needle);
-    cfg.recall.cue = rc.get_or<std::string>("cue", cfg.recall.cue);
-    cfg.recall.trials = rc.get_at_least_or<int>("trials", 1, cfg.recall.trials);
-    KV_CHECK(cfg.recall.needle.find("{}") != std::string::npos,
-             "{}: kv_frontier.recall.needle must contain {{}} where the name goes", s.file());
-    for (double d : cfg.recall.depths)
-      KV_CHECK(d >= 0 && d <= 1, "{}: kv_frontier.recall: depth {} is not in [0, 1]", s.file(), d);
+    cfg.passkey = parse_passkey_task(s.map_or_empty("passkey"), false);
+    cfg.multikey = parse_passkey_task(s.map_or_empty("multikey"), true);
+    cfg.recall = parse_recall_task(s.map_or_empty("recall"));
     return [cfg](ExperimentContext& ctx) { return run_frontier(cfg, ctx); };
   };
   return k;

@@ -13,10 +13,12 @@ namespace kvscope {
 
 int32_t CodecState::group(int64_t shared, int64_t member) {
   // Groups with nothing shared differ only by their member bytes: one id serves them all.
-  if (shared == 0)
-    for (size_t i = 0; i < groups_.size(); ++i)
-      if (groups_[i].shared == 0 && groups_[i].member == member) return int32_t(i + 1);
+  if (shared == 0) {
+    const auto it = plain_.find(member);
+    if (it != plain_.end()) return it->second;
+  }
   groups_.push_back({shared, member});
+  if (shared == 0) plain_[member] = int32_t(groups_.size());
   return int32_t(groups_.size());
 }
 
@@ -39,9 +41,10 @@ void CodecState::follow(const KVCache& kc, int l, int g, std::span<const int> ke
     for (size_t i = 0; i < pos.size(); ++i)
       if (pos[i] == KVCache::kMerged)
         next.push_back(0);
-      else
-        next.push_back(
-            ki < kept.size() && size_t(kept[ki]) < tags->size() ? (*tags)[size_t(kept[ki++])] : 0);
+      else {
+        const size_t from = ki < kept.size() ? size_t(kept[ki++]) : tags->size();
+        next.push_back(from < tags->size() ? (*tags)[from] : 0);
+      }
     *tags = std::move(next);
   }
 }

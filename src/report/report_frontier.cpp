@@ -31,13 +31,24 @@ bool better(const std::string& measure, double a, double b) {
   return lower_is_better(measure) ? a < b : a > b;
 }
 
-// "method@budget value (held)" of a row.
+// Three decimals, or three significant digits for what three decimals would show as 0
+// (a KL of 1e-4).
+std::string num(double x) {
+  return x == 0 || std::abs(x) >= 0.01 || !std::isfinite(x) ? fmt::format("{:.3f}", x)
+                                                            : fmt::format("{:.2e}", x);
+}
+std::string signed_num(double x) {
+  return (x >= 0 ? "+" : "") + num(x);
+}
+
+// "method@budget value (held; paired difference ± SE)" of a row.
 std::string cell(const Row* r) {
   if (!r) return "-";
   const double b = std::stod(r->at("budget"));
-  return fmt::format("{}{} {:.3f} ({:.3f})", r->at("method"),
-                     b < 1 ? fmt::format("@{:g}", b) : std::string(), std::stod(r->at("value")),
-                     std::stod(r->at("kv_share")));
+  return fmt::format("{}{} {} ({:.3f}; {} ± {})", r->at("method"),
+                     b < 1 ? fmt::format("@{:g}", b) : std::string(),
+                     num(std::stod(r->at("value"))), std::stod(r->at("kv_share")),
+                     signed_num(std::stod(r->at("delta"))), num(std::stod(r->at("delta_se"))));
 }
 
 }  // namespace
@@ -69,7 +80,7 @@ Section frontier(const fs::path& root) {
       "same windows, passkeys and questions) ± its SE, whether the best is within noise of "
       "the full cache (|difference| <= 2 SE; else better or worse: a model that degrades on "
       "contexts longer than it was trained on can gain by forgetting), and the best of each "
-      "family as `method@budget value (held)`.\n";
+      "family as `method@budget value (held; difference from the full cache ± SE)`.\n";
   for (const std::string& run : runs) {
     const Rows r = load(root / run / "frontier.csv");
     const Rows out =
@@ -92,7 +103,8 @@ Section frontier(const fs::path& root) {
       std::vector<std::pair<std::string, std::string>> measures;
       for (const auto* row : r.select({{"model", model}, {"method", "full"}}))
         if (row->at("measure") != "nll") measures.push_back({row->at("task"), row->at("measure")});
-      std::map<double, std::map<std::string, int>> wins;  // level -> family -> measures won
+      // level -> family -> the methods that won a measure (one entry per measure)
+      std::map<double, std::map<std::string, std::vector<std::string>>> wins;
       for (double level : levels)
         for (const auto& [task, measure] : measures) {
           const Row* best = nullptr;
@@ -111,28 +123,35 @@ Section frontier(const fs::path& root) {
               r.num({{"model", model}, {"method", "full"}, {"task", task}, {"measure", measure}},
                     "value");
           if (!best || !full) continue;
-          ++wins[level][family_of(*best)];
+          wins[level][family_of(*best)].push_back(best->at("method"));
           const double d = std::stod(best->at("delta")), dse = std::stod(best->at("delta_se"));
-          s.body += fmt::format(
-              "| {:g} | {} | {} | {} | {} | {:.3f} | {:.3f} ± {:.3f} | {:.3f} | {:+.3f} ± {:.3f} | "
-              "{} |",
-              level, task, measure, best->at("method"), family_of(*best),
-              std::stod(best->at("kv_share")), std::stod(best->at("value")),
-              std::stod(best->at("se")), *full, d, dse,
-              std::abs(d) <= 2 * dse                ? "yes"
-              : (d < 0) == lower_is_better(measure) ? "no: better"
-                                                    : "no: worse");
+          s.body +=
+              fmt::format("| {:g} | {} | {} | {} | {} | {:.3f} | {} ± {} | {} | {} ± {} | {} |",
+                          level, task, measure, best->at("method"), family_of(*best),
+                          std::stod(best->at("kv_share")), num(std::stod(best->at("value"))),
+                          num(std::stod(best->at("se"))), num(*full), signed_num(d), num(dse),
+                          std::abs(d) <= 2 * dse                ? "yes"
+                          : (d < 0) == lower_is_better(measure) ? "no: better"
+                                                                : "no: worse");
           for (const auto& [f, name] : kFamilies)
             s.body += " " + cell(fam.count(f) ? fam.at(f) : nullptr) + " |";
           s.body += "\n";
         }
       // From the numbers: which family wins most measures at each budget.
       s.body += "\n";
-      for (const auto& [level, by_family] : wins) {
+      for (auto it = wins.rbegin(); it != wins.rend(); ++it) {
         std::vector<std::string> parts;
-        for (const auto& [f, n] : by_family) parts.push_back(fmt::format("{} {}", f, n));
-        s.body += fmt::format("- held <= {:g}: best by family, measures won: {}.\n", level,
-                              fmt::join(parts, ", "));
+        size_t total = 0;
+        for (const auto& [f, methods] : it->second) {
+          std::vector<std::string> distinct;
+          for (const std::string& m : methods)
+            if (std::find(distinct.begin(), distinct.end(), m) == distinct.end())
+              distinct.push_back(m);
+          parts.push_back(fmt::format("{} {} ({})", f, methods.size(), fmt::join(distinct, ", ")));
+          total += methods.size();
+        }
+        s.body += fmt::format("- held <= {:g}: the best method's family, of {} measures: {}.\n",
+                              it->first, total, fmt::join(parts, "; "));
       }
       std::vector<std::string> unreachable;
       for (const auto* row : r.select({{"model", model}}))

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,6 +46,7 @@ class CodecState {
     int64_t shared = 0, member = 0;
   };
   std::vector<Group> groups_;
+  std::map<int64_t, int32_t> plain_;  // member bytes -> id of the group with nothing shared
 };
 
 // What a codec sees when it encodes.
