@@ -156,3 +156,59 @@ TEST_CASE("kv_frontier rejects bad settings before running", "[frontier][experim
                     Contains("kv_frontier.continuation.window is 9999") && Contains("512"));
   CHECK_FALSE(fs::exists(tmp.path / "results" / "bad" / "frontier.csv"));
 }
+
+TEST_CASE("kv_frontier part 2: codecs, merged heads and compositions on one bytes axis",
+          "[frontier][experiment][codec]") {
+  test::TempDir tmp("frontier_codecs");
+  const std::string text = kData + "/text/janeausten/persuasion.txt";
+  const fs::path out = test::run_config(
+      tmp.path, "fc",
+      "kind: kv_frontier\nseed: 2\nmodels:\n  - name: austen\n    path: " + kData +
+          "/models/austen_induction\n  - name: stories260K\n    path: " + kData +
+          "/models/stories260K/stories260K.bin\ntexts:\n  - name: p\n    path: " + text +
+          "\n    max_bytes: 60000\nkv_frontier:\n"
+          "  methods: [q8_0, mixed, kivi, lowrank, merged_mean_pool, snapkv+q8_0]\n"
+          "  method_keys:\n    mixed: {method: ggml, k_type: q4_0, v_type: f16}\n"
+          "    snapkv: {window: 8}\n"
+          "  calibration: {path: " +
+          text +
+          ", max_bytes: 40000}\n  calibration_tokens: 1024\n"
+          "  budgets: [1, 0.5, 0.125]\n  tasks: [continuation]\n"
+          "  continuation: {window: 64, windows: 2}\n");
+  const CsvData d = read_csv(out / "frontier.csv");
+  auto find = [&](const std::string& model, const std::string& method, const std::string& budget,
+                  const std::string& measure) -> const std::vector<std::string>* {
+    for (const auto& r : d.rows)
+      if (r[d.column("model")] == model && r[d.column("method")] == method &&
+          r[d.column("budget")] == budget && r[d.column("measure")] == measure)
+        return &r;
+    return nullptr;
+  };
+  auto num = [&](const std::vector<std::string>* r, const char* col) {
+    REQUIRE(r);
+    return std::stod((*r)[d.column(col)]);
+  };
+  // Bytes worked out by hand (16-bit elements, head_dim 32): q8_0 34 bytes per 32 elements
+  // of K and of V; q4_0 keys (18) with f16 values (64) of 128.
+  CHECK(num(find("austen", "q8_0", "1", "kl"), "kv_share") == Approx(34.0 / 64).epsilon(1e-9));
+  CHECK(num(find("austen", "mixed", "1", "kl"), "kv_share") == Approx(82.0 / 128).epsilon(1e-9));
+  CHECK((*find("austen", "q8_0", "1", "kl"))[d.column("family")] == "quantization");
+  // The low-rank cache at full rank is the full cache; at half rank it holds half the bytes.
+  CHECK(num(find("austen", "lowrank", "1", "kl"), "value") < 1e-8);
+  CHECK(num(find("austen", "lowrank", "0.5", "kl"), "kv_share") == Approx(0.5).epsilon(1e-9));
+  CHECK(num(find("austen", "lowrank", "0.5", "kl"), "value") > 1e-6);
+  CHECK(num(find("austen", "lowrank", "0.5", "kl"), "side_bytes") ==
+        2 * 2 * 64 * 128 * 2);  // 2 layers x (K and V bases of rank 64 over 128) x 2 bytes
+  // Two of four KV heads hold half the bytes of the original model's cache.
+  CHECK(num(find("austen", "merged_mean_pool", "0.5", "kl"), "kv_share") ==
+        Approx(0.5).epsilon(1e-9));
+  // A composition holds less than its eviction alone would (its slots are q8_0 blocks).
+  CHECK(num(find("austen", "snapkv+q8_0", "0.5", "kl"), "kv_share") < 0.5 * 34 / 64 + 0.05);
+  CHECK((*find("austen", "snapkv+q8_0", "0.5", "kl"))[d.column("family")] == "composition");
+  // Out of reach, and said so: ggml blocks on head_dim 8; 1/8 of 4 KV heads.
+  CHECK_FALSE(find("stories260K", "q8_0", "1", "kl"));
+  const std::string why = test::slurp(out / "unreachable.csv");
+  CHECK_THAT(why, Contains("stories260K,q8_0,1,") && Contains("head_dim 8"));
+  CHECK_THAT(why, Contains("austen,merged_mean_pool,0.125,"));
+  CHECK(find("stories260K", "kivi", "1", "kl"));
+}
