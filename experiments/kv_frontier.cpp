@@ -309,6 +309,12 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
                 target == c.n_kv_heads)
               why = fmt::format("{} x {} KV heads = {:g} is not a whole divisor of {} below it",
                                 share, c.n_kv_heads, heads, c.n_kv_heads);
+            else if (c.qk_norm && *part.merged == ReduceMethod::kMeanPool)
+              why =
+                  "the model normalises each key head, which merged W_K rows would need a "
+                  "norm of their own for (kv_head_reduction: use svd_w or svd_a)";
+            else if (c.compressed_keys())
+              why = "the model's KV heads are already reduced";
             else
               v.model = std::make_shared<const Model>(
                   reduce_kv_heads(m, target, *part.merged, grams.get()).model);
