@@ -83,14 +83,25 @@ std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path
         }
         data += pts.empty() ? "1 NaN 0\nEOD\n" : "EOD\n";
       }
+    // The key gets its own strip right of the panels (a method per line, in as many
+    // columns as the height needs), so that thirty methods do not squeeze a panel.
+    // gnuplot keeps a key within its panel's height: about 22 px a line at font 9.
+    const int panels_w = 540 * cols, H = 90 + 400 * rows;
+    const double top = 85, bottom = 55, left = 80, hspace = 95, vspace = 105;
+    const double panel_h = (H - top - bottom - vspace * (rows - 1)) / rows;
+    const int key_rows = std::max(1, int(panel_h / 22));
+    const int key_cols = (int(f.methods.size()) + key_rows - 1) / key_rows;
+    const int W = panels_w + 210 * key_cols + 20;
     for (const char* ext : {"png", "svg"}) {
       const fs::path out = out_dir / fmt::format("frontier_{}.{}", file_safe(model), ext);
-      std::string s = data + plot_detail::terminal(ext, 520 * cols, 60 + 380 * rows) + "\n";
+      std::string s = data + plot_detail::terminal(ext, W, H) + "\n";
       s += fmt::format("set output '{}.partial'\n", out.string());
       s += fmt::format(
-          "set multiplot layout {},{} title '{}: each method at each budget against the full "
-          "cache (dashed); x: share of the KV cache held (peak bytes), error bars 1 SE'\n",
-          rows, cols, plot_detail::gnuplot_quote(model));
+          "set multiplot layout {},{} margins {:.4f},{:.4f},{:.4f},{:.4f} spacing {:.4f},{:.4f} "
+          "title '{}: each method at each budget against the full cache (dashed); x: share of "
+          "the KV cache held (peak bytes), error bars 1 SE'\n",
+          rows, cols, left / W, (panels_w - 10.0) / W, bottom / H, (H - top) / H, hspace / W,
+          vspace / H, plot_detail::gnuplot_quote(model));
       s += fmt::format(
           "set logscale x 2\nset xrange [{:.6g}:1.3]\nset xlabel 'share of the KV cache held'\n"
           "set grid\n",
@@ -98,9 +109,12 @@ std::vector<fs::path> plot_frontier(const fs::path& frontier_csv, const fs::path
       for (size_t p = 0; p < f.panels.size(); ++p) {
         // Perplexity and KL span decades between the best and the worst methods.
         const std::string measure = f.panels[p].substr(f.panels[p].rfind(' ') + 1);
-        s += measure == "perplexity" || measure == "kl" ? "set logscale y\n" : "unset logscale y\n";
+        s += measure == "perplexity" || measure == "kl" ? "set logscale y\nset format y '%g'\n"
+                                                        : "unset logscale y\nset format y '% h'\n";
         // One key, on the first panel, outside the data.
-        s += p == 0 ? "set key outside right top font ',9'\n" : "set key off\n";
+        s += p == 0 ? fmt::format("set key at screen {:.4f},{:.4f} top left font ',9' maxrows {}\n",
+                                  (panels_w + 15.0) / W, (H - top) / H, key_rows)
+                    : "set key off\n";
         s += fmt::format(
             "set title '{}'\nset ylabel '{}'\nplot ", plot_detail::gnuplot_quote(f.panels[p]),
             plot_detail::gnuplot_quote(f.panels[p].substr(f.panels[p].rfind(' ') + 1)));
