@@ -3,6 +3,7 @@
 // per-channel keys and per-token values with group edges and the residual window as tokens
 // arrive, pre-RoPE keys with exact outliers, the bytes of each, a low-rank cache at full
 // rank (the full cache's logits), and a composition with an identity method.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <map>
@@ -399,4 +400,61 @@ TEST_CASE("think: the kept key channels are those of largest query-weighted magn
       }
   // Keys (half of 8 channels at 2 bytes + a 1-byte mask per head) and whole values.
   CHECK(r.share_after_prefill() == (40.0 * 8 * (4 * 2 + 8 * 2) + 8 * 1) / (40.0 * 8 * 2 * 8 * 2));
+}
+
+TEST_CASE("think: the channels kept are the ones a reimplementation from the paper keeps",
+          "[codec][think]") {
+  // Logs every layer's post-RoPE queries and keys of one prefill.
+  struct Log : ForwardObserver {
+    std::vector<std::vector<float>> q, k;  // [layer][heads * T * hd]
+    int T = 0;
+    void on_layer(const LayerCapture& c) override {
+      if (q.size() <= size_t(c.layer)) q.resize(size_t(c.layer) + 1), k.resize(size_t(c.layer) + 1);
+      T = c.n_tokens;
+      q[size_t(c.layer)].assign(c.q, c.q + size_t(c.n_heads) * c.n_tokens * c.head_dim);
+      k[size_t(c.layer)].assign(c.k, c.k + size_t(c.n_kv_heads) * c.n_tokens * c.head_dim);
+    }
+  };
+  for (int kind : {0, 1}) {  // MHA, and GQA (two query heads per KV head)
+    const Model& m = model(kind);
+    const ModelConfig& c = m.config;
+    const int hd = c.head_dim, W = 8, keep = 3, P = 40;
+    const std::vector<int32_t> t = tokens(P, 23);
+    Log log;
+    RunState st(c, P);
+    ForwardOptions o;
+    o.logits = LogitsMode::kNone, o.observer = &log;
+    forward(m, st, t, o);
+    Variant think;
+    think.name = "think";
+    think.codec = codec("think", "{window: 8}", {}, double(keep) / hd);
+    CompressedRun r(m, P, think.codec->needs(), 2);
+    r.prefill(t);
+    REQUIRE(r.compress(think, 1));
+    const KVCache& kc = r.state().cache;
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int g = 0; g < c.n_kv_heads; ++g) {
+        // ||Q[:, ch]|| over the last W queries of the group's heads, ||K[:, ch]|| over all keys.
+        std::vector<std::pair<double, int>> score;
+        for (int ch = 0; ch < hd; ++ch) {
+          double qq = 0, kk = 0;
+          for (int h = g * c.group_size(); h < (g + 1) * c.group_size(); ++h)
+            for (int i = P - W; i < P; ++i)
+              qq += std::pow(log.q[size_t(l)][(size_t(h) * P + i) * hd + ch], 2);
+          for (int i = 0; i < P; ++i)
+            kk += std::pow(log.k[size_t(l)][(size_t(g) * P + i) * hd + ch], 2);
+          score.push_back({-std::sqrt(qq * kk), ch});  // ascending sort: largest first
+        }
+        std::sort(score.begin(), score.end());
+        std::vector<bool> kept(static_cast<size_t>(hd), false);
+        for (int i = 0; i < keep; ++i) kept[size_t(score[size_t(i)].second)] = true;
+        INFO("model " << kind << " layer " << l << " head " << g);
+        for (int i = 0; i < P; ++i)
+          for (int ch = 0; ch < hd; ++ch) {
+            const float want =
+                kept[size_t(ch)] ? log.k[size_t(l)][(size_t(g) * P + i) * hd + ch] : 0.0f;
+            CHECK(kc.k_head(l, g)[i * hd + ch] == want);
+          }
+      }
+  }
 }
