@@ -37,10 +37,7 @@ const Model& model(bool gqa) {
 }
 
 std::vector<int32_t> tokens(int n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back(int32_t(rng() % 60) + 2);
-  return t;
+  return test::random_tokens(n, seed);
 }
 
 std::unique_ptr<EvictionPolicy> make(const std::string& method, const std::string& yaml,

@@ -82,10 +82,7 @@ const Model& model(int kind) {  // 0: MHA hd 8, 1: GQA hd 8, 2: GQA hd 32
 }
 
 std::vector<int32_t> tokens(int n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t;
-  for (int i = 0; i < n; ++i) t.push_back(int32_t(rng() % 60) + 2);
-  return t;
+  return test::random_tokens(n, seed);
 }
 
 // Logits of `decode` tokens after a prefill, under variant v.

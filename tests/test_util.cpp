@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace kvscope::test {
@@ -84,6 +85,13 @@ fs::path run_config(const fs::path& dir, const std::string& name, const std::str
   o.verbose = false;
   o.force = force;
   return run_experiment(dir / (name + ".yaml"), o);
+}
+
+std::vector<int32_t> random_tokens(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(int32_t(rng() % 60) + 2);
+  return t;
 }
 
 }  // namespace kvscope::test

@@ -2,6 +2,7 @@
 // and running the kvscope binary as a user would.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -31,6 +32,10 @@ void write_bytes(const std::filesystem::path& p, const std::string& bytes);
 bool one_line(const std::string& err);
 // The names of the files in `dir`, sorted: "nothing left behind" checks.
 std::vector<std::string> listing(const std::filesystem::path& dir);
+
+// n token ids drawn from [2, 62) by mt19937(seed): a sequence for the 64-token synthetic
+// models of the eviction and codec tests.
+std::vector<int32_t> random_tokens(int n, uint32_t seed);
 
 struct CliResult {
   int exit_code = -1;
