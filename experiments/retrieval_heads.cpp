@@ -12,6 +12,7 @@
 //     echo_share: 0.01       # top share by echo score
 //     induction_threshold: -1  # >= 0: select by absolute score instead of share
 //     echo_threshold: -1
+//     testbed: {...}         # the test bed's checks (experiments/testbed.hpp): testbed.csv
 //
 // Tables: scores.csv (per query head), heads.csv (per KV head: max over its query heads,
 // ranks, selected or not, standard errors across probes, above_uniform: its induction or
@@ -26,6 +27,8 @@
 #include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
 #include "retrieval_config.hpp"
+#include "task_config.hpp"
+#include "testbed.hpp"
 
 namespace kvscope {
 
@@ -56,6 +59,7 @@ namespace {
 struct RetrievalConfig {
   ProbeOptions probe;
   HeadSelection select;
+  TestbedConfig testbed;
 };
 
 std::vector<int> ranks(const std::vector<double>& v) {  // 1 = highest; ties by index
@@ -111,6 +115,19 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                             {"max_induction_se", Column::Float},
                             {"max_echo_se", Column::Float},
                             {"heads_above_uniform", Column::Int}});
+  Testbed testbed(cfg.testbed);
+  if (cfg.testbed.on && !cfg.testbed.twin.empty()) {
+    std::vector<std::string> names;
+    for (const ModelSpec& ms : ctx.models) names.push_back(ms.name);
+    for (const std::string& n : cfg.testbed.of)
+      KV_CHECK(contains(names, n),
+               "{}: retrieval_heads.testbed.twin.of names '{}', not a model of "
+               "models: ({})",
+               ctx.config_file.string(), n, fmt::join(names, ", "));
+    KV_CHECK(contains(names, cfg.testbed.twin),
+             "{}: retrieval_heads.testbed.twin.model '{}' is not a model of models: ({})",
+             ctx.config_file.string(), cfg.testbed.twin, fmt::join(names, ", "));
+  }
   ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
@@ -118,7 +135,8 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
     ProbeOptions po = cfg.probe;
     po.seed = ctx.seed;
     const ProbeSpec p = resolve_probe(lm.model, po, 0);
-    const HeadScores s = probe_heads(lm.model, po);
+    std::vector<double> copy_nll;
+    const HeadScores s = probe_heads(lm.model, po, cfg.testbed.on ? &copy_nll : nullptr);
     // The rule ranks every head, so it always picks some; with a noise estimate only the
     // picks that stand out of the uniform level are named retrieval heads.
     const std::vector<uint8_t> picked = select_retrieval_heads(s, cfg.select);
@@ -176,6 +194,7 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
                        s.kv_induction_se[i], int64_t(ev.above.empty() ? 0 : ev.above[i])});
         mean_e += s.kv_echo[i], mean_i += s.kv_induction[i], n_sel += sel[i];
       }
+    if (cfg.testbed.on) testbed.measure(ctx, ms, lm, s, uniform, copy_nll);
     const int total = c.n_layers * c.n_kv_heads;
     summary.add_row({ms.name, int64_t(c.n_layers), int64_t(c.n_heads), int64_t(c.n_kv_heads),
                      int64_t(p.block), int64_t(p.repeats), int64_t(cfg.probe.probes),
@@ -190,6 +209,7 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_heads(dir / "heads.csv", dir); });
+  if (cfg.testbed.on) return {scores, heads, summary, testbed.table()};
   return {scores, heads, summary};
 }
 
@@ -204,6 +224,10 @@ ExperimentKind retrieval_heads_kind() {
     RetrievalConfig cfg;
     cfg.probe = parse_probe_options(s);
     cfg.select = parse_head_selection(s);
+    if (s.has("testbed")) {
+      YamlMap t = s.map("testbed");
+      cfg.testbed = parse_testbed(t);
+    }
     return [cfg](ExperimentContext& ctx) { return run_retrieval(cfg, ctx); };
   };
   return k;
