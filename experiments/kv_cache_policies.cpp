@@ -11,13 +11,17 @@
 //     s0: 32                    # razor keeps max(s0, N / c) recent tokens
 //     c: 5
 //     probe: {}                 # retrieval_heads' probe keys: block, repeats, probes, ...
-//     tasks: [copy, recall, perplexity]
+//     probe_seeds: 1            # probes in K seeds of `probes` each; the policies use them
+//                               # pooled, selections.csv says whether each seed agrees
+//     random_draws: 1           # draws of razor_random / ablate_random (name#k when > 1)
+//     tasks: [copy, recall, perplexity]   # also passkey, multikey
 //     filler: {path: ...}       # natural text for the copy and recall contexts
 //     copy: {context: 0, segment: 32, depths: [0.1, 0.5], trials: 8}
 //     recall: {lengths: [], depths: [0, 0.25, 0.5, 0.75, 1], names: [...], needle: ...,
 //              cue: Then, trials: 4}
 //     passkey: {lengths: [], depths: [0, 0.25, 0.5, 0.75, 1], key: 16, token_lo: -1,
 //               token_hi: 0, trials: 8}  # task passkey: the needle test with random ids
+//     multikey: {keys: [2, 3, 4], ... as passkey}  # task multikey: one asked of K passkeys
 //     perplexity: {window: 0, prefill: 0.75, windows: 16}
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -27,6 +31,7 @@
 #include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/report/plot.hpp"
 #include "kvscope/runtime/perplexity.hpp"
+#include "policy_controls.hpp"
 #include "retrieval_config.hpp"
 #include "task_config.hpp"
 
@@ -69,18 +74,25 @@ struct PoliciesConfig {
   double echo_share = 0.01;
   PolicyParams params;
   ProbeOptions probe;
+  int probe_seeds = 1;
+  int random_draws = 1;
   std::vector<std::string> tasks = {"copy", "recall", "perplexity"};
   TextSpec filler;
   bool has_filler = false;
   CopyTask copy;
   RecallTask recall;
   PasskeyTask passkey;
+  PasskeyTask multikey;
+  std::vector<int> multikey_keys = {2, 3, 4};
   PerplexityTask ppl;
 };
 
 struct Family {
   std::vector<PolicySpec> specs;
   std::vector<double> shares;  // induction share of each spec (-1: not a razor-family policy)
+  // The policies paired.csv pairs every other one with: full, and razor, ablate_retrieval
+  // and streaming at each share.
+  std::vector<std::string> references;
 };
 
 // The policies of one model: full once, every other policy once per induction share.
@@ -99,24 +111,31 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
         cfg.induction_shares.size() > 1 ? fmt::format("@{:g}%", 100 * sel.induction_share) : "";
     for (const std::string& name : cfg.policies) {
       if (name == "full" && si > 0) continue;
-      PolicySpec p;
-      p.name = name == "full" ? name : name + suffix;
-      p.budget_heads = heads;
-      p.protected_heads = heads;
-      if (name == "full") p.kind = PolicyKind::kFull;
-      if (name == "streaming") p.kind = PolicyKind::kStreaming;
-      if (name == "h2o") p.kind = PolicyKind::kH2O;
-      if (name.rfind("razor", 0) == 0) p.kind = PolicyKind::kRazor;
-      if (name == "razor_no_comp") p.compensation = false;
-      if (name == "razor_no_echo") p.protected_heads = select_retrieval_heads(s, ind_only);
-      if (name == "razor_random") p.protected_heads = random_heads(total, count, seed + si);
-      if (name.rfind("ablate", 0) == 0) {
-        p.kind = PolicyKind::kRazor, p.compensation = false;
-        p.protected_heads =
-            complement(name == "ablate_retrieval" ? heads : others_at_random(heads, seed + si));
+      const bool drawn = name == "razor_random" || name == "ablate_random";
+      for (int k = 0; k < (drawn ? cfg.random_draws : 1); ++k) {
+        // Draw 0 keeps the seed of a single draw; the others step by a large odd number.
+        const uint64_t draw_seed = seed + si + uint64_t(k) * 7919u;
+        PolicySpec p;
+        p.name = name == "full" ? name : draw_name(name + suffix, k, drawn ? cfg.random_draws : 1);
+        p.budget_heads = heads;
+        p.protected_heads = heads;
+        if (name == "full") p.kind = PolicyKind::kFull;
+        if (name == "streaming") p.kind = PolicyKind::kStreaming;
+        if (name == "h2o") p.kind = PolicyKind::kH2O;
+        if (name.rfind("razor", 0) == 0) p.kind = PolicyKind::kRazor;
+        if (name == "razor_no_comp") p.compensation = false;
+        if (name == "razor_no_echo") p.protected_heads = select_retrieval_heads(s, ind_only);
+        if (name == "razor_random") p.protected_heads = random_heads(total, count, draw_seed);
+        if (name.rfind("ablate", 0) == 0) {
+          p.kind = PolicyKind::kRazor, p.compensation = false;
+          p.protected_heads =
+              complement(name == "ablate_retrieval" ? heads : others_at_random(heads, draw_seed));
+        }
+        if (name == "full" || name == "razor" || name == "ablate_retrieval" || name == "streaming")
+          f.references.push_back(p.name);
+        f.specs.push_back(p);
+        f.shares.push_back(name == "full" ? -1.0 : sel.induction_share);
       }
-      f.specs.push_back(p);
-      f.shares.push_back(name == "full" ? -1.0 : sel.induction_share);
     }
   }
   return f;
@@ -125,9 +144,11 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
 Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
   const bool want_copy = contains(cfg.tasks, "copy"), want_recall = contains(cfg.tasks, "recall"),
              want_ppl = contains(cfg.tasks, "perplexity"),
-             want_passkey = contains(cfg.tasks, "passkey");
-  KV_CHECK(!(want_copy || want_recall || want_passkey) || cfg.has_filler,
-           "{}: kv_cache_policies.filler (a text) is needed by the copy, recall and passkey tasks",
+             want_passkey = contains(cfg.tasks, "passkey"),
+             want_multikey = contains(cfg.tasks, "multikey");
+  KV_CHECK(!(want_copy || want_recall || want_passkey || want_multikey) || cfg.has_filler,
+           "{}: kv_cache_policies.filler (a text) is needed by the copy, recall, passkey and "
+           "multikey tasks",
            ctx.config_file.string());
   KV_CHECK(
       !want_ppl || !ctx.texts.empty(),
@@ -144,6 +165,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                           {"copy_accuracy", Column::Float},
                           {"recall_accuracy", Column::Float},
                           {"passkey_accuracy", Column::Float},
+                          {"multikey_accuracy", Column::Float},
                           {"perplexity", Column::Float}});
   Table copy("copy", {{"model", Column::String},
                       {"policy", Column::String},
@@ -173,6 +195,17 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                             {"exact", Column::Float},
                             {"chance", Column::Float},
                             {"kv_share", Column::Float}});
+  Table multikey("multikey", {{"model", Column::String},
+                              {"policy", Column::String},
+                              {"keys", Column::Int},
+                              {"length", Column::Int},
+                              {"depth", Column::Float},
+                              {"passkeys", Column::Int},
+                              {"predictions", Column::Int},
+                              {"accuracy", Column::Float},
+                              {"exact", Column::Float},
+                              {"chance", Column::Float},
+                              {"kv_share", Column::Float}});
   Table ppl("perplexity", {{"model", Column::String},
                            {"policy", Column::String},
                            {"text", Column::String},
@@ -182,10 +215,15 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                            {"mean_nll", Column::Float},
                            {"perplexity", Column::Float},
                            {"kv_share", Column::Float}});
+  // induction_x / echo_x: the head's pooled probe scores over the uniform level, so that
+  // a random draw's composition (how many induction heads it holds) can be counted.
   Table prot("protected", {{"model", Column::String},
                            {"policy", Column::String},
                            {"layer", Column::Int},
-                           {"kv_head", Column::Int}});
+                           {"kv_head", Column::Int},
+                           {"induction_x", Column::Float},
+                           {"echo_x", Column::Float}});
+  Table probes = probe_seed_table(), selections = selection_table(), paired = PairedItems::table();
   nlohmann::json timings = nlohmann::json::array();
   ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
@@ -206,16 +244,22 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     // Progress by task (each scores every policy): the probe, then copy, recall, passkey
     // and perplexity per text.
     const int n_tasks = 1 + int(want_copy) + int(want_recall) + int(want_passkey) +
-                        (want_ppl ? int(ctx.texts.size()) : 0);
+                        int(want_multikey) + (want_ppl ? int(ctx.texts.size()) : 0);
     int task = 0;
     const auto next = [&](const std::string& what) {
       ctx.step(fmt::format("{}: {} ({} policies); task", ms.name, what, cfg.policies.size()),
                task++, n_tasks);
     };
     next("retrieval probe");
-    const HeadScores scores = probe_heads(m, po);
+    const ProbeSeeds ps = probe_by_seed(m, po, cfg.probe_seeds);
+    const HeadScores& scores = ps.pooled;
+    add_probe_rows(probes, ms.name, ps);
+    add_selection_rows(selections, ms.name, ps, cfg.induction_shares, cfg.echo_share);
     const Family fam = build_policies(cfg, scores, ctx.seed);
     const size_t np = fam.specs.size();
+    std::vector<std::string> names;
+    for (const PolicySpec& p : fam.specs) names.push_back(p.name);
+    PairedItems items(names);
     const bool any_razor = std::any_of(fam.specs.begin(), fam.specs.end(), [](const PolicySpec& p) {
       return p.kind == PolicyKind::kRazor;
     });
@@ -231,17 +275,20 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       if (p.kind == PolicyKind::kRazor)
         for (int l = 0; l < c.n_layers; ++l)
           for (int g = 0; g < c.n_kv_heads; ++g)
-            if (p.protected_heads[size_t(l) * c.n_kv_heads + g])
-              prot.add_row({ms.name, p.name, int64_t(l), int64_t(g)});
+            if (const size_t i = size_t(l) * c.n_kv_heads + g; p.protected_heads[i])
+              prot.add_row({ms.name, p.name, int64_t(l), int64_t(g),
+                            scores.kv_induction[i] / ps.uniform, scores.kv_echo[i] / ps.uniform});
     const TaskVariants tv = paper_b_variants(fam.specs, cfg.params, c);
     std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), passkey_acc(np, NAN),
-        ppl_first(np, NAN);
+        multikey_acc(np, NAN), ppl_first(np, NAN);
     std::vector<int32_t> filler;
-    if (want_copy || want_recall || want_passkey)
+    if (want_copy || want_recall || want_passkey || want_multikey)
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
     if (want_copy) {
       next("copy");
-      const auto r = run_copy(m, filler, cfg.copy, tv);
+      std::vector<std::vector<double>> copy_items;
+      const auto r = run_copy(m, filler, cfg.copy, tv, &copy_items);
+      for (const auto& v : copy_items) items.add("copy", v);
       const int L = copy_context(cfg.copy, c);
       std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
       for (size_t d = 0; d < r.size(); ++d)
@@ -258,13 +305,15 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
       KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
                ctx.config_file.string(), ms.name, c.max_seq_len);
-      for (const RecallCell& cell : r)
+      for (const RecallCell& cell : r) {
+        items.add("recall", cell.items);
         for (size_t i = 0; i < np; ++i) {
           const TaskScore& sc = cell.scores[i];
           recall.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth, sc.count,
                           sc.score, 1.0 / double(cfg.recall.names.size()), sc.aux, sc.kv_share});
           recall_acc[i] += sc.score / double(r.size());
         }
+      }
     }
     if (want_passkey) {
       next("passkey");
@@ -275,13 +324,44 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
                ctx.config_file.string(), ms.name, c.max_seq_len);
       const auto [lo, hi] = passkey_ids(pt, c);
       std::fill(passkey_acc.begin(), passkey_acc.end(), 0.0);
-      for (const RecallCell& cell : r)
+      for (const RecallCell& cell : r) {
+        items.add("passkey", cell.items);
         for (size_t i = 0; i < np; ++i) {
           const TaskScore& sc = cell.scores[i];
           passkey.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth,
                            int64_t(pt.trials), sc.count, sc.score, sc.aux,
                            1.0 / double(hi - lo - pt.key), sc.kv_share});
           passkey_acc[i] += sc.score / double(r.size());
+        }
+      }
+    }
+    if (want_multikey) {
+      next("multikey");
+      std::vector<RecallCell> all;
+      std::vector<int> keys_of;
+      for (int k : cfg.multikey_keys) {
+        PasskeyTask pt = cfg.multikey;
+        pt.seed = ctx.seed + uint64_t(k) * 1000003u;  // other passkeys than the passkey task's
+        pt.distractors = k - 1;
+        for (RecallCell& cell : run_passkey(m, filler, pt, tv)) {
+          items.add(fmt::format("multikey{}", k), cell.items);
+          items.add("multikey", cell.items);
+          all.push_back(std::move(cell));
+          keys_of.push_back(k);
+        }
+      }
+      KV_CHECK(!all.empty(), "{}: no multikey length fits model {} (context {})",
+               ctx.config_file.string(), ms.name, c.max_seq_len);
+      const auto [lo, hi] = passkey_ids(cfg.multikey, c);
+      std::fill(multikey_acc.begin(), multikey_acc.end(), 0.0);
+      for (size_t ci = 0; ci < all.size(); ++ci)
+        for (size_t i = 0; i < np; ++i) {
+          const TaskScore& sc = all[ci].scores[i];
+          multikey.add_row({ms.name, fam.specs[i].name, int64_t(keys_of[ci]),
+                            int64_t(all[ci].length), all[ci].depth, int64_t(cfg.multikey.trials),
+                            sc.count, sc.score, sc.aux, 1.0 / double(hi - lo - cfg.multikey.key),
+                            sc.kv_share});
+          multikey_acc[i] += sc.score / double(all.size());
         }
     }
     if (want_ppl)
@@ -290,7 +370,9 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
         next("perplexity on " + ts.name);
         const std::vector<int32_t> stream =
             without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
-        const auto r = run_policy_perplexity(m, stream, cfg.ppl, tv);
+        std::vector<double> ppl_items;
+        const auto r = run_policy_perplexity(m, stream, cfg.ppl, tv, &ppl_items);
+        items.add("nll_" + ts.name, ppl_items);
         const int L = perplexity_window(cfg.ppl, c);
         const int P = perplexity_prefill(cfg.ppl, L);
         for (size_t i = 0; i < np; ++i) {
@@ -317,8 +399,9 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       main.add_row({ms.name, fam.specs[i].name, fam.shares[i], int64_t(protected_heads),
                     int64_t(total), int64_t(N), kept * per_slot, int64_t(total) * N * per_slot,
                     double(kept) / (double(total) * N), copy_acc[i], recall_acc[i], passkey_acc[i],
-                    ppl_first[i]});
+                    multikey_acc[i], ppl_first[i]});
     }
+    items.write(paired, ms.name, fam.references);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ctx.unit_done(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, np, secs));
@@ -332,7 +415,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
       contains(cfg.policies, "full") && contains(cfg.policies, "razor"))
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_ablation(dir / "policies.csv", dir); });
-  Tables out{main, prot};
+  Tables out{main, prot, probes, selections, paired};
   if (want_copy) out.push_back(copy);
   if (want_recall) out.push_back(recall);
   if (want_passkey) {
@@ -340,6 +423,7 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "passkey.csv", dir); });
   }
+  if (want_multikey) out.push_back(multikey);
   if (want_ppl) out.push_back(ppl);
   return out;
 }
@@ -376,9 +460,11 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.probe = parse_probe_options(probe);
     if (s.has("tasks")) cfg.tasks = s.list<std::string>("tasks");
     for (const std::string& t : cfg.tasks)
-      KV_CHECK(t == "copy" || t == "recall" || t == "passkey" || t == "perplexity",
-               "{}: kv_cache_policies.tasks: '{}' is not one of copy, recall, passkey, perplexity",
-               s.file(), t);
+      KV_CHECK(
+          t == "copy" || t == "recall" || t == "passkey" || t == "multikey" || t == "perplexity",
+          "{}: kv_cache_policies.tasks: '{}' is not one of copy, recall, passkey, multikey, "
+          "perplexity",
+          s.file(), t);
     if (s.has("filler")) {
       YamlMap f = s.map("filler");
       cfg.filler = parse_text_spec(f);
@@ -391,6 +477,18 @@ ExperimentKind kv_cache_policies_kind() {
     cfg.copy.trials = cp.get_at_least_or<int>("trials", 1, cfg.copy.trials);
     cfg.recall = parse_recall_task(s.map_or_empty("recall"));
     cfg.passkey = parse_passkey_task(s.map_or_empty("passkey"), false);
+    {
+      YamlMap mk = s.map_or_empty("multikey");
+      cfg.multikey_keys = mk.list_or<int>("keys", cfg.multikey_keys);
+      KV_CHECK(!cfg.multikey_keys.empty(), "{}: kv_cache_policies.multikey.keys is empty",
+               s.file());
+      for (int keys : cfg.multikey_keys)
+        KV_CHECK(keys >= 2 && keys <= 64,
+                 "{}: kv_cache_policies.multikey.keys: {} is not in [2, 64]", s.file(), keys);
+      cfg.multikey = parse_passkey_task(mk, false);
+    }
+    cfg.probe_seeds = s.get_at_least_or<int>("probe_seeds", 1, 1);
+    cfg.random_draws = s.get_at_least_or<int>("random_draws", 1, 1);
     for (double d : cfg.copy.depths)
       KV_CHECK(d >= 0 && d <= 1, "{}: kv_cache_policies.copy: depth {} is not in [0, 1]", s.file(),
                d);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kvscope/experiments/experiment.hpp"
 #include "kvscope/io/error.hpp"
@@ -204,13 +205,17 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
   fails("  perplexity: {prefill: 1}\n", "prefill");
   fails("  copy: {depth: [0.5]}\n", "unknown key 'depth'");
   fails("  tasks: [recall]\n", "filler");
-  fails("  tasks: [passkey]\n", "needed by the copy, recall and passkey tasks");
+  fails("  tasks: [passkey]\n", "needed by the copy, recall, passkey and multikey tasks");
   fails("  policies: [full, ablate_all]\n",
         "'ablate_all' is not one of full, streaming, razor, razor_no_comp, razor_no_echo, "
         "razor_random, h2o, ablate_retrieval, ablate_random");
   fails("  passkey: {depths: [0.5, 1.5]}\n",
         "key 'kv_cache_policies.passkey.depths': depth 1.5 is not in [0, 1]");
   fails("  passkey: {key: 1}\n", "key 'kv_cache_policies.passkey.key' must be >= 2, got 1");
+  fails("  multikey: {keys: [1, 2]}\n", "kv_cache_policies.multikey.keys: 1 is not in [2, 64]");
+  fails("  multikey: {distractors: 2}\n", "unknown key 'distractors'");
+  fails("  random_draws: 0\n", "random_draws");
+  fails("  probe_seeds: 0\n", "probe_seeds");
   // At run time, on the filler: 11 ids, most of them used by the filler, cannot hold a
   // 16-id passkey; a context of 20 tokens cannot hold two; neither leaves a finished run.
   const std::string task = "  tasks: [passkey]\n  probe: {probes: 1}\n" + kFiller;
@@ -223,6 +228,88 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
         "kv_cache_policies.perplexity.window is 600, but model stories260K takes 4 to 512");
   fails("  tasks: [copy]\n  copy: {context: 513}\n" + kFiller,
         "kv_cache_policies.copy.context is 513, but model stories260K takes at most 512");
+}
+
+TEST_CASE(
+    "kv_cache_policies controls: pooled probe seeds, named draws, pairs that agree with "
+    "the means",
+    "[policy][experiment]") {
+  test::TempDir tmp("policies_controls");
+  const fs::path out =
+      run(tmp.path, "ctl",
+          "kind: kv_cache_policies\n" + kModel + kTexts +
+              "kv_cache_policies:\n  policies: [full, streaming, razor, razor_random, "
+              "ablate_retrieval, ablate_random]\n  probe: {probes: 2, block: 40}\n"
+              "  probe_seeds: 2\n  random_draws: 3\n  tasks: [passkey, multikey, perplexity]\n" +
+              kFiller +
+              "  passkey: {lengths: [96, 160], depths: [0, 1], key: 6, trials: 2}\n"
+              "  multikey: {keys: [2, 3], lengths: [160], depths: [0.5], key: 4, trials: 2}\n"
+              "  perplexity: {window: 96, windows: 2}\n");
+  const CsvData pol = read_csv(out / "policies.csv"), pr = read_csv(out / "paired.csv");
+  // 1 full + streaming + razor + 3 razor_random + ablate_retrieval + 3 ablate_random.
+  std::vector<std::string> names;
+  for (size_t i = 0; i < pol.rows.size(); ++i) names.push_back(cell(pol, i, "policy"));
+  CHECK(names == std::vector<std::string>{"full", "streaming", "razor", "razor_random#1",
+                                          "razor_random#2", "razor_random#3", "ablate_retrieval",
+                                          "ablate_random#1", "ablate_random#2", "ablate_random#3"});
+  // Each passkey cell has the same trials and each passkey key - 1 predictions, so the mean
+  // of the items is the mean of the cells: paired.csv's means must equal policies.csv's.
+  auto mean_of = [&](const std::string& policy, const char* col) {
+    for (size_t i = 0; i < pol.rows.size(); ++i)
+      if (cell(pol, i, "policy") == policy) return std::stod(cell(pol, i, col));
+    return double(NAN);
+  };
+  int checked = 0;
+  for (size_t i = 0; i < pr.rows.size(); ++i) {
+    if (cell(pr, i, "reference") != "full") continue;
+    const std::string task = cell(pr, i, "task"), p = cell(pr, i, "policy");
+    const double ref = std::stod(cell(pr, i, "reference_mean"));
+    const double val = std::stod(cell(pr, i, "policy_mean"));
+    // The CSVs carry 9 significant digits: tolerances 1e-7.
+    CHECK(std::stod(cell(pr, i, "difference")) == Approx(val - ref).margin(1e-7));
+    if (task == "passkey") {
+      CHECK(std::stod(cell(pr, i, "items")) == 2 * 2 * 2);
+      CHECK(ref == Approx(mean_of("full", "passkey_accuracy")).margin(1e-7));
+      CHECK(val == Approx(mean_of(p, "passkey_accuracy")).margin(1e-7));
+      ++checked;
+    }
+    if (task == "multikey") {  // 2 key counts x 1 cell x 2 trials
+      CHECK(std::stod(cell(pr, i, "items")) == 4);
+      CHECK(val == Approx(mean_of(p, "multikey_accuracy")).margin(1e-7));
+    }
+  }
+  CHECK(checked == 9);
+  // Probe seeds: seed k is blocks 2k, 2k + 1 of the pooled probe of 4, so every query
+  // head's pooled score is the mean of the two seeds' (equal query counts per block), and a
+  // KV head's (the max over its query heads) is at most the mean of the seeds' maxima and
+  // at least half the larger of them.
+  const CsvData probes = read_csv(out / "probes.csv");
+  std::map<std::string, std::map<std::string, double>> ind;  // seed -> layer.head -> score
+  for (size_t i = 0; i < probes.rows.size(); ++i)
+    ind[cell(probes, i, "probe_seed")]
+       [cell(probes, i, "layer") + "." + cell(probes, i, "kv_head")] =
+           std::stod(cell(probes, i, "induction"));
+  REQUIRE(ind.size() == 3);
+  for (const auto& [h, v] : ind["-1"]) {
+    CHECK(v <= (ind["0"][h] + ind["1"][h]) / 2 * (1 + 1e-7));
+    CHECK(v >= std::max(ind["0"][h], ind["1"][h]) / 2 * (1 - 1e-7));
+  }
+  const CsvData sel = read_csv(out / "selections.csv");
+  REQUIRE(sel.rows.size() == 3);  // pooled + 2 seeds at the one share
+  CHECK(cell(sel, 0, "same_as_pooled") == "1");
+  // Draws of razor_random differ from each other (3 heads of 20, 3 draws).
+  const CsvData prot = read_csv(out / "protected.csv");
+  std::map<std::string, std::string> heads;
+  for (size_t i = 0; i < prot.rows.size(); ++i)
+    heads[cell(prot, i, "policy")] += cell(prot, i, "layer") + "." + cell(prot, i, "kv_head") + " ";
+  CHECK((heads["razor_random#1"] != heads["razor_random#2"] ||
+         heads["razor_random#2"] != heads["razor_random#3"]));
+  // ablate_random never ablates a head razor protects: it keeps every razor head whole.
+  for (int k = 1; k <= 3; ++k) {
+    const std::string kept = heads["ablate_random#" + std::to_string(k)];
+    std::istringstream razor(heads["razor"]);
+    for (std::string h; razor >> h;) CHECK(kept.find(h + " ") != std::string::npos);
+  }
 }
 
 TEST_CASE("cache policies refuse ALiBi models", "[policy]") {

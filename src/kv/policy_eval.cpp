@@ -125,7 +125,8 @@ int perplexity_prefill(const PerplexityTask& t, int window) {
 }
 
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
-                                             const CopyTask& t, const TaskVariants& v) {
+                                             const CopyTask& t, const TaskVariants& v,
+                                             std::vector<std::vector<double>>* items) {
   const ModelConfig& c = m.config;
   const int L = copy_context(t, c), S = t.segment;
   KV_CHECK(L <= c.max_seq_len, "copy task: context {} exceeds the model's {}", L, c.max_seq_len);
@@ -139,34 +140,46 @@ std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int
   for (size_t di = 0; di < t.depths.size(); ++di) {
     const int a = int(std::lround(t.depths[di] * F));
     // Per trial: one score per policy, then the baseline's (hits in score, count).
-    std::vector<TaskScore> sum = sum_items(size_t(t.trials), np + 1, [&](size_t tr, TaskScore* r) {
-      const auto src = slice(stream, int64_t(tr) * (F + 2 * S), F + 2 * S, "copy task");
-      const auto seg = src.subspan(0, size_t(S)), alt = src.subspan(size_t(S), size_t(S));
-      const auto filler = src.subspan(size_t(2 * S));
-      auto context = [&](std::span<const int32_t> first) {  // everything before the repeat
-        std::vector<int32_t> s{c.bos_id};
-        s.insert(s.end(), filler.begin(), filler.begin() + a);
-        s.insert(s.end(), first.begin(), first.end());
-        s.insert(s.end(), filler.begin() + a, filler.end());
-        return s;
-      };
-      const std::span<const int32_t> repeat = seg.subspan(0, size_t(S - 1));
-      const std::vector<double> share =
-          for_each_variant(m, context(seg), S, resolved, v, [&](size_t pi, CompressedRun& run) {
+    std::vector<double> values;
+    std::vector<TaskScore> sum = sum_items(
+        size_t(t.trials), np + 1,
+        [&](size_t tr, TaskScore* r) {
+          // Every (depth, trial) its own passage: depths are not scored on the same text.
+          const auto src = slice(stream, int64_t(di * size_t(t.trials) + tr) * (F + 2 * S),
+                                 F + 2 * S, "copy task");
+          const auto seg = src.subspan(0, size_t(S)), alt = src.subspan(size_t(S), size_t(S));
+          const auto filler = src.subspan(size_t(2 * S));
+          auto context = [&](std::span<const int32_t> first) {  // everything before the repeat
+            std::vector<int32_t> s{c.bos_id};
+            s.insert(s.end(), filler.begin(), filler.begin() + a);
+            s.insert(s.end(), first.begin(), first.end());
+            s.insert(s.end(), filler.begin() + a, filler.end());
+            return s;
+          };
+          const std::span<const int32_t> repeat = seg.subspan(0, size_t(S - 1));
+          const std::vector<double> share =
+              for_each_variant(m, context(seg), S, resolved, v, [&](size_t pi, CompressedRun& run) {
+                decode(run, repeat, [&](size_t k, std::span<const float> lg) {
+                  r[pi].score += argmax(lg) == seg[k + 1];
+                  ++r[pi].count;
+                });
+              });
+          for (size_t pi = 0; pi < np; ++pi) r[pi].kv_share = share[pi];
+          // The same repeat after a context that never showed it: what copying adds.
+          for_each_variant(m, context(alt), S, full_only, v, [&](size_t, CompressedRun& run) {
             decode(run, repeat, [&](size_t k, std::span<const float> lg) {
-              r[pi].score += argmax(lg) == seg[k + 1];
-              ++r[pi].count;
+              r[np].score += argmax(lg) == seg[k + 1];
+              ++r[np].count;
             });
           });
-      for (size_t pi = 0; pi < np; ++pi) r[pi].kv_share = share[pi];
-      // The same repeat after a context that never showed it: what copying adds.
-      for_each_variant(m, context(alt), S, full_only, v, [&](size_t, CompressedRun& run) {
-        decode(run, repeat, [&](size_t k, std::span<const float> lg) {
-          r[np].score += argmax(lg) == seg[k + 1];
-          ++r[np].count;
-        });
-      });
-    });
+        },
+        false, 0, items ? &values : nullptr);
+    if (items) {  // the baseline's column dropped: [trials x np]
+      std::vector<double> kept;
+      for (size_t i = 0; i < values.size(); ++i)
+        if (i % (np + 1) != np) kept.push_back(values[i]);
+      items->push_back(std::move(kept));
+    }
     const double baseline_hits = sum[np].score, baseline_n = double(sum[np].count);
     sum.pop_back();
     out[di] = std::move(sum);
@@ -220,14 +233,19 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
     const auto resolved = v.at(L - 1);
     for (double depth : t.depths) {
       const size_t np = v.count;
+      const int64_t cell = int64_t(out.size());
+      std::vector<double> values;
       // One question per (trial, name): item tr * names + x, one score per policy.
-      std::vector<TaskScore> row =
-          sum_items(size_t(t.trials) * names.size(), np, [&](size_t item, TaskScore* q) {
+      std::vector<TaskScore> row = sum_items(
+          size_t(t.trials) * names.size(), np,
+          [&](size_t item, TaskScore* q) {
             const size_t x = item % names.size();
             const int tr = int(item / names.size());
             const std::vector<int32_t>& needle = needles[x];
             const int F = L - 1 - int(needle.size()) - int(cue.size());
-            const auto filler = slice(stream, int64_t(tr) * L, F, "recall task");
+            // Every (length, depth, trial) its own filler passage.
+            const auto filler =
+                slice(stream, (cell * int64_t(t.trials) + tr) * L, F, "recall task");
             const int a = int(std::lround(depth * F));
             std::vector<int32_t> s{c.bos_id};
             s.insert(s.end(), filler.begin(), filler.begin() + a);
@@ -265,13 +283,14 @@ std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                   ++q[pi].count;
                 });
             for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
-          });
+          },
+          false, 0, &values);
       for (TaskScore& r : row) {
         r.kv_share /= double(r.count);
         r.score /= double(r.count);
         r.aux /= double(r.count);
       }
-      out.push_back({L, depth, row});
+      out.push_back({L, depth, row, std::move(values)});
     }
   }
   return out;
@@ -305,67 +324,76 @@ std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> str
     const auto resolved = v.at(L - t.key);
     for (size_t di = 0; di < t.depths.size(); ++di) {
       const size_t np = v.count;
-      std::vector<TaskScore> row = sum_items(size_t(t.trials), np, [&](size_t tr, TaskScore* q) {
-        const auto filler = slice(stream, int64_t(tr) * L, F, "passkey task");
-        // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
-        // arithmetic (the same passkeys on every standard library).
-        std::vector<uint8_t> used(size_t(hi - lo), 0);
-        for (int32_t x : filler)
-          if (x >= lo && x < hi) used[size_t(x - lo)] = 1;
-        std::vector<int32_t> ids;
-        for (int x = lo; x < hi; ++x)
-          if (!used[size_t(x - lo)] && x != c.bos_id && x != c.eos_id) ids.push_back(x);
-        KV_CHECK(
-            int(ids.size()) >= n_keys * t.key,
-            "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
-            "passage, {} {}",
-            ids.size(), lo, hi, F,
-            n_keys == 1 ? std::string("a passkey needs") : fmt::format("{} passkeys need", n_keys),
-            n_keys * t.key);
-        std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
-                            uint64_t(di) * 1009u + tr);
-        for (int i = 0; i < n_keys * t.key; ++i)
-          std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % (ids.size() - size_t(i)))]);
-        const std::span<const int32_t> key(ids.data(), size_t(t.key));
-        // The asked passkey at the cell's depth; distractor j at depth (j + 1/2) / d.
-        std::vector<std::pair<int, int>> at = {{int(std::lround(t.depths[di] * F)), 0}};
-        for (int j = 0; j < t.distractors; ++j)
-          at.push_back({int(std::lround((j + 0.5) / t.distractors * F)), j + 1});
-        std::stable_sort(at.begin(), at.end());
-        std::vector<int32_t> s{c.bos_id};
-        int from = 0;
-        for (const auto& [offset, k] : at) {
-          s.insert(s.end(), filler.begin() + from, filler.begin() + offset);
-          s.insert(s.end(), ids.begin() + ptrdiff_t(k) * t.key,
-                   ids.begin() + ptrdiff_t(k + 1) * t.key);
-          from = offset;
-        }
-        s.insert(s.end(), filler.begin() + from, filler.end());
-        const std::vector<double> share =
-            for_each_variant(m, s, t.key - 1, resolved, v, [&](size_t pi, CompressedRun& run) {
-              int hits = 0;
-              decode(
-                  run, key.subspan(0, size_t(t.key - 1)),
-                  [&](size_t k, std::span<const float> lg) { hits += argmax(lg) == key[k + 1]; });
-              q[pi].score += hits;
-              q[pi].aux += hits == t.key - 1;
-              q[pi].count += t.key - 1;
-            });
-        for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
-      });
+      const int64_t cell = int64_t(out.size());
+      std::vector<double> values;
+      std::vector<TaskScore> row = sum_items(
+          size_t(t.trials), np,
+          [&](size_t tr, TaskScore* q) {
+            // Every (length, depth, trial) its own filler passage (wrapping round the text).
+            const auto filler =
+                slice(stream, (cell * int64_t(t.trials) + int64_t(tr)) * L, F, "passkey task");
+            // Ids the filler does not use, in order; a partial Fisher-Yates with our own index
+            // arithmetic (the same passkeys on every standard library).
+            std::vector<uint8_t> used(size_t(hi - lo), 0);
+            for (int32_t x : filler)
+              if (x >= lo && x < hi) used[size_t(x - lo)] = 1;
+            std::vector<int32_t> ids;
+            for (int x = lo; x < hi; ++x)
+              if (!used[size_t(x - lo)] && x != c.bos_id && x != c.eos_id) ids.push_back(x);
+            KV_CHECK(int(ids.size()) >= n_keys * t.key,
+                     "passkey task: only {} ids of [{}, {}) are absent from a {}-token filler "
+                     "passage, {} {}",
+                     ids.size(), lo, hi, F,
+                     n_keys == 1 ? std::string("a passkey needs")
+                                 : fmt::format("{} passkeys need", n_keys),
+                     n_keys * t.key);
+            std::mt19937_64 rng(t.seed * 0x9e3779b97f4a7c15ull + uint64_t(L) * 1000003u +
+                                uint64_t(di) * 1009u + tr);
+            for (int i = 0; i < n_keys * t.key; ++i)
+              std::swap(ids[size_t(i)], ids[size_t(i) + size_t(rng() % (ids.size() - size_t(i)))]);
+            const std::span<const int32_t> key(ids.data(), size_t(t.key));
+            // The asked passkey at the cell's depth; distractor j at depth (j + 1/2) / d.
+            std::vector<std::pair<int, int>> at = {{int(std::lround(t.depths[di] * F)), 0}};
+            for (int j = 0; j < t.distractors; ++j)
+              at.push_back({int(std::lround((j + 0.5) / t.distractors * F)), j + 1});
+            std::stable_sort(at.begin(), at.end());
+            std::vector<int32_t> s{c.bos_id};
+            int from = 0;
+            for (const auto& [offset, k] : at) {
+              s.insert(s.end(), filler.begin() + from, filler.begin() + offset);
+              s.insert(s.end(), ids.begin() + ptrdiff_t(k) * t.key,
+                       ids.begin() + ptrdiff_t(k + 1) * t.key);
+              from = offset;
+            }
+            s.insert(s.end(), filler.begin() + from, filler.end());
+            const std::vector<double> share =
+                for_each_variant(m, s, t.key - 1, resolved, v, [&](size_t pi, CompressedRun& run) {
+                  int hits = 0;
+                  decode(run, key.subspan(0, size_t(t.key - 1)),
+                         [&](size_t k, std::span<const float> lg) {
+                           hits += argmax(lg) == key[k + 1];
+                         });
+                  q[pi].score += hits;
+                  q[pi].aux += hits == t.key - 1;
+                  q[pi].count += t.key - 1;
+                });
+            for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
+          },
+          false, 0, &values);
       for (TaskScore& r : row) {
         r.score /= double(r.count);
         r.aux /= double(t.trials);
         r.kv_share /= double(t.trials);
       }
-      out.push_back({L, t.depths[di], row});
+      out.push_back({L, t.depths[di], row, std::move(values)});
     }
   }
   return out;
 }
 
 std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
-                                             const PerplexityTask& t, const TaskVariants& v) {
+                                             const PerplexityTask& t, const TaskVariants& v,
+                                             std::vector<double>* items) {
   const ModelConfig& c = m.config;
   const int L = perplexity_window(t, c);
   KV_CHECK(L <= c.max_seq_len && L >= 4, "perplexity task: window {} must lie in [4, {}]", L,
@@ -391,7 +419,7 @@ std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int
             });
         for (size_t pi = 0; pi < np; ++pi) q[pi].kv_share = share[pi];
       },
-      true);
+      true, 0, items);
   for (TaskScore& r : out) {
     r.aux /= double(r.count);  // mean NLL
     r.score = std::exp(r.aux);

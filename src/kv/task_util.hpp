@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <span>
 
@@ -30,10 +31,12 @@ inline std::span<const int32_t> slice(std::span<const int32_t> stream, int64_t o
 // returns their sums slot by slot, added in item order (the same sums for any rank count).
 // Each item's own value (score / count, or aux / count with by_aux) feeds the error sums,
 // paired with the first slot of its block of `block` slots (0: the whole width) on the same
-// item; slots with no count (a variant out of reach) add nothing.
+// item; slots with no count (a variant out of reach) add nothing. With `values`, each
+// item's own values are appended to it, [n x width] row-major, NaN where no count: what
+// pairs variants other than the first (kv_cache_policies' paired.csv).
 template <class F>
 std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item, bool by_aux = false,
-                                 size_t block = 0) {
+                                 size_t block = 0, std::vector<double>* values = nullptr) {
   if (block == 0) block = width;
   std::vector<TaskScore> v(n * width);
   for (size_t i = 0; i < n; ++i)
@@ -49,6 +52,7 @@ std::vector<TaskScore> sum_items(size_t n, size_t width, F&& item, bool by_aux =
     r.aux += v[i].aux;
     r.count += v[i].count;
     r.kv_share += v[i].kv_share;
+    if (values) values->push_back(v[i].count > 0 ? value(v[i]) : NAN);
     const TaskScore& first = v[i - i % width + (i % width) / block * block];
     if (v[i].count > 0 && first.count > 0) {
       const double x = value(v[i]), d = x - value(first);

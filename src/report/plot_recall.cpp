@@ -31,6 +31,9 @@ std::vector<fs::path> plot_recall(const fs::path& recall_csv, const fs::path& ou
     if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
   };
   for (const auto& r : d.rows) {
+    // Random-head draws (razor_random#3): dozens of panels of one control, summarised in
+    // REPORT.md (B4, C1) instead.
+    if (r[c_policy].find('#') != std::string::npos) continue;
     if (!figs.count(r[c_model])) order.push_back(r[c_model]);
     Fig& f = figs[r[c_model]];
     add_once(f.policies, r[c_policy]);

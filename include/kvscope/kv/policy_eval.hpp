@@ -91,9 +91,13 @@ struct TaskScore {
 // The window the copy task uses on a model with config c.
 int copy_context(const CopyTask& t, const ModelConfig& c);
 
-// Per depth, per policy. `stream`: filler and segments, natural text tokens (no BOS).
+// Per depth, per policy. `stream`: filler and segments, natural text tokens (no BOS); trial
+// i of depth d takes the passage at offset (d * trials + i) * (L - 1), wrapping. With
+// `items`, per depth each trial's accuracy per policy ([trials x policies], NaN: out of
+// reach), to pair any two policies.
 std::vector<std::vector<TaskScore>> run_copy(const Model& m, std::span<const int32_t> stream,
-                                             const CopyTask& t, const TaskVariants& v);
+                                             const CopyTask& t, const TaskVariants& v,
+                                             std::vector<std::vector<double>>* items = nullptr);
 
 struct RecallTask {
   std::vector<int> lengths;  // context lengths; [] = the model's context
@@ -108,10 +112,16 @@ struct RecallCell {
   int length = 0;
   double depth = 0.0;
   std::vector<TaskScore> scores;  // per policy
+  // Each item's own value per policy, [items x policies] row-major (recall: 1 when the
+  // question is answered right; passkey: the share of its ids predicted), NaN where the
+  // policy is out of reach: pairs any two policies on the same items.
+  std::vector<double> items;
 };
 
 // Per (length, depth), lengths outer. Lengths beyond the model's context, or too short for
-// the needle and the cue, are left out (the caller sees which from the cells).
+// the needle and the cue, are left out (the caller sees which from the cells). Trial i of
+// the k-th cell made takes its filler at offset (k * trials + i) * L of `stream`, wrapping
+// round it (the same filler for every name asked and every policy).
 std::vector<RecallCell> run_recall(const Model& m, const Tokenizer& tok,
                                    std::span<const int32_t> stream, const RecallTask& t,
                                    const TaskVariants& v);
@@ -139,7 +149,8 @@ std::pair<int, int> passkey_ids(const PasskeyTask& t, const ModelConfig& c);
 
 // Per (length, depth), lengths outer: score = accuracy over the predicted ids, aux = share
 // of passkeys with every id right, count = predictions (key - 1 per passkey). Lengths
-// beyond the model's context or too short for two passkeys are left out.
+// beyond the model's context or too short for two passkeys are left out. Fillers as
+// run_recall's: trial i of the k-th cell at offset (k * trials + i) * L, wrapping.
 std::vector<RecallCell> run_passkey(const Model& m, std::span<const int32_t> stream,
                                     const PasskeyTask& t, const TaskVariants& v);
 
@@ -168,8 +179,9 @@ struct PerplexityTask {
 int perplexity_window(const PerplexityTask& t, const ModelConfig& c);
 int perplexity_prefill(const PerplexityTask& t, int window);
 
-// Per policy.
+// Per policy. With `items`, each window's mean NLL per policy, [windows x policies].
 std::vector<TaskScore> run_policy_perplexity(const Model& m, std::span<const int32_t> stream,
-                                             const PerplexityTask& t, const TaskVariants& v);
+                                             const PerplexityTask& t, const TaskVariants& v,
+                                             std::vector<double>* items = nullptr);
 
 }  // namespace kvscope
