@@ -102,78 +102,137 @@ namespace {
 
 const char* kPoliciesHeader =
     "model,policy,induction_share,protected_heads,kv_heads,context,kv_bytes,full_kv_bytes,"
-    "kv_share,copy_accuracy,recall_accuracy,perplexity\n";
+    "kv_share,copy_accuracy,recall_accuracy,passkey_accuracy,multikey_accuracy,perplexity\n";
 
-// policies.csv rows with these recall accuracies, and recall.csv giving each policy n
-// questions in two cells of n / 2.
-void write_recall(const fs::path& dir, const std::vector<std::pair<std::string, double>>& acc,
-                  int n, double copy = NAN) {
+// policies.csv of model m: (policy, induction share, protected heads of 8, kv_share).
+void write_policies(const fs::path& dir,
+                    const std::vector<std::tuple<std::string, double, int, double>>& rows) {
   fs::create_directories(dir);
   std::string pol = kPoliciesHeader;
-  std::string rec = "model,policy,length,depth,questions,accuracy,chance,mean_rank,kv_share\n";
-  std::string cp =
-      "model,policy,depth,context,segment,predictions,accuracy,baseline_accuracy,"
-      "kv_share\n";
-  for (const auto& [p, a] : acc) {
-    pol += fmt::format("m,{},0.14,2,8,64,100,300,0.33,{},{},10\n", p, copy, a);
-    for (int cell = 0; cell < 2; ++cell)
-      rec += fmt::format("m,{},64,{},{},{},0.125,2,0.33\n", p, cell, n / 2, a);
-    // 10 segments of 32 tokens: 10 x 31 predictions.
-    if (!std::isnan(copy)) cp += fmt::format("m,{},0.5,64,32,310,{},0.1,0.33\n", p, copy);
-  }
+  for (const auto& [p, share, heads, kept] : rows)
+    pol += fmt::format("m,{},{},{},8,512,1,1,{},nan,nan,nan,nan,10\n", p, share, heads, kept);
   test::write_bytes(dir / "policies.csv", pol);
-  test::write_bytes(dir / "recall.csv", rec);
-  if (!std::isnan(copy)) test::write_bytes(dir / "copy.csv", cp);
+}
+
+struct Pair {
+  std::string task, reference, policy;
+  double ref_mean, policy_mean, se;
+};
+
+// paired.csv of model m over 100 items; difference = policy_mean - ref_mean.
+void write_paired(const fs::path& dir, const std::vector<Pair>& rows) {
+  std::string out =
+      "model,task,reference,policy,items,reference_mean,policy_mean,difference,difference_se\n";
+  for (const Pair& r : rows)
+    out += fmt::format("m,{},{},{},100,{},{},{},{}\n", r.task, r.reference, r.policy, r.ref_mean,
+                       r.policy_mean, r.policy_mean - r.ref_mean, r.se);
+  test::write_bytes(dir / "paired.csv", out);
 }
 
 }  // namespace
 
-TEST_CASE("report B2-B4: standard errors and verdicts within noise, by hand", "[report]") {
-  test::TempDir tmp("report_noise");
-  const fs::path razor = tmp / "paper_b_razor";
-  // B2: razor 0.40 vs streaming 0.42 (fails by 0.02) and h2o 0.30. n = 100: SE(0.40) =
-  // sqrt(0.24 / 100) = 0.049, SE(0.42) = sqrt(0.2436 / 100) = 0.04936; the difference's SE
-  // sqrt(0.0024 + 0.002436) = 0.0695, so 0.02 < 2 SE: the failure is noise.
-  // B4: razor 0.40 vs no compensation 0.30: 0.10 - 0.02 = 0.08 < 2 x sqrt(0.0024 + 0.0021)
-  // = 0.134: reproduced, within noise.
-  const std::vector<std::pair<std::string, double>> acc = {
-      {"full", 0.5}, {"razor", 0.40}, {"streaming", 0.42}, {"h2o", 0.30}, {"razor_no_comp", 0.30}};
-  write_recall(razor, acc, 100, 0.5);
+TEST_CASE("report B2: every needle task judged on paired differences, disagreements named",
+          "[report]") {
+  test::TempDir tmp("report_b2");
+  const fs::path dir = tmp / "paper_b_razor";
+  write_policies(dir, {{"full", -1, 8, 1},
+                       {"razor", 0.14, 2, 0.3},
+                       {"streaming", 0.14, 0, 0.3},
+                       {"h2o", 0.14, 0, 0.3}});
+  // passkey: razor 0.88 is 0.02 below full (within 0.05) and far above both baselines.
+  // recall: razor 0.50 is 0.20 below full 0.70; with SE 0.03 that is beyond 0.05 + 2 SE
+  // (0.11), so the task disagrees; h2o is 0.2 below streaming (4 SE): the paper's order
+  // reversed.
+  auto rows = [](double recall_se) {
+    return std::vector<Pair>{{"passkey", "razor", "full", 0.88, 0.90, 0.01},
+                             {"passkey", "razor", "streaming", 0.88, 0.40, 0.05},
+                             {"passkey", "razor", "h2o", 0.88, 0.50, 0.05},
+                             {"recall", "razor", "full", 0.50, 0.70, recall_se},
+                             {"recall", "razor", "streaming", 0.50, 0.45, recall_se},
+                             {"recall", "razor", "h2o", 0.50, 0.25, recall_se},
+                             {"recall", "streaming", "h2o", 0.45, 0.25, 0.05}};
+  };
+  write_paired(dir, rows(0.03));
   std::string r = make_report(tmp.path);
-  CHECK(verdict(r, "B2") == "differs (within noise)");
-  CHECK(verdict(r, "B4") == "reproduced in kind (within noise)");
-  CHECK_THAT(r, Contains("| m | recall_accuracy | 0.33 | 0.500 ± 0.050 | 0.400 ± 0.049 | "
-                         "0.420 ± 0.049 | 0.300 ± 0.046 |"));
-  // Copy: 0.5 over 10 segments (not 310 tokens): sqrt(0.25 / 10) = 0.158.
-  CHECK_THAT(r, Contains("| m | copy_accuracy | 0.33 | 0.500 ± 0.158 |"));
-  // n = 10000: SEs a tenth as large (0.00695 and 0.0134): both verdicts stand on their own.
-  write_recall(razor, acc, 10000, 0.5);
-  r = make_report(tmp.path);
   CHECK(verdict(r, "B2") == "differs");
-  CHECK(verdict(r, "B4") == "reproduced in kind");
-  CHECK_THAT(r, Contains("0.400 ± 0.005"));
-  // A clear failure on one model is enough for a solid "differs", even when another
-  // model's comparison is noisy: razor 0.20 vs h2o 0.30 at n = 10000 (0.1 > 2 x 0.0061).
-  write_recall(razor, {{"razor", 0.20}, {"streaming", 0.10}, {"h2o", 0.30}}, 10000);
+  CHECK_THAT(r, Contains("| m | passkey | 0.30 | 0.900 | 0.880 | 0.400 | 0.500 | -0.020 ± 0.010 | "
+                         "+0.480 ± 0.050 | +0.380 ± 0.050 |"));
+  CHECK_THAT(r, Contains("on 1 of them"));
+  CHECK_THAT(r, Contains("Disagreeing: recall on m (-0.200 ± 0.030 below full)"));
+  CHECK_THAT(r, Contains("beats both baselines by more than 2 paired SE on passkey on m."));
+  CHECK_THAT(r, Contains("H2O scores below StreamingLLM (beyond 2 SE) on recall on m"));
+  // SE 0.08: -0.20 >= -0.05 - 0.16, within noise of the bar: no task disagrees.
+  write_paired(dir, rows(0.08));
   r = make_report(tmp.path);
-  CHECK(verdict(r, "B2") == "differs");
-  CHECK(r.find("copy_accuracy") == std::string::npos);  // no copy task, no copy row
+  CHECK(verdict(r, "B2") == "reproduced in kind");
+  CHECK_THAT(r, Contains("on 2 of them"));
 }
 
-TEST_CASE("report B3: the largest share against the smallest, with noise", "[report]") {
+TEST_CASE("report B3: the largest share against the smallest, paired, with seed stability",
+          "[report]") {
   test::TempDir tmp("report_b3");
-  // razor@5% 0.30, razor@14% 0.36: +0.06 > 0.02 passes; the SE of the difference at
-  // n = 400 is sqrt(0.21 / 400 + 0.2304 / 400) = 0.0332, 2 SE = 0.066 > 0.04: noise.
-  write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
-               400);
+  const fs::path dir = tmp / "paper_b_ablation";
+  write_policies(dir,
+                 {{"full", -1, 8, 1}, {"razor@5%", 0.05, 2, 0.3}, {"razor@14%", 0.14, 2, 0.3}});
+  // razor@14% - razor@5% = +0.06 > 0.02; SE 0.03: |0.06 - 0.02| = 0.04 < 2 SE, noise.
+  auto write = [&](double se) {
+    write_paired(dir, {{"passkey", "full", "razor@5%", 0.40, 0.30, 0.02},
+                       {"passkey", "full", "razor@14%", 0.40, 0.36, 0.02},
+                       {"passkey", "razor@5%", "razor@14%", 0.30, 0.36, se}});
+  };
+  write(0.03);
+  test::write_bytes(dir / "selections.csv",
+                    "model,induction_share,probe_seed,heads,count,same_as_pooled,jaccard\n"
+                    "m,0.05,-1,1.0,1,1,1\nm,0.05,0,1.0,1,1,1\nm,0.05,1,1.0,1,1,1\n"
+                    "m,0.05,2,1.0,1,1,1\nm,0.14,-1,1.0 1.2,2,1,1\nm,0.14,0,1.0 1.2,2,1,1\n"
+                    "m,0.14,1,1.0 1.3,2,0,0.333\nm,0.14,2,1.0 1.2,2,1,1\n");
   std::string r = make_report(tmp.path);
   CHECK(verdict(r, "B3") == "reproduced in kind (within noise)");
-  CHECK_THAT(r, Contains("| m | 0.400 ± 0.024 | 0.300 ± 0.023 (2 head(s) = 25%, 75% of full) | "
-                         "0.360 ± 0.024 (2 head(s) = 25%, 90% of full) |"));
-  write_recall(tmp / "paper_b_ablation", {{"full", 0.4}, {"razor@5%", 0.30}, {"razor@14%", 0.36}},
-               40000);  // 2 SE = 0.0066 < 0.04
+  CHECK_THAT(r, Contains("| m | 0.400 | 0.300 (2 heads = 25%, 75% of full, 3/3 seeds) | 0.360 (2 "
+                         "heads = 25%, 90% of full, 2/3 seeds) |"));
+  CHECK_THAT(r, Contains("|  | razor@14% - razor@5% | +0.060 ± 0.030 |"));
+  CHECK_THAT(r, Contains("The probe seeds disagree on the heads of razor@14% on m"));
+  write(0.01);  // 2 SE = 0.02 < 0.04
   r = make_report(tmp.path);
   CHECK(verdict(r, "B3") == "reproduced in kind");
+}
+
+TEST_CASE(
+    "report B4: compensation paired, echo untestable without an echo head, draws by "
+    "composition",
+    "[report]") {
+  test::TempDir tmp("report_b4");
+  const fs::path dir = tmp / "paper_b_razor";
+  write_policies(dir, {{"full", -1, 8, 1},
+                       {"razor", 0.14, 2, 0.3},
+                       {"razor_no_comp", 0.14, 2, 0.3},
+                       {"razor_no_echo", 0.14, 2, 0.3},
+                       {"razor_random#1", 0.14, 2, 0.3},
+                       {"razor_random#2", 0.14, 2, 0.3}});
+  // no compensation: 0.10 lower, SE 0.03: 0.10 - 0.02 = 0.08 > 2 SE, a clear pass.
+  write_paired(dir, {{"passkey", "razor", "razor_no_comp", 0.80, 0.70, 0.03},
+                     {"passkey", "razor", "razor_no_echo", 0.80, 0.79, 0.01},
+                     {"passkey", "razor", "razor_random#1", 0.80, 0.20, 0.05},
+                     {"passkey", "razor", "razor_random#2", 0.80, 0.50, 0.05}});
+  // Induction heads (>= 5x uniform 0.01): 0.1 (6x) and 1.0 (8x); no echo head (1x).
+  test::write_bytes(dir / "probes.csv",
+                    "model,probe_seed,layer,kv_head,induction,induction_se,echo,echo_se,uniform\n"
+                    "m,-1,0,0,0.01,0.001,0.01,0.001,0.01\nm,-1,0,1,0.06,0.001,0.01,0.001,0.01\n"
+                    "m,-1,1,0,0.08,0.001,0.01,0.001,0.01\nm,-1,1,1,0.02,0.001,0.01,0.001,0.01\n");
+  test::write_bytes(
+      dir / "protected.csv",
+      "model,policy,layer,kv_head,induction_x,echo_x\n"
+      "m,razor,0,1,6,1\nm,razor,1,0,8,1\nm,razor_random#1,0,0,1,1\n"
+      "m,razor_random#1,1,1,2,1\nm,razor_random#2,0,1,6,1\nm,razor_random#2,1,1,2,1\n");
+  const std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "B4") == "reproduced in kind");
+  CHECK_THAT(r, Contains("| m | passkey | 0.800 | -0.010 ± 0.010 (no echo head) | -0.100 ± 0.030 | "
+                         "-0.450 (-0.600 to -0.300, 2 draws) |"));
+  CHECK_THAT(r, Contains("m: 2 of its KV heads are induction heads (>= 5x uniform); razor's 2 "
+                         "protected heads score 0.800 on passkey. Random draws of as many heads, "
+                         "by how many induction heads they hold: 0 held: 1 draw(s), mean 0.200; "
+                         "1 held: 1 draw(s), mean 0.500."));
+  CHECK_THAT(r, Contains("**untestable here** on m"));
 }
 
 TEST_CASE("report B1: scores with their standard errors and heads above uniform", "[report]") {
@@ -184,46 +243,62 @@ TEST_CASE("report B1: scores with their standard errors and heads above uniform"
                     "retrieval_heads,retrieval_share,max_induction,max_echo,mean_induction,"
                     "mean_echo,uniform_score,max_induction_se,max_echo_se,heads_above_uniform\n"
                     "m,2,4,4,10,4,8,3,100,2,0.25,0.04,0.02,0.01,0.01,0.01,0.002,0.0005,1\n");
-  const std::string r = make_report(tmp.path);
-  CHECK_THAT(r, Contains("| m | 2 of 8 | 1 | 0.0400 ± 0.002 | 0.0200 ± 0.0005 | 0.0100 |"));
+  std::string r = make_report(tmp.path);
+  CHECK_THAT(r,
+             Contains("| m | 2 of 8 (25%) | - | 1 | 0.0400 ± 0.002 | 0.0200 ± 0.0005 | 0.0100 |"));
   CHECK(verdict(r, "B1") == "reproduced in kind");  // 0.04 / 0.01 = 4x > 3x
+  // The test bed's bars: 2 layers, 25% share, copy 60%, passage 35%, perplexity +10%: all
+  // pass; a second model with one induction layer fails.
+  test::write_bytes(
+      tmp / "paper_b_heads/testbed.csv",
+      "model,kv_heads,induction_x,induction_heads,echo_heads,retrieval_heads,retrieval_share,"
+      "induction_layers,n_induction_layers,best_induction_x,best_echo_x,copy_first_nll,"
+      "copy_later_nll,copy_drop,passage_context,passage_length,passage_gap,passage_windows,"
+      "passage_first_nll,passage_second_nll,passage_drop,passage_drop_se,perplexity,twin,"
+      "twin_perplexity,perplexity_ratio\n"
+      "m,16,5,3,1,4,0.25,1 2,2,40,6,5,2,0.6,1024,64,700,32,3,1.95,0.35,0.05,11,t,10,1.1\n"
+      "n,16,5,2,0,2,0.125,3,1,40,2,5,2,0.6,1024,64,700,32,3,1.95,0.35,0.05,11,t,10,1.1\n");
+  r = make_report(tmp.path);
+  CHECK_THAT(r, Contains("| m | 3 of 16 (layers 1 2) | 25% | 6.0x | 60% | 35% ± 5% (700) | 11.00 "
+                         "(10.00, +10%) | yes |"));
+  CHECK_THAT(r, Contains("| n | 2 of 16 (layers 3) | 12% | 2.0x | 60% | 35% ± 5% (700) | 11.00 "
+                         "(10.00, +10%) | **no** |"));
 }
 
-TEST_CASE("report B2 and C1: the passkey grid decides where it ran", "[report]") {
-  test::TempDir tmp("report_passkey");
+TEST_CASE("report C1: every random draw against the selected heads, paired", "[report]") {
+  test::TempDir tmp("report_c1");
   const fs::path dir = tmp / "paper_b_razor";
-  fs::create_directories(dir);
-  // Passkey accuracies over 100 passkeys each (two cells of 50): razor 0.9 beats streaming
-  // 0.2 and h2o 0.3 by far more than 2 SE (sqrt(0.09 / 100 + 0.16 / 100) = 0.05); name
-  // recall says the opposite (razor 0.1 < 0.5), and must not decide.
-  std::string pol =
-      "model,policy,induction_share,protected_heads,kv_heads,context,kv_bytes,full_kv_bytes,"
-      "kv_share,copy_accuracy,recall_accuracy,passkey_accuracy,perplexity\n";
-  std::string pk =
-      "model,policy,length,depth,passkeys,predictions,accuracy,exact,chance,kv_share\n";
-  std::string rec = "model,policy,length,depth,questions,accuracy,chance,mean_rank,kv_share\n";
-  const std::vector<std::tuple<std::string, double, double, int>> rows = {
-      {"full", 0.95, 0.5, 8},
-      {"razor", 0.9, 0.1, 3},
-      {"streaming", 0.2, 0.5, 0},
-      {"h2o", 0.3, 0.5, 0},
-      {"ablate_retrieval", 0.05, 0.1, 5},
-      {"ablate_random", 0.93, 0.1, 5}};
-  for (const auto& [p, key, name, prot] : rows) {
-    pol += fmt::format("m,{},0.14,{},8,512,1,1,0.3,nan,{},{},10\n", p, prot, name, key);
-    for (int cell = 0; cell < 2; ++cell) {
-      pk += fmt::format("m,{},512,{},50,750,{},0,0.004,0.3\n", p, cell, key);
-      rec += fmt::format("m,{},512,{},50,{},0.125,2,0.3\n", p, cell, name);
-    }
-  }
-  test::write_bytes(dir / "policies.csv", pol);
-  test::write_bytes(dir / "passkey.csv", pk);
-  test::write_bytes(dir / "recall.csv", rec);
-  const std::string r = make_report(tmp.path);
-  CHECK(verdict(r, "B2") == "reproduced in kind");
-  // 0.9 over 100 passkeys: sqrt(0.09 / 100) = 0.030.
-  CHECK_THAT(r, Contains("| m | passkey_accuracy | 0.30 | 0.950 ± 0.022 | 0.900 ± 0.030 |"));
-  // C1: ablating the 3 selected heads (8 - 5 kept whole) costs 0.9, the others 0.02.
+  write_policies(dir, {{"full", -1, 8, 1},
+                       {"ablate_retrieval", 0.14, 5, 0.9},
+                       {"ablate_random#1", 0.14, 5, 0.9},
+                       {"ablate_random#2", 0.14, 5, 0.9}});
+  // Draw 2 costs nearly as much as the selected heads (0.05 above them): not confirmed.
+  auto write = [&](double draw2) {
+    write_paired(dir, {{"passkey", "ablate_retrieval", "full", 0.05, 0.95, 0.03},
+                       {"passkey", "ablate_retrieval", "ablate_random#1", 0.05, 0.93, 0.03},
+                       {"passkey", "ablate_retrieval", "ablate_random#2", 0.05, draw2, 0.03}});
+  };
+  write(0.10);
+  std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "C1") == "not confirmed");
+  CHECK_THAT(r, Contains("| m | passkey | 0.950 | 0.050 | +0.900 ± 0.030 | +0.465 (+0.050 to "
+                         "+0.880, 2 draws) |"));
+  write(0.90);
+  r = make_report(tmp.path);
   CHECK(verdict(r, "C1") == "confirmed");
-  CHECK_THAT(r, Contains("| 0.050 ± 0.022 (3 heads) | 0.930 ± 0.026 (3 heads) |"));
+}
+
+TEST_CASE("report B5: the kept share from its rows", "[report]") {
+  test::TempDir tmp("report_b5");
+  const fs::path dir = tmp / "paper_b_razor";
+  // 2 of 8 heads whole and the rest 0.2 of their tokens: 0.25 + 0.75 x 0.2 = 0.4.
+  write_policies(dir, {{"full", -1, 8, 1}, {"razor", 0.14, 2, 0.4}});
+  std::string r = make_report(tmp.path);
+  CHECK(verdict(r, "B5") == "reproduced in kind");
+  CHECK_THAT(r, Contains("| m | 512 | 2 of 8 (25%) | 0.400 | 0.200 |"));
+  CHECK_THAT(r, Contains("m keeps 0.40 of its cache at a 512-token context (25% of its KV heads "
+                         "whole, the rest 0.20 of their tokens)"));
+  write_policies(dir, {{"full", -1, 8, 1}, {"razor", 0.14, 4, 0.6}});
+  r = make_report(tmp.path);
+  CHECK(verdict(r, "B5") == "differs");
 }

@@ -104,24 +104,24 @@ inline std::string not_run(const std::string& name) {
   return fmt::format("`results/{}/` is missing: run `kvscope tables --only {}`.", name, name);
 }
 
-// An accuracy with its binomial standard error sqrt(p (1 - p) / n). Recall: n = the
-// questions of every (length, depth) cell (each its own context; treated as independent).
-// Passkey: n = the passkeys, and copy: n = the copied segments, not the tokens predicted in
-// them, because the ids of one passkey (the tokens of one segment) succeed or fail
-// together; counting them gives the larger, safer SE.
-struct Accuracy {
-  double p = 0, n = 0;
-  double se() const { return n > 0 ? std::sqrt(p * (1 - p) / n) : NAN; }
+// A paired difference between two policies of a kv_cache_policies run (paired.csv): the
+// means of `reference` and `policy` over the items both scored, policy - reference and the
+// standard error of the per-item difference.
+struct Paired {
+  double reference = 0, policy = 0, diff = 0, se = 0, items = 0;
 };
-
-// "p ± se" to 3 decimals, "-" when absent (report_paper_b.cpp).
-std::string pm(const std::optional<Accuracy>& a);
-
-// `measure` of (model, policy) in a kv_cache_policies policies.csv, with n from the task's
-// detail CSV: recall.csv (sum of questions), passkey.csv (sum of passkeys) or copy.csv (sum
-// of predictions / (segment - 1): one prediction per token of the repeat after its first).
-std::optional<Accuracy> accuracy(const Rows& policies, const Rows& detail, const std::string& model,
-                                 const std::string& policy, const std::string& measure);
+// The pair (model, task, reference, policy) of paired.csv, or its reverse negated.
+std::optional<Paired> paired(const Rows& p, const std::string& model, const std::string& task,
+                             const std::string& reference, const std::string& policy);
+// "+0.012 ± 0.004"
+std::string signed_pm(const Paired& d);
+// The needle-style tasks (passkey, multikey, recall, copy) a model was scored on.
+std::vector<std::string> needle_tasks(const Rows& p, const std::string& model);
+// `base` and its random draws (base#1, base#2, ...) among a model's policies.
+std::vector<std::string> draws_of(const Rows& policies, const std::string& model,
+                                  const std::string& base);
+// "a, b, c" ("none" when empty).
+std::string tasks_word(const std::vector<std::string>& t);
 
 // Paper A (report_paper_a.cpp).
 Section energy(const fs::path& root);
