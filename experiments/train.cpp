@@ -23,6 +23,8 @@
 //     checkpoint: ""           # directory; "" = RESULTS/checkpoints/NAME (git-ignored)
 //     checkpoint_every: 200
 //     stop_after: 0            # steps in this invocation (train in slices); 0 = to `steps`
+//     stop_at: 0               # last step trained, on the schedule of `steps` (a stage cut
+//                              # short, e.g. for a curriculum); 0 = `steps`
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -51,6 +53,7 @@ struct TrainConfig {
   std::string init;  // start from this model's weights instead of fresh ones
   int checkpoint_every = 200;
   int stop_after = 0;           // steps in this invocation; 0 = up to `steps`
+  int stop_at = 0;              // train up to this step of the `steps` schedule; 0 = `steps`
   bool induction_eval = false;  // `probe:` given
   ProbeOptions probe;
   nlohmann::json fingerprint;  // what must match for a checkpoint to be resumed
@@ -204,7 +207,8 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   double secs = 0;
   int64_t tokens = 0;
-  const int end = cfg.stop_after > 0 ? std::min(o.steps, start + cfg.stop_after) : o.steps;
+  const int last = cfg.stop_at > 0 ? std::min(o.steps, cfg.stop_at) : o.steps;
+  const int end = cfg.stop_after > 0 ? std::min(last, start + cfg.stop_after) : last;
   for (int step = start; step < end; ++step) {
     ctx.step("training step", step - start, end - start);
     int64_t block_tokens = 0;
@@ -216,7 +220,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     history["loss"].push_back({step, s.lr, s.loss, s.grad_norm});
     // Evaluate on the cadence and at the end of training; checkpoint on the cadence and
     // wherever this invocation stops (stop_after), so a sliced run equals a whole one.
-    if ((step + 1) % cfg.eval_every == 0 || step + 1 == o.steps) {
+    if ((step + 1) % cfg.eval_every == 0 || step + 1 == o.steps || step + 1 == last) {
       const double nll = eval(step + 1);
       const double el =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -377,10 +381,12 @@ ExperimentKind train_kind() {
     cfg.init = s.get_path_or("init", "").string();
     cfg.checkpoint_every = s.get_at_least_or<int>("checkpoint_every", 1, cfg.checkpoint_every);
     cfg.stop_after = s.get_at_least_or<int>("stop_after", 0, 0);
+    cfg.stop_at = s.get_at_least_or<int>("stop_at", 0, 0);
     // Everything but `steps` (raising it continues a finished run, on a new schedule), the
     // eval/checkpoint cadence and stop_after must match for a checkpoint to be resumed.
     cfg.fingerprint = s.to_json();
-    for (const char* key : {"steps", "eval_every", "checkpoint_every", "eval_tokens", "stop_after"})
+    for (const char* key :
+         {"steps", "eval_every", "checkpoint_every", "eval_tokens", "stop_after", "stop_at"})
       cfg.fingerprint.erase(key);
     return [cfg](ExperimentContext& ctx) { return run_train(cfg, ctx); };
   };
