@@ -50,7 +50,8 @@ void Testbed::measure(ExperimentContext& ctx, const ModelSpec& ms, const LoadedM
       r.best_echo_x = std::max(r.best_echo_x, s.kv_echo[i] / uniform);
     }
     if (any) {
-      r.induction_layers += (r.n_induction_layers ? " " : "") + std::to_string(l);
+      if (r.n_induction_layers) r.induction_layers += ' ';
+      r.induction_layers += std::to_string(l);
       ++r.n_induction_layers;
     }
   }

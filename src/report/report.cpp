@@ -55,11 +55,8 @@ std::string make_report(const fs::path& root) {
       "tinystories656K, babyllama105 (0.3-1 M parameters, 256-512-token contexts, GQA with 4 KV "
       "heads) and two that kvscope trained on Jane Austen, austen_mha8 (RoPE) and "
       "austen_mha8_alibi (0.9 M parameters, 8 heads = 8 KV heads, 1024-token context), and "
-      "two model families kvscope trained to have induction heads, on which paper B is computed: "
-      "austen_induction (0.47 M parameters, 2 layers x 4 heads = 4 KV heads, 512-token "
-      "context) and austen_gqa (0.8 M parameters, 4 layers x 8 query heads over 4 KV heads, "
-      "1024-token context; two training seeds, austen_gqa and austen_gqa_seed2, and a "
-      "text-only twin); each "
+      "austen_induction, trained by kvscope to have induction heads (0.47 M parameters, 2 "
+      "layers x 4 heads = 4 KV heads, 512-token context; paper B is computed on it); each "
       "results directory's `manifest.json` records the config, input checksums, "
       "commit and timings. Verdicts are computed from the numbers by the rule each section "
       "states.\n\n| | paper table | verdict |\n|---|---|---|\n";

@@ -33,7 +33,8 @@ std::optional<Paired> paired(const Rows& p, const std::string& model, const std:
 }
 
 std::string signed_pm(const Paired& d) {
-  return fmt::format("{:+.3f} ± {:.3f}", d.diff, d.se);
+  // A difference that rounds to zero is written +0.000, not -0.000.
+  return fmt::format("{:+.3f} ± {:.3f}", std::abs(d.diff) < 5e-4 ? 0.0 : d.diff, d.se);
 }
 
 std::vector<std::string> needle_tasks(const Rows& p, const std::string& model) {
@@ -220,7 +221,7 @@ Section heads(const fs::path& root) {
           has_twin ? fmt::format(" ({:.2f}, {:+.0f}%)", std::stod(row.at("twin_perplexity")),
                                  100 * (ratio - 1))
                    : "",
-          has_twin ? check(ok) : "-");
+          check(ok) + (has_twin ? "" : " (no twin)"));
     }
   }
   s.body += plots(root, "paper_b_heads", "heads_");
