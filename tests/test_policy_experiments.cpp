@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "kvscope/experiments/experiment.hpp"
@@ -228,6 +229,52 @@ TEST_CASE("kv_cache_policies rejects bad settings before running", "[policy][exp
         "kv_cache_policies.perplexity.window is 600, but model stories260K takes 4 to 512");
   fails("  tasks: [copy]\n  copy: {context: 513}\n" + kFiller,
         "kv_cache_policies.copy.context is 513, but model stories260K takes at most 512");
+}
+
+TEST_CASE("retrieval_heads testbed: counts from heads.csv, a twin's ratio, bad twins refused",
+          "[retrieval][experiment][testbed]") {
+  test::TempDir tmp("testbed_exp");
+  const std::string models =
+      "models:\n  - name: a\n    path: " + kData +
+      "/models/stories260K/stories260K.bin\n  - name: b\n    path: " + kData +
+      "/models/stories260K/stories260K.bin\n";
+  const std::string tb =
+      "retrieval_heads:\n  block: 40\n  probes: 2\n  testbed:\n    text: {path: " + kData +
+      "/text/janeausten/persuasion.txt, max_bytes: 40000}\n"
+      "    induction_x: 1.5\n    passage: {context: 128, length: 16, trials: 2}\n"
+      "    perplexity_tokens: 2000\n";
+  const fs::path out = run(
+      tmp.path, "tb", "kind: retrieval_heads\n" + models + tb + "    twin: {model: b, of: [a]}\n");
+  const CsvData t = read_csv(out / "testbed.csv"), heads = read_csv(out / "heads.csv"),
+                sum = read_csv(out / "summary.csv");
+  REQUIRE(t.rows.size() == 2);
+  const double uniform = std::stod(cell(sum, 0, "uniform_score"));
+  int ind = 0, any = 0;
+  std::set<std::string> layers;
+  for (size_t i = 0; i < heads.rows.size(); ++i) {
+    if (cell(heads, i, "model") != "a") continue;
+    const bool x = std::stod(cell(heads, i, "induction")) >= 1.5 * uniform;
+    ind += x, any += x || std::stod(cell(heads, i, "echo")) >= 1.5 * uniform;
+    if (x) layers.insert(cell(heads, i, "layer"));
+  }
+  CHECK(std::stoi(cell(t, 0, "induction_heads")) == ind);
+  CHECK(std::stoi(cell(t, 0, "retrieval_heads")) == any);
+  CHECK(std::stoi(cell(t, 0, "n_induction_layers")) == int(layers.size()));
+  // The same weights twice: the ratio is exactly 1; b has no twin.
+  CHECK(cell(t, 0, "twin") == "b");
+  CHECK(std::stod(cell(t, 0, "perplexity_ratio")) == 1.0);
+  CHECK(cell(t, 1, "twin").empty());
+  // gap = T - a - n with T = L - 1 - n and a = round(0.25 (T - n)): 111 - 24 - 16 = 71.
+  CHECK(cell(t, 0, "passage_gap") == "71");
+  CHECK_THROWS_WITH(
+      run(tmp.path, "tb2",
+          "kind: retrieval_heads\n" + models + tb + "    twin: {model: c, of: [a]}\n"),
+      Contains("testbed.twin.model 'c' is not a model of models: (a, b)"));
+  CHECK_THROWS_WITH(
+      run(tmp.path, "tb3",
+          "kind: retrieval_heads\n" + models + tb + "    twin: {model: b, of: [z]}\n"),
+      Contains("testbed.twin.of names 'z'"));
+  CHECK_FALSE(fs::exists(tmp.path / "results" / "tb2"));
 }
 
 TEST_CASE(
