@@ -188,8 +188,8 @@ TEST_CASE("report B3: the largest share against the smallest, paired, with seed 
                     "m,0.14,1,1.0 1.3,2,0,0.333\nm,0.14,2,1.0 1.2,2,1,1\n");
   std::string r = make_report(tmp.path);
   CHECK(verdict(r, "B3") == "reproduced in kind (within noise)");
-  CHECK_THAT(r, Contains("| m | 0.400 | 0.300 (2 heads = 25%, 75% of full, 3/3 seeds) | 0.360 (2 "
-                         "heads = 25%, 90% of full, 2/3 seeds) |"));
+  CHECK_THAT(r, Contains("| m | 0.400 | 0.300 (2 head(s) = 25%, 75% of full, 3/3 seeds) | 0.360 (2 "
+                         "head(s) = 25%, 90% of full, 2/3 seeds) |"));
   CHECK_THAT(r, Contains("|  | razor@14% - razor@5% | +0.060 ± 0.030 |"));
   CHECK_THAT(r, Contains("The probe seeds disagree on the heads of razor@14% on m"));
   write(0.01);  // 2 SE = 0.02 < 0.04

@@ -194,7 +194,7 @@ Section heads(const fs::path& root) {
     s.body +=
         "\n**The test bed** (what a test of RazorAttention needs; `testbed.csv`): induction heads "
         "= KV heads whose induction score is >= 5x uniform; retrieval share = KV heads with "
-        "induction or echo >= 5x uniform; copy drop = 1 - NLL of the probe's repeats 2-4 / NLL "
+        "induction or echo >= 5x uniform; copy drop = 1 - NLL of the probe's repeats 2..R / NLL "
         "of its first copy; passage drop = 1 - NLL of a 64-token natural passage told the second "
         "time / the first time (held-out text, ± over windows); perplexity on the held-out text "
         "against the text-only twin's. Bars: induction heads in >= 2 layers, retrieval share <= "
@@ -362,7 +362,7 @@ Section ablation(const fs::path& root) {
         }
       }
       s.body += fmt::format(
-          " {} ({} heads = {}, {} of full, {}) |", d ? fmt::format("{:.3f}", d->policy) : "-",
+          " {} ({} head(s) = {}, {} of full, {}) |", d ? fmt::format("{:.3f}", d->policy) : "-",
           f(h, "{:.0f}"), h && kv ? fmt::format("{:.0f}%", 100 * *h / *kv) : std::string("-"),
           d && d->reference > 0 ? fmt::format("{:.0f}%", 100 * d->policy / d->reference) : "-",
           stab);
