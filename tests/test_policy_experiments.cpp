@@ -275,6 +275,14 @@ TEST_CASE("retrieval_heads testbed: counts from heads.csv, a twin's ratio, bad t
           "kind: retrieval_heads\n" + models + tb + "    twin: {model: b, of: [z]}\n"),
       Contains("testbed.twin.of names 'z'"));
   CHECK_FALSE(fs::exists(tmp.path / "results" / "tb2"));
+  const std::string head = "kind: retrieval_heads\n" + models +
+                           "retrieval_heads:\n  testbed:\n    text: {path: " + kData +
+                           "/text/janeausten/persuasion.txt}\n";
+  CHECK_THROWS_WITH(run(tmp.path, "tb4", head + "    induction_x: 1\n"),
+                    Contains("testbed.induction_x must be > 1, got 1"));
+  CHECK_THROWS_WITH(run(tmp.path, "tb5", head + "    passage: {depth: 1.5}\n"),
+                    Contains("testbed.passage.depth must lie in [0, 1], got 1.5"));
+  CHECK_FALSE(fs::exists(tmp.path / "results" / "tb5"));
 }
 
 TEST_CASE(
