@@ -67,15 +67,15 @@ void check_distinct(const std::vector<Spec>& specs, const char* key, const fs::p
 void check_inputs_exist(const std::vector<ModelSpec>& models, const std::vector<TextSpec>& texts,
                         const fs::path& config_file) {
   for (const ModelSpec& m : models) {
-    KV_CHECK(fs::exists(m.path), "{}: model '{}': path '{}' does not exist", config_file.string(),
-             m.name, m.path.string());
-    KV_CHECK(m.tokenizer.empty() || fs::exists(m.tokenizer),
-             "{}: model '{}': tokenizer '{}' does not exist", config_file.string(), m.name,
-             m.tokenizer.string());
+    KV_CHECK_FOUND(fs::exists(m.path), "{}: model '{}': path '{}' does not exist",
+                   config_file.string(), m.name, m.path.string());
+    KV_CHECK_FOUND(m.tokenizer.empty() || fs::exists(m.tokenizer),
+                   "{}: model '{}': tokenizer '{}' does not exist", config_file.string(), m.name,
+                   m.tokenizer.string());
   }
   for (const TextSpec& t : texts)
-    KV_CHECK(fs::is_regular_file(t.path), "{}: text '{}': file '{}' does not exist",
-             config_file.string(), t.name, t.path.string());
+    KV_CHECK_FOUND(fs::is_regular_file(t.path), "{}: text '{}': file '{}' does not exist",
+                   config_file.string(), t.name, t.path.string());
 }
 
 }  // namespace
@@ -189,8 +189,8 @@ TextSpec parse_text_spec(YamlMap& t) {
   KV_CHECK(!ec, "{}: text '{}': path '{}' cannot be checked: {}",
            yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string(),
            ec.message());
-  KV_CHECK(there, "{}: text '{}': file '{}' does not exist",
-           yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string());
+  KV_CHECK_FOUND(there, "{}: text '{}': file '{}' does not exist",
+                 yaml_detail::location(t.file(), t.key_line("path")), s.name, s.path.string());
   // Experiments hash their inputs for the manifest: a device or pipe would never end.
   KV_CHECK(std::filesystem::is_regular_file(s.path, ec),
            "{}: text '{}': '{}' is not a regular file (a directory, device or pipe); expected a "

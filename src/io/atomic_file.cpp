@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/interrupt.hpp"
 
 namespace kvscope {
 
@@ -138,6 +139,12 @@ struct sigaction g_old[3];
 constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
 
 void remove_and_die(int sig) {
+  // Inside an embedding's InterruptScope Ctrl-C stops the call, not the process: the error
+  // path removes the partial files.
+  if (sig == SIGINT && interrupt_scope_active()) {
+    note_interrupt();
+    return;
+  }
   for (int i = 0; i < kSlots; ++i)
     if (g_used[i]) ::unlink(g_paths[i]);
   std::signal(sig, SIG_DFL);

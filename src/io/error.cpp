@@ -1,5 +1,6 @@
 #include "kvscope/io/error.hpp"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
@@ -15,6 +16,11 @@ std::string Error::without_nul(const std::string& s) {
       out += ch;
   }
   return out;
+}
+
+[[noreturn]] void throw_os_error(int err, const std::string& what) {
+  if (err == ENOENT || err == ENOTDIR) throw NotFoundError(what);
+  throw Error(what);
 }
 
 [[noreturn]] void assert_fail(const char* cond, const char* file, int line) {

@@ -14,7 +14,10 @@ namespace kvscope {
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KV_CHECK(fd >= 0, "{}: cannot open: {}", path.string(), std::strerror(errno));
+  if (fd < 0) {
+    const int err = errno;
+    throw_os_error(err, fmt::format("{}: cannot open: {}", path.string(), std::strerror(err)));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

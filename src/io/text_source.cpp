@@ -100,7 +100,7 @@ std::string read_prefix(const std::filesystem::path& path, size_t limit, Enough&
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     int err = errno;
-    throw Error(fmt::format("cannot read '{}': {}", path.string(), std::strerror(err)));
+    throw_os_error(err, fmt::format("cannot read '{}': {}", path.string(), std::strerror(err)));
   }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
   std::string out;

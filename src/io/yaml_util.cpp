@@ -216,6 +216,8 @@ YAML::Node load_yaml_file(const std::filesystem::path& path) {
   std::string text;
   try {
     text = read_file_bytes(path, kYamlReadLimit);
+  } catch (const NotFoundError& e) {
+    throw NotFoundError(fmt::format("YAML config {}", e.what()));
   } catch (const Error& e) {
     throw Error(fmt::format("YAML config {}", e.what()));
   }

@@ -11,10 +11,12 @@
 
 namespace kvscope {
 
+namespace {
+
 // The registry: one line per method. `kvscope run --help`-style listings and the frontier's
-// key checks read it.
-const std::vector<EvictionMethod>& eviction_methods() {
-  static const std::vector<EvictionMethod> methods = {
+// key checks read it; the Python module adds methods written in Python at run time.
+std::vector<EvictionMethod>& registry() {
+  static std::vector<EvictionMethod> methods = {
       {"streaming", "sinks + the most recent tokens (StreamingLLM)", false, make_streaming},
       {"razor", "retrieval heads whole, others sinks + recent + compensation (RazorAttention)",
        true, make_razor},
@@ -31,6 +33,46 @@ const std::vector<EvictionMethod>& eviction_methods() {
       {"random", "a random priority per token (control)", false, make_random},
   };
   return methods;
+}
+
+// The entries above: never replaced or removed. Counted on first use, which is before any
+// registration (register_eviction_method asks first).
+size_t builtin_count() {
+  static const size_t n = registry().size();
+  return n;
+}
+
+}  // namespace
+
+const std::vector<EvictionMethod>& eviction_methods() {
+  return registry();
+}
+
+void register_eviction_method(EvictionMethod m) {
+  KV_CHECK(!m.name.empty() && m.name.find_first_of("+ \t\n/") == std::string::npos,
+           "eviction method name '{}': expected a plain name (no '+', space or '/')", m.name);
+  KV_CHECK(m.make, "eviction method '{}': no factory", m.name);
+  const size_t builtin = builtin_count();
+  std::vector<EvictionMethod>& r = registry();
+  for (size_t i = 0; i < r.size(); ++i)
+    if (r[i].name == m.name) {
+      KV_CHECK(i >= builtin, "eviction method '{}' is built in; give the new method another name",
+               m.name);
+      r[i] = std::move(m);  // re-registering a name replaces the earlier registration
+      return;
+    }
+  r.push_back(std::move(m));
+}
+
+bool unregister_eviction_method(const std::string& name) {
+  const size_t builtin = builtin_count();
+  std::vector<EvictionMethod>& r = registry();
+  for (size_t i = builtin; i < r.size(); ++i)
+    if (r[i].name == name) {
+      r.erase(r.begin() + long(i));
+      return true;
+    }
+  return false;
 }
 
 const EvictionMethod& eviction_method(const std::string& name, const std::string& where) {

@@ -203,7 +203,7 @@ bool is_gguf(const fs::path& path) {
 }  // namespace
 
 Model load_model(const fs::path& path, const LoadOptions& opt) {
-  KV_CHECK(fs::exists(path), "{}: model path does not exist", path.string());
+  KV_CHECK_FOUND(fs::exists(path), "{}: model path does not exist", path.string());
   Model m;
   const std::string ext = path.extension().string();
   // A .gguf name with the wrong magic is a broken GGUF file, not a llama2.c checkpoint:

@@ -228,8 +228,6 @@ Section heads(const fs::path& root) {
   return s;
 }
 
-const char* kPolicies[] = {"full", "razor", "streaming", "h2o"};
-
 Section longbench(const fs::path& root) {
   Section s{"B2", "Table 1: full cache vs RazorAttention vs H2O vs StreamingLLM", kDiffers, ""};
   const Rows r = load(root / "paper_b_razor" / "policies.csv");

@@ -13,6 +13,7 @@
 
 #include "huge_pages.hpp"
 #include "kvscope/io/error.hpp"
+#include "kvscope/io/interrupt.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/ops.hpp"
 
@@ -333,6 +334,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
                                const ForwardOptions& opt) {
   const ModelConfig& c = m.config;
   const Weights& w = m.weights;
+  throw_if_interrupted();  // Ctrl-C in the Python module stops here (io/interrupt.hpp)
   const int T = int(tokens.size());
   KV_CHECK(T > 0, "forward: no tokens");
   KVCache& cache = s.cache;

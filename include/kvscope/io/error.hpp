@@ -20,6 +20,16 @@ class Error : public std::runtime_error {
   static std::string without_nul(const std::string& s);
 };
 
+// A file or directory the user named that does not exist: the Python module raises
+// FileNotFoundError for it; the command line treats it like any Error.
+class NotFoundError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Throws NotFoundError for ENOENT (and ENOTDIR: a path through a plain file), else Error.
+[[noreturn]] void throw_os_error(int err, const std::string& what);
+
 [[noreturn]] void assert_fail(const char* cond, const char* file, int line);
 
 }  // namespace kvscope
@@ -28,6 +38,12 @@ class Error : public std::runtime_error {
 #define KV_CHECK(cond, ...)                                        \
   do {                                                             \
     if (!(cond)) throw ::kvscope::Error(fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+// KV_CHECK for a path that must exist: throws NotFoundError.
+#define KV_CHECK_FOUND(cond, ...)                                          \
+  do {                                                                     \
+    if (!(cond)) throw ::kvscope::NotFoundError(fmt::format(__VA_ARGS__)); \
   } while (0)
 
 // Internal invariant: a failure is a kvscope bug, not a user error.

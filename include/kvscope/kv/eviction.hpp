@@ -123,6 +123,13 @@ struct EvictionMethod {
   std::function<std::unique_ptr<EvictionPolicy>(YamlMap& keys, const PolicyContext& ctx)> make;
 };
 const std::vector<EvictionMethod>& eviction_methods();
+// Adds a method at run time (the Python module's policies), after the built-in ones; the
+// same name again replaces it. A built-in name, or one with '+', a space or '/' (which the
+// frontier's labels and file names use), is refused by name. Not thread-safe: register
+// before a run starts.
+void register_eviction_method(EvictionMethod m);
+// Removes a method register_eviction_method added; false when there is none of that name.
+bool unregister_eviction_method(const std::string& name);
 const EvictionMethod& eviction_method(const std::string& name, const std::string& where);
 
 // Method factories (one per file).
