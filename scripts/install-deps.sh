@@ -16,6 +16,7 @@ PACKAGES=(
   gnuplot-nox
   libopenmpi-dev openmpi-bin              # optional at build time; mpirun splits runs (docs/distributed.md)
   python3 python3-numpy python3-h5py
+  pybind11-dev python3-dev python3-pytest python3-matplotlib   # the Python module (docs/python.md)
   clang libclang-rt-14-dev                # the libFuzzer targets (scripts/fuzz.sh; CI builds them)
   clang-format                            # CI checks the sources against .clang-format
 )
