@@ -1,6 +1,7 @@
 """Every family kvscope loads, from random-weight checkpoints written here (synthetic.py),
 through kvscope.load and run_with_cache; the attention pattern is checked against the
-family's own mask (sliding windows) recomputed here."""
+family's own mask (sliding windows) recomputed here. And the GGUF format: stories260K
+rewritten as GGUF here (gguf_from_llama2c.py) gives the llama2.c file's outputs."""
 
 import numpy as np
 import pytest
@@ -45,3 +46,27 @@ def test_every_family_loads_and_runs(family, tmp_path):
 def test_the_shipped_formats_load():
     for path, fmt in ((STORIES, "llama2c"), (TINY, "hf-safetensors")):
         assert kvscope.load(path).config["format"] == fmt
+
+
+def test_a_gguf_file_gives_the_llama2c_checkpoints_outputs(tmp_path):
+    import gguf_from_llama2c
+    g = gguf_from_llama2c.write_gguf(STORIES, STORIES.parent / "tok512.bin",
+                                     tmp_path / "stories260K.gguf")
+    a = kvscope.load(STORIES, threads=1)
+    b = kvscope.load(g, threads=1)
+    assert b.config["format"] == "gguf" and b.config["n_kv_heads"] == 4
+    text = "Once upon a time, there was a little girl named Lily."
+    assert b.tokenize(text) == a.tokenize(text)
+    ids = a.tokenize(text)
+    la, ca = a.run_with_cache(ids)
+    lb, cb = b.run_with_cache(ids)
+    # The same f32 weights through two loaders: equal up to float rounding (1e-5 relative).
+    np.testing.assert_allclose(lb, la, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cb["v"], ca["v"], rtol=1e-5, atol=1e-6)
+    # kvscope reads a GGUF's Q and K rows back into Hugging Face's rotate-half order (channel
+    # j * hd/2 + i holds the pair member j of pair i), llama2.c keeps them interleaved (2i + j):
+    # the same numbers in another order, before RoPE and after it.
+    hd = a.config["head_dim"]
+    perm = [2 * i + j for j in (0, 1) for i in range(hd // 2)]
+    for n in ("q", "k_pre_rope", "k"):
+        np.testing.assert_allclose(cb[n], ca[n][..., perm], rtol=1e-5, atol=1e-5)
