@@ -138,3 +138,31 @@ def test_queries_arrive_when_a_window_is_asked(tmp_path):
         kvscope.unregister_policy("py_probe")
     assert seen["q"][0] == 8 and seen["q"][1:] == (3, 8)  # stories260K: 8 heads of 8
     assert seen["k"][0] == 4 and seen["k"][2] == 8        # 4 KV heads
+
+
+def test_update_is_called_while_decoding_and_select_after_prefill(tmp_path):
+    calls = {"select": [], "update": []}
+
+    class Counting(PyStreaming):
+        def select(self, layer, keys, values, queries, budget, positions, step):
+            calls["select"].append(step)
+            return super().select(layer, keys, values, queries, budget, positions)
+
+        def update(self, layer, keys, values, queries, budget, positions, step):
+            calls["update"].append(step)
+            return super().select(layer, keys, values, queries, budget, positions)
+
+    kvscope.register_policy("py_counting", Counting())
+    kvscope.register_policy("py_streaming", PyStreaming())
+    try:
+        rows = frontier(tmp_path, "counting", "py_streaming, py_counting")
+    finally:
+        kvscope.unregister_policy("py_counting")
+        kvscope.unregister_policy("py_streaming")
+    assert calls["select"] and set(calls["select"]) == {0}
+    assert calls["update"] and min(calls["update"]) >= 1
+    # Delegating update to the same rule changes nothing.
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], {})[(r["budget"], r["task"], r["measure"])] = r["value"]
+    assert by["py_counting"] == by["py_streaming"]
