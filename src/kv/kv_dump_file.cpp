@@ -150,7 +150,9 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
 
   // Root attributes: what made this file.
   const auto [model_sha, model_files] = model_hashes(src.model_files);
-  const GitInfo git = git_info(KVSCOPE_SOURCE_DIR);
+  // The checkout the dump is made from (as a run's manifest records it), not the one the
+  // binary was built in: a build tree's path compiled in says nothing about this run.
+  const GitInfo git = git_info(std::filesystem::current_path());
   auto attr = [&](const char* n, const auto& v) { h5::write_attr(file_, n, v, w); };
   attr("kvscope_version", std::string(KVSCOPE_VERSION));
   attr("git_commit", git.commit + (git.dirty ? "-dirty" : ""));

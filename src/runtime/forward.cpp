@@ -16,6 +16,7 @@
 #include "kvscope/io/interrupt.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/ops.hpp"
+#include "parallel.hpp"
 
 namespace kvscope {
 

@@ -1,4 +1,5 @@
 #include "kvscope/runtime/ops.hpp"
+#include "parallel.hpp"
 
 #include <cblas.h>
 

@@ -9,7 +9,7 @@
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/text_source.hpp"
-#include "kvscope/tokenizer/tokenizer_detail.hpp"
+#include "tokenizer_detail.hpp"
 
 namespace kvscope {
 

@@ -11,7 +11,7 @@
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/json_util.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
-#include "kvscope/tokenizer/tokenizer_detail.hpp"
+#include "tokenizer_detail.hpp"
 
 namespace kvscope {
 namespace {

@@ -10,7 +10,7 @@
 #include <cstdlib>
 
 #include "kvscope/io/error.hpp"
-#include "kvscope/tokenizer/tokenizer_detail.hpp"
+#include "tokenizer_detail.hpp"
 
 namespace kvscope::detail {
 

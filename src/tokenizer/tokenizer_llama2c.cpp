@@ -9,7 +9,7 @@
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/tokenizer/tokenizer.hpp"
-#include "kvscope/tokenizer/tokenizer_detail.hpp"
+#include "tokenizer_detail.hpp"
 
 namespace kvscope {
 namespace {

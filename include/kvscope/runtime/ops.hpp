@@ -1,9 +1,8 @@
 // Numerical building blocks of the forward pass. Matrices are row-major; shapes are
 // written beside each argument. Loops over tokens run on the OpenMP pool when they are
-// big enough to pay for it (worth_threads).
+// big enough to pay for it (worth_threads, src/runtime/parallel.hpp: OpenMP stays out of
+// the public headers).
 #pragma once
-
-#include <omp.h>
 
 #include <cstdint>
 #include <span>
@@ -19,27 +18,6 @@ inline constexpr int64_t kParallelMin = int64_t(1) << 18;
 // Decoding GEMVs with fewer weights than this run single-threaded in Eigen; larger ones
 // go to OpenBLAS, whose threads help stream big matrices from memory.
 inline constexpr int64_t kBlasGemvMin = int64_t(1) << 20;
-
-// Whether a loop of `work` elements (or multiply-adds) should run on the OpenMP pool:
-// large enough, more than one thread allowed, and not already inside a parallel region
-// (where a nested region would run on one thread anyway). Loops test this instead of
-// `omp parallel if (...)` because libgomp still enters a region for a team of one, and
-// leaving it costs a futex system call: ~20 per decoded token of a small model.
-inline bool worth_threads(int64_t work) {
-  return work >= kParallelMin && omp_get_max_threads() > 1 && !omp_in_parallel();
-}
-
-// body(i) for i in [0, n): statically split over the pool when worth_threads(work), else
-// inline on the calling thread.
-template <class Body>
-void parallel_for(int64_t n, int64_t work, const Body& body) {
-  if (!worth_threads(work)) {
-    for (int64_t i = 0; i < n; ++i) body(i);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) body(i);
-}
 
 // y[T, out] = x[T, in] * W[out, in]^T + beta * y   (OpenBLAS sgemm)
 void matmul_wt(const float* x, int T, int in, const float* W, int out, float* y, float beta = 0.f);
