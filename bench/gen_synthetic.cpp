@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     c.n_kv_heads = kv, c.head_dim = hd, c.vocab_size = vocab, c.max_seq_len = ctx;
   };
   auto gemma = [&](const char* arch) {
-    c.arch = arch;
+    c.family = *family_from_name(arch);
     c.norm_offset = 1.0f, c.embed_scale = std::sqrt(float(c.dim)), c.sandwich_norms = true;
     c.mlp_act = MlpActivation::kGeluTanh, c.attn_scale = 1.0f / 16.0f;  // 256^-1/2
     c.tied_embeddings = true, c.norm_eps = 1e-6f;
@@ -57,14 +57,14 @@ int main(int argc, char** argv) {
     c.rope_scaling = {RopeScalingKind::kLlama3, 8.0, 1.0, 4.0, 8192, {}, {}, 1.0, {}};
   } else if (preset == "mistral-7b") {
     shape(4096, 14336, 32, 32, 8, 128, 32000, 32768);
-    c.arch = "mistral", c.sliding_window = 4096;
+    c.family = Family::kMistral, c.sliding_window = 4096;
   } else if (preset == "qwen2.5-7b") {
     shape(3584, 18944, 28, 28, 4, 128, 152064, 131072);
-    c.arch = "qwen2", c.qkv_bias = true, c.rope_theta = 1e6f, c.norm_eps = 1e-6f;
+    c.family = Family::kQwen2, c.qkv_bias = true, c.rope_theta = 1e6f, c.norm_eps = 1e-6f;
     c.bos_id = 151643, c.eos_id = 151643;
   } else if (preset == "qwen3-8b") {
     shape(4096, 12288, 36, 32, 8, 128, 151936, 40960);
-    c.arch = "qwen3", c.qk_norm = true, c.rope_theta = 1e6f, c.norm_eps = 1e-6f;
+    c.family = Family::kQwen3, c.qk_norm = true, c.rope_theta = 1e6f, c.norm_eps = 1e-6f;
     c.bos_id = 151643, c.eos_id = 151645;
   } else if (preset == "gemma2-9b") {
     shape(3584, 14336, 42, 16, 8, 256, 256000, 8192);
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     for (int l = 0; l < c.n_layers; ++l) c.sliding_layers.push_back((l + 1) % 6 != 0);
   } else if (preset == "phi3-mini") {
     shape(3072, 8192, 32, 32, 32, 96, 32064, 131072);
-    c.arch = "phi3", c.sliding_window = 262144, c.eos_id = 32000;
+    c.family = Family::kPhi3, c.sliding_window = 262144, c.eos_id = 32000;
     RopeScaling& rs = c.rope_scaling;
     rs.kind = RopeScalingKind::kLongrope, rs.original_max_position = 4096;
     for (int i = 0; i < 48; ++i) {  // smooth ramps in the range of the shipped factors

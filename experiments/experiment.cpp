@@ -97,7 +97,7 @@ LoadedModel ExperimentContext::load(const ModelSpec& spec) {
   // What the weights were stored as (a GGUF's quantization types).
   if (manifest)
     manifest->extra["models"][spec.name] = {{"format", lm.model.format},
-                                            {"model_type", lm.model.config.arch},
+                                            {"model_type", family_name(lm.model.config.family)},
                                             {"stored_dtypes", lm.model.stored_dtypes},
                                             {"quantized", lm.model.quantized()}};
   return lm;

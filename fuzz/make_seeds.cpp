@@ -34,7 +34,7 @@ std::string slurp(const fs::path& p) {
 
 ModelConfig base(const std::string& arch) {
   ModelConfig c;
-  c.arch = arch;
+  c.family = *family_from_name(arch);
   c.dim = 32, c.hidden_dim = 64, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
   c.head_dim = 8, c.vocab_size = 48, c.max_seq_len = 32;
   c.rope_layout = RopeLayout::kRotateHalf;
@@ -122,7 +122,9 @@ int main(int argc, char** argv) {
                                                           std::string(fuzz::kSplit) +
                                                           slurp(dir / "model.safetensors"));
       // Mistral converts as llama (the llama seed has it); llama.cpp's llama has no biases.
-      if (s.config.arch == "mistral" || (s.config.arch == "llama" && s.config.qkv_bias)) continue;
+      if (s.config.family == Family::kMistral ||
+          (s.config.family == Family::kLlama && s.config.qkv_bias))
+        continue;
       const Model hf = load_model(dir);
       Model deq;
       for (const bool q8 : {false, true}) {

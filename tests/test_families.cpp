@@ -94,7 +94,7 @@ void check_against_reference(const fs::path& dir, int T, bool decode = true) {
 
 ModelConfig gemma_shape(const std::string& arch, int layers, int kv_heads) {
   ModelConfig c;
-  c.arch = arch;
+  c.family = *family_from_name(arch);
   c.dim = 32;
   c.hidden_dim = 64;
   c.n_layers = layers;
@@ -146,7 +146,7 @@ json gemma3_config() {
 
 ModelConfig phi3_shape(int kv_heads) {
   ModelConfig c;
-  c.arch = "phi3";
+  c.family = Family::kPhi3;
   c.dim = 48;
   c.hidden_dim = 64;
   c.n_layers = 2;
@@ -392,7 +392,7 @@ TEST_CASE("qwen2 with use_sliding_window: layers from max_window_layers on slide
     "transformers_version": "4.43.1", "use_cache": true, "use_sliding_window": true,
     "vocab_size": 61})");
   ModelConfig c;
-  c.arch = "qwen2";
+  c.family = Family::kQwen2;
   c.dim = 32, c.hidden_dim = 64, c.n_layers = 3, c.n_heads = 4, c.n_kv_heads = 2;
   c.head_dim = 8, c.vocab_size = 61, c.max_seq_len = 64, c.qkv_bias = true;
   test::TempDir d("fam_qwen2_window");

@@ -64,6 +64,9 @@ void check_conversion(const SyntheticSpec& spec, int T, const char* tag) {
   Model twin;
   test::write_gguf(d.path / "m.gguf", hf, false, &twin);
   const Model g = load_model(d.path / "m.gguf");
+  // One family, one name, whichever format it came from (model/family.hpp).
+  CHECK(g.config.family == spec.config.family);
+  CHECK(hf.config.family == spec.config.family);
   const Run want = run(hf, T), got = run(g, T);
   CHECK(rel(got.logits, want.logits) < 1e-5);
   for (int l = 0; l < hf.config.n_layers; ++l) {
@@ -78,7 +81,7 @@ void check_conversion(const SyntheticSpec& spec, int T, const char* tag) {
 
 ModelConfig gemma(const std::string& arch, int layers) {
   ModelConfig c;
-  c.arch = arch;
+  c.family = *family_from_name(arch);
   c.dim = 32, c.hidden_dim = 64, c.n_layers = layers, c.n_heads = 4, c.n_kv_heads = 2;
   c.head_dim = 16, c.vocab_size = 61, c.max_seq_len = 64, c.tied_embeddings = true;
   c.norm_offset = 1.0f, c.sandwich_norms = true, c.mlp_act = MlpActivation::kGeluTanh;
@@ -194,7 +197,7 @@ TEST_CASE("phi3 GGUF with rope_factors_long/short computes longrope, short and l
           "[gguf][families][forward]") {
   SyntheticSpec spec;
   ModelConfig& c = spec.config;
-  c.arch = "phi3";
+  c.family = Family::kPhi3;
   c.dim = 64, c.hidden_dim = 96, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 4;
   c.head_dim = 16, c.rotary_dim = 12, c.vocab_size = 67, c.max_seq_len = 64;
   c.rope_scaling.kind = RopeScalingKind::kLongrope;

@@ -60,7 +60,7 @@ TEST_CASE("GGUF conversions of llama, qwen2, qwen3 and phi3 checkpoints compute 
     INFO(arch);
     SyntheticSpec spec;
     ModelConfig& c = spec.config;
-    c.arch = arch;
+    c.family = *family_from_name(arch);
     c.dim = 64, c.hidden_dim = 96, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
     c.head_dim = 16, c.vocab_size = 67, c.max_seq_len = 64, c.rope_theta = 10000.0f;
     c.qkv_bias = std::string(arch) == "qwen2";

@@ -26,7 +26,7 @@ namespace {
 SyntheticSpec small_spec(const std::string& arch, int window) {
   SyntheticSpec spec;
   ModelConfig& c = spec.config;
-  c.arch = arch;
+  c.family = *family_from_name(arch);
   c.dim = 32;
   c.hidden_dim = 80;
   c.n_layers = 2;

@@ -124,7 +124,7 @@ TEST_CASE(
   };
   auto base = [](const char* arch) {
     ModelConfig c;
-    c.arch = arch;
+    c.family = *family_from_name(arch);
     c.dim = 32, c.hidden_dim = 48, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
     c.head_dim = 16, c.vocab_size = 53, c.max_seq_len = 64;
     c.rope_layout = RopeLayout::kRotateHalf;

@@ -25,7 +25,7 @@ const std::string kData = KVSCOPE_TEST_DATA_DIR;
 fs::path write_llama31(const fs::path& dir, const fs::path& tokenizer_json) {
   SyntheticSpec spec;
   ModelConfig& c = spec.config;
-  c.arch = "llama", c.dim = 32, c.hidden_dim = 64, c.n_layers = 2, c.n_heads = 4;
+  c.family = Family::kLlama, c.dim = 32, c.hidden_dim = 64, c.n_layers = 2, c.n_heads = 4;
   c.n_kv_heads = 2, c.head_dim = 8, c.vocab_size = 128256, c.max_seq_len = 131072;
   write_synthetic_hf_model(dir, spec);
   const json cfg = {{"architectures", {"LlamaForCausalLM"}},

@@ -58,10 +58,10 @@ T peek(const std::string& bytes, size_t at) {
 SyntheticSpec small_spec(const char* arch = "llama") {
   SyntheticSpec spec;
   ModelConfig& c = spec.config;
-  c.arch = arch;
+  c.family = *family_from_name(arch);
   c.dim = 32, c.hidden_dim = 64, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 2;
   c.head_dim = 16, c.vocab_size = 40, c.max_seq_len = 32;
-  if (c.arch == "gemma3_text") {  // Gemma's fixed structure
+  if (c.family == Family::kGemma3) {  // Gemma's fixed structure
     c.norm_offset = 1.0f, c.sandwich_norms = true, c.mlp_act = MlpActivation::kGeluTanh;
     c.qk_norm = true, c.attn_scale = 0.25f, c.tied_embeddings = true;
   }

@@ -56,7 +56,7 @@ TEST_CASE("a tokenizer from another family is refused by the model's special ids
   // 151,669 tokens) and special ids (bos <|endoftext|> 151643, eos <|im_end|> 151645).
   SyntheticSpec spec;
   ModelConfig& c = spec.config;
-  c.arch = "qwen3", c.qk_norm = true;
+  c.family = Family::kQwen3, c.qk_norm = true;
   c.dim = 16, c.hidden_dim = 32, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1;
   c.head_dim = 8, c.vocab_size = 151936, c.max_seq_len = 64, c.tied_embeddings = true;
   c.bos_id = 151643, c.eos_id = 151645;

@@ -141,7 +141,7 @@ TEST_CASE("train.init starts from another model's weights; other architectures a
   {
     SyntheticSpec spec;
     ModelConfig& q = spec.config;
-    q.arch = "qwen2", q.qkv_bias = true;
+    q.family = Family::kQwen2, q.qkv_bias = true;
     q.dim = 16, q.hidden_dim = 24, q.n_layers = 2, q.n_heads = 4, q.n_kv_heads = 2;
     q.head_dim = 4, q.vocab_size = 512, q.max_seq_len = 24, q.tied_embeddings = true;
     write_synthetic_hf_model(d.path / "biased", spec);

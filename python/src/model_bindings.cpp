@@ -51,7 +51,7 @@ py::dict config_dict(const Model& m) {
   d["name"] = m.name;
   d["format"] = m.format;
   d["source"] = m.source.string();
-  d["arch"] = c.arch;
+  d["arch"] = family_name(c.family);
   d["dim"] = c.dim;
   d["hidden_dim"] = c.hidden_dim;
   d["n_layers"] = c.n_layers;

@@ -172,7 +172,7 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("rope_layout", rope_layout_name(c.rope_layout));
   attr("rope_theta", double(c.rope_theta));
   attr("rope_scaling", rope_scaling_json(c.rope_scaling).dump());
-  attr("model_type", c.arch);
+  attr("model_type", std::string(family_name(c.family)));
   attr("model_format", src.model_format);
   attr("weight_dtypes", nlohmann::json(src.stored_dtypes).dump());
   attr("quantized_weights", int64_t(any_quantized(src.stored_dtypes)));

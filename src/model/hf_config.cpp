@@ -63,62 +63,66 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
     for (int32_t id : c.more_eos_ids) ids.push_back(id);
     cfg["eos_token_id"] = ids;
   }
-  if (c.arch == "gemma2" || c.arch == "gemma3_text") {
-    const bool g2 = c.arch == "gemma2";
-    KV_CHECK(c.norm_offset == 1.0f && c.sandwich_norms && c.mlp_act == MlpActivation::kGeluTanh &&
-                 c.qk_norm == !g2 && !c.mlp_bias && c.qkv_bias == c.o_bias,
-             "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is not "
-             "what the ModelConfig holds",
-             c.arch, g2 ? "" : ", q/k norms");
-    cfg["architectures"] = {g2 ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
-    cfg["model_type"] = c.arch;
-    cfg["hidden_act"] = "gelu_pytorch_tanh";
-    cfg["hidden_activation"] = "gelu_pytorch_tanh";
-    cfg["attention_bias"] = c.qkv_bias;
-    cfg["query_pre_attn_scalar"] = std::round(1.0 / (double(c.attn_scale) * c.attn_scale));
-    cfg["attn_logit_softcapping"] = c.attn_softcap > 0 ? json(c.attn_softcap) : json(nullptr);
-    cfg["final_logit_softcapping"] = c.final_softcap > 0 ? json(c.final_softcap) : json(nullptr);
-    cfg["sliding_window"] = c.sliding_window;
-    cfg["layer_types"] = layer_types_json(c);
-    cfg["cache_implementation"] = "hybrid";
-    if (!g2) cfg["rope_local_base_freq"] = c.rope_local_theta;
-  } else if (c.arch == "phi3") {
-    KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm,
-             "phi3 config: Phi-3 has no biases and no q/k norms");
-    cfg["architectures"] = {"Phi3ForCausalLM"};
-    cfg["model_type"] = "phi3";
-    cfg["partial_rotary_factor"] = double(c.rot_dim()) / c.head_dim;
-    cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
-    cfg["original_max_position_embeddings"] = c.rope_scaling.kind == RopeScalingKind::kLongrope
-                                                  ? c.rope_scaling.original_max_position
-                                                  : c.max_seq_len;
-  } else if (c.arch == "qwen2") {
-    KV_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias,
-             "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off");
-    cfg["architectures"] = {"Qwen2ForCausalLM"};
-    cfg["model_type"] = "qwen2";
-  } else if (c.qk_norm) {
-    KV_CHECK(c.qkv_bias == c.o_bias && !c.mlp_bias,
-             "qwen3 config: attention_bias covers q, k, v and o; no MLP bias");
-    cfg["architectures"] = {"Qwen3ForCausalLM"};
-    cfg["model_type"] = "qwen3";
-    cfg["attention_bias"] = c.qkv_bias;
-  } else if (c.qkv_bias || c.o_bias || c.mlp_bias) {
-    KV_CHECK(c.qkv_bias == c.o_bias, "llama config: attention_bias covers q, k, v and o together");
-    cfg["attention_bias"] = c.qkv_bias;
-    cfg["mlp_bias"] = c.mlp_bias;
+  const FamilyTraits& t = traits(c.family);
+  cfg["architectures"] = {t.hf_architecture};
+  cfg["model_type"] = t.hf_model_type;
+  switch (c.family) {
+    case Family::kGemma2:
+    case Family::kGemma3: {
+      const bool g2 = c.family == Family::kGemma2;
+      KV_CHECK(c.norm_offset == 1.0f && c.sandwich_norms && c.mlp_act == MlpActivation::kGeluTanh &&
+                   c.qk_norm == t.qk_norm && !c.mlp_bias && c.qkv_bias == c.o_bias,
+               "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is "
+               "not what the ModelConfig holds",
+               t.name, g2 ? "" : ", q/k norms");
+      cfg["hidden_act"] = "gelu_pytorch_tanh";
+      cfg["hidden_activation"] = "gelu_pytorch_tanh";
+      cfg["attention_bias"] = c.qkv_bias;
+      cfg["query_pre_attn_scalar"] = std::round(1.0 / (double(c.attn_scale) * c.attn_scale));
+      cfg["attn_logit_softcapping"] = c.attn_softcap > 0 ? json(c.attn_softcap) : json(nullptr);
+      cfg["final_logit_softcapping"] = c.final_softcap > 0 ? json(c.final_softcap) : json(nullptr);
+      cfg["sliding_window"] = c.sliding_window;
+      cfg["layer_types"] = layer_types_json(c);
+      cfg["cache_implementation"] = "hybrid";
+      if (!g2) cfg["rope_local_base_freq"] = c.rope_local_theta;
+      break;
+    }
+    case Family::kPhi3:
+      KV_CHECK(!c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm,
+               "phi3 config: Phi-3 has no biases and no q/k norms");
+      cfg["partial_rotary_factor"] = double(c.rot_dim()) / c.head_dim;
+      cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+      cfg["original_max_position_embeddings"] = c.rope_scaling.kind == RopeScalingKind::kLongrope
+                                                    ? c.rope_scaling.original_max_position
+                                                    : c.max_seq_len;
+      break;
+    case Family::kQwen2:
+      KV_CHECK(c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm,
+               "qwen2 config: q/k/v biases are fixed on, o_proj and MLP biases off, no q/k norms");
+      break;
+    case Family::kQwen3:
+      KV_CHECK(c.qk_norm && c.qkv_bias == c.o_bias && !c.mlp_bias,
+               "qwen3 config: q/k norms always; attention_bias covers q, k, v and o; no MLP bias");
+      cfg["attention_bias"] = c.qkv_bias;
+      break;
+    case Family::kLlama:
+    case Family::kMistral:
+      KV_CHECK(c.qkv_bias == c.o_bias && !c.qk_norm,
+               "{} config: attention_bias covers q, k, v and o together; no q/k norms", t.name);
+      if (c.qkv_bias || c.o_bias || c.mlp_bias) {
+        cfg["attention_bias"] = c.qkv_bias;
+        cfg["mlp_bias"] = c.mlp_bias;
+      }
+      if (c.family == Family::kMistral)
+        cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+      break;
   }
-  if (c.arch == "qwen2" || c.arch == "qwen3") {
+  if (c.family == Family::kQwen2 || c.family == Family::kQwen3) {
     cfg["use_sliding_window"] = c.sliding_window > 0;
     if (c.sliding_window > 0) {
       cfg["sliding_window"] = c.sliding_window;
       cfg["layer_types"] = layer_types_json(c);
     }
-  }
-  if (c.arch == "mistral") {
-    cfg["architectures"] = {"MistralForCausalLM"};
-    cfg["model_type"] = "mistral";
-    cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
   }
   cfg["rope_scaling"] = rope_scaling_json(c.rope_scaling);
   if (write_head_dim) cfg["head_dim"] = c.head_dim;

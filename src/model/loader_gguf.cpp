@@ -28,7 +28,8 @@ namespace {
 
 struct Meta {
   const GgufFile& g;
-  std::string arch;
+  std::string arch;  // general.architecture: the prefix of the family's keys
+  Family family;
   std::string src;
 
   bool has(const std::string& k) const { return g.metadata.contains(arch + "." + k); }
@@ -81,10 +82,23 @@ void audit_keys(const Meta& m) {
                                  "rope.scaling.factor",
                                  "rope.scaling.original_context_length",
                                  "rope.scaling.finetuned"};
-  if (m.arch == "phi3" || m.arch == "gemma2" || m.arch == "gemma3")
-    known.insert("attention.sliding_window");
-  if (m.arch == "phi3") known.insert("rope.scaling.attn_factor");
-  if (m.arch == "gemma2") known.insert({"attn_logit_softcapping", "final_logit_softcapping"});
+  switch (m.family) {
+    case Family::kPhi3:
+      known.insert({"attention.sliding_window", "rope.scaling.attn_factor"});
+      break;
+    case Family::kGemma2:
+      known.insert(
+          {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"});
+      break;
+    case Family::kGemma3:
+      known.insert("attention.sliding_window");
+      break;
+    case Family::kLlama:
+    case Family::kMistral:
+    case Family::kQwen2:
+    case Family::kQwen3:
+      break;
+  }
   for (auto it = m.g.metadata.begin(); it != m.g.metadata.end(); ++it) {
     const std::string& k = it.key();
     if (k.rfind("general.", 0) == 0 || k.rfind("tokenizer.", 0) == 0 ||
@@ -118,7 +132,7 @@ std::shared_ptr<const std::vector<int32_t>> unpermute(const Tensor& t, int hd,
 
 // Gemma 2 / Gemma 3 as llama.cpp runs them (see the top of the file).
 void gemma_config(const Meta& m, ModelConfig& c) {
-  const bool g2 = m.arch == "gemma2";
+  const bool g2 = m.family == Family::kGemma2;
   c.mlp_act = MlpActivation::kGeluTanh;
   c.norm_offset = 0.0f;  // the converter stored 1 + w
   c.embed_scale = float(std::sqrt(double(c.dim)));
@@ -156,7 +170,7 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
     return std::vector<double>(f.begin(), f.end());
   };
   RopeScaling& rs = c.rope_scaling;
-  if (m.arch == "llama" && m.g.find("rope_freqs.weight")) {
+  if (m.family == Family::kLlama && m.g.find("rope_freqs.weight")) {
     KV_CHECK(rs.kind == RopeScalingKind::kNone,
              "{}: rope_freqs.weight together with "
              "llama.rope.scaling.type '{}' (two scalings at once) is not supported",
@@ -165,7 +179,7 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
     rs.freq_factors = factors("rope_freqs.weight");
   }
   const bool has_long = m.g.find("rope_factors_long.weight") != nullptr;
-  if (m.arch == "phi3" && (has_long || m.g.find("rope_factors_short.weight"))) {
+  if (m.family == Family::kPhi3 && (has_long || m.g.find("rope_factors_short.weight"))) {
     KV_CHECK(rs.kind == RopeScalingKind::kNone,
              "{}: rope factor tensors together with "
              "phi3.rope.scaling.type '{}' are not supported",
@@ -204,12 +218,12 @@ Model load_gguf(const fs::path& path) {
            json_brief(g.metadata["general.architecture"]),
            g.metadata_type.at("general.architecture"));
   const std::string arch = g.metadata["general.architecture"].get<std::string>();
-  const bool gemma = arch == "gemma2" || arch == "gemma3";
-  KV_CHECK(arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "phi3" || gemma,
-           "{}: GGUF architecture '{}' is not supported yet (supported: llama, qwen2, qwen3, "
-           "gemma2, gemma3, phi3)",
-           src, arch);
-  const Meta meta{g, arch, src};
+  const std::optional<Family> family = family_from_gguf(arch);
+  KV_CHECK(family.has_value(), "{}: GGUF architecture '{}' is not supported yet (supported: {})",
+           src, arch, gguf_archs());
+  const FamilyTraits& t = traits(*family);
+  const bool gemma = t.gemma;
+  const Meta meta{g, arch, *family, src};
   audit_keys(meta);
 
   Model m;
@@ -218,7 +232,7 @@ Model load_gguf(const fs::path& path) {
   m.source = path;
   m.files = {path};
   ModelConfig& c = m.config;
-  c.arch = arch;
+  c.family = *family;
   c.dim = int(meta.integer("embedding_length", 1));
   c.hidden_dim = int(meta.integer("feed_forward_length", 1));
   c.n_layers = int(meta.integer("block_count", 1));
@@ -233,7 +247,7 @@ Model load_gguf(const fs::path& path) {
            "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src, arch,
            meta.integer("attention.value_length"), c.head_dim);
   const int64_t rot = meta.integer_or("rope.dimension_count", c.head_dim);
-  if (arch == "phi3") {  // partial rotary: the first rot entries of each head rotate
+  if (*family == Family::kPhi3) {  // partial rotary: the first rot entries of each head rotate
     KV_CHECK(rot > 0 && rot <= c.head_dim && rot % 2 == 0,
              "{}: phi3.rope.dimension_count {} "
              "must be even and within the head size {}",
@@ -262,8 +276,8 @@ Model load_gguf(const fs::path& path) {
                arch, t);
     }
   }
-  c.qkv_bias = arch == "qwen2";
-  c.qk_norm = arch == "qwen3" || arch == "gemma3";
+  c.qkv_bias = t.fixed_qkv_bias;
+  c.qk_norm = t.qk_norm;
   if (gemma) gemma_config(meta, c);
   auto meta_id = [&](const char* k, int32_t d) {
     if (!g.metadata.contains(k)) return d;
@@ -304,7 +318,7 @@ Model load_gguf(const fs::path& path) {
     const std::string p = fmt::format("blk.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
     lw.attn_norm = get(p + "attn_norm.weight");
-    if (arch == "phi3" && g.find(p + "attn_qkv.weight")) {
+    if (t.fused && g.find(p + "attn_qkv.weight")) {
       // Fused as in the Hugging Face checkpoint: rows [Q; K; V] (rotate-half RoPE, no
       // permutation), and ffn_up holds [gate; up].
       split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
@@ -319,7 +333,7 @@ Model load_gguf(const fs::path& path) {
       lw.post_attn_norm = get(p + "post_attention_norm.weight");
       lw.post_ffn_norm = get(p + "post_ffw_norm.weight");
     }
-    if (arch == "phi3") {
+    if (t.fused) {
       split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
     } else {
       lw.w_gate = get(p + "ffn_gate.weight");
@@ -344,7 +358,7 @@ Model load_gguf(const fs::path& path) {
              src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
-  if (arch == "llama")  // rows are now known to be whole heads
+  if (*family == Family::kLlama)  // rows are now known to be whole heads
     for (LayerWeights& lw : w.layers) {
       lw.wq.row_order = unpermute(lw.wq, c.head_dim, src);
       lw.wk.row_order = unpermute(lw.wk, c.head_dim, src);

@@ -96,16 +96,13 @@ double number_or(const json& j, const char* key, double dflt, const fs::path& fi
 constexpr int64_t kSizeLimit = int64_t(1) << 24;  // validate()'s bound on every size
 constexpr double kFloatMax = 3.4028234663852886e38;
 
-bool is_gemma(const std::string& type) {
-  return type == "gemma2" || type == "gemma3_text";
-}
-
 // Every key of config.json must be one kvscope computes with (read below) or one that
 // cannot change the forward pass (bookkeeping, training-time dropout, generation defaults).
 // Anything else may change the computation -- a llama's sliding_window, a llama's
 // partial_rotary_factor, a quantization_config -- and running the model without it would
 // give numbers that look right and are not, so it is refused by name.
-void audit_config_keys(const json& j, const std::string& type, const fs::path& file) {
+void audit_config_keys(const json& j, const std::string& type, Family f, const fs::path& file) {
+  const bool gemma = traits(f).gemma;
   static const std::set<std::string> computed = {"model_type",
                                                  "hidden_act",
                                                  "rope_scaling",
@@ -152,19 +149,19 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     if (computed.count(k) || inert.count(k)) continue;
-    if (is_gemma(type) && gemma_computed.count(k)) continue;
-    if (type == "gemma3_text" && gemma3_computed.count(k)) continue;
-    if (type == "phi3" && phi3_computed.count(k)) continue;
+    if (gemma && gemma_computed.count(k)) continue;
+    if (f == Family::kGemma3 && gemma3_computed.count(k)) continue;
+    if (f == Family::kPhi3 && phi3_computed.count(k)) continue;
     // Qwen2 / Qwen3: read by parse_qwen_window below.
-    if ((type == "qwen2" || type == "qwen3") &&
+    if ((f == Family::kQwen2 || f == Family::kQwen3) &&
         (k == "use_sliding_window" || k == "sliding_window" || k == "max_window_layers" ||
          k == "layer_types"))
       continue;
     const json& v = it.value();
     // Gemma's MLP reads hidden_activation; hidden_act is a leftover it never reads.
-    if (is_gemma(type) && k == "hidden_act") continue;
+    if (gemma && k == "hidden_act") continue;
     // Gemma 2's old name of the window, harmless while it agrees.
-    if (type == "gemma2" && k == "sliding_window_size" && j.contains("sliding_window") &&
+    if (f == Family::kGemma2 && k == "sliding_window_size" && j.contains("sliding_window") &&
         v == j["sliding_window"])
       continue;
     // Fields that are harmless only at their "off" value.
@@ -174,11 +171,11 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
     if (k == "use_bidirectional_attention" && v.is_boolean() && !v.get<bool>()) continue;
     // Phi-4-mini's remote-code fields, at the values where that code computes what
     // transformers' Phi3 does (which ignores them).
-    if (type == "phi3" && ((k == "lm_head_bias" && v == false) ||
-                           ((k == "full_attn_mod" || k == "interpolate_factor") && v == 1)))
+    if (f == Family::kPhi3 && ((k == "lm_head_bias" && v == false) ||
+                               ((k == "full_attn_mod" || k == "interpolate_factor") && v == 1)))
       continue;
     // Mistral's window is read below and applied by forward().
-    if (k == "sliding_window" && type == "mistral") continue;
+    if (k == "sliding_window" && f == Family::kMistral) continue;
     if (k == "layer_types" && v.is_array()) {
       bool all_full = true;
       for (const json& e : v) all_full &= e == "full_attention";
@@ -200,7 +197,8 @@ void audit_config_keys(const json& j, const std::string& type, const fs::path& f
 
 // rope_scaling: null, or {"rope_type" (or "type"): "default" | "linear" | "llama3", ...}.
 // Other types (dynamic NTK, yarn, longrope, ...) and unknown keys are refused by name.
-RopeScaling parse_rope_scaling(const json& j, const std::string& model_type, const fs::path& file) {
+RopeScaling parse_rope_scaling(const json& j, const std::string& model_type, Family f,
+                               const fs::path& file) {
   RopeScaling rs;
   if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return rs;
   const json& r = j["rope_scaling"];
@@ -237,7 +235,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type, con
              "{}: rope_scaling.original_max_position_embeddings must be a positive integer, got {}",
              file.string(), orig);
     rs.original_max_position = int(orig);
-  } else if (type == "longrope" && model_type == "phi3") {
+  } else if (type == "longrope" && f == Family::kPhi3) {
     // Phi-3: per-frequency divisors. transformers derives the scaling from
     // max_position_embeddings / original_max_position_embeddings (read by the caller) and
     // ignores a "factor" here; attention_factor, when given, replaces the derived one.
@@ -271,7 +269,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& model_type, con
         fmt::format("{}: rope_scaling type '{}' is not supported for model_type '{}' "
                     "(supported: default, linear, llama3{}); the model is refused rather "
                     "than computed wrongly",
-                    file.string(), type, model_type, model_type == "phi3" ? ", longrope" : ""));
+                    file.string(), type, model_type, f == Family::kPhi3 ? ", longrope" : ""));
   }
   for (auto it = r.begin(); it != r.end(); ++it)
     KV_CHECK(allowed.count(it.key()),
@@ -332,6 +330,7 @@ void parse_qwen_window(const json& j, ModelConfig& c, const fs::path& file) {
 
 // Gemma 2 and 3 (transformers' Gemma2/Gemma3 text models).
 void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const fs::path& file) {
+  const FamilyTraits& t = traits(c.family);
   const std::string act = field_or<std::string>(j, "hidden_activation", "gelu_pytorch_tanh", file);
   KV_CHECK(act == "gelu_pytorch_tanh",
            "{}: hidden_activation '{}' is not supported for {} (expected 'gelu_pytorch_tanh')",
@@ -345,21 +344,20 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
   const double qpas = number_or(j, "query_pre_attn_scalar", 256.0, file, 1e-30, 1e30);
   c.attn_scale = float(std::pow(qpas, -0.5));
   // Gemma2Config defaults to caps 50 / 30 when the keys are absent; Gemma 3 to none.
-  const bool g2 = type == "gemma2";
   auto cap = [&](const char* k, double dflt) {
     if (!j.contains(k)) return float(dflt);
     if (j[k].is_null()) return 0.0f;
     return float(number_or(j, k, 0.0, file, 1e-30, kFloatMax));
   };
-  c.attn_softcap = cap("attn_logit_softcapping", g2 ? 50.0 : 0.0);
-  c.final_softcap = cap("final_logit_softcapping", g2 ? 30.0 : 0.0);
+  c.attn_softcap = cap("attn_logit_softcapping", t.attn_softcap);
+  c.final_softcap = cap("final_logit_softcapping", t.final_softcap);
   c.sliding_window = !j.contains("sliding_window") ? 4096
                      : j["sliding_window"].is_null()
                          ? 0
                          : integer(j, "sliding_window", file, 0, kSizeLimit);
-  c.sliding_layers = layer_types_or_pattern(j, c.n_layers, g2 ? 2 : 6, file);
-  if (!g2) {
-    c.qk_norm = true;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
+  c.sliding_layers = layer_types_or_pattern(j, c.n_layers, t.window_pattern, file);
+  c.qk_norm = t.qk_norm;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
+  if (c.family == Family::kGemma3) {
     // 0 would mean "the global theta" inside kvscope: a positive base is required.
     c.rope_local_theta =
         float(number_or(j, "rope_local_base_freq", 10000.0, file, 1e-30, kFloatMax));
@@ -416,37 +414,33 @@ ModelConfig parse_hf_config(const fs::path& file) {
            "only its text-only form 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b) is "
            "supported",
            file.string());
-  KV_CHECK(type == "llama" || type == "mistral" || type == "qwen2" || type == "qwen3" ||
-               is_gemma(type) || type == "phi3",
-           "{}: model_type '{}' is not supported (expected llama, mistral, qwen2, qwen3, gemma2, "
-           "gemma3_text or phi3)",
-           file.string(), type);
-  audit_config_keys(j, type, file);
-  if (!is_gemma(type)) {
+  const std::optional<Family> family = family_from_hf(type);
+  KV_CHECK(family.has_value(), "{}: model_type '{}' is not supported (expected one of {})",
+           file.string(), type, hf_model_types());
+  const FamilyTraits& t = traits(*family);
+  audit_config_keys(j, type, *family, file);
+  if (!t.gemma) {
     const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
     KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
              act);
   }
   ModelConfig c;
-  c.arch = type;
+  c.family = *family;
   c.dim = integer(j, "hidden_size", file, 1, kSizeLimit);
   c.hidden_dim = integer(j, "intermediate_size", file, 1, kSizeLimit);
   c.n_layers = integer(j, "num_hidden_layers", file, 1, 1 << 16);
   c.n_heads = integer(j, "num_attention_heads", file, 1, kSizeLimit);
   c.n_kv_heads = integer_or(j, "num_key_value_heads", c.n_heads, file, 1, kSizeLimit);
-  // Defaults of absent keys are each config class's own (Qwen3Config's head_dim 128,
-  // Gemma's 256, Phi3Config's eps 1e-5 and 4096 positions, Gemma3's rope_theta 1e6).
-  const int dflt_head_dim = type == "qwen3" ? 128 : is_gemma(type) ? 256 : c.dim / c.n_heads;
-  c.head_dim = integer_or(j, "head_dim", dflt_head_dim, file, 1, kSizeLimit);
+  // Defaults of absent keys: the family's row (model/family.cpp).
+  c.head_dim =
+      integer_or(j, "head_dim", t.head_dim ? t.head_dim : c.dim / c.n_heads, file, 1, kSizeLimit);
   c.vocab_size = integer(j, "vocab_size", file, 1, kSizeLimit);
-  c.max_seq_len =
-      integer_or(j, "max_position_embeddings", type == "phi3" ? 4096 : 2048, file, 1, kSizeLimit);
-  c.norm_eps = float(number_or(j, "rms_norm_eps", type == "phi3" ? 1e-5 : 1e-6, file, 1e-30, 1.0));
-  c.rope_theta = float(
-      number_or(j, "rope_theta", type == "gemma3_text" ? 1e6 : 10000.0, file, 1e-30, kFloatMax));
+  c.max_seq_len = integer_or(j, "max_position_embeddings", t.context, file, 1, kSizeLimit);
+  c.norm_eps = float(number_or(j, "rms_norm_eps", t.norm_eps, file, 1e-30, 1.0));
+  c.rope_theta = float(number_or(j, "rope_theta", t.rope_theta, file, 1e-30, kFloatMax));
   c.rope_layout = RopeLayout::kRotateHalf;
-  c.rope_scaling = parse_rope_scaling(j, type, file);
-  if (type == "mistral")  // range-checked by validate() below
+  c.rope_scaling = parse_rope_scaling(j, type, *family, file);
+  if (*family == Family::kMistral)  // range-checked by validate() below
     c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
   const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
@@ -460,22 +454,29 @@ ModelConfig parse_hf_config(const fs::path& file) {
     throw Error(fmt::format("{}: kvscope_positional '{}' is not one of rope, alibi, none",
                             file.string(), pos));
   // Gemma ties its classifier to the embedding unless told otherwise.
-  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", is_gemma(type), file);
-  if (type == "qwen2" || type == "qwen3") parse_qwen_window(j, c, file);
-  if (type == "qwen2") {
+  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", t.gemma, file);
+  switch (*family) {
+    case Family::kQwen2:
+    case Family::kQwen3:
+      parse_qwen_window(j, c, file);
+      break;
+    default:
+      break;
+  }
+  if (t.fixed_qkv_bias) {
     // Qwen2Attention: q/k/v projections always carry a bias, o_proj never; nothing in the
     // config says so. Its MLP has none.
     c.qkv_bias = true;
     KV_CHECK(!j.contains("attention_bias") && !j.contains("mlp_bias"),
              "{}: qwen2 has no attention_bias / mlp_bias fields (its q/k/v biases are fixed)",
              file.string());
-  } else if (is_gemma(type)) {
+  } else if (t.gemma) {
     parse_gemma(j, type, c, file);
-  } else if (type == "phi3") {
+  } else if (t.fused) {
     parse_phi3(j, c, file);
   } else {
-    // llama and qwen3: attention_bias covers q, k, v and o (Qwen3Attention likewise).
-    c.qk_norm = type == "qwen3";
+    // llama, mistral and qwen3: attention_bias covers q, k, v and o (Qwen3Attention likewise).
+    c.qk_norm = t.qk_norm;
     c.qkv_bias = c.o_bias = field_or<bool>(j, "attention_bias", false, file);
     c.mlp_bias = field_or<bool>(j, "mlp_bias", false, file);
   }
@@ -604,7 +605,7 @@ Model load_hf_llama(const fs::path& dir) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
     lw.attn_norm = get(p + "input_layernorm.weight");
-    if (c.arch == "phi3") {
+    if (traits(c.family).fused) {
       // Fused: qkv_proj rows are [Q; K; V], gate_up_proj rows [gate; up] (chunk(2) order).
       split_fused_qkv(get(p + "self_attn.qkv_proj.weight"), c, dir.string(), lw);
       split_fused_gate_up(get(p + "mlp.gate_up_proj.weight"), c, dir.string(), lw);
@@ -649,7 +650,7 @@ Model load_hf_llama(const fs::path& dir) {
         fmt::format("{}: unexpected tensor '{}' (layer index beyond num_hidden_layers {}, a "
                     "bias the config does not announce (attention_bias / mlp_bias), or not a "
                     "{} weight)",
-                    dir.string(), name, c.n_layers, c.arch));
+                    dir.string(), name, c.n_layers, family_name(c.family)));
   }
   check_shapes(m);
   return m;

@@ -39,7 +39,7 @@ std::vector<Planned> plan(const ModelConfig& c, DType dt) {
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
     vec(pre + "input_layernorm.weight", c.dim);
-    if (c.arch == "phi3") {  // fused: rows [Q; K; V] and [gate; up]
+    if (traits(c.family).fused) {  // Phi-3: rows [Q; K; V] and [gate; up]
       mat(pre + "self_attn.qkv_proj.weight", c.q_dim() + 2 * c.kv_dim(), c.dim);
       mat(pre + "mlp.gate_up_proj.weight", 2 * c.hidden_dim, c.dim);
     } else {

@@ -33,7 +33,7 @@ Layout make_layout(const ModelConfig& c) {
            "training: model_type '{}' (its (1 + w) norms, embedding scale, sandwich norms, GeGLU, "
            "query_pre_attn_scalar, soft-caps or partial rotary) is not supported yet; train a "
            "llama-shaped model",
-           c.arch);
+           family_name(c.family));
   Layout L;
   L.config = c;
   auto add = [&](std::string name, int64_t rows, int64_t cols) {

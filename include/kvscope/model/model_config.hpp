@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "kvscope/model/family.hpp"
+
 namespace kvscope {
 
 // How RoPE pairs the dimensions of a head.
@@ -46,7 +48,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string arch = "llama";  // family name, for manifests
+  Family family = Family::kLlama;  // its row in model/family.hpp (family_name(): its name)
   int dim = 0;                 // residual stream width
   int hidden_dim = 0;          // SwiGLU inner width
   int n_layers = 0;
