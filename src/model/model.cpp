@@ -13,45 +13,97 @@ namespace kvscope {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+using C = const ModelConfig&;
+bool always(C) {
+  return true;
+}
+bool compressed(C c) {
+  return c.compressed_keys();
+}
+bool qkv_bias(C c) {
+  return c.qkv_bias;
+}
+bool o_bias(C c) {
+  return c.o_bias;
+}
+bool mlp_bias(C c) {
+  return c.mlp_bias;
+}
+bool qk_norm(C c) {
+  return c.qk_norm;
+}
+bool sandwich(C c) {
+  return c.sandwich_norms;
+}
+int64_t one(C) {
+  return 1;
+}
+int64_t dim(C c) {
+  return c.dim;
+}
+int64_t hidden(C c) {
+  return c.hidden_dim;
+}
+int64_t q_dim(C c) {
+  return c.q_dim();
+}
+int64_t kv_dim(C c) {
+  return c.kv_dim();
+}
+int64_t k_proj_dim(C c) {
+  return c.k_proj_dim();
+}
+int64_t head_dim(C c) {
+  return c.head_dim;
+}
+int64_t compress_cols(C c) {  // the post-RoPE keys of a cached head's group
+  return int64_t(c.k_proj_heads / c.n_kv_heads) * c.head_dim;
+}
+
+}  // namespace
+
+const std::array<SlotRow, kLayerSlots>& layer_slots() {
+  using L = LayerWeights;
+  // clang-format off
+  static const std::array<SlotRow, kLayerSlots> rows = {{
+    // slot                name              member             matrix present   rows        cols
+    {Slot::kAttnNorm,     "attn_norm",      &L::attn_norm,      false, always,     one,        dim},
+    {Slot::kWq,           "wq",             &L::wq,             true,  always,     q_dim,      dim},
+    {Slot::kWk,           "wk",             &L::wk,             true,  always,     k_proj_dim, dim},
+    {Slot::kWv,           "wv",             &L::wv,             true,  always,     kv_dim,     dim},
+    {Slot::kWo,           "wo",             &L::wo,             true,  always,     dim,        q_dim},
+    {Slot::kFfnNorm,      "ffn_norm",       &L::ffn_norm,       false, always,     one,        dim},
+    {Slot::kGate,         "w_gate",         &L::w_gate,         true,  always,     hidden,     dim},
+    {Slot::kUp,           "w_up",           &L::w_up,           true,  always,     hidden,     dim},
+    {Slot::kDown,         "w_down",         &L::w_down,         true,  always,     dim,        hidden},
+    {Slot::kBq,           "bq",             &L::bq,             false, qkv_bias,   one,        q_dim},
+    {Slot::kBk,           "bk",             &L::bk,             false, qkv_bias,   one,        k_proj_dim},
+    {Slot::kBv,           "bv",             &L::bv,             false, qkv_bias,   one,        kv_dim},
+    {Slot::kBo,           "bo",             &L::bo,             false, o_bias,     one,        dim},
+    {Slot::kQNorm,        "q_norm",         &L::q_norm,         false, qk_norm,    one,        head_dim},
+    {Slot::kKNorm,        "k_norm",         &L::k_norm,         false, qk_norm,    one,        head_dim},
+    {Slot::kPostAttnNorm, "post_attn_norm", &L::post_attn_norm, false, sandwich,   one,        dim},
+    {Slot::kPostFfnNorm,  "post_ffn_norm",  &L::post_ffn_norm,  false, sandwich,   one,        dim},
+    {Slot::kBGate,        "b_gate",         &L::b_gate,         false, mlp_bias,   one,        hidden},
+    {Slot::kBUp,          "b_up",           &L::b_up,           false, mlp_bias,   one,        hidden},
+    {Slot::kBDown,        "b_down",         &L::b_down,         false, mlp_bias,   one,        dim},
+    {Slot::kKCompress,    "k_compress",     &L::k_compress,     false, compressed, kv_dim,     compress_cols},
+    {Slot::kQProject,     "q_project",      &L::q_project,      false, compressed, q_dim,      head_dim},
+  }};
+  // clang-format on
+  return rows;
+}
+
 std::vector<TensorSlot> tensor_slots(Model& m) {
   const ModelConfig& c = m.config;
   Weights& w = m.weights;
   std::vector<TensorSlot> s;
   s.push_back({&w.tok_embedding, c.vocab_size, c.dim});
-  for (auto& l : w.layers) {
-    s.push_back({&l.attn_norm, 1, c.dim});
-    s.push_back({&l.wq, c.q_dim(), c.dim});
-    s.push_back({&l.wk, c.k_proj_dim(), c.dim});
-    s.push_back({&l.wv, c.kv_dim(), c.dim});
-    s.push_back({&l.wo, c.dim, c.q_dim()});
-    s.push_back({&l.ffn_norm, 1, c.dim});
-    s.push_back({&l.w_gate, c.hidden_dim, c.dim});
-    s.push_back({&l.w_up, c.hidden_dim, c.dim});
-    s.push_back({&l.w_down, c.dim, c.hidden_dim});
-    if (c.qkv_bias) {
-      s.push_back({&l.bq, 1, c.q_dim()});
-      s.push_back({&l.bk, 1, c.k_proj_dim()});
-      s.push_back({&l.bv, 1, c.kv_dim()});
-    }
-    if (c.o_bias) s.push_back({&l.bo, 1, c.dim});
-    if (c.qk_norm) {
-      s.push_back({&l.q_norm, 1, c.head_dim});
-      s.push_back({&l.k_norm, 1, c.head_dim});
-    }
-    if (c.sandwich_norms) {
-      s.push_back({&l.post_attn_norm, 1, c.dim});
-      s.push_back({&l.post_ffn_norm, 1, c.dim});
-    }
-    if (c.mlp_bias) {
-      s.push_back({&l.b_gate, 1, c.hidden_dim});
-      s.push_back({&l.b_up, 1, c.hidden_dim});
-      s.push_back({&l.b_down, 1, c.dim});
-    }
-    if (c.compressed_keys()) {
-      s.push_back({&l.k_compress, c.kv_dim(), (c.k_proj_heads / c.n_kv_heads) * c.head_dim});
-      s.push_back({&l.q_project, c.q_dim(), c.head_dim});
-    }
-  }
+  for (auto& l : w.layers)
+    for (const SlotRow& r : layer_slots())
+      if (r.present(c)) s.push_back({&(l.*r.member), r.rows(c), r.cols(c)});
   s.push_back({&w.final_norm, 1, c.dim});
   s.push_back({&w.classifier, c.vocab_size, c.dim});
   return s;

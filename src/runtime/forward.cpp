@@ -45,15 +45,11 @@ struct LayerF32 {
   const float *post_attn_norm, *post_ffn_norm;              // null unless config.sandwich_norms
 };
 
-constexpr int kLayerTensors = 22;
-
-// The tensors of a layer in LayerF32's order.
-std::array<const Tensor*, kLayerTensors> layer_tensors(const LayerWeights& w) {
-  return {&w.attn_norm,      &w.wq,           &w.wk,     &w.wv,     &w.wo,
-          &w.ffn_norm,       &w.w_gate,       &w.w_up,   &w.w_down, &w.k_compress,
-          &w.q_project,      &w.bq,           &w.bk,     &w.bv,     &w.bo,
-          &w.b_gate,         &w.b_up,         &w.b_down, &w.q_norm, &w.k_norm,
-          &w.post_attn_norm, &w.post_ffn_norm};
+// The tensors of a layer, indexed by Slot (model.hpp's table of a layer's tensors).
+std::array<const Tensor*, kLayerSlots> layer_tensors(const LayerWeights& w) {
+  std::array<const Tensor*, kLayerSlots> ts{};
+  for (const SlotRow& r : layer_slots()) ts[size_t(r.slot)] = &(w.*r.member);
+  return ts;
 }
 
 // Whether t is widened, whole by widen_layer or in blocks by matmul (present, not stored
@@ -91,18 +87,16 @@ void widen_rows(const Tensor& t, int64_t r0, int64_t n, float* dst) {
 // when taken one at a time by the widening loop).
 constexpr size_t kPopulateMin = size_t(64) << 20;
 
-// The big matrices of a layer (W_Q, W_K, W_V, W_O, gate, up, down: indices into
-// layer_tensors) are the ones the products may widen a block of rows at a time.
-constexpr bool kMatrix[kLayerTensors] = {false, true, true, true, true, false, true, true, true};
-
-// Whether the products widen tensor i of a layer (t) a block of rows at a time: one of the
-// matrices, stored in another dtype and bigger than one block in float32.
+// Whether the products widen tensor i (a Slot) of a layer (t) a block of rows at a time:
+// one of the big matrices (W_Q, W_K, W_V, W_O, gate, up, down: SlotRow::matrix), stored in
+// another dtype and bigger than one block in float32.
 bool streamed(int i, const Tensor& t, size_t block_bytes) {
-  return kMatrix[i] && widened(t) && size_t(t.numel()) * sizeof(float) > block_bytes;
+  return layer_slots()[size_t(i)].matrix && widened(t) &&
+         size_t(t.numel()) * sizeof(float) > block_bytes;
 }
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, size_t block_bytes) {
-  constexpr int kN = kLayerTensors;
+  constexpr int kN = kLayerSlots;
   const auto ts = layer_tensors(w);
   size_t need = 0;
   for (int i = 0; i < kN; ++i)
@@ -128,10 +122,30 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, size_t bloc
       off += size_t(t.numel());
     }
   }
-  return {out[0].f32,  out[1],      out[2],      out[3],      out[4],      out[5].f32,
-          out[6],      out[7],      out[8],      out[9].f32,  out[10].f32, out[11].f32,
-          out[12].f32, out[13].f32, out[14].f32, out[15].f32, out[16].f32, out[17].f32,
-          out[18].f32, out[19].f32, out[20].f32, out[21].f32};
+  const auto m = [&](Slot s) { return out[int(s)]; };
+  const auto f = [&](Slot s) { return out[int(s)].f32; };
+  return {.attn_norm = f(Slot::kAttnNorm),
+          .wq = m(Slot::kWq),
+          .wk = m(Slot::kWk),
+          .wv = m(Slot::kWv),
+          .wo = m(Slot::kWo),
+          .ffn_norm = f(Slot::kFfnNorm),
+          .w_gate = m(Slot::kGate),
+          .w_up = m(Slot::kUp),
+          .w_down = m(Slot::kDown),
+          .k_compress = f(Slot::kKCompress),
+          .q_project = f(Slot::kQProject),
+          .bq = f(Slot::kBq),
+          .bk = f(Slot::kBk),
+          .bv = f(Slot::kBv),
+          .bo = f(Slot::kBo),
+          .b_gate = f(Slot::kBGate),
+          .b_up = f(Slot::kBUp),
+          .b_down = f(Slot::kBDown),
+          .q_norm = f(Slot::kQNorm),
+          .k_norm = f(Slot::kKNorm),
+          .post_attn_norm = f(Slot::kPostAttnNorm),
+          .post_ffn_norm = f(Slot::kPostFfnNorm)};
 }
 
 // y [T, out] = x [T, in] * W^T + beta * y, W in memory or streamed. A streamed W is split
@@ -185,8 +199,8 @@ void matmul(const float* x, int T, int in, const Mat& W, int out, float* y, floa
 // others are released as widen_layer widens them).
 void release_streamed(const LayerWeights& w, size_t block_bytes) {
   const auto ts = layer_tensors(w);
-  for (int i = 0; i < kLayerTensors; ++i)
-    if (streamed(i, *ts[i], block_bytes)) ts[i]->release_pages();
+  for (int i = 0; i < kLayerSlots; ++i)
+    if (streamed(i, *ts[size_t(i)], block_bytes)) ts[size_t(i)]->release_pages();
 }
 
 // Several products of the same x [T, in] (Projection's meaning): those in memory together

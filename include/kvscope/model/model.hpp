@@ -2,6 +2,8 @@
 // KV cache) lives apart, in forward.hpp, so one Model serves many runs.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -62,8 +64,50 @@ struct Model {
   bool quantized() const { return any_quantized(stored_dtypes); }
 };
 
-// Every tensor of a model once, with its expected shape: the loaders, the shape check
-// and the tests all walk this list instead of repeating it.
+// The tensors of a layer as a table, one row each (model.cpp): where it sits in
+// LayerWeights, whether it is one of the big matrices, when a model has it and its shape
+// under a config. tensor_slots, the shape check and the forward pass's list of a layer's
+// tensors walk it.
+enum class Slot {
+  kAttnNorm,
+  kWq,
+  kWk,
+  kWv,
+  kWo,
+  kFfnNorm,
+  kGate,
+  kUp,
+  kDown,  // every model
+  kBq,
+  kBk,
+  kBv,
+  kBo,  // qkv_bias, o_bias
+  kQNorm,
+  kKNorm,  // qk_norm
+  kPostAttnNorm,
+  kPostFfnNorm,  // sandwich_norms
+  kBGate,
+  kBUp,
+  kBDown,  // mlp_bias
+  kKCompress,
+  kQProject,  // config.compressed_keys()
+  kCount
+};
+inline constexpr int kLayerSlots = int(Slot::kCount);
+struct SlotRow {
+  Slot slot;
+  const char* name;  // for messages: "wq", "post_attn_norm", ...
+  Tensor LayerWeights::*member;
+  bool matrix;                          // a big matrix (the products may stream it)
+  bool (*present)(const ModelConfig&);  // whether a model of this config has it
+  int64_t (*rows)(const ModelConfig&);  // its shape [rows, cols]
+  int64_t (*cols)(const ModelConfig&);
+};
+// Indexed by Slot.
+const std::array<SlotRow, kLayerSlots>& layer_slots();
+
+// Every tensor of a model once, with its expected shape: the embedding, each layer's
+// present slots (in the order of layer_slots()), the final norm and the classifier.
 struct TensorSlot {
   Tensor* tensor;
   int64_t rows, cols;

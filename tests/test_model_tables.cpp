@@ -1,11 +1,12 @@
-// The family table (model/family.hpp): one row per enumerator, names that map back to the
-// row from every format, and a Gemma 3 named one way whether it came from a Hugging Face
-// directory or from a GGUF file.
+// The model module's tables: families (model/family.hpp: one row per enumerator, names
+// that map back to the row from every format) and a layer's tensor slots (model.hpp: one
+// row per Slot, each LayerWeights tensor once, shapes and presence by config).
 #include <catch2/catch.hpp>
 #include <set>
 #include <string>
 
 #include "kvscope/model/family.hpp"
+#include "kvscope/model/model.hpp"
 
 using namespace kvscope;
 
@@ -54,4 +55,46 @@ TEST_CASE("the defaults of absent config keys are each config class's own", "[fa
   CHECK(traits(Family::kGemma2).attn_softcap == 50);
   CHECK(traits(Family::kGemma2).final_softcap == 30);
   CHECK(traits(Family::kGemma3).attn_softcap == 0);
+}
+
+TEST_CASE("a layer's tensor slots: one row per Slot, each tensor once, present by config",
+          "[family]") {
+  const auto& rows = layer_slots();
+  std::set<std::string> names;
+  LayerWeights lw;
+  std::set<const Tensor*> members;
+  int matrices = 0;
+  for (int i = 0; i < kLayerSlots; ++i) {
+    CHECK(int(rows[size_t(i)].slot) == i);
+    CHECK(names.insert(rows[size_t(i)].name).second);
+    CHECK(members.insert(&(lw.*rows[size_t(i)].member)).second);
+    matrices += rows[size_t(i)].matrix;
+  }
+  CHECK(matrices == 7);  // W_Q, W_K, W_V, W_O, gate, up, down
+  // Every tensor of LayerWeights has a row (it holds nothing but tensors).
+  CHECK(sizeof(LayerWeights) == size_t(kLayerSlots) * sizeof(Tensor));
+  ModelConfig c;
+  c.dim = 64, c.hidden_dim = 96, c.n_layers = 2, c.n_heads = 8, c.n_kv_heads = 2;
+  c.head_dim = 16, c.vocab_size = 50;
+  auto present = [&] {
+    int n = 0;
+    for (const SlotRow& r : rows) n += r.present(c);
+    return n;
+  };
+  CHECK(present() == 9);  // a plain llama: 2 norms, 4 attention and 3 MLP matrices
+  c.qkv_bias = c.o_bias = true;
+  CHECK(present() == 13);
+  c.qk_norm = c.sandwich_norms = c.mlp_bias = true;
+  CHECK(present() == 20);
+  // Shapes: W_Q [n_heads * head_dim, dim] = [128, 64], W_K [n_kv * head_dim, dim] = [32, 64],
+  // W_down [dim, hidden] = [64, 96], q_norm [1, head_dim] = [1, 16].
+  const auto shape = [&](Slot s) {
+    const SlotRow& r = rows[size_t(s)];
+    return std::pair(r.rows(c), r.cols(c));
+  };
+  CHECK(shape(Slot::kWq) == std::pair<int64_t, int64_t>(128, 64));
+  CHECK(shape(Slot::kWk) == std::pair<int64_t, int64_t>(32, 64));
+  CHECK(shape(Slot::kDown) == std::pair<int64_t, int64_t>(64, 96));
+  CHECK(shape(Slot::kQNorm) == std::pair<int64_t, int64_t>(1, 16));
+  CHECK(shape(Slot::kBk) == std::pair<int64_t, int64_t>(1, 32));
 }
