@@ -221,8 +221,8 @@ Model load_gguf(const fs::path& path) {
   const std::optional<Family> family = family_from_gguf(arch);
   KV_CHECK(family.has_value(), "{}: GGUF architecture '{}' is not supported yet (supported: {})",
            src, arch, gguf_archs());
-  const FamilyTraits& t = traits(*family);
-  const bool gemma = t.gemma;
+  const FamilyTraits& ft = traits(*family);
+  const bool gemma = ft.gemma;
   const Meta meta{g, arch, *family, src};
   audit_keys(meta);
 
@@ -276,8 +276,8 @@ Model load_gguf(const fs::path& path) {
                arch, t);
     }
   }
-  c.qkv_bias = t.fixed_qkv_bias;
-  c.qk_norm = t.qk_norm;
+  c.qkv_bias = ft.fixed_qkv_bias;
+  c.qk_norm = ft.qk_norm;
   if (gemma) gemma_config(meta, c);
   auto meta_id = [&](const char* k, int32_t d) {
     if (!g.metadata.contains(k)) return d;
@@ -317,37 +317,19 @@ Model load_gguf(const fs::path& path) {
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
-    lw.attn_norm = get(p + "attn_norm.weight");
-    if (t.fused && g.find(p + "attn_qkv.weight")) {
-      // Fused as in the Hugging Face checkpoint: rows [Q; K; V] (rotate-half RoPE, no
-      // permutation), and ffn_up holds [gate; up].
-      split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
-    } else {
-      lw.wq = get(p + "attn_q.weight");
-      lw.wk = get(p + "attn_k.weight");
-      lw.wv = get(p + "attn_v.weight");
-    }
-    lw.wo = get(p + "attn_output.weight");
-    lw.ffn_norm = get(p + "ffn_norm.weight");  // gemma: pre_feedforward_layernorm
-    if (c.sandwich_norms) {
-      lw.post_attn_norm = get(p + "post_attention_norm.weight");
-      lw.post_ffn_norm = get(p + "post_ffw_norm.weight");
-    }
-    if (t.fused) {
-      split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
-    } else {
-      lw.w_gate = get(p + "ffn_gate.weight");
-      lw.w_up = get(p + "ffn_up.weight");
-    }
-    lw.w_down = get(p + "ffn_down.weight");
-    if (c.qkv_bias) {
-      lw.bq = get(p + "attn_q.bias");
-      lw.bk = get(p + "attn_k.bias");
-      lw.bv = get(p + "attn_v.bias");
-    }
-    if (c.qk_norm) {
-      lw.q_norm = get(p + "attn_q_norm.weight");
-      lw.k_norm = get(p + "attn_k_norm.weight");
+    // Phi-3: Q, K and V fused as in the Hugging Face checkpoint when attn_qkv is there
+    // (rows [Q; K; V], rotate-half RoPE, no permutation), and ffn_up holds [gate; up].
+    const bool qkv_fused = ft.fused && g.find(p + "attn_qkv.weight");
+    if (qkv_fused) split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
+    if (ft.fused) split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
+    for (const SlotRow& r : layer_slots()) {
+      if (!r.present(c)) continue;
+      const bool in_qkv = r.slot == Slot::kWq || r.slot == Slot::kWk || r.slot == Slot::kWv;
+      if ((qkv_fused && in_qkv) || (ft.fused && (r.slot == Slot::kGate || r.slot == Slot::kUp)))
+        continue;
+      KV_CHECK(r.gguf != nullptr, "{}: a {} model's '{}' has no GGUF tensor", src,
+               family_name(c.family), r.name);
+      lw.*r.member = get(p + r.gguf);  // Gemma: ffn_norm is its pre-feedforward norm
     }
   }
   rope_factor_tensors(meta, get, c);

@@ -604,43 +604,17 @@ Model load_hf_llama(const fs::path& dir) {
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     LayerWeights& lw = w.layers[size_t(l)];
-    lw.attn_norm = get(p + "input_layernorm.weight");
     if (traits(c.family).fused) {
       // Fused: qkv_proj rows are [Q; K; V], gate_up_proj rows [gate; up] (chunk(2) order).
       split_fused_qkv(get(p + "self_attn.qkv_proj.weight"), c, dir.string(), lw);
       split_fused_gate_up(get(p + "mlp.gate_up_proj.weight"), c, dir.string(), lw);
-    } else {
-      lw.wq = get(p + "self_attn.q_proj.weight");
-      lw.wk = get(p + "self_attn.k_proj.weight");
-      lw.wv = get(p + "self_attn.v_proj.weight");
-      lw.w_gate = get(p + "mlp.gate_proj.weight");
-      lw.w_up = get(p + "mlp.up_proj.weight");
     }
-    lw.wo = get(p + "self_attn.o_proj.weight");
-    lw.w_down = get(p + "mlp.down_proj.weight");
-    if (c.sandwich_norms) {
-      // Gemma: post_attention_layernorm is the norm *on* the attention output; the MLP's
-      // input norm is pre_feedforward_layernorm.
-      lw.post_attn_norm = get(p + "post_attention_layernorm.weight");
-      lw.ffn_norm = get(p + "pre_feedforward_layernorm.weight");
-      lw.post_ffn_norm = get(p + "post_feedforward_layernorm.weight");
-    } else {
-      lw.ffn_norm = get(p + "post_attention_layernorm.weight");
-    }
-    if (c.qkv_bias) {
-      lw.bq = get(p + "self_attn.q_proj.bias");
-      lw.bk = get(p + "self_attn.k_proj.bias");
-      lw.bv = get(p + "self_attn.v_proj.bias");
-    }
-    if (c.o_bias) lw.bo = get(p + "self_attn.o_proj.bias");
-    if (c.qk_norm) {
-      lw.q_norm = get(p + "self_attn.q_norm.weight");
-      lw.k_norm = get(p + "self_attn.k_norm.weight");
-    }
-    if (c.mlp_bias) {
-      lw.b_gate = get(p + "mlp.gate_proj.bias");
-      lw.b_up = get(p + "mlp.up_proj.bias");
-      lw.b_down = get(p + "mlp.down_proj.bias");
+    for (const SlotRow& r : layer_slots()) {
+      if (!r.present(c) || fused_slot(r.slot, c)) continue;
+      const char* name = hf_layer_name(r.slot, c);
+      KV_CHECK(name != nullptr, "{}: a {} model's '{}' has no Hugging Face tensor", dir.string(),
+               family_name(c.family), r.name);
+      lw.*r.member = get(p + name);
     }
   }
   for (const auto& [name, t] : all) {

@@ -68,32 +68,53 @@ const std::array<SlotRow, kLayerSlots>& layer_slots() {
   using L = LayerWeights;
   // clang-format off
   static const std::array<SlotRow, kLayerSlots> rows = {{
-    // slot                name              member             matrix present   rows        cols
-    {Slot::kAttnNorm,     "attn_norm",      &L::attn_norm,      false, always,     one,        dim},
-    {Slot::kWq,           "wq",             &L::wq,             true,  always,     q_dim,      dim},
-    {Slot::kWk,           "wk",             &L::wk,             true,  always,     k_proj_dim, dim},
-    {Slot::kWv,           "wv",             &L::wv,             true,  always,     kv_dim,     dim},
-    {Slot::kWo,           "wo",             &L::wo,             true,  always,     dim,        q_dim},
-    {Slot::kFfnNorm,      "ffn_norm",       &L::ffn_norm,       false, always,     one,        dim},
-    {Slot::kGate,         "w_gate",         &L::w_gate,         true,  always,     hidden,     dim},
-    {Slot::kUp,           "w_up",           &L::w_up,           true,  always,     hidden,     dim},
-    {Slot::kDown,         "w_down",         &L::w_down,         true,  always,     dim,        hidden},
-    {Slot::kBq,           "bq",             &L::bq,             false, qkv_bias,   one,        q_dim},
-    {Slot::kBk,           "bk",             &L::bk,             false, qkv_bias,   one,        k_proj_dim},
-    {Slot::kBv,           "bv",             &L::bv,             false, qkv_bias,   one,        kv_dim},
-    {Slot::kBo,           "bo",             &L::bo,             false, o_bias,     one,        dim},
-    {Slot::kQNorm,        "q_norm",         &L::q_norm,         false, qk_norm,    one,        head_dim},
-    {Slot::kKNorm,        "k_norm",         &L::k_norm,         false, qk_norm,    one,        head_dim},
-    {Slot::kPostAttnNorm, "post_attn_norm", &L::post_attn_norm, false, sandwich,   one,        dim},
-    {Slot::kPostFfnNorm,  "post_ffn_norm",  &L::post_ffn_norm,  false, sandwich,   one,        dim},
-    {Slot::kBGate,        "b_gate",         &L::b_gate,         false, mlp_bias,   one,        hidden},
-    {Slot::kBUp,          "b_up",           &L::b_up,           false, mlp_bias,   one,        hidden},
-    {Slot::kBDown,        "b_down",         &L::b_down,         false, mlp_bias,   one,        dim},
-    {Slot::kKCompress,    "k_compress",     &L::k_compress,     false, compressed, kv_dim,     compress_cols},
-    {Slot::kQProject,     "q_project",      &L::q_project,      false, compressed, q_dim,      head_dim},
+    // slot                name              member              HF name (after model.layers.N.)     GGUF (after blk.N.)          matrix present    rows        cols
+    {Slot::kAttnNorm,     "attn_norm",      &L::attn_norm,      "input_layernorm.weight",            "attn_norm.weight",           false, always,     one,        dim},
+    {Slot::kWq,           "wq",             &L::wq,             "self_attn.q_proj.weight",           "attn_q.weight",              true,  always,     q_dim,      dim},
+    {Slot::kWk,           "wk",             &L::wk,             "self_attn.k_proj.weight",           "attn_k.weight",              true,  always,     k_proj_dim, dim},
+    {Slot::kWv,           "wv",             &L::wv,             "self_attn.v_proj.weight",           "attn_v.weight",              true,  always,     kv_dim,     dim},
+    {Slot::kWo,           "wo",             &L::wo,             "self_attn.o_proj.weight",           "attn_output.weight",         true,  always,     dim,        q_dim},
+    {Slot::kFfnNorm,      "ffn_norm",       &L::ffn_norm,       "post_attention_layernorm.weight",   "ffn_norm.weight",            false, always,     one,        dim},
+    {Slot::kGate,         "w_gate",         &L::w_gate,         "mlp.gate_proj.weight",              "ffn_gate.weight",            true,  always,     hidden,     dim},
+    {Slot::kUp,           "w_up",           &L::w_up,           "mlp.up_proj.weight",                "ffn_up.weight",              true,  always,     hidden,     dim},
+    {Slot::kDown,         "w_down",         &L::w_down,         "mlp.down_proj.weight",              "ffn_down.weight",            true,  always,     dim,        hidden},
+    {Slot::kBq,           "bq",             &L::bq,             "self_attn.q_proj.bias",             "attn_q.bias",                false, qkv_bias,   one,        q_dim},
+    {Slot::kBk,           "bk",             &L::bk,             "self_attn.k_proj.bias",             "attn_k.bias",                false, qkv_bias,   one,        k_proj_dim},
+    {Slot::kBv,           "bv",             &L::bv,             "self_attn.v_proj.bias",             "attn_v.bias",                false, qkv_bias,   one,        kv_dim},
+    {Slot::kBo,           "bo",             &L::bo,             "self_attn.o_proj.bias",             nullptr,                      false, o_bias,     one,        dim},
+    {Slot::kQNorm,        "q_norm",         &L::q_norm,         "self_attn.q_norm.weight",           "attn_q_norm.weight",         false, qk_norm,    one,        head_dim},
+    {Slot::kKNorm,        "k_norm",         &L::k_norm,         "self_attn.k_norm.weight",           "attn_k_norm.weight",         false, qk_norm,    one,        head_dim},
+    {Slot::kPostAttnNorm, "post_attn_norm", &L::post_attn_norm, "post_attention_layernorm.weight",   "post_attention_norm.weight", false, sandwich,   one,        dim},
+    {Slot::kPostFfnNorm,  "post_ffn_norm",  &L::post_ffn_norm,  "post_feedforward_layernorm.weight", "post_ffw_norm.weight",       false, sandwich,   one,        dim},
+    {Slot::kBGate,        "b_gate",         &L::b_gate,         "mlp.gate_proj.bias",                nullptr,                      false, mlp_bias,   one,        hidden},
+    {Slot::kBUp,          "b_up",           &L::b_up,           "mlp.up_proj.bias",                  nullptr,                      false, mlp_bias,   one,        hidden},
+    {Slot::kBDown,        "b_down",         &L::b_down,         "mlp.down_proj.bias",                nullptr,                      false, mlp_bias,   one,        dim},
+    {Slot::kKCompress,    "k_compress",     &L::k_compress,     nullptr,                             nullptr,                      false, compressed, kv_dim,     compress_cols},
+    {Slot::kQProject,     "q_project",      &L::q_project,      nullptr,                             nullptr,                      false, compressed, q_dim,      head_dim},
   }};
   // clang-format on
   return rows;
+}
+
+const char* hf_layer_name(Slot s, const ModelConfig& c) {
+  // Gemma's sandwich: the MLP's input norm is pre_feedforward_layernorm, and
+  // post_attention_layernorm is the norm on the attention output (its own slot).
+  if (s == Slot::kFfnNorm && c.sandwich_norms) return "pre_feedforward_layernorm.weight";
+  return layer_slots()[size_t(s)].hf;
+}
+
+bool fused_slot(Slot s, const ModelConfig& c) {
+  if (!traits(c.family).fused) return false;
+  switch (s) {
+    case Slot::kWq:
+    case Slot::kWk:
+    case Slot::kWv:
+    case Slot::kGate:
+    case Slot::kUp:
+      return true;
+    default:
+      return false;
+  }
 }
 
 std::vector<TensorSlot> tensor_slots(Model& m) {

@@ -98,13 +98,23 @@ struct SlotRow {
   Slot slot;
   const char* name;  // for messages: "wq", "post_attn_norm", ...
   Tensor LayerWeights::*member;
-  bool matrix;                          // a big matrix (the products may stream it)
+  const char* hf;    // name after "model.layers.N." in a Hugging Face checkpoint (LLaMA's
+                     // naming; hf_layer_name() applies the families' exceptions)
+  const char* gguf;  // name after "blk.N." in a GGUF file; null: GGUF files never hold it
+  bool matrix;       // a big matrix (the products may stream it)
   bool (*present)(const ModelConfig&);  // whether a model of this config has it
   int64_t (*rows)(const ModelConfig&);  // its shape [rows, cols]
   int64_t (*cols)(const ModelConfig&);
 };
 // Indexed by Slot.
 const std::array<SlotRow, kLayerSlots>& layer_slots();
+// A slot's Hugging Face name for `c`'s family: Gemma's MLP input norm is
+// pre_feedforward_layernorm (its post_attention_layernorm is the norm on the attention
+// output); null for the slots a checkpoint never stores (a reduced model's).
+const char* hf_layer_name(Slot s, const ModelConfig& c);
+// Whether a family stores the slot fused with others (Phi-3's qkv_proj and gate_up_proj
+// hold W_Q, W_K, W_V and gate, up): the loaders split those rows instead.
+bool fused_slot(Slot s, const ModelConfig& c);
 
 // Every tensor of a model once, with its expected shape: the embedding, each layer's
 // present slots (in the order of layer_slots()), the final norm and the classifier.
