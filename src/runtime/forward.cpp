@@ -343,6 +343,32 @@ void attend_head(const float* q, int ldq, int T, const float* k, const float* v,
 
 }  // namespace
 
+namespace runtime_detail {
+
+struct Scratch {
+  std::vector<float> x, xb, q, k, v, att, hb, hb2;  // [T, width]
+  std::vector<float> kc, qtmp, aproj;               // reduced models; attn_proj capture
+  std::vector<float> wbuf;                          // a layer's small stored tensors widened to f32
+  std::vector<float> wchunk;  // [rows, in]: a block of rows of a streamed weight
+  std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
+  std::vector<float> scores;                         // per-thread attention rows
+};
+
+ScratchPtr::ScratchPtr() noexcept = default;
+ScratchPtr::~ScratchPtr() = default;
+ScratchPtr::ScratchPtr(const ScratchPtr&) noexcept {}
+ScratchPtr& ScratchPtr::operator=(const ScratchPtr&) noexcept {
+  return *this;  // keeps its own scratch: the contents are per call
+}
+ScratchPtr::ScratchPtr(ScratchPtr&&) noexcept = default;
+ScratchPtr& ScratchPtr::operator=(ScratchPtr&&) noexcept = default;
+Scratch& ScratchPtr::get() {
+  if (!p_) p_ = std::make_unique<Scratch>();
+  return *p_;
+}
+
+}  // namespace runtime_detail
+
 RunState::RunState(const ModelConfig& c, int capacity) : cache(c, capacity) {}
 
 std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
@@ -353,6 +379,7 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   const int T = int(tokens.size());
   KV_CHECK(T > 0, "forward: no tokens");
   KVCache& cache = s.cache;
+  runtime_detail::Scratch& scr = s.scratch();
   const int most = cache.max_used();
   KV_CHECK(most + T <= cache.capacity(),
            "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
@@ -371,29 +398,29 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
   auto grow = [](std::vector<float>& b, size_t n) {
     if (b.size() < n) b.resize(n);
   };
-  grow(s.x, size_t(T) * D);
-  grow(s.xb, size_t(T) * D);
-  grow(s.q, size_t(T) * Q);
-  grow(s.k, size_t(T) * c.k_proj_dim());
-  if (c.compressed_keys()) grow(s.kc, size_t(T) * KV);
-  grow(s.v, size_t(T) * KV);
-  grow(s.att, size_t(T) * Q);
-  grow(s.hb, size_t(T) * H);
-  grow(s.hb2, size_t(T) * H);
+  grow(scr.x, size_t(T) * D);
+  grow(scr.xb, size_t(T) * D);
+  grow(scr.q, size_t(T) * Q);
+  grow(scr.k, size_t(T) * c.k_proj_dim());
+  if (c.compressed_keys()) grow(scr.kc, size_t(T) * KV);
+  grow(scr.v, size_t(T) * KV);
+  grow(scr.att, size_t(T) * Q);
+  grow(scr.hb, size_t(T) * H);
+  grow(scr.hb2, size_t(T) * H);
   const int qb = std::max(1, opt.query_block);
   const int n_threads = omp_get_max_threads();
   // Per thread: [qb, most + T] attention rows, then [qb] 1 / softmax sums.
   const size_t score_rows = size_t(qb) * size_t(most + T), score_stride = score_rows + size_t(qb);
-  grow(s.scores, score_stride * n_threads);
+  grow(scr.scores, score_stride * n_threads);
 
   for (int t = 0; t < T; ++t) {
     KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < c.vocab_size,
              "{}: token id {} at position {} is outside the model's vocabulary (expected 0..{})",
              m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
              tokens[size_t(t)], t, c.vocab_size - 1);
-    w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, s.x.data() + size_t(t) * D);
+    w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, scr.x.data() + size_t(t) * D);
     if (c.embed_scale != 1.0f)  // Gemma: x = embedding * sqrt(dim)
-      for (int i = 0; i < D; ++i) s.x[size_t(t) * D + i] *= c.embed_scale;
+      for (int i = 0; i < D; ++i) scr.x[size_t(t) * D + i] *= c.embed_scale;
   }
 
   ForwardObserver* obs = opt.observer;
@@ -419,34 +446,36 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       have_angles[kind] = true;
     }
     if (next_pages.joinable()) next_pages.join();
-    const LayerF32 lw = widen_layer(w.layers[size_t(l)], s.wbuf, opt.widen_block_bytes);
+    const LayerF32 lw = widen_layer(w.layers[size_t(l)], scr.wbuf, opt.widen_block_bytes);
     if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
       next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
-    rmsnorm(s.x.data(), lw.attn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
+    rmsnorm(scr.x.data(), lw.attn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
     const MatProjection qkv[] = {
-        {lw.wq, Q, s.q.data()}, {lw.wk, c.k_proj_dim(), s.k.data()}, {lw.wv, KV, s.v.data()}};
-    matmul_many(s.xb.data(), T, D, qkv, s.wchunk, opt.widen_block_bytes);
-    add_bias(s.q.data(), T, Q, lw.bq);
-    add_bias(s.k.data(), T, c.k_proj_dim(), lw.bk);
-    add_bias(s.v.data(), T, KV, lw.bv);
+        {lw.wq, Q, scr.q.data()}, {lw.wk, c.k_proj_dim(), scr.k.data()}, {lw.wv, KV, scr.v.data()}};
+    matmul_many(scr.xb.data(), T, D, qkv, scr.wchunk, opt.widen_block_bytes);
+    add_bias(scr.q.data(), T, Q, lw.bq);
+    add_bias(scr.k.data(), T, c.k_proj_dim(), lw.bk);
+    add_bias(scr.v.data(), T, KV, lw.bv);
     if (c.qk_norm) {  // each head's vector is a row of [T * heads, head_dim]
-      rmsnorm(s.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, s.q.data(), nofs);
-      rmsnorm(s.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, s.k.data(), nofs);
+      rmsnorm(scr.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, scr.q.data(), nofs);
+      rmsnorm(scr.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, scr.k.data(),
+              nofs);
     }
     const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
     if (obs && !c.compressed_keys())
-      cap_kpre = to_head_major(s.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, s.cap_kpre);
+      cap_kpre =
+          to_head_major(scr.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, scr.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
-      apply_rope(s.q.data(), T, nh, hd, s.pos, angles, c.rope_layout);
-      apply_rope(s.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, angles, c.rope_layout);
+      apply_rope(scr.q.data(), T, nh, hd, s.pos, angles, c.rope_layout);
+      apply_rope(scr.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, angles, c.rope_layout);
     }
-    const float* keys = s.k.data();  // [T, KV]: what the cache holds
+    const float* keys = scr.k.data();  // [T, KV]: what the cache holds
     if (c.compressed_keys()) {
-      compress_keys(s.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, s.kc.data());
-      project_queries(s.q.data(), T, nh, hd, lw.q_project, s.qtmp);
-      keys = s.kc.data();
+      compress_keys(scr.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, scr.kc.data());
+      project_queries(scr.q.data(), T, nh, hd, lw.q_project, scr.qtmp);
+      keys = scr.kc.data();
     }
-    cache.append(l, keys, s.v.data(), KV, T);  // counted by commit() after the last layer
+    cache.append(l, keys, scr.v.data(), KV, T);  // counted by commit() after the last layer
     if (opt.on_append) opt.on_append(l, T);
     const int group = c.group_size();
     auto attend = [&](int h, float* sc) {  // sc: this thread's score_stride floats
@@ -454,60 +483,62 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
       const int n_prev = cache.used(l, g);
       const float* bias = cache.bias_head(l, g);
-      attend_head(s.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
+      attend_head(scr.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
                   n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
-                  s.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h, att_obs);
+                  scr.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h, att_obs);
     };
     // Multiply-adds of this layer's attention: split across threads only when it pays.
     if (worth_threads(int64_t(nh) * T * (most + T) * hd)) {
 #pragma omp parallel for schedule(dynamic, 1)
       for (int h = 0; h < nh; ++h)
-        attend(h, s.scores.data() + score_stride * size_t(omp_get_thread_num()));
+        attend(h, scr.scores.data() + score_stride * size_t(omp_get_thread_num()));
     } else {
-      for (int h = 0; h < nh; ++h) attend(h, s.scores.data());
+      for (int h = 0; h < nh; ++h) attend(h, scr.scores.data());
     }
     // The attention block's output (after W_O, and Gemma's post-attention norm) separately
     // when an observer asks or the sandwich norm needs it whole.
     const bool want_proj = (obs && obs->wants_attn_proj()) || c.sandwich_norms;
     if (want_proj) {
-      grow(s.aproj, size_t(T) * D);
-      matmul(s.att.data(), T, Q, lw.wo, D, s.aproj.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
-      add_bias(s.aproj.data(), T, D, lw.bo);
+      grow(scr.aproj, size_t(T) * D);
+      matmul(scr.att.data(), T, Q, lw.wo, D, scr.aproj.data(), 0.0f, scr.wchunk,
+             opt.widen_block_bytes);
+      add_bias(scr.aproj.data(), T, D, lw.bo);
       if (c.sandwich_norms)
-        rmsnorm(s.aproj.data(), lw.post_attn_norm, T, D, c.norm_eps, s.aproj.data(), nofs);
+        rmsnorm(scr.aproj.data(), lw.post_attn_norm, T, D, c.norm_eps, scr.aproj.data(), nofs);
     }
     if (obs) {
-      const float* q = to_head_major(s.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, s.cap_q);
-      const float* k = to_head_major(keys, T, nkv, hd, obs, l, CaptureKind::kK, s.cap_k);
-      const float* v = to_head_major(s.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, s.cap_v);
-      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, s.att.data(),
-                     obs->wants_attn_proj() ? s.aproj.data() : nullptr});
+      const float* q = to_head_major(scr.q.data(), T, nh, hd, obs, l, CaptureKind::kQ, scr.cap_q);
+      const float* k = to_head_major(keys, T, nkv, hd, obs, l, CaptureKind::kK, scr.cap_k);
+      const float* v = to_head_major(scr.v.data(), T, nkv, hd, obs, l, CaptureKind::kV, scr.cap_v);
+      obs->on_layer({l, s.pos, T, nh, nkv, hd, q, cap_kpre, k, v, scr.att.data(),
+                     obs->wants_attn_proj() ? scr.aproj.data() : nullptr});
     }
     if (want_proj) {  // residual add
-      for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.aproj[i];
+      for (size_t i = 0; i < size_t(T) * D; ++i) scr.x[i] += scr.aproj[i];
     } else {
-      matmul(s.att.data(), T, Q, lw.wo, D, s.x.data(), 1.0f, s.wchunk,
+      matmul(scr.att.data(), T, Q, lw.wo, D, scr.x.data(), 1.0f, scr.wchunk,
              opt.widen_block_bytes);  // residual add
-      add_bias(s.x.data(), T, D, lw.bo);
+      add_bias(scr.x.data(), T, D, lw.bo);
     }
-    rmsnorm(s.x.data(), lw.ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-    const MatProjection gate_up[] = {{lw.w_gate, H, s.hb.data()}, {lw.w_up, H, s.hb2.data()}};
-    matmul_many(s.xb.data(), T, D, gate_up, s.wchunk, opt.widen_block_bytes);
-    add_bias(s.hb.data(), T, H, lw.b_gate);
-    add_bias(s.hb2.data(), T, H, lw.b_up);
+    rmsnorm(scr.x.data(), lw.ffn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
+    const MatProjection gate_up[] = {{lw.w_gate, H, scr.hb.data()}, {lw.w_up, H, scr.hb2.data()}};
+    matmul_many(scr.xb.data(), T, D, gate_up, scr.wchunk, opt.widen_block_bytes);
+    add_bias(scr.hb.data(), T, H, lw.b_gate);
+    add_bias(scr.hb2.data(), T, H, lw.b_up);
     if (c.mlp_act == MlpActivation::kGeluTanh)
-      geglu_tanh(s.hb.data(), s.hb2.data(), int64_t(T) * H);
+      geglu_tanh(scr.hb.data(), scr.hb2.data(), int64_t(T) * H);
     else
-      swiglu(s.hb.data(), s.hb2.data(), int64_t(T) * H);
+      swiglu(scr.hb.data(), scr.hb2.data(), int64_t(T) * H);
     if (c.sandwich_norms) {  // Gemma: x += post_ffn_norm(W_down h), via xb (free again)
-      matmul(s.hb.data(), T, H, lw.w_down, D, s.xb.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
-      add_bias(s.xb.data(), T, D, lw.b_down);
-      rmsnorm(s.xb.data(), lw.post_ffn_norm, T, D, c.norm_eps, s.xb.data(), nofs);
-      for (size_t i = 0; i < size_t(T) * D; ++i) s.x[i] += s.xb[i];
+      matmul(scr.hb.data(), T, H, lw.w_down, D, scr.xb.data(), 0.0f, scr.wchunk,
+             opt.widen_block_bytes);
+      add_bias(scr.xb.data(), T, D, lw.b_down);
+      rmsnorm(scr.xb.data(), lw.post_ffn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
+      for (size_t i = 0; i < size_t(T) * D; ++i) scr.x[i] += scr.xb[i];
     } else {
-      matmul(s.hb.data(), T, H, lw.w_down, D, s.x.data(), 1.0f, s.wchunk,
+      matmul(scr.hb.data(), T, H, lw.w_down, D, scr.x.data(), 1.0f, scr.wchunk,
              opt.widen_block_bytes);  // residual add
-      add_bias(s.x.data(), T, D, lw.b_down);
+      add_bias(scr.x.data(), T, D, lw.b_down);
     }
     release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
   }
@@ -516,21 +547,21 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
 
   if (opt.logits == LogitsMode::kNone) return {};
   const int rows = opt.logits == LogitsMode::kAll ? T : 1;
-  const float* xin = s.x.data() + size_t(T - rows) * D;
+  const float* xin = scr.x.data() + size_t(T - rows) * D;
   const float* fn = w.final_norm.f32();
   std::vector<float> fn_buf;
   if (!fn) {
     fn_buf = w.final_norm.to_f32();
     fn = fn_buf.data();
   }
-  rmsnorm(xin, fn, rows, D, c.norm_eps, s.xb.data(), nofs);
+  rmsnorm(xin, fn, rows, D, c.norm_eps, scr.xb.data(), nofs);
   const int V = c.vocab_size;
   grow(s.logits, size_t(rows) * V);
   // The classifier (a [V, D] matrix, maybe stored in another dtype) is always streamed
   // when not float32: widened whole it would be the biggest tensor held.
   const Mat wc =
       w.classifier.f32() ? Mat{w.classifier.f32(), nullptr} : Mat{nullptr, &w.classifier};
-  matmul(s.xb.data(), rows, D, wc, V, s.logits.data(), 0.0f, s.wchunk, opt.widen_block_bytes);
+  matmul(scr.xb.data(), rows, D, wc, V, s.logits.data(), 0.0f, scr.wchunk, opt.widen_block_bytes);
   if (c.final_softcap > 0.0f) softcap(s.logits.data(), int64_t(rows) * V, c.final_softcap);
   return {s.logits.data(), size_t(rows) * V};
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -66,6 +67,25 @@ class ForwardObserver {
   virtual void on_attention(const AttentionRows&) {}
 };
 
+namespace runtime_detail {
+struct Scratch;  // forward.cpp: the activations and observer copies of one call
+// Owns a Scratch, made on first use. A copy starts empty: what a Scratch holds lives for
+// one forward call, so copying a RunState copies the sequence, not its scratch.
+class ScratchPtr {
+ public:
+  ScratchPtr() noexcept;
+  ~ScratchPtr();
+  ScratchPtr(const ScratchPtr&) noexcept;
+  ScratchPtr& operator=(const ScratchPtr&) noexcept;
+  ScratchPtr(ScratchPtr&&) noexcept;
+  ScratchPtr& operator=(ScratchPtr&&) noexcept;
+  Scratch& get();
+
+ private:
+  std::unique_ptr<Scratch> p_;
+};
+}  // namespace runtime_detail
+
 // Activations and cache of one sequence. Reuse it across calls to decode; reset() to
 // start a new sequence without reallocating.
 class RunState {
@@ -75,8 +95,8 @@ class RunState {
     pos = 0;
     cache.clear();
   }
-  // A state that continues this sequence: its position and cache, and none of the scratch
-  // (forward grows that on demand), so a copy to branch from costs the cache only.
+  // A state that continues this sequence: its position, cache and RoPE tables, without
+  // the last call's logits, so a copy to branch from costs the cache only.
   RunState fork() const {
     RunState r(*this, 0);
     return r;
@@ -85,19 +105,15 @@ class RunState {
   int pos = 0;  // absolute position of the next token
   KVCache cache;
   std::vector<float> logits;  // [rows, vocab] of the last call (rows per LogitsMode)
+  RopeAngles rope[2];         // rotation angles by position: global layers, Gemma 3's local ones
 
-  // Scratch, grown on demand.
-  std::vector<float> x, xb, q, k, v, att, hb, hb2;  // [T, width]
-  std::vector<float> kc, qtmp, aproj;               // reduced models; attn_proj capture
-  std::vector<float> wbuf;                          // a layer's small stored tensors widened to f32
-  std::vector<float> wchunk;  // [rows, in]: a block of rows of a streamed weight (forward.cpp)
-  std::vector<float> cap_q, cap_kpre, cap_k, cap_v;  // observer copies
-  std::vector<float> scores;                         // per-thread attention rows
-  RopeAngles rope[2];  // rotation angles by position: global layers, Gemma 3's local ones
+  // The forward pass's scratch (opaque outside forward.cpp), grown on demand.
+  runtime_detail::Scratch& scratch() { return scratch_.get(); }
 
  private:
   RunState(const RunState& other, int)
       : pos(other.pos), cache(other.cache), rope{other.rope[0], other.rope[1]} {}
+  runtime_detail::ScratchPtr scratch_;
 
  public:
   RunState(const RunState&) = default;
