@@ -49,8 +49,8 @@ struct RopeScaling {
 
 struct ModelConfig {
   Family family = Family::kLlama;  // its row in model/family.hpp (family_name(): its name)
-  int dim = 0;                 // residual stream width
-  int hidden_dim = 0;          // SwiGLU inner width
+  int dim = 0;                     // residual stream width
+  int hidden_dim = 0;              // SwiGLU inner width
   int n_layers = 0;
   int n_heads = 0;     // query heads
   int n_kv_heads = 0;  // key/value heads (GQA when < n_heads)
