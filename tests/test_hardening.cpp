@@ -72,7 +72,7 @@ std::string ppl_yaml(const std::string& models, const std::string& texts,
 TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocation",
           "[hardening][loader]") {
   test::TempDir d("hard_l2c");
-  SECTION("offsets that wrap around 2^64 (defect 1)") {
+  SECTION("offsets that wrap around 2^64") {
     // 65536 layers x 8388608 x 8388608 x 4 bytes of wq alone is 2^16 * 2^23 * 2^23 * 2^2 =
     // 2^64: the sum no longer fits.
     test::write_bytes(d / "wrap.bin",
@@ -87,7 +87,7 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
     CHECK(r.exit_code == 1);
     CHECK(listing(d.path) == std::vector<std::string>{"wrap.bin"});  // no .h5, no .partial
   }
-  SECTION("8,388,609 layers are refused without allocating them (defect 3)") {
+  SECTION("8,388,609 layers are refused without allocating them") {
     test::write_bytes(d / "layers.bin", llama2c_header({64, 128, 8388609, 4, 4, 32, 16}, 16));
     // By hand: 28 + embedding 32*64*4 + per layer (2 norms 2*256, wq/wk/wv/wo 4*16384, w1/w2/w3
     // 3*32768 = 164352) * 8388609 + final norm 256 + freq_cis 16*8*2*4 = 1378684675868.
@@ -108,8 +108,7 @@ TEST_CASE("llama2.c headers whose sizes wrap or are huge fail before any allocat
   }
 }
 
-TEST_CASE("a safetensors shape whose product overflows is refused (defect 2)",
-          "[hardening][loader]") {
+TEST_CASE("a safetensors shape whose product overflows is refused", "[hardening][loader]") {
   test::TempDir d("hard_st");
   SyntheticSpec spec = tiny_spec(1);
   write_synthetic_hf_model(d.path, spec);
@@ -128,8 +127,7 @@ TEST_CASE("a safetensors shape whose product overflows is refused (defect 2)",
                                               Contains("over 2^40"));
 }
 
-TEST_CASE("shard names in weight_map stay inside the model directory (defect 15)",
-          "[hardening][loader]") {
+TEST_CASE("shard names in weight_map stay inside the model directory", "[hardening][loader]") {
   test::TempDir d("hard_shard");
   SyntheticSpec spec = tiny_spec(2);
   spec.n_shards = 2;
@@ -147,7 +145,7 @@ TEST_CASE("shard names in weight_map stay inside the model directory (defect 15)
   }
 }
 
-TEST_CASE("token ids far beyond the vocabulary are refused (defect 4)", "[hardening][tokenizer]") {
+TEST_CASE("token ids far beyond the vocabulary are refused", "[hardening][tokenizer]") {
   test::TempDir d("hard_tokid");
   const fs::path src = fs::path(KVSCOPE_TEST_FIXTURES_DIR) / "tokenizers/gpt2_bytelevel";
   nlohmann::json j = nlohmann::json::parse(test::slurp(src / "tokenizer.json"));
@@ -166,8 +164,7 @@ TEST_CASE("token ids far beyond the vocabulary are refused (defect 4)", "[harden
   }
 }
 
-TEST_CASE("texts are read only as far as needed, and never without bound (defect 5)",
-          "[hardening][text]") {
+TEST_CASE("texts are read only as far as needed, and never without bound", "[hardening][text]") {
   TextSpec s;
   s.path = "/dev/zero";
   s.max_bytes = 1000;
@@ -207,8 +204,7 @@ TEST_CASE("texts are read only as far as needed, and never without bound (defect
   CHECK(!fs::exists(d / "res"));
 }
 
-TEST_CASE("empty texts and empty model lists are errors, not results (defect 6)",
-          "[hardening][config]") {
+TEST_CASE("empty texts and empty model lists are errors, not results", "[hardening][config]") {
   test::TempDir d("hard_empty");
   test::write_bytes(d / "empty.txt", "");
   test::write_bytes(d / "nl.txt", "\n\n<|endoftext|>\n\n");
@@ -244,8 +240,7 @@ TEST_CASE("empty texts and empty model lists are errors, not results (defect 6)"
   CHECK(!fs::exists(d / "res/c.partial"));
 }
 
-TEST_CASE("non-finite weights are refused at load, naming the tensor (defect 7)",
-          "[hardening][loader]") {
+TEST_CASE("non-finite weights are refused at load, naming the tensor", "[hardening][loader]") {
   test::TempDir d("hard_nan");
   std::string b = test::slurp(kModel);
   // stories260K: dim 64, 5 layers, vocab 512. wq[2] starts after the header (28), the
@@ -276,8 +271,7 @@ TEST_CASE("non-finite weights are refused at load, naming the tensor (defect 7)"
                       Contains("'model.norm.weight'") && Contains("+Inf at [0, 7]"));
 }
 
-TEST_CASE("dumps beyond the trained context need --allow-extrapolation (defect 8)",
-          "[hardening][dump]") {
+TEST_CASE("dumps beyond the trained context need --allow-extrapolation", "[hardening][dump]") {
   test::TempDir d("hard_ctx");
   const std::string out = (d / "x.h5").string();
   auto r = test::run_kvscope("dump -q -m " + kModel + " --text " + kText +
@@ -294,7 +288,7 @@ TEST_CASE("dumps beyond the trained context need --allow-extrapolation (defect 8
   CHECK(fs::exists(out));
 }
 
-TEST_CASE("thread counts are bounded (defect 9)", "[hardening][config]") {
+TEST_CASE("thread counts are bounded", "[hardening][config]") {
   test::TempDir d("hard_threads");
   test::write_bytes(d / "c.yaml",
                     ppl_yaml("\n  - path: " + kModel, "\n  - path: " + kText, "threads: 100000\n"));
@@ -311,7 +305,7 @@ TEST_CASE("thread counts are bounded (defect 9)", "[hardening][config]") {
   CHECK(max_threads() >= 8);
 }
 
-TEST_CASE("usage errors exit 1 with one line (defect 10)", "[hardening][cli]") {
+TEST_CASE("usage errors exit 1 with one line", "[hardening][cli]") {
   for (const char* args : {"dump --bogus", "run", "generate -m", "frobnicate", "dump --gzip 12",
                            "plot spectrum /nonexistent.csv"}) {
     const auto r = test::run_kvscope(args);
@@ -324,8 +318,7 @@ TEST_CASE("usage errors exit 1 with one line (defect 10)", "[hardening][cli]") {
   CHECK(test::run_kvscope("dump --help").exit_code == 0);
 }
 
-TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11-13)",
-          "[hardening][dump]") {
+TEST_CASE("HDF5 and filesystem failures are one line naming the file", "[hardening][dump]") {
   test::TempDir d("hard_h5");
   SECTION("a full disk (a file-size limit stands in for it)") {
     // SIGXFSZ ignored, so writes past the limit fail with EFBIG as on a full disk.
@@ -345,7 +338,7 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
     CHECK(one_line(r.err));
     CHECK_THAT(r.err, Contains((d / "no/such/dir").string()) && Contains("does not exist"));
   }
-  SECTION("an existing directory as output, even with --force (defect 12)") {
+  SECTION("an existing directory as output, even with --force") {
     fs::create_directories(d / "adir");
     const auto r = test::run_kvscope(dump_args(kModel, (d / "adir").string(), "--force"));
     CHECK(r.exit_code == 1);
@@ -353,7 +346,7 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
     CHECK(r.err.find("Success") == std::string::npos);
     CHECK(fs::is_directory(d / "adir"));
   }
-  SECTION("too short a text names it (defect 13)") {
+  SECTION("too short a text names it") {
     const std::string out = (d / "x.h5").string();
     const auto r = test::run_kvscope(dump_args(kModel, out, "--max-docs 1", 50));
     CHECK(r.exit_code == 1);
@@ -361,7 +354,7 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
     CHECK_THAT(r.err, Contains(kText) && Contains("gives only") && Contains("50 were asked for"));
     CHECK(listing(d.path).empty());
   }
-  SECTION("symlink loops and over-long names (defect 13)") {
+  SECTION("symlink loops and over-long names") {
     fs::create_symlink(d / "loop", d / "loop");
     auto r = test::run_kvscope("generate -m " + (d / "loop").string() + " -p Once");
     CHECK(r.exit_code == 1);
@@ -379,7 +372,7 @@ TEST_CASE("HDF5 and filesystem failures are one line naming the file (defects 11
   }
 }
 
-TEST_CASE("forward names the model when a token id is outside its vocabulary (defect 13)",
+TEST_CASE("forward names the model when a token id is outside its vocabulary",
           "[hardening][forward]") {
   const Model m = load_model(kModel);
   RunState st(m.config, 4);
@@ -389,7 +382,7 @@ TEST_CASE("forward names the model when a token id is outside its vocabulary (de
                           Contains("expected 0..511"));
 }
 
-TEST_CASE("dump_kv configs are checked before any model loads (defect 14)", "[hardening][config]") {
+TEST_CASE("dump_kv configs are checked before any model loads", "[hardening][config]") {
   test::TempDir d("hard_dumpcfg");
   // The model path does not exist: an error about it would mean the keys came second.
   auto cfg = [&](const std::string& section) {
@@ -412,8 +405,7 @@ TEST_CASE("dump_kv configs are checked before any model loads (defect 14)", "[ha
   CHECK(!fs::exists(d / "res"));
 }
 
-TEST_CASE("interrupted dumps leave no partial file; stale ones are cleared (defect 16)",
-          "[hardening][dump]") {
+TEST_CASE("interrupted dumps leave no partial file; stale ones are cleared", "[hardening][dump]") {
   test::TempDir d("hard_partial");
   const std::string out = (d / "x.h5").string();
   SECTION("SIGTERM half-way") {
