@@ -88,6 +88,10 @@ def test_errors_are_python_exceptions_with_the_cli_message(tmp_path):
         m.run_with_cache([1] * 64, names=["pattern"], max_pattern_bytes=1000)
     with pytest.raises(ValueError, match="temperature"):
         m.generate("x", 3, temperature=-1)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        m.generate("x", 3, temperature=float("inf"))
+    with pytest.raises(ValueError, match="top_p"):
+        m.generate("x", 3, top_p=0)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         kvscope.run(tmp_path / "missing.yaml", results=tmp_path)
     bad = tmp_path / "bad.yaml"
