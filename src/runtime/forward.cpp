@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 
 #include "huge_pages.hpp"
@@ -371,121 +372,135 @@ Scratch& ScratchPtr::get() {
 
 RunState::RunState(const ModelConfig& c, int capacity) : cache(c, capacity) {}
 
-std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
-                               const ForwardOptions& opt) {
-  const ModelConfig& c = m.config;
-  const Weights& w = m.weights;
-  throw_if_interrupted();  // Ctrl-C in the Python module stops here (io/interrupt.hpp)
-  const int T = int(tokens.size());
-  KV_CHECK(T > 0, "forward: no tokens");
-  KVCache& cache = s.cache;
-  runtime_detail::Scratch& scr = s.scratch();
-  const int most = cache.max_used();
-  KV_CHECK(most + T <= cache.capacity(),
-           "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
-           cache.capacity());
-  // The window is applied by slot index, which follows the positions only while every
-  // slot holds a contiguous run of the latest positions (trimming keeps that; a cache
-  // policy does not).
-  KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || !cache.any_edited(),
-           "{}: sliding_window is {} and this call reaches position {}, but a cache policy has "
-           "compressed the cache, so slots are no longer positions: windowed attention over a "
-           "compressed cache is not implemented",
-           m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(), c.sliding_window,
-           s.pos + T - 1);
+namespace {
+
+void grow(std::vector<float>& b, size_t n) {
+  if (b.size() < n) b.resize(n);
+}
+
+std::string model_label(const Model& m) {
+  return m.files.empty() ? "model '" + m.name + "'" : m.files.front().string();
+}
+
+// One call of forward(): the model, the state it advances and this call's sizes. Its
+// steps are the transformer's, in run.c's order: embed; per layer, attention then MLP,
+// each adding into the residual stream x [T, D]; then logits.
+struct Pass {
+  const Model& m;
+  const ModelConfig& c;
+  RunState& s;
+  runtime_detail::Scratch& scr;
+  const ForwardOptions& opt;
+  const int T, most;  // tokens in this call; slots the fullest cache head held before it
   const int D = c.dim, H = c.hidden_dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
-  const int Q = c.q_dim(), KV = c.kv_dim();
-  auto grow = [](std::vector<float>& b, size_t n) {
-    if (b.size() < n) b.resize(n);
-  };
-  grow(scr.x, size_t(T) * D);
-  grow(scr.xb, size_t(T) * D);
-  grow(scr.q, size_t(T) * Q);
-  grow(scr.k, size_t(T) * c.k_proj_dim());
-  if (c.compressed_keys()) grow(scr.kc, size_t(T) * KV);
-  grow(scr.v, size_t(T) * KV);
-  grow(scr.att, size_t(T) * Q);
-  grow(scr.hb, size_t(T) * H);
-  grow(scr.hb2, size_t(T) * H);
+  const int Q = c.q_dim(), KV = c.kv_dim(), KP = c.k_proj_dim();
+  const float nofs = c.norm_offset;
   const int qb = std::max(1, opt.query_block);
-  const int n_threads = omp_get_max_threads();
   // Per thread: [qb, most + T] attention rows, then [qb] 1 / softmax sums.
   const size_t score_rows = size_t(qb) * size_t(most + T), score_stride = score_rows + size_t(qb);
-  grow(scr.scores, score_stride * n_threads);
+  ForwardObserver* const obs = opt.observer;
+  ForwardObserver* const att_obs = obs && obs->wants_attention() ? obs : nullptr;
 
-  for (int t = 0; t < T; ++t) {
-    KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < c.vocab_size,
-             "{}: token id {} at position {} is outside the model's vocabulary (expected 0..{})",
-             m.files.empty() ? "model '" + m.name + "'" : m.files.front().string(),
-             tokens[size_t(t)], t, c.vocab_size - 1);
-    w.tok_embedding.rows_to_f32(tokens[size_t(t)], 1, scr.x.data() + size_t(t) * D);
-    if (c.embed_scale != 1.0f)  // Gemma: x = embedding * sqrt(dim)
-      for (int i = 0; i < D; ++i) scr.x[size_t(t) * D + i] *= c.embed_scale;
+  Pass(const Model& model, RunState& state, const ForwardOptions& o, int tokens)
+      : m(model),
+        c(model.config),
+        s(state),
+        scr(state.scratch()),
+        opt(o),
+        T(tokens),
+        most(state.cache.max_used()) {}
+
+  // y [T, out] (+)= x [T, in] * W^T, through the streaming block when W is streamed.
+  void mm(const float* x, int rows, int in, const Mat& W, int out, float* y, float beta) {
+    matmul(x, rows, in, W, out, y, beta, scr.wchunk, opt.widen_block_bytes);
+  }
+  void mm_many(const float* x, int in, std::span<const MatProjection> ps) {
+    matmul_many(x, T, in, ps, scr.wchunk, opt.widen_block_bytes);
   }
 
-  ForwardObserver* obs = opt.observer;
-  ForwardObserver* att_obs = obs && obs->wants_attention() ? obs : nullptr;
+  void check_fits() const {
+    const KVCache& cache = s.cache;
+    KV_CHECK(most + T <= cache.capacity(),
+             "forward: {} new tokens do not fit the KV cache ({} of {} slots used)", T, most,
+             cache.capacity());
+    // The window is applied by slot index, which follows the positions only while every
+    // slot holds a contiguous run of the latest positions (trimming keeps that; a cache
+    // policy does not).
+    KV_CHECK(c.sliding_window == 0 || s.pos + T <= c.sliding_window || !cache.any_edited(),
+             "{}: sliding_window is {} and this call reaches position {}, but a cache policy "
+             "has compressed the cache, so slots are no longer positions: windowed attention "
+             "over a compressed cache is not implemented",
+             model_label(m), c.sliding_window, s.pos + T - 1);
+  }
 
-  const float scale = c.query_scale();
-  const float nofs = c.norm_offset;
-  // Longrope picks its factors per call, as transformers does: long ones once this call
-  // reaches past original_max_position (positions s.pos .. s.pos+T-1); keys already cached
-  // keep the rotation they were given.
-  const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
-                            s.pos + T > c.rope_scaling.original_max_position;
-  // Rotation angles up to this call's last position, per kind of layer (0: global, 1:
-  // Gemma 3's local), brought up to date when the first layer of the kind needs them.
-  bool have_angles[2] = {false, false};
-  std::jthread next_pages;  // mapping in the next layer's pages (joined when destroyed)
-  for (int l = 0; l < c.n_layers; ++l) {
-    const int kind = c.local_rope(l) ? 1 : 0;
-    RopeAngles& angles = s.rope[kind];
-    if (c.positional == PositionalKind::kRope && !have_angles[kind]) {
-      rope_angles(s.pos + T, rope_inv_freq(c, l, long_context), rope_attention_factor(c, l),
-                  angles);
-      have_angles[kind] = true;
+  void size_scratch() {
+    grow(scr.x, size_t(T) * D);
+    grow(scr.xb, size_t(T) * D);
+    grow(scr.q, size_t(T) * Q);
+    grow(scr.k, size_t(T) * KP);
+    if (c.compressed_keys()) grow(scr.kc, size_t(T) * KV);
+    grow(scr.v, size_t(T) * KV);
+    grow(scr.att, size_t(T) * Q);
+    grow(scr.hb, size_t(T) * H);
+    grow(scr.hb2, size_t(T) * H);
+    grow(scr.scores, score_stride * size_t(omp_get_max_threads()));
+  }
+
+  // x [T, D] = the tokens' embedding rows (times sqrt(dim) for Gemma).
+  void embed(std::span<const int32_t> tokens) {
+    for (int t = 0; t < T; ++t) {
+      const int32_t id = tokens[size_t(t)];
+      KV_CHECK(id >= 0 && id < c.vocab_size,
+               "{}: token id {} at position {} is outside the model's vocabulary (expected 0..{})",
+               model_label(m), id, t, c.vocab_size - 1);
+      m.weights.tok_embedding.rows_to_f32(id, 1, scr.x.data() + size_t(t) * D);
+      if (c.embed_scale != 1.0f)
+        for (int i = 0; i < D; ++i) scr.x[size_t(t) * D + i] *= c.embed_scale;
     }
-    if (next_pages.joinable()) next_pages.join();
-    const LayerF32 lw = widen_layer(w.layers[size_t(l)], scr.wbuf, opt.widen_block_bytes);
-    if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
-      next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
+  }
+
+  // q [T, Q], k [T, KP], v [T, KV] from norm(x): biases, per-head norms, RoPE, and a
+  // reduced model's key compression. Returns the keys the cache takes ([T, KV]); the
+  // pre-RoPE keys go to the observer through cap_kpre.
+  const float* project_qkv(int l, const LayerF32& lw, const RopeAngles& angles,
+                           const float*& cap_kpre) {
     rmsnorm(scr.x.data(), lw.attn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
     const MatProjection qkv[] = {
-        {lw.wq, Q, scr.q.data()}, {lw.wk, c.k_proj_dim(), scr.k.data()}, {lw.wv, KV, scr.v.data()}};
-    matmul_many(scr.xb.data(), T, D, qkv, scr.wchunk, opt.widen_block_bytes);
+        {lw.wq, Q, scr.q.data()}, {lw.wk, KP, scr.k.data()}, {lw.wv, KV, scr.v.data()}};
+    mm_many(scr.xb.data(), D, qkv);
     add_bias(scr.q.data(), T, Q, lw.bq);
-    add_bias(scr.k.data(), T, c.k_proj_dim(), lw.bk);
+    add_bias(scr.k.data(), T, KP, lw.bk);
     add_bias(scr.v.data(), T, KV, lw.bv);
     if (c.qk_norm) {  // each head's vector is a row of [T * heads, head_dim]
       rmsnorm(scr.q.data(), lw.q_norm, T * nh, hd, c.norm_eps, scr.q.data(), nofs);
-      rmsnorm(scr.k.data(), lw.k_norm, T * (c.k_proj_dim() / hd), hd, c.norm_eps, scr.k.data(),
-              nofs);
+      rmsnorm(scr.k.data(), lw.k_norm, T * (KP / hd), hd, c.norm_eps, scr.k.data(), nofs);
     }
-    const float* cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
+    cap_kpre = nullptr;  // none for compressed keys: they are made after RoPE
     if (obs && !c.compressed_keys())
       cap_kpre =
           to_head_major(scr.k.data(), T, nkv, hd, obs, l, CaptureKind::kKPreRope, scr.cap_kpre);
     if (c.positional == PositionalKind::kRope) {
       apply_rope(scr.q.data(), T, nh, hd, s.pos, angles, c.rope_layout);
-      apply_rope(scr.k.data(), T, c.k_proj_dim() / hd, hd, s.pos, angles, c.rope_layout);
+      apply_rope(scr.k.data(), T, KP / hd, hd, s.pos, angles, c.rope_layout);
     }
-    const float* keys = scr.k.data();  // [T, KV]: what the cache holds
-    if (c.compressed_keys()) {
-      compress_keys(scr.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, scr.kc.data());
-      project_queries(scr.q.data(), T, nh, hd, lw.q_project, scr.qtmp);
-      keys = scr.kc.data();
-    }
-    cache.append(l, keys, scr.v.data(), KV, T);  // counted by commit() after the last layer
-    if (opt.on_append) opt.on_append(l, T);
+    if (!c.compressed_keys()) return scr.k.data();
+    compress_keys(scr.k.data(), T, nkv, c.k_proj_heads / nkv, hd, lw.k_compress, scr.kc.data());
+    project_queries(scr.q.data(), T, nh, hd, lw.q_project, scr.qtmp);
+    return scr.kc.data();
+  }
+
+  // att [T, Q]: every query head over its KV head's cache (this call's keys included).
+  void attend_heads(int l) {
+    const KVCache& cache = s.cache;
     const int group = c.group_size();
+    const float scale = c.query_scale();
     auto attend = [&](int h, float* sc) {  // sc: this thread's score_stride floats
       const int g = h / group;
       const float slope = c.positional == PositionalKind::kAlibi ? alibi_slope(h, nh) : 0.0f;
-      const int n_prev = cache.used(l, g);
-      const float* bias = cache.bias_head(l, g);
-      attend_head(scr.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g), bias,
-                  n_prev, hd, scale, slope, c.window_of(l), c.attn_softcap,
-                  scr.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h, att_obs);
+      attend_head(scr.q.data() + size_t(h) * hd, Q, T, cache.k_head(l, g), cache.v_head(l, g),
+                  cache.bias_head(l, g), cache.used(l, g), hd, scale, slope, c.window_of(l),
+                  c.attn_softcap, scr.att.data() + size_t(h) * hd, Q, sc, sc + score_rows, qb, l, h,
+                  att_obs);
     };
     // Multiply-adds of this layer's attention: split across threads only when it pays.
     if (worth_threads(int64_t(nh) * T * (most + T) * hd)) {
@@ -495,13 +510,21 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     } else {
       for (int h = 0; h < nh; ++h) attend(h, scr.scores.data());
     }
-    // The attention block's output (after W_O, and Gemma's post-attention norm) separately
-    // when an observer asks or the sandwich norm needs it whole.
+  }
+
+  // The attention block of layer l: x += W_O attention(norm(x)) (Gemma: normed again).
+  void attention(int l, const LayerF32& lw, const RopeAngles& angles) {
+    const float* cap_kpre = nullptr;
+    const float* keys = project_qkv(l, lw, angles, cap_kpre);
+    s.cache.append(l, keys, scr.v.data(), KV, T);  // counted by commit() after the last layer
+    if (opt.on_append) opt.on_append(l, T);
+    attend_heads(l);
+    // The block's output (after W_O, and Gemma's post-attention norm) separately when an
+    // observer asks or the sandwich norm needs it whole.
     const bool want_proj = (obs && obs->wants_attn_proj()) || c.sandwich_norms;
     if (want_proj) {
       grow(scr.aproj, size_t(T) * D);
-      matmul(scr.att.data(), T, Q, lw.wo, D, scr.aproj.data(), 0.0f, scr.wchunk,
-             opt.widen_block_bytes);
+      mm(scr.att.data(), T, Q, lw.wo, D, scr.aproj.data(), 0.0f);
       add_bias(scr.aproj.data(), T, D, lw.bo);
       if (c.sandwich_norms)
         rmsnorm(scr.aproj.data(), lw.post_attn_norm, T, D, c.norm_eps, scr.aproj.data(), nofs);
@@ -516,13 +539,16 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     if (want_proj) {  // residual add
       for (size_t i = 0; i < size_t(T) * D; ++i) scr.x[i] += scr.aproj[i];
     } else {
-      matmul(scr.att.data(), T, Q, lw.wo, D, scr.x.data(), 1.0f, scr.wchunk,
-             opt.widen_block_bytes);  // residual add
+      mm(scr.att.data(), T, Q, lw.wo, D, scr.x.data(), 1.0f);  // residual add
       add_bias(scr.x.data(), T, D, lw.bo);
     }
+  }
+
+  // The MLP block: x += W_down act(W_gate norm(x)) * (W_up norm(x)) (Gemma: normed again).
+  void mlp(const LayerF32& lw) {
     rmsnorm(scr.x.data(), lw.ffn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
     const MatProjection gate_up[] = {{lw.w_gate, H, scr.hb.data()}, {lw.w_up, H, scr.hb2.data()}};
-    matmul_many(scr.xb.data(), T, D, gate_up, scr.wchunk, opt.widen_block_bytes);
+    mm_many(scr.xb.data(), D, gate_up);
     add_bias(scr.hb.data(), T, H, lw.b_gate);
     add_bias(scr.hb2.data(), T, H, lw.b_up);
     if (c.mlp_act == MlpActivation::kGeluTanh)
@@ -530,40 +556,86 @@ std::span<const float> forward(const Model& m, RunState& s, std::span<const int3
     else
       swiglu(scr.hb.data(), scr.hb2.data(), int64_t(T) * H);
     if (c.sandwich_norms) {  // Gemma: x += post_ffn_norm(W_down h), via xb (free again)
-      matmul(scr.hb.data(), T, H, lw.w_down, D, scr.xb.data(), 0.0f, scr.wchunk,
-             opt.widen_block_bytes);
+      mm(scr.hb.data(), T, H, lw.w_down, D, scr.xb.data(), 0.0f);
       add_bias(scr.xb.data(), T, D, lw.b_down);
       rmsnorm(scr.xb.data(), lw.post_ffn_norm, T, D, c.norm_eps, scr.xb.data(), nofs);
       for (size_t i = 0; i < size_t(T) * D; ++i) scr.x[i] += scr.xb[i];
     } else {
-      matmul(scr.hb.data(), T, H, lw.w_down, D, scr.x.data(), 1.0f, scr.wchunk,
-             opt.widen_block_bytes);  // residual add
+      mm(scr.hb.data(), T, H, lw.w_down, D, scr.x.data(), 1.0f);  // residual add
       add_bias(scr.x.data(), T, D, lw.b_down);
     }
-    release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
   }
-  cache.commit(T);
-  s.pos += T;
 
-  if (opt.logits == LogitsMode::kNone) return {};
-  const int rows = opt.logits == LogitsMode::kAll ? T : 1;
-  const float* xin = scr.x.data() + size_t(T - rows) * D;
-  const float* fn = w.final_norm.f32();
-  std::vector<float> fn_buf;
-  if (!fn) {
-    fn_buf = w.final_norm.to_f32();
-    fn = fn_buf.data();
+  // Every layer, each one's weights widened as it starts (the next one's pages mapped in
+  // meanwhile when big) and its streamed pages handed back when it ends.
+  void layers() {
+    const Weights& w = m.weights;
+    // Longrope picks its factors per call, as transformers does: long ones once this call
+    // reaches past original_max_position (positions s.pos .. s.pos+T-1); keys already
+    // cached keep the rotation they were given.
+    const bool long_context = c.rope_scaling.kind == RopeScalingKind::kLongrope &&
+                              s.pos + T > c.rope_scaling.original_max_position;
+    // Rotation angles up to this call's last position, per kind of layer (0: global, 1:
+    // Gemma 3's local), brought up to date when the first layer of the kind needs them.
+    bool have_angles[2] = {false, false};
+    std::jthread next_pages;  // mapping in the next layer's pages (joined when destroyed)
+    for (int l = 0; l < c.n_layers; ++l) {
+      const int kind = c.local_rope(l) ? 1 : 0;
+      RopeAngles& angles = s.rope[kind];
+      if (c.positional == PositionalKind::kRope && !have_angles[kind]) {
+        rope_angles(s.pos + T, rope_inv_freq(c, l, long_context), rope_attention_factor(c, l),
+                    angles);
+        have_angles[kind] = true;
+      }
+      if (next_pages.joinable()) next_pages.join();
+      const LayerF32 lw = widen_layer(w.layers[size_t(l)], scr.wbuf, opt.widen_block_bytes);
+      if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
+        next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
+      attention(l, lw, angles);
+      mlp(lw);
+      release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
+    }
   }
-  rmsnorm(xin, fn, rows, D, c.norm_eps, scr.xb.data(), nofs);
-  const int V = c.vocab_size;
-  grow(s.logits, size_t(rows) * V);
-  // The classifier (a [V, D] matrix, maybe stored in another dtype) is always streamed
-  // when not float32: widened whole it would be the biggest tensor held.
-  const Mat wc =
-      w.classifier.f32() ? Mat{w.classifier.f32(), nullptr} : Mat{nullptr, &w.classifier};
-  matmul(scr.xb.data(), rows, D, wc, V, s.logits.data(), 0.0f, scr.wchunk, opt.widen_block_bytes);
-  if (c.final_softcap > 0.0f) softcap(s.logits.data(), int64_t(rows) * V, c.final_softcap);
-  return {s.logits.data(), size_t(rows) * V};
+
+  // logits [rows, V] = classifier norm(x) for the last row or every row.
+  std::span<const float> logits() {
+    const Weights& w = m.weights;
+    if (opt.logits == LogitsMode::kNone) return {};
+    const int rows = opt.logits == LogitsMode::kAll ? T : 1;
+    const float* xin = scr.x.data() + size_t(T - rows) * D;
+    const float* fn = w.final_norm.f32();
+    std::vector<float> fn_buf;
+    if (!fn) {
+      fn_buf = w.final_norm.to_f32();
+      fn = fn_buf.data();
+    }
+    rmsnorm(xin, fn, rows, D, c.norm_eps, scr.xb.data(), nofs);
+    const int V = c.vocab_size;
+    grow(s.logits, size_t(rows) * V);
+    // The classifier (a [V, D] matrix, maybe stored in another dtype) is always streamed
+    // when not float32: widened whole it would be the biggest tensor held.
+    const Mat wc =
+        w.classifier.f32() ? Mat{w.classifier.f32(), nullptr} : Mat{nullptr, &w.classifier};
+    mm(scr.xb.data(), rows, D, wc, V, s.logits.data(), 0.0f);
+    if (c.final_softcap > 0.0f) softcap(s.logits.data(), int64_t(rows) * V, c.final_softcap);
+    return {s.logits.data(), size_t(rows) * V};
+  }
+};
+
+}  // namespace
+
+std::span<const float> forward(const Model& m, RunState& s, std::span<const int32_t> tokens,
+                               const ForwardOptions& opt) {
+  throw_if_interrupted();  // Ctrl-C in the Python module stops here (io/interrupt.hpp)
+  KV_CHECK(!tokens.empty(), "forward: no tokens");
+  Pass p(m, s, opt, int(tokens.size()));
+  p.check_fits();
+  p.size_scratch();
+  p.embed(tokens);
+  p.layers();
+  s.cache.commit(p.T);
+  s.pos += p.T;
+  return p.logits();
 }
 
 }  // namespace kvscope
