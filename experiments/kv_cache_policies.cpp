@@ -141,248 +141,228 @@ Family build_policies(const PoliciesConfig& cfg, const HeadScores& s, uint64_t s
   return f;
 }
 
-Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
-  const bool want_copy = contains(cfg.tasks, "copy"), want_recall = contains(cfg.tasks, "recall"),
-             want_ppl = contains(cfg.tasks, "perplexity"),
-             want_passkey = contains(cfg.tasks, "passkey"),
-             want_multikey = contains(cfg.tasks, "multikey");
-  KV_CHECK(!(want_copy || want_recall || want_passkey || want_multikey) || cfg.has_filler,
-           "{}: kv_cache_policies.filler (a text) is needed by the copy, recall, passkey and "
-           "multikey tasks",
-           ctx.config_file.string());
-  KV_CHECK(
-      !want_ppl || !ctx.texts.empty(),
-      "{}: the perplexity task needs at least one text under texts:", ctx.config_file.string());
-  Table main("policies", {{"model", Column::String},
-                          {"policy", Column::String},
-                          {"induction_share", Column::Float},
-                          {"protected_heads", Column::Int},
-                          {"kv_heads", Column::Int},
-                          {"context", Column::Int},
-                          {"kv_bytes", Column::Int},
-                          {"full_kv_bytes", Column::Int},
-                          {"kv_share", Column::Float},
-                          {"copy_accuracy", Column::Float},
-                          {"recall_accuracy", Column::Float},
-                          {"passkey_accuracy", Column::Float},
-                          {"multikey_accuracy", Column::Float},
-                          {"perplexity", Column::Float}});
-  Table copy("copy", {{"model", Column::String},
-                      {"policy", Column::String},
-                      {"depth", Column::Float},
-                      {"context", Column::Int},
-                      {"segment", Column::Int},
-                      {"predictions", Column::Int},
-                      {"accuracy", Column::Float},
-                      {"baseline_accuracy", Column::Float},
-                      {"kv_share", Column::Float}});
-  Table recall("recall", {{"model", Column::String},
-                          {"policy", Column::String},
-                          {"length", Column::Int},
-                          {"depth", Column::Float},
-                          {"questions", Column::Int},
-                          {"accuracy", Column::Float},
-                          {"chance", Column::Float},
-                          {"mean_rank", Column::Float},
-                          {"kv_share", Column::Float}});
-  Table passkey("passkey", {{"model", Column::String},
-                            {"policy", Column::String},
-                            {"length", Column::Int},
-                            {"depth", Column::Float},
-                            {"passkeys", Column::Int},
-                            {"predictions", Column::Int},
-                            {"accuracy", Column::Float},
-                            {"exact", Column::Float},
-                            {"chance", Column::Float},
-                            {"kv_share", Column::Float}});
-  Table multikey("multikey", {{"model", Column::String},
-                              {"policy", Column::String},
-                              {"keys", Column::Int},
-                              {"length", Column::Int},
-                              {"depth", Column::Float},
-                              {"passkeys", Column::Int},
-                              {"predictions", Column::Int},
-                              {"accuracy", Column::Float},
-                              {"exact", Column::Float},
-                              {"chance", Column::Float},
-                              {"kv_share", Column::Float}});
-  Table ppl("perplexity", {{"model", Column::String},
-                           {"policy", Column::String},
-                           {"text", Column::String},
-                           {"window", Column::Int},
-                           {"prefill", Column::Int},
-                           {"predictions", Column::Int},
-                           {"mean_nll", Column::Float},
-                           {"perplexity", Column::Float},
-                           {"kv_share", Column::Float}});
+// The tasks a config asks for.
+struct Wants {
+  bool copy, recall, ppl, passkey, multikey;
+  explicit Wants(const std::vector<std::string>& tasks)
+      : copy(contains(tasks, "copy")),
+        recall(contains(tasks, "recall")),
+        ppl(contains(tasks, "perplexity")),
+        passkey(contains(tasks, "passkey")),
+        multikey(contains(tasks, "multikey")) {}
+  bool filler() const { return copy || recall || passkey || multikey; }
+};
+
+// Every table the kind writes (those of tasks not run stay empty and are not written).
+struct PolicyTables {
+  Table main{"policies",
+             {{"model", Column::String},
+              {"policy", Column::String},
+              {"induction_share", Column::Float},
+              {"protected_heads", Column::Int},
+              {"kv_heads", Column::Int},
+              {"context", Column::Int},
+              {"kv_bytes", Column::Int},
+              {"full_kv_bytes", Column::Int},
+              {"kv_share", Column::Float},
+              {"copy_accuracy", Column::Float},
+              {"recall_accuracy", Column::Float},
+              {"passkey_accuracy", Column::Float},
+              {"multikey_accuracy", Column::Float},
+              {"perplexity", Column::Float}}};
+  Table copy{"copy",
+             {{"model", Column::String},
+              {"policy", Column::String},
+              {"depth", Column::Float},
+              {"context", Column::Int},
+              {"segment", Column::Int},
+              {"predictions", Column::Int},
+              {"accuracy", Column::Float},
+              {"baseline_accuracy", Column::Float},
+              {"kv_share", Column::Float}}};
+  Table recall{"recall",
+               {{"model", Column::String},
+                {"policy", Column::String},
+                {"length", Column::Int},
+                {"depth", Column::Float},
+                {"questions", Column::Int},
+                {"accuracy", Column::Float},
+                {"chance", Column::Float},
+                {"mean_rank", Column::Float},
+                {"kv_share", Column::Float}}};
+  Table passkey{"passkey",
+                {{"model", Column::String},
+                 {"policy", Column::String},
+                 {"length", Column::Int},
+                 {"depth", Column::Float},
+                 {"passkeys", Column::Int},
+                 {"predictions", Column::Int},
+                 {"accuracy", Column::Float},
+                 {"exact", Column::Float},
+                 {"chance", Column::Float},
+                 {"kv_share", Column::Float}}};
+  Table multikey{"multikey",
+                 {{"model", Column::String},
+                  {"policy", Column::String},
+                  {"keys", Column::Int},
+                  {"length", Column::Int},
+                  {"depth", Column::Float},
+                  {"passkeys", Column::Int},
+                  {"predictions", Column::Int},
+                  {"accuracy", Column::Float},
+                  {"exact", Column::Float},
+                  {"chance", Column::Float},
+                  {"kv_share", Column::Float}}};
+  Table ppl{"perplexity",
+            {{"model", Column::String},
+             {"policy", Column::String},
+             {"text", Column::String},
+             {"window", Column::Int},
+             {"prefill", Column::Int},
+             {"predictions", Column::Int},
+             {"mean_nll", Column::Float},
+             {"perplexity", Column::Float},
+             {"kv_share", Column::Float}}};
   // induction_x / echo_x: the head's pooled probe scores over the uniform level, so that
   // a random draw's composition (how many induction heads it holds) can be counted.
-  Table prot("protected", {{"model", Column::String},
-                           {"policy", Column::String},
-                           {"layer", Column::Int},
-                           {"kv_head", Column::Int},
-                           {"induction_x", Column::Float},
-                           {"echo_x", Column::Float}});
+  Table prot{"protected",
+             {{"model", Column::String},
+              {"policy", Column::String},
+              {"layer", Column::Int},
+              {"kv_head", Column::Int},
+              {"induction_x", Column::Float},
+              {"echo_x", Column::Float}}};
   Table probes = probe_seed_table(), selections = selection_table(), paired = PairedItems::table();
-  nlohmann::json timings = nlohmann::json::array();
-  ctx.begin_units(int(ctx.models.size()));
-  for (const ModelSpec& ms : ctx.models) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const LoadedModel lm = ctx.load(ms);
-    const Model& m = lm.model;
-    const ModelConfig& c = m.config;
-    // Before any work: windows the model cannot hold are the config's errors, by key.
-    KV_CHECK(!want_ppl || cfg.ppl.window == 0 ||
-                 (cfg.ppl.window >= 4 && cfg.ppl.window <= c.max_seq_len),
-             "{}: kv_cache_policies.perplexity.window is {}, but model {} takes 4 to {} tokens",
-             ctx.config_file.string(), cfg.ppl.window, ms.name, c.max_seq_len);
-    KV_CHECK(!want_copy || cfg.copy.context <= c.max_seq_len,
-             "{}: kv_cache_policies.copy.context is {}, but model {} takes at most {} tokens",
-             ctx.config_file.string(), cfg.copy.context, ms.name, c.max_seq_len);
-    ProbeOptions po = cfg.probe;
-    po.seed = ctx.seed;
-    // Progress by task (each scores every policy): the probe, then copy, recall, passkey
-    // and perplexity per text.
-    const int n_tasks = 1 + int(want_copy) + int(want_recall) + int(want_passkey) +
-                        int(want_multikey) + (want_ppl ? int(ctx.texts.size()) : 0);
-    int task = 0;
-    const auto next = [&](const std::string& what) {
-      ctx.step(fmt::format("{}: {} ({} policies); task", ms.name, what, cfg.policies.size()),
-               task++, n_tasks);
-    };
-    next("retrieval probe");
-    const ProbeSeeds ps = probe_by_seed(m, po, cfg.probe_seeds);
-    const HeadScores& scores = ps.pooled;
-    add_probe_rows(probes, ms.name, ps);
-    add_selection_rows(selections, ms.name, ps, cfg.induction_shares, cfg.echo_share);
-    const Family fam = build_policies(cfg, scores, ctx.seed);
-    const size_t np = fam.specs.size();
-    std::vector<std::string> names;
-    for (const PolicySpec& p : fam.specs) names.push_back(p.name);
-    PairedItems items(names);
-    const bool any_razor = std::any_of(fam.specs.begin(), fam.specs.end(), [](const PolicySpec& p) {
-      return p.kind == PolicyKind::kRazor;
-    });
-    if (const RetrievalEvidence ev =
-            retrieval_evidence(scores, uniform_score(resolve_probe(m, po, 0)));
-        any_razor && ev.known && ev.heads_above == 0)
-      ctx.warn(
-          fmt::format("{}: no KV head's induction or echo score stands out of the uniform "
-                      "level by more than 3 standard errors across {} probes: razor's "
-                      "protected heads are picked by rank alone",
-                      ms.name, scores.probes));
-    for (const PolicySpec& p : fam.specs)
-      if (p.kind == PolicyKind::kRazor)
-        for (int l = 0; l < c.n_layers; ++l)
-          for (int g = 0; g < c.n_kv_heads; ++g)
-            if (const size_t i = size_t(l) * c.n_kv_heads + g; p.protected_heads[i])
-              prot.add_row({ms.name, p.name, int64_t(l), int64_t(g),
-                            scores.kv_induction[i] / ps.uniform, scores.kv_echo[i] / ps.uniform});
-    const TaskVariants tv = paper_b_variants(fam.specs, cfg.params, c);
-    std::vector<double> copy_acc(np, NAN), recall_acc(np, NAN), passkey_acc(np, NAN),
-        multikey_acc(np, NAN), ppl_first(np, NAN);
-    std::vector<int32_t> filler;
-    if (want_copy || want_recall || want_passkey || want_multikey)
-      filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
-    if (want_copy) {
-      next("copy");
-      std::vector<std::vector<double>> copy_items;
-      const auto r = run_copy(m, filler, cfg.copy, tv, &copy_items);
-      for (const auto& v : copy_items) items.add("copy", v);
-      const int L = copy_context(cfg.copy, c);
-      std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
-      for (size_t d = 0; d < r.size(); ++d)
-        for (size_t i = 0; i < np; ++i) {
-          copy.add_row({ms.name, fam.specs[i].name, cfg.copy.depths[d], int64_t(L),
-                        int64_t(cfg.copy.segment), r[d][i].count, r[d][i].score, r[d][i].aux,
-                        r[d][i].kv_share});
-          copy_acc[i] += r[d][i].score / double(r.size());
-        }
-    }
-    if (want_recall) {
-      next("recall");
-      const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, tv);
-      std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
-      KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
-               ctx.config_file.string(), ms.name, c.max_seq_len);
-      for (const RecallCell& cell : r) {
-        items.add("recall", cell.items);
-        for (size_t i = 0; i < np; ++i) {
-          const TaskScore& sc = cell.scores[i];
-          recall.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth, sc.count,
-                          sc.score, 1.0 / double(cfg.recall.names.size()), sc.aux, sc.kv_share});
-          recall_acc[i] += sc.score / double(r.size());
-        }
+
+  Tables written(const Wants& want) const {
+    Tables out{main, prot, probes, selections, paired};
+    if (want.copy) out.push_back(copy);
+    if (want.recall) out.push_back(recall);
+    if (want.passkey) out.push_back(passkey);
+    if (want.multikey) out.push_back(multikey);
+    if (want.ppl) out.push_back(ppl);
+    return out;
+  }
+};
+
+// One model scored: its policies on every task asked for, each task's rows added to the
+// tables, each policy's mean accuracy (NaN for a task not run) kept for policies.csv.
+struct ModelScoring {
+  const PoliciesConfig& cfg;
+  ExperimentContext& ctx;
+  PolicyTables& t;
+  const std::string& model;
+  const LoadedModel& lm;
+  const Family& fam;
+  const TaskVariants& tv;
+  const std::vector<int32_t>& filler;
+  PairedItems& items;
+  const Model& m = lm.model;
+  const ModelConfig& c = m.config;
+  const size_t np = fam.specs.size();
+  std::vector<double> copy_acc = std::vector<double>(np, NAN), recall_acc = copy_acc,
+                      passkey_acc = copy_acc, multikey_acc = copy_acc, ppl_first = copy_acc;
+
+  const std::string& policy(size_t i) const { return fam.specs[i].name; }
+
+  void copy() {
+    std::vector<std::vector<double>> copy_items;
+    const auto r = run_copy(m, filler, cfg.copy, tv, &copy_items);
+    for (const auto& v : copy_items) items.add("copy", v);
+    const int L = copy_context(cfg.copy, c);
+    std::fill(copy_acc.begin(), copy_acc.end(), 0.0);
+    for (size_t d = 0; d < r.size(); ++d)
+      for (size_t i = 0; i < np; ++i) {
+        t.copy.add_row({model, policy(i), cfg.copy.depths[d], int64_t(L), int64_t(cfg.copy.segment),
+                        r[d][i].count, r[d][i].score, r[d][i].aux, r[d][i].kv_share});
+        copy_acc[i] += r[d][i].score / double(r.size());
+      }
+  }
+
+  void recall() {
+    const auto r = run_recall(m, *lm.tokenizer, filler, cfg.recall, tv);
+    std::fill(recall_acc.begin(), recall_acc.end(), 0.0);
+    KV_CHECK(!r.empty(), "{}: no recall length fits model {} (context {})",
+             ctx.config_file.string(), model, c.max_seq_len);
+    for (const RecallCell& cell : r) {
+      items.add("recall", cell.items);
+      for (size_t i = 0; i < np; ++i) {
+        const TaskScore& sc = cell.scores[i];
+        t.recall.add_row({model, policy(i), int64_t(cell.length), cell.depth, sc.count, sc.score,
+                          1.0 / double(cfg.recall.names.size()), sc.aux, sc.kv_share});
+        recall_acc[i] += sc.score / double(r.size());
       }
     }
-    if (want_passkey) {
-      next("passkey");
-      PasskeyTask pt = cfg.passkey;
-      pt.seed = ctx.seed;
-      const auto r = run_passkey(m, filler, pt, tv);
-      KV_CHECK(!r.empty(), "{}: no passkey length fits model {} (context {})",
-               ctx.config_file.string(), ms.name, c.max_seq_len);
-      const auto [lo, hi] = passkey_ids(pt, c);
-      std::fill(passkey_acc.begin(), passkey_acc.end(), 0.0);
-      for (const RecallCell& cell : r) {
-        items.add("passkey", cell.items);
-        for (size_t i = 0; i < np; ++i) {
-          const TaskScore& sc = cell.scores[i];
-          passkey.add_row({ms.name, fam.specs[i].name, int64_t(cell.length), cell.depth,
-                           int64_t(pt.trials), sc.count, sc.score, sc.aux,
-                           1.0 / double(hi - lo - pt.key), sc.kv_share});
-          passkey_acc[i] += sc.score / double(r.size());
-        }
+  }
+
+  void passkey() {
+    PasskeyTask pt = cfg.passkey;
+    pt.seed = ctx.seed;
+    const auto r = run_passkey(m, filler, pt, tv);
+    KV_CHECK(!r.empty(), "{}: no passkey length fits model {} (context {})",
+             ctx.config_file.string(), model, c.max_seq_len);
+    const auto [lo, hi] = passkey_ids(pt, c);
+    std::fill(passkey_acc.begin(), passkey_acc.end(), 0.0);
+    for (const RecallCell& cell : r) {
+      items.add("passkey", cell.items);
+      for (size_t i = 0; i < np; ++i) {
+        const TaskScore& sc = cell.scores[i];
+        t.passkey.add_row({model, policy(i), int64_t(cell.length), cell.depth, int64_t(pt.trials),
+                           sc.count, sc.score, sc.aux, 1.0 / double(hi - lo - pt.key),
+                           sc.kv_share});
+        passkey_acc[i] += sc.score / double(r.size());
       }
     }
-    if (want_multikey) {
-      next("multikey");
-      std::vector<RecallCell> all;
-      std::vector<int> keys_of;
-      for (int k : cfg.multikey_keys) {
-        PasskeyTask pt = cfg.multikey;
-        pt.seed = ctx.seed + uint64_t(k) * 1000003u;  // other passkeys than the passkey task's
-        pt.distractors = k - 1;
-        for (RecallCell& cell : run_passkey(m, filler, pt, tv)) {
-          items.add(fmt::format("multikey{}", k), cell.items);
-          items.add("multikey", cell.items);
-          all.push_back(std::move(cell));
-          keys_of.push_back(k);
-        }
+  }
+
+  void multikey() {
+    std::vector<RecallCell> all;
+    std::vector<int> keys_of;
+    for (int k : cfg.multikey_keys) {
+      PasskeyTask pt = cfg.multikey;
+      pt.seed = ctx.seed + uint64_t(k) * 1000003u;  // other passkeys than the passkey task's
+      pt.distractors = k - 1;
+      for (RecallCell& cell : run_passkey(m, filler, pt, tv)) {
+        items.add(fmt::format("multikey{}", k), cell.items);
+        items.add("multikey", cell.items);
+        all.push_back(std::move(cell));
+        keys_of.push_back(k);
       }
-      KV_CHECK(!all.empty(), "{}: no multikey length fits model {} (context {})",
-               ctx.config_file.string(), ms.name, c.max_seq_len);
-      const auto [lo, hi] = passkey_ids(cfg.multikey, c);
-      std::fill(multikey_acc.begin(), multikey_acc.end(), 0.0);
-      for (size_t ci = 0; ci < all.size(); ++ci)
-        for (size_t i = 0; i < np; ++i) {
-          const TaskScore& sc = all[ci].scores[i];
-          multikey.add_row({ms.name, fam.specs[i].name, int64_t(keys_of[ci]),
-                            int64_t(all[ci].length), all[ci].depth, int64_t(cfg.multikey.trials),
-                            sc.count, sc.score, sc.aux, 1.0 / double(hi - lo - cfg.multikey.key),
-                            sc.kv_share});
-          multikey_acc[i] += sc.score / double(all.size());
-        }
     }
-    if (want_ppl)
-      for (size_t ti = 0; ti < ctx.texts.size(); ++ti) {
-        const TextSpec& ts = ctx.texts[ti];
-        next("perplexity on " + ts.name);
-        const std::vector<int32_t> stream =
-            without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
-        std::vector<double> ppl_items;
-        const auto r = run_policy_perplexity(m, stream, cfg.ppl, tv, &ppl_items);
-        items.add("nll_" + ts.name, ppl_items);
-        const int L = perplexity_window(cfg.ppl, c);
-        const int P = perplexity_prefill(cfg.ppl, L);
-        for (size_t i = 0; i < np; ++i) {
-          ppl.add_row({ms.name, fam.specs[i].name, ts.name, int64_t(L), int64_t(P), r[i].count,
-                       r[i].aux, r[i].score, r[i].kv_share});
-          if (ti == 0) ppl_first[i] = r[i].score;
-        }
+    KV_CHECK(!all.empty(), "{}: no multikey length fits model {} (context {})",
+             ctx.config_file.string(), model, c.max_seq_len);
+    const auto [lo, hi] = passkey_ids(cfg.multikey, c);
+    std::fill(multikey_acc.begin(), multikey_acc.end(), 0.0);
+    for (size_t ci = 0; ci < all.size(); ++ci)
+      for (size_t i = 0; i < np; ++i) {
+        const TaskScore& sc = all[ci].scores[i];
+        t.multikey.add_row({model, policy(i), int64_t(keys_of[ci]), int64_t(all[ci].length),
+                            all[ci].depth, int64_t(cfg.multikey.trials), sc.count, sc.score, sc.aux,
+                            1.0 / double(hi - lo - cfg.multikey.key), sc.kv_share});
+        multikey_acc[i] += sc.score / double(all.size());
       }
-    // The share of the cache kept after a prefill of the whole context (what the tasks'
-    // own kv_share columns measure at their lengths).
+  }
+
+  void perplexity(size_t ti) {
+    const TextSpec& ts = ctx.texts[ti];
+    const std::vector<int32_t> stream =
+        without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
+    std::vector<double> ppl_items;
+    const auto r = run_policy_perplexity(m, stream, cfg.ppl, tv, &ppl_items);
+    items.add("nll_" + ts.name, ppl_items);
+    const int L = perplexity_window(cfg.ppl, c);
+    const int P = perplexity_prefill(cfg.ppl, L);
+    for (size_t i = 0; i < np; ++i) {
+      t.ppl.add_row({model, policy(i), ts.name, int64_t(L), int64_t(P), r[i].count, r[i].aux,
+                     r[i].score, r[i].kv_share});
+      if (ti == 0) ppl_first[i] = r[i].score;
+    }
+  }
+
+  // policies.csv: each policy's share of the cache kept after a prefill of the whole
+  // context (what the tasks' own kv_share columns measure at their lengths) beside its
+  // mean accuracies.
+  void main_rows() {
     const int N = c.max_seq_len;
     const int total = c.n_layers * c.n_kv_heads;
     const int64_t per_slot = int64_t(2) * c.head_dim * int64_t(sizeof(float));  // K and V
@@ -396,36 +376,137 @@ Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
               ? int(std::count(cp.protected_heads.begin(), cp.protected_heads.end(), 1))
           : cp.kind == PolicyKind::kFull ? total
                                          : 0;
-      main.add_row({ms.name, fam.specs[i].name, fam.shares[i], int64_t(protected_heads),
-                    int64_t(total), int64_t(N), kept * per_slot, int64_t(total) * N * per_slot,
-                    double(kept) / (double(total) * N), copy_acc[i], recall_acc[i], passkey_acc[i],
-                    multikey_acc[i], ppl_first[i]});
+      t.main.add_row({model, policy(i), fam.shares[i], int64_t(protected_heads), int64_t(total),
+                      int64_t(N), kept * per_slot, int64_t(total) * N * per_slot,
+                      double(kept) / (double(total) * N), copy_acc[i], recall_acc[i],
+                      passkey_acc[i], multikey_acc[i], ppl_first[i]});
     }
-    items.write(paired, ms.name, fam.references);
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ctx.unit_done(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, np, secs));
-    timings.push_back({{"model", ms.name}, {"seconds", secs}});
   }
-  ctx.manifest->extra["timings"] = timings;
-  if (want_recall)
+};
+
+// Windows the model cannot hold are the config's errors, by key, before any work.
+void check_windows(const PoliciesConfig& cfg, const Wants& want, const ExperimentContext& ctx,
+                   const std::string& model, const ModelConfig& c) {
+  KV_CHECK(
+      !want.ppl || cfg.ppl.window == 0 || (cfg.ppl.window >= 4 && cfg.ppl.window <= c.max_seq_len),
+      "{}: kv_cache_policies.perplexity.window is {}, but model {} takes 4 to {} tokens",
+      ctx.config_file.string(), cfg.ppl.window, model, c.max_seq_len);
+  KV_CHECK(!want.copy || cfg.copy.context <= c.max_seq_len,
+           "{}: kv_cache_policies.copy.context is {}, but model {} takes at most {} tokens",
+           ctx.config_file.string(), cfg.copy.context, model, c.max_seq_len);
+}
+
+// protected.csv: every razor-family policy's protected heads with their probe scores; and
+// a warning when no head stands out, so razor's choice is by rank alone.
+void add_protected_rows(Table& prot, ExperimentContext& ctx, const std::string& model,
+                        const ModelConfig& c, const Family& fam, const ProbeSeeds& ps,
+                        double uniform) {
+  const HeadScores& scores = ps.pooled;
+  const bool any_razor = std::any_of(fam.specs.begin(), fam.specs.end(), [](const PolicySpec& p) {
+    return p.kind == PolicyKind::kRazor;
+  });
+  if (const RetrievalEvidence ev = retrieval_evidence(scores, uniform);
+      any_razor && ev.known && ev.heads_above == 0)
+    ctx.warn(
+        fmt::format("{}: no KV head's induction or echo score stands out of the uniform "
+                    "level by more than 3 standard errors across {} probes: razor's "
+                    "protected heads are picked by rank alone",
+                    model, scores.probes));
+  for (const PolicySpec& p : fam.specs)
+    if (p.kind == PolicyKind::kRazor)
+      for (int l = 0; l < c.n_layers; ++l)
+        for (int g = 0; g < c.n_kv_heads; ++g)
+          if (const size_t i = size_t(l) * c.n_kv_heads + g; p.protected_heads[i])
+            prot.add_row({model, p.name, int64_t(l), int64_t(g),
+                          scores.kv_induction[i] / ps.uniform, scores.kv_echo[i] / ps.uniform});
+}
+
+void add_plots(const PoliciesConfig& cfg, const Wants& want, ExperimentContext& ctx) {
+  if (want.recall)
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "recall.csv", dir); });
-  if ((want_recall || want_passkey) && cfg.induction_shares.size() > 1 &&
+  if ((want.recall || want.passkey) && cfg.induction_shares.size() > 1 &&
       contains(cfg.policies, "full") && contains(cfg.policies, "razor"))
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_ablation(dir / "policies.csv", dir); });
-  Tables out{main, prot, probes, selections, paired};
-  if (want_copy) out.push_back(copy);
-  if (want_recall) out.push_back(recall);
-  if (want_passkey) {
-    out.push_back(passkey);
+  if (want.passkey)
     ctx.after_tables.push_back(
         [](const std::filesystem::path& dir) { plot_recall(dir / "passkey.csv", dir); });
+}
+
+Tables run_policies(const PoliciesConfig& cfg, ExperimentContext& ctx) {
+  const Wants want(cfg.tasks);
+  KV_CHECK(!want.filler() || cfg.has_filler,
+           "{}: kv_cache_policies.filler (a text) is needed by the copy, recall, passkey and "
+           "multikey tasks",
+           ctx.config_file.string());
+  KV_CHECK(
+      !want.ppl || !ctx.texts.empty(),
+      "{}: the perplexity task needs at least one text under texts:", ctx.config_file.string());
+  PolicyTables t;
+  nlohmann::json timings = nlohmann::json::array();
+  ctx.begin_units(int(ctx.models.size()));
+  for (const ModelSpec& ms : ctx.models) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const LoadedModel lm = ctx.load(ms);
+    const Model& m = lm.model;
+    const ModelConfig& c = m.config;
+    check_windows(cfg, want, ctx, ms.name, c);
+    ProbeOptions po = cfg.probe;
+    po.seed = ctx.seed;
+    // Progress by task (each scores every policy): the probe, then copy, recall, passkey
+    // and perplexity per text.
+    const int n_tasks = 1 + int(want.copy) + int(want.recall) + int(want.passkey) +
+                        int(want.multikey) + (want.ppl ? int(ctx.texts.size()) : 0);
+    int task = 0;
+    const auto next = [&](const std::string& what) {
+      ctx.step(fmt::format("{}: {} ({} policies); task", ms.name, what, cfg.policies.size()),
+               task++, n_tasks);
+    };
+    next("retrieval probe");
+    const ProbeSeeds ps = probe_by_seed(m, po, cfg.probe_seeds);
+    add_probe_rows(t.probes, ms.name, ps);
+    add_selection_rows(t.selections, ms.name, ps, cfg.induction_shares, cfg.echo_share);
+    const Family fam = build_policies(cfg, ps.pooled, ctx.seed);
+    std::vector<std::string> names;
+    for (const PolicySpec& p : fam.specs) names.push_back(p.name);
+    PairedItems items(names);
+    add_protected_rows(t.prot, ctx, ms.name, c, fam, ps, uniform_score(resolve_probe(m, po, 0)));
+    const TaskVariants tv = paper_b_variants(fam.specs, cfg.params, c);
+    std::vector<int32_t> filler;
+    if (want.filler())
+      filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
+    ModelScoring run{cfg, ctx, t, ms.name, lm, fam, tv, filler, items};
+    if (want.copy) {
+      next("copy");
+      run.copy();
+    }
+    if (want.recall) {
+      next("recall");
+      run.recall();
+    }
+    if (want.passkey) {
+      next("passkey");
+      run.passkey();
+    }
+    if (want.multikey) {
+      next("multikey");
+      run.multikey();
+    }
+    for (size_t ti = 0; want.ppl && ti < ctx.texts.size(); ++ti) {
+      next("perplexity on " + ctx.texts[ti].name);
+      run.perplexity(ti);
+    }
+    run.main_rows();
+    items.write(t.paired, ms.name, fam.references);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ctx.unit_done(fmt::format("{}: {} policies scored in {:.1f} s", ms.name, run.np, secs));
+    timings.push_back({{"model", ms.name}, {"seconds", secs}});
   }
-  if (want_multikey) out.push_back(multikey);
-  if (want_ppl) out.push_back(ppl);
-  return out;
+  ctx.manifest->extra["timings"] = timings;
+  add_plots(cfg, want, ctx);
+  return t.written(want);
 }
 
 }  // namespace

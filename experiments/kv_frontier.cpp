@@ -212,6 +212,140 @@ std::unique_ptr<CalibrationGrams> calibrate(const FrontierConfig& cfg, Experimen
       collect_grams(lm.model, lm.model.config.bos_id, stream, co));
 }
 
+// A merged-heads part at `share` of the KV heads: sets v.model, or says why it cannot be
+// built.
+std::string merge_heads(const Part& part, double share, const Model& m, CalibrationGrams* grams,
+                        Variant& v) {
+  const ModelConfig& c = m.config;
+  const double heads = share * c.n_kv_heads;
+  const int target = int(std::lround(heads));
+  if (std::abs(heads - target) > 1e-9 || target < 1 || c.n_kv_heads % target != 0 ||
+      target == c.n_kv_heads)
+    return fmt::format("{} x {} KV heads = {:g} is not a whole divisor of {} below it", share,
+                       c.n_kv_heads, heads, c.n_kv_heads);
+  if (c.qk_norm && *part.merged == ReduceMethod::kMeanPool)
+    return "the model normalises each key head, which merged W_K rows would need a "
+           "norm of their own for (kv_head_reduction: use svd_w or svd_a)";
+  if (c.compressed_keys()) return "the model's KV heads are already reduced";
+  v.model = std::make_shared<const Model>(reduce_kv_heads(m, target, *part.merged, grams).model);
+  return "";
+}
+
+// The frontier's variants: the full cache, then every method at every budget it can
+// reach (one that cannot is a row of unreachable.csv saying why), with each one's columns.
+struct FrontierVariants {
+  TaskVariants tv;
+  std::vector<Variant> proto;
+  std::vector<double> budget;
+  std::vector<std::string> family;
+  std::vector<int64_t> side_bytes;
+
+  void add(Variant v, double b, const std::string& fam) {
+    side_bytes.push_back(v.codec ? v.codec->side_bytes(tv.elem_bytes) : 0);
+    proto.push_back(std::move(v));
+    budget.push_back(b);
+    family.push_back(fam);
+  }
+};
+
+struct VariantBuilder {
+  const FrontierConfig& cfg;
+  ExperimentContext& ctx;
+  const std::string& model;
+  const Model& m;
+  CalibrationGrams* grams;
+  Table &prot, &unreachable;
+  FrontierVariants out;
+
+  // The method's eviction policy, if it has one (its protected heads probed when it needs
+  // them, and listed in protected.csv).
+  std::shared_ptr<const EvictionPolicy> policy_of(const MethodSpec& spec) {
+    const ModelConfig& c = m.config;
+    std::shared_ptr<const EvictionPolicy> policy;
+    for (const Part& part : spec.parts) {
+      if (!part.eviction) continue;
+      PolicyContext pc;
+      if (part.eviction->needs_retrieval_heads) {
+        ctx.step(fmt::format("{}: retrieval probe for {}", model, spec.label), 0, 1);
+        ProbeOptions po = part.probe;
+        po.seed = ctx.seed;
+        pc.protected_heads = select_retrieval_heads(probe_heads(m, po), part.heads);
+        for (int l = 0; l < c.n_layers; ++l)
+          for (int g = 0; g < c.n_kv_heads; ++g)
+            if (pc.protected_heads[size_t(l) * c.n_kv_heads + g])
+              prot.add_row({model, spec.label, int64_t(l), int64_t(g)});
+      }
+      YamlMap keys = part.keys;
+      policy = part.eviction->make(keys, pc);
+      out.tv.needs.window_queries =
+          std::max(out.tv.needs.window_queries, policy->needs().window_queries);
+      out.tv.needs.attention_mass |= policy->needs().attention_mass;
+    }
+    return policy;
+  }
+
+  // Method `spec` at budget b: its parts put together (the budget to the first part that
+  // takes one); "" or why it cannot be built.
+  std::string build(const MethodSpec& spec, double b, Variant& v) {
+    std::string why;
+    bool first = true;
+    for (const Part& part : spec.parts) {
+      double share = part.share;
+      if (takes_budget(part) && first) share = b, first = false;
+      if (part.eviction) v.share = share;
+      if (part.codec) {
+        YamlMap keys = part.keys;
+        v.codec = part.codec->make(keys, CodecContext{&m, grams}, share);
+        why = v.codec->unreachable(m.config);
+        out.tv.needs.window_queries =
+            std::max(out.tv.needs.window_queries, v.codec->needs().window_queries);
+      }
+      if (part.merged)
+        if (std::string w = merge_heads(part, share, m, grams, v); !w.empty()) why = w;
+    }
+    return why;
+  }
+
+  FrontierVariants run() {
+    out.tv.seed = ctx.seed;
+    out.tv.elem_bytes = cfg.element_bits / 8;
+    Variant full;
+    full.name = "full", full.peak_share = true;
+    out.add(full, 1.0, "full");
+    for (const MethodSpec& spec : cfg.methods) {
+      const std::shared_ptr<const EvictionPolicy> policy = policy_of(spec);
+      for (double b : spec.budgeted ? cfg.budgets : std::vector<double>{1.0}) {
+        Variant v;
+        v.name = spec.label, v.policy = policy;
+        v.during_decoding = cfg.during_decoding, v.peak_share = true;
+        if (const std::string why = build(spec, b, v); !why.empty())
+          unreachable.add_row({model, spec.label, b, why});
+        else
+          out.add(std::move(v), b, spec.family);
+      }
+    }
+    out.tv.count = out.proto.size();
+    out.tv.at = [proto = out.proto](int) { return proto; };
+    return std::move(out);
+  }
+};
+
+Table frontier_table() {
+  return Table("frontier", {{"model", Column::String},
+                            {"method", Column::String},
+                            {"family", Column::String},
+                            {"budget", Column::Float},
+                            {"task", Column::String},
+                            {"measure", Column::String},
+                            {"value", Column::Float},
+                            {"se", Column::Float},
+                            {"delta", Column::Float},
+                            {"delta_se", Column::Float},
+                            {"items", Column::Int},
+                            {"kv_share", Column::Float},
+                            {"side_bytes", Column::Int}});
+}
+
 Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
   const bool want_cont = contains(cfg.tasks, "continuation"),
              want_pk = contains(cfg.tasks, "passkey"), want_mk = contains(cfg.tasks, "multikey"),
@@ -222,19 +356,7 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
   KV_CHECK(
       !want_cont || !ctx.texts.empty(),
       "{}: the continuation task needs at least one text under texts:", ctx.config_file.string());
-  Table frontier("frontier", {{"model", Column::String},
-                              {"method", Column::String},
-                              {"family", Column::String},
-                              {"budget", Column::Float},
-                              {"task", Column::String},
-                              {"measure", Column::String},
-                              {"value", Column::Float},
-                              {"se", Column::Float},
-                              {"delta", Column::Float},
-                              {"delta_se", Column::Float},
-                              {"items", Column::Int},
-                              {"kv_share", Column::Float},
-                              {"side_bytes", Column::Int}});
+  Table frontier = frontier_table();
   Table unreachable("unreachable", {{"model", Column::String},
                                     {"method", Column::String},
                                     {"budget", Column::Float},
@@ -255,89 +377,16 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
                  (cfg.cont.window >= 4 && cfg.cont.window <= c.max_seq_len),
              "{}: kv_frontier.continuation.window is {}, but model {} takes 4 to {} tokens",
              ctx.config_file.string(), cfg.cont.window, ms.name, c.max_seq_len);
-    // The variants: the full cache, then every method at every budget it can reach.
-    TaskVariants tv;
-    tv.seed = ctx.seed;
-    tv.elem_bytes = cfg.element_bits / 8;
-    std::vector<Variant> proto = {Variant{}};
-    proto[0].name = "full", proto[0].peak_share = true;
-    std::vector<double> budget_col = {1.0};
-    std::vector<std::string> family_col = {"full"};
-    std::vector<int64_t> side_col = {0};
     const std::unique_ptr<CalibrationGrams> grams = calibrate(cfg, ctx, lm, ms.name);
-    for (const MethodSpec& spec : cfg.methods) {
-      std::shared_ptr<const EvictionPolicy> policy;
-      for (const Part& part : spec.parts) {
-        if (!part.eviction) continue;
-        PolicyContext pc;
-        if (part.eviction->needs_retrieval_heads) {
-          ctx.step(fmt::format("{}: retrieval probe for {}", ms.name, spec.label), 0, 1);
-          ProbeOptions po = part.probe;
-          po.seed = ctx.seed;
-          pc.protected_heads = select_retrieval_heads(probe_heads(m, po), part.heads);
-          for (int l = 0; l < c.n_layers; ++l)
-            for (int g = 0; g < c.n_kv_heads; ++g)
-              if (pc.protected_heads[size_t(l) * c.n_kv_heads + g])
-                prot.add_row({ms.name, spec.label, int64_t(l), int64_t(g)});
-        }
-        YamlMap keys = part.keys;
-        policy = part.eviction->make(keys, pc);
-        tv.needs.window_queries = std::max(tv.needs.window_queries, policy->needs().window_queries);
-        tv.needs.attention_mass |= policy->needs().attention_mass;
-      }
-      for (double b : spec.budgeted ? cfg.budgets : std::vector<double>{1.0}) {
-        Variant v;
-        v.name = spec.label, v.policy = policy;
-        v.during_decoding = cfg.during_decoding, v.peak_share = true;
-        std::string why;
-        bool first = true;
-        for (const Part& part : spec.parts) {
-          double share = part.share;
-          if (takes_budget(part) && first) share = b, first = false;
-          if (part.eviction) v.share = share;
-          if (part.codec) {
-            YamlMap keys = part.keys;
-            v.codec = part.codec->make(keys, CodecContext{&m, grams.get()}, share);
-            why = v.codec->unreachable(c);
-            tv.needs.window_queries =
-                std::max(tv.needs.window_queries, v.codec->needs().window_queries);
-          }
-          if (part.merged) {
-            const double heads = share * c.n_kv_heads;
-            const int target = int(std::lround(heads));
-            if (std::abs(heads - target) > 1e-9 || target < 1 || c.n_kv_heads % target != 0 ||
-                target == c.n_kv_heads)
-              why = fmt::format("{} x {} KV heads = {:g} is not a whole divisor of {} below it",
-                                share, c.n_kv_heads, heads, c.n_kv_heads);
-            else if (c.qk_norm && *part.merged == ReduceMethod::kMeanPool)
-              why =
-                  "the model normalises each key head, which merged W_K rows would need a "
-                  "norm of their own for (kv_head_reduction: use svd_w or svd_a)";
-            else if (c.compressed_keys())
-              why = "the model's KV heads are already reduced";
-            else
-              v.model = std::make_shared<const Model>(
-                  reduce_kv_heads(m, target, *part.merged, grams.get()).model);
-          }
-        }
-        if (!why.empty()) {
-          unreachable.add_row({ms.name, spec.label, b, why});
-          continue;
-        }
-        proto.push_back(v);
-        budget_col.push_back(b);
-        family_col.push_back(spec.family);
-        side_col.push_back(v.codec ? v.codec->side_bytes(tv.elem_bytes) : 0);
-      }
-    }
-    tv.count = proto.size();
-    tv.at = [proto](int) { return proto; };
-    const size_t np = proto.size();
-    auto row = [&](size_t i, const char* task, const char* measure, double value, double se,
+    const FrontierVariants fv =
+        VariantBuilder{cfg, ctx, ms.name, m, grams.get(), prot, unreachable}.run();
+    const TaskVariants& tv = fv.tv;
+    const size_t np = fv.proto.size();
+    auto row = [&](size_t i, const std::string& task, const char* measure, double value, double se,
                    const TaskScore& s, double delta, double delta_se, double share) {
-      frontier.add_row({ms.name, proto[i].name, family_col[i], budget_col[i], std::string(task),
+      frontier.add_row({ms.name, fv.proto[i].name, fv.family[i], fv.budget[i], task,
                         std::string(measure), value, se, delta, delta_se, s.items, share,
-                        side_col[i]});
+                        fv.side_bytes[i]});
     };
     const int n_tasks =
         int(want_cont) * int(ctx.texts.size()) + int(want_pk) + int(want_mk) + int(want_rc);
@@ -345,56 +394,56 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
     const auto next = [&](const std::string& what) {
       ctx.step(fmt::format("{}: {} ({} variants); task", ms.name, what, np), task++, n_tasks);
     };
-    if (want_cont)
-      for (const TextSpec& ts : ctx.texts) {
-        next("continuation on " + ts.name);
-        const std::vector<int32_t> stream =
-            without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
-        const auto r = run_continuation(m, stream, cfg.cont, tv);
-        const double full_ppl = std::exp(r[0].nll.score);
-        for (size_t i = 0; i < np; ++i) {
-          const ContinuationScore& s = r[i];
-          const double ppl = std::exp(s.nll.score);
-          const std::string t = "continuation:" + ts.name;
-          row(i, t.c_str(), "nll", s.nll.score, s.nll.se(), s.nll, s.nll.paired_mean(),
-              s.nll.paired_se(), s.nll.kv_share);
-          // exp of the mean NLL; errors by the delta method (ppl * se of the NLL).
-          row(i, t.c_str(), "perplexity", ppl, ppl * s.nll.se(), s.nll, ppl - full_ppl,
-              ppl * s.nll.paired_se(), s.nll.kv_share);
-          row(i, t.c_str(), "kl", s.kl.score, s.kl.se(), s.kl, s.kl.paired_mean(), s.kl.paired_se(),
-              s.kl.kv_share);
-          row(i, t.c_str(), "top1", s.top1.score, s.top1.se(), s.top1, s.top1.paired_mean(),
-              s.top1.paired_se(), s.top1.kv_share);
-        }
+    for (size_t ti = 0; want_cont && ti < ctx.texts.size(); ++ti) {
+      const TextSpec& ts = ctx.texts[ti];
+      next("continuation on " + ts.name);
+      const std::vector<int32_t> stream =
+          without_bos(token_stream(*lm.tokenizer, ctx.documents(ts)), c.bos_id);
+      const auto r = run_continuation(m, stream, cfg.cont, tv);
+      const double full_ppl = std::exp(r[0].nll.score);
+      const std::string t = "continuation:" + ts.name;
+      for (size_t i = 0; i < np; ++i) {
+        const ContinuationScore& s = r[i];
+        const double ppl = std::exp(s.nll.score);
+        row(i, t, "nll", s.nll.score, s.nll.se(), s.nll, s.nll.paired_mean(), s.nll.paired_se(),
+            s.nll.kv_share);
+        // exp of the mean NLL; errors by the delta method (ppl * se of the NLL).
+        row(i, t, "perplexity", ppl, ppl * s.nll.se(), s.nll, ppl - full_ppl,
+            ppl * s.nll.paired_se(), s.nll.kv_share);
+        row(i, t, "kl", s.kl.score, s.kl.se(), s.kl, s.kl.paired_mean(), s.kl.paired_se(),
+            s.kl.kv_share);
+        row(i, t, "top1", s.top1.score, s.top1.se(), s.top1, s.top1.paired_mean(),
+            s.top1.paired_se(), s.top1.kv_share);
       }
+    }
     std::vector<int32_t> filler;
     if (want_pk || want_mk || want_rc)
       filler = without_bos(token_stream(*lm.tokenizer, ctx.documents(cfg.filler)), c.bos_id);
-    auto grid = [&](const std::vector<RecallCell>& cells, const char* name, const char* measure) {
+    auto grid = [&](const std::vector<RecallCell>& cells, const char* name) {
       KV_CHECK(!cells.empty(), "{}: no {} length fits model {} (context {})",
                ctx.config_file.string(), name, ms.name, c.max_seq_len);
       for (size_t i = 0; i < np; ++i) {
         Agg a;
         for (const RecallCell& cell : cells) a.add(cell.scores[i], cell.scores[0].items);
         const TaskScore& t = a.t;
-        row(i, name, measure, a.mean(), t.se(), t, t.paired_mean(), t.paired_se(), a.share());
+        row(i, name, "accuracy", a.mean(), t.se(), t, t.paired_mean(), t.paired_se(), a.share());
       }
     };
     if (want_pk) {
       next("passkey");
       PasskeyTask pt = cfg.passkey;
       pt.seed = ctx.seed;
-      grid(run_passkey(m, filler, pt, tv), "passkey", "accuracy");
+      grid(run_passkey(m, filler, pt, tv), "passkey");
     }
     if (want_mk) {
       next("multikey");
       PasskeyTask pt = cfg.multikey;
       pt.seed = ctx.seed + 1;
-      grid(run_passkey(m, filler, pt, tv), "multikey", "accuracy");
+      grid(run_passkey(m, filler, pt, tv), "multikey");
     }
     if (want_rc) {
       next("recall");
-      grid(run_recall(m, *lm.tokenizer, filler, cfg.recall, tv), "recall", "accuracy");
+      grid(run_recall(m, *lm.tokenizer, filler, cfg.recall, tv), "recall");
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -60,34 +60,124 @@ struct Variant {
   std::optional<ReduceMethod> reduce;  // none: the original model
 };
 
+struct FinetuneTables {
+  Table curves{"recovery",
+               {{"model", Column::String},
+                {"text", Column::String},
+                {"method", Column::String},
+                {"kv_heads", Column::Int},
+                {"trainable", Column::String},
+                {"step", Column::Int},
+                {"tokens_trained", Column::Int},
+                {"heldout_nll", Column::Float},
+                {"heldout_ppl", Column::Float}}};
+  Table after{"after_training",
+              {{"model", Column::String},
+               {"text", Column::String},
+               {"method", Column::String},
+               {"kv_heads", Column::Int},
+               {"trainable", Column::String},
+               {"tokens_trained", Column::Int},
+               {"tokens_scored", Column::Int},
+               {"perplexity_init", Column::Float},
+               {"perplexity_trained", Column::Float},
+               {"kv_bytes_per_token", Column::Int},
+               {"kv_bytes_ratio", Column::Float}}};
+  Table timing{"timing_finetune",
+               {{"model", Column::String},
+                {"method", Column::String},
+                {"kv_heads", Column::Int},
+                {"trainable", Column::String},
+                {"tokens", Column::Int},
+                {"seconds", Column::Float},
+                {"tokens_per_second", Column::Float}}};
+};
+
+// A held-out text: seq_len windows for the curves, the stream for perplexity.
+struct Held {
+  std::string name;
+  std::vector<int32_t> stream;
+  std::vector<std::vector<int32_t>> windows;
+};
+
+// One model's fine-tuning runs: every variant, every set of trainable weights.
+struct ModelFinetune {
+  const FinetuneConfig& cfg;
+  ExperimentContext& ctx;
+  FinetuneTables& t;
+  const std::string& model;
+  const LoadedModel& lm;
+  train::TrainOptions mo;
+  const std::vector<int32_t>& train_stream;
+  const std::vector<Held>& held;
+  // Progress over the whole grid, for the ETA.
+  const std::chrono::steady_clock::time_point t0;
+  int64_t& steps_done;
+  const int64_t total_steps;
+  const int32_t bos = lm.tokenizer->sequence_bos();
+
+  // Trains `which` weights of `start` (variant v); `before`: its perplexity per held text.
+  void run(const Variant& v, const Model& start, const std::string& which,
+           const std::vector<PerplexityResult>& before, const PerplexityOptions& po) {
+    const train::Layout L = train::make_layout(start.config);
+    std::vector<float> w = train::params_from_model<float>(start, L);
+    mo.trainable = which == "attention" ? train::attention_mask(L) : std::vector<uint8_t>{};
+    train::AdamState adam;
+    int64_t tokens = 0;
+    double secs = 0;
+    auto eval = [&](int step) {
+      for (const Held& h : held) {
+        const double nll = train::mean_loss(L, w, h.windows);
+        t.curves.add_row({model, h.name, v.method, int64_t(v.kv_heads), which, int64_t(step),
+                          tokens, nll, std::exp(nll)});
+      }
+    };
+    eval(0);
+    const std::string what =
+        fmt::format("{} {} -> {} KV heads, {} weights: step", model, v.method, v.kv_heads, which);
+    for (int step = 0; step < mo.steps; ++step) {
+      ctx.step(what, step, mo.steps);
+      const train::StepStats s =
+          train::train_step(L, mo, w, adam, train::batch_at(train_stream, bos, mo, step), step);
+      tokens += s.tokens, secs += s.seconds, ++steps_done;
+      if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
+    }
+    ctx.step(what, mo.steps, mo.steps);
+    const Model trained = train::model_from_params(L, w, start.name + ":finetuned");
+    for (size_t hi = 0; hi < held.size(); ++hi) {
+      const Held& h = held[hi];
+      const PerplexityResult& p0 = before[hi];
+      const PerplexityResult p1 = perplexity(trained, *lm.tokenizer, h.stream, po);
+      const int64_t bytes = start.config.kv_bytes_per_token();
+      t.after.add_row({model, h.name, v.method, int64_t(v.kv_heads), which, tokens,
+                       p1.tokens_scored, p0.perplexity(), p1.perplexity(), bytes,
+                       double(bytes) / double(lm.model.config.kv_bytes_per_token())});
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ctx.log(fmt::format("{} {} -> {} KV heads, {} weights: {} ppl {:.2f} -> {:.2f}, ETA {}",
+                          model, v.method, v.kv_heads, which, h.name, p0.perplexity(),
+                          p1.perplexity(),
+                          mmss(el / double(steps_done) * double(total_steps - steps_done))));
+    }
+    t.timing.add_row({model, v.method, int64_t(v.kv_heads), which, tokens, secs,
+                      secs > 0 ? double(tokens) / secs : 0.0});
+  }
+};
+
+// The fine-tuning stream: the train texts, or the calibration text when none is given.
+std::vector<int32_t> train_stream_of(const FinetuneConfig& cfg, ExperimentContext& ctx,
+                                     const Tokenizer& tok) {
+  std::vector<int32_t> train_stream;
+  for (const TextSpec& ts :
+       cfg.train_texts.empty() ? std::vector<TextSpec>{cfg.calibration} : cfg.train_texts) {
+    const std::vector<int32_t> s = token_stream(tok, ctx.documents(ts));
+    train_stream.insert(train_stream.end(), s.begin(), s.end());
+  }
+  return train_stream;
+}
+
 Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
-  Table curves("recovery", {{"model", Column::String},
-                            {"text", Column::String},
-                            {"method", Column::String},
-                            {"kv_heads", Column::Int},
-                            {"trainable", Column::String},
-                            {"step", Column::Int},
-                            {"tokens_trained", Column::Int},
-                            {"heldout_nll", Column::Float},
-                            {"heldout_ppl", Column::Float}});
-  Table after("after_training", {{"model", Column::String},
-                                 {"text", Column::String},
-                                 {"method", Column::String},
-                                 {"kv_heads", Column::Int},
-                                 {"trainable", Column::String},
-                                 {"tokens_trained", Column::Int},
-                                 {"tokens_scored", Column::Int},
-                                 {"perplexity_init", Column::Float},
-                                 {"perplexity_trained", Column::Float},
-                                 {"kv_bytes_per_token", Column::Int},
-                                 {"kv_bytes_ratio", Column::Float}});
-  Table timing("timing_finetune", {{"model", Column::String},
-                                   {"method", Column::String},
-                                   {"kv_heads", Column::Int},
-                                   {"trainable", Column::String},
-                                   {"tokens", Column::Int},
-                                   {"seconds", Column::Float},
-                                   {"tokens_per_second", Column::Float}});
+  FinetuneTables t;
   train::TrainOptions& o = cfg.opt;
   o.seed = ctx.seed;
   const auto t0 = std::chrono::steady_clock::now();
@@ -112,12 +202,7 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
              mo.seq_len, ms.name, c.max_seq_len);
     const std::vector<int32_t> cal_stream =
         token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
-    std::vector<int32_t> train_stream;
-    for (const TextSpec& ts :
-         cfg.train_texts.empty() ? std::vector<TextSpec>{cfg.calibration} : cfg.train_texts) {
-      const std::vector<int32_t> s = token_stream(*lm.tokenizer, ctx.documents(ts));
-      train_stream.insert(train_stream.end(), s.begin(), s.end());
-    }
+    const std::vector<int32_t> train_stream = train_stream_of(cfg, ctx, *lm.tokenizer);
     KV_CHECK(int64_t(train_stream.size()) > mo.seq_len,
              "{}: the fine-tuning text has {} tokens, fewer than seq_len {}", where,
              train_stream.size(), mo.seq_len);
@@ -134,12 +219,6 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     if (cfg.control) variants.push_back({"original", c.n_kv_heads, std::nullopt});
     for (int g : cfg.targets)
       for (ReduceMethod meth : cfg.methods) variants.push_back({method_name(meth), g, meth});
-    // Held-out sets per text: seq_len windows for the curves, the stream for perplexity.
-    struct Held {
-      std::string name;
-      std::vector<int32_t> stream;
-      std::vector<std::vector<int32_t>> windows;
-    };
     std::vector<Held> held;
     for (const TextSpec& ts : ctx.texts) {
       Held h{ts.name, token_stream(*lm.tokenizer, ctx.documents(ts)), {}};
@@ -150,6 +229,8 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
     }
     PerplexityOptions po;
     po.max_tokens = cfg.eval_tokens;
+    ModelFinetune run{cfg,          ctx,  t,  ms.name,    lm,         mo,
+                      train_stream, held, t0, steps_done, total_steps};
     for (const Variant& v : variants) {
       // One reduced model at a time, so memory holds two models whatever the grid.
       std::optional<ReducedModel> reduced;
@@ -157,55 +238,12 @@ Tables run_finetune(FinetuneConfig cfg, ExperimentContext& ctx) {
       const Model& start = reduced ? reduced->model : m;
       std::vector<PerplexityResult> before;  // per text; the same for every `trainable`
       for (const Held& h : held) before.push_back(perplexity(start, *lm.tokenizer, h.stream, po));
-      for (const std::string& which : cfg.trainable) {
-        const train::Layout L = train::make_layout(start.config);
-        std::vector<float> w = train::params_from_model<float>(start, L);
-        mo.trainable = which == "attention" ? train::attention_mask(L) : std::vector<uint8_t>{};
-        train::AdamState adam;
-        int64_t tokens = 0;
-        double secs = 0;
-        auto eval = [&](int step) {
-          for (const Held& h : held) {
-            const double nll = train::mean_loss(L, w, h.windows);
-            curves.add_row({ms.name, h.name, v.method, int64_t(v.kv_heads), which, int64_t(step),
-                            tokens, nll, std::exp(nll)});
-          }
-        };
-        eval(0);
-        const std::string what = fmt::format("{} {} -> {} KV heads, {} weights: step", ms.name,
-                                             v.method, v.kv_heads, which);
-        for (int step = 0; step < mo.steps; ++step) {
-          ctx.step(what, step, mo.steps);
-          const train::StepStats s =
-              train::train_step(L, mo, w, adam, train::batch_at(train_stream, bos, mo, step), step);
-          tokens += s.tokens, secs += s.seconds, ++steps_done;
-          if ((step + 1) % cfg.eval_every == 0 || step + 1 == mo.steps) eval(step + 1);
-        }
-        ctx.step(what, mo.steps, mo.steps);
-        const Model trained = train::model_from_params(L, w, start.name + ":finetuned");
-        for (size_t hi = 0; hi < held.size(); ++hi) {
-          const Held& h = held[hi];
-          const PerplexityResult& p0 = before[hi];
-          const PerplexityResult p1 = perplexity(trained, *lm.tokenizer, h.stream, po);
-          const int64_t bytes = start.config.kv_bytes_per_token();
-          after.add_row({ms.name, h.name, v.method, int64_t(v.kv_heads), which, tokens,
-                         p1.tokens_scored, p0.perplexity(), p1.perplexity(), bytes,
-                         double(bytes) / double(c.kv_bytes_per_token())});
-          const double el =
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          ctx.log(fmt::format("{} {} -> {} KV heads, {} weights: {} ppl {:.2f} -> {:.2f}, ETA {}",
-                              ms.name, v.method, v.kv_heads, which, h.name, p0.perplexity(),
-                              p1.perplexity(),
-                              mmss(el / double(steps_done) * double(total_steps - steps_done))));
-        }
-        timing.add_row({ms.name, v.method, int64_t(v.kv_heads), which, tokens, secs,
-                        secs > 0 ? double(tokens) / secs : 0.0});
-      }
+      for (const std::string& which : cfg.trainable) run.run(v, start, which, before, po);
     }
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_recovery(dir / "recovery.csv", dir); });
-  return {curves, after, timing};
+  return {t.curves, t.after, t.timing};
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 //     probe: {repeats: 4, probes: 2}  # optional: does the reduced model still copy?
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "experiments.hpp"
@@ -152,56 +153,189 @@ double decode_tokens_per_second(const Model& m, const std::vector<int32_t>& ctx_
   return best;
 }
 
-Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
-  Table main("reduction", {{"model", Column::String},
-                           {"text", Column::String},
-                           {"method", Column::String},
-                           {"kv_heads", Column::Int},
-                           {"calibration_tokens", Column::Int},
-                           {"tokens_scored", Column::Int},
-                           {"mean_nll", Column::Float},
-                           {"perplexity", Column::Float},
-                           {"k_rel_error", Column::Float},
-                           {"v_rel_error", Column::Float},
-                           {"attn_rel_error", Column::Float},
-                           {"kv_bytes_per_token", Column::Int},
-                           {"kv_bytes_ratio", Column::Float}});
-  Table layers("layer_errors", {{"model", Column::String},
-                                {"text", Column::String},
-                                {"method", Column::String},
-                                {"kv_heads", Column::Int},
-                                {"calibration_tokens", Column::Int},
-                                {"layer", Column::Int},
-                                {"k_rel_error", Column::Float},
-                                {"v_rel_error", Column::Float},
-                                {"attn_rel_error", Column::Float}});
-  Table timing("timing_decode", {{"model", Column::String},
-                                 {"method", Column::String},
-                                 {"kv_heads", Column::Int},
-                                 {"context", Column::Int},
-                                 {"tokens_per_second", Column::Float},
-                                 {"original_tokens_per_second", Column::Float}});
+struct ReductionTables {
+  Table main{"reduction",
+             {{"model", Column::String},
+              {"text", Column::String},
+              {"method", Column::String},
+              {"kv_heads", Column::Int},
+              {"calibration_tokens", Column::Int},
+              {"tokens_scored", Column::Int},
+              {"mean_nll", Column::Float},
+              {"perplexity", Column::Float},
+              {"k_rel_error", Column::Float},
+              {"v_rel_error", Column::Float},
+              {"attn_rel_error", Column::Float},
+              {"kv_bytes_per_token", Column::Int},
+              {"kv_bytes_ratio", Column::Float}}};
+  Table layers{"layer_errors",
+               {{"model", Column::String},
+                {"text", Column::String},
+                {"method", Column::String},
+                {"kv_heads", Column::Int},
+                {"calibration_tokens", Column::Int},
+                {"layer", Column::Int},
+                {"k_rel_error", Column::Float},
+                {"v_rel_error", Column::Float},
+                {"attn_rel_error", Column::Float}}};
+  Table timing{"timing_decode",
+               {{"model", Column::String},
+                {"method", Column::String},
+                {"kv_heads", Column::Int},
+                {"context", Column::Int},
+                {"tokens_per_second", Column::Float},
+                {"original_tokens_per_second", Column::Float}}};
   // Whether a reduction keeps an induction circuit: the probe's best induction score and
   // the copy loss, per model (not per text).
-  Table induction("induction", {{"model", Column::String},
-                                {"method", Column::String},
-                                {"kv_heads", Column::Int},
-                                {"calibration_tokens", Column::Int},
-                                {"best_induction", Column::Float},
-                                {"uniform", Column::Float},
-                                {"induction_ratio", Column::Float},
-                                {"best_layer", Column::Int},
-                                {"copy_nll_first", Column::Float},
-                                {"copy_nll_later", Column::Float},
-                                {"copy_drop", Column::Float}});
-  auto add_induction = [&](const std::string& model, const std::string& method, const Model& rm,
-                           int64_t n) {
-    ProbeOptions o = cfg.probe;
-    o.seed = ctx.seed;
-    const InductionSummary r = summarize_induction(rm, o);
-    induction.add_row({model, method, int64_t(rm.config.n_kv_heads), n, r.best_induction, r.uniform,
-                       r.ratio(), int64_t(r.layer), r.copy_first, r.copy_later, r.copy_drop()});
+  Table induction{"induction",
+                  {{"model", Column::String},
+                   {"method", Column::String},
+                   {"kv_heads", Column::Int},
+                   {"calibration_tokens", Column::Int},
+                   {"best_induction", Column::Float},
+                   {"uniform", Column::Float},
+                   {"induction_ratio", Column::Float},
+                   {"best_layer", Column::Int},
+                   {"copy_nll_first", Column::Float},
+                   {"copy_nll_later", Column::Float},
+                   {"copy_drop", Column::Float}}};
+};
+
+// Calibration Grams, one set per token count (only the calibrated methods use them).
+std::map<int64_t, CalibrationGrams> calibration_grams(const ReductionConfig& cfg,
+                                                      ExperimentContext& ctx,
+                                                      const LoadedModel& lm) {
+  std::map<int64_t, CalibrationGrams> cal;
+  const std::vector<int32_t> cal_stream =
+      token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
+  bool any_calibrated = false;
+  for (ReduceMethod meth : cfg.methods) any_calibrated |= needs_calibration(meth);
+  if (!any_calibrated) return cal;
+  for (int64_t n : cfg.calibration_tokens) {
+    CalibrationOptions co;
+    co.tokens = n;
+    co.seq_len = cfg.calibration_seq_len;
+    co.source = cfg.calibration.path.string();
+    co.keys = "kv_head_reduction.calibration_seq_len and kv_head_reduction.calibration_tokens";
+    cal.emplace(n, collect_grams(lm.model, lm.tokenizer->sequence_bos(), cal_stream, co));
+  }
+  return cal;
+}
+
+// Squared relative reconstruction errors of a reduction's bases on held-out keys and
+// values, per layer and pooled over layers (each layer weighted by its activations'
+// energy, the trace of its Gram).
+struct BasisErrors {
+  std::vector<double> k, v;  // [layer]
+  double k_pooled = 0, v_pooled = 0;
+};
+
+BasisErrors basis_errors(const ReducedModel& r, CalibrationGrams& held, const ModelConfig& c) {
+  const int hd = c.head_dim, width = r.group * hd;
+  BasisErrors e{std::vector<double>(size_t(c.n_layers)), std::vector<double>(size_t(c.n_layers))};
+  double kn = 0.0, kd = 0.0, vn = 0.0, vd = 0.0;
+  const auto trace = [&](GramAccumulator& acc) {
+    const std::vector<double> full = acc.block(0, c.kv_dim(), false);
+    double tr = 0.0;
+    for (int a = 0; a < c.kv_dim(); ++a) tr += full[size_t(a) * c.kv_dim() + a];
+    return tr;
   };
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerBases& b = r.layers[size_t(l)];
+    GramAccumulator& gk = held.at(l, b.keys_post_rope ? "k" : "k_pre_rope");
+    GramAccumulator& gv = held.at(l, "v");
+    e.k[size_t(l)] = reconstruction_error(gk, b.keys, width, hd);
+    e.v[size_t(l)] = reconstruction_error(gv, b.values, width, hd);
+    const double tk = trace(gk), tv = trace(gv);
+    kn += e.k[size_t(l)] * tk;
+    kd += tk;
+    vn += e.v[size_t(l)] * tv;
+    vd += tv;
+  }
+  e.k_pooled = kn / kd, e.v_pooled = vn / vd;
+  return e;
+}
+
+// Adds a model's row to induction.csv: (method, model, calibration tokens).
+using InductionRow = std::function<void(const std::string&, const Model&, int64_t)>;
+
+// One text of one model: the original's perplexity and decode speed, then every
+// reduction's errors, perplexity and speed.
+struct TextScoring {
+  const ReductionConfig& cfg;
+  ExperimentContext& ctx;
+  ReductionTables& t;
+  const std::string& model;
+  const LoadedModel& lm;
+  std::map<int64_t, CalibrationGrams>& cal;
+  const PerplexityOptions& po;
+  const TextSpec& ts;
+  const Model& m = lm.model;
+  const ModelConfig& c = m.config;
+  const int32_t bos = lm.tokenizer->sequence_bos();
+  std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
+  std::vector<int32_t> decode_ctx =
+      sequence_tokens(stream, 0, std::min(cfg.decode_context, c.max_seq_len), bos);
+
+  void run(const InductionRow& add_induction) {
+    // Held-out activations for the reconstruction errors, and sequences for the attention
+    // errors: the same windows.
+    CalibrationOptions eo;
+    eo.tokens = cfg.error_tokens;
+    eo.seq_len = cfg.error_seq_len;
+    eo.keys = "kv_head_reduction.error_seq_len and kv_head_reduction.error_tokens";
+    eo.source = ts.path.string();
+    CalibrationGrams held = collect_grams(m, bos, stream, eo);
+    std::vector<std::vector<int32_t>> seqs;
+    for (size_t off : plan_sequences(stream, held.seq_len, held.sequences, bos, ts.path.string()))
+      seqs.push_back(sequence_tokens(stream, off, held.seq_len, bos));
+    const double orig_speed = decode_tokens_per_second(m, decode_ctx, cfg.decode_tokens);
+    const PerplexityResult base = perplexity(m, *lm.tokenizer, stream, po);
+    t.main.add_row({model, ts.name, std::string("original"), int64_t(c.n_kv_heads), int64_t(0),
+                    base.tokens_scored, base.mean_nll(), base.perplexity(), 0.0, 0.0, 0.0,
+                    c.kv_bytes_per_token(), 1.0});
+    for (int g : cfg.targets)
+      for (ReduceMethod meth : cfg.methods) {
+        const std::vector<int64_t> counts =
+            needs_calibration(meth) ? cfg.calibration_tokens : std::vector<int64_t>{0};
+        for (int64_t n : counts) {
+          CalibrationGrams* cg = needs_calibration(meth) ? &cal.at(n) : nullptr;
+          const ReducedModel r = reduce_kv_heads(m, g, meth, cg);
+          if (add_induction) add_induction(method_name(meth), r.model, n);
+          const PerplexityResult p = score(r, meth, g, n, held, seqs);
+          if (n == counts.front())
+            t.timing.add_row(
+                {model, std::string(method_name(meth)), int64_t(g), int64_t(decode_ctx.size()),
+                 decode_tokens_per_second(r.model, decode_ctx, cfg.decode_tokens), orig_speed});
+          ctx.unit_done(fmt::format("{} {} -> {} KV heads{}: ppl {:.3f} (original {:.3f})", model,
+                                    method_name(meth), g,
+                                    n ? fmt::format(", {} calibration tokens", n) : "",
+                                    p.perplexity(), base.perplexity()));
+        }
+      }
+  }
+
+  // A reduced model's rows: reconstruction and attention errors, perplexity, bytes.
+  PerplexityResult score(const ReducedModel& r, ReduceMethod meth, int g, int64_t n,
+                         CalibrationGrams& held, const std::vector<std::vector<int32_t>>& seqs) {
+    const BasisErrors be = basis_errors(r, held, c);
+    const std::vector<double> ae = attention_errors(m, r.model, seqs);
+    double an = 0.0;
+    for (double x : ae) an += x;
+    const PerplexityResult p = perplexity(r.model, *lm.tokenizer, stream, po);
+    const int64_t bytes = r.model.config.kv_bytes_per_token();
+    t.main.add_row({model, ts.name, std::string(method_name(meth)), int64_t(g), n, p.tokens_scored,
+                    p.mean_nll(), p.perplexity(), std::sqrt(be.k_pooled), std::sqrt(be.v_pooled),
+                    an / double(ae.size()), bytes, double(bytes) / double(c.kv_bytes_per_token())});
+    for (int l = 0; l < c.n_layers; ++l)
+      t.layers.add_row({model, ts.name, std::string(method_name(meth)), int64_t(g), n, int64_t(l),
+                        std::sqrt(be.k[size_t(l)]), std::sqrt(be.v[size_t(l)]), ae[size_t(l)]});
+    return p;
+  }
+};
+
+Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
+  ReductionTables t;
   PerplexityOptions po;
   po.window = cfg.window;
   po.stride = cfg.stride;
@@ -213,111 +347,36 @@ Tables run_reduction(const ReductionConfig& cfg, ExperimentContext& ctx) {
   ctx.begin_units(int(ctx.models.size() * ctx.texts.size()) * per_text);
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
-    const Model& m = lm.model;
-    const ModelConfig& c = m.config;
-    const int32_t bos = lm.tokenizer->sequence_bos();
+    const ModelConfig& c = lm.model.config;
     for (int g : cfg.targets)
       KV_CHECK(g >= 1 && g <= c.n_kv_heads && c.n_kv_heads % g == 0,
                "{}: target {} does not divide model '{}''s {} KV heads", ctx.config_file.string(),
                g, ms.name, c.n_kv_heads);
     if (po.window > c.max_seq_len) po.window = c.max_seq_len;
     if (po.window == 0) po.window = c.default_seq_len();
-    // Calibration Grams, one set per token count (only the calibrated methods use them).
-    const std::vector<int32_t> cal_stream =
-        token_stream(*lm.tokenizer, ctx.documents(cfg.calibration));
-    std::map<int64_t, CalibrationGrams> cal;
-    bool any_calibrated = false;
-    for (ReduceMethod meth : cfg.methods) any_calibrated |= needs_calibration(meth);
-    if (any_calibrated)
-      for (int64_t n : cfg.calibration_tokens) {
-        CalibrationOptions co;
-        co.tokens = n;
-        co.seq_len = cfg.calibration_seq_len;
-        co.source = cfg.calibration.path.string();
-        co.keys = "kv_head_reduction.calibration_seq_len and kv_head_reduction.calibration_tokens";
-        cal.emplace(n, collect_grams(m, bos, cal_stream, co));
-      }
-    const int hd = c.head_dim;
-    if (cfg.probe_models) add_induction(ms.name, "original", m, 0);
+    std::map<int64_t, CalibrationGrams> cal = calibration_grams(cfg, ctx, lm);
+    const auto add_induction = [&](const std::string& method, const Model& rm, int64_t n) {
+      ProbeOptions o = cfg.probe;
+      o.seed = ctx.seed;
+      const InductionSummary r = summarize_induction(rm, o);
+      t.induction.add_row({ms.name, method, int64_t(rm.config.n_kv_heads), n, r.best_induction,
+                           r.uniform, r.ratio(), int64_t(r.layer), r.copy_first, r.copy_later,
+                           r.copy_drop()});
+    };
+    if (cfg.probe_models) add_induction("original", lm.model, 0);
     for (const TextSpec& ts : ctx.texts) {
-      const std::vector<int32_t> stream = token_stream(*lm.tokenizer, ctx.documents(ts));
-      // Held-out activations for the reconstruction errors, and sequences for the
-      // attention errors: the same windows.
-      CalibrationOptions eo;
-      eo.tokens = cfg.error_tokens;
-      eo.seq_len = cfg.error_seq_len;
-      eo.keys = "kv_head_reduction.error_seq_len and kv_head_reduction.error_tokens";
-      eo.source = ts.path.string();
-      CalibrationGrams held = collect_grams(m, bos, stream, eo);
-      std::vector<std::vector<int32_t>> seqs;
-      for (size_t off : plan_sequences(stream, held.seq_len, held.sequences, bos, ts.path.string()))
-        seqs.push_back(sequence_tokens(stream, off, held.seq_len, bos));
-      const std::vector<int32_t> decode_ctx =
-          sequence_tokens(stream, 0, std::min(cfg.decode_context, c.max_seq_len), bos);
-      const double orig_speed = decode_tokens_per_second(m, decode_ctx, cfg.decode_tokens);
-      const PerplexityResult base = perplexity(m, *lm.tokenizer, stream, po);
-      main.add_row({ms.name, ts.name, std::string("original"), int64_t(c.n_kv_heads), int64_t(0),
-                    base.tokens_scored, base.mean_nll(), base.perplexity(), 0.0, 0.0, 0.0,
-                    c.kv_bytes_per_token(), 1.0});
-      for (int g : cfg.targets)
-        for (ReduceMethod meth : cfg.methods) {
-          const std::vector<int64_t> counts =
-              needs_calibration(meth) ? cfg.calibration_tokens : std::vector<int64_t>{0};
-          for (int64_t n : counts) {
-            CalibrationGrams* cg = needs_calibration(meth) ? &cal.at(n) : nullptr;
-            const ReducedModel r = reduce_kv_heads(m, g, meth, cg);
-            if (cfg.probe_models && &ts == &ctx.texts.front())
-              add_induction(ms.name, method_name(meth), r.model, n);
-            const int width = r.group * hd;
-            std::vector<double> ke(size_t(c.n_layers)), ve(size_t(c.n_layers));
-            double kn = 0.0, kd = 0.0, vn = 0.0, vd = 0.0;  // pooled over layers
-            for (int l = 0; l < c.n_layers; ++l) {
-              const LayerBases& b = r.layers[size_t(l)];
-              GramAccumulator& gk = held.at(l, b.keys_post_rope ? "k" : "k_pre_rope");
-              GramAccumulator& gv = held.at(l, "v");
-              ke[size_t(l)] = reconstruction_error(gk, b.keys, width, hd);
-              ve[size_t(l)] = reconstruction_error(gv, b.values, width, hd);
-              const auto trace = [&](GramAccumulator& acc) {
-                const std::vector<double> full = acc.block(0, c.kv_dim(), false);
-                double tr = 0.0;
-                for (int a = 0; a < c.kv_dim(); ++a) tr += full[size_t(a) * c.kv_dim() + a];
-                return tr;
-              };
-              const double tk = trace(gk), tv = trace(gv);
-              kn += ke[size_t(l)] * tk;
-              kd += tk;
-              vn += ve[size_t(l)] * tv;
-              vd += tv;
-            }
-            const std::vector<double> ae = attention_errors(m, r.model, seqs);
-            double an = 0.0;
-            for (double x : ae) an += x;
-            const PerplexityResult p = perplexity(r.model, *lm.tokenizer, stream, po);
-            const int64_t bytes = r.model.config.kv_bytes_per_token();
-            main.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
-                          p.tokens_scored, p.mean_nll(), p.perplexity(), std::sqrt(kn / kd),
-                          std::sqrt(vn / vd), an / double(ae.size()), bytes,
-                          double(bytes) / double(c.kv_bytes_per_token())});
-            for (int l = 0; l < c.n_layers; ++l)
-              layers.add_row({ms.name, ts.name, std::string(method_name(meth)), int64_t(g), n,
-                              int64_t(l), std::sqrt(ke[size_t(l)]), std::sqrt(ve[size_t(l)]),
-                              ae[size_t(l)]});
-            if (n == counts.front())
-              timing.add_row(
-                  {ms.name, std::string(method_name(meth)), int64_t(g), int64_t(decode_ctx.size()),
-                   decode_tokens_per_second(r.model, decode_ctx, cfg.decode_tokens), orig_speed});
-            ctx.unit_done(fmt::format("{} {} -> {} KV heads{}: ppl {:.3f} (original {:.3f})",
-                                      ms.name, method_name(meth), g,
-                                      n ? fmt::format(", {} calibration tokens", n) : "",
-                                      p.perplexity(), base.perplexity()));
-          }
-        }
+      TextScoring ts_run{cfg, ctx, t, ms.name, lm, cal, po, ts};
+      // The reductions' induction is probed once per model, with the first text.
+      const bool probe = cfg.probe_models && &ts == &ctx.texts.front();
+      ts_run.run(probe
+                     ? std::function<void(const std::string&, const Model&, int64_t)>(add_induction)
+                     : nullptr);
     }
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_reduction(dir / "reduction.csv", dir); });
-  if (cfg.probe_models) return {main, layers, timing, induction};
-  return {main, layers, timing};
+  if (cfg.probe_models) return {t.main, t.layers, t.timing, t.induction};
+  return {t.main, t.layers, t.timing};
 }
 
 }  // namespace

@@ -113,69 +113,82 @@ std::string dtype_summary(const Model& m) {
   return s;
 }
 
-Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
+// The reference's index among the config's models (the first unless named).
+size_t reference_index(const DriftConfig& cfg, const ExperimentContext& ctx) {
   KV_CHECK(ctx.models.size() >= 2,
            "{}: quant_drift compares models with a reference: list at "
            "least two models, got {}",
            ctx.config_file.string(), ctx.models.size());
-  size_t ri = 0;
-  if (!cfg.reference.empty()) {
-    ri = ctx.models.size();
-    std::string names;
-    for (size_t i = 0; i < ctx.models.size(); ++i) {
-      if (ctx.models[i].name == cfg.reference) ri = i;
-      names += (i ? ", " : "") + ctx.models[i].name;
-    }
-    KV_CHECK(ri < ctx.models.size(),
-             "{}: quant_drift.reference '{}' is not one of the models "
-             "({})",
-             ctx.config_file.string(), cfg.reference, names);
+  if (cfg.reference.empty()) return 0;
+  size_t ri = ctx.models.size();
+  std::string names;
+  for (size_t i = 0; i < ctx.models.size(); ++i) {
+    if (ctx.models[i].name == cfg.reference) ri = i;
+    names += (i ? ", " : "") + ctx.models[i].name;
   }
-  std::vector<LoadedModel> lms;
-  for (const ModelSpec& ms : ctx.models) lms.push_back(ctx.load(ms));
-  const LoadedModel& ref = lms[ri];
-  const std::string& rname = ctx.models[ri].name;
-  std::vector<size_t> compared;  // every model but the reference, in config order
-  for (size_t i = 0; i < lms.size(); ++i)
-    if (i != ri) compared.push_back(i);
-  for (size_t i : compared) check_same_shape(ref.model, lms[i].model, rname, ctx.models[i].name);
-  const ModelConfig& rc = ref.model.config;
-  int T = cfg.seq_len;
-  for (const LoadedModel& lm : lms) T = std::min(T, lm.model.config.max_seq_len);
-  if (T < cfg.seq_len)
-    ctx.log(fmt::format("seq_len {} exceeds a model's trained context: using {}", cfg.seq_len, T));
+  KV_CHECK(ri < ctx.models.size(),
+           "{}: quant_drift.reference '{}' is not one of the models "
+           "({})",
+           ctx.config_file.string(), cfg.reference, names);
+  return ri;
+}
 
-  Table kv("quant_drift_kv", {{"model", Column::String},
-                              {"reference", Column::String},
-                              {"text", Column::String},
-                              {"layer", Column::Int},
-                              {"kv_head", Column::Int},
-                              {"tensor", Column::String},
-                              {"rel_l2", Column::Float},
-                              {"mean_cosine", Column::Float},
-                              {"max_abs_diff", Column::Float}});
-  Table layers("quant_drift_layers", {{"model", Column::String},
-                                      {"reference", Column::String},
-                                      {"text", Column::String},
-                                      {"layer", Column::Int},
-                                      {"tensor", Column::String},
-                                      {"rel_l2", Column::Float},
-                                      {"mean_cosine", Column::Float}});
-  Table nll("quant_drift_nll", {{"model", Column::String},
-                                {"reference", Column::String},
-                                {"text", Column::String},
-                                {"weights", Column::String},
-                                {"sequences", Column::Int},
-                                {"tokens_scored", Column::Int},
-                                {"perplexity", Column::Float},
-                                {"reference_perplexity", Column::Float},
-                                {"perplexity_ratio", Column::Float},
-                                {"mean_kl", Column::Float},
-                                {"top1_agreement", Column::Float}});
-  ctx.begin_units(int(ctx.texts.size()));
-  for (const TextSpec& ts : ctx.texts) {
-    const std::vector<std::string> docs = ctx.documents(ts);
-    const std::vector<int32_t> stream = token_stream(*ref.tokenizer, docs);
+struct DriftTables {
+  Table kv{"quant_drift_kv",
+           {{"model", Column::String},
+            {"reference", Column::String},
+            {"text", Column::String},
+            {"layer", Column::Int},
+            {"kv_head", Column::Int},
+            {"tensor", Column::String},
+            {"rel_l2", Column::Float},
+            {"mean_cosine", Column::Float},
+            {"max_abs_diff", Column::Float}}};
+  Table layers{"quant_drift_layers",
+               {{"model", Column::String},
+                {"reference", Column::String},
+                {"text", Column::String},
+                {"layer", Column::Int},
+                {"tensor", Column::String},
+                {"rel_l2", Column::Float},
+                {"mean_cosine", Column::Float}}};
+  Table nll{"quant_drift_nll",
+            {{"model", Column::String},
+             {"reference", Column::String},
+             {"text", Column::String},
+             {"weights", Column::String},
+             {"sequences", Column::Int},
+             {"tokens_scored", Column::Int},
+             {"perplexity", Column::Float},
+             {"reference_perplexity", Column::Float},
+             {"perplexity_ratio", Column::Float},
+             {"mean_kl", Column::Float},
+             {"top1_agreement", Column::Float}}};
+};
+
+// One text: the drift of every compared model from the reference, summed over sequences.
+struct TextDrift {
+  const ExperimentContext& ctx;
+  const std::vector<LoadedModel>& lms;
+  const std::vector<size_t>& compared;  // indices into lms of every model but the reference
+  const LoadedModel& ref;
+  const std::string& rname;
+  const int T;
+  const ModelConfig& rc = ref.model.config;
+  const size_t V = size_t(rc.vocab_size);
+  // acc[k][layer][head][tensor] and the NLL-table sums of compared model k.
+  std::vector<std::vector<std::vector<std::array<Acc, 3>>>> acc =
+      std::vector<std::vector<std::vector<std::array<Acc, 3>>>>(
+          compared.size(),
+          std::vector<std::vector<std::array<Acc, 3>>>(
+              size_t(rc.n_layers), std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
+  std::vector<double> nll_m = std::vector<double>(compared.size()), kl = nll_m, top1 = nll_m;
+  double nll_r = 0;
+  int64_t scored = 0;
+
+  // Every model must encode the text to the reference's ids.
+  void check_same_tokens(const std::vector<std::string>& docs, const std::vector<int32_t>& stream,
+                         const std::string& text) const {
     for (size_t i : compared) {
       const std::vector<int32_t> other = token_stream(*lms[i].tokenizer, docs);
       size_t at = 0;
@@ -184,87 +197,110 @@ Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
                "quant_drift: model '{}' and the reference '{}' tokenize text '{}' differently "
                "(first difference at token {}: {} vs {}); compare models that share a "
                "tokenizer",
-               ctx.models[i].name, rname, ts.name, at,
+               ctx.models[i].name, rname, text, at,
                at < other.size() ? std::to_string(other[at]) : "end",
                at < stream.size() ? std::to_string(stream[at]) : "end");
     }
-    const int n_seq = int(std::min<size_t>(size_t(cfg.n_seq), stream.size() / size_t(T)));
-    KV_CHECK(n_seq > 0, "{}: text '{}' gives {} tokens, fewer than one sequence of {}",
-             ts.path.string(), ts.name, stream.size(), T);
-    // acc[k][layer][head][tensor] and the NLL-table sums of compared model k.
-    std::vector<std::vector<std::vector<std::array<Acc, 3>>>> acc(
-        compared.size(),
-        std::vector<std::vector<std::array<Acc, 3>>>(
-            size_t(rc.n_layers), std::vector<std::array<Acc, 3>>(size_t(rc.n_kv_heads))));
-    std::vector<double> nll_m(compared.size()), kl(compared.size()), top1(compared.size());
-    double nll_r = 0;
-    int64_t scored = 0;
-    const size_t V = size_t(rc.vocab_size);
-    for (int s = 0; s < n_seq; ++s) {
-      ctx.step(fmt::format("{}: {} models x sequence", ts.name, compared.size() + 1), s, n_seq);
-      const std::span<const int32_t> toks(stream.data() + size_t(s) * size_t(T), size_t(T));
-      Keep keep;
-      RunState rs(rc, T);  // holds the reference's logits [T, V] for this sequence
-      ForwardOptions o;
-      o.observer = &keep;
-      const std::span<const float> rl = forward(ref.model, rs, toks, o);
-      // Scored positions t (target toks[t + 1] not BOS) and the reference's log-sum-exp there.
-      std::vector<int> pos;
-      std::vector<double> ref_lse;
-      for (int t = 0; t + 1 < T; ++t) {
-        if (toks[size_t(t) + 1] == ref.tokenizer->bos_id) continue;
-        pos.push_back(t);
-        ref_lse.push_back(log_sum_exp(rl.subspan(size_t(t) * V, V)));
-        nll_r += ref_lse.back() - double(rl[size_t(t) * V + size_t(toks[size_t(t) + 1])]);
-      }
-      scored += int64_t(pos.size());
-      for (size_t k = 0; k < compared.size(); ++k) {
-        Compare cmp;
-        cmp.ref = &keep;
-        cmp.acc = &acc[k];
-        RunState ms(lms[compared[k]].model.config, T);
-        ForwardOptions mo;
-        mo.observer = &cmp;
-        const std::span<const float> ml = forward(lms[compared[k]].model, ms, toks, mo);
-        for (size_t p = 0; p < pos.size(); ++p) {
-          const std::span<const float> zr = rl.subspan(size_t(pos[p]) * V, V),
-                                       zm = ml.subspan(size_t(pos[p]) * V, V);
-          const double lse = log_sum_exp(zm);
-          nll_m[k] += lse - double(zm[size_t(toks[size_t(pos[p]) + 1])]);
-          double d = 0;  // sum_v p_ref(v) (log p_ref(v) - log p_model(v))
-          for (size_t v = 0; v < V; ++v) {
-            const double lr = double(zr[v]) - ref_lse[p];
-            d += std::exp(lr) * (lr - (double(zm[v]) - lse));
-          }
-          kl[k] += d;
-          top1[k] += std::max_element(zm.begin(), zm.end()) - zm.begin() ==
-                     std::max_element(zr.begin(), zr.end()) - zr.begin();
+  }
+
+  // One sequence: the reference's captures and logits, then each model compared with them.
+  void add_sequence(std::span<const int32_t> toks) {
+    Keep keep;
+    RunState rs(rc, T);  // holds the reference's logits [T, V] for this sequence
+    ForwardOptions o;
+    o.observer = &keep;
+    const std::span<const float> rl = forward(ref.model, rs, toks, o);
+    // Scored positions t (target toks[t + 1] not BOS) and the reference's log-sum-exp there.
+    std::vector<int> pos;
+    std::vector<double> ref_lse;
+    for (int t = 0; t + 1 < T; ++t) {
+      if (toks[size_t(t) + 1] == ref.tokenizer->bos_id) continue;
+      pos.push_back(t);
+      ref_lse.push_back(log_sum_exp(rl.subspan(size_t(t) * V, V)));
+      nll_r += ref_lse.back() - double(rl[size_t(t) * V + size_t(toks[size_t(t) + 1])]);
+    }
+    scored += int64_t(pos.size());
+    for (size_t k = 0; k < compared.size(); ++k) {
+      Compare cmp;
+      cmp.ref = &keep;
+      cmp.acc = &acc[k];
+      RunState ms(lms[compared[k]].model.config, T);
+      ForwardOptions mo;
+      mo.observer = &cmp;
+      const std::span<const float> ml = forward(lms[compared[k]].model, ms, toks, mo);
+      for (size_t p = 0; p < pos.size(); ++p) {
+        const std::span<const float> zr = rl.subspan(size_t(pos[p]) * V, V),
+                                     zm = ml.subspan(size_t(pos[p]) * V, V);
+        const double lse = log_sum_exp(zm);
+        nll_m[k] += lse - double(zm[size_t(toks[size_t(pos[p]) + 1])]);
+        double d = 0;  // sum_v p_ref(v) (log p_ref(v) - log p_model(v))
+        for (size_t v = 0; v < V; ++v) {
+          const double lr = double(zr[v]) - ref_lse[p];
+          d += std::exp(lr) * (lr - (double(zm[v]) - lse));
         }
+        kl[k] += d;
+        top1[k] += std::max_element(zm.begin(), zm.end()) - zm.begin() ==
+                   std::max_element(zr.begin(), zr.end()) - zr.begin();
       }
     }
+  }
+
+  void add_rows(DriftTables& t, const std::string& text, int n_seq) const {
     for (size_t k = 0; k < compared.size(); ++k) {
       const size_t i = compared[k];
       const std::string& mn = ctx.models[i].name;
       for (int l = 0; l < rc.n_layers; ++l)
-        for (int t = 0; t < 3; ++t) {
+        for (int ti = 0; ti < 3; ++ti) {
           Acc all;
           for (int g = 0; g < rc.n_kv_heads; ++g) {
-            const Acc& a = acc[k][size_t(l)][size_t(g)][size_t(t)];
+            const Acc& a = acc[k][size_t(l)][size_t(g)][size_t(ti)];
             all.add(a);
-            kv.add_row({mn, rname, ts.name, int64_t(l), int64_t(g), std::string(kTensors[t]),
-                        a.rel_l2(), a.mean_cos(), a.max_abs});
+            t.kv.add_row({mn, rname, text, int64_t(l), int64_t(g), std::string(kTensors[ti]),
+                          a.rel_l2(), a.mean_cos(), a.max_abs});
           }
-          layers.add_row({mn, rname, ts.name, int64_t(l), std::string(kTensors[t]), all.rel_l2(),
-                          all.mean_cos()});
+          t.layers.add_row({mn, rname, text, int64_t(l), std::string(kTensors[ti]), all.rel_l2(),
+                            all.mean_cos()});
         }
       const double n = double(std::max<int64_t>(scored, 1));
-      nll.add_row({mn, rname, ts.name, dtype_summary(lms[i].model), int64_t(n_seq), scored,
-                   std::exp(nll_m[k] / n), std::exp(nll_r / n), std::exp((nll_m[k] - nll_r) / n),
-                   kl[k] / n, top1[k] / n});
+      t.nll.add_row({mn, rname, text, dtype_summary(lms[i].model), int64_t(n_seq), scored,
+                     std::exp(nll_m[k] / n), std::exp(nll_r / n), std::exp((nll_m[k] - nll_r) / n),
+                     kl[k] / n, top1[k] / n});
     }
+  }
+};
+
+Tables run_drift(const DriftConfig& cfg, ExperimentContext& ctx) {
+  const size_t ri = reference_index(cfg, ctx);
+  std::vector<LoadedModel> lms;
+  for (const ModelSpec& ms : ctx.models) lms.push_back(ctx.load(ms));
+  const LoadedModel& ref = lms[ri];
+  const std::string& rname = ctx.models[ri].name;
+  std::vector<size_t> compared;  // every model but the reference, in config order
+  for (size_t i = 0; i < lms.size(); ++i)
+    if (i != ri) compared.push_back(i);
+  for (size_t i : compared) check_same_shape(ref.model, lms[i].model, rname, ctx.models[i].name);
+  int T = cfg.seq_len;
+  for (const LoadedModel& lm : lms) T = std::min(T, lm.model.config.max_seq_len);
+  if (T < cfg.seq_len)
+    ctx.log(fmt::format("seq_len {} exceeds a model's trained context: using {}", cfg.seq_len, T));
+  DriftTables tables;
+  ctx.begin_units(int(ctx.texts.size()));
+  for (const TextSpec& ts : ctx.texts) {
+    const std::vector<std::string> docs = ctx.documents(ts);
+    const std::vector<int32_t> stream = token_stream(*ref.tokenizer, docs);
+    TextDrift drift{ctx, lms, compared, ref, rname, T};
+    drift.check_same_tokens(docs, stream, ts.name);
+    const int n_seq = int(std::min<size_t>(size_t(cfg.n_seq), stream.size() / size_t(T)));
+    KV_CHECK(n_seq > 0, "{}: text '{}' gives {} tokens, fewer than one sequence of {}",
+             ts.path.string(), ts.name, stream.size(), T);
+    for (int s = 0; s < n_seq; ++s) {
+      ctx.step(fmt::format("{}: {} models x sequence", ts.name, compared.size() + 1), s, n_seq);
+      drift.add_sequence({stream.data() + size_t(s) * size_t(T), size_t(T)});
+    }
+    drift.add_rows(tables, ts.name, n_seq);
     ctx.unit_done(fmt::format("{}: {} sequences of {} tokens", ts.name, n_seq, T));
   }
-  return {kv, layers, nll};
+  return {tables.kv, tables.layers, tables.nll};
 }
 
 }  // namespace

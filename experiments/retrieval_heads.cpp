@@ -77,57 +77,143 @@ double max_se(const std::vector<double>& score, const std::vector<double>& se) {
   return i < se.size() ? se[i] : std::nan("");
 }
 
-Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
-  Table scores("scores", {{"model", Column::String},
-                          {"layer", Column::Int},
-                          {"head", Column::Int},
-                          {"kv_head", Column::Int},
-                          {"echo", Column::Float},
-                          {"induction", Column::Float}});
-  Table heads("heads", {{"model", Column::String},
-                        {"layer", Column::Int},
-                        {"kv_head", Column::Int},
-                        {"echo", Column::Float},
-                        {"induction", Column::Float},
-                        {"echo_rank", Column::Int},
-                        {"induction_rank", Column::Int},
-                        {"retrieval", Column::Int},
-                        {"selected_by", Column::String},
-                        {"echo_se", Column::Float},
-                        {"induction_se", Column::Float},
-                        {"above_uniform", Column::Int}});
-  Table summary("summary", {{"model", Column::String},
-                            {"layers", Column::Int},
-                            {"heads", Column::Int},
-                            {"kv_heads", Column::Int},
-                            {"block", Column::Int},
-                            {"repeats", Column::Int},
-                            {"probes", Column::Int},
-                            {"token_lo", Column::Int},
-                            {"token_hi", Column::Int},
-                            {"retrieval_heads", Column::Int},
-                            {"retrieval_share", Column::Float},
-                            {"max_induction", Column::Float},
-                            {"max_echo", Column::Float},
-                            {"mean_induction", Column::Float},
-                            {"mean_echo", Column::Float},
-                            {"uniform_score", Column::Float},
-                            {"max_induction_se", Column::Float},
-                            {"max_echo_se", Column::Float},
-                            {"heads_above_uniform", Column::Int}});
-  Testbed testbed(cfg.testbed);
-  if (cfg.testbed.on && !cfg.testbed.twin.empty()) {
-    std::vector<std::string> names;
-    for (const ModelSpec& ms : ctx.models) names.push_back(ms.name);
-    for (const std::string& n : cfg.testbed.of)
-      KV_CHECK(contains(names, n),
-               "{}: retrieval_heads.testbed.twin.of names '{}', not a model of "
-               "models: ({})",
-               ctx.config_file.string(), n, fmt::join(names, ", "));
-    KV_CHECK(contains(names, cfg.testbed.twin),
-             "{}: retrieval_heads.testbed.twin.model '{}' is not a model of models: ({})",
-             ctx.config_file.string(), cfg.testbed.twin, fmt::join(names, ", "));
+struct RetrievalTables {
+  Table scores{"scores",
+               {{"model", Column::String},
+                {"layer", Column::Int},
+                {"head", Column::Int},
+                {"kv_head", Column::Int},
+                {"echo", Column::Float},
+                {"induction", Column::Float}}};
+  Table heads{"heads",
+              {{"model", Column::String},
+               {"layer", Column::Int},
+               {"kv_head", Column::Int},
+               {"echo", Column::Float},
+               {"induction", Column::Float},
+               {"echo_rank", Column::Int},
+               {"induction_rank", Column::Int},
+               {"retrieval", Column::Int},
+               {"selected_by", Column::String},
+               {"echo_se", Column::Float},
+               {"induction_se", Column::Float},
+               {"above_uniform", Column::Int}}};
+  Table summary{"summary",
+                {{"model", Column::String},
+                 {"layers", Column::Int},
+                 {"heads", Column::Int},
+                 {"kv_heads", Column::Int},
+                 {"block", Column::Int},
+                 {"repeats", Column::Int},
+                 {"probes", Column::Int},
+                 {"token_lo", Column::Int},
+                 {"token_hi", Column::Int},
+                 {"retrieval_heads", Column::Int},
+                 {"retrieval_share", Column::Float},
+                 {"max_induction", Column::Float},
+                 {"max_echo", Column::Float},
+                 {"mean_induction", Column::Float},
+                 {"mean_echo", Column::Float},
+                 {"uniform_score", Column::Float},
+                 {"max_induction_se", Column::Float},
+                 {"max_echo_se", Column::Float},
+                 {"heads_above_uniform", Column::Int}}};
+};
+
+// The test bed's twin and the models it is the twin of must be models of the config.
+void check_twin_names(const RetrievalConfig& cfg, const ExperimentContext& ctx) {
+  if (!cfg.testbed.on || cfg.testbed.twin.empty()) return;
+  std::vector<std::string> names;
+  for (const ModelSpec& ms : ctx.models) names.push_back(ms.name);
+  for (const std::string& n : cfg.testbed.of)
+    KV_CHECK(contains(names, n),
+             "{}: retrieval_heads.testbed.twin.of names '{}', not a model of "
+             "models: ({})",
+             ctx.config_file.string(), n, fmt::join(names, ", "));
+  KV_CHECK(contains(names, cfg.testbed.twin),
+           "{}: retrieval_heads.testbed.twin.model '{}' is not a model of models: ({})",
+           ctx.config_file.string(), cfg.testbed.twin, fmt::join(names, ", "));
+}
+
+// The heads marked as retrieval heads: the rule ranks every head, so it always picks some;
+// with a noise estimate only the picks that stand out of the uniform level are marked.
+// Says so when picks are dropped, or when there is no noise estimate.
+std::vector<uint8_t> marked_heads(const std::vector<uint8_t>& picked, const HeadScores& s,
+                                  const RetrievalEvidence& ev, double uniform,
+                                  const std::string& model, ExperimentContext& ctx) {
+  std::vector<uint8_t> sel = picked;
+  if (ev.known)
+    for (size_t i = 0; i < sel.size(); ++i) sel[i] = picked[i] && ev.above[i];
+  const auto n_picked = std::count(picked.begin(), picked.end(), uint8_t(1));
+  const auto n_kept = std::count(sel.begin(), sel.end(), uint8_t(1));
+  if (ev.known && n_kept == 0) {
+    ctx.warn(fmt::format(
+        "{}: no retrieval heads found: none of the {} heads the selection rule ranks highest "
+        "has an induction or echo score above the uniform level {:.5f} by more than 3 "
+        "standard errors across the {} probes (best induction {:.5f}, {:.1f} SE from uniform; "
+        "best echo {:.5f}, {:.1f} SE), so none is marked",
+        model, n_picked, uniform, s.probes,
+        *std::max_element(s.kv_induction.begin(), s.kv_induction.end()), ev.best_induction_z,
+        *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), ev.best_echo_z));
+  } else if (ev.known && n_kept < n_picked) {
+    ctx.log(
+        fmt::format("{}: {} of the {} heads the rule picks are within noise of the "
+                    "uniform level and not marked",
+                    model, n_picked - n_kept, n_picked));
+  } else if (!ev.known) {
+    ctx.warn(
+        fmt::format("{}: one probe: no noise estimate, so the {} heads the selection "
+                    "rule picks may not stand out of the uniform level (set probes >= 2)",
+                    model, n_picked));
   }
+  return sel;
+}
+
+// scores.csv (per query head) and heads.csv (per KV head, with ranks and the rule that
+// picked it); returns the number of marked heads and the mean echo and induction scores.
+struct HeadTotals {
+  int marked = 0;
+  double mean_echo = 0, mean_induction = 0;
+};
+
+HeadTotals add_head_rows(RetrievalTables& t, const std::string& model, const ModelConfig& c,
+                         const HeadScores& s, const HeadSelection& select,
+                         const std::vector<uint8_t>& sel, const RetrievalEvidence& ev) {
+  // Which rule picked each head, for the table: the selection with one rule switched off.
+  HeadSelection only_ind = select, only_echo = select;
+  only_ind.echo_share = 0, only_ind.echo_threshold = -1;
+  only_echo.induction_share = 0, only_echo.induction_threshold = -1;
+  const std::vector<uint8_t> by_ind = select_retrieval_heads(s, only_ind);
+  const std::vector<uint8_t> by_echo = select_retrieval_heads(s, only_echo);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int h = 0; h < c.n_heads; ++h) {
+      const size_t i = size_t(l) * c.n_heads + h;
+      t.scores.add_row(
+          {model, int64_t(l), int64_t(h), int64_t(h / c.group_size()), s.echo[i], s.induction[i]});
+    }
+  const std::vector<int> re = ranks(s.kv_echo), ri = ranks(s.kv_induction);
+  HeadTotals out;
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      const size_t i = size_t(l) * c.n_kv_heads + g;
+      const std::string why = by_ind[i] && by_echo[i] ? "both"
+                              : by_ind[i]             ? "induction"
+                              : by_echo[i]            ? "echo"
+                                                      : "";
+      t.heads.add_row({model, int64_t(l), int64_t(g), s.kv_echo[i], s.kv_induction[i],
+                       int64_t(re[i]), int64_t(ri[i]), int64_t(sel[i]), why, s.kv_echo_se[i],
+                       s.kv_induction_se[i], int64_t(ev.above.empty() ? 0 : ev.above[i])});
+      out.mean_echo += s.kv_echo[i], out.mean_induction += s.kv_induction[i], out.marked += sel[i];
+    }
+  const int total = c.n_layers * c.n_kv_heads;
+  out.mean_echo /= total, out.mean_induction /= total;
+  return out;
+}
+
+Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
+  RetrievalTables t;
+  Testbed testbed(cfg.testbed);
+  check_twin_names(cfg, ctx);
   ctx.begin_units(int(ctx.models.size()));
   for (const ModelSpec& ms : ctx.models) {
     const LoadedModel lm = ctx.load(ms);
@@ -137,80 +223,28 @@ Tables run_retrieval(const RetrievalConfig& cfg, ExperimentContext& ctx) {
     const ProbeSpec p = resolve_probe(lm.model, po, 0);
     std::vector<double> copy_nll;
     const HeadScores s = probe_heads(lm.model, po, cfg.testbed.on ? &copy_nll : nullptr);
-    // The rule ranks every head, so it always picks some; with a noise estimate only the
-    // picks that stand out of the uniform level are named retrieval heads.
     const std::vector<uint8_t> picked = select_retrieval_heads(s, cfg.select);
     const double uniform = uniform_score(p);
     const RetrievalEvidence ev = retrieval_evidence(s, uniform);
-    std::vector<uint8_t> sel = picked;
-    if (ev.known)
-      for (size_t i = 0; i < sel.size(); ++i) sel[i] = picked[i] && ev.above[i];
-    const auto n_picked = std::count(picked.begin(), picked.end(), uint8_t(1));
-    const auto n_kept = std::count(sel.begin(), sel.end(), uint8_t(1));
-    if (ev.known && n_kept == 0) {
-      ctx.warn(fmt::format(
-          "{}: no retrieval heads found: none of the {} heads the selection rule ranks highest "
-          "has an induction or echo score above the uniform level {:.5f} by more than 3 "
-          "standard errors across the {} probes (best induction {:.5f}, {:.1f} SE from uniform; "
-          "best echo {:.5f}, {:.1f} SE), so none is marked",
-          ms.name, n_picked, uniform, s.probes,
-          *std::max_element(s.kv_induction.begin(), s.kv_induction.end()), ev.best_induction_z,
-          *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), ev.best_echo_z));
-    } else if (ev.known && n_kept < n_picked) {
-      ctx.log(
-          fmt::format("{}: {} of the {} heads the rule picks are within noise of the "
-                      "uniform level and not marked",
-                      ms.name, n_picked - n_kept, n_picked));
-    } else if (!ev.known) {
-      ctx.warn(
-          fmt::format("{}: one probe: no noise estimate, so the {} heads the selection "
-                      "rule picks may not stand out of the uniform level (set probes >= 2)",
-                      ms.name, n_picked));
-    }
-    // Which rule picked each head, for the table: the selection with one rule switched off.
-    HeadSelection only_ind = cfg.select, only_echo = cfg.select;
-    only_ind.echo_share = 0, only_ind.echo_threshold = -1;
-    only_echo.induction_share = 0, only_echo.induction_threshold = -1;
-    const std::vector<uint8_t> by_ind = select_retrieval_heads(s, only_ind);
-    const std::vector<uint8_t> by_echo = select_retrieval_heads(s, only_echo);
-    for (int l = 0; l < c.n_layers; ++l)
-      for (int h = 0; h < c.n_heads; ++h) {
-        const size_t i = size_t(l) * c.n_heads + h;
-        scores.add_row({ms.name, int64_t(l), int64_t(h), int64_t(h / c.group_size()), s.echo[i],
-                        s.induction[i]});
-      }
-    const std::vector<int> re = ranks(s.kv_echo), ri = ranks(s.kv_induction);
-    double mean_e = 0, mean_i = 0;
-    int n_sel = 0;
-    for (int l = 0; l < c.n_layers; ++l)
-      for (int g = 0; g < c.n_kv_heads; ++g) {
-        const size_t i = size_t(l) * c.n_kv_heads + g;
-        const std::string why = by_ind[i] && by_echo[i] ? "both"
-                                : by_ind[i]             ? "induction"
-                                : by_echo[i]            ? "echo"
-                                                        : "";
-        heads.add_row({ms.name, int64_t(l), int64_t(g), s.kv_echo[i], s.kv_induction[i],
-                       int64_t(re[i]), int64_t(ri[i]), int64_t(sel[i]), why, s.kv_echo_se[i],
-                       s.kv_induction_se[i], int64_t(ev.above.empty() ? 0 : ev.above[i])});
-        mean_e += s.kv_echo[i], mean_i += s.kv_induction[i], n_sel += sel[i];
-      }
+    const std::vector<uint8_t> sel = marked_heads(picked, s, ev, uniform, ms.name, ctx);
+    const HeadTotals ht = add_head_rows(t, ms.name, c, s, cfg.select, sel, ev);
     if (cfg.testbed.on) testbed.measure(ctx, ms, lm, s, uniform, copy_nll);
     const int total = c.n_layers * c.n_kv_heads;
-    summary.add_row({ms.name, int64_t(c.n_layers), int64_t(c.n_heads), int64_t(c.n_kv_heads),
-                     int64_t(p.block), int64_t(p.repeats), int64_t(cfg.probe.probes),
-                     int64_t(p.token_lo), int64_t(p.token_hi), int64_t(n_sel),
-                     double(n_sel) / total,
-                     *std::max_element(s.kv_induction.begin(), s.kv_induction.end()),
-                     *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), mean_i / total,
-                     mean_e / total, uniform, max_se(s.kv_induction, s.kv_induction_se),
-                     max_se(s.kv_echo, s.kv_echo_se), int64_t(ev.heads_above)});
+    t.summary.add_row({ms.name, int64_t(c.n_layers), int64_t(c.n_heads), int64_t(c.n_kv_heads),
+                       int64_t(p.block), int64_t(p.repeats), int64_t(cfg.probe.probes),
+                       int64_t(p.token_lo), int64_t(p.token_hi), int64_t(ht.marked),
+                       double(ht.marked) / total,
+                       *std::max_element(s.kv_induction.begin(), s.kv_induction.end()),
+                       *std::max_element(s.kv_echo.begin(), s.kv_echo.end()), ht.mean_induction,
+                       ht.mean_echo, uniform, max_se(s.kv_induction, s.kv_induction_se),
+                       max_se(s.kv_echo, s.kv_echo_se), int64_t(ev.heads_above)});
     ctx.unit_done(fmt::format("{}: {} of {} KV heads are retrieval heads (block {}, {} probe(s))",
-                              ms.name, n_sel, total, p.block, cfg.probe.probes));
+                              ms.name, ht.marked, total, p.block, cfg.probe.probes));
   }
   ctx.after_tables.push_back(
       [](const std::filesystem::path& dir) { plot_heads(dir / "heads.csv", dir); });
-  if (cfg.testbed.on) return {scores, heads, summary, testbed.table()};
-  return {scores, heads, summary};
+  if (cfg.testbed.on) return {t.scores, t.heads, t.summary, testbed.table()};
+  return {t.scores, t.heads, t.summary};
 }
 
 }  // namespace

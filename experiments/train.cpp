@@ -72,6 +72,154 @@ double unigram_nll(std::span<const int32_t> train, const std::vector<std::vector
   return nll / double(n);
 }
 
+// Fills the random blocks' defaults from the model and checks them against it; the probe
+// then asks about the ids the blocks taught.
+void resolve_random_blocks(TrainConfig& cfg, const ModelConfig& c, const std::string& file) {
+  train::RandomBlocks& rb = cfg.opt.random_blocks;
+  if (rb.share <= 0) return;
+  if (rb.token_lo < 0) rb.token_lo = default_token_lo(c);
+  if (rb.token_hi == 0) rb.token_hi = c.vocab_size;
+  KV_CHECK(rb.token_lo < rb.token_hi && rb.token_hi <= c.vocab_size &&
+               (c.bos_id < rb.token_lo || c.bos_id >= rb.token_hi) &&
+               (c.eos_id < rb.token_lo || c.eos_id >= rb.token_hi),
+           "{}: train.random_blocks token ids [{}, {}) must lie inside the vocabulary [0, {}) "
+           "and leave out BOS {} and EOS {}",
+           file, rb.token_lo, rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
+  if (rb.seq_len == 0) rb.seq_len = cfg.opt.seq_len;
+  KV_CHECK(rb.seq_len <= c.max_seq_len,
+           "{}: train.random_blocks.seq_len {} exceeds the "
+           "context {}",
+           file, rb.seq_len, c.max_seq_len);
+  KV_CHECK(2 * rb.max_len <= rb.seq_len - 1,
+           "{}: train.random_blocks.max_len {} leaves fewer "
+           "than two copies in a sequence of {} tokens",
+           file, rb.max_len, rb.seq_len);
+  // Tokens never seen in a block (or at all) cannot be matched, and would measure that
+  // instead of copying.
+  if (cfg.probe.token_lo < 0 && cfg.probe.token_hi == 0)
+    cfg.probe.token_lo = rb.token_lo, cfg.probe.token_hi = rb.token_hi;
+}
+
+// The weights of train.init (a curriculum in stages: each stage starts from the previous
+// one's). Its own layout first: what the trainer cannot compute (biases, q/k norms,
+// Gemma's extras) is refused by name instead of being dropped by params_from_model. Then
+// every tensor's shape, and the positional encoding the weights were trained with (a
+// llama2.c checkpoint's Q/K rows are in adjacent-pair RoPE order, the trainer's in
+// rotate-half order).
+std::vector<float> weights_from_init(const TrainConfig& cfg, const train::Layout& L,
+                                     ExperimentContext& ctx) {
+  const ModelConfig& c = cfg.arch;
+  KV_CHECK(std::filesystem::exists(cfg.init),
+           "{}: train.init '{}' does not exist (an earlier stage not trained yet?)",
+           ctx.config_file.string(), cfg.init);
+  const Model from = load_model(cfg.init);
+  const ModelConfig& f = from.config;
+  const train::Layout Lf = train::make_layout(f);
+  bool same = Lf.tensors.size() == L.tensors.size() && f.positional == c.positional &&
+              (f.positional != PositionalKind::kRope ||
+               (f.rope_layout == c.rope_layout && f.rope_theta == c.rope_theta));
+  for (size_t i = 0; same && i < L.tensors.size(); ++i)
+    same = Lf.tensors[i].name == L.tensors[i].name && Lf.tensors[i].rows == L.tensors[i].rows &&
+           Lf.tensors[i].cols == L.tensors[i].cols;
+  KV_CHECK(same,
+           "{}: train.init '{}' has another architecture (dim {}, hidden {}, layers {}, heads "
+           "{}/{}, head_dim {}, vocab {}, {} {} theta {}) than train.architecture (dim {}, "
+           "hidden {}, layers {}, heads {}/{}, head_dim {}, vocab {}, {} {} theta {})",
+           ctx.config_file.string(), cfg.init, f.dim, f.hidden_dim, f.n_layers, f.n_heads,
+           f.n_kv_heads, f.head_dim, f.vocab_size, positional_name(f.positional),
+           rope_layout_name(f.rope_layout), f.rope_theta, c.dim, c.hidden_dim, c.n_layers,
+           c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size, positional_name(c.positional),
+           rope_layout_name(c.rope_layout), c.rope_theta);
+  for (const std::filesystem::path& p : from.files)
+    ctx.manifest->inputs.push_back(file_record("init", p));
+  ctx.log(fmt::format("starting from the weights of {}", cfg.init));
+  return train::params_from_model<float>(from, L);
+}
+
+// Where training starts: the checkpoint of an earlier invocation of the same config, an
+// earlier stage's weights, or random ones.
+struct TrainStart {
+  std::vector<float> w;
+  train::AdamState adam;
+  int step = 0;
+  nlohmann::json history = {{"loss", nlohmann::json::array()},
+                            {"eval", nlohmann::json::array()},
+                            {"induction", nlohmann::json::array()},
+                            {"tokens", 0},
+                            {"block_tokens", 0}};
+};
+
+TrainStart start_training(const TrainConfig& cfg, const train::Layout& L,
+                          const std::filesystem::path& ckdir, ExperimentContext& ctx) {
+  TrainStart st;
+  if (auto ck = train::load_checkpoint(ckdir, L)) {
+    KV_CHECK(ck->state.value("fingerprint", nlohmann::json()) == cfg.fingerprint,
+             "{}: the checkpoint in {} was made by a different config (architecture, data or "
+             "options); delete it or set train.checkpoint",
+             ctx.config_file.string(), ckdir.string());
+    st.w = std::move(ck->w), st.adam = std::move(ck->adam);
+    st.step = ck->state.value("step", 0);
+    st.history = ck->state["history"];
+    ctx.log(fmt::format("resuming from {} at step {}", ckdir.string(), st.step));
+  } else if (!cfg.init.empty()) {
+    st.w = weights_from_init(cfg, L, ctx);
+  } else {
+    st.w = train::init_params(L, ctx.seed);
+  }
+  return st;
+}
+
+// The latest evaluation's induction summary, for the progress log.
+std::string induction_note(const nlohmann::json& history) {
+  const auto& r = history["induction"].back();
+  return fmt::format(", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
+                     r["induction"].get<double>() / r["uniform"].get<double>(),
+                     r["layer"].get<int>(),
+                     100 * (1 - r["copy_later"].get<double>() / r["copy_first"].get<double>()));
+}
+
+// loss.csv, eval.csv and (with the probe) induction.csv from a run's whole history.
+Tables history_tables(const nlohmann::json& history, double unigram, bool induction) {
+  Table loss("loss", {{"step", Column::Int},
+                      {"lr", Column::Float},
+                      {"loss", Column::Float},
+                      {"grad_norm", Column::Float}});
+  for (const auto& r : history["loss"])
+    loss.add_row({r[0].get<int64_t>(), r[1].get<double>(), r[2].get<double>(), r[3].get<double>()});
+  Table ev("eval", {{"step", Column::Int},
+                    {"heldout_nll", Column::Float},
+                    {"heldout_ppl", Column::Float},
+                    {"unigram_ppl", Column::Float}});
+  for (const auto& r : history["eval"])
+    ev.add_row(
+        {r[0].get<int64_t>(), r[1].get<double>(), std::exp(r[1].get<double>()), std::exp(unigram)});
+  if (!induction) return {loss, ev};
+  Table ind("induction", {{"step", Column::Int},
+                          {"tokens", Column::Int},
+                          {"block_tokens", Column::Int},
+                          {"best_induction", Column::Float},
+                          {"uniform", Column::Float},
+                          {"induction_ratio", Column::Float},
+                          {"best_layer", Column::Int},
+                          {"best_kv_head", Column::Int},
+                          {"best_echo", Column::Float},
+                          {"copy_nll_first", Column::Float},
+                          {"copy_nll_later", Column::Float},
+                          {"copy_drop", Column::Float},
+                          {"best_previous", Column::Float},
+                          {"best_previous_layer", Column::Int}});
+  for (const auto& r : history["induction"]) {
+    const double ind_score = r["induction"], uni = r["uniform"];
+    const double first = r["copy_first"], later = r["copy_later"];
+    ind.add_row({r["step"].get<int64_t>(), r["tokens"].get<int64_t>(),
+                 r["block_tokens"].get<int64_t>(), ind_score, uni, ind_score / uni,
+                 r["layer"].get<int64_t>(), r["kv_head"].get<int64_t>(), r["echo"].get<double>(),
+                 first, later, 1.0 - later / first, r["previous"].get<double>(),
+                 r["previous_layer"].get<int64_t>()});
+  }
+  return {loss, ev, ind};
+}
+
 Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   const std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.tokenizer);
   ctx.manifest->inputs.push_back(file_record("tokenizer", cfg.tokenizer));
@@ -85,30 +233,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   KV_CHECK(o.seq_len <= c.max_seq_len, "{}: train.seq_len {} exceeds the context {}",
            ctx.config_file.string(), o.seq_len, c.max_seq_len);
   o.seed = ctx.seed;
-  train::RandomBlocks& rb = o.random_blocks;
-  if (rb.share > 0) {
-    if (rb.token_lo < 0) rb.token_lo = default_token_lo(c);
-    if (rb.token_hi == 0) rb.token_hi = c.vocab_size;
-    KV_CHECK(rb.token_lo < rb.token_hi && rb.token_hi <= c.vocab_size &&
-                 (c.bos_id < rb.token_lo || c.bos_id >= rb.token_hi) &&
-                 (c.eos_id < rb.token_lo || c.eos_id >= rb.token_hi),
-             "{}: train.random_blocks token ids [{}, {}) must lie inside the vocabulary [0, {}) "
-             "and leave out BOS {} and EOS {}",
-             ctx.config_file.string(), rb.token_lo, rb.token_hi, c.vocab_size, c.bos_id, c.eos_id);
-    if (rb.seq_len == 0) rb.seq_len = o.seq_len;
-    KV_CHECK(rb.seq_len <= c.max_seq_len,
-             "{}: train.random_blocks.seq_len {} exceeds the "
-             "context {}",
-             ctx.config_file.string(), rb.seq_len, c.max_seq_len);
-    KV_CHECK(2 * rb.max_len <= rb.seq_len - 1,
-             "{}: train.random_blocks.max_len {} leaves fewer "
-             "than two copies in a sequence of {} tokens",
-             ctx.config_file.string(), rb.max_len, rb.seq_len);
-    // The probe asks about the ids the blocks taught: tokens never seen in a block (or at
-    // all) cannot be matched, and would measure that instead of copying.
-    if (cfg.probe.token_lo < 0 && cfg.probe.token_hi == 0)
-      cfg.probe.token_lo = rb.token_lo, cfg.probe.token_hi = rb.token_hi;
-  }
+  resolve_random_blocks(cfg, c, ctx.config_file.string());
   std::vector<int32_t> stream;
   for (const TextSpec& ts : ctx.texts) {
     const std::vector<int32_t> s = token_stream(*tok, ctx.documents(ts));
@@ -123,58 +248,10 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
   const std::filesystem::path ckdir = cfg.checkpoint.empty()
                                           ? ctx.out_dir.parent_path() / "checkpoints" / ctx.name
                                           : std::filesystem::path(cfg.checkpoint);
-  std::vector<float> w;
-  train::AdamState adam;
-  int start = 0;
-  nlohmann::json history = {{"loss", nlohmann::json::array()},
-                            {"eval", nlohmann::json::array()},
-                            {"induction", nlohmann::json::array()},
-                            {"tokens", 0},
-                            {"block_tokens", 0}};
-  if (auto ck = train::load_checkpoint(ckdir, L)) {
-    KV_CHECK(ck->state.value("fingerprint", nlohmann::json()) == cfg.fingerprint,
-             "{}: the checkpoint in {} was made by a different config (architecture, data or "
-             "options); delete it or set train.checkpoint",
-             ctx.config_file.string(), ckdir.string());
-    w = std::move(ck->w), adam = std::move(ck->adam);
-    start = ck->state.value("step", 0);
-    history = ck->state["history"];
-    ctx.log(fmt::format("resuming from {} at step {}", ckdir.string(), start));
-  } else if (!cfg.init.empty()) {
-    // A curriculum in stages: each stage starts from the previous one's weights.
-    // Its own layout first: what the trainer cannot compute (biases, q/k norms, Gemma's
-    // extras) is refused by name instead of being dropped by params_from_model. Then every
-    // tensor's shape, and the positional encoding the weights were trained with (a
-    // llama2.c checkpoint's Q/K rows are in adjacent-pair RoPE order, the trainer's in
-    // rotate-half order).
-    KV_CHECK(std::filesystem::exists(cfg.init),
-             "{}: train.init '{}' does not exist (an earlier stage not trained yet?)",
-             ctx.config_file.string(), cfg.init);
-    const Model from = load_model(cfg.init);
-    const ModelConfig& f = from.config;
-    const train::Layout Lf = train::make_layout(f);
-    bool same = Lf.tensors.size() == L.tensors.size() && f.positional == c.positional &&
-                (f.positional != PositionalKind::kRope ||
-                 (f.rope_layout == c.rope_layout && f.rope_theta == c.rope_theta));
-    for (size_t i = 0; same && i < L.tensors.size(); ++i)
-      same = Lf.tensors[i].name == L.tensors[i].name && Lf.tensors[i].rows == L.tensors[i].rows &&
-             Lf.tensors[i].cols == L.tensors[i].cols;
-    KV_CHECK(same,
-             "{}: train.init '{}' has another architecture (dim {}, hidden {}, layers {}, heads "
-             "{}/{}, head_dim {}, vocab {}, {} {} theta {}) than train.architecture (dim {}, "
-             "hidden {}, layers {}, heads {}/{}, head_dim {}, vocab {}, {} {} theta {})",
-             ctx.config_file.string(), cfg.init, f.dim, f.hidden_dim, f.n_layers, f.n_heads,
-             f.n_kv_heads, f.head_dim, f.vocab_size, positional_name(f.positional),
-             rope_layout_name(f.rope_layout), f.rope_theta, c.dim, c.hidden_dim, c.n_layers,
-             c.n_heads, c.n_kv_heads, c.head_dim, c.vocab_size, positional_name(c.positional),
-             rope_layout_name(c.rope_layout), c.rope_theta);
-    w = train::params_from_model<float>(from, L);
-    for (const std::filesystem::path& p : from.files)
-      ctx.manifest->inputs.push_back(file_record("init", p));
-    ctx.log(fmt::format("starting from the weights of {}", cfg.init));
-  } else {
-    w = train::init_params(L, ctx.seed);
-  }
+  TrainStart st = start_training(cfg, L, ckdir, ctx);
+  std::vector<float>& w = st.w;
+  nlohmann::json& history = st.history;
+  const int start = st.step;
   ctx.log(fmt::format("{} parameters, {} training tokens, unigram held-out ppl {:.2f}", L.size,
                       stream.size(), std::exp(unigram)));
   auto eval = [&](int step) {
@@ -200,10 +277,6 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     return nll;
   };
   if (start == 0) eval(0);
-  auto save = [&](int step) {
-    nlohmann::json st = {{"step", step}, {"fingerprint", cfg.fingerprint}, {"history", history}};
-    train::save_checkpoint(ckdir, L, w, adam, st, cfg.tokenizer);
-  };
   const auto t0 = std::chrono::steady_clock::now();
   double secs = 0;
   int64_t tokens = 0;
@@ -213,7 +286,7 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
     ctx.step("training step", step - start, end - start);
     int64_t block_tokens = 0;
     const train::StepStats s = train::train_step(
-        L, o, w, adam, train::batch_at(stream, c.bos_id, o, step, &block_tokens), step);
+        L, o, w, st.adam, train::batch_at(stream, c.bos_id, o, step, &block_tokens), step);
     history["tokens"] = history.value("tokens", int64_t(0)) + s.tokens;
     history["block_tokens"] = history.value("block_tokens", int64_t(0)) + block_tokens;
     secs += s.seconds, tokens += s.tokens;
@@ -224,73 +297,35 @@ Tables run_train(TrainConfig cfg, ExperimentContext& ctx) {
       const double nll = eval(step + 1);
       const double el =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::string induction;
-      if (cfg.induction_eval) {
-        const auto& r = history["induction"].back();
-        induction = fmt::format(
-            ", induction {:.1f}x uniform (layer {}), copy drop {:.0f}%",
-            r["induction"].get<double>() / r["uniform"].get<double>(), r["layer"].get<int>(),
-            100 * (1 - r["copy_later"].get<double>() / r["copy_first"].get<double>()));
-      }
       ctx.log(fmt::format("step {}/{}: loss {:.3f}, held-out ppl {:.2f}{}, {:.0f} tok/s, ETA {}",
-                          step + 1, o.steps, s.loss, std::exp(nll), induction,
-                          double(tokens) / secs,
+                          step + 1, o.steps, s.loss, std::exp(nll),
+                          cfg.induction_eval ? induction_note(history) : "", double(tokens) / secs,
                           mmss(el / double(step + 1 - start) * double(o.steps - step - 1))));
     }
-    if ((step + 1) % cfg.checkpoint_every == 0 || step + 1 == end) save(step + 1);
+    if ((step + 1) % cfg.checkpoint_every == 0 || step + 1 == end) {
+      const nlohmann::json state = {
+          {"step", step + 1}, {"fingerprint", cfg.fingerprint}, {"history", history}};
+      train::save_checkpoint(ckdir, L, w, st.adam, state, cfg.tokenizer);
+    }
   }
-  Table loss("loss", {{"step", Column::Int},
-                      {"lr", Column::Float},
-                      {"loss", Column::Float},
-                      {"grad_norm", Column::Float}});
-  for (const auto& r : history["loss"])
-    loss.add_row({r[0].get<int64_t>(), r[1].get<double>(), r[2].get<double>(), r[3].get<double>()});
-  Table ev("eval", {{"step", Column::Int},
-                    {"heldout_nll", Column::Float},
-                    {"heldout_ppl", Column::Float},
-                    {"unigram_ppl", Column::Float}});
-  for (const auto& r : history["eval"])
-    ev.add_row(
-        {r[0].get<int64_t>(), r[1].get<double>(), std::exp(r[1].get<double>()), std::exp(unigram)});
-  Table ind("induction", {{"step", Column::Int},
-                          {"tokens", Column::Int},
-                          {"block_tokens", Column::Int},
-                          {"best_induction", Column::Float},
-                          {"uniform", Column::Float},
-                          {"induction_ratio", Column::Float},
-                          {"best_layer", Column::Int},
-                          {"best_kv_head", Column::Int},
-                          {"best_echo", Column::Float},
-                          {"copy_nll_first", Column::Float},
-                          {"copy_nll_later", Column::Float},
-                          {"copy_drop", Column::Float},
-                          {"best_previous", Column::Float},
-                          {"best_previous_layer", Column::Int}});
-  for (const auto& r : history["induction"]) {
-    const double ind_score = r["induction"], uni = r["uniform"];
-    const double first = r["copy_first"], later = r["copy_later"];
-    ind.add_row({r["step"].get<int64_t>(), r["tokens"].get<int64_t>(),
-                 r["block_tokens"].get<int64_t>(), ind_score, uni, ind_score / uni,
-                 r["layer"].get<int64_t>(), r["kv_head"].get<int64_t>(), r["echo"].get<double>(),
-                 first, later, 1.0 - later / first, r["previous"].get<double>(),
-                 r["previous_layer"].get<int64_t>()});
-  }
+  Tables out = history_tables(history, unigram, cfg.induction_eval);
   Table timing("timing_train", {{"steps_timed", Column::Int},
                                 {"tokens", Column::Int},
                                 {"seconds", Column::Float},
                                 {"tokens_per_second", Column::Float}});
   timing.add_row({int64_t(o.steps - start), tokens, secs, secs > 0 ? double(tokens) / secs : 0.0});
+  out.push_back(timing);
   ctx.manifest->extra["checkpoint"] = ckdir.string();
   ctx.manifest->extra["parameters"] = L.size;
   ctx.after_tables.push_back(
       [title = training_title(ctx.manifest->config)](const std::filesystem::path& dir) {
         plot_training(dir / "loss.csv", dir / "eval.csv", dir, title);
       });
-  if (!cfg.induction_eval) return {loss, ev, timing};
-  ctx.after_tables.push_back([name = ctx.name](const std::filesystem::path& dir) {
-    plot_induction(dir / "induction.csv", dir, name);
-  });
-  return {loss, ev, ind, timing};
+  if (cfg.induction_eval)
+    ctx.after_tables.push_back([name = ctx.name](const std::filesystem::path& dir) {
+      plot_induction(dir / "induction.csv", dir, name);
+    });
+  return out;
 }
 
 }  // namespace

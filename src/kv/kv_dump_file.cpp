@@ -119,21 +119,9 @@ void add_virtual_mappings(hid_t dcpl, const std::vector<hsize_t>& shape,
   }
 }
 
-}  // namespace
-
-DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions& opt,
-                   const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab,
-                   const std::vector<DumpShard>& shards)
-    : where_(path.string()),
-      opt_(opt),
-      T_(opt.seq_len),
-      hd_(c.head_dim),
-      vocab_(c.vocab_size),
-      text_name_(src.text_file.string()) {
-  const std::string& w = where_;
-  const int N = opt.n_seq;
-  // A small fixed metadata cache: HDF5's adaptive one grows (to 32 MB) with a chunk index,
-  // which would make memory depend on the number of sequences.
+// Creates the file with a small fixed metadata cache: HDF5's adaptive one grows (to
+// 32 MB) with a chunk index, which would make memory depend on the number of sequences.
+Handle create_dump_file(const fs::path& path, const std::string& w) {
   Handle fapl(h5::check(H5Pcreate(H5P_FILE_ACCESS), w, "H5Pcreate"), H5Pclose);
   H5AC_cache_config_t mdc;
   mdc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
@@ -144,16 +132,20 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   mdc.flash_incr_mode = H5C_flash_incr__off;
   mdc.decr_mode = H5C_decr__off;
   h5::check_status(H5Pset_mdc_config(fapl, &mdc), w, "H5Pset_mdc_config");
-  file_ = Handle(
+  return Handle(
       h5::check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), w, "creating the file"),
       H5Fclose);
+}
 
-  // Root attributes: what made this file.
+// The root attributes: what made this file (docs/hdf5-schema.md lists them).
+void write_root_attrs(hid_t file, const std::string& w, const ModelConfig& c,
+                      const DumpOptions& opt, const DumpSource& src, int32_t bos,
+                      const std::vector<DumpShard>& shards) {
   const auto [model_sha, model_files] = model_hashes(src.model_files);
   // The checkout the dump is made from (as a run's manifest records it), not the one the
   // binary was built in: a build tree's path compiled in says nothing about this run.
   const GitInfo git = git_info(std::filesystem::current_path());
-  auto attr = [&](const char* n, const auto& v) { h5::write_attr(file_, n, v, w); };
+  auto attr = [&](const char* n, const auto& v) { h5::write_attr(file, n, v, w); };
   attr("kvscope_version", std::string(KVSCOPE_VERSION));
   attr("git_commit", git.commit + (git.dirty ? "-dirty" : ""));
   attr("created_utc", utc_now_iso8601());
@@ -178,25 +170,23 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("quantized_weights", int64_t(any_quantized(src.stored_dtypes)));
   attr("rotary_dim", int64_t(c.rot_dim()));
   attr("rope_local_theta", double(c.rope_local_theta));
-  {
-    nlohmann::json windows = nlohmann::json::array();
-    for (int l = 0; l < c.n_layers; ++l) windows.push_back(c.window_of(l));
-    attr("sliding_windows", windows.dump());
-  }
+  nlohmann::json windows = nlohmann::json::array();
+  for (int l = 0; l < c.n_layers; ++l) windows.push_back(c.window_of(l));
+  attr("sliding_windows", windows.dump());
   attr("norm_eps", double(c.norm_eps));
   attr("tokenizer_kind", src.tokenizer_kind);
   attr("tokenizer_file", src.tokenizer_file.string());
   attr("tokenizer_sha256",
        src.tokenizer_file.empty() ? std::string() : sha256_file(src.tokenizer_file));
   attr("bos_id", int64_t(bos));
-  attr("text_file", text_name_);
+  attr("text_file", src.text_file.string());
   attr("text_format", src.text_format);
   // A device or pipe (/dev/zero, <(cmd)) has no content to hash, and hashing would not end.
   attr("text_sha256", src.text_file.empty() || !fs::is_regular_file(src.text_file)
                           ? std::string()
                           : sha256_file(src.text_file));
-  attr("n_seq", int64_t(N));
-  attr("seq_len", int64_t(T_));
+  attr("n_seq", int64_t(opt.n_seq));
+  attr("seq_len", int64_t(opt.seq_len));
   attr("dtype", std::string(opt.dtype == DType::F16 ? "f16" : "f32"));
   attr("gzip", int64_t(opt.gzip));
   if (!shards.empty()) {
@@ -208,24 +198,43 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   attr("sequence_rule",
        std::string("consecutive windows of the token stream ([BOS] + encode(doc) per document); "
                    "each sequence starts with BOS"));
+}
 
-  // Contiguous unless compressed or a chunk shape was asked for.
+// /vocab: token id -> the tokenizer's spelling.
+void write_vocab(hid_t file, const std::vector<std::string>& vocab, const std::string& w) {
+  h5::write_strings(file, "vocab", vocab, w);
+  Handle v(h5::check(H5Dopen2(file, "vocab", H5P_DEFAULT), w, "vocab"), H5Dclose);
+  h5::write_attr(v, "description",
+                 std::string("token id -> the tokenizer's own spelling of that token (Hugging "
+                             "Face convert_ids_to_tokens), e.g. '\u2581the', '<0x0A>'; bytes "
+                             "that are not UTF-8 are written as \\xNN"),
+                 w);
+}
+
+}  // namespace
+
+// Creates the [N, row...] datasets of one dump: contiguous unless compressed or a chunk
+// shape was asked for, virtual over the shards when there are shards.
+struct DumpDatasetMaker {
+  const DumpOptions& opt;
+  const std::vector<DumpShard>& shards;
+  const std::string& w;
+  const int N = opt.n_seq;
   const bool contiguous = opt.gzip == 0 && opt.chunk_seqs == 0 && opt.chunk_heads == 0;
   const int chunk_seqs = std::min(std::max(1, opt.chunk_seqs), N);
-  const hid_t ftype = opt.dtype == DType::F16 ? h5::f16_type() : H5T_IEEE_F32LE;
-  const hid_t mtype = opt.dtype == DType::F16 ? h5::f16_type() : H5T_NATIVE_FLOAT;
-  const size_t esz = dtype_size(opt.dtype);
+
   // Rows per write: ~256 KB for contiguous data; a whole row of chunks for chunked data,
   // so every write covers complete chunks and no chunk cache is needed.
-  auto batch_for = [&](size_t row_bytes, bool chunked) {
+  int batch_for(size_t row_bytes, bool chunked) const {
     if (chunked) return chunk_seqs;
     return int(std::clamp<size_t>(kBatchBytes / row_bytes, 1, size_t(std::min(N, kBatchRows))));
-  };
-  // Creates a [N, row...] dataset; `chunk_row` empty = contiguous. `path`: its path in the
-  // file (the shards hold a dataset at the same path).
-  auto make = [&](hid_t loc, const std::string& name, const std::string& in_file,
-                  std::vector<hsize_t> row, std::vector<hsize_t> chunk_row, hid_t type, hid_t mem,
-                  size_t elem, const std::string& axes) {
+  }
+
+  // Creates a [N, row...] dataset; `chunk_row` empty = contiguous. `in_file`: its path in
+  // the file (the shards hold a dataset at the same path).
+  RowBatch make(hid_t loc, const std::string& name, const std::string& in_file,
+                std::vector<hsize_t> row, std::vector<hsize_t> chunk_row, hid_t type, hid_t mem,
+                size_t elem, const std::string& axes) const {
     std::vector<hsize_t> shape{hsize_t(N)};
     shape.insert(shape.end(), row.begin(), row.end());
     Handle dcpl(h5::check(H5Pcreate(H5P_DATASET_CREATE), w, "H5Pcreate"), H5Pclose);
@@ -258,11 +267,46 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
     size_t row_bytes = elem;
     for (hsize_t x : row) row_bytes *= x;
     return RowBatch(std::move(d), mem, row, row_bytes, batch_for(row_bytes, chunked), w);
-  };
+  }
 
-  tokens_ = make(file_, "tokens", "tokens", {hsize_t(T_)}, {}, H5T_STD_I32LE, H5T_NATIVE_INT32, 4,
-                 "sequence,position");
-  // /sources rows: token_offset, document, file (fixed-length string).
+  // A float dataset [N, row...], chunked by whole rows unless contiguous.
+  RowBatch make_float(hid_t loc, const std::string& name, const std::string& in_file,
+                      std::vector<hsize_t> row, std::vector<hsize_t> chunk_row,
+                      const std::string& axes) const {
+    const hid_t ftype = opt.dtype == DType::F16 ? h5::f16_type() : H5T_IEEE_F32LE;
+    const hid_t mtype = opt.dtype == DType::F16 ? h5::f16_type() : H5T_NATIVE_FLOAT;
+    if (contiguous) chunk_row.clear();
+    return make(loc, name, in_file, std::move(row), std::move(chunk_row), ftype, mtype,
+                dtype_size(opt.dtype), axes);
+  }
+};
+
+DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions& opt,
+                   const DumpSource& src, int32_t bos, const std::vector<std::string>& vocab,
+                   const std::vector<DumpShard>& shards)
+    : where_(path.string()),
+      opt_(opt),
+      T_(opt.seq_len),
+      hd_(c.head_dim),
+      vocab_(c.vocab_size),
+      text_name_(src.text_file.string()) {
+  const std::string& w = where_;
+  file_ = create_dump_file(path, w);
+  write_root_attrs(file_, w, c, opt, src, bos, shards);
+  const DumpDatasetMaker maker{opt, shards, w};
+  tokens_ = maker.make(file_, "tokens", "tokens", {hsize_t(T_)}, {}, H5T_STD_I32LE,
+                       H5T_NATIVE_INT32, 4, "sequence,position");
+  make_sources(maker);
+  write_vocab(file_, vocab, w);
+  if (opt.logits)
+    logits_ = maker.make_float(file_, "logits", "logits", {hsize_t(T_), hsize_t(vocab_)},
+                               {hsize_t(T_), hsize_t(vocab_)}, "sequence,position,vocab");
+  make_layers(maker, c);
+}
+
+// /sources rows: token_offset, document, file (fixed-length string).
+void DumpFile::make_sources(const DumpDatasetMaker& maker) {
+  const std::string& w = where_;
   const size_t name_len = std::max<size_t>(1, text_name_.size());
   source_type_ =
       Handle(h5::check(H5Tcreate(H5T_COMPOUND, 16 + name_len), w, "H5Tcreate"), H5Tclose);
@@ -272,29 +316,19 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
   H5Tinsert(source_type_, "document", 8, H5T_NATIVE_INT64);
   H5Tinsert(source_type_, "file", 16, str);
   source_row_.assign(16 + name_len, 0);
-  sources_ = make(file_, "sources", "sources", {}, {}, source_type_, source_type_, 16 + name_len,
-                  "sequence");
+  sources_ = maker.make(file_, "sources", "sources", {}, {}, source_type_, source_type_,
+                        16 + name_len, "sequence");
   h5::write_attr(sources_.id(), "description",
                  std::string("token_offset: index in the token stream of the sequence's first "
                              "text token (the one after its BOS); document: index of the "
                              "document that token is in"),
                  w);
-  h5::write_strings(file_, "vocab", vocab, w);
-  {
-    Handle v(h5::check(H5Dopen2(file_, "vocab", H5P_DEFAULT), w, "vocab"), H5Dclose);
-    h5::write_attr(v, "description",
-                   std::string("token id -> the tokenizer's own spelling of that token (Hugging "
-                               "Face convert_ids_to_tokens), e.g. '\u2581the', '<0x0A>'; bytes "
-                               "that are not UTF-8 are written as \\xNN"),
-                   w);
-  }
-  if (opt.logits)
-    logits_ = make(
-        file_, "logits", "logits", {hsize_t(T_), hsize_t(vocab_)},
-        contiguous ? std::vector<hsize_t>{} : std::vector<hsize_t>{hsize_t(T_), hsize_t(vocab_)},
-        ftype, mtype, esz, "sequence,position,vocab");
+}
 
-  for (const std::string& t : opt.tensors)
+// /layer_NN/<tensor>: [N, heads, seq_len, head_dim] per layer and tensor.
+void DumpFile::make_layers(const DumpDatasetMaker& maker, const ModelConfig& c) {
+  const std::string& w = where_;
+  for (const std::string& t : opt_.tensors)
     heads_.push_back(t == "q" || t == "attn_out" ? c.n_heads : c.n_kv_heads);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string g = fmt::format("layer_{:02d}", l);
@@ -302,17 +336,15 @@ DumpFile::DumpFile(const fs::path& path, const ModelConfig& c, const DumpOptions
         h5::check(H5Gcreate2(file_, g.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), w,
                   "creating a layer group"),
         H5Gclose);
-    for (size_t i = 0; i < opt.tensors.size(); ++i) {
-      const std::string& t = opt.tensors[i];
+    for (size_t i = 0; i < opt_.tensors.size(); ++i) {
+      const std::string& t = opt_.tensors[i];
       const hsize_t heads = hsize_t(heads_[i]);
-      const hsize_t chunk_heads = std::min<hsize_t>(std::max(1, opt.chunk_heads), heads);
+      const hsize_t chunk_heads = std::min<hsize_t>(std::max(1, opt_.chunk_heads), heads);
       const bool qside = t == "q" || t == "attn_out";
-      per_head_.push_back(
-          make(groups_.back(), t, g + "/" + t, {heads, hsize_t(T_), hsize_t(hd_)},
-               contiguous ? std::vector<hsize_t>{}
-                          : std::vector<hsize_t>{chunk_heads, hsize_t(T_), hsize_t(hd_)},
-               ftype, mtype, esz,
-               qside ? "sequence,head,position,head_dim" : "sequence,kv_head,position,head_dim"));
+      per_head_.push_back(maker.make_float(
+          groups_.back(), t, g + "/" + t, {heads, hsize_t(T_), hsize_t(hd_)},
+          {chunk_heads, hsize_t(T_), hsize_t(hd_)},
+          qside ? "sequence,head,position,head_dim" : "sequence,kv_head,position,head_dim"));
       const char* what = t == "k_pre_rope" ? "keys before RoPE"
                          : t == "k"        ? "keys after RoPE (as cached)"
                          : t == "v"        ? "values"

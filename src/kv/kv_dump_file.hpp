@@ -48,6 +48,8 @@ struct DumpShard {
   int64_t first = 0, count = 0;
 };
 
+struct DumpDatasetMaker;  // kv_dump_file.cpp: creates the datasets
+
 class DumpFile {
  public:
   // Creates `path` (the .partial name) with every dataset and root attribute, and /vocab
@@ -73,6 +75,9 @@ class DumpFile {
   int64_t tensor_bytes() const { return tensor_bytes_; }
 
  private:
+  void make_sources(const DumpDatasetMaker& maker);
+  void make_layers(const DumpDatasetMaker& maker, const ModelConfig& c);
+
   std::string where_;
   DumpOptions opt_;
   int T_ = 0, hd_ = 0, vocab_ = 0;

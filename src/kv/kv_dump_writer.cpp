@@ -152,13 +152,11 @@ void check_dump_options(const DumpOptions& o, const std::string& where) {
   }
 }
 
-DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
-                  const DumpOptions& opt_in, const DumpSource& src, const fs::path& out) {
-  const double t_start = now();
-  h5::init();
-  const std::string where = out.string();
-  DumpOptions opt = opt_in;
-  if (opt.seq_len == 0) opt.seq_len = m.config.default_seq_len();
+namespace {
+
+// What must hold of the model and the output path before anything is written.
+void check_dump_target(const Model& m, const DumpOptions& opt, const fs::path& out,
+                       const std::string& where) {
   check_dump_options(opt, where);
   KV_CHECK(opt.seq_len <= m.config.max_seq_len || opt.allow_extrapolation,
            "{}: seq_len {} exceeds the context of {} tokens model '{}' was trained for; pass "
@@ -176,6 +174,73 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
            "{}: model '{}' compresses its keys after RoPE (a reduced model); dumps need the "
            "original model",
            where, m.name);
+}
+
+// Writes this rank's block of sequences (`mine`, of the whole dump's offsets) into `file`
+// (the .partial name) and closes it; the time split goes into st (closing counts as
+// writing).
+struct SequenceWriter {
+  const Model& m;
+  std::span<const int32_t> stream;
+  const DumpOptions& opt;
+  const std::vector<size_t>& offsets;
+  int32_t bos;
+  dist::Block mine;
+
+  void run(std::optional<DumpFile>& holder, DumpObserver& obs, DumpStats& st) const {
+    DumpFile& file = *holder;
+    const int T = opt.seq_len, N = opt.n_seq;
+    RunState rs(m.config, T);
+    std::vector<int32_t> seq;
+    double forward_total = 0.0, outside = 0.0;
+    int64_t doc = -1;  // document index: BOS tokens of the stream seen so far, less one
+    size_t scanned = 0;
+    for (int i = 0; i < N; ++i) {
+      const size_t off = offsets[size_t(i)];
+      // The sequence's first text token: the one after the BOS that starts the window (a
+      // document's own BOS, or the one prepended), at `off` itself when the window does not
+      // start at a BOS. Its document: the BOS tokens of the stream up to it, less one.
+      const size_t first = off + ((bos >= 0 && stream[off] == bos) ? 1 : 0);
+      for (; scanned <= first && scanned < stream.size(); ++scanned)
+        doc += bos >= 0 && stream[scanned] == bos;
+      if (i < mine.first || i >= mine.first + mine.count) continue;  // another rank's
+      const int at = i - int(mine.first);                            // index in this file
+      seq = sequence_tokens(stream, off, T, bos);
+      rs.reset();
+      obs.seq = at;
+      ForwardOptions fo;
+      fo.observer = opt.tensors.empty() ? nullptr : &obs;
+      fo.logits = opt.logits ? LogitsMode::kAll : LogitsMode::kNone;
+      const double t0 = now();
+      const auto logits = forward(m, rs, seq, fo);
+      const double t1 = now();
+      forward_total += t1 - t0;
+      file.stage_tokens(at, seq.data());
+      file.stage_source(at, int64_t(first), std::max<int64_t>(doc, 0));
+      if (opt.logits) file.stage_logits(at, logits.data());
+      outside += now() - t1;
+      if (opt.on_sequence) opt.on_sequence(at + 1, int(mine.count), file.tensor_bytes());
+    }
+    const double t2 = now();
+    file.finish();
+    st.tensor_bytes = file.tensor_bytes();
+    holder.reset();  // closes the file
+    outside += now() - t2;
+    st.write_seconds = obs.write_seconds + outside;
+    st.forward_seconds = forward_total - obs.write_seconds;
+  }
+};
+
+}  // namespace
+
+DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t> stream,
+                  const DumpOptions& opt_in, const DumpSource& src, const fs::path& out) {
+  const double t_start = now();
+  h5::init();
+  const std::string where = out.string();
+  DumpOptions opt = opt_in;
+  if (opt.seq_len == 0) opt.seq_len = m.config.default_seq_len();
+  check_dump_target(m, opt, out, where);
   const int T = opt.seq_len, N = opt.n_seq;
   const int32_t bos = tok.sequence_bos();
   const std::vector<size_t> offsets =
@@ -206,63 +271,20 @@ DumpStats dump_kv(const Model& m, const Tokenizer& tok, std::span<const int32_t>
   described.stored_dtypes = m.stored_dtypes;
   // An old `out` over shards of the same names must not outlive them half-rewritten.
   if (ranks > 1 && dist::root() && opt.force) fs::remove(out, ec);
-  try {
-    DumpOptions local = opt;
-    local.n_seq = int(mine.count);
-    // A rank with no sequences (n_seq < ranks) writes no shard.
-    std::optional<DumpFile> holder;
-    std::optional<DumpObserver> obs;
-    if (mine.count > 0) {
-      holder.emplace(partial, m.config, local, described, bos, vocab);
-      obs.emplace(*holder, opt.tensors);
+  // A rank with no sequences (n_seq < ranks) writes no shard.
+  if (mine.count > 0) {
+    try {
+      DumpOptions local = opt;
+      local.n_seq = int(mine.count);
+      std::optional<DumpFile> file(std::in_place, partial, m.config, local, described, bos, vocab);
+      DumpObserver obs(*file, opt.tensors);
+      SequenceWriter{m, stream, opt, offsets, bos, mine}.run(file, obs, st);
+    } catch (...) {  // the file is closed: its destructor ran
+      fs::remove(partial, ec);
+      throw;
     }
-    RunState rs(m.config, T);
-    std::vector<int32_t> seq;
-    double forward_total = 0.0, outside = 0.0;
-    int64_t doc = -1;  // document index: BOS tokens of the stream seen so far, less one
-    size_t scanned = 0;
-    for (int i = 0; i < N && mine.count > 0; ++i) {
-      DumpFile& file = *holder;
-      const size_t off = offsets[size_t(i)];
-      // The sequence's first text token: the one after the BOS that starts the window (a
-      // document's own BOS, or the one prepended), at `off` itself when the window does not
-      // start at a BOS. Its document: the BOS tokens of the stream up to it, less one.
-      const size_t first = off + ((bos >= 0 && stream[off] == bos) ? 1 : 0);
-      for (; scanned <= first && scanned < stream.size(); ++scanned)
-        doc += bos >= 0 && stream[scanned] == bos;
-      if (i < mine.first || i >= mine.first + mine.count) continue;  // another rank's
-      const int at = i - int(mine.first);                            // index in this file
-      seq = sequence_tokens(stream, off, T, bos);
-      rs.reset();
-      obs->seq = at;
-      ForwardOptions fo;
-      fo.observer = opt.tensors.empty() ? nullptr : &*obs;
-      fo.logits = opt.logits ? LogitsMode::kAll : LogitsMode::kNone;
-      const double t0 = now();
-      const auto logits = forward(m, rs, seq, fo);
-      const double t1 = now();
-      forward_total += t1 - t0;
-      file.stage_tokens(at, seq.data());
-      file.stage_source(at, int64_t(first), std::max<int64_t>(doc, 0));
-      if (opt.logits) file.stage_logits(at, logits.data());
-      outside += now() - t1;
-      if (opt.on_sequence) opt.on_sequence(at + 1, int(mine.count), file.tensor_bytes());
-    }
-    const double t2 = now();
-    if (holder) {
-      holder->finish();
-      st.tensor_bytes = holder->tensor_bytes();
-      holder.reset();  // closes the file
-    }
-    outside += now() - t2;
-    const double in_writes = obs ? obs->write_seconds : 0.0;
-    st.write_seconds = in_writes + outside;
-    st.forward_seconds = forward_total - in_writes;
-  } catch (...) {
-    fs::remove(partial, ec);
-    throw;
+    rename_into_place(partial, target, where);
   }
-  if (mine.count > 0) rename_into_place(partial, target, where);
   if (ranks > 1) {
     // Every shard is complete before any rank goes on (a rank that died never gets here,
     // and mpirun then ends the others): only then does rank 0 write `out`.

@@ -125,21 +125,14 @@ Mat mean_basis(int t, int hd) {  // [I ... I] / sqrt(t)
   return psi;
 }
 
-}  // namespace
-
-ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
-                             CalibrationGrams* cal) {
+// What a reduction is refused for: targets that do not divide the heads, a model reduced
+// already, per-head key norms under methods that merge W_K rows, missing calibration.
+void check_reducible(const Model& m, int target, ReduceMethod method, bool compress,
+                     const std::string& key_tensor, const CalibrationGrams* cal) {
   const ModelConfig& c = m.config;
   KV_CHECK(!c.compressed_keys(), "model '{}' has already been reduced", m.name);
   KV_CHECK(target >= 1 && target <= c.n_kv_heads && c.n_kv_heads % target == 0,
            "target_kv_heads {} must divide model '{}''s {} KV heads", target, m.name, c.n_kv_heads);
-  const int h = c.n_kv_heads, t = h / target, hd = c.head_dim, D = c.dim, nh = c.n_heads;
-  const int qpk = c.group_size();  // query heads per original KV head
-  const bool rope = c.positional == PositionalKind::kRope;
-  // Keys compressed after RoPE: the SVD methods, except the fused variant and models
-  // without RoPE (where folding is exact).
-  const bool compress = rope && (method == ReduceMethod::kSvdW || method == ReduceMethod::kSvdA);
-  const std::string key_tensor = method == ReduceMethod::kSvdAFusedPreRope ? "k_pre_rope" : "k";
   // A per-head key norm (Qwen3, Gemma 3) acts on each original head before RoPE, so only the
   // methods that compress keys after RoPE keep it exact; merged W_K rows would need a norm of
   // their own.
@@ -148,169 +141,210 @@ ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
            "that norm, which would need a norm of its own; use svd_w or svd_a (they compress "
            "keys after the norm and RoPE)",
            m.name, method_name(method));
-  if (needs_calibration(method)) {
-    KV_CHECK(cal != nullptr, "method {} needs calibration activations", method_name(method));
-    for (int l = 0; l < c.n_layers; ++l) {
-      KV_CHECK(cal->layers.count(l), "calibration has no Grams for layer {}", l);
-      for (const std::string& tn : {key_tensor, std::string("v")})
-        KV_CHECK(std::find(cal->tensors.begin(), cal->tensors.end(), tn) != cal->tensors.end(),
-                 "calibration lacks tensor '{}' needed by {}", tn, method_name(method));
+  if (!needs_calibration(method)) return;
+  KV_CHECK(cal != nullptr, "method {} needs calibration activations", method_name(method));
+  for (int l = 0; l < c.n_layers; ++l) {
+    KV_CHECK(cal->layers.count(l), "calibration has no Grams for layer {}", l);
+    for (const std::string& tn : {key_tensor, std::string("v")})
+      KV_CHECK(std::find(cal->tensors.begin(), cal->tensors.end(), tn) != cal->tensors.end(),
+               "calibration lacks tensor '{}' needed by {}", tn, method_name(method));
+  }
+}
+
+// g [n, n] = wg wg^T for wg [n, cols]: its eigenvectors are wg's left singular vectors.
+Mat row_gram(const Mat& wg, int n, int cols) {
+  Mat g(size_t(n) * n, 0.0);
+  for (int a = 0; a < n; ++a)
+    for (int b = a; b < n; ++b) {
+      double acc = 0.0;
+      for (int x = 0; x < cols; ++x) acc += wg[size_t(a) * cols + x] * wg[size_t(b) * cols + x];
+      g[size_t(a) * n + b] = g[size_t(b) * n + a] = acc;
+    }
+  return g;
+}
+
+// One layer reduced: per group of t KV heads, bases Psi (keys) and Omega (values) [hd, t*hd]
+// are chosen, then W_K and W_V become one head's rows and W_Q / W_O absorb the bases.
+// Biases ride along as one more input column ([W | b] acting on [x; 1]): merging,
+// projecting or folding W's rows does the same to b, and svd_w's basis sees them as the
+// affine map's last column (svd_a sees them in the activations already).
+struct LayerReducer {
+  const ModelConfig& c;
+  const ReduceMethod method;
+  const bool compress;
+  const int target, t;
+  const int hd = c.head_dim, D = c.dim, nh = c.n_heads;
+  const int qpk = c.group_size();  // query heads per original KV head
+  const int Din = D + (c.qkv_bias ? 1 : 0);
+  Mat wq, wk, wv, wo;  // [heads*hd, Din] as read (wo: [D, nh*hd])
+  Mat new_wk = Mat(size_t(target) * hd * Din), new_wv = new_wk, new_wq, new_wo;
+  Mat k_compress = Mat(size_t(target) * hd * t * hd), q_project = Mat(size_t(nh) * hd * hd);
+
+  LayerReducer(const ModelConfig& config, ReduceMethod m, bool comp, int tgt, const LayerWeights& w)
+      : c(config), method(m), compress(comp), target(tgt), t(config.n_kv_heads / tgt) {
+    wq = affine(w.wq, w.bq), wk = affine(w.wk, w.bk), wv = affine(w.wv, w.bv), wo = widen(w.wo);
+    new_wq = wq, new_wo = wo;
+  }
+
+  Mat affine(const Tensor& wt, const Tensor& bt) const {
+    const Mat wm = widen(wt);
+    if (!c.qkv_bias) return wm;
+    const Mat bm = widen(bt);
+    Mat a(size_t(wt.rows) * Din);
+    for (int64_t row = 0; row < wt.rows; ++row) {
+      std::copy(wm.begin() + row * D, wm.begin() + (row + 1) * D, a.begin() + row * Din);
+      a[size_t(row * Din + D)] = bm[size_t(row)];
+    }
+    return a;
+  }
+
+  // Group j's bases {Psi, Omega}; wk_grp, wv_grp: its heads' rows [t*hd, Din].
+  std::pair<Mat, Mat> bases(int l, int j, const Mat& wk_grp, const Mat& wv_grp,
+                            CalibrationGrams* cal, const std::string& key_tensor) const {
+    switch (method) {
+      case ReduceMethod::kMeanPool:
+        return {mean_basis(t, hd), mean_basis(t, hd)};
+      case ReduceMethod::kSvdW:  // left singular vectors of the stacked weights
+        return {group_basis(row_gram(wk_grp, t * hd, Din), t * hd, hd),
+                group_basis(row_gram(wv_grp, t * hd, Din), t * hd, hd)};
+      case ReduceMethod::kSvdA:
+      case ReduceMethod::kSvdAFusedPreRope:
+        return {group_basis(cal->at(l, key_tensor).block(j * t * hd, t * hd, false), t * hd, hd),
+                group_basis(cal->at(l, "v").block(j * t * hd, t * hd, false), t * hd, hd)};
+    }
+    return {};
+  }
+
+  // new rows [hd, Din] of group j = the mean of its heads' rows.
+  void mean_rows(int j, const Mat& grp, Mat& out) const {
+    for (int a = 0; a < hd; ++a)
+      for (int x = 0; x < Din; ++x) {
+        double acc = 0.0;
+        for (int i = 0; i < t; ++i) acc += grp[(size_t(i) * hd + a) * Din + x];
+        out[(size_t(j) * hd + a) * Din + x] = acc / t;
+      }
+  }
+
+  // Query heads reading head i of group j: W_Q folds (or q_project holds) Psi^(i), and
+  // W_O's columns take Omega^(i)^T.
+  void fold_query_heads(int j, int i, const Mat& psi, const Mat& omega) {
+    const Mat psi_i = cols_of(psi, int64_t(t) * hd, int64_t(i) * hd, hd, hd);      // [hd, hd]
+    const Mat omega_i = cols_of(omega, int64_t(t) * hd, int64_t(i) * hd, hd, hd);  // [hd, hd]
+    for (int qh = (j * t + i) * qpk; qh < (j * t + i + 1) * qpk; ++qh) {
+      if (compress) {
+        std::copy(psi_i.begin(), psi_i.end(), q_project.begin() + size_t(qh) * hd * hd);
+      } else {  // fold: W_Q^(h) <- Psi^(i) W_Q^(h)
+        const Mat q_rows = rows_of(wq, Din, int64_t(qh) * hd, hd);
+        const Mat q_new = matmul(psi_i, q_rows, hd, hd, Din);
+        std::copy(q_new.begin(), q_new.end(), new_wq.begin() + size_t(qh) * hd * Din);
+      }
+      // W_O[:, h] <- W_O[:, h] Omega^(i)^T
+      for (int x = 0; x < D; ++x)
+        for (int a = 0; a < hd; ++a) {
+          double acc = 0.0;
+          for (int b = 0; b < hd; ++b)
+            acc += wo[size_t(x) * nh * hd + size_t(qh) * hd + b] * omega_i[size_t(a) * hd + b];
+          new_wo[size_t(x) * nh * hd + size_t(qh) * hd + a] = acc;
+        }
     }
   }
 
-  ReducedModel r;
-  r.method = method;
-  r.group = t;
-  r.model.name = fmt::format("{}:{}@{}", m.name, method_name(method), target);
-  r.model.format = "memory";
-  r.model.source = m.source;
-  r.model.files = m.files;
-  r.model.config = c;
-  r.model.config.n_kv_heads = target;
-  r.model.config.k_proj_heads = compress ? h : 0;
-  r.model.weights.tok_embedding = m.weights.tok_embedding;
-  r.model.weights.final_norm = m.weights.final_norm;
-  r.model.weights.classifier = m.weights.classifier;
-
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = m.weights.layers[size_t(l)];
-    LayerWeights nw = w;  // norms and FFN are shared, untouched
-    // Biases ride along as one more input column ([W | b] acting on [x; 1]): merging,
-    // projecting or folding W's rows does the same to b, and svd_w's basis sees them as the
-    // affine map's last column (svd_a sees them in the activations already).
-    const int Din = D + (c.qkv_bias ? 1 : 0);
-    auto affine = [&](const Tensor& wt, const Tensor& bt) {
-      const Mat wm = widen(wt);
-      if (!c.qkv_bias) return wm;
-      const Mat bm = widen(bt);
-      Mat a(size_t(wt.rows) * Din);
-      for (int64_t row = 0; row < wt.rows; ++row) {
-        std::copy(wm.begin() + row * D, wm.begin() + (row + 1) * D, a.begin() + row * Din);
-        a[size_t(row * Din + D)] = bm[size_t(row)];
-      }
-      return a;
-    };
-    const Mat wq = affine(w.wq, w.bq), wk = affine(w.wk, w.bk), wv = affine(w.wv, w.bv),
-              wo = widen(w.wo);
-    LayerBases bases;
-    bases.keys_post_rope = method != ReduceMethod::kSvdAFusedPreRope;
-    Mat new_wk(size_t(target) * hd * Din), new_wv(size_t(target) * hd * Din), new_wq = wq,
-                                                                              new_wo = wo;
-    Mat k_compress(size_t(target) * hd * t * hd), q_project(size_t(nh) * hd * hd);
+  // Group j (original KV heads j*t .. j*t+t-1) merged into reduced head j; returns its bases.
+  LayerBases reduce(int l, CalibrationGrams* cal, const std::string& key_tensor) {
+    LayerBases out;
+    out.keys_post_rope = method != ReduceMethod::kSvdAFusedPreRope;
     for (int j = 0; j < target; ++j) {
       const Mat wk_grp = rows_of(wk, Din, int64_t(j) * t * hd, int64_t(t) * hd);  // [t*hd, Din]
       const Mat wv_grp = rows_of(wv, Din, int64_t(j) * t * hd, int64_t(t) * hd);
-      Mat psi, omega;
-      switch (method) {
-        case ReduceMethod::kMeanPool:
-          psi = omega = mean_basis(t, hd);
-          break;
-        case ReduceMethod::kSvdW: {
-          // Left singular vectors of the stacked weights = eigenvectors of W W^T.
-          auto gram_of = [&](const Mat& wg) {
-            Mat g(size_t(t) * hd * t * hd, 0.0);
-            for (int a = 0; a < t * hd; ++a)
-              for (int b = a; b < t * hd; ++b) {
-                double acc = 0.0;
-                for (int x = 0; x < Din; ++x)
-                  acc += wg[size_t(a) * Din + x] * wg[size_t(b) * Din + x];
-                g[size_t(a) * t * hd + b] = g[size_t(b) * t * hd + a] = acc;
-              }
-            return g;
-          };
-          psi = group_basis(gram_of(wk_grp), t * hd, hd);
-          omega = group_basis(gram_of(wv_grp), t * hd, hd);
-          break;
-        }
-        case ReduceMethod::kSvdA:
-        case ReduceMethod::kSvdAFusedPreRope:
-          psi = group_basis(cal->at(l, key_tensor).block(j * t * hd, t * hd, false), t * hd, hd);
-          omega = group_basis(cal->at(l, "v").block(j * t * hd, t * hd, false), t * hd, hd);
-          break;
-      }
-      // Values: W_V <- Omega W_Vgrp; W_O columns of every query head reading head i of
-      // the group <- W_O cols * Omega^(i)^T.
-      const Mat v_new = matmul(omega, wv_grp, hd, int64_t(t) * hd, Din);
-      std::copy(v_new.begin(), v_new.end(), new_wv.begin() + size_t(j) * hd * Din);
-      // Keys.
+      auto [psi, omega] = bases(l, j, wk_grp, wv_grp, cal, key_tensor);
       if (method == ReduceMethod::kMeanPool) {
-        for (int a = 0; a < hd; ++a)
-          for (int x = 0; x < Din; ++x) {
-            double acc = 0.0;
-            for (int i = 0; i < t; ++i) acc += wk_grp[(size_t(i) * hd + a) * Din + x];
-            new_wk[(size_t(j) * hd + a) * Din + x] = acc / t;
-          }
-      } else if (!compress) {
-        const Mat k_new = matmul(psi, wk_grp, hd, int64_t(t) * hd, Din);
-        std::copy(k_new.begin(), k_new.end(), new_wk.begin() + size_t(j) * hd * Din);
+        // Queries unchanged; keys and values the plain means (o = mean v, W_O unchanged).
+        mean_rows(j, wk_grp, new_wk);
+        mean_rows(j, wv_grp, new_wv);
       } else {
-        std::copy(psi.begin(), psi.end(), k_compress.begin() + size_t(j) * hd * t * hd);
-      }
-      for (int i = 0; i < t; ++i) {  // head i of the group = original KV head j*t + i
-        const Mat psi_i = cols_of(psi, int64_t(t) * hd, int64_t(i) * hd, hd, hd);      // [hd, hd]
-        const Mat omega_i = cols_of(omega, int64_t(t) * hd, int64_t(i) * hd, hd, hd);  // [hd, hd]
-        for (int qh = (j * t + i) * qpk; qh < (j * t + i + 1) * qpk; ++qh) {
-          if (method == ReduceMethod::kMeanPool) {
-            // Queries unchanged; values are the plain mean: o = mean v, W_O unchanged.
-          } else {
-            if (compress) {
-              std::copy(psi_i.begin(), psi_i.end(), q_project.begin() + size_t(qh) * hd * hd);
-            } else {  // fold: W_Q^(h) <- Psi^(i) W_Q^(h)
-              const Mat q_rows = rows_of(wq, Din, int64_t(qh) * hd, hd);
-              const Mat q_new = matmul(psi_i, q_rows, hd, hd, Din);
-              std::copy(q_new.begin(), q_new.end(), new_wq.begin() + size_t(qh) * hd * Din);
-            }
-            // W_O[:, h] <- W_O[:, h] Omega^(i)^T
-            for (int x = 0; x < D; ++x)
-              for (int a = 0; a < hd; ++a) {
-                double acc = 0.0;
-                for (int b = 0; b < hd; ++b)
-                  acc +=
-                      wo[size_t(x) * nh * hd + size_t(qh) * hd + b] * omega_i[size_t(a) * hd + b];
-                new_wo[size_t(x) * nh * hd + size_t(qh) * hd + a] = acc;
-              }
-          }
+        // Values: W_V <- Omega W_Vgrp. Keys: W_K <- Psi W_Kgrp, or Psi kept to compress the
+        // keys after RoPE.
+        const Mat v_new = matmul(omega, wv_grp, hd, int64_t(t) * hd, Din);
+        std::copy(v_new.begin(), v_new.end(), new_wv.begin() + size_t(j) * hd * Din);
+        if (!compress) {
+          const Mat k_new = matmul(psi, wk_grp, hd, int64_t(t) * hd, Din);
+          std::copy(k_new.begin(), k_new.end(), new_wk.begin() + size_t(j) * hd * Din);
+        } else {
+          std::copy(psi.begin(), psi.end(), k_compress.begin() + size_t(j) * hd * t * hd);
         }
+        for (int i = 0; i < t; ++i) fold_query_heads(j, i, psi, omega);
       }
-      if (method == ReduceMethod::kMeanPool) {  // stored as the plain mean of W_V
-        for (int a = 0; a < hd; ++a)
-          for (int x = 0; x < Din; ++x) {
-            double acc = 0.0;
-            for (int i = 0; i < t; ++i) acc += wv_grp[(size_t(i) * hd + a) * Din + x];
-            new_wv[(size_t(j) * hd + a) * Din + x] = acc / t;
-          }
-      }
-      bases.keys.push_back(std::move(psi));
-      bases.values.push_back(std::move(omega));
+      out.keys.push_back(std::move(psi));
+      out.values.push_back(std::move(omega));
     }
+    return out;
+  }
+
+  // Splits [W | b] back into W and its bias.
+  void store(const std::string& p, const std::string& n, const Mat& a, int64_t rows, Tensor& wt,
+             Tensor& bt) const {
+    if (!c.qkv_bias) {
+      wt = to_tensor(p + n, a, rows, D);
+      return;
+    }
+    Mat wm(size_t(rows) * D), bm(static_cast<size_t>(rows));
+    for (int64_t row = 0; row < rows; ++row) {
+      std::copy(a.begin() + row * Din, a.begin() + row * Din + D, wm.begin() + row * D);
+      bm[size_t(row)] = a[size_t(row * Din + D)];
+    }
+    wt = to_tensor(p + n, wm, rows, D);
+    bt = to_tensor(p + "b" + n.substr(1), bm, 1, rows);
+  }
+
+  // The layer's weights with the reduced projections (norms and FFN shared, untouched).
+  LayerWeights weights(const LayerWeights& w, int l) const {
+    LayerWeights nw = w;
     const std::string p = fmt::format("reduced.layers.{}.", l);
-    // Splits [W | b] back into W and its bias.
-    auto store = [&](const std::string& n, const Mat& a, int64_t rows, Tensor& wt, Tensor& bt) {
-      if (!c.qkv_bias) {
-        wt = to_tensor(p + n, a, rows, D);
-        return;
-      }
-      Mat wm(size_t(rows) * D), bm(static_cast<size_t>(rows));
-      for (int64_t row = 0; row < rows; ++row) {
-        std::copy(a.begin() + row * Din, a.begin() + row * Din + D, wm.begin() + row * D);
-        bm[size_t(row)] = a[size_t(row * Din + D)];
-      }
-      wt = to_tensor(p + n, wm, rows, D);
-      bt = to_tensor(p + "b" + n.substr(1), bm, 1, rows);
-    };
-    store("wq", new_wq, int64_t(nh) * hd, nw.wq, nw.bq);
+    store(p, "wq", new_wq, int64_t(nh) * hd, nw.wq, nw.bq);
     nw.wo = to_tensor(p + "wo", new_wo, D, int64_t(nh) * hd);
-    store("wv", new_wv, int64_t(target) * hd, nw.wv, nw.bv);
+    store(p, "wv", new_wv, int64_t(target) * hd, nw.wv, nw.bv);
     if (compress) {
       nw.wk = w.wk;  // all h heads are still projected; compression happens after RoPE
       nw.k_compress =
           to_tensor(p + "k_compress", k_compress, int64_t(target) * hd, int64_t(t) * hd);
       nw.q_project = to_tensor(p + "q_project", q_project, int64_t(nh) * hd, hd);
     } else {
-      store("wk", new_wk, int64_t(target) * hd, nw.wk, nw.bk);
+      store(p, "wk", new_wk, int64_t(target) * hd, nw.wk, nw.bk);
     }
-    r.model.weights.layers.push_back(std::move(nw));
-    r.layers.push_back(std::move(bases));
+    return nw;
+  }
+};
+
+}  // namespace
+
+ReducedModel reduce_kv_heads(const Model& m, int target, ReduceMethod method,
+                             CalibrationGrams* cal) {
+  const ModelConfig& c = m.config;
+  // Keys compressed after RoPE: the SVD methods, except the fused variant and models
+  // without RoPE (where folding is exact).
+  const bool rope = c.positional == PositionalKind::kRope;
+  const bool compress = rope && (method == ReduceMethod::kSvdW || method == ReduceMethod::kSvdA);
+  const std::string key_tensor = method == ReduceMethod::kSvdAFusedPreRope ? "k_pre_rope" : "k";
+  check_reducible(m, target, method, compress, key_tensor, cal);
+
+  ReducedModel r;
+  r.method = method;
+  r.group = c.n_kv_heads / target;
+  r.model.name = fmt::format("{}:{}@{}", m.name, method_name(method), target);
+  r.model.format = "memory";
+  r.model.source = m.source;
+  r.model.files = m.files;
+  r.model.config = c;
+  r.model.config.n_kv_heads = target;
+  r.model.config.k_proj_heads = compress ? c.n_kv_heads : 0;
+  r.model.weights.tok_embedding = m.weights.tok_embedding;
+  r.model.weights.final_norm = m.weights.final_norm;
+  r.model.weights.classifier = m.weights.classifier;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = m.weights.layers[size_t(l)];
+    LayerReducer lr(c, method, compress, target, w);
+    r.layers.push_back(lr.reduce(l, cal, key_tensor));
+    r.model.weights.layers.push_back(lr.weights(w, l));
   }
   check_shapes(r.model);
   return r;

@@ -51,6 +51,108 @@ std::string cell(const Row* r) {
                      signed_num(std::stod(r->at("delta"))), num(std::stod(r->at("delta_se"))));
 }
 
+// level -> family -> the methods that won a measure (one entry per measure)
+using Wins = std::map<double, std::map<std::string, std::vector<std::string>>>;
+
+// One table row: at held <= level, the best method for (task, measure) overall and per
+// family; "" when no method or no full-cache value is there. Records the winner in wins.
+std::string budget_row(const Rows& r, const std::string& model, double level,
+                       const std::string& task, const std::string& measure, Wins& wins) {
+  const Row* best = nullptr;
+  std::map<std::string, const Row*> fam;
+  for (const auto* row : r.select({{"model", model}, {"task", task}, {"measure", measure}})) {
+    const double v = std::stod(row->at("value")), held = std::stod(row->at("kv_share"));
+    if (row->at("method") == "full" || !std::isfinite(v) || !std::isfinite(held) ||
+        held > level + 1e-9)
+      continue;
+    const Row*& f = fam[family_of(*row)];
+    if (!f || better(measure, v, std::stod(f->at("value")))) f = row;
+    if (!best || better(measure, v, std::stod(best->at("value")))) best = row;
+  }
+  const auto full =
+      r.num({{"model", model}, {"method", "full"}, {"task", task}, {"measure", measure}}, "value");
+  if (!best || !full) return "";
+  wins[level][family_of(*best)].push_back(best->at("method"));
+  const double d = std::stod(best->at("delta")), dse = std::stod(best->at("delta_se"));
+  std::string line =
+      fmt::format("| {:g} | {} | {} | {} | {} | {:.3f} | {} ± {} | {} | {} ± {} | {} |", level,
+                  task, measure, best->at("method"), family_of(*best),
+                  std::stod(best->at("kv_share")), num(std::stod(best->at("value"))),
+                  num(std::stod(best->at("se"))), num(*full), signed_num(d), num(dse),
+                  std::abs(d) <= 2 * dse                ? "yes"
+                  : (d < 0) == lower_is_better(measure) ? "no: better"
+                                                        : "no: worse");
+  for (const auto& [f, name] : kFamilies)
+    line += " " + cell(fam.count(f) ? fam.at(f) : nullptr) + " |";
+  return line + "\n";
+}
+
+// From the numbers: which family wins most measures at each budget.
+std::string wins_summary(const Wins& wins) {
+  std::string body;
+  for (auto it = wins.rbegin(); it != wins.rend(); ++it) {
+    std::vector<std::string> parts;
+    size_t total = 0;
+    for (const auto& [f, methods] : it->second) {
+      std::vector<std::string> distinct;
+      for (const std::string& m : methods)
+        if (std::find(distinct.begin(), distinct.end(), m) == distinct.end()) distinct.push_back(m);
+      parts.push_back(fmt::format("{} {} ({})", f, methods.size(), fmt::join(distinct, ", ")));
+      total += methods.size();
+    }
+    body += fmt::format("- held <= {:g}: the best method's family, of {} measures: {}.\n",
+                        it->first, total, fmt::join(parts, "; "));
+  }
+  return body;
+}
+
+// The methods a budget put out of reach, and why.
+std::string out_of_reach(const Rows& r, const Rows& out, const std::string& model) {
+  std::vector<std::string> unreachable;
+  const auto add = [&](const std::string& u) {
+    if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
+      unreachable.push_back(u);
+  };
+  for (const auto* row : r.select({{"model", model}}))
+    if (!std::isfinite(std::stod(row->at("value"))))
+      add(fmt::format("{} at {:g} (protected heads exceed the budget)", row->at("method"),
+                      std::stod(row->at("budget"))));
+  for (const auto* row : out.select({{"model", model}}))
+    add(fmt::format("{} at {:g} ({})", row->at("method"), std::stod(row->at("budget")),
+                    row->at("reason")));
+  return unreachable.empty() ? ""
+                             : fmt::format("\nOut of reach: {}.\n", fmt::join(unreachable, "; "));
+}
+
+// One model of one run: its table, the families' wins, what was out of reach, the plots.
+std::string model_section(const fs::path& root, const std::string& run, const Rows& r,
+                          const Rows& out, const std::string& model) {
+  std::string body = fmt::format(
+      "\n### {} ({})\n\n| held <= | task | measure | best | family | held | value | full "
+      "| best - full | within noise |",
+      model, run);
+  for (const auto& [f, name] : kFamilies) body += fmt::format(" best {} |", name);
+  body += "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::vector<double> levels;
+  for (const auto* row : r.select({{"model", model}})) {
+    const double b = std::stod(row->at("budget"));
+    if (row->at("method") != "full" && b < 1 &&
+        std::find(levels.begin(), levels.end(), b) == levels.end())
+      levels.push_back(b);
+  }
+  std::sort(levels.rbegin(), levels.rend());
+  std::vector<std::pair<std::string, std::string>> measures;
+  for (const auto* row : r.select({{"model", model}, {"method", "full"}}))
+    if (row->at("measure") != "nll") measures.push_back({row->at("task"), row->at("measure")});
+  Wins wins;
+  for (double level : levels)
+    for (const auto& [task, measure] : measures)
+      body += budget_row(r, model, level, task, measure, wins);
+  body += "\n" + wins_summary(wins);
+  body += out_of_reach(r, out, model);
+  return body + plots(root, run, "frontier_" + model);
+}
+
 }  // namespace
 
 Section frontier(const fs::path& root) {
@@ -85,92 +187,8 @@ Section frontier(const fs::path& root) {
     const Rows r = load(root / run / "frontier.csv");
     const Rows out =
         fs::exists(root / run / "unreachable.csv") ? load(root / run / "unreachable.csv") : Rows{};
-    for (const std::string& model : r.distinct("model")) {
-      s.body += fmt::format(
-          "\n### {} ({})\n\n| held <= | task | measure | best | family | held | value | full "
-          "| best - full | within noise |",
-          model, run);
-      for (const auto& [f, name] : kFamilies) s.body += fmt::format(" best {} |", name);
-      s.body += "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-      std::vector<double> levels;
-      for (const auto* row : r.select({{"model", model}})) {
-        const double b = std::stod(row->at("budget"));
-        if (row->at("method") != "full" && b < 1 &&
-            std::find(levels.begin(), levels.end(), b) == levels.end())
-          levels.push_back(b);
-      }
-      std::sort(levels.rbegin(), levels.rend());
-      std::vector<std::pair<std::string, std::string>> measures;
-      for (const auto* row : r.select({{"model", model}, {"method", "full"}}))
-        if (row->at("measure") != "nll") measures.push_back({row->at("task"), row->at("measure")});
-      // level -> family -> the methods that won a measure (one entry per measure)
-      std::map<double, std::map<std::string, std::vector<std::string>>> wins;
-      for (double level : levels)
-        for (const auto& [task, measure] : measures) {
-          const Row* best = nullptr;
-          std::map<std::string, const Row*> fam;
-          for (const auto* row :
-               r.select({{"model", model}, {"task", task}, {"measure", measure}})) {
-            const double v = std::stod(row->at("value")), held = std::stod(row->at("kv_share"));
-            if (row->at("method") == "full" || !std::isfinite(v) || !std::isfinite(held) ||
-                held > level + 1e-9)
-              continue;
-            const Row*& f = fam[family_of(*row)];
-            if (!f || better(measure, v, std::stod(f->at("value")))) f = row;
-            if (!best || better(measure, v, std::stod(best->at("value")))) best = row;
-          }
-          const auto full =
-              r.num({{"model", model}, {"method", "full"}, {"task", task}, {"measure", measure}},
-                    "value");
-          if (!best || !full) continue;
-          wins[level][family_of(*best)].push_back(best->at("method"));
-          const double d = std::stod(best->at("delta")), dse = std::stod(best->at("delta_se"));
-          s.body +=
-              fmt::format("| {:g} | {} | {} | {} | {} | {:.3f} | {} ± {} | {} | {} ± {} | {} |",
-                          level, task, measure, best->at("method"), family_of(*best),
-                          std::stod(best->at("kv_share")), num(std::stod(best->at("value"))),
-                          num(std::stod(best->at("se"))), num(*full), signed_num(d), num(dse),
-                          std::abs(d) <= 2 * dse                ? "yes"
-                          : (d < 0) == lower_is_better(measure) ? "no: better"
-                                                                : "no: worse");
-          for (const auto& [f, name] : kFamilies)
-            s.body += " " + cell(fam.count(f) ? fam.at(f) : nullptr) + " |";
-          s.body += "\n";
-        }
-      // From the numbers: which family wins most measures at each budget.
-      s.body += "\n";
-      for (auto it = wins.rbegin(); it != wins.rend(); ++it) {
-        std::vector<std::string> parts;
-        size_t total = 0;
-        for (const auto& [f, methods] : it->second) {
-          std::vector<std::string> distinct;
-          for (const std::string& m : methods)
-            if (std::find(distinct.begin(), distinct.end(), m) == distinct.end())
-              distinct.push_back(m);
-          parts.push_back(fmt::format("{} {} ({})", f, methods.size(), fmt::join(distinct, ", ")));
-          total += methods.size();
-        }
-        s.body += fmt::format("- held <= {:g}: the best method's family, of {} measures: {}.\n",
-                              it->first, total, fmt::join(parts, "; "));
-      }
-      std::vector<std::string> unreachable;
-      for (const auto* row : r.select({{"model", model}}))
-        if (!std::isfinite(std::stod(row->at("value")))) {
-          const std::string u = fmt::format("{} at {:g} (protected heads exceed the budget)",
-                                            row->at("method"), std::stod(row->at("budget")));
-          if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
-            unreachable.push_back(u);
-        }
-      for (const auto* row : out.select({{"model", model}})) {
-        const std::string u = fmt::format("{} at {:g} ({})", row->at("method"),
-                                          std::stod(row->at("budget")), row->at("reason"));
-        if (std::find(unreachable.begin(), unreachable.end(), u) == unreachable.end())
-          unreachable.push_back(u);
-      }
-      if (!unreachable.empty())
-        s.body += fmt::format("\nOut of reach: {}.\n", fmt::join(unreachable, "; "));
-      s.body += plots(root, run, "frontier_" + model);
-    }
+    for (const std::string& model : r.distinct("model"))
+      s.body += model_section(root, run, r, out, model);
   }
   s.body +=
       "\nNot a paper table: neither paper compares these methods on one axis. The frontier "

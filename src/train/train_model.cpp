@@ -168,30 +168,29 @@ void zero(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
+namespace {
+
+// One sequence through the model (training's own double/float forward and backward): the
+// sizes and flags every layer shares, and the workspace that keeps each layer's inputs and
+// intermediates for the backward pass.
 template <class T>
-double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> tokens, T* grad,
-                     double scale, Workspace<T>& ws) {
+struct Pass {
+  const Layout& L;
+  const T* w;
+  T* grad;
+  Workspace<T>& ws;
+  const int S;
   const ModelConfig& c = L.config;
-  const int S = int(tokens.size()), D = c.dim, F = c.hidden_dim, H = c.n_heads, G = c.n_kv_heads,
-            hd = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
-  KV_CHECK(S >= 2, "training: a sequence needs at least 2 tokens, got {}", S);
+  const int D = c.dim, F = c.hidden_dim, H = c.n_heads, G = c.n_kv_heads, hd = c.head_dim,
+            Q = c.q_dim(), KV = c.kv_dim();
+  const int KP = c.k_proj_dim();  // width of the K projection ([S, KP] before compression)
   const bool rope_on = c.positional == PositionalKind::kRope;
   const std::vector<double> inv_freq = rope_on ? rope_inv_freq(c) : std::vector<double>{};
   const bool alibi = c.positional == PositionalKind::kAlibi;
   const bool compressed = c.compressed_keys();
-  const int KP = c.k_proj_dim();  // width of the K projection ([S, KP] before compression)
-  const size_t nl = L.layers.size();
-  for (auto* v : {&ws.x_in, &ws.xn1, &ws.r1, &ws.q, &ws.k, &ws.v, &ws.probs, &ws.att, &ws.x_mid,
-                  &ws.xn2, &ws.r2, &ws.a, &ws.b, &ws.g, &ws.q_rot, &ws.k_rot})
-    v->resize(nl);
-  // Forward, keeping every layer's inputs and intermediates.
-  ws.x.resize(size_t(S) * D);
-  for (int t = 0; t < S; ++t) {
-    KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < V, "training: token {} out of range",
-             tokens[size_t(t)]);
-    std::copy_n(w + L.emb + size_t(tokens[size_t(t)]) * D, D, ws.x.begin() + long(t) * D);
-  }
-  for (size_t l = 0; l < nl; ++l) {
+
+  // x [S, D] through layer l, keeping what its backward needs.
+  void layer_forward(size_t l) {
     const LayerSlots& s = L.layers[l];
     ws.x_in[l] = ws.x;
     ws.xn1[l].resize(size_t(S) * D), ws.r1[l].resize(size_t(S));
@@ -229,30 +228,10 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     matmul_fw(ws.g[l].data(), S, F, w + s.w_down, D, ws.dtmp.data());
     for (size_t i = 0; i < ws.x.size(); ++i) ws.x[i] += ws.dtmp[i];
   }
-  ws.xf_in = ws.x;
-  ws.xfn.resize(size_t(S) * D), ws.rf.resize(size_t(S));
-  rmsnorm_fw(ws.x.data(), w + L.final_norm, S, D, c.norm_eps, ws.xfn.data(), ws.rf.data());
-  ws.logits.resize(size_t(S) * V);
-  matmul_fw(ws.xfn.data(), S, D, w + L.cls, V, ws.logits.data());
-  std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
-  targets.push_back(-1);  // the last position predicts nothing here
-  int n_targets = 0;
-  for (int32_t t : targets) n_targets += t >= 0;
-  KV_CHECK(n_targets > 0, "training: the sequence has no target to score");
-  if (!grad)
-    return cross_entropy<T>(ws.logits.data(), targets.data(), S, V, 0, nullptr) / n_targets;
 
-  // Backward.
-  ws.dlogits.resize(size_t(S) * V);
-  const double loss =
-      cross_entropy(ws.logits.data(), targets.data(), S, V, scale / n_targets, ws.dlogits.data()) /
-      n_targets;
-  zero(ws.dtmp, size_t(S) * D);  // d xfn
-  matmul_bw(ws.dlogits.data(), ws.xfn.data(), S, D, w + L.cls, V, ws.dtmp.data(), grad + L.cls);
-  zero(ws.dx, size_t(S) * D);
-  rmsnorm_bw(ws.dtmp.data(), ws.xf_in.data(), w + L.final_norm, ws.rf.data(), S, D, ws.dx.data(),
-             grad + L.final_norm);
-  for (size_t li = nl; li-- > 0;) {
+  // dx [S, D] (d of layer li's output) back to d of its input; its weights' gradients
+  // added into grad.
+  void layer_backward(size_t li) {
     const LayerSlots& s = L.layers[li];
     // x_out = x_mid + swiglu(xn2 Wg^T, xn2 Wu^T) Wd^T
     zero(ws.dg, size_t(S) * F);
@@ -292,6 +271,53 @@ double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> token
     rmsnorm_bw(ws.dxn.data(), ws.x_in[li].data(), w + s.attn_norm, ws.r1[li].data(), S, D,
                ws.dx.data(), grad + s.attn_norm);  // dx is now d x_in
   }
+};
+
+}  // namespace
+
+template <class T>
+double loss_and_grad(const Layout& L, const T* w, std::span<const int32_t> tokens, T* grad,
+                     double scale, Workspace<T>& ws) {
+  const int S = int(tokens.size());
+  KV_CHECK(S >= 2, "training: a sequence needs at least 2 tokens, got {}", S);
+  Pass<T> p{L, w, grad, ws, S};
+  const int D = p.D, V = p.c.vocab_size;
+  const size_t nl = L.layers.size();
+  for (auto* v : {&ws.x_in, &ws.xn1, &ws.r1, &ws.q, &ws.k, &ws.v, &ws.probs, &ws.att, &ws.x_mid,
+                  &ws.xn2, &ws.r2, &ws.a, &ws.b, &ws.g, &ws.q_rot, &ws.k_rot})
+    v->resize(nl);
+  // Forward, keeping every layer's inputs and intermediates.
+  ws.x.resize(size_t(S) * D);
+  for (int t = 0; t < S; ++t) {
+    KV_CHECK(tokens[size_t(t)] >= 0 && tokens[size_t(t)] < V, "training: token {} out of range",
+             tokens[size_t(t)]);
+    std::copy_n(w + L.emb + size_t(tokens[size_t(t)]) * D, D, ws.x.begin() + long(t) * D);
+  }
+  for (size_t l = 0; l < nl; ++l) p.layer_forward(l);
+  ws.xf_in = ws.x;
+  ws.xfn.resize(size_t(S) * D), ws.rf.resize(size_t(S));
+  rmsnorm_fw(ws.x.data(), w + L.final_norm, S, D, p.c.norm_eps, ws.xfn.data(), ws.rf.data());
+  ws.logits.resize(size_t(S) * V);
+  matmul_fw(ws.xfn.data(), S, D, w + L.cls, V, ws.logits.data());
+  std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
+  targets.push_back(-1);  // the last position predicts nothing here
+  int n_targets = 0;
+  for (int32_t t : targets) n_targets += t >= 0;
+  KV_CHECK(n_targets > 0, "training: the sequence has no target to score");
+  if (!grad)
+    return cross_entropy<T>(ws.logits.data(), targets.data(), S, V, 0, nullptr) / n_targets;
+
+  // Backward.
+  ws.dlogits.resize(size_t(S) * V);
+  const double loss =
+      cross_entropy(ws.logits.data(), targets.data(), S, V, scale / n_targets, ws.dlogits.data()) /
+      n_targets;
+  zero(ws.dtmp, size_t(S) * D);  // d xfn
+  matmul_bw(ws.dlogits.data(), ws.xfn.data(), S, D, w + L.cls, V, ws.dtmp.data(), grad + L.cls);
+  zero(ws.dx, size_t(S) * D);
+  rmsnorm_bw(ws.dtmp.data(), ws.xf_in.data(), w + L.final_norm, ws.rf.data(), S, D, ws.dx.data(),
+             grad + L.final_norm);
+  for (size_t li = nl; li-- > 0;) p.layer_backward(li);
   for (int t = 0; t < S; ++t) {
     T* de = grad + L.emb + size_t(tokens[size_t(t)]) * D;
     for (int i = 0; i < D; ++i) de[i] += ws.dx[size_t(t) * D + i];
