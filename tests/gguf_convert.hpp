@@ -96,7 +96,8 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
                        const std::function<void(GgufWriter&)>& extra = {},
                        const MatrixEncoder& encode = {}) {
   const ModelConfig& c = hf.config;
-  const bool gemma = c.family == Family::kGemma2 || c.family == Family::kGemma3;
+  const Family base = base_of(c.family);  // a registered family is written as its base
+  const bool gemma = base == Family::kGemma2 || base == Family::kGemma3;
   const std::string a = *traits(c.family).gguf_arch ? traits(c.family).gguf_arch : "llama";
   GgufWriter w;
   w.str("general.architecture", a);
@@ -115,7 +116,7 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
   if (c.attn_softcap > 0) w.f32(a + ".attn_logit_softcapping", c.attn_softcap);
   if (c.final_softcap > 0) w.f32(a + ".final_logit_softcapping", c.final_softcap);
   w.f32(a + ".attention.layer_norm_rms_epsilon", c.norm_eps);
-  if (c.family != Family::kGemma2) w.f32(a + ".rope.freq_base", c.rope_theta);
+  if (base != Family::kGemma2) w.f32(a + ".rope.freq_base", c.rope_theta);
   const RopeScaling& rs = c.rope_scaling;
   if (rs.kind == RopeScalingKind::kLinear) {
     w.str(a + ".rope.scaling.type", "linear");
@@ -171,7 +172,7 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
       w.tensor(name, {uint64_t(f.size())}, 0, f32_bytes(f));
     }
   }
-  const bool perm = c.family == Family::kLlama;
+  const bool perm = base == Family::kLlama;
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const LayerWeights& lw = hf.weights.layers[size_t(l)];
@@ -188,7 +189,7 @@ inline void write_gguf(const std::filesystem::path& file, const Model& hf, bool 
       }
       return make_tensor("stacked", rows, (*parts.begin())->cols, all);
     };
-    if (c.family == Family::kPhi3) {
+    if (base == Family::kPhi3) {
       Tensor qkv, gu;
       mat(p + "attn_qkv.weight", stack({&lw.wq, &lw.wk, &lw.wv}), &qkv, false);
       dw.wq = row_view(qkv, 0, c.q_dim(), "q");

@@ -66,10 +66,11 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
   const FamilyTraits& t = traits(c.family);
   cfg["architectures"] = {t.hf_architecture};
   cfg["model_type"] = t.hf_model_type;
-  switch (c.family) {
+  const Family base = base_of(c.family);
+  switch (base) {
     case Family::kGemma2:
     case Family::kGemma3: {
-      const bool g2 = c.family == Family::kGemma2;
+      const bool g2 = base == Family::kGemma2;
       KV_CHECK(c.norm_offset == 1.0f && c.sandwich_norms && c.mlp_act == MlpActivation::kGeluTanh &&
                    c.qk_norm == t.qk_norm && !c.mlp_bias && c.qkv_bias == c.o_bias,
                "{} config: Gemma's fixed structure ((1 + w) norms, sandwich norms, GeGLU{}) is "
@@ -113,11 +114,11 @@ json hf_config_json(const ModelConfig& c, DType dtype, bool write_head_dim) {
         cfg["attention_bias"] = c.qkv_bias;
         cfg["mlp_bias"] = c.mlp_bias;
       }
-      if (c.family == Family::kMistral)
+      if (base == Family::kMistral)
         cfg["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
       break;
   }
-  if (c.family == Family::kQwen2 || c.family == Family::kQwen3) {
+  if (base == Family::kQwen2 || base == Family::kQwen3) {
     cfg["use_sliding_window"] = c.sliding_window > 0;
     if (c.sliding_window > 0) {
       cfg["sliding_window"] = c.sliding_window;

@@ -29,7 +29,8 @@ namespace {
 struct Meta {
   const GgufFile& g;
   std::string arch;  // general.architecture: the prefix of the family's keys
-  Family family;
+  Family family;     // its row (names)
+  Family base;       // the code path: a registered family takes its base's
   std::string src;
 
   bool has(const std::string& k) const { return g.metadata.contains(arch + "." + k); }
@@ -82,7 +83,7 @@ void audit_keys(const Meta& m) {
                                  "rope.scaling.factor",
                                  "rope.scaling.original_context_length",
                                  "rope.scaling.finetuned"};
-  switch (m.family) {
+  switch (m.base) {
     case Family::kPhi3:
       known.insert({"attention.sliding_window", "rope.scaling.attn_factor"});
       break;
@@ -132,7 +133,7 @@ std::shared_ptr<const std::vector<int32_t>> unpermute(const Tensor& t, int hd,
 
 // Gemma 2 / Gemma 3 as llama.cpp runs them (see the top of the file).
 void gemma_config(const Meta& m, ModelConfig& c) {
-  const bool g2 = m.family == Family::kGemma2;
+  const bool g2 = m.base == Family::kGemma2;
   c.mlp_act = MlpActivation::kGeluTanh;
   c.norm_offset = 0.0f;  // the converter stored 1 + w
   c.embed_scale = float(std::sqrt(double(c.dim)));
@@ -170,7 +171,7 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
     return std::vector<double>(f.begin(), f.end());
   };
   RopeScaling& rs = c.rope_scaling;
-  if (m.family == Family::kLlama && m.g.find("rope_freqs.weight")) {
+  if (m.base == Family::kLlama && m.g.find("rope_freqs.weight")) {
     KV_CHECK(rs.kind == RopeScalingKind::kNone,
              "{}: rope_freqs.weight together with "
              "llama.rope.scaling.type '{}' (two scalings at once) is not supported",
@@ -179,7 +180,7 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
     rs.freq_factors = factors("rope_freqs.weight");
   }
   const bool has_long = m.g.find("rope_factors_long.weight") != nullptr;
-  if (m.family == Family::kPhi3 && (has_long || m.g.find("rope_factors_short.weight"))) {
+  if (m.base == Family::kPhi3 && (has_long || m.g.find("rope_factors_short.weight"))) {
     KV_CHECK(rs.kind == RopeScalingKind::kNone,
              "{}: rope factor tensors together with "
              "phi3.rope.scaling.type '{}' are not supported",
@@ -206,11 +207,8 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
            m.src, m.arch);
 }
 
-}  // namespace
-
-Model load_gguf(const fs::path& path) {
-  GgufFile g = open_gguf(path);
-  const std::string src = path.string();
+// The family named by general.architecture.
+Family gguf_family(const GgufFile& g, const std::string& src) {
   KV_CHECK(g.metadata.contains("general.architecture"),
            "{}: metadata 'general.architecture' (a string) is missing", src);
   KV_CHECK(g.metadata["general.architecture"].is_string(),
@@ -221,33 +219,22 @@ Model load_gguf(const fs::path& path) {
   const std::optional<Family> family = family_from_gguf(arch);
   KV_CHECK(family.has_value(), "{}: GGUF architecture '{}' is not supported yet (supported: {})",
            src, arch, gguf_archs());
-  const FamilyTraits& ft = traits(*family);
-  const bool gemma = ft.gemma;
-  const Meta meta{g, arch, *family, src};
-  audit_keys(meta);
+  return *family;
+}
 
-  Model m;
-  m.name = path.stem().string();
-  m.format = "gguf";
-  m.source = path;
-  m.files = {path};
-  ModelConfig& c = m.config;
-  c.family = *family;
-  c.dim = int(meta.integer("embedding_length", 1));
-  c.hidden_dim = int(meta.integer("feed_forward_length", 1));
-  c.n_layers = int(meta.integer("block_count", 1));
-  c.n_heads = int(meta.integer("attention.head_count", 1));
-  c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads, 1));
+// Head sizes and rotary width: key_length or dim / heads; partial rotary only for Phi-3.
+void head_config(const Meta& meta, ModelConfig& c) {
+  const std::string& src = meta.src;
   KV_CHECK(meta.has("attention.key_length") || c.dim >= c.n_heads,
            "{}: {}.embedding_length {} is smaller than attention.head_count {}, so the head "
            "size embedding_length / head_count is 0",
-           src, arch, c.dim, c.n_heads);
+           src, meta.arch, c.dim, c.n_heads);
   c.head_dim = int(meta.integer_or("attention.key_length", c.dim / c.n_heads, 1));
   KV_CHECK(meta.integer_or("attention.value_length", c.head_dim) == c.head_dim,
-           "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src, arch,
-           meta.integer("attention.value_length"), c.head_dim);
+           "{}: {}.attention.value_length {} differs from key_length {} (not supported)", src,
+           meta.arch, meta.integer("attention.value_length"), c.head_dim);
   const int64_t rot = meta.integer_or("rope.dimension_count", c.head_dim);
-  if (*family == Family::kPhi3) {  // partial rotary: the first rot entries of each head rotate
+  if (meta.base == Family::kPhi3) {  // partial rotary: the first rot entries of each head
     KV_CHECK(rot > 0 && rot <= c.head_dim && rot % 2 == 0,
              "{}: phi3.rope.dimension_count {} "
              "must be even and within the head size {}",
@@ -258,30 +245,30 @@ Model load_gguf(const fs::path& path) {
     KV_CHECK(rot == c.head_dim,
              "{}: {}.rope.dimension_count {} differs from the head size {}: partial rotary is not "
              "supported for this architecture",
-             src, arch, rot, c.head_dim);
+             src, meta.arch, rot, c.head_dim);
   }
-  c.max_seq_len = int(meta.integer_or("context_length", 2048, 1));
-  c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5, 1e-30, 1.0));
-  c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0, 1e-30));
-  c.rope_layout = RopeLayout::kRotateHalf;  // after un-permuting llama's Q/K rows
-  if (meta.has("rope.scaling.type")) {
-    const std::string t = meta.at("rope.scaling.type").is_string()
-                              ? meta.at("rope.scaling.type").get<std::string>()
-                              : meta.at("rope.scaling.type").dump();
-    if (t == "linear") {
-      c.rope_scaling.kind = RopeScalingKind::kLinear;
-      c.rope_scaling.factor = meta.number_or("rope.scaling.factor", 1.0, 1.0, 1e6);
-    } else {
-      KV_CHECK(t == "none", "{}: {}.rope.scaling.type '{}' is not supported (none, linear)", src,
-               arch, t);
-    }
+}
+
+// {arch}.rope.scaling.type: none or linear (the rest of the scalings come as tensors).
+void rope_scaling_config(const Meta& meta, ModelConfig& c) {
+  if (!meta.has("rope.scaling.type")) return;
+  const std::string t = meta.at("rope.scaling.type").is_string()
+                            ? meta.at("rope.scaling.type").get<std::string>()
+                            : meta.at("rope.scaling.type").dump();
+  if (t == "linear") {
+    c.rope_scaling.kind = RopeScalingKind::kLinear;
+    c.rope_scaling.factor = meta.number_or("rope.scaling.factor", 1.0, 1.0, 1e6);
+  } else {
+    KV_CHECK(t == "none", "{}: {}.rope.scaling.type '{}' is not supported (none, linear)", meta.src,
+             meta.arch, t);
   }
-  c.qkv_bias = ft.fixed_qkv_bias;
-  c.qk_norm = ft.qk_norm;
-  if (gemma) gemma_config(meta, c);
+}
+
+// BOS / EOS ids from tokenizer.ggml.*, and which ids the file stated.
+void special_ids(const GgufFile& g, const std::string& src, ModelConfig& c) {
   auto meta_id = [&](const char* k, int32_t d) {
     if (!g.metadata.contains(k)) return d;
-    const json& v = g.metadata[k];
+    const json& v = g.metadata.at(k);
     const std::optional<int64_t> id = json_integer(v, 0, INT32_MAX);
     KV_CHECK(id.has_value(),
              "{}: metadata '{}' must be a token id (an integer >= 0), got {} "
@@ -293,7 +280,78 @@ Model load_gguf(const fs::path& path) {
   c.eos_id = meta_id("tokenizer.ggml.eos_token_id", 2);
   for (const char* k : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"})
     if (g.metadata.contains(k)) c.stated_special_ids.emplace_back(k, meta_id(k, 0));
+}
 
+// The ModelConfig from the metadata (vocab_size and tied_embeddings come with the tensors).
+ModelConfig gguf_config(const Meta& meta) {
+  ModelConfig c;
+  c.family = meta.family;
+  c.dim = int(meta.integer("embedding_length", 1));
+  c.hidden_dim = int(meta.integer("feed_forward_length", 1));
+  c.n_layers = int(meta.integer("block_count", 1));
+  c.n_heads = int(meta.integer("attention.head_count", 1));
+  c.n_kv_heads = int(meta.integer_or("attention.head_count_kv", c.n_heads, 1));
+  head_config(meta, c);
+  c.max_seq_len = int(meta.integer_or("context_length", 2048, 1));
+  c.norm_eps = float(meta.number_or("attention.layer_norm_rms_epsilon", 1e-5, 1e-30, 1.0));
+  c.rope_theta = float(meta.number_or("rope.freq_base", 10000.0, 1e-30));
+  c.rope_layout = RopeLayout::kRotateHalf;  // after un-permuting llama's Q/K rows
+  rope_scaling_config(meta, c);
+  const FamilyTraits& ft = traits(meta.base);
+  c.qkv_bias = ft.fixed_qkv_bias;
+  c.qk_norm = ft.qk_norm;
+  if (ft.gemma) gemma_config(meta, c);
+  special_ids(meta.g, meta.src, c);
+  return c;
+}
+
+// blk.N.* into the layers, by the slot table (Phi-3's fused tensors split into their slots).
+template <class Get>
+void gguf_layers(const GgufFile& g, const ModelConfig& c, const std::string& src, Get&& get,
+                 Weights& w) {
+  // A lying block_count (up to 2^24) must not size the layer table (found by fuzz_gguf).
+  const std::string last = fmt::format("blk.{}.attn_norm.weight", c.n_layers - 1);
+  KV_CHECK(g.find(last) != nullptr, "{}: {}.block_count is {} but tensor '{}' is missing", src,
+           traits(c.family).gguf_arch, c.n_layers, last);
+  w.layers.resize(size_t(c.n_layers));
+  const bool fused = traits(c.family).fused;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = fmt::format("blk.{}.", l);
+    LayerWeights& lw = w.layers[size_t(l)];
+    // Phi-3: Q, K and V fused as in the Hugging Face checkpoint when attn_qkv is there
+    // (rows [Q; K; V], rotate-half RoPE, no permutation), else separate; ffn_up holds
+    // [gate; up].
+    const bool qkv_fused = fused && g.find(p + "attn_qkv.weight");
+    if (qkv_fused) split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
+    if (fused) split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
+    for (const SlotRow& r : layer_slots()) {
+      if (!r.present(c)) continue;
+      const bool qkv = r.slot == Slot::kWq || r.slot == Slot::kWk || r.slot == Slot::kWv;
+      if (fused_slot(r.slot, c) && (qkv_fused || !qkv)) continue;  // split above
+      KV_CHECK(r.gguf != nullptr, "{}: a {} model's '{}' has no GGUF tensor", src,
+               family_name(c.family), r.name);
+      lw.*r.member = get(p + r.gguf);  // Gemma: ffn_norm is its pre-feedforward norm
+    }
+  }
+}
+
+}  // namespace
+
+Model load_gguf(const fs::path& path) {
+  GgufFile g = open_gguf(path);
+  const std::string src = path.string();
+  const Family family = gguf_family(g, src);
+  const std::string arch = g.metadata["general.architecture"].get<std::string>();
+  const Meta meta{g, arch, family, base_of(family), src};
+  audit_keys(meta);
+
+  Model m;
+  m.name = path.stem().string();
+  m.format = "gguf";
+  m.source = path;
+  m.files = {path};
+  ModelConfig& c = m.config;
+  c = gguf_config(meta);
   std::set<std::string> used;
   auto get = [&](const std::string& name) {
     const GgufTensor* t = g.find(name);
@@ -309,29 +367,7 @@ Model load_gguf(const fs::path& path) {
   w.final_norm = get("output_norm.weight");
   // Every derived size is checked before any tensor's rows are used.
   validate(c, src);
-  // A lying block_count (up to 2^24) must not size the layer table (found by fuzz_gguf).
-  const std::string last = fmt::format("blk.{}.attn_norm.weight", c.n_layers - 1);
-  KV_CHECK(g.find(last) != nullptr, "{}: {}.block_count is {} but tensor '{}' is missing", src,
-           arch, c.n_layers, last);
-  w.layers.resize(size_t(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    const std::string p = fmt::format("blk.{}.", l);
-    LayerWeights& lw = w.layers[size_t(l)];
-    // Phi-3: Q, K and V fused as in the Hugging Face checkpoint when attn_qkv is there
-    // (rows [Q; K; V], rotate-half RoPE, no permutation), and ffn_up holds [gate; up].
-    const bool qkv_fused = ft.fused && g.find(p + "attn_qkv.weight");
-    if (qkv_fused) split_fused_qkv(get(p + "attn_qkv.weight"), c, src, lw);
-    if (ft.fused) split_fused_gate_up(get(p + "ffn_up.weight"), c, src, lw);
-    for (const SlotRow& r : layer_slots()) {
-      if (!r.present(c)) continue;
-      const bool in_qkv = r.slot == Slot::kWq || r.slot == Slot::kWk || r.slot == Slot::kWv;
-      if ((qkv_fused && in_qkv) || (ft.fused && (r.slot == Slot::kGate || r.slot == Slot::kUp)))
-        continue;
-      KV_CHECK(r.gguf != nullptr, "{}: a {} model's '{}' has no GGUF tensor", src,
-               family_name(c.family), r.name);
-      lw.*r.member = get(p + r.gguf);  // Gemma: ffn_norm is its pre-feedforward norm
-    }
-  }
+  gguf_layers(g, c, src, get, w);
   rope_factor_tensors(meta, get, c);
   for (const GgufTensor& t : g.tensors)
     KV_CHECK(used.count(t.name),
@@ -340,7 +376,7 @@ Model load_gguf(const fs::path& path) {
              src, t.name, arch, c.n_layers);
   validate(c, src);
   check_shapes(m);
-  if (*family == Family::kLlama)  // rows are now known to be whole heads
+  if (meta.base == Family::kLlama)  // rows are now known to be whole heads
     for (LayerWeights& lw : w.layers) {
       lw.wq.row_order = unpermute(lw.wq, c.head_dim, src);
       lw.wk.row_order = unpermute(lw.wk, c.head_dim, src);

@@ -357,7 +357,7 @@ void parse_gemma(const json& j, const std::string& type, ModelConfig& c, const f
                          : integer(j, "sliding_window", file, 0, kSizeLimit);
   c.sliding_layers = layer_types_or_pattern(j, c.n_layers, t.window_pattern, file);
   c.qk_norm = t.qk_norm;  // Gemma3Attention's q_norm / k_norm, (1 + w) like every Gemma norm
-  if (c.family == Family::kGemma3) {
+  if (base_of(c.family) == Family::kGemma3) {
     // 0 would mean "the global theta" inside kvscope: a positive base is required.
     c.rope_local_theta =
         float(number_or(j, "rope_local_base_freq", 10000.0, file, 1e-30, kFloatMax));
@@ -418,7 +418,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   KV_CHECK(family.has_value(), "{}: model_type '{}' is not supported (expected one of {})",
            file.string(), type, hf_model_types());
   const FamilyTraits& t = traits(*family);
-  audit_config_keys(j, type, *family, file);
+  const Family base = t.base;  // the code path: a registered family takes its base's
+  audit_config_keys(j, type, base, file);
   if (!t.gemma) {
     const std::string act = field_or<std::string>(j, "hidden_act", "silu", file);
     KV_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (expected 'silu')", file.string(),
@@ -439,8 +440,8 @@ ModelConfig parse_hf_config(const fs::path& file) {
   c.norm_eps = float(number_or(j, "rms_norm_eps", t.norm_eps, file, 1e-30, 1.0));
   c.rope_theta = float(number_or(j, "rope_theta", t.rope_theta, file, 1e-30, kFloatMax));
   c.rope_layout = RopeLayout::kRotateHalf;
-  c.rope_scaling = parse_rope_scaling(j, type, *family, file);
-  if (*family == Family::kMistral)  // range-checked by validate() below
+  c.rope_scaling = parse_rope_scaling(j, type, base, file);
+  if (base == Family::kMistral)  // range-checked by validate() below
     c.sliding_window = integer_or(j, "sliding_window", 0, file, 0, kSizeLimit);
   // kvscope extension for its own trained models: "kvscope_positional": rope|alibi|none.
   const std::string pos = field_or<std::string>(j, "kvscope_positional", "rope", file);
@@ -455,14 +456,7 @@ ModelConfig parse_hf_config(const fs::path& file) {
                             file.string(), pos));
   // Gemma ties its classifier to the embedding unless told otherwise.
   c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", t.gemma, file);
-  switch (*family) {
-    case Family::kQwen2:
-    case Family::kQwen3:
-      parse_qwen_window(j, c, file);
-      break;
-    default:
-      break;
-  }
+  if (base == Family::kQwen2 || base == Family::kQwen3) parse_qwen_window(j, c, file);
   if (t.fixed_qkv_bias) {
     // Qwen2Attention: q/k/v projections always carry a bias, o_proj never; nothing in the
     // config says so. Its MLP has none.
@@ -472,7 +466,7 @@ ModelConfig parse_hf_config(const fs::path& file) {
              file.string());
   } else if (t.gemma) {
     parse_gemma(j, type, c, file);
-  } else if (t.fused) {
+  } else if (base == Family::kPhi3) {  // partial rotary, longrope, fused tensors
     parse_phi3(j, c, file);
   } else {
     // llama, mistral and qwen3: attention_bias covers q, k, v and o (Qwen3Attention likewise).
