@@ -2,10 +2,12 @@
 // from the other shipped models, and reproducible sampling.
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
 #include "kvscope/runtime/generate.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -47,7 +49,7 @@ double known_word_share(const std::string& text) {
 }  // namespace
 
 TEST_CASE("stories260K greedy continuation from BOS is the documented one", "[generate][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const auto tok = load_tokenizer(kData + "/models/stories260K/tok512.bin");
   GenerateOptions o;
   o.max_tokens = 40;
@@ -77,7 +79,7 @@ TEST_CASE("tinystories656K and babyllama105 write English stories", "[generate][
 }
 
 TEST_CASE("sampling is reproducible for a seed and varies across seeds", "[generate][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const auto tok = load_tokenizer(kData + "/models/stories260K/tok512.bin");
   GenerateOptions o;
   o.max_tokens = 30;
@@ -121,4 +123,26 @@ TEST_CASE("streamed pieces join to the text one decoding of the whole sequence g
         CHECK(r.text == whole.substr(head.size()));
         CHECK(streamed == r.text);
       }
+}
+
+TEST_CASE("generate refuses a temperature that is negative or not finite by its value",
+          "[generate]") {
+  const std::string p = test::stories260k();
+  const Model m = load_model(p);
+  const auto tok = load_tokenizer(find_tokenizer_for(p));
+  for (float t :
+       {-1.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    GenerateOptions o;
+    o.prompt = "Once";
+    o.max_tokens = 2;
+    o.temperature = t;
+    INFO("temperature " << t);
+    CHECK_THROWS_WITH(generate(m, *tok, o),
+                      Catch::Contains("temperature must be a finite number >= 0"));
+  }
+  GenerateOptions ok;  // the boundary: 0 is greedy, not refused
+  ok.prompt = "Once";
+  ok.max_tokens = 2;
+  ok.temperature = 0.0f;
+  CHECK(generate(m, *tok, ok).new_ids.size() == 2);
 }

@@ -230,10 +230,8 @@ py::tuple run_with_cache(const PyModel& pm, const std::vector<int64_t>& ids_in,
 
 std::string generate_text(const PyModel& pm, const std::string& prompt, int max_tokens,
                           float temperature, float top_p, uint64_t seed) {
-  // generate() itself refuses a negative max_tokens or temperature and a top_p outside
-  // (0, 1]; an infinite temperature (a float from Python) it would take as uniform sampling.
-  KV_CHECK(std::isfinite(temperature), "generate: temperature must be a finite number, got {}",
-           temperature);
+  // generate() itself refuses a negative max_tokens, a temperature that is negative or
+  // not finite, and a top_p outside (0, 1].
   GenerateOptions o;
   o.prompt = prompt;
   o.max_tokens = max_tokens;

@@ -88,7 +88,7 @@ def test_errors_are_python_exceptions_with_the_cli_message(tmp_path):
         m.run_with_cache([1] * 64, names=["pattern"], max_pattern_bytes=1000)
     with pytest.raises(ValueError, match="temperature"):
         m.generate("x", 3, temperature=-1)
-    with pytest.raises(ValueError, match="temperature must be a finite number"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         m.generate("x", 3, temperature=float("inf"))
     with pytest.raises(ValueError, match="top_p"):
         m.generate("x", 3, top_p=0)

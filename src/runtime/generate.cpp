@@ -54,7 +54,9 @@ bool ends_sequence(const Model& m, int32_t id) {
 GenerateResult generate(const Model& m, const Tokenizer& tok, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
   KV_CHECK(opt.max_tokens >= 0, "generate: max_tokens must be >= 0, got {}", opt.max_tokens);
-  KV_CHECK(opt.temperature >= 0.0f, "generate: temperature must be >= 0, got {}", opt.temperature);
+  // An infinite temperature would sample uniformly; NaN would sample garbage.
+  KV_CHECK(std::isfinite(opt.temperature) && opt.temperature >= 0.0f,
+           "generate: temperature must be a finite number >= 0, got {}", opt.temperature);
   KV_CHECK(opt.top_p > 0.0f && opt.top_p <= 1.0f, "generate: top_p must be in (0, 1], got {}",
            opt.top_p);
   GenerateResult r;
