@@ -7,6 +7,7 @@
 
 #include "kvscope/kv/cache_policy.hpp"
 #include "kvscope/runtime/forward.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -22,7 +23,7 @@ std::vector<int32_t> tokens(const ModelConfig& c, int T, uint32_t seed) {
 }
 
 const Model& model() {
-  static const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  static const Model m = load_model(test::stories260k());
   return m;
 }
 

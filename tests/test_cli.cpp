@@ -77,7 +77,7 @@ TEST_CASE("generate prints the continuation; bad models fail clearly", "[cli][mo
   const test::TempDir tmp("cli_trunc");
   const fs::path& d = tmp.path;
   fs::copy_file(kData + "/models/stories260K/tok512.bin", d / "tok512.bin");
-  fs::copy_file(kData + "/models/stories260K/stories260K.bin", d / "m.bin");
+  fs::copy_file(test::stories260k(), d / "m.bin");
   fs::resize_file(d / "m.bin", 500000);
   r = test::run_kvscope("generate -m " + (d / "m.bin").string());
   CHECK(r.exit_code == 1);
@@ -156,7 +156,7 @@ TEST_CASE("run writes CSV and manifest; bad configs fail before any output", "[c
     const fs::path m = d / "data/models/stories260K";
     fs::create_directories(m);
     fs::copy_file(kData + "/models/stories260K/tok512.bin", m / "tok512.bin");
-    fs::copy_file(kData + "/models/stories260K/stories260K.bin", m / "stories260K.bin");
+    fs::copy_file(test::stories260k(), m / "stories260K.bin");
     fs::copy_file(kData + "/SHA256SUMS", d / "data/SHA256SUMS");
     {
       std::fstream f(m / "stories260K.bin", std::ios::in | std::ios::out | std::ios::binary);

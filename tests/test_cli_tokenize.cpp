@@ -25,8 +25,7 @@ std::vector<int32_t> parse_ids(const std::string& line) {
 TEST_CASE("tokenize prints the ids the model sees, and pieces that spell the text",
           "[cli][tokenizer]") {
   const std::string prompt = "Once upon a time, Lily saw a big dog.";
-  for (const std::string& model :
-       {kData + "/models/stories260K/stories260K.bin", kData + "/models/tinystories656K"}) {
+  for (const std::string& model : {test::stories260k(), kData + "/models/tinystories656K"}) {
     INFO(model);
     const auto r = test::run_kvscope("tokenize -m " + model + " -p '" + prompt + "'");
     REQUIRE(r.exit_code == 0);

@@ -20,8 +20,7 @@ using Catch::Contains;
 
 namespace {
 
-const std::string kStories =
-    std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin";
+const std::string kStories = test::stories260k();
 
 // Keeps the first `budget` slots of every head.
 class KeepFirst : public EvictionPolicy {

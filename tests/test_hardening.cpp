@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kData = KVSCOPE_TEST_DATA_DIR;
-const std::string kModel = kData + "/models/stories260K/stories260K.bin";
+const std::string kModel = test::stories260k();
 const std::string kTok = kData + "/models/stories260K/tok512.bin";
 const std::string kText = kData + "/text/tinystories/tinystories_valid_head.txt";
 

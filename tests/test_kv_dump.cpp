@@ -274,7 +274,7 @@ TEST_CASE("dump files are safe: no overwrite, no partial results, clear HDF5 err
   dump_kv(l.model, *l.tok, l.stream, o, l.src, out);
   CHECK(KVDumpReader(out).info().n_seq == 3);
 
-  const std::string model = kData + "/models/stories260K/stories260K.bin";
+  const std::string model = test::stories260k();
   const std::string text = kData + "/text/tinyshakespeare.txt";
   SECTION("a write failure (file size limit, as on a full disk) leaves nothing") {
     // dash counts ulimit -f in 512-byte blocks: 64 blocks = 32 KB, far below the dump.

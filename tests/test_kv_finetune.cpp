@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kData = KVSCOPE_TEST_DATA_DIR;
-const std::string kModel = kData + "/models/stories260K/stories260K.bin";
+const std::string kModel = test::stories260k();
 const std::string kValid = kData + "/text/tinystories/tinystories_valid_head.txt";
 const std::string kTrain = kData + "/text/tinystories/tinystories_train_head.txt";
 

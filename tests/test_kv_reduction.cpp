@@ -238,7 +238,7 @@ TEST_CASE("svd_a reconstructs calibration K and V no worse than mean_pool or svd
 TEST_CASE("projecting captured rows equals the Gram-based reconstruction error",
           "[reduction][model]") {
   // project_rows (used for held-out errors) against the trace formula, on real keys.
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const auto tok = load_tokenizer(kData + "/models/stories260K/tok512.bin");
   struct Keep : ForwardObserver {
     std::vector<float> k;  // layer 1 post-RoPE keys [4, T, 8]
@@ -287,7 +287,7 @@ TEST_CASE("a reduced model caches Psi k_group and reads with Psi^(i) q (layer 0,
   // Layer 0 sees the same input in both models, so its captures can be compared with the
   // definition: cached head j = Psi_j [k_{2j}; k_{2j+1}] (post-RoPE) and query head h, which
   // read original KV head i = h / 2, becomes Psi_j^(i - 2j) q_h.
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const auto tok = load_tokenizer(kData + "/models/stories260K/tok512.bin");
   CalibrationGrams cal = calibrate(m, *tok, 2048);
   const ReducedModel r = reduce_kv_heads(m, 2, ReduceMethod::kSvdA, &cal);

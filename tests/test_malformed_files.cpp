@@ -422,7 +422,7 @@ TEST_CASE(
     "are distinct",
     "[hardening][config]") {
   test::TempDir d("mal_names");
-  const std::string model = kData + "/models/stories260K/stories260K.bin";
+  const std::string model = test::stories260k();
   auto yaml = [&](const std::string& mname, const std::string& tname) {
     return "kind: dump_kv\nmodels:\n  - {name: " + mname + ", path: " + model +
            ", tokenizer: " + kTok + "}\ntexts:\n  - {name: " + tname + ", path: " + kText +
@@ -461,7 +461,7 @@ TEST_CASE(
     "first holds it",
     "[hardening][faults]") {
   test::TempDir d("mal_lock");
-  const std::string model = kData + "/models/stories260K/stories260K.bin";
+  const std::string model = test::stories260k();
   test::write_bytes(d / "ppl.yaml", "kind: perplexity\nmodels:\n  - {path: " + model +
                                         ", tokenizer: " + kTok + "}\ntexts:\n  - {path: " + kText +
                                         ", max_bytes: 3000}\nperplexity: {window: 32}\n");
@@ -495,7 +495,7 @@ TEST_CASE(
 
 TEST_CASE("output that cannot be written fails the command", "[hardening][faults]") {
   test::TempDir d("mal_full");
-  const std::string model = kData + "/models/stories260K/stories260K.bin";
+  const std::string model = test::stories260k();
   for (const std::string& args :
        {"generate -q -m " + model + " -n 8", "tokenize --tokenizer " + kTok + " -p Once",
         std::string("--help"), std::string("run --help")}) {

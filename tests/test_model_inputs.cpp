@@ -38,7 +38,7 @@ fs::path edited_656k(const test::TempDir& tmp, const std::string& name,
 TEST_CASE("a tokenizer that does not fit the model is refused up front, both sizes named",
           "[cli][model]") {
   const test::TempDir tmp("tok_fit");
-  const std::string m260 = kData + "/models/stories260K/stories260K.bin";
+  const std::string m260 = test::stories260k();
   const std::string tok2048 = kData + "/models/tinystories656K/tokenizer.json";
   const std::string tok105 = kData + "/models/babyllama105/tok105.model";
   // 2048 tokens for a 512-row embedding: ids past the embedding.

@@ -14,8 +14,7 @@ using namespace kvscope;
 
 TEST_CASE("passage copy: windows and NLLs as documented, against the naive reference",
           "[testbed]") {
-  const LoadedModel lm = load_model_and_tokenizer(std::string(KVSCOPE_TEST_DATA_DIR) +
-                                                  "/models/stories260K/stories260K.bin");
+  const LoadedModel lm = load_model_and_tokenizer(test::stories260k());
   const Model& m = lm.model;
   std::vector<int32_t> stream = token_stream(
       *lm.tokenizer,

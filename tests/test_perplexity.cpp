@@ -8,6 +8,7 @@
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/perplexity.hpp"
 #include "reference_model.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -109,7 +110,7 @@ TEST_CASE("perplexity windows: hand-counted windows and tokens, exact log V", "[
 }
 
 TEST_CASE("perplexity NLL equals the reference, window by window", "[perplexity][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   LetterTokenizer tok;  // only decode() is used: bytes do not matter here
   std::mt19937 rng(5);
   std::vector<int32_t> s{1};

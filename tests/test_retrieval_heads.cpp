@@ -6,6 +6,7 @@
 #include "kvscope/kv/retrieval_heads.hpp"
 #include "kvscope/runtime/forward.hpp"
 #include "reference_model.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -75,7 +76,7 @@ TEST_CASE("KV-head scores take the max over the query heads sharing it", "[retri
 
 TEST_CASE("block-wise scores through the forward pass equal a full-matrix computation",
           "[retrieval][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const ModelConfig& c = m.config;
   ProbeSpec p;
   p.block = 11, p.repeats = 3, p.seed = 5, p.token_lo = 3, p.token_hi = c.vocab_size;
@@ -173,7 +174,7 @@ TEST_CASE("uniform level and evidence of heads above it, by hand", "[retrieval]"
 TEST_CASE("copy loss per repeat of the probe: the mean NLL of each copy's tokens", "[retrieval]") {
   // By hand from one forward pass per probe: token p of the probe is predicted from the
   // logits at p - 1 with log-sum-exp in double; copy r holds positions 1 + r B .. (r+1) B.
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   ProbeOptions o;
   o.block = 20, o.repeats = 3, o.probes = 2, o.seed = 5;
   std::vector<double> got;

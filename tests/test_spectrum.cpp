@@ -9,6 +9,7 @@
 
 #include "kvscope/kv/spectrum.hpp"
 #include "kvscope/runtime/forward.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -68,7 +69,7 @@ TEST_CASE("Gram + dsyevd singular values equal a direct SVD to 1e-8 (random)", "
 }
 
 TEST_CASE("Gram + dsyevd equals a direct SVD on real captured keys", "[spectrum][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   struct Keep : ForwardObserver {
     std::vector<float> k;  // layer 2 keys after RoPE, [4 heads, T, 8]
     void on_layer(const LayerCapture& c) override {

@@ -9,6 +9,7 @@
 #include "kvscope/runtime/perplexity.hpp"
 #include "kvscope/runtime/threads.hpp"
 #include "reference_model.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 
@@ -45,7 +46,7 @@ TEST_CASE("multi-threaded prefill above the parallel threshold matches the refer
 }
 
 TEST_CASE("perplexity is bit-identical on 1 and 2 threads", "[threads][perplexity][model]") {
-  const Model m = load_model(kData + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const auto tok = load_tokenizer(kData + "/models/stories260K/tok512.bin");
   TextSpec ts;
   ts.path = kData + "/text/tinystories/tinystories_valid_head.txt";

@@ -14,6 +14,7 @@
 #include "kvscope/train/train_model.hpp"
 #include "kvscope/train/train_ops.hpp"
 #include "kvscope/train/trainer.hpp"
+#include "test_util.hpp"
 
 using namespace kvscope;
 using namespace kvscope::train;
@@ -225,8 +226,7 @@ TEST_CASE("whole-model gradient equals finite differences (double), every positi
 }
 
 TEST_CASE("the training forward pass agrees with the runtime forward pass", "[train][model]") {
-  const Model m =
-      load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   const Layout L = make_layout(m.config);
   const std::vector<float> w = params_from_model<float>(m, L);
   std::vector<int32_t> tokens = {1};
@@ -250,7 +250,7 @@ TEST_CASE("the training forward pass agrees with the runtime forward pass", "[tr
 
 TEST_CASE("training forward equals runtime forward with linear and llama3 RoPE scaling",
           "[train][model]") {
-  Model m = load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  Model m = load_model(test::stories260k());
   std::vector<int32_t> tokens = {1};
   std::mt19937 rng(5);
   while (tokens.size() < 40) tokens.push_back(3 + int32_t(rng() % 500));
@@ -293,8 +293,7 @@ TEST_CASE("training forward equals runtime forward with linear and llama3 RoPE s
 
 TEST_CASE("a reduced model with compressed keys: training forward equals runtime forward",
           "[train][model]") {
-  const Model m =
-      load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  const Model m = load_model(test::stories260k());
   // svd_w on a RoPE model keeps 4 K heads and compresses them after RoPE (k_compress,
   // q_project), which the runtime computes with its own code (forward.cpp).
   const ReducedModel r = reduce_kv_heads(m, 2, ReduceMethod::kSvdW);
@@ -352,8 +351,7 @@ TEST_CASE("learning-rate schedule and AdamW update by hand", "[train]") {
 }
 
 TEST_CASE("training from scratch lowers held-out loss, deterministically", "[train][model]") {
-  const Model ref =
-      load_model(std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin");
+  const Model ref = load_model(test::stories260k());
   // Text: the shipped model's own greedy stories are not needed; a real token stream is.
   std::vector<int32_t> stream;
   {

@@ -11,6 +11,11 @@ namespace kvscope::test {
 
 // A fresh, empty directory under the system temp dir, removed when the object goes. The
 // pid in its name keeps parallel ctest processes apart.
+// The shipped model most tests run on (llama2.c format, 260K parameters).
+inline std::string stories260k() {
+  return std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin";
+}
+
 struct TempDir {
   std::filesystem::path path;
   explicit TempDir(const std::string& tag);
