@@ -12,11 +12,14 @@
 #include <string>
 #include <thread>
 
+#include <unistd.h>
+
 #include "huge_pages.hpp"
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/interrupt.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/ops.hpp"
+#include "kvscope/runtime/stored_gemv.hpp"
 #include "parallel.hpp"
 
 namespace kvscope {
@@ -27,7 +30,8 @@ namespace {
 
 // A weight matrix [out, in] as the products read it: float32 in memory (mapped, or widened
 // with the layer), or its stored tensor, widened a block of rows at a time inside the
-// product (too big to widen whole: see ForwardOptions::widen_block_bytes).
+// product (too big to widen whole: see ForwardOptions::widen_block_bytes) or, for one
+// token, multiplied on its stored rows (stored_gemv).
 struct Mat {
   const float* f32 = nullptr;
   const Tensor* stored = nullptr;  // set instead of f32 for a streamed weight
@@ -88,20 +92,43 @@ void widen_rows(const Tensor& t, int64_t r0, int64_t n, float* dst) {
 // when taken one at a time by the widening loop).
 constexpr size_t kPopulateMin = size_t(64) << 20;
 
-// Whether the products widen tensor i (a Slot) of a layer (t) a block of rows at a time:
-// one of the big matrices (W_Q, W_K, W_V, W_O, gate, up, down: SlotRow::matrix), stored in
-// another dtype and bigger than one block in float32.
-bool streamed(int i, const Tensor& t, size_t block_bytes) {
+// How a call reads the layers' stored (not float32) matrices: `block_bytes` as
+// ForwardOptions::widen_block_bytes; `one_token`: the call decodes one token, so every
+// stored matrix is multiplied on its stored rows; `keep_pages`: mapped pages stay mapped.
+struct WeightReads {
+  size_t block_bytes;
+  bool one_token, keep_pages;
+};
+
+// Whether the products read tensor i (a Slot) of a layer (t) as stored: one of the big
+// matrices (W_Q, W_K, W_V, W_O, gate, up, down: SlotRow::matrix) stored in another dtype,
+// when decoding one token (dot products on the stored rows) or when bigger than one block
+// in float32 (widened a block of rows at a time inside the product).
+bool streamed(int i, const Tensor& t, const WeightReads& rd) {
   return layer_slots()[size_t(i)].matrix && widened(t) &&
-         size_t(t.numel()) * sizeof(float) > block_bytes;
+         (rd.one_token || size_t(t.numel()) * sizeof(float) > rd.block_bytes);
 }
 
-LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, size_t block_bytes) {
+// Bytes of the model's stored weights that are not float32 (the pages decoding maps).
+size_t stored_bytes(const Weights& w) {
+  size_t bytes = 0;
+  for (const LayerWeights& lw : w.layers) bytes += widened_bytes(lw);
+  for (const Tensor* t : {&w.tok_embedding, &w.classifier, &w.final_norm})
+    if (widened(*t)) bytes += t->bytes();
+  return bytes;
+}
+
+size_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
+}
+
+LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, const WeightReads& rd) {
   constexpr int kN = kLayerSlots;
   const auto ts = layer_tensors(w);
   size_t need = 0;
   for (int i = 0; i < kN; ++i)
-    if (widened(*ts[i]) && !streamed(i, *ts[i], block_bytes)) need += size_t(ts[i]->numel());
+    if (widened(*ts[i]) && !streamed(i, *ts[i], rd)) need += size_t(ts[i]->numel());
   if (buf.size() < need) {
     reserve_huge(buf, need);
     buf.resize(need);
@@ -113,12 +140,12 @@ LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, size_t bloc
     if (t.empty()) continue;
     if (const float* p = t.f32()) {
       out[i].f32 = p;
-    } else if (streamed(i, t, block_bytes)) {
+    } else if (streamed(i, t, rd)) {
       out[i].stored = &t;
     } else {
       float* dst = buf.data() + off;
       widen_rows(t, 0, t.rows, dst);
-      t.release_pages();  // widened: the mapped pages are no longer needed
+      if (!rd.keep_pages) t.release_pages();  // widened: its mapped pages are not needed
       out[i].f32 = dst;
       off += size_t(t.numel());
     }
@@ -164,6 +191,10 @@ void matmul(const float* x, int T, int in, const Mat& W, int out, float* y, floa
   }
   const Tensor& t = *W.stored;
   KV_ASSERT(t.rows == out && t.cols == in);
+  if (T == 1) {  // one token: dot products on the stored rows, no float32 copy of W
+    stored_gemv(t, x, y, beta);
+    return;
+  }
   const int nt = worth_threads(int64_t(T) * out * in) ? omp_get_max_threads() : 1;
   const int64_t per_thread = (out + nt - 1) / nt;  // rows of W per thread
   const int rows = int(
@@ -197,11 +228,12 @@ void matmul(const float* x, int T, int in, const Mat& W, int out, float* y, floa
 }
 
 // Hands back the pages of a layer's streamed matrices once its products are done (the
-// others are released as widen_layer widens them).
-void release_streamed(const LayerWeights& w, size_t block_bytes) {
+// others are released as widen_layer widens them), unless they are kept mapped.
+void release_streamed(const LayerWeights& w, const WeightReads& rd) {
+  if (rd.keep_pages) return;
   const auto ts = layer_tensors(w);
   for (int i = 0; i < kLayerSlots; ++i)
-    if (streamed(i, *ts[size_t(i)], block_bytes)) ts[size_t(i)]->release_pages();
+    if (streamed(i, *ts[size_t(i)], rd)) ts[size_t(i)]->release_pages();
 }
 
 // Several products of the same x [T, in] (Projection's meaning): those in memory together
@@ -578,6 +610,11 @@ struct Pass {
     // Rotation angles up to this call's last position, per kind of layer (0: global, 1:
     // Gemma 3's local), brought up to date when the first layer of the kind needs them.
     bool have_angles[2] = {false, false};
+    WeightReads rd{opt.widen_block_bytes, T == 1, false};
+    if (rd.one_token) {
+      const size_t budget = opt.mapped_budget_bytes ? opt.mapped_budget_bytes : physical_memory();
+      rd.keep_pages = stored_bytes(w) <= budget;
+    }
     std::jthread next_pages;  // mapping in the next layer's pages (joined when destroyed)
     for (int l = 0; l < c.n_layers; ++l) {
       const int kind = c.local_rope(l) ? 1 : 0;
@@ -588,12 +625,13 @@ struct Pass {
         have_angles[kind] = true;
       }
       if (next_pages.joinable()) next_pages.join();
-      const LayerF32 lw = widen_layer(w.layers[size_t(l)], scr.wbuf, opt.widen_block_bytes);
-      if (l + 1 < c.n_layers && widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
+      const LayerF32 lw = widen_layer(w.layers[size_t(l)], scr.wbuf, rd);
+      if (!rd.keep_pages && l + 1 < c.n_layers &&
+          widened_bytes(w.layers[size_t(l) + 1]) >= kPopulateMin)
         next_pages = std::jthread([&w, l] { populate_layer(w.layers[size_t(l) + 1]); });
       attention(l, lw, angles);
       mlp(lw);
-      release_streamed(w.layers[size_t(l)], opt.widen_block_bytes);
+      release_streamed(w.layers[size_t(l)], rd);
     }
   }
 

@@ -136,6 +136,12 @@ struct ForwardOptions {
   // repack the activations more often, bigger ones fall out of cache. Any value gives the
   // same products up to float rounding.
   size_t widen_block_bytes = size_t(32) << 20;
+  // One token per call (decoding) multiplies stored matrices on their stored rows
+  // (runtime/stored_gemv.hpp), and their mapped pages stay mapped from token to token when
+  // the model's stored (not float32) weights take at most this many bytes (0: the
+  // machine's physical memory); above it each layer hands its pages back once its products
+  // are done, as prefill always does.
+  size_t mapped_budget_bytes = 0;
   // Called after layer l has appended this call's T tokens to the cache (slots
   // used(l, g) .. used(l, g) + T - 1 of each KV head) and before attention reads them: a
   // cache that stores tokens quantized (kv/kv_codec.hpp) encodes them here.

@@ -1,0 +1,205 @@
+// One token's products on stored weights (runtime/stored_gemv.hpp) against the widened
+// float32 path (Tensor::rows_to_f32, the independent dequantizer) summed in double, for
+// every dtype kvscope loads, odd row and column counts, permuted rows, the AVX2 and the
+// portable kernels, one thread and several; and a decoded token of a BF16 and a Q8_0
+// model against the same model's prefill.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "gguf_convert.hpp"
+#include "kvscope/model/synthetic_model.hpp"
+#include "kvscope/runtime/forward.hpp"
+#include "kvscope/runtime/kernels.hpp"
+#include "kvscope/runtime/stored_gemv.hpp"
+#include "test_util.hpp"
+
+using namespace kvscope;
+
+namespace {
+
+// A [rows, cols] tensor of random stored bytes whose every block widens to finite values
+// below 1e4 (random scale halves can be infinite or huge: such blocks are drawn again).
+Tensor random_tensor(DType t, int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const size_t bb = dtype_block_bytes(t);
+  const int64_t be = dtype_block(t);
+  auto bytes = std::make_shared<std::vector<std::byte>>(row_bytes(t, cols) * size_t(rows) + 1);
+  std::vector<float> w(static_cast<size_t>(be));
+  // Offset by one byte: the kernels must take any alignment, as mapped files give.
+  std::byte* base = bytes->data() + 1;
+  for (size_t b = 0; b < size_t(rows * cols / be); ++b) {
+    std::byte* blk = base + b * bb;
+    for (;;) {
+      for (size_t i = 0; i < bb; ++i) blk[i] = std::byte(rng() & 0xff);
+      if (t == DType::F32)  // a float of random bytes: keep it small and finite
+        for (size_t i = 0; i < bb; i += 4) blk[i + 3] = std::byte(uint8_t(blk[i + 3]) & 0xBF);
+      widen_to_f32(t, blk, size_t(be), w.data());
+      bool ok = true;
+      for (float v : w) ok = ok && std::isfinite(v) && std::abs(v) < 1e4f;
+      if (ok) break;
+    }
+  }
+  Tensor out;
+  out.name = std::string("random ") + std::string(dtype_name(t));
+  out.dtype = t;
+  out.rows = rows;
+  out.cols = cols;
+  out.data = base;
+  out.owner = bytes;
+  return out;
+}
+
+std::vector<float> random_x(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = nd(rng);
+  return x;
+}
+
+// The activation as prepare_activation documents it: blocks of 32, d = max|x| / 127,
+// q = round(x / d) (halves away from zero), x ~ d q.
+std::vector<double> q8_rule(const std::vector<float>& x) {
+  std::vector<double> out(x.size());
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0;
+    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[b + i]));
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    for (size_t i = 0; i < 32; ++i) out[b + i] = double(d) * double(std::lround(x[b + i] * id));
+  }
+  return out;
+}
+
+// y = W x in double from the widened weights.
+std::vector<double> reference(const Tensor& W, const std::vector<double>& x) {
+  const std::vector<float> w = W.to_f32();
+  std::vector<double> y(size_t(W.rows), 0.0);
+  for (int64_t r = 0; r < W.rows; ++r)
+    for (int64_t c = 0; c < W.cols; ++c)
+      y[size_t(r)] += double(w[size_t(r * W.cols + c)]) * x[size_t(c)];
+  return y;
+}
+
+double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+struct Case {
+  DType t;
+  int64_t rows, cols;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "stored_gemv equals the widened product for every stored dtype, odd shapes and "
+    "permuted rows, with the AVX2 and the portable kernels",
+    "[kernels][quant]") {
+  const bool was = kernels::simd_active();
+  // Rows odd; columns odd for the element types (loop tails), odd multiples of the block
+  // for the block types.
+  const Case cases[] = {{DType::F32, 37, 45},   {DType::F16, 37, 45},   {DType::BF16, 37, 45},
+                        {DType::Q8_0, 37, 96},  {DType::Q4_0, 37, 96},  {DType::Q4_1, 37, 96},
+                        {DType::Q5_0, 37, 96},  {DType::Q5_1, 37, 96},  {DType::IQ4_NL, 37, 96},
+                        {DType::Q2_K, 13, 768}, {DType::Q3_K, 13, 768}, {DType::Q4_K, 13, 768},
+                        {DType::Q5_K, 13, 768}, {DType::Q6_K, 13, 768}};
+  for (const Case& k : cases)
+    for (bool permuted : {false, true})
+      for (bool simd : {true, false}) {
+        kernels::use_simd(simd);
+        Tensor W = random_tensor(k.t, k.rows, k.cols, 7 + uint64_t(k.t));
+        if (permuted) {  // rows read in reverse, as GGUF's llama Q/K are read through an order
+          auto order = std::make_shared<std::vector<int32_t>>();
+          for (int64_t r = k.rows - 1; r >= 0; --r) order->push_back(int32_t(r));
+          W.row_order = order;
+        }
+        const std::vector<float> x = random_x(k.cols, 3);
+        std::vector<float> y(size_t(k.rows));
+        stored_gemv(W, x.data(), y.data(), 0.0f);
+        INFO(dtype_name(k.t) << (permuted ? " permuted" : "") << (simd ? " simd" : " portable"));
+        const std::vector<double> exact = reference(W, std::vector<double>(x.begin(), x.end()));
+        if (integer_dot(k.t)) {
+          // The integer products are exact: only float rounding of the block sums is left
+          // against the documented int8 rule; against the unquantized x the activation's
+          // rounding (at most d / 2 per element) shows.
+          CHECK(rel_l2(y, reference(W, q8_rule(x))) < 1e-5);
+          CHECK(rel_l2(y, exact) < 2e-2);
+        } else {
+          CHECK(rel_l2(y, exact) < 1e-5);  // float accumulation of the same products
+        }
+      }
+  kernels::use_simd(was);
+}
+
+TEST_CASE("stored_gemv: threads, beta and a non-finite activation", "[kernels][quant]") {
+  // Big enough to split over the threads (rows * cols >= kParallelMin).
+  const Tensor W = random_tensor(DType::Q8_0, 301, 1024, 11);
+  const std::vector<float> x = random_x(1024, 5);
+  std::vector<float> y(301, 2.0f);
+  stored_gemv(W, x.data(), y.data(), 0.5f);  // y = W x + 0.5 * 2
+  std::vector<double> want = reference(W, q8_rule(x));
+  for (double& v : want) v += 1.0;
+  CHECK(rel_l2(y, want) < 1e-5);
+  // A NaN in x has no int8 form: it must reach y as the widened product would carry it,
+  // never as a finite number.
+  std::vector<float> bad = x;
+  bad[100] = std::numeric_limits<float>::quiet_NaN();
+  stored_gemv(W, bad.data(), y.data(), 0.0f);
+  for (float v : y) CHECK(std::isnan(v));
+}
+
+TEST_CASE("a decoded token of a BF16 and a Q8_0 model equals the same model's prefill",
+          "[forward][quant]") {
+  test::TempDir d("stored_gemv_decode");
+  SyntheticSpec spec;
+  ModelConfig& c = spec.config;
+  c.dim = 64, c.hidden_dim = 160, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+  c.head_dim = 16, c.vocab_size = 96, c.max_seq_len = 64, c.tied_embeddings = false;
+  spec.dtype = DType::BF16;
+  spec.seed = 5;
+  write_synthetic_hf_model(d / "bf16", spec);
+  // LoadOptions{0}: kept as stored (small models are otherwise widened at load).
+  const Model bf16 = load_model(d / "bf16", LoadOptions{0});
+  Model twin;
+  test::write_gguf(d / "q8.gguf", bf16, true, &twin);
+  const Model q8 = load_model(d / "q8.gguf", LoadOptions{0});
+  REQUIRE(q8.weights.layers[0].wq.dtype == DType::Q8_0);
+  REQUIRE(bf16.weights.layers[0].wq.dtype == DType::BF16);
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 12; ++i) toks.push_back(int32_t((i * 7 + 3) % c.vocab_size));
+  for (const Model* m : {&bf16, &q8}) {
+    // Prefill widens the stored matrices to float32 (GEMM); one token at a time multiplies
+    // on the stored rows. BF16: the same products up to float rounding. Q8_0: the
+    // activation rounded to 8 bits per product, as llama.cpp does.
+    RunState pre(m->config, 16), dec(m->config, 16);
+    const auto all = forward(*m, pre, toks);
+    const size_t V = size_t(c.vocab_size);
+    const std::vector<double> want(all.end() - long(V), all.end());
+    std::vector<float> got;
+    for (int32_t t : toks) {
+      const auto lg = forward(*m, dec, std::vector<int32_t>{t}, {LogitsMode::kLast});
+      got.assign(lg.begin(), lg.end());
+    }
+    INFO(dtype_name(m->weights.layers[0].wq.dtype));
+    CHECK(rel_l2(got, want) < (m == &bf16 ? 1e-5 : 2e-2));
+    // Pages handed back after every layer (a budget below the model) or kept mapped from
+    // token to token: the same numbers.
+    RunState rel(m->config, 16);
+    ForwardOptions lean;
+    lean.logits = LogitsMode::kLast;
+    lean.mapped_budget_bytes = 1;
+    std::vector<float> again;
+    for (int32_t t : toks) {
+      const auto lg = forward(*m, rel, std::vector<int32_t>{t}, lean);
+      again.assign(lg.begin(), lg.end());
+    }
+    CHECK(again == got);
+  }
+}
