@@ -379,7 +379,7 @@ Tables run_frontier(const FrontierConfig& cfg, ExperimentContext& ctx) {
              ctx.config_file.string(), cfg.cont.window, ms.name, c.max_seq_len);
     const std::unique_ptr<CalibrationGrams> grams = calibrate(cfg, ctx, lm, ms.name);
     const FrontierVariants fv =
-        VariantBuilder{cfg, ctx, ms.name, m, grams.get(), prot, unreachable}.run();
+        VariantBuilder{cfg, ctx, ms.name, m, grams.get(), prot, unreachable, {}}.run();
     const TaskVariants& tv = fv.tv;
     const size_t np = fv.proto.size();
     auto row = [&](size_t i, const std::string& task, const char* measure, double value, double se,

@@ -108,8 +108,10 @@ void check_same_shape(const Model& a, const Model& b, const std::string& an,
 
 std::string dtype_summary(const Model& m) {
   std::string s;
-  for (const auto& [name, n] : m.stored_dtypes)
-    s += (s.empty() ? "" : " ") + fmt::format("{}:{}", name, n);
+  for (const auto& [name, n] : m.stored_dtypes) {
+    if (!s.empty()) s += ' ';
+    s += fmt::format("{}:{}", name, n);
+  }
   return s;
 }
 
