@@ -11,10 +11,12 @@ namespace kvscope::test {
 
 // A fresh, empty directory under the system temp dir, removed when the object goes. The
 // pid in its name keeps parallel ctest processes apart.
+#ifdef KVSCOPE_TEST_DATA_DIR  // the test target's (tests/CMakeLists.txt), not the fuzz tools'
 // The shipped model most tests run on (llama2.c format, 260K parameters).
 inline std::string stories260k() {
   return std::string(KVSCOPE_TEST_DATA_DIR) + "/models/stories260K/stories260K.bin";
 }
+#endif
 
 struct TempDir {
   std::filesystem::path path;
