@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <random>
 #include <string>
@@ -47,6 +48,24 @@ long peak_rss_bytes() {
   while (std::getline(in, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6)) * 1024;
   return -1;
+}
+
+double read_bandwidth_gbs(size_t bytes, int reps) {
+  const size_t n = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; ++i) buf[i] = i;  // touched: every page resident
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now_seconds();
+    uint64_t total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t i = 0; i < n; ++i) total += buf[i];
+    const double dt = now_seconds() - t0;
+    sink = sink + total;
+    best = std::max(best, double(n * sizeof(uint64_t)) / dt / 1e9);
+  }
+  return best;
 }
 
 }  // namespace kvscope::bench

@@ -25,4 +25,9 @@ double decode_flops(const ModelConfig& c, int ctx);
 // Peak resident set size of this process so far, in bytes (VmHWM).
 long peak_rss_bytes();
 
+// The machine's sequential read rate in GB/s: the best of `reps` passes summing a `bytes`
+// buffer (bigger than the caches) on every OpenMP thread. A decoding step reads every
+// weight once, so weight bytes / this rate is the fastest a token can be.
+double read_bandwidth_gbs(size_t bytes = size_t(1) << 30, int reps = 3);
+
 }  // namespace kvscope::bench
