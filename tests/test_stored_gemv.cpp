@@ -13,6 +13,7 @@
 #include "kvscope/runtime/forward.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "kvscope/runtime/stored_gemv.hpp"
+#include "reference_model.hpp"
 #include "test_util.hpp"
 
 using namespace kvscope;
@@ -83,12 +84,8 @@ std::vector<double> reference(const Tensor& W, const std::vector<double>& x) {
 }
 
 double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / den);
+  REQUIRE(got.size() == want.size());
+  return test::rel_error(got.data(), want.data(), want.size());
 }
 
 struct Case {

@@ -1,5 +1,7 @@
 #include "kvscope/model/family.hpp"
 
+#include <algorithm>
+
 #include "kvscope/io/error.hpp"
 
 namespace kvscope {
@@ -27,8 +29,6 @@ std::deque<FamilyTraits>& registry() {
   return rows;
 }
 
-constexpr size_t kBuiltins = 7;  // the rows above, one per enumerator of Family
-
 }  // namespace
 
 const std::deque<FamilyTraits>& families() {
@@ -37,10 +37,10 @@ const std::deque<FamilyTraits>& families() {
 
 void register_family(const FamilyTraits& row) {
   std::deque<FamilyTraits>& rows = registry();
+  // A built-in row is its own base; a registered one never is.
   const auto builtin = [&](Family f) {
-    for (size_t i = 0; i < kBuiltins; ++i)
-      if (rows[i].family == f) return true;
-    return false;
+    return std::any_of(rows.begin(), rows.end(),
+                       [&](const FamilyTraits& t) { return t.family == f && t.base == f; });
   };
   KV_CHECK(builtin(row.base), "register_family '{}': base {} is not a built-in family",
            row.name ? row.name : "", int(row.base));

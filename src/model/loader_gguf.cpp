@@ -13,6 +13,7 @@
 //   checkpoints; gemma3's sliding layers (5 of every 6) use RoPE base 10000 unscaled.
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "kvscope/io/error.hpp"
 #include "kvscope/io/json_util.hpp"
@@ -207,8 +208,8 @@ void rope_factor_tensors(const Meta& m, Get&& get, ModelConfig& c) {
            m.src, m.arch);
 }
 
-// The family named by general.architecture.
-Family gguf_family(const GgufFile& g, const std::string& src) {
+// general.architecture and the family it names.
+std::pair<std::string, Family> gguf_family(const GgufFile& g, const std::string& src) {
   KV_CHECK(g.metadata.contains("general.architecture"),
            "{}: metadata 'general.architecture' (a string) is missing", src);
   KV_CHECK(g.metadata["general.architecture"].is_string(),
@@ -219,7 +220,7 @@ Family gguf_family(const GgufFile& g, const std::string& src) {
   const std::optional<Family> family = family_from_gguf(arch);
   KV_CHECK(family.has_value(), "{}: GGUF architecture '{}' is not supported yet (supported: {})",
            src, arch, gguf_archs());
-  return *family;
+  return {arch, *family};
 }
 
 // Head sizes and rotary width: key_length or dim / heads; partial rotary only for Phi-3.
@@ -340,8 +341,7 @@ void gguf_layers(const GgufFile& g, const ModelConfig& c, const std::string& src
 Model load_gguf(const fs::path& path) {
   GgufFile g = open_gguf(path);
   const std::string src = path.string();
-  const Family family = gguf_family(g, src);
-  const std::string arch = g.metadata["general.architecture"].get<std::string>();
+  const auto [arch, family] = gguf_family(g, src);
   const Meta meta{g, arch, family, base_of(family), src};
   audit_keys(meta);
 

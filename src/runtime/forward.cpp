@@ -118,9 +118,13 @@ size_t stored_bytes(const Weights& w) {
   return bytes;
 }
 
+// Asked once per process (glibc asks the kernel each time).
 size_t physical_memory() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
+  static const size_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : size_t(0);
+  }();
+  return bytes;
 }
 
 LayerF32 widen_layer(const LayerWeights& w, std::vector<float>& buf, const WeightReads& rd) {
@@ -611,9 +615,10 @@ struct Pass {
     // Gemma 3's local), brought up to date when the first layer of the kind needs them.
     bool have_angles[2] = {false, false};
     WeightReads rd{opt.widen_block_bytes, T == 1, false};
-    if (rd.one_token) {
-      const size_t budget = opt.mapped_budget_bytes ? opt.mapped_budget_bytes : physical_memory();
-      rd.keep_pages = stored_bytes(w) <= budget;
+    if (rd.one_token) {  // a float32 model has no stored pages to keep or hand back
+      const size_t bytes = stored_bytes(w);
+      rd.keep_pages = bytes > 0 && bytes <= (opt.mapped_budget_bytes ? opt.mapped_budget_bytes
+                                                                     : physical_memory());
     }
     std::jthread next_pages;  // mapping in the next layer's pages (joined when destroyed)
     for (int l = 0; l < c.n_layers; ++l) {

@@ -137,17 +137,10 @@ void stored_gemv(const Tensor& W, const float* x, float* y, float beta) {
   GemvActivation a;
   prepare_activation(W.dtype, x, W.cols, a);
   // One parallel region per product, rows split evenly: no barrier per block of rows.
-  const int64_t rows = W.rows;
-  const auto body = [&](int64_t r) {
+  parallel_for(W.rows, W.rows * W.cols, [&](int64_t r) {
     const float v = stored_row_dot(W, r, a);
     y[r] = beta == 0.0f ? v : v + beta * y[r];
-  };
-  if (!worth_threads(rows * W.cols)) {
-    for (int64_t r = 0; r < rows; ++r) body(r);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) body(r);
+  });
 }
 
 }  // namespace kvscope
