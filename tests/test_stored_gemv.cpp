@@ -5,6 +5,7 @@
 // model against the same model's prefill.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -60,17 +61,35 @@ std::vector<float> random_x(int64_t n, uint64_t seed) {
   return x;
 }
 
-// The activation as prepare_activation documents it: blocks of 32, d = max|x| / 127,
-// q = round(x / d) (halves away from zero), x ~ d q.
-std::vector<double> q8_rule(const std::vector<float>& x) {
+// The activation as stored_gemv.hpp documents it: blocks of `qb` (32 for the 32-element
+// block types, 256 for the k-quants), d = max|x| / 127, q = round(x / d) (halves away
+// from zero), x ~ d q.
+std::vector<double> q8_rule(const std::vector<float>& x, size_t qb) {
   std::vector<double> out(x.size());
-  for (size_t b = 0; b < x.size(); b += 32) {
+  for (size_t b = 0; b < x.size(); b += qb) {
     float amax = 0;
-    for (size_t i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[b + i]));
+    for (size_t i = 0; i < qb; ++i) amax = std::max(amax, std::abs(x[b + i]));
     const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-    for (size_t i = 0; i < 32; ++i) out[b + i] = double(d) * double(std::lround(x[b + i] * id));
+    for (size_t i = 0; i < qb; ++i) out[b + i] = double(d) * double(std::lround(x[b + i] * id));
   }
   return out;
+}
+
+size_t rule_block(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+      return 0;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return 256;
+    default:
+      return 32;
+  }
 }
 
 // y = W x in double from the widened weights.
@@ -122,16 +141,67 @@ TEST_CASE(
         stored_gemv(W, x.data(), y.data(), 0.0f);
         INFO(dtype_name(k.t) << (permuted ? " permuted" : "") << (simd ? " simd" : " portable"));
         const std::vector<double> exact = reference(W, std::vector<double>(x.begin(), x.end()));
-        if (integer_dot(k.t)) {
+        if (rule_block(k.t) > 0) {
           // The integer products are exact: only float rounding of the block sums is left
           // against the documented int8 rule; against the unquantized x the activation's
           // rounding (at most d / 2 per element) shows.
-          CHECK(rel_l2(y, reference(W, q8_rule(x))) < 1e-5);
+          CHECK(rel_l2(y, reference(W, q8_rule(x, rule_block(k.t)))) < 1e-5);
           CHECK(rel_l2(y, exact) < 2e-2);
         } else {
           CHECK(rel_l2(y, exact) < 1e-5);  // float accumulation of the same products
         }
       }
+  kernels::use_simd(was);
+}
+
+TEST_CASE(
+    "stored_gemv's integer sums do not saturate: every level at its extreme against an "
+    "activation at +-127",
+    "[kernels][quant]") {
+  // Blocks of one repeated byte (0xFF: every level and scale at its top; 0x80 and 0x7F:
+  // the signed extremes), with each type's float scales (byte offsets from ggml-common.h)
+  // set to 2^-10 so the values stay finite. x of +-1 quantizes to +-127 exactly, the
+  // largest int8 products the kernels meet; a saturated int16 or int32 lane would be far
+  // off the double reference.
+  struct Halves {
+    DType t;
+    std::vector<size_t> at;
+  };
+  const Halves types[] = {{DType::Q8_0, {0}},      {DType::Q4_0, {0}},    {DType::Q4_1, {0, 2}},
+                          {DType::Q5_0, {0}},      {DType::Q5_1, {0, 2}}, {DType::IQ4_NL, {0}},
+                          {DType::Q2_K, {80, 82}}, {DType::Q3_K, {108}},  {DType::Q4_K, {0, 2}},
+                          {DType::Q5_K, {0, 2}},   {DType::Q6_K, {208}}};
+  const bool was = kernels::simd_active();
+  const uint16_t h = f32_to_f16(0x1p-10f);
+  for (const Halves& k : types)
+    for (uint8_t fill : {uint8_t(0xFF), uint8_t(0x80), uint8_t(0x7F)})
+      for (bool alternate : {false, true})
+        for (bool simd : {true, false}) {
+          kernels::use_simd(simd);
+          const int64_t cols = 512, rows = 3;
+          auto bytes = std::make_shared<std::vector<std::byte>>(row_bytes(k.t, cols) * rows,
+                                                                std::byte(fill));
+          const size_t bb = dtype_block_bytes(k.t);
+          for (size_t b = 0; b < bytes->size() / bb; ++b)
+            for (size_t at : k.at) std::memcpy(bytes->data() + b * bb + at, &h, 2);
+          Tensor W;
+          W.name = "extreme";
+          W.dtype = k.t;
+          W.rows = rows;
+          W.cols = cols;
+          W.data = bytes->data();
+          W.owner = bytes;
+          std::vector<float> x(size_t(cols), 1.0f);
+          if (alternate)
+            for (size_t i = 0; i < x.size(); i += 2) x[i] = -1.0f;
+          std::vector<float> y(static_cast<size_t>(rows));
+          stored_gemv(W, x.data(), y.data(), 0.0f);
+          INFO(dtype_name(k.t) << " fill " << int(fill) << (alternate ? " +-1" : " +1")
+                               << (simd ? " simd" : " portable"));
+          // x is exactly representable in the int8 rule, so the product is exact up to
+          // float rounding of the block sums.
+          CHECK(rel_l2(y, reference(W, std::vector<double>(x.begin(), x.end()))) < 1e-5);
+        }
   kernels::use_simd(was);
 }
 
@@ -141,7 +211,7 @@ TEST_CASE("stored_gemv: threads, beta and a non-finite activation", "[kernels][q
   const std::vector<float> x = random_x(1024, 5);
   std::vector<float> y(301, 2.0f);
   stored_gemv(W, x.data(), y.data(), 0.5f);  // y = W x + 0.5 * 2
-  std::vector<double> want = reference(W, q8_rule(x));
+  std::vector<double> want = reference(W, q8_rule(x, 32));
   for (double& v : want) v += 1.0;
   CHECK(rel_l2(y, want) < 1e-5);
   // A NaN in x has no int8 form: it must reach y as the widened product would carry it,

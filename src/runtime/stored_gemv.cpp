@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kvscope/io/error.hpp"
+#include "kvscope/model/block_levels.hpp"
 #include "kvscope/runtime/kernels.hpp"
 #include "parallel.hpp"
 #include "stored_gemv_avx2.hpp"
@@ -43,23 +44,27 @@ float dot_half(DType t, const std::byte* w, const float* x, int64_t n) {
   return s;
 }
 
-// Q8_0 [d f16][32 int8] or Q4_0 [d f16][16 bytes: element j low nibble, j + 16 high; q - 8].
-float dot_q_int8(DType t, const std::byte* row, const int8_t* qx, const float* dx, int64_t blocks) {
+// Any block type through its integer levels (block_levels.hpp): per group, scale times the
+// integer dot of levels and int8 activation, minus min times the activation's sum; one
+// float step per block. The AVX2 kernels compute the same integers.
+float dot_levels(DType t, const std::byte* row, const GemvActivation& a, int64_t blocks) {
   const size_t bb = dtype_block_bytes(t);
+  const int64_t be = dtype_block(t);
+  BlockLevels L;
   float s = 0;
   for (int64_t b = 0; b < blocks; ++b) {
-    const std::byte* blk = row + size_t(b) * bb;
-    const int8_t* x = qx + kQ8Block * b;
-    int32_t sum = 0;
-    if (t == DType::Q8_0) {
-      for (int i = 0; i < 32; ++i) sum += int32_t(int8_t(blk[2 + i])) * x[i];
-    } else {
-      for (int j = 0; j < 16; ++j) {
-        const int v = int(uint8_t(blk[2 + j]));
-        sum += ((v & 15) - 8) * x[j] + ((v >> 4) - 8) * x[j + 16];
-      }
+    block_levels(t, row + size_t(b) * bb, L);
+    const int8_t* x = a.q8.data() + be * b;
+    const int16_t* s16 = a.sum16.data() + be / 16 * b;
+    int64_t main = 0, mins = 0;
+    for (int64_t g = 0; g < be / L.group; ++g) {
+      int32_t dot = 0, sx = 0;
+      for (int64_t l = g * L.group; l < (g + 1) * L.group; ++l) dot += int32_t(L.q[l]) * x[l];
+      for (int64_t c = g * L.group / 16; c < (g + 1) * L.group / 16; ++c) sx += s16[c];
+      main += int64_t(L.scale[g]) * dot;
+      mins += int64_t(L.min[g]) * sx;
     }
-    s += f16_to_f32(u16_at(blk)) * dx[b] * float(sum);
+    s += a.d8[size_t(b)] * (L.d * float(main) - L.dmin * float(mins));
   }
   return s;
 }
@@ -81,29 +86,38 @@ float dot_blocks(DType t, const std::byte* row, const float* x, int64_t n, bool 
 
 }  // namespace
 
-bool integer_dot(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0;
+int64_t activation_block(DType t) {
+  if (!dtype_quantized(t)) return 0;
+  return dtype_block(t) == 256 ? 256 : kQ8Block;
 }
 
 void prepare_activation(DType t, const float* x, int64_t in, GemvActivation& a) {
   a.f32 = x;
-  a.q8.clear();
-  if (!integer_dot(t)) return;
-  KV_ASSERT(in % kQ8Block == 0);
+  a.block = 0;
+  const int64_t qb = activation_block(t);
+  if (qb == 0) return;
+  KV_ASSERT(in % qb == 0);
   // A NaN or infinity has no int8 form: such an x takes the float path, which carries it
   // into y as the widened product would.
   for (int64_t i = 0; i < in; ++i)
     if (!std::isfinite(x[i])) return;
+  a.block = qb;
   a.q8.resize(size_t(in));
-  a.d8.resize(size_t(in / kQ8Block));
-  for (int64_t b = 0; b < in / kQ8Block; ++b) {
-    const float* xb = x + kQ8Block * b;
+  a.d8.resize(size_t(in / qb));
+  a.sum16.resize(size_t(in / 16));
+  for (int64_t b = 0; b < in / qb; ++b) {
+    const float* xb = x + qb * b;
     float amax = 0;
-    for (int i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::abs(xb[i]));
+    for (int64_t i = 0; i < qb; ++i) amax = std::max(amax, std::abs(xb[i]));
     const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
     a.d8[size_t(b)] = d;
-    for (int i = 0; i < kQ8Block; ++i)
-      a.q8[size_t(kQ8Block * b + i)] = int8_t(std::lround(xb[i] * id));  // in [-127, 127]
+    for (int64_t i = 0; i < qb; ++i)
+      a.q8[size_t(qb * b + i)] = int8_t(std::lround(xb[i] * id));  // in [-127, 127]
+  }
+  for (int64_t c = 0; c < in / 16; ++c) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) sum += a.q8[size_t(16 * c + i)];
+    a.sum16[size_t(c)] = int16_t(sum);  // |sum| <= 16 * 127
   }
 }
 
@@ -120,16 +134,12 @@ float stored_row_dot(const Tensor& W, int64_t r, const GemvActivation& a) {
     case DType::F16:
       return simd && stored_avx2::supported_f16c() ? stored_avx2::dot_f16(row, a.f32, n)
                                                    : dot_half(W.dtype, row, a.f32, n);
-    case DType::Q8_0:
-      if (a.q8.empty()) return dot_blocks(W.dtype, row, a.f32, n, simd);
-      return simd ? stored_avx2::dot_q8_0(row, a.q8.data(), a.d8.data(), n / kQ8Block)
-                  : dot_q_int8(W.dtype, row, a.q8.data(), a.d8.data(), n / kQ8Block);
-    case DType::Q4_0:
-      if (a.q8.empty()) return dot_blocks(W.dtype, row, a.f32, n, simd);
-      return simd ? stored_avx2::dot_q4_0(row, a.q8.data(), a.d8.data(), n / kQ8Block)
-                  : dot_q_int8(W.dtype, row, a.q8.data(), a.d8.data(), n / kQ8Block);
-    default:
-      return dot_blocks(W.dtype, row, a.f32, n, simd);
+    default: {
+      if (a.block == 0) return dot_blocks(W.dtype, row, a.f32, n, simd);
+      const int64_t blocks = n / dtype_block(W.dtype);
+      if (!simd || !stored_avx2::supported_f16c()) return dot_levels(W.dtype, row, a, blocks);
+      return stored_avx2::quant_dot(W.dtype)(row, a.q8.data(), a.d8.data(), a.sum16.data(), blocks);
+    }
   }
 }
 

@@ -1,9 +1,12 @@
-// AVX2 (+FMA, +F16C for F16) row dot products of stored weights (stored_gemv.hpp), compiled
-// function by function for those instructions; callers check the support functions first.
+// AVX2 (+FMA; +F16C for F16 and the block types, whose scales are halves) row dot products
+// of stored weights (stored_gemv.hpp), compiled function by function for those
+// instructions; callers check the support functions first.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+
+#include "kvscope/model/dtype.hpp"
 
 namespace kvscope::stored_avx2 {
 
@@ -13,9 +16,13 @@ bool supported_f16c();  // and F16C
 float dot_f32(const std::byte* w, const float* x, int64_t n);
 float dot_bf16(const std::byte* w, const float* x, int64_t n);
 float dot_f16(const std::byte* w, const float* x, int64_t n);
-// Sum over blocks b of d_w(b) d_x(b) <q_w(b), q_x(b)>: a Q8_0 / Q4_0 row of `blocks` blocks
-// against the int8 activation qx [blocks * 32] with scales dx [blocks].
-float dot_q8_0(const std::byte* row, const int8_t* qx, const float* dx, int64_t blocks);
-float dot_q4_0(const std::byte* row, const int8_t* qx, const float* dx, int64_t blocks);
+
+// A row of `blocks` blocks of one block type against the int8 activation: qx [blocks *
+// block], dx [blocks] (one scale per block of the weights), sum16 [blocks * block / 16].
+using QuantDot = float (*)(const std::byte* row, const int8_t* qx, const float* dx,
+                           const int16_t* sum16, int64_t blocks);
+// The AVX2 kernel for block type t (every block format kvscope loads); needs
+// supported_f16c().
+QuantDot quant_dot(DType t);
 
 }  // namespace kvscope::stored_avx2
