@@ -26,7 +26,8 @@ double decode_flops(const ModelConfig& c, int ctx);
 long peak_rss_bytes();
 
 // The machine's sequential read rate in GB/s: the best of `reps` passes summing a `bytes`
-// buffer (bigger than the caches) on every OpenMP thread. A decoding step reads every
+// buffer (bigger than the caches) on every OpenMP thread, in AVX2 with the decoding
+// kernels' prefetch distance. A decoding step reads every
 // weight once, so weight bytes / this rate is the fastest a token can be.
 double read_bandwidth_gbs(size_t bytes = size_t(1) << 30, int reps = 3);
 
