@@ -270,3 +270,83 @@ TEST_CASE("a decoded token of a BF16 and a Q8_0 model equals the same model's pr
     CHECK(again == got);
   }
 }
+
+TEST_CASE("a decoded token of a k-quant GGUF model equals the same model's prefill",
+          "[forward][quant]") {
+  // Every matrix stored in one of the five k-quants (random packed bits under small finite
+  // scales, as bench/gen_synthetic_gguf writes them), chosen by name so each type meets
+  // the decoding step; dims are multiples of their 256-element blocks.
+  test::TempDir d("stored_gemv_kquant");
+  SyntheticSpec spec;
+  ModelConfig& c = spec.config;
+  c.dim = 256, c.hidden_dim = 512, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2;
+  c.head_dim = 64, c.vocab_size = 256, c.max_seq_len = 64, c.tied_embeddings = false;
+  spec.seed = 9;
+  write_synthetic_hf_model(d / "f32", spec);
+  const Model f32 = load_model(d / "f32", LoadOptions{0});
+  // ggml type id, block bytes and the byte offsets of the block's half-float scales.
+  struct K {
+    const char* suffix;
+    uint32_t id;
+    DType t;
+    std::vector<size_t> halves;
+  };
+  const K kinds[] = {{"attn_q.weight", 12, DType::Q4_K, {0, 2}},
+                     {"attn_k.weight", 13, DType::Q5_K, {0, 2}},
+                     {"attn_v.weight", 14, DType::Q6_K, {208}},
+                     {"attn_output.weight", 11, DType::Q3_K, {108}},
+                     {"ffn_gate.weight", 10, DType::Q2_K, {80, 82}},
+                     {"ffn_up.weight", 12, DType::Q4_K, {0, 2}},
+                     {"ffn_down.weight", 14, DType::Q6_K, {208}},
+                     {"output.weight", 13, DType::Q5_K, {0, 2}}};
+  std::mt19937_64 rng(17);
+  const uint16_t scale = f32_to_f16(0x1p-12f);
+  const test::MatrixEncoder encode = [&](const std::string& name, int64_t rows, int64_t cols,
+                                         uint32_t* type, std::string* bytes) {
+    for (const K& k : kinds) {
+      const std::string s = k.suffix;
+      if (name.size() < s.size() || name.compare(name.size() - s.size(), s.size(), s) != 0)
+        continue;
+      const size_t bb = dtype_block_bytes(k.t);
+      bytes->resize(row_bytes(k.t, cols) * size_t(rows));
+      for (char& b : *bytes) b = char(rng() & 0xff);
+      for (size_t b = 0; b < bytes->size() / bb; ++b)
+        for (size_t at : k.halves) std::memcpy(bytes->data() + b * bb + at, &scale, 2);
+      *type = k.id;
+      return true;
+    }
+    return false;  // the embedding: F32
+  };
+  Model unused;
+  test::write_gguf(d / "k.gguf", f32, false, &unused, {}, encode);
+  const Model m = load_model(d / "k.gguf", LoadOptions{0});
+  const LayerWeights& l = m.weights.layers[0];
+  REQUIRE(l.wq.dtype == DType::Q4_K);
+  REQUIRE(l.wk.dtype == DType::Q5_K);
+  REQUIRE(l.wv.dtype == DType::Q6_K);
+  REQUIRE(l.wo.dtype == DType::Q3_K);
+  REQUIRE(l.w_gate.dtype == DType::Q2_K);
+  REQUIRE(m.weights.classifier.dtype == DType::Q5_K);
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 12; ++i) toks.push_back(int32_t((i * 37 + 5) % c.vocab_size));
+  const bool was = kernels::simd_active();
+  for (bool simd : {true, false}) {
+    kernels::use_simd(simd);
+    // Prefill widens the blocks to float32 (GEMM); one token at a time multiplies them in
+    // integers against the activation rounded to 8 bits in blocks of 256 per product, so
+    // the logits differ by that rounding, carried through two layers.
+    RunState pre(m.config, 16), dec(m.config, 16);
+    const auto all = forward(m, pre, toks);
+    const size_t V = size_t(c.vocab_size);
+    const std::vector<double> want(all.end() - long(V), all.end());
+    std::vector<float> got;
+    for (int32_t t : toks) {
+      const auto lg = forward(m, dec, std::vector<int32_t>{t}, {LogitsMode::kLast});
+      got.assign(lg.begin(), lg.end());
+    }
+    INFO((simd ? "simd" : "portable") << ": relative L2 " << rel_l2(got, want));
+    CHECK(rel_l2(got, want) < 2e-2);  // measured 0.8%
+    CHECK(rel_l2(got, want) > 0.0);   // the two paths really differ (rounded activation)
+  }
+  kernels::use_simd(was);
+}
