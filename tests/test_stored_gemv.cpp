@@ -107,6 +107,45 @@ double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
   return test::rel_error(got.data(), want.data(), want.size());
 }
 
+// Byte offsets of the half-float scales in one block of each block type (ggml-common.h).
+std::vector<size_t> half_offsets(DType t) {
+  switch (t) {
+    case DType::Q4_1:
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K:
+      return {0, 2};
+    case DType::Q2_K:
+      return {80, 82};
+    case DType::Q3_K:
+      return {108};
+    case DType::Q6_K:
+      return {208};
+    default:  // Q8_0, Q4_0, Q5_0, IQ4_NL
+      return {0};
+  }
+}
+
+// The last token's logits of a prefill over toks (stored matrices widened, GEMM).
+std::vector<double> prefill_last(const Model& m, const std::vector<int32_t>& toks) {
+  RunState st(m.config, 16);
+  const auto all = forward(m, st, toks);
+  return std::vector<double>(all.end() - long(m.config.vocab_size), all.end());
+}
+
+// The last token's logits of feeding toks one at a time (one-token products on the
+// stored rows).
+std::vector<float> decode_last(const Model& m, const std::vector<int32_t>& toks,
+                               ForwardOptions opt = {LogitsMode::kLast}) {
+  RunState st(m.config, 16);
+  std::vector<float> last;
+  for (int32_t t : toks) {
+    const auto lg = forward(m, st, std::vector<int32_t>{t}, opt);
+    last.assign(lg.begin(), lg.end());
+  }
+  return last;
+}
+
 struct Case {
   DType t;
   int64_t rows, cols;
@@ -163,30 +202,25 @@ TEST_CASE(
   // set to 2^-10 so the values stay finite. x of +-1 quantizes to +-127 exactly, the
   // largest int8 products the kernels meet; a saturated int16 or int32 lane would be far
   // off the double reference.
-  struct Halves {
-    DType t;
-    std::vector<size_t> at;
-  };
-  const Halves types[] = {{DType::Q8_0, {0}},      {DType::Q4_0, {0}},    {DType::Q4_1, {0, 2}},
-                          {DType::Q5_0, {0}},      {DType::Q5_1, {0, 2}}, {DType::IQ4_NL, {0}},
-                          {DType::Q2_K, {80, 82}}, {DType::Q3_K, {108}},  {DType::Q4_K, {0, 2}},
-                          {DType::Q5_K, {0, 2}},   {DType::Q6_K, {208}}};
+  const DType types[] = {DType::Q8_0, DType::Q4_0,   DType::Q4_1, DType::Q5_0,
+                         DType::Q5_1, DType::IQ4_NL, DType::Q2_K, DType::Q3_K,
+                         DType::Q4_K, DType::Q5_K,   DType::Q6_K};
   const bool was = kernels::simd_active();
   const uint16_t h = f32_to_f16(0x1p-10f);
-  for (const Halves& k : types)
+  for (DType t : types)
     for (uint8_t fill : {uint8_t(0xFF), uint8_t(0x80), uint8_t(0x7F)})
       for (bool alternate : {false, true})
         for (bool simd : {true, false}) {
           kernels::use_simd(simd);
           const int64_t cols = 512, rows = 3;
-          auto bytes = std::make_shared<std::vector<std::byte>>(row_bytes(k.t, cols) * rows,
-                                                                std::byte(fill));
-          const size_t bb = dtype_block_bytes(k.t);
+          auto bytes =
+              std::make_shared<std::vector<std::byte>>(row_bytes(t, cols) * rows, std::byte(fill));
+          const size_t bb = dtype_block_bytes(t);
           for (size_t b = 0; b < bytes->size() / bb; ++b)
-            for (size_t at : k.at) std::memcpy(bytes->data() + b * bb + at, &h, 2);
+            for (size_t at : half_offsets(t)) std::memcpy(bytes->data() + b * bb + at, &h, 2);
           Tensor W;
           W.name = "extreme";
-          W.dtype = k.t;
+          W.dtype = t;
           W.rows = rows;
           W.cols = cols;
           W.data = bytes->data();
@@ -196,8 +230,8 @@ TEST_CASE(
             for (size_t i = 0; i < x.size(); i += 2) x[i] = -1.0f;
           std::vector<float> y(static_cast<size_t>(rows));
           stored_gemv(W, x.data(), y.data(), 0.0f);
-          INFO(dtype_name(k.t) << " fill " << int(fill) << (alternate ? " +-1" : " +1")
-                               << (simd ? " simd" : " portable"));
+          INFO(dtype_name(t) << " fill " << int(fill) << (alternate ? " +-1" : " +1")
+                             << (simd ? " simd" : " portable"));
           // x is exactly representable in the int8 rule, so the product is exact up to
           // float rounding of the block sums.
           CHECK(rel_l2(y, reference(W, std::vector<double>(x.begin(), x.end()))) < 1e-5);
@@ -245,29 +279,15 @@ TEST_CASE("a decoded token of a BF16 and a Q8_0 model equals the same model's pr
     // Prefill widens the stored matrices to float32 (GEMM); one token at a time multiplies
     // on the stored rows. BF16: the same products up to float rounding. Q8_0: the
     // activation rounded to 8 bits per product, as llama.cpp does.
-    RunState pre(m->config, 16), dec(m->config, 16);
-    const auto all = forward(*m, pre, toks);
-    const size_t V = size_t(c.vocab_size);
-    const std::vector<double> want(all.end() - long(V), all.end());
-    std::vector<float> got;
-    for (int32_t t : toks) {
-      const auto lg = forward(*m, dec, std::vector<int32_t>{t}, {LogitsMode::kLast});
-      got.assign(lg.begin(), lg.end());
-    }
+    const std::vector<float> got = decode_last(*m, toks);
     INFO(dtype_name(m->weights.layers[0].wq.dtype));
-    CHECK(rel_l2(got, want) < (m == &bf16 ? 1e-5 : 2e-2));
+    CHECK(rel_l2(got, prefill_last(*m, toks)) < (m == &bf16 ? 1e-5 : 2e-2));
     // Pages handed back after every layer (a budget below the model) or kept mapped from
     // token to token: the same numbers.
-    RunState rel(m->config, 16);
     ForwardOptions lean;
     lean.logits = LogitsMode::kLast;
     lean.mapped_budget_bytes = 1;
-    std::vector<float> again;
-    for (int32_t t : toks) {
-      const auto lg = forward(*m, rel, std::vector<int32_t>{t}, lean);
-      again.assign(lg.begin(), lg.end());
-    }
-    CHECK(again == got);
+    CHECK(decode_last(*m, toks, lean) == got);
   }
 }
 
@@ -284,34 +304,27 @@ TEST_CASE("a decoded token of a k-quant GGUF model equals the same model's prefi
   spec.seed = 9;
   write_synthetic_hf_model(d / "f32", spec);
   const Model f32 = load_model(d / "f32", LoadOptions{0});
-  // ggml type id, block bytes and the byte offsets of the block's half-float scales.
+  // Tensor name suffix, ggml type id, and the type.
   struct K {
     const char* suffix;
     uint32_t id;
     DType t;
-    std::vector<size_t> halves;
   };
-  const K kinds[] = {{"attn_q.weight", 12, DType::Q4_K, {0, 2}},
-                     {"attn_k.weight", 13, DType::Q5_K, {0, 2}},
-                     {"attn_v.weight", 14, DType::Q6_K, {208}},
-                     {"attn_output.weight", 11, DType::Q3_K, {108}},
-                     {"ffn_gate.weight", 10, DType::Q2_K, {80, 82}},
-                     {"ffn_up.weight", 12, DType::Q4_K, {0, 2}},
-                     {"ffn_down.weight", 14, DType::Q6_K, {208}},
-                     {"output.weight", 13, DType::Q5_K, {0, 2}}};
+  const K kinds[] = {{"attn_q.weight", 12, DType::Q4_K},   {"attn_k.weight", 13, DType::Q5_K},
+                     {"attn_v.weight", 14, DType::Q6_K},   {"attn_output.weight", 11, DType::Q3_K},
+                     {"ffn_gate.weight", 10, DType::Q2_K}, {"ffn_up.weight", 12, DType::Q4_K},
+                     {"ffn_down.weight", 14, DType::Q6_K}, {"output.weight", 13, DType::Q5_K}};
   std::mt19937_64 rng(17);
   const uint16_t scale = f32_to_f16(0x1p-12f);
   const test::MatrixEncoder encode = [&](const std::string& name, int64_t rows, int64_t cols,
                                          uint32_t* type, std::string* bytes) {
     for (const K& k : kinds) {
-      const std::string s = k.suffix;
-      if (name.size() < s.size() || name.compare(name.size() - s.size(), s.size(), s) != 0)
-        continue;
+      if (!name.ends_with(k.suffix)) continue;
       const size_t bb = dtype_block_bytes(k.t);
       bytes->resize(row_bytes(k.t, cols) * size_t(rows));
       for (char& b : *bytes) b = char(rng() & 0xff);
       for (size_t b = 0; b < bytes->size() / bb; ++b)
-        for (size_t at : k.halves) std::memcpy(bytes->data() + b * bb + at, &scale, 2);
+        for (size_t at : half_offsets(k.t)) std::memcpy(bytes->data() + b * bb + at, &scale, 2);
       *type = k.id;
       return true;
     }
@@ -335,15 +348,8 @@ TEST_CASE("a decoded token of a k-quant GGUF model equals the same model's prefi
     // Prefill widens the blocks to float32 (GEMM); one token at a time multiplies them in
     // integers against the activation rounded to 8 bits in blocks of 256 per product, so
     // the logits differ by that rounding, carried through two layers.
-    RunState pre(m.config, 16), dec(m.config, 16);
-    const auto all = forward(m, pre, toks);
-    const size_t V = size_t(c.vocab_size);
-    const std::vector<double> want(all.end() - long(V), all.end());
-    std::vector<float> got;
-    for (int32_t t : toks) {
-      const auto lg = forward(m, dec, std::vector<int32_t>{t}, {LogitsMode::kLast});
-      got.assign(lg.begin(), lg.end());
-    }
+    const std::vector<float> got = decode_last(m, toks);
+    const std::vector<double> want = prefill_last(m, toks);
     INFO((simd ? "simd" : "portable") << ": relative L2 " << rel_l2(got, want));
     CHECK(rel_l2(got, want) < 2e-2);  // measured 0.8%
     CHECK(rel_l2(got, want) > 0.0);   // the two paths really differ (rounded activation)
